@@ -1,0 +1,51 @@
+# espd: build, test and benchmark. Every target installs what it needs itself.
+#   make build      Debian packages (when missing), .venv, the package and its C data plane
+#   make test       the test suite (root: includes the network-namespace tests)
+#   make test-asan  the same suite against an ASan/UBSan build of the data plane
+#   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 python3-venv python3-dev tcpdump
+STAMP := $(VENV)/.installed
+
+.PHONY: build deps test test-asan bench lint clean
+
+build: $(STAMP)
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml setup.py native/build.py $(wildcard native/*.c native/*.h) | deps
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+test: build
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-asan: deps
+	@test -x $(PY) || python3 -m venv $(VENV)
+	ESPD_SANITIZE=1 $(PY) -m pip install -q -e '.[test]'
+	rm -f $(STAMP)
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \
+		$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit tests/interop tests/native
+	$(PY) -m pip install -q -e '.[test]' && touch $(STAMP)
+
+bench: build
+	$(PY) tests/bench/bench_dataplane.py
+
+lint: build
+	$(PY) -m ruff check daemon tests native/build.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info daemon/*.egg-info daemon/espd/_native*.so daemon/espd/_native.c

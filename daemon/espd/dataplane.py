@@ -1,0 +1,466 @@
+"""The data plane, driven from Python: the only module that touches the cffi bindings.
+
+Everything above this module (the daemon, tools, tests) speaks in SAs, rules and bytes.
+Every C status is checked and turned into an exception; C objects are owned through
+``ffi.gc``. Key bytes go straight into the data plane and are never kept here.
+
+Changes (``add_sa``, ``remove_sa``, ``add_rule``) are staged and become live together in
+one atomic table swap at ``commit()``; packet operations commit pending changes first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from espd import _native  # type: ignore[attr-defined]
+from espd.transforms import Transform, parse_transform
+
+ffi, lib = _native.ffi, _native.lib
+
+HEADROOM = 128  # proto.h ESPD_HEADROOM
+TAILROOM = 64  # proto.h ESPD_TAILROOM
+
+DROP_REASONS: tuple[str, ...] = tuple(
+    ffi.string(lib.espdp_drop_name(i)).decode() for i in range(lib.espdp_drop_count())
+)
+DROP_HELP: dict[str, str] = {
+    name: ffi.string(lib.espdp_drop_help(i)).decode() for i, name in enumerate(DROP_REASONS)
+}
+EVENT_KINDS: tuple[str, ...] = tuple(
+    ffi.string(lib.espdp_event_name(i)).decode() for i in range(lib.espdp_event_kind_count())
+)
+_DROP_SLOTS = 32  # espdp.h: uint64_t drops[32]
+
+_DIRECTIONS = {"in": lib.ESPDP_DIR_IN, "out": lib.ESPDP_DIR_OUT}
+_MODES = {"tunnel": lib.ESPDP_MODE_TUNNEL, "transport": lib.ESPDP_MODE_TRANSPORT}
+_ENCAPS = {"esp": lib.ESPDP_ENCAP_ESP, "udp": lib.ESPDP_ENCAP_UDP}
+_SA_FLAGS = ("soft_expired", "hard_expired", "seq_cycled")
+
+
+class DataplaneError(Exception):
+    """The data plane refused a configuration."""
+
+
+class DropError(Exception):
+    """A packet was dropped; ``reason`` is the drop reason's name (see DROP_REASONS)."""
+
+    def __init__(self, reason: str, sa: SA | None = None) -> None:
+        self.reason = reason
+        self.sa = sa
+        where = f" on SA 0x{sa.spi:08X} {sa.direction}" if sa else ""
+        super().__init__(f"packet dropped{where}: {reason} ({DROP_HELP.get(reason, '?')})")
+
+
+def _check(status: int, what: str) -> None:
+    if status != lib.ESPDP_OK:
+        raise DataplaneError(f"{what}: {ffi.string(lib.espdp_status_str(status)).decode()}")
+
+
+def _addr(value: str | ipaddress.IPv4Address | ipaddress.IPv6Address, out: object) -> int:
+    ip = ipaddress.ip_address(value)
+    out.family = ip.version  # type: ignore[attr-defined]
+    ffi.memmove(out.bytes, ip.packed, len(ip.packed))  # type: ignore[attr-defined]
+    return ip.version
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """SA lifetime limits; 0 means no limit. Bytes count protected (inner) payload."""
+
+    seconds: int = 0
+    bytes: int = 0
+    packets: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class SA:
+    """A security association in the data plane. Holds no key material."""
+
+    spi: int
+    direction: str
+    transform: Transform
+    mode: str
+    encap: str
+    local: str
+    peer: str
+    replay_window: int
+    esn: bool
+    policy: int
+    cookie: int
+    _handle: object = field(repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"SA 0x{self.spi:08X} {self.direction} {self.transform} {self.peer}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An access-list entry compiled to value/mask pairs; first match wins.
+
+    ``action`` is "protect" (send through ``sa``) or "discard". ``policy`` names the crypto
+    map entry: an inbound SA with the same policy accepts only inner packets that this
+    rule, mirrored, would protect.
+    """
+
+    family: int
+    action: str
+    src: bytes
+    src_mask: bytes
+    dst: bytes
+    dst_mask: bytes
+    proto: int = 0
+    proto_mask: int = 0
+    sport: int = 0
+    sport_mask: int = 0
+    dport: int = 0
+    dport_mask: int = 0
+    policy: int = 0
+
+    @classmethod
+    def from_prefixes(
+        cls,
+        src: str,
+        dst: str,
+        *,
+        action: str = "protect",
+        proto: int | None = None,
+        sport: int | None = None,
+        dport: int | None = None,
+        policy: int = 0,
+    ) -> Rule:
+        s, d = ipaddress.ip_network(src, strict=False), ipaddress.ip_network(dst, strict=False)
+        if s.version != d.version:
+            raise DataplaneError(f"rule {src} -> {dst}: source and destination families differ")
+        return cls(
+            family=s.version, action=action,
+            src=s.network_address.packed, src_mask=s.netmask.packed,
+            dst=d.network_address.packed, dst_mask=d.netmask.packed,
+            proto=proto or 0, proto_mask=0xFF if proto is not None else 0,
+            sport=sport or 0, sport_mask=0xFFFF if sport is not None else 0,
+            dport=dport or 0, dport_mask=0xFFFF if dport is not None else 0,
+            policy=policy,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    spi: int
+    direction: str
+    cookie: int
+    value: int
+
+
+class Dataplane:
+    """One data plane instance with `workers` per-worker crypto context slots."""
+
+    def __init__(self, workers: int = 1) -> None:
+        dp = lib.espdp_new(workers)
+        if dp == ffi.NULL:
+            raise DataplaneError(f"cannot create a data plane with {workers} workers")
+        self._dp = ffi.gc(dp, lib.espdp_free)
+        self._sas: list[SA] = []
+        self._rules: list[tuple[Rule, SA | None]] = []
+        self._dirty = True
+
+    # --- configuration ---
+
+    def add_sa(
+        self,
+        *,
+        spi: int,
+        direction: str,
+        transform: str | Transform,
+        key: bytes,
+        auth_key: bytes | None = None,
+        mode: str = "tunnel",
+        local: str,
+        peer: str,
+        encap: str = "esp",
+        sport: int = 4500,
+        dport: int = 4500,
+        replay_window: int = 1024,
+        esn: bool = False,
+        soft: Lifetime | None = None,
+        hard: Lifetime | None = None,
+        policy: int = 0,
+        cookie: int = 0,
+    ) -> SA:
+        """Create an SA and stage it for the next commit."""
+        sa = self.create_sa(
+            spi=spi, direction=direction, transform=transform, key=key, auth_key=auth_key,
+            mode=mode, local=local, peer=peer, encap=encap, sport=sport, dport=dport,
+            replay_window=replay_window, esn=esn, soft=soft, hard=hard, policy=policy,
+            cookie=cookie,
+        )
+        self._sas.append(sa)
+        self._dirty = True
+        return sa
+
+    def create_sa(
+        self,
+        *,
+        spi: int,
+        direction: str,
+        transform: str | Transform,
+        key: bytes,
+        auth_key: bytes | None = None,
+        mode: str = "tunnel",
+        local: str,
+        peer: str,
+        encap: str = "esp",
+        sport: int = 4500,
+        dport: int = 4500,
+        replay_window: int = 1024,
+        esn: bool = False,
+        soft: Lifetime | None = None,
+        hard: Lifetime | None = None,
+        policy: int = 0,
+        cookie: int = 0,
+    ) -> SA:
+        """Create an SA without staging it (``publish`` places it in a table set)."""
+        t = transform if isinstance(transform, Transform) else parse_transform(transform)
+        for name, table, value in (("direction", _DIRECTIONS, direction), ("mode", _MODES, mode),
+                                   ("encap", _ENCAPS, encap)):
+            if value not in table:
+                raise DataplaneError(f"{name} must be one of {', '.join(table)}, not {value!r}")
+        if not 0 < spi < 2**32:
+            raise DataplaneError(f"SPI {spi} is out of range")
+        auth_key = auth_key or b""
+        if len(key) != t.key_len or len(auth_key) != t.auth_key_len:
+            raise DataplaneError(
+                f"{t}: key must be {t.key_len} bytes and auth_key {t.auth_key_len} bytes, "
+                f"not {len(key)} and {len(auth_key)}"
+            )
+        cfg = ffi.new("struct espdp_sa_config *")
+        cfg.spi = spi
+        cfg.direction = _DIRECTIONS[direction]
+        cfg.mode = _MODES[mode]
+        cfg.encap = _ENCAPS[encap]
+        cfg.esn = int(esn)
+        cfg.cipher = t.cipher
+        cfg.cipher_key_bits = t.cipher_key_bits
+        cfg.integ = t.integ
+        cfg.sport, cfg.dport = sport, dport
+        cfg.replay_window = replay_window
+        cfg.policy = policy
+        cfg.cookie = cookie
+        if _addr(local, cfg.local) != _addr(peer, cfg.peer):
+            raise DataplaneError(f"local {local} and peer {peer} are of different families")
+        for lim, src in ((cfg.soft, soft), (cfg.hard, hard)):
+            if src is not None:
+                lim.seconds, lim.bytes, lim.packets = src.seconds, src.bytes, src.packets
+        out = ffi.new("espdp_sa **")
+        _check(
+            lib.espdp_sa_create(self._dp, cfg, ffi.from_buffer(key), len(key),
+                                ffi.from_buffer(auth_key), len(auth_key), out),
+            f"SA 0x{spi:08X} {direction}",
+        )
+        handle = ffi.gc(out[0], lib.espdp_sa_release)
+        return SA(spi, direction, t, mode, encap, str(local), str(peer), replay_window, esn,
+                  policy, cookie, handle)
+
+    def remove_sa(self, sa: SA) -> None:
+        self._sas.remove(sa)
+        self._rules = [(r, s if s is not sa else None) for r, s in self._rules]
+        self._dirty = True
+
+    def add_rule(self, rule: Rule, sa: SA | None = None) -> int:
+        """Append a classification rule; returns its index (its place in match order)."""
+        self._rules.append((rule, sa))
+        self._dirty = True
+        return len(self._rules) - 1
+
+    def commit(self) -> None:
+        """Make the staged SAs and rules live in one atomic swap."""
+        self.publish(self._sas, self._rules)
+        self._dirty = False
+
+    def publish(self, sas: Iterable[SA], rules: Sequence[tuple[Rule, SA | None]]) -> None:
+        """Build a complete table set and swap it in; on error the live set is untouched."""
+        table = lib.espdp_table_new(self._dp)
+        if table == ffi.NULL:
+            raise DataplaneError("out of memory building the table set")
+        try:
+            for sa in sas:
+                _check(lib.espdp_table_add_sa(table, sa._handle), str(sa))
+            for i, (rule, sa) in enumerate(rules):
+                _check(lib.espdp_table_add_rule(table, _c_rule(rule), sa._handle if sa else ffi.NULL),
+                       f"rule {i}")
+            _check(lib.espdp_publish(self._dp, table), "publishing the table set")
+        except BaseException:
+            lib.espdp_table_free(table)  # a no-op once published
+            raise
+
+    def _ensure_committed(self) -> None:
+        if self._dirty:
+            self.commit()
+
+    # --- packets ---
+
+    def encap(self, sa: SA | None, packet: bytes) -> bytes:
+        """Protect one inner IP packet with `sa` (None: classify it); the outer packet."""
+        return _one(self.encap_batch([packet], sa), "encap")
+
+    def protect(self, packet: bytes) -> bytes:
+        """Classify one packet through the live rules and protect it."""
+        return self.encap(None, packet)
+
+    def decap(self, packet: bytes) -> bytes:
+        """Verify and decapsulate one outer IP packet; the inner packet or DropError."""
+        return _one(self.decap_batch([packet]), "decap")
+
+    def encap_batch(self, packets: Sequence[bytes], sa: SA | None = None,
+                    worker: int = 0) -> list[bytes | DropError]:
+        self._ensure_committed()
+        return self._run(lib.espdp_encap_batch, packets, sa, worker)
+
+    def decap_batch(self, packets: Sequence[bytes], worker: int = 0) -> list[bytes | DropError]:
+        self._ensure_committed()
+        return self._run(lib.espdp_decap_batch, packets, None, worker)
+
+    def _run(self, fn, packets: Sequence[bytes], sa: SA | None, worker: int) -> list:
+        n = len(packets)
+        if n == 0:
+            return []
+        sizes = [HEADROOM + len(p) + TAILROOM for p in packets]
+        buf = ffi.new("uint8_t[]", sum(sizes))
+        pkts = ffi.new("struct espdp_pkt[]", n)
+        base = 0
+        for i, p in enumerate(packets):
+            pkts[i].buf = buf + base
+            pkts[i].cap = sizes[i]
+            pkts[i].off = HEADROOM
+            pkts[i].len = len(p)
+            pkts[i].sa = sa._handle if sa else ffi.NULL
+            ffi.memmove(buf + base + HEADROOM, p, len(p))
+            base += sizes[i]
+        fn(self._dp, worker, pkts, n)
+        by_handle = {s._handle: s for s in self._sas}
+        out: list[bytes | DropError] = []
+        for i in range(n):
+            p = pkts[i]
+            if p.result == 0:
+                out.append(bytes(ffi.buffer(p.buf + p.off, p.len)))
+            else:
+                used = sa or (by_handle.get(p.sa) if p.sa != ffi.NULL else None)
+                out.append(DropError(DROP_REASONS[p.result], used))
+        return out
+
+    def classify(self, packet: bytes) -> int | None:
+        """Index of the first live rule matching `packet`, or None."""
+        self._ensure_committed()
+        r = lib.espdp_classify(self._dp, packet, len(packet))
+        return None if r < 0 else r
+
+    # --- state ---
+
+    def stats(self, sa: SA) -> dict:
+        s = ffi.new("struct espdp_sa_stats *")
+        lib.espdp_sa_stats(sa._handle, s)
+        out = {name: getattr(s, name) for name in (
+            "packets", "bytes", "encaps", "encrypt", "digest", "decaps", "decrypt", "verify",
+            "seq")}
+        out["age_seconds"] = s.age_ns / 1e9
+        out["lifetime_bytes"] = s.life_bytes
+        out["lifetime_packets"] = s.life_packets
+        for bit, name in enumerate(_SA_FLAGS):
+            out[name] = bool(s.flags & (1 << bit))
+        out["drops"] = {DROP_REASONS[i]: s.drops[i]
+                        for i in range(1, len(DROP_REASONS)) if s.drops[i]}
+        return out
+
+    def global_drops(self) -> dict[str, dict[str, int]]:
+        """Every drop by direction and reason, SA-less ones included."""
+        raw = ffi.new("uint64_t[]", 2 * _DROP_SLOTS)
+        lib.espdp_global_drops(self._dp, raw, 2 * _DROP_SLOTS)
+        return {
+            direction: {DROP_REASONS[i]: raw[d * _DROP_SLOTS + i]
+                        for i in range(1, len(DROP_REASONS)) if raw[d * _DROP_SLOTS + i]}
+            for direction, d in (("in", 0), ("out", 1))
+        }
+
+    def rule_hits(self) -> list[int]:
+        n = len(self._rules) or 1
+        raw = ffi.new("uint64_t[]", n)
+        got = lib.espdp_rule_hits(self._dp, raw, n)
+        return [raw[i] for i in range(min(got, n))]
+
+    def event_fd(self) -> int:
+        return lib.espdp_event_fd(self._dp)
+
+    def events(self) -> list[Event]:
+        buf = ffi.new("struct espdp_event[]", 64)
+        out: list[Event] = []
+        while True:
+            n = lib.espdp_events_read(self._dp, buf, 64)
+            for i in range(n):
+                e = buf[i]
+                out.append(Event(EVENT_KINDS[e.kind], e.spi, "out" if e.direction else "in",
+                                 e.cookie, e.value))
+            if n < 64:
+                return out
+
+    def set_clock(self, now_ns: int | None) -> None:
+        """Freeze the data plane's clock at now_ns (tests); None returns to the real clock."""
+        lib.espdp_set_clock(self._dp, -1 if now_ns is None else now_ns)
+
+    # test hooks: state near the edges
+    def test_set_seq(self, sa: SA, seq: int) -> None:
+        lib.espdp_sa_test_set_seq(sa._handle, seq)
+
+    def test_set_usage(self, sa: SA, bytes_: int, packets: int) -> None:
+        lib.espdp_sa_test_set_usage(sa._handle, bytes_, packets)
+
+    @staticmethod
+    def crypto_features() -> str:
+        return ffi.string(lib.espdp_crypto_features()).decode().strip()
+
+
+def _c_rule(rule: Rule):
+    r = ffi.new("struct espdp_rule *")
+    r.family = rule.family
+    if rule.action not in ("protect", "discard"):
+        raise DataplaneError(f"rule action must be protect or discard, not {rule.action!r}")
+    r.action = lib.ESPDP_ACTION_PROTECT if rule.action == "protect" else lib.ESPDP_ACTION_DISCARD
+    r.proto, r.proto_mask = rule.proto, rule.proto_mask
+    for name in ("src", "src_mask", "dst", "dst_mask"):
+        value = getattr(rule, name)
+        ffi.memmove(getattr(r, name), value, len(value))
+    r.sport, r.sport_mask = rule.sport, rule.sport_mask
+    r.dport, r.dport_mask = rule.dport, rule.dport_mask
+    r.policy = rule.policy
+    return r
+
+
+def _one(results: list[bytes | DropError], what: str) -> bytes:
+    (result,) = results
+    if isinstance(result, DropError):
+        raise result
+    return result
+
+
+class Replay:
+    """A standalone anti-replay window (for property tests of the C implementation)."""
+
+    def __init__(self, window: int, esn: bool = False) -> None:
+        r = lib.espdp_replay_new(window, int(esn))
+        if r == ffi.NULL:
+            raise DataplaneError(f"replay window {window} is out of range")
+        self._r = ffi.gc(r, lib.espdp_replay_free)
+        self._seq = ffi.new("uint64_t *")
+
+    def check(self, seql: int) -> tuple[str | None, int]:
+        """(None or the drop reason, the inferred 64-bit sequence number)."""
+        r = lib.espdp_replay_check(self._r, seql, self._seq)
+        return (DROP_REASONS[r] if r else None), self._seq[0]
+
+    def advance(self, seq: int) -> str | None:
+        r = lib.espdp_replay_advance(self._r, seq)
+        return DROP_REASONS[r] if r else None
+
+    @property
+    def top(self) -> int:
+        return lib.espdp_replay_top(self._r)

@@ -1,0 +1,47 @@
+/* crypto: ESP's cryptographic transforms; the only file that includes OpenSSL.
+ *
+ * A crypto_ctx is keyed once (key schedule, GHASH tables, HMAC pads) and then reused for
+ * every packet with only IV, AAD and tag set: no EVP fetch and no allocation per packet.
+ * A context is used by one thread at a time; the SA keeps one per worker.
+ *
+ * Buffer layout seen by seal/open, `esp` pointing at the SPI:
+ *   | SPI 4 | seq 4 | IV iv_len | payload incl. padding and trailer | ICV icv_len |
+ */
+#ifndef ESPD_CRYPTO_H
+#define ESPD_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct crypto_alg {
+	uint8_t cipher; /* enum espdp_cipher */
+	uint8_t integ; /* enum espdp_integ */
+	uint8_t iv_len;
+	uint8_t icv_len;
+	uint8_t block; /* the payload + trailer is padded to a multiple of this */
+	uint8_t salt_len; /* trailing bytes of the key that are the AEAD nonce salt */
+	uint16_t key_len; /* cipher key bytes, salt included */
+	uint16_t auth_key_len;
+};
+
+struct crypto_ctx;
+
+/* Fill *alg for a transform; 0, or a negative enum espdp_status. */
+int crypto_alg_init(struct crypto_alg *alg, unsigned cipher, unsigned key_bits, unsigned integ);
+/* Key a context for sealing (encrypt=1) or opening; NULL on failure (bad key, no memory). */
+struct crypto_ctx *crypto_ctx_new(const struct crypto_alg *alg, const uint8_t *key,
+				  const uint8_t *auth_key, int encrypt);
+/* Wipe and free; NULL is allowed. */
+void crypto_ctx_free(struct crypto_ctx *ctx);
+/* Write the IV for `seq`, encrypt payload_len bytes after it in place and append the ICV.
+ * With esn, the high 32 bits of seq are authenticated (RFC 4303 2.2.1). 0 or -1. */
+int crypto_seal(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn);
+/* Verify the ICV in constant time, then decrypt payload_len bytes in place.
+ * Returns 0, or -1 when the ICV does not verify (the payload is then unspecified). */
+int crypto_open(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn);
+/* OPENSSL_cleanse */
+void crypto_wipe(void *p, size_t n);
+/* Which CPU features OpenSSL's code paths use (AES-NI, VAES, PCLMUL, SHA-NI, AVX2...). */
+const char *crypto_features(void);
+
+#endif

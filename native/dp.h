@@ -1,0 +1,79 @@
+/* dp: the data plane instance and its table sets (internal to native/).
+ *
+ * Publication and reclamation (epoch based, no locks on the packet path):
+ *   - a worker entering a batch stores the global epoch in its slot, then loads `live`;
+ *     leaving, it stores EPOCH_OFFLINE. All with sequentially consistent atomics.
+ *   - publish swaps `live`, then bumps the epoch to R and retires the old table with R.
+ *   - a retired table is freed once every worker is offline or shows an epoch >= R:
+ *     such a worker loaded `live` after the swap and cannot hold the old table.
+ */
+#ifndef ESPD_DP_H
+#define ESPD_DP_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "drops.h"
+#include "espdp.h"
+#include "sad.h"
+#include "spd.h"
+
+#define EPOCH_OFFLINE UINT64_MAX
+#define EVENT_RING 1024 /* events kept until read; older ones are lost (and said so) */
+
+struct table_rule {
+	espdp_sa *sa; /* referenced; NULL for DISCARD or an unavailable SA */
+	uint32_t policy;
+	uint8_t action;
+};
+
+struct espdp_table {
+	espdp *dp;
+	espdp_sa **sas; /* every SA of the set, referenced */
+	size_t nsas, cap_sas;
+	struct table_rule *rules;
+	size_t nrules, cap_rules;
+	uint64_t *hits; /* per rule, relaxed atomics */
+	struct spd *spd;
+	struct sad sad;
+	int published;
+	uint64_t retire_epoch;
+	struct espdp_table *next_retired;
+};
+
+struct worker_slot {
+	uint64_t epoch;
+	char pad[56]; /* one cache line per worker */
+};
+
+struct events {
+	pthread_mutex_t lock;
+	struct espdp_event ring[EVENT_RING];
+	uint32_t head, tail; /* free-running; tail - head = queued */
+	uint32_t lost;
+	int fd; /* eventfd, readable while events are queued */
+};
+
+struct espdp {
+	unsigned nworkers;
+	struct espdp_table *live;
+	uint64_t epoch;
+	struct worker_slot *workers; /* nworkers + 1: the last is the control plane's */
+	pthread_mutex_t publish_lock;
+	struct espdp_table *retired;
+	int64_t test_clock_ns; /* < 0: CLOCK_MONOTONIC */
+	uint64_t drops[2][ESPD_DROP_SLOTS]; /* [direction][reason] */
+	struct events events;
+};
+
+int64_t dp_now(const espdp *dp);
+/* Enter/leave a read section on worker `w`; enter returns the live table (maybe NULL). */
+struct espdp_table *dp_enter(espdp *dp, unsigned w);
+void dp_leave(espdp *dp, unsigned w);
+void dp_drop(espdp *dp, int direction, int reason);
+void events_init(struct events *ev);
+void events_destroy(struct events *ev);
+void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value);
+void table_destroy(struct espdp_table *t);
+
+#endif

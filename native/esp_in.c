@@ -1,0 +1,246 @@
+/* esp_in: inbound ESP (RFC 4303 3.4), in the order packets meet the stages:
+ *
+ *   1. in_outer      outer IPv4/IPv6 header; UDP 4500 (RFC 3948): the NAT keepalive
+ *                    (0xFF) and the non-ESP marker (IKE) are recognised, never parsed as ESP
+ *   2. in_lookup     SA by SPI and outer destination; its encapsulation must match
+ *   3. in_length     ESP header + IV + ICV present, payload a multiple of the block
+ *   4. in_precheck   hard lifetime; anti-replay pre-check that changes nothing (ESN inferred)
+ *   5. in_open       ICV verified in constant time, then the payload decrypted
+ *   6. in_advance    anti-replay window advanced: only authenticated packets move it
+ *   7. lifetime      usage counted against the SA's soft and hard limits
+ *   8. in_trailer    pad length, padding bytes 1, 2, 3, ..., next header (59: dummy)
+ *   9. in_inner      tunnel: the inner packet, ECN decapsulated per RFC 6040;
+ *                    transport: the IP header restored in front of the payload
+ *  10. in_selector   the inner packet must be traffic that the SA's access list protects
+ *  11. account       counters
+ */
+#include <string.h>
+
+#include "dp.h"
+#include "ip.h"
+#include "sa.h"
+
+struct in_pkt {
+	struct ip_info outer;
+	uint8_t *pkt; /* outer IP header */
+	uint8_t *esp; /* ESP header */
+	uint32_t esp_len; /* ESP header to the end of the ICV */
+	uint16_t udp_dport; /* 0 for raw ESP */
+	uint8_t encap; /* enum espdp_encap */
+	uint32_t payload_len; /* encrypted payload: after the IV, before the ICV */
+	uint64_t seq;
+	uint8_t next_header;
+	uint32_t inner_len; /* payload without padding and trailer */
+};
+
+static int in_outer(uint8_t *pkt, uint32_t len, struct in_pkt *in)
+{
+	uint8_t *l4;
+	uint32_t l4_len;
+
+	if (ip_parse(pkt, len, &in->outer) || in->outer.frag)
+		return ESPD_DROP_malformed;
+	in->pkt = pkt;
+	l4 = pkt + in->outer.hdr_len;
+	l4_len = in->outer.total_len - in->outer.hdr_len;
+	in->encap = ESPDP_ENCAP_ESP;
+	in->udp_dport = 0;
+	if (in->outer.proto == IPPROTO_NUM_UDP) {
+		if (l4_len < UDP_HDR_LEN || rd16(l4 + 4) != l4_len)
+			return ESPD_DROP_malformed;
+		in->encap = ESPDP_ENCAP_UDP;
+		in->udp_dport = rd16(l4 + 2);
+		l4 += UDP_HDR_LEN;
+		l4_len -= UDP_HDR_LEN;
+		if (l4_len == 1 && l4[0] == NATT_KEEPALIVE)
+			return ESPD_DROP_nat_keepalive;
+		if (l4_len >= 4 && rd32(l4) == 0)
+			return ESPD_DROP_non_esp_marker;
+	} else if (in->outer.proto != IPPROTO_NUM_ESP) {
+		return ESPD_DROP_malformed;
+	}
+	if (l4_len < ESP_HDR_LEN)
+		return ESPD_DROP_malformed;
+	in->esp = l4;
+	in->esp_len = l4_len;
+	return 0;
+}
+
+static int in_lookup(const struct espdp_table *t, const struct in_pkt *in, espdp_sa **sa)
+{
+	uint32_t spi = rd32(in->esp);
+	const uint8_t *dst = in->pkt + (in->outer.family == 4 ? 16 : 24);
+
+	*sa = spi > ESP_SPI_RESERVED_MAX && t ? sad_lookup(&t->sad, spi, in->outer.family, dst) : NULL;
+	return *sa ? 0 : ESPD_DROP_unknown_spi;
+}
+
+static int in_length(const espdp_sa *sa, struct in_pkt *in)
+{
+	uint32_t fixed = ESP_HDR_LEN + sa->alg.iv_len + sa->alg.icv_len;
+
+	if (in->encap != sa->cfg.encap || (in->encap == ESPDP_ENCAP_UDP && in->udp_dport != sa->cfg.sport))
+		return ESPD_DROP_encap_mismatch;
+	if (in->esp_len < fixed + ESP_TRAILER_LEN)
+		return ESPD_DROP_bad_length;
+	in->payload_len = in->esp_len - fixed;
+	if (in->payload_len % sa->alg.block)
+		return ESPD_DROP_bad_length;
+	return 0;
+}
+
+static int in_precheck(espdp_sa *sa, struct in_pkt *in, int64_t now)
+{
+	int r = sa_admit(sa, now);
+
+	return r ? r : replay_check(&sa->replay, rd32(in->esp + 4), &in->seq);
+}
+
+static int in_open(espdp_sa *sa, unsigned w, struct in_pkt *in)
+{
+	struct crypto_ctx *ctx = sa_ctx(sa, w);
+
+	if (!ctx)
+		return ESPD_DROP_crypto_error;
+	if (crypto_open(ctx, in->esp, in->payload_len, in->seq, sa->cfg.esn))
+		return ESPD_DROP_auth_failed;
+	return 0;
+}
+
+static int in_trailer(const espdp_sa *sa, struct in_pkt *in)
+{
+	const uint8_t *payload = in->esp + ESP_HDR_LEN + sa->alg.iv_len;
+	uint8_t pad = payload[in->payload_len - 2];
+
+	in->next_header = payload[in->payload_len - 1];
+	if ((uint32_t)pad + ESP_TRAILER_LEN > in->payload_len)
+		return ESPD_DROP_bad_padding;
+	in->inner_len = in->payload_len - ESP_TRAILER_LEN - pad;
+	for (uint32_t i = 0; i < pad; i++)
+		if (payload[in->inner_len + i] != (uint8_t)(i + 1))
+			return ESPD_DROP_bad_padding;
+	if (in->next_header == IPPROTO_NUM_NONE)
+		return ESPD_DROP_dummy;
+	if (sa->cfg.mode == ESPDP_MODE_TUNNEL && in->next_header != IPPROTO_NUM_IPIP &&
+	    in->next_header != IPPROTO_NUM_IPV6)
+		return ESPD_DROP_bad_next_header;
+	return 0;
+}
+
+/* RFC 6040 4.2: the inner ECN field after decapsulation, or -1 to drop. */
+static int ecn_decap(uint8_t inner, uint8_t outer)
+{
+	if (outer == ECN_CE)
+		return inner == ECN_NOT_ECT ? -1 : ECN_CE;
+	if (outer == ECN_ECT1 && inner == ECN_ECT0)
+		return ECN_ECT1;
+	return inner;
+}
+
+static int in_tunnel_inner(const espdp_sa *sa, struct in_pkt *in, struct espdp_pkt *p)
+{
+	uint8_t *inner = in->esp + ESP_HDR_LEN + sa->alg.iv_len;
+	struct ip_info ip;
+	int ecn;
+
+	if (ip_parse(inner, in->inner_len, &ip) ||
+	    ip.family != (in->next_header == IPPROTO_NUM_IPIP ? 4 : 6))
+		return ESPD_DROP_inner_malformed;
+	ecn = ecn_decap(ip.tos & ECN_MASK, in->outer.tos & ECN_MASK);
+	if (ecn < 0)
+		return ESPD_DROP_ecn_drop;
+	if (ecn != (ip.tos & ECN_MASK))
+		ip_set_tos(inner, ip.family, (uint8_t)((ip.tos & ~ECN_MASK) | ecn));
+	p->off = (uint32_t)(inner - p->buf);
+	p->len = ip.total_len; /* bytes past it are TFC padding (RFC 4303 2.7) */
+	return 0;
+}
+
+static int in_transport_inner(const espdp_sa *sa, struct in_pkt *in, struct espdp_pkt *p)
+{
+	uint32_t hdr_len = in->outer.hdr_len;
+	uint8_t *payload = in->esp + ESP_HDR_LEN + sa->alg.iv_len, *hdr = payload - hdr_len;
+	uint32_t total = hdr_len + in->inner_len;
+
+	if (in->next_header == IPPROTO_NUM_IPIP || in->next_header == IPPROTO_NUM_IPV6)
+		return ESPD_DROP_bad_next_header;
+	memmove(hdr, in->pkt, hdr_len);
+	hdr[in->outer.nh_off] = in->next_header;
+	if (in->outer.family == 4) {
+		wr16(hdr + 2, (uint16_t)total);
+		ip4_set_checksum(hdr);
+	} else {
+		wr16(hdr + 4, (uint16_t)(total - IPV6_HDR_LEN));
+	}
+	p->off = (uint32_t)(hdr - p->buf);
+	p->len = total;
+	return 0;
+}
+
+static int in_selector(const struct espdp_table *t, const espdp_sa *sa, const struct espdp_pkt *p)
+{
+	struct spd_key key;
+	long r;
+
+	if (!sa->cfg.policy)
+		return 0; /* an SA installed without a crypto map entry: no selectors to check */
+	if (!t->spd || spd_key_from_packet(p->buf + p->off, p->len, 1, &key))
+		return ESPD_DROP_selector_mismatch;
+	r = spd_classify(t->spd, &key);
+	if (r < 0 || t->rules[r].action != ESPDP_ACTION_PROTECT || t->rules[r].policy != sa->cfg.policy)
+		return ESPD_DROP_selector_mismatch;
+	return 0;
+}
+
+static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct espdp_pkt *p,
+		     int64_t now)
+{
+	struct in_pkt in;
+	espdp_sa *sa = NULL;
+	int r;
+
+	p->sa = NULL;
+	if ((r = in_outer(p->buf + p->off, p->len, &in)) || (r = in_lookup(t, &in, &sa))) {
+		dp_drop(dp, ESPDP_DIR_IN, r);
+		return r;
+	}
+	p->sa = sa;
+	if ((r = in_length(sa, &in)) || (r = in_precheck(sa, &in, now)) || (r = in_open(sa, w, &in)) ||
+	    (r = sa_replay_advance(sa, in.seq)))
+		goto drop;
+	sa_use(sa, in.payload_len, now);
+	if ((r = in_trailer(sa, &in)))
+		goto drop;
+	r = sa->cfg.mode == ESPDP_MODE_TUNNEL ? in_tunnel_inner(sa, &in, p) :
+						 in_transport_inner(sa, &in, p);
+	if (r || (r = in_selector(t, sa, p)))
+		goto drop;
+	ctr_add(&sa->ctr.decaps, 1);
+	if (sa->alg.cipher != ESPDP_CIPHER_NULL)
+		ctr_add(&sa->ctr.decrypt, 1);
+	ctr_add(&sa->ctr.verify, 1);
+	ctr_add(&sa->ctr.packets, 1);
+	ctr_add(&sa->ctr.bytes, p->len);
+	return 0;
+drop:
+	sa_drop(sa, r);
+	return r;
+}
+
+size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n)
+{
+	struct espdp_table *t;
+	int64_t now;
+	size_t ok = 0;
+
+	if (worker >= dp->nworkers)
+		return 0;
+	t = dp_enter(dp, worker);
+	now = dp_now(dp);
+	for (size_t i = 0; i < n; i++) {
+		pkts[i].result = decap_one(dp, t, worker, &pkts[i], now);
+		ok += pkts[i].result == 0;
+	}
+	dp_leave(dp, worker);
+	return ok;
+}

@@ -1,0 +1,133 @@
+/* espdp: the data plane instance: creation, clock, global counters, names. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "crypto.h"
+#include "dp.h"
+
+#define ESPD_NAME(name, help) #name,
+#define ESPD_HELP(name, help) help,
+static const char *const drop_names[] = { ESPD_FOREACH_DROP(ESPD_NAME) };
+static const char *const drop_helps[] = { ESPD_FOREACH_DROP(ESPD_HELP) };
+static const char *const event_names[] = { ESPD_FOREACH_EVENT(ESPD_NAME) };
+#undef ESPD_NAME
+#undef ESPD_HELP
+
+espdp *espdp_new(unsigned nworkers)
+{
+	espdp *dp;
+
+	if (nworkers == 0 || nworkers > 1024)
+		return NULL;
+	dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return NULL;
+	/* one epoch slot per worker, and one more for control-plane readers */
+	dp->workers = aligned_alloc(64, (nworkers + 1) * sizeof(struct worker_slot));
+	if (!dp->workers) {
+		free(dp);
+		return NULL;
+	}
+	dp->nworkers = nworkers;
+	for (unsigned i = 0; i <= nworkers; i++)
+		dp->workers[i].epoch = EPOCH_OFFLINE;
+	dp->test_clock_ns = -1;
+	pthread_mutex_init(&dp->publish_lock, NULL);
+	events_init(&dp->events);
+	return dp;
+}
+
+void espdp_free(espdp *dp)
+{
+	if (!dp)
+		return;
+	if (dp->live)
+		table_destroy(dp->live);
+	dp->live = NULL;
+	while (espdp_reclaim(dp)) {
+		/* no worker runs any more: everything retired is reclaimable */
+	}
+	events_destroy(&dp->events);
+	pthread_mutex_destroy(&dp->publish_lock);
+	free(dp->workers);
+	free(dp);
+}
+
+unsigned espdp_nworkers(const espdp *dp)
+{
+	return dp->nworkers;
+}
+
+void espdp_set_clock(espdp *dp, int64_t now_ns)
+{
+	__atomic_store_n(&dp->test_clock_ns, now_ns < 0 ? -1 : now_ns, __ATOMIC_RELAXED);
+}
+
+int64_t dp_now(const espdp *dp)
+{
+	int64_t t = __atomic_load_n(&dp->test_clock_ns, __ATOMIC_RELAXED);
+	struct timespec ts;
+
+	if (t >= 0)
+		return t;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void dp_drop(espdp *dp, int direction, int reason)
+{
+	__atomic_fetch_add(&dp->drops[direction & 1][reason], 1, __ATOMIC_RELAXED);
+}
+
+void espdp_global_drops(const espdp *dp, uint64_t *out, size_t n)
+{
+	for (size_t i = 0; i < n && i < 2 * ESPD_DROP_SLOTS; i++)
+		out[i] = __atomic_load_n(&dp->drops[i / ESPD_DROP_SLOTS][i % ESPD_DROP_SLOTS],
+					 __ATOMIC_RELAXED);
+}
+
+const char *espdp_status_str(int status)
+{
+	switch (status) {
+	case ESPDP_OK: return "ok";
+	case ESPDP_ERR_INVALID: return "invalid SA or rule configuration";
+	case ESPDP_ERR_KEY_LENGTH: return "key length does not fit the transform";
+	case ESPDP_ERR_NOMEM: return "out of memory";
+	case ESPDP_ERR_CRYPTO: return "the crypto library refused the algorithm or key";
+	case ESPDP_ERR_EXISTS: return "an inbound SA with this SPI and destination exists";
+	case ESPDP_ERR_UNSUPPORTED: return "not supported";
+	case ESPDP_ERR_STATE: return "object is in the wrong state for this call";
+	default: return "unknown status";
+	}
+}
+
+unsigned espdp_drop_count(void)
+{
+	return ESPD_DROP__COUNT;
+}
+
+const char *espdp_drop_name(unsigned reason)
+{
+	return reason < ESPD_DROP__COUNT ? drop_names[reason] : "unknown";
+}
+
+const char *espdp_drop_help(unsigned reason)
+{
+	return reason < ESPD_DROP__COUNT ? drop_helps[reason] : "unknown";
+}
+
+unsigned espdp_event_kind_count(void)
+{
+	return ESPD_EVENT__COUNT;
+}
+
+const char *espdp_event_name(unsigned kind)
+{
+	return kind < ESPD_EVENT__COUNT ? event_names[kind] : "unknown";
+}
+
+const char *espdp_crypto_features(void)
+{
+	return crypto_features();
+}

@@ -1,0 +1,215 @@
+/* espdp.h: the whole C API of the espd data plane, as Python sees it.
+ *
+ * cffi reads this file as its cdef: apart from the guard and include lines (which build.py strips)
+ * it holds no macros and no #if, and array sizes are literal numbers that static asserts
+ * in the .c files tie to their constants.
+ *
+ * Ownership: an espdp_sa is reference counted. espdp_sa_create returns one reference to
+ * the caller; a table takes its own reference for every SA added to it. A table is owned
+ * by its creator until espdp_publish succeeds; then it belongs to the data plane, which
+ * frees it once no worker can still see it.
+ *
+ * Every function returning int returns ESPDP_OK (0) or a negative enum espdp_status.
+ */
+#ifndef ESPDP_H
+#define ESPDP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct espdp espdp;
+typedef struct espdp_sa espdp_sa;
+typedef struct espdp_table espdp_table;
+typedef struct espdp_replay espdp_replay;
+
+enum espdp_status {
+	ESPDP_OK = 0,
+	ESPDP_ERR_INVALID = -1,    /* a config field is out of range */
+	ESPDP_ERR_KEY_LENGTH = -2, /* key or auth key length does not fit the transform */
+	ESPDP_ERR_NOMEM = -3,
+	ESPDP_ERR_CRYPTO = -4,     /* OpenSSL refused the algorithm or the key */
+	ESPDP_ERR_EXISTS = -5,     /* inbound SPI + destination already in the table */
+	ESPDP_ERR_UNSUPPORTED = -6,
+	ESPDP_ERR_STATE = -7       /* object in the wrong state (already published, ...) */
+};
+
+enum espdp_cipher {
+	ESPDP_CIPHER_NULL = 0,
+	ESPDP_CIPHER_AES_CBC = 1,           /* RFC 3602 */
+	ESPDP_CIPHER_AES_GCM = 2,           /* RFC 4106, 16-byte ICV */
+	ESPDP_CIPHER_CHACHA20_POLY1305 = 3  /* RFC 7634 */
+};
+
+enum espdp_integ {
+	ESPDP_INTEG_NONE = 0,
+	ESPDP_INTEG_HMAC_SHA1_96 = 1,       /* RFC 2404 */
+	ESPDP_INTEG_HMAC_SHA256_128 = 2,    /* RFC 4868 */
+	ESPDP_INTEG_HMAC_SHA384_192 = 3,
+	ESPDP_INTEG_HMAC_SHA512_256 = 4
+};
+
+enum espdp_dir { ESPDP_DIR_IN = 0, ESPDP_DIR_OUT = 1 };
+enum espdp_mode { ESPDP_MODE_TUNNEL = 0, ESPDP_MODE_TRANSPORT = 1 };
+enum espdp_encap { ESPDP_ENCAP_ESP = 0, ESPDP_ENCAP_UDP = 1 };
+enum espdp_action { ESPDP_ACTION_DISCARD = 0, ESPDP_ACTION_PROTECT = 1 };
+
+struct espdp_addr {
+	uint8_t family;     /* 4 or 6 */
+	uint8_t bytes[16];  /* IPv4 in bytes[0..3] */
+};
+
+struct espdp_limits {
+	uint64_t seconds;   /* 0 = no limit */
+	uint64_t bytes;     /* of protected (inner) payload */
+	uint64_t packets;
+};
+
+struct espdp_sa_config {
+	uint32_t spi;
+	uint8_t direction;          /* enum espdp_dir */
+	uint8_t mode;               /* enum espdp_mode */
+	uint8_t encap;              /* enum espdp_encap */
+	uint8_t esn;                /* 64-bit extended sequence numbers */
+	uint8_t cipher;             /* enum espdp_cipher */
+	uint8_t integ;              /* enum espdp_integ */
+	uint16_t cipher_key_bits;   /* 128/192/256 for AES; 256 for ChaCha20; 0 for NULL */
+	uint16_t sport;             /* UDP encapsulation ports (host order) */
+	uint16_t dport;
+	uint32_t replay_window;     /* packets; 0 = anti-replay off (inbound only) */
+	uint32_t policy;            /* crypto map entry id for the inner selector check; 0 = none */
+	uint64_t cookie;            /* opaque id, echoed in events */
+	struct espdp_addr local;    /* outer source (out) / destination (in) */
+	struct espdp_addr peer;     /* outer destination (out) / expected source (in) */
+	struct espdp_limits soft;   /* raise soft_expired once */
+	struct espdp_limits hard;   /* refuse packets */
+};
+
+/* A classification rule: an access-list entry compiled to value/mask pairs.
+ * A field matches when (packet & mask) == (value & mask); mask 0 = any. */
+struct espdp_rule {
+	uint8_t family;             /* 4 or 6 */
+	uint8_t action;             /* enum espdp_action */
+	uint8_t proto;
+	uint8_t proto_mask;
+	uint8_t src[16];
+	uint8_t src_mask[16];
+	uint8_t dst[16];
+	uint8_t dst_mask[16];
+	uint16_t sport;
+	uint16_t sport_mask;
+	uint16_t dport;
+	uint16_t dport_mask;
+	uint32_t policy;            /* crypto map entry id (the inbound selector check uses it) */
+};
+
+struct espdp_sa_stats {
+	uint64_t packets;           /* passed: encapsulated (out) or decapsulated (in) */
+	uint64_t bytes;             /* inner bytes of those packets */
+	uint64_t encaps;
+	uint64_t encrypt;
+	uint64_t digest;
+	uint64_t decaps;
+	uint64_t decrypt;
+	uint64_t verify;
+	uint64_t seq;               /* out: last sequence number used; in: top of the window */
+	uint64_t age_ns;            /* time since the SA was created */
+	uint64_t life_bytes;        /* counted against the lifetime */
+	uint64_t life_packets;
+	uint32_t flags;             /* bit 0: soft expired, bit 1: hard expired, bit 2: seq cycled */
+	uint32_t reserved;
+	uint64_t drops[32];         /* by enum espd_drop */
+};
+
+struct espdp_sa_info {
+	uint32_t spi;
+	uint8_t direction;
+	uint8_t iv_len;
+	uint8_t icv_len;
+	uint8_t block;              /* pad alignment */
+	uint32_t overhead;          /* worst-case bytes added to the inner packet */
+	uint32_t refs;
+};
+
+/* One packet in a batch. buf[off .. off+len) is the packet; the data plane may grow it
+ * into buf[0 .. cap) (headroom before off, tailroom after). */
+struct espdp_pkt {
+	uint8_t *buf;
+	uint32_t cap;
+	uint32_t off;
+	uint32_t len;
+	int32_t result;             /* 0 = passed, else enum espd_drop */
+	espdp_sa *sa;               /* encap: the SA to use, NULL = classify; out: SA used */
+};
+
+struct espdp_event {
+	uint32_t kind;              /* enum espd_event_kind */
+	uint32_t spi;
+	uint8_t direction;
+	uint8_t pad[7];
+	uint64_t cookie;
+	uint64_t value;
+};
+
+/* --- Data plane instance --- */
+espdp *espdp_new(unsigned nworkers);
+void espdp_free(espdp *dp);
+unsigned espdp_nworkers(const espdp *dp);
+/* Replace the clock (tests): now_ns >= 0 freezes time there; -1 returns to CLOCK_MONOTONIC. */
+void espdp_set_clock(espdp *dp, int64_t now_ns);
+/* Global drop counters (drops before an SA is known), by enum espd_drop. */
+void espdp_global_drops(const espdp *dp, uint64_t *out, size_t n);
+const char *espdp_status_str(int status);
+unsigned espdp_drop_count(void);
+const char *espdp_drop_name(unsigned reason);
+const char *espdp_drop_help(unsigned reason);
+unsigned espdp_event_kind_count(void);
+const char *espdp_event_name(unsigned kind);
+/* The CPU features OpenSSL uses (for `espd stats`). */
+const char *espdp_crypto_features(void);
+
+/* --- Security associations --- */
+int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t *key,
+		    size_t key_len, const uint8_t *auth_key, size_t auth_key_len, espdp_sa **out);
+void espdp_sa_ref(espdp_sa *sa);
+void espdp_sa_release(espdp_sa *sa);
+void espdp_sa_stats(const espdp_sa *sa, struct espdp_sa_stats *out);
+void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out);
+/* Test hooks: put runtime state near the edges. */
+void espdp_sa_test_set_seq(espdp_sa *sa, uint64_t seq);
+void espdp_sa_test_set_usage(espdp_sa *sa, uint64_t bytes, uint64_t packets);
+
+/* --- Tables (SPD + SAD) and their publication --- */
+espdp_table *espdp_table_new(espdp *dp);
+void espdp_table_free(espdp_table *t);
+int espdp_table_add_sa(espdp_table *t, espdp_sa *sa);
+/* Rules are matched in the order added; first match wins. sa may be NULL for DISCARD,
+ * or for a PROTECT entry whose SA is not available (its packets are dropped as no_sa). */
+int espdp_table_add_rule(espdp_table *t, const struct espdp_rule *rule, espdp_sa *sa);
+/* Compile t and make it the live table in one atomic step. */
+int espdp_publish(espdp *dp, espdp_table *t);
+/* Free retired tables that no worker can still see. Returns how many are still pending. */
+size_t espdp_reclaim(espdp *dp);
+/* Hit counts of the live table's rules, in rule order; returns the number of rules. */
+size_t espdp_rule_hits(espdp *dp, uint64_t *out, size_t n);
+
+/* --- Packet path --- */
+/* Classify one IP packet against the live table; returns the rule index or -1. */
+long espdp_classify(espdp *dp, const uint8_t *pkt, size_t len);
+size_t espdp_encap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n);
+size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n);
+
+/* --- Events (SA expiry, sequence exhaustion) --- */
+int espdp_event_fd(const espdp *dp);
+size_t espdp_events_read(espdp *dp, struct espdp_event *out, size_t n);
+
+/* --- Anti-replay window, standalone (property tests) --- */
+espdp_replay *espdp_replay_new(uint32_t window, int esn);
+void espdp_replay_free(espdp_replay *r);
+/* Check a received low-order sequence number; changes nothing. Returns 0 or an
+ * enum espd_drop, and the inferred 64-bit sequence number in *seq. */
+int espdp_replay_check(const espdp_replay *r, uint32_t seql, uint64_t *seq);
+/* Record an authenticated sequence number; returns 0 or ESPD_DROP_replay_dup/_old. */
+int espdp_replay_advance(espdp_replay *r, uint64_t seq);
+uint64_t espdp_replay_top(const espdp_replay *r);
+
+#endif

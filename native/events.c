@@ -1,0 +1,78 @@
+/* events: SA expiry and sequence exhaustion, from the packet path to the control plane.
+ *
+ * Producers (any worker) append under a mutex (events are rare: at most a few per SA
+ * lifetime) and signal an eventfd; the control plane polls the fd and drains the ring.
+ * A full ring drops the newest event and reports the loss as an events_lost event.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "dp.h"
+#include "sa.h"
+
+void events_init(struct events *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	pthread_mutex_init(&ev->lock, NULL);
+	ev->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+void events_destroy(struct events *ev)
+{
+	if (ev->fd >= 0)
+		close(ev->fd);
+	pthread_mutex_destroy(&ev->lock);
+}
+
+void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value)
+{
+	struct events *ev = &dp->events;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&ev->lock);
+	if (ev->tail - ev->head < EVENT_RING) {
+		struct espdp_event *e = &ev->ring[ev->tail++ % EVENT_RING];
+
+		memset(e, 0, sizeof(*e));
+		e->kind = kind;
+		e->spi = sa->cfg.spi;
+		e->direction = sa->cfg.direction;
+		e->cookie = sa->cfg.cookie;
+		e->value = value;
+	} else {
+		ev->lost++;
+	}
+	pthread_mutex_unlock(&ev->lock);
+	if (ev->fd >= 0 && write(ev->fd, &one, sizeof(one)) < 0) {
+		/* the counter is saturated: the fd is readable, which is all we need */
+	}
+}
+
+int espdp_event_fd(const espdp *dp)
+{
+	return dp->events.fd;
+}
+
+size_t espdp_events_read(espdp *dp, struct espdp_event *out, size_t n)
+{
+	struct events *ev = &dp->events;
+	uint64_t drain;
+	size_t k = 0;
+
+	pthread_mutex_lock(&ev->lock);
+	if (ev->lost && n) {
+		memset(&out[k], 0, sizeof(out[k]));
+		out[k].kind = ESPD_EVENT_events_lost;
+		out[k++].value = ev->lost;
+		ev->lost = 0;
+	}
+	while (k < n && ev->head != ev->tail)
+		out[k++] = ev->ring[ev->head++ % EVENT_RING];
+	if (ev->head == ev->tail && ev->fd >= 0 && read(ev->fd, &drain, sizeof(drain)) < 0) {
+		/* EAGAIN: nothing was pending */
+	}
+	pthread_mutex_unlock(&ev->lock);
+	return k;
+}

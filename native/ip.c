@@ -1,0 +1,115 @@
+/* ip: header parsing and checksums (see ip.h). */
+#include "ip.h"
+
+#include "proto.h"
+
+static int ip4_parse(const uint8_t *p, size_t len, struct ip_info *o)
+{
+	uint32_t ihl = (p[0] & 0x0f) * 4u, total;
+
+	if (len < IPV4_HDR_MIN || ihl < IPV4_HDR_MIN || ihl > len)
+		return -1;
+	total = rd16(p + 2);
+	if (total < ihl || total > len)
+		return -1;
+	o->family = 4;
+	o->tos = p[1];
+	o->df = !!(p[6] & 0x40);
+	o->frag = (rd16(p + 6) & 0x3fff) != 0;
+	o->proto = p[9];
+	o->nh_off = 9;
+	o->hdr_len = (uint16_t)ihl;
+	o->total_len = total;
+	return 0;
+}
+
+static int ip6_parse(const uint8_t *p, size_t len, struct ip_info *o)
+{
+	uint32_t off = IPV6_HDR_LEN, total;
+	int seen_routing = 0;
+
+	if (len < IPV6_HDR_LEN)
+		return -1;
+	total = IPV6_HDR_LEN + rd16(p + 4);
+	if (total > len)
+		return -1;
+	o->family = 6;
+	o->tos = (uint8_t)(rd16(p) >> 4);
+	o->df = 0;
+	o->frag = 0;
+	o->proto = p[6];
+	o->nh_off = 6;
+	for (int hops = 0; hops < 8; hops++) {
+		uint8_t nh = o->proto;
+
+		if (nh != IPPROTO_NUM_HOPOPTS && nh != IPPROTO_NUM_ROUTING &&
+		    !(nh == IPPROTO_NUM_DSTOPTS && !seen_routing))
+			break;
+		if (nh == IPPROTO_NUM_HOPOPTS && off != IPV6_HDR_LEN)
+			return -1; /* hop-by-hop must come first */
+		if (off + 8 > total)
+			return -1;
+		seen_routing |= nh == IPPROTO_NUM_ROUTING;
+		o->proto = p[off];
+		o->nh_off = (uint16_t)off;
+		off += (p[off + 1] + 1u) * 8;
+		if (off > total)
+			return -1;
+	}
+	o->hdr_len = (uint16_t)off;
+	o->total_len = total;
+	return 0;
+}
+
+int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out)
+{
+	if (len < 1)
+		return -1;
+	switch (pkt[0] >> 4) {
+	case 4: return ip4_parse(pkt, len, out);
+	case 6: return ip6_parse(pkt, len, out);
+	default: return -1;
+	}
+}
+
+uint16_t ip_checksum(const uint8_t *data, size_t len, uint32_t sum)
+{
+	uint64_t s = sum;
+
+	for (; len >= 2; data += 2, len -= 2)
+		s += rd16(data);
+	if (len)
+		s += (uint32_t)data[0] << 8;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)~s;
+}
+
+void ip4_set_checksum(uint8_t *hdr)
+{
+	hdr[10] = hdr[11] = 0;
+	wr16(hdr + 10, ip_checksum(hdr, (hdr[0] & 0x0f) * 4u, 0));
+}
+
+void udp6_set_checksum(const uint8_t *ip6, uint8_t *udp, size_t udp_len)
+{
+	uint32_t sum = 0;
+	uint16_t c;
+
+	for (int i = 8; i < 40; i += 2) /* source and destination addresses */
+		sum += rd16(ip6 + i);
+	sum += (uint32_t)(udp_len >> 16) + (uint32_t)(udp_len & 0xffff) + IPPROTO_NUM_UDP;
+	udp[6] = udp[7] = 0;
+	c = ip_checksum(udp, udp_len, sum);
+	wr16(udp + 6, c ? c : 0xffff); /* RFC 768: a computed 0 is sent as all ones */
+}
+
+void ip_set_tos(uint8_t *pkt, uint8_t family, uint8_t tos)
+{
+	if (family == 4) {
+		pkt[1] = tos;
+		ip4_set_checksum(pkt);
+	} else {
+		wr16(pkt, (uint16_t)((rd16(pkt) & 0xf00f) | tos << 4));
+	}
+}

@@ -1,0 +1,31 @@
+/* ip: parsing and checksums of IPv4/IPv6 headers, shared by both directions. */
+#ifndef ESPD_IP_H
+#define ESPD_IP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ip_info {
+	uint8_t family; /* 4 or 6 */
+	uint8_t proto; /* protocol after the headers walked */
+	uint8_t tos; /* IPv4 TOS / IPv6 traffic class: DSCP << 2 | ECN */
+	uint8_t df; /* IPv4 don't-fragment */
+	uint8_t frag; /* IPv4 MF set or offset non-zero */
+	uint16_t hdr_len; /* bytes of header(s) walked */
+	uint16_t nh_off; /* offset of the byte that names `proto` */
+	uint32_t total_len; /* length the header claims, <= the buffer's */
+};
+
+/* Parse the IP header(s) of pkt[0..len). IPv6 extension headers are walked the way ESP
+ * transport mode places itself (RFC 4303 3.1.1, as Linux does): hop-by-hop, routing,
+ * and destination options met before a routing header. 0, or -1 when malformed. */
+int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out);
+/* Internet checksum (RFC 1071) of data, folded with a running sum. */
+uint16_t ip_checksum(const uint8_t *data, size_t len, uint32_t sum);
+void ip4_set_checksum(uint8_t *hdr);
+/* UDP checksum over IPv6 (RFC 8200 8.1), written into the UDP header. */
+void udp6_set_checksum(const uint8_t *ip6, uint8_t *udp, size_t udp_len);
+/* Write a new TOS/traffic class, keeping an IPv4 header checksum right. */
+void ip_set_tos(uint8_t *pkt, uint8_t family, uint8_t tos);
+
+#endif

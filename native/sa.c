@@ -1,0 +1,233 @@
+/* sa: create, reference, account and expire security associations (see sa.h). */
+#include "sa.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dp.h"
+
+_Static_assert(ESPD_DROP__COUNT <= ESPD_DROP_SLOTS, "drops[] in espdp.h is too small");
+_Static_assert(sizeof(((struct espdp_sa_stats *)0)->drops) / sizeof(uint64_t) == ESPD_DROP_SLOTS,
+	       "espdp_sa_stats.drops must have ESPD_DROP_SLOTS entries");
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+static int addr_ok(const struct espdp_addr *a)
+{
+	return a->family == 4 || a->family == 6;
+}
+
+static int config_ok(const struct espdp_sa_config *cfg)
+{
+	return cfg->spi > ESP_SPI_RESERVED_MAX && cfg->direction <= ESPDP_DIR_OUT &&
+	       cfg->mode <= ESPDP_MODE_TRANSPORT && cfg->encap <= ESPDP_ENCAP_UDP &&
+	       cfg->esn <= 1 && cfg->replay_window <= ESPD_REPLAY_MAX && addr_ok(&cfg->local) &&
+	       addr_ok(&cfg->peer) && cfg->local.family == cfg->peer.family &&
+	       (cfg->encap != ESPDP_ENCAP_UDP || (cfg->sport && cfg->dport));
+}
+
+static uint32_t worst_overhead(const struct espdp_sa_config *cfg, const struct crypto_alg *alg)
+{
+	uint32_t outer = cfg->peer.family == 4 ? IPV4_HDR_MIN : IPV6_HDR_LEN;
+
+	if (cfg->encap == ESPDP_ENCAP_UDP)
+		outer += UDP_HDR_LEN;
+	return outer + ESP_HDR_LEN + alg->iv_len + (alg->block - 1) + ESP_TRAILER_LEN + alg->icv_len;
+}
+
+int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t *key,
+		    size_t key_len, const uint8_t *auth_key, size_t auth_key_len, espdp_sa **out)
+{
+	struct crypto_alg alg;
+	uint32_t window = cfg->direction == ESPDP_DIR_IN ? cfg->replay_window : 0;
+	size_t size = sizeof(espdp_sa) - sizeof(struct replay) + replay_size(window);
+	size_t ctx_off = (size + 7) & ~(size_t)7;
+	espdp_sa *sa;
+	int err;
+
+	*out = NULL;
+	if (!config_ok(cfg))
+		return ESPDP_ERR_INVALID;
+	err = crypto_alg_init(&alg, cfg->cipher, cfg->cipher_key_bits, cfg->integ);
+	if (err)
+		return err;
+	if (key_len != alg.key_len || auth_key_len != alg.auth_key_len ||
+	    (key_len && !key) || (auth_key_len && !auth_key))
+		return ESPDP_ERR_KEY_LENGTH;
+	sa = calloc(1, ctx_off + dp->nworkers * sizeof(struct crypto_ctx *));
+	if (!sa)
+		return ESPDP_ERR_NOMEM;
+	sa->cfg = *cfg;
+	sa->cfg.replay_window = window;
+	sa->alg = alg;
+	sa->dp = dp;
+	sa->nctx = dp->nworkers;
+	sa->ctx = (struct crypto_ctx **)((char *)sa + ctx_off);
+	sa->overhead = worst_overhead(cfg, &alg);
+	sa->seq_max = cfg->esn ? UINT64_MAX - (1ull << 32) : UINT32_MAX;
+	sa->created_ns = dp_now(dp);
+	sa->refs = 1;
+	if (key_len)
+		memcpy(sa->key, key, key_len);
+	if (auth_key_len)
+		memcpy(sa->auth_key, auth_key, auth_key_len);
+	replay_init(&sa->replay, window, cfg->esn);
+	if (!sa_ctx(sa, 0)) { /* key worker 0 now: a bad key fails here, not on a packet */
+		espdp_sa_release(sa);
+		return ESPDP_ERR_CRYPTO;
+	}
+	*out = sa;
+	return ESPDP_OK;
+}
+
+struct crypto_ctx *sa_ctx(espdp_sa *sa, unsigned worker)
+{
+	struct crypto_ctx *ctx = sa->ctx[worker];
+
+	if (!ctx) {
+		ctx = crypto_ctx_new(&sa->alg, sa->key, sa->auth_key, sa->cfg.direction == ESPDP_DIR_OUT);
+		sa->ctx[worker] = ctx;
+	}
+	return ctx;
+}
+
+void espdp_sa_ref(espdp_sa *sa)
+{
+	__atomic_fetch_add(&sa->refs, 1, __ATOMIC_RELAXED);
+}
+
+void espdp_sa_release(espdp_sa *sa)
+{
+	if (!sa || __atomic_sub_fetch(&sa->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (unsigned i = 0; i < sa->nctx; i++)
+		crypto_ctx_free(sa->ctx[i]);
+	crypto_wipe(sa->key, sizeof(sa->key));
+	crypto_wipe(sa->auth_key, sizeof(sa->auth_key));
+	free(sa);
+}
+
+int sa_flag_once(espdp_sa *sa, uint32_t flag)
+{
+	return !(__atomic_fetch_or(&sa->flags, flag, __ATOMIC_RELAXED) & flag);
+}
+
+uint64_t sa_next_seq(espdp_sa *sa)
+{
+	uint64_t seq;
+
+	if (__atomic_load_n(&sa->flags, __ATOMIC_RELAXED) & SA_SEQ_CYCLED)
+		return 0;
+	seq = __atomic_add_fetch(&sa->seq, 1, __ATOMIC_RELAXED);
+	if (seq <= sa->seq_max)
+		return seq;
+	if (sa_flag_once(sa, SA_SEQ_CYCLED))
+		events_push(sa->dp, ESPD_EVENT_seq_cycled, sa, sa->seq_max);
+	return 0; /* never cycle: RFC 4303 3.3.3 */
+}
+
+static int limit_hit(const struct espdp_limits *l, uint64_t age_ns, uint64_t bytes, uint64_t packets)
+{
+	return (l->seconds && age_ns >= l->seconds * 1000000000ull) ||
+	       (l->bytes && bytes >= l->bytes) || (l->packets && packets >= l->packets);
+}
+
+static void expire(espdp_sa *sa, uint64_t age_ns, uint64_t bytes, uint64_t packets)
+{
+	if (limit_hit(&sa->cfg.hard, age_ns, bytes, packets) && sa_flag_once(sa, SA_HARD_EXPIRED))
+		events_push(sa->dp, ESPD_EVENT_hard_expired, sa, age_ns / 1000000000ull);
+	if (limit_hit(&sa->cfg.soft, age_ns, bytes, packets) && sa_flag_once(sa, SA_SOFT_EXPIRED))
+		events_push(sa->dp, ESPD_EVENT_soft_expired, sa, age_ns / 1000000000ull);
+}
+
+int sa_admit(espdp_sa *sa, int64_t now_ns)
+{
+	uint64_t age = now_ns > sa->created_ns ? (uint64_t)(now_ns - sa->created_ns) : 0;
+
+	if (!(__atomic_load_n(&sa->flags, __ATOMIC_RELAXED) & SA_HARD_EXPIRED))
+		expire(sa, age, ctr_get(&sa->life_bytes), ctr_get(&sa->life_packets));
+	return __atomic_load_n(&sa->flags, __ATOMIC_RELAXED) & SA_HARD_EXPIRED ? ESPD_DROP_sa_expired : 0;
+}
+
+void sa_use(espdp_sa *sa, uint32_t bytes, int64_t now_ns)
+{
+	uint64_t b = __atomic_add_fetch(&sa->life_bytes, bytes, __ATOMIC_RELAXED);
+	uint64_t p = __atomic_add_fetch(&sa->life_packets, 1, __ATOMIC_RELAXED);
+	uint64_t age = now_ns > sa->created_ns ? (uint64_t)(now_ns - sa->created_ns) : 0;
+
+	expire(sa, age, b, p);
+}
+
+void sa_drop(espdp_sa *sa, int reason)
+{
+	ctr_add(&sa->ctr.drops[reason], 1);
+	dp_drop(sa->dp, sa->cfg.direction, reason);
+}
+
+int sa_replay_advance(espdp_sa *sa, uint64_t seq)
+{
+	int r;
+
+	while (__atomic_exchange_n(&sa->replay_lock, 1, __ATOMIC_ACQUIRE))
+		cpu_relax();
+	r = replay_advance(&sa->replay, seq);
+	__atomic_store_n(&sa->replay_lock, 0, __ATOMIC_RELEASE);
+	return r;
+}
+
+void espdp_sa_stats(const espdp_sa *sa, struct espdp_sa_stats *out)
+{
+	int64_t now = dp_now(sa->dp);
+
+	memset(out, 0, sizeof(*out));
+	out->packets = ctr_get(&sa->ctr.packets);
+	out->bytes = ctr_get(&sa->ctr.bytes);
+	out->encaps = ctr_get(&sa->ctr.encaps);
+	out->encrypt = ctr_get(&sa->ctr.encrypt);
+	out->digest = ctr_get(&sa->ctr.digest);
+	out->decaps = ctr_get(&sa->ctr.decaps);
+	out->decrypt = ctr_get(&sa->ctr.decrypt);
+	out->verify = ctr_get(&sa->ctr.verify);
+	out->seq = sa->cfg.direction == ESPDP_DIR_OUT ? ctr_get(&sa->seq) : ctr_get(&sa->replay.top);
+	if (out->seq > sa->seq_max)
+		out->seq = sa->seq_max;
+	out->age_ns = now > sa->created_ns ? (uint64_t)(now - sa->created_ns) : 0;
+	out->life_bytes = ctr_get(&sa->life_bytes);
+	out->life_packets = ctr_get(&sa->life_packets);
+	out->flags = __atomic_load_n(&sa->flags, __ATOMIC_RELAXED);
+	for (int i = 0; i < ESPD_DROP_SLOTS; i++)
+		out->drops[i] = ctr_get(&sa->ctr.drops[i]);
+}
+
+void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->spi = sa->cfg.spi;
+	out->direction = sa->cfg.direction;
+	out->iv_len = sa->alg.iv_len;
+	out->icv_len = sa->alg.icv_len;
+	out->block = sa->alg.block;
+	out->overhead = sa->overhead;
+	out->refs = __atomic_load_n(&sa->refs, __ATOMIC_RELAXED);
+}
+
+void espdp_sa_test_set_seq(espdp_sa *sa, uint64_t seq)
+{
+	if (sa->cfg.direction == ESPDP_DIR_OUT)
+		__atomic_store_n(&sa->seq, seq, __ATOMIC_RELAXED);
+	else { /* an empty window with its top at seq: for tests of the ESN edges */
+		replay_init(&sa->replay, sa->replay.window, sa->replay.esn);
+		sa->replay.top = seq;
+	}
+}
+
+void espdp_sa_test_set_usage(espdp_sa *sa, uint64_t bytes, uint64_t packets)
+{
+	__atomic_store_n(&sa->life_bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_store_n(&sa->life_packets, packets, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,81 @@
+/* sa: one security association, its cold configuration apart from its hot runtime state.
+ *
+ * Cold (written once at creation, read-only afterwards): the config, the transform, the
+ * key material (kept only to key further per-worker contexts; wiped on free).
+ * Hot (changes per packet): the sequence number, the replay window (under replay_lock),
+ * lifetime usage, counters (relaxed atomics) and the expiry flags.
+ * An SA is reference counted; a reload that keeps it carries its hot state over.
+ */
+#ifndef ESPD_SA_H
+#define ESPD_SA_H
+
+#include <stdint.h>
+
+#include "crypto.h"
+#include "drops.h"
+#include "espdp.h"
+#include "proto.h"
+#include "replay.h"
+
+enum sa_flag {
+	SA_SOFT_EXPIRED = 1u << 0,
+	SA_HARD_EXPIRED = 1u << 1,
+	SA_SEQ_CYCLED = 1u << 2,
+};
+
+struct sa_counters {
+	uint64_t packets, bytes;
+	uint64_t encaps, encrypt, digest;
+	uint64_t decaps, decrypt, verify;
+	uint64_t drops[ESPD_DROP_SLOTS];
+};
+
+struct espdp_sa {
+	/* cold */
+	struct espdp_sa_config cfg;
+	struct crypto_alg alg;
+	espdp *dp;
+	uint32_t overhead; /* worst case bytes added to an inner packet (tunnel mode) */
+	uint32_t nctx;
+	uint64_t seq_max; /* last usable outbound sequence number */
+	int64_t created_ns;
+	uint8_t key[ESPD_MAX_KEY + 4];
+	uint8_t auth_key[ESPD_MAX_KEY];
+	struct crypto_ctx **ctx; /* one per worker, keyed on first use by that worker */
+
+	/* hot */
+	uint32_t refs;
+	uint32_t flags; /* enum sa_flag, set once each */
+	uint64_t seq; /* out: last sequence number handed out */
+	uint64_t life_bytes, life_packets;
+	struct sa_counters ctr;
+	int replay_lock;
+	struct replay replay; /* inbound only; must stay last (flexible) */
+};
+
+/* The worker's crypto context for this SA, keyed on first use; NULL when out of memory. */
+struct crypto_ctx *sa_ctx(espdp_sa *sa, unsigned worker);
+/* Next outbound sequence number, or 0 when the space is used up (seq_cycled). */
+uint64_t sa_next_seq(espdp_sa *sa);
+/* Hard-lifetime check before a packet; 0 or ESPD_DROP_sa_expired. */
+int sa_admit(espdp_sa *sa, int64_t now_ns);
+/* Count a packet of `bytes` against the lifetime; raises soft/hard expiry events. */
+void sa_use(espdp_sa *sa, uint32_t bytes, int64_t now_ns);
+/* Count a drop on the SA (and globally, by direction). */
+void sa_drop(espdp_sa *sa, int reason);
+/* Serialised replay advance. */
+int sa_replay_advance(espdp_sa *sa, uint64_t seq);
+/* Set a flag once; returns 1 if this call set it. */
+int sa_flag_once(espdp_sa *sa, uint32_t flag);
+
+static inline void ctr_add(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t ctr_get(const uint64_t *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+#endif

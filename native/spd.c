@@ -1,0 +1,509 @@
+/* spd: the compiled security policy database (tuple space search).
+ *
+ * Stages, in the order of this file:
+ *   keys      a selector or a rule becomes fixed-width words (2 for IPv4, 5 for IPv6)
+ *   add       rules are normalised (value &= mask) and kept in a pending list
+ *   compile   rules are grouped by mask tuple, each group gets an open-addressing hash
+ *             table from masked key to its lowest rule number, groups sorted by that
+ *   classify  visit groups best-first, stop once no group can beat the match found
+ *   parse     an IP packet becomes a selector (spd_key_from_packet)
+ *
+ * Why the cost does not grow with the number of rules: a lookup costs one hash probe per
+ * group visited, and the number of groups is the number of distinct mask tuples, not the
+ * number of rules. A realistic access list (/24 and /32 subnet pairs, some with an eq
+ * port, a trailing broad rule) has a handful of mask tuples whether it holds 10 or 10,000
+ * entries, so 10,000 rules visit about as many groups as 10. Each probe is O(1): load
+ * factor <= 0.5 with linear probing keeps the expected probe run short for hits and
+ * misses alike, and the run lengths depend only on the rules (which the administrator
+ * writes), never on packets. What grows is the memory the tables span (24 bytes per IPv4
+ * slot, 48 per IPv6 slot, at most 2 slots per rule), i.e. cache misses, not work.
+ * Priority pruning lets the common case stop early: a packet matching an early rule skips
+ * every group whose best rule comes after it.
+ */
+#include "spd.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+#define KEY_WORDS 5 /* the most words a key needs (IPv6) */
+#define V4_WORDS 2 /* src|dst, proto|sport|dport */
+#define V6_WORDS 5 /* src hi, src lo, dst hi, dst lo, proto|sport|dport */
+#define SLOT_EMPTY UINT64_MAX /* rule word of an unused slot */
+#define NO_MATCH UINT64_MAX
+#define IPV6_EXT_MAX 16 /* extension headers walked before the packet is refused */
+
+#define IPPROTO_NUM_AH 51
+#define IPPROTO_NUM_SCTP 132
+#define IPPROTO_NUM_UDPLITE 136
+
+/* A rule waiting for spd_compile; val has no bits outside mask. */
+struct pending {
+	uint64_t val[KEY_WORDS];
+	uint64_t mask[KEY_WORDS];
+	uint32_t index;
+	uint8_t family;
+};
+
+/* All rules of one mask tuple. slots holds tmask + 1 entries of nw key words followed by
+ * one rule word (SLOT_EMPTY when unused); at least half of them are empty, so a probe
+ * always ends. Every key stored is already masked, and unique within the group. */
+struct group {
+	uint64_t mask[KEY_WORDS];
+	uint64_t best; /* lowest rule number in the group */
+	uint64_t *slots;
+	size_t tmask;
+};
+
+/* The groups of one family, ascending by best. slots backs every group's table. */
+struct table {
+	struct group *groups;
+	size_t ngroups;
+	uint64_t *slots;
+};
+
+struct spd {
+	struct pending *rules; /* freed by spd_compile */
+	size_t nrules;
+	size_t cap;
+	int64_t last; /* last index added, -1 before the first */
+	bool compiled;
+	struct table v4;
+	struct table v6;
+};
+
+/* --- keys --- */
+
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) << 32 | rd32(p + 4); }
+
+static uint64_t l4_word(uint8_t proto, uint16_t sport, uint16_t dport)
+{
+	return (uint64_t)proto << 32 | (uint64_t)sport << 16 | dport;
+}
+
+/* The words of one selector; IPv4 reads only bytes 0..3 of each address and leaves the
+ * words past V4_WORDS zero, so masks of both families compare as KEY_WORDS words. */
+static void key_words(uint8_t family, uint8_t proto, const uint8_t *src, const uint8_t *dst,
+		      uint16_t sport, uint16_t dport, uint64_t w[KEY_WORDS])
+{
+	memset(w, 0, KEY_WORDS * sizeof(*w));
+	if (family == 4) {
+		w[0] = (uint64_t)rd32(src) << 32 | rd32(dst);
+		w[1] = l4_word(proto, sport, dport);
+		return;
+	}
+	w[0] = rd64(src);
+	w[1] = rd64(src + 8);
+	w[2] = rd64(dst);
+	w[3] = rd64(dst + 8);
+	w[4] = l4_word(proto, sport, dport);
+}
+
+/* Multiply-xorshift over the words, then the murmur3 finaliser so low bits (the table
+ * index) depend on every input bit. */
+static inline uint64_t hash_words(const uint64_t *w, const unsigned nw)
+{
+	uint64_t h = 0x243f6a8885a308d3ULL;
+
+	for (unsigned i = 0; i < nw; i++) {
+		h = (h ^ w[i]) * 0x9e3779b97f4a7c15ULL;
+		h ^= h >> 29;
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return h;
+}
+
+static inline bool words_eq(const uint64_t *a, const uint64_t *b, const unsigned nw)
+{
+	uint64_t diff = 0;
+
+	for (unsigned i = 0; i < nw; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+/* --- add --- */
+
+struct spd *spd_new(void)
+{
+	struct spd *spd = calloc(1, sizeof(*spd));
+
+	if (spd)
+		spd->last = -1;
+	return spd;
+}
+
+static void table_free(struct table *t)
+{
+	free(t->groups);
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
+}
+
+void spd_free(struct spd *spd)
+{
+	if (!spd)
+		return;
+	free(spd->rules);
+	table_free(&spd->v4);
+	table_free(&spd->v6);
+	free(spd);
+}
+
+static int reserve(struct spd *spd)
+{
+	struct pending *rules;
+	size_t cap;
+
+	if (spd->nrules < spd->cap)
+		return 0;
+	cap = spd->cap ? spd->cap * 2 : 64;
+	if (cap > SIZE_MAX / sizeof(*rules))
+		return -ENOMEM;
+	rules = realloc(spd->rules, cap * sizeof(*rules));
+	if (!rules)
+		return -ENOMEM;
+	spd->rules = rules;
+	spd->cap = cap;
+	return 0;
+}
+
+int spd_add(struct spd *spd, const struct espdp_rule *rule, uint32_t index)
+{
+	struct pending *p;
+	int err;
+
+	if (spd->compiled || (int64_t)index <= spd->last)
+		return -EINVAL;
+	if (rule->family != 4 && rule->family != 6)
+		return -EINVAL;
+	err = reserve(spd);
+	if (err)
+		return err;
+	p = &spd->rules[spd->nrules++];
+	p->family = rule->family;
+	p->index = index;
+	key_words(rule->family, rule->proto, rule->src, rule->dst, rule->sport, rule->dport,
+		  p->val);
+	key_words(rule->family, rule->proto_mask, rule->src_mask, rule->dst_mask,
+		  rule->sport_mask, rule->dport_mask, p->mask);
+	for (unsigned i = 0; i < KEY_WORDS; i++)
+		p->val[i] &= p->mask[i];
+	spd->last = index;
+	return 0;
+}
+
+/* --- compile --- */
+
+/* Family, then mask tuple, then rule number: each group becomes one run, in rule order. */
+static int cmp_pending(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	for (unsigned i = 0; i < KEY_WORDS; i++)
+		if (x->mask[i] != y->mask[i])
+			return x->mask[i] < y->mask[i] ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+	const struct group *x = a, *y = b;
+
+	return x->best < y->best ? -1 : x->best > y->best;
+}
+
+static bool same_mask(const struct pending *a, const struct pending *b)
+{
+	return a->family == b->family && words_eq(a->mask, b->mask, KEY_WORDS);
+}
+
+/* Table size for n rules: a power of two >= 2n, so the load factor stays <= 0.5. */
+static size_t table_size(size_t n)
+{
+	size_t size = 2;
+
+	while (size < 2 * n)
+		size *= 2;
+	return size;
+}
+
+/* Length of the run of rules sharing rules[0]'s family and mask. */
+static size_t run_length(const struct pending *rules, size_t n)
+{
+	size_t len = 1;
+
+	while (len < n && same_mask(&rules[0], &rules[len]))
+		len++;
+	return len;
+}
+
+/* Insert a masked key unless the group has it already: rules arrive in ascending order,
+ * so the one already there wins and the later one is shadowed for good. */
+static void group_insert(struct group *g, const struct pending *p, unsigned nw)
+{
+	size_t i = hash_words(p->val, nw) & g->tmask;
+
+	for (;;) {
+		uint64_t *s = g->slots + i * (nw + 1);
+
+		if (s[nw] == SLOT_EMPTY) {
+			memcpy(s, p->val, nw * sizeof(*s));
+			s[nw] = p->index;
+			return;
+		}
+		if (words_eq(s, p->val, nw))
+			return;
+		i = (i + 1) & g->tmask;
+	}
+}
+
+/* Fill one group from its len rules (ascending by index) over slots of its own. */
+static void group_build(struct group *g, const struct pending *rules, size_t len,
+			uint64_t *slots, unsigned nw)
+{
+	memcpy(g->mask, rules[0].mask, sizeof(g->mask));
+	g->best = rules[0].index;
+	g->tmask = table_size(len) - 1;
+	g->slots = slots;
+	for (size_t i = 0; i < len; i++)
+		group_insert(g, &rules[i], nw);
+}
+
+/* Build the table of one family from its n rules, sorted by cmp_pending. */
+static int table_build(struct table *t, const struct pending *rules, size_t n, unsigned nw)
+{
+	size_t ngroups = 0, nslots = 0, used = 0, len;
+
+	if (!n)
+		return 0;
+	for (size_t i = 0; i < n; i += len, ngroups++) {
+		len = run_length(rules + i, n - i);
+		nslots += table_size(len);
+	}
+	t->groups = calloc(ngroups, sizeof(*t->groups));
+	t->slots = malloc(nslots * (nw + 1) * sizeof(*t->slots));
+	if (!t->groups || !t->slots)
+		return -ENOMEM;
+	memset(t->slots, 0xff, nslots * (nw + 1) * sizeof(*t->slots)); /* all SLOT_EMPTY */
+	t->ngroups = ngroups;
+	for (size_t i = 0, k = 0; i < n; i += len, k++) {
+		len = run_length(rules + i, n - i);
+		group_build(&t->groups[k], rules + i, len, t->slots + used * (nw + 1), nw);
+		used += table_size(len);
+	}
+	qsort(t->groups, ngroups, sizeof(*t->groups), cmp_group);
+	return 0;
+}
+
+int spd_compile(struct spd *spd)
+{
+	size_t n4 = 0;
+	int err;
+
+	if (spd->compiled)
+		return -EINVAL;
+	if (!spd->nrules) /* nothing to build: every key classifies to -1 */
+		goto done;
+	qsort(spd->rules, spd->nrules, sizeof(*spd->rules), cmp_pending);
+	while (n4 < spd->nrules && spd->rules[n4].family == 4)
+		n4++;
+	err = table_build(&spd->v4, spd->rules, n4, V4_WORDS);
+	if (!err)
+		err = table_build(&spd->v6, spd->rules + n4, spd->nrules - n4, V6_WORDS);
+	if (err) {
+		table_free(&spd->v4);
+		table_free(&spd->v6);
+		return err;
+	}
+done:
+	free(spd->rules);
+	spd->rules = NULL;
+	spd->nrules = spd->cap = 0;
+	spd->compiled = true;
+	return 0;
+}
+
+/* --- classify --- */
+
+/* The rule number stored for key & g->mask, or NO_MATCH. */
+static inline uint64_t group_find(const struct group *g, const uint64_t *key, const unsigned nw)
+{
+	uint64_t m[KEY_WORDS];
+	size_t i;
+
+	for (unsigned k = 0; k < nw; k++)
+		m[k] = key[k] & g->mask[k];
+	i = hash_words(m, nw) & g->tmask;
+	for (;;) {
+		const uint64_t *s = g->slots + i * (nw + 1);
+
+		if (s[nw] == SLOT_EMPTY)
+			return NO_MATCH;
+		if (words_eq(s, m, nw))
+			return s[nw];
+		i = (i + 1) & g->tmask;
+	}
+}
+
+/* Groups ascend by best, and no rule of a group comes before its best: once best >= the
+ * match found, neither this group nor any later one can improve it. nw is a constant at
+ * each call, so the word loops unroll. */
+static inline long table_find(const struct table *t, const uint64_t *key, const unsigned nw)
+{
+	uint64_t found = NO_MATCH;
+
+	for (size_t k = 0; k < t->ngroups; k++) {
+		const struct group *g = &t->groups[k];
+		uint64_t r;
+
+		if (g->best >= found)
+			break;
+		r = group_find(g, key, nw);
+		if (r < found)
+			found = r;
+	}
+	return found == NO_MATCH ? -1 : (long)found;
+}
+
+long spd_classify(const struct spd *spd, const struct spd_key *key)
+{
+	uint64_t w[KEY_WORDS];
+
+	if (key->family != 4 && key->family != 6)
+		return -1;
+	key_words(key->family, key->proto, key->src, key->dst, key->sport, key->dport, w);
+	if (key->family == 4)
+		return table_find(&spd->v4, w, V4_WORDS);
+	return table_find(&spd->v6, w, V6_WORDS);
+}
+
+/* --- parse --- */
+
+static bool has_ports(uint8_t proto)
+{
+	return proto == IPPROTO_NUM_TCP || proto == IPPROTO_NUM_UDP ||
+	       proto == IPPROTO_NUM_SCTP || proto == IPPROTO_NUM_UDPLITE;
+}
+
+/* Ports from the L4 header at pkt[off..end), or -1 if its first 4 bytes are not there. */
+static int read_ports(const uint8_t *pkt, size_t off, size_t end, struct spd_key *key)
+{
+	if (!has_ports(key->proto))
+		return 0;
+	if (end < off || end - off < 4)
+		return -1;
+	key->sport = rd16(pkt + off);
+	key->dport = rd16(pkt + off + 2);
+	return 0;
+}
+
+/* The IPv4 total length bounds everything after it: hl <= total <= len. */
+static int parse_v4(const uint8_t *pkt, size_t len, struct spd_key *key)
+{
+	size_t hl, total;
+
+	if (len < IPV4_HDR_MIN || pkt[0] >> 4 != 4)
+		return -1;
+	hl = (size_t)(pkt[0] & 0x0f) * 4;
+	total = rd16(pkt + 2);
+	if (hl < IPV4_HDR_MIN || total < hl || total > len)
+		return -1;
+	key->family = 4;
+	key->proto = pkt[9];
+	memcpy(key->src, pkt + 12, 4);
+	memcpy(key->dst, pkt + 16, 4);
+	if (rd16(pkt + 6) & 0x1fff) /* non-first fragment: no L4 header */
+		return 0;
+	return read_ports(pkt, hl, total, key);
+}
+
+static bool v6_generic_ext(uint8_t nh)
+{
+	return nh == IPPROTO_NUM_HOPOPTS || nh == IPPROTO_NUM_ROUTING ||
+	       nh == IPPROTO_NUM_DSTOPTS || nh == IPPROTO_NUM_AH;
+}
+
+/* Walk the extension headers inside pkt[IPV6_HDR_LEN..end); every header must lie wholly
+ * inside. Leaves the upper-layer protocol in key->proto. */
+static int parse_v6(const uint8_t *pkt, size_t len, struct spd_key *key)
+{
+	size_t off = IPV6_HDR_LEN, end, hlen;
+	uint8_t nh;
+
+	if (len < IPV6_HDR_LEN || pkt[0] >> 4 != 6)
+		return -1;
+	end = IPV6_HDR_LEN + (size_t)rd16(pkt + 4);
+	if (end > len)
+		return -1;
+	key->family = 6;
+	memcpy(key->src, pkt + 8, 16);
+	memcpy(key->dst, pkt + 24, 16);
+	nh = pkt[6];
+	for (unsigned n = 0; n < IPV6_EXT_MAX; n++) {
+		if (nh == IPPROTO_NUM_FRAGMENT) {
+			if (end - off < 8)
+				return -1;
+			key->proto = pkt[off];
+			if (rd16(pkt + off + 2) & 0xfff8) /* non-first fragment */
+				return 0;
+			nh = pkt[off];
+			off += 8;
+			continue;
+		}
+		if (!v6_generic_ext(nh)) {
+			key->proto = nh;
+			return read_ports(pkt, off, end, key);
+		}
+		if (end - off < 2)
+			return -1;
+		if (nh == IPPROTO_NUM_AH)
+			hlen = ((size_t)pkt[off + 1] + 2) * 4;
+		else
+			hlen = ((size_t)pkt[off + 1] + 1) * 8;
+		if (end - off < hlen)
+			return -1;
+		nh = pkt[off];
+		off += hlen;
+	}
+	return -1;
+}
+
+static void swap_bytes(uint8_t *a, uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t t = a[i];
+
+		a[i] = b[i];
+		b[i] = t;
+	}
+}
+
+int spd_key_from_packet(const uint8_t *pkt, size_t len, int reverse, struct spd_key *key)
+{
+	uint16_t port;
+	int err;
+
+	memset(key, 0, sizeof(*key));
+	if (len < 1)
+		return -1;
+	err = pkt[0] >> 4 == 6 ? parse_v6(pkt, len, key) : parse_v4(pkt, len, key);
+	if (err) {
+		memset(key, 0, sizeof(*key));
+		return -1;
+	}
+	if (reverse) {
+		swap_bytes(key->src, key->dst, sizeof(key->src));
+		port = key->sport;
+		key->sport = key->dport;
+		key->dport = port;
+	}
+	return 0;
+}
