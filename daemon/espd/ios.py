@@ -1,0 +1,425 @@
+"""Import the crypto parts of a Cisco IOS configuration into the espd model.
+
+The input is a config as IOS prints it, one command per line, sub-mode commands indented
+and ``!`` lines as comments. Read: ``access-list``, ``ip access-list standard|extended``,
+``ipv6 access-list``, ``crypto ipsec transform-set`` (sub-mode ``mode``), ``crypto map NAME
+SEQ ipsec-manual`` and its ``set``/``match`` commands, ``crypto map NAME local-address IF``,
+and ``interface`` with ``ip address``, ``ipv6 address`` and ``crypto map``. Everything else
+is skipped quietly. Keys are never echoed in messages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from espd.acl import AclError, parse_rule
+from espd.model import (
+    DEFAULT_REPLAY_WINDOW,
+    LIFETIME_MAX,
+    REPLAY_WINDOW_MAX,
+    SPI_MAX,
+    SPI_MIN,
+    AccessList,
+    AclEntry,
+    Config,
+    ConfigError,
+    CryptoMapEntry,
+    IPAddress,
+    Lifetime,
+    Location,
+    ManualKey,
+    Problem,
+    Settings,
+    TransformSet,
+    assemble,
+    check_manual_key,
+)
+from espd.transforms import RECOMMENDED, TransformError, parse_transform
+
+_MAP_COMMANDS = (
+    "set peer, set transform-set, match address, set security-association lifetime "
+    "seconds|kilobytes N, set security-association replay window-size N|disable, "
+    "set session-key inbound|outbound esp SPI cipher HEX [authenticator HEX], description"
+)
+
+
+def _acl_kind(number: int) -> str | None:
+    if 1 <= number <= 99 or 1300 <= number <= 1999:
+        return "standard"
+    if 100 <= number <= 199 or 2000 <= number <= 2699:
+        return "extended"
+    return None
+
+
+@dataclass
+class _Acl:
+    name: str
+    kind: str  # "standard" | "extended"
+    version: int | None  # 6 for "ipv6 access-list": "any" is then ::/0
+    where: Location
+    entries: list[AclEntry] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)  # reported only if a map uses it
+
+
+@dataclass
+class _Interface:
+    name: str
+    addresses: list[IPAddress] = field(default_factory=list)  # primary of each family first
+    maps: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Map:
+    """A crypto map entry as read so far; each value keeps the line it came from."""
+
+    name: str
+    seq: int
+    where: Location
+    peer: tuple[IPAddress, Location] | None = None
+    transform_set: tuple[str, Location] | None = None
+    match_address: tuple[str, Location] | None = None
+    seconds: int | None = None
+    kilobytes: int | None = None
+    replay_window: int = DEFAULT_REPLAY_WINDOW
+    keys: dict[str, tuple[ManualKey, Location]] = field(default_factory=dict)
+    broken: bool = False  # a sub-command was refused (and reported)
+
+
+def parse_ios(text: str, path: str = "<string>", settings: Settings | None = None) -> Config:
+    """Import ``text`` (read from ``path``); maps not on any interface use settings.local."""
+    return _Importer(path).run(text, settings or Settings())
+
+
+class _Importer:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        self.acls: dict[str, _Acl] = {}
+        self.tsets: dict[str, TransformSet] = {}
+        self.refused_tsets: set[str] = set()
+        self.maps: dict[tuple[str, int], _Map] = {}
+        self.interfaces: dict[str, _Interface] = {}
+        self.local_interface: dict[str, str] = {}  # crypto map name -> interface name
+        self.where = Location(path)
+        self.mode: object = None  # what indented lines belong to: _Acl, TransformSet, ...
+
+    def error(self, message: str, where: Location | None = None) -> None:
+        self.problems.append(Problem(where or self.where, message))
+
+    def run(self, text: str, settings: Settings) -> Config:
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split()
+            if not words or words[0].startswith("!"):
+                continue  # comments do not end a sub-mode: IOS docs put them inside one
+            self.where = Location(self.path, number)
+            if words == ["exit"]:
+                self.mode = None
+            elif line[0].isspace() or words[0] in ("set", "match", "mode"):
+                self.submode(words)
+            else:
+                self.mode = None
+                self.command(words)
+        entries = [e for m in self.maps.values() if (e := self.entry(m, settings))]
+        used = {m.match_address[0] for m in self.maps.values() if m.match_address}
+        for name in used & self.acls.keys():
+            self.problems.extend(self.acls[name].errors)
+        acls = {name: AccessList(name, tuple(acl.entries), acl.where)
+                for name, acl in self.acls.items() if not acl.errors}
+        try:
+            config = assemble(settings, acls, self.tsets, entries)
+        except ConfigError as e:
+            self.problems.extend(e.problems)
+        if self.problems:
+            raise ConfigError(sorted(self.problems, key=lambda p: p.where))
+        return config
+
+    # -- global commands -------------------------------------------------------------------
+
+    def command(self, words: list[str]) -> None:
+        if words[0] == "access-list" and len(words) > 2:
+            self.numbered_acl(words[1], words[2:])
+        elif words[:2] == ["ip", "access-list"] and len(words) == 4:
+            if words[2] in ("standard", "extended"):
+                self.mode = self.acl(words[3], words[2], None)
+        elif words[:2] == ["ipv6", "access-list"] and len(words) == 3:
+            self.mode = self.acl(words[2], "extended", 6)
+        elif words[:3] == ["crypto", "ipsec", "transform-set"] and len(words) > 3:
+            self.mode = self.transform_set(words[3], words[4:])
+        elif words[:2] == ["crypto", "map"] and len(words) > 3 and words[3] == "local-address":
+            self.local_interface[words[2]] = " ".join(words[4:])
+        elif words[:2] == ["crypto", "map"] and len(words) > 3 and words[3].isdigit():
+            self.mode = self.crypto_map(words[2], int(words[3]), words[4:])
+        elif words[0] == "interface" and len(words) > 1:
+            name = " ".join(words[1:])
+            self.mode = self.interfaces.setdefault(name, _Interface(name))
+
+    def acl(self, name: str, kind: str, version: int | None) -> _Acl:
+        return self.acls.setdefault(name, _Acl(name, kind, version, self.where))
+
+    def numbered_acl(self, number: str, rule: list[str]) -> None:
+        kind = _acl_kind(int(number)) if number.isdigit() else None
+        if kind is None:
+            self.error(f"access-list {number}: numbered access lists are 1-99 and 1300-1999 "
+                       f"(standard) or 100-199 and 2000-2699 (extended); for a name write "
+                       f"'ip access-list extended {number}'")
+            return
+        self.acl_entry(self.acl(number, kind, None), rule)
+
+    def acl_entry(self, acl: _Acl, rule: list[str]) -> None:
+        if rule[0] == "sequence" or rule[0].isdigit():  # "10 permit ...", "sequence 10 ..."
+            rule = rule[2:] if rule[0] == "sequence" else rule[1:]
+        if not rule or rule[0] == "remark":
+            return
+        try:
+            acl.entries.append(parse_rule(" ".join(rule), self.where, acl.kind, acl.version))
+        except AclError as e:
+            acl.errors.append(Problem(self.where, f"access-list {acl.name}: {e}"))
+
+    def transform_set(self, name: str, transforms: list[str]) -> TransformSet | None:
+        try:
+            tset = TransformSet(name, parse_transform(transforms), "tunnel", self.where)
+        except TransformError as e:
+            self.refused_tsets.add(name)
+            self.error(f"crypto ipsec transform-set {name}: {e}")
+            return None
+        self.tsets[name] = tset
+        return tset
+
+    def crypto_map(self, name: str, seq: int, kind: list[str]) -> _Map | None:
+        spelled = " ".join(["crypto map", name, str(seq), *kind[:1]])
+        if not kind:
+            spelled += " (ipsec-isakmp, the IOS default)"
+        if not 1 <= seq <= 65535:
+            self.error(f"{spelled}: the sequence number must be from 1 to 65535")
+            return None
+        if kind[:1] != ["ipsec-manual"]:
+            self.error(f"{spelled}: this map needs IKE keying, which espd does not do yet; "
+                       f"write 'crypto map {name} {seq} ipsec-manual' with 'set session-key "
+                       f"inbound esp SPI cipher HEX' and 'set session-key outbound esp SPI "
+                       f"cipher HEX', which works today")
+            return None
+        # as in IOS, entering an existing entry again adds to it
+        return self.maps.setdefault((name, seq), _Map(name, seq, self.where))
+
+    # -- sub-mode commands -----------------------------------------------------------------
+
+    def submode(self, words: list[str]) -> None:
+        if isinstance(self.mode, _Acl):
+            self.acl_entry(self.mode, words)
+        elif isinstance(self.mode, TransformSet):
+            self.transform_mode(self.mode, words)
+        elif isinstance(self.mode, _Map):
+            before = len(self.problems)
+            self.map_command(self.mode, words)
+            self.mode.broken |= len(self.problems) != before
+        elif isinstance(self.mode, _Interface):
+            self.interface_command(self.mode, words)
+
+    def transform_mode(self, tset: TransformSet, words: list[str]) -> None:
+        if words[0] != "mode" or len(words) != 2 or words[1] not in ("tunnel", "transport"):
+            self.error(f"crypto ipsec transform-set {tset.name}: '{' '.join(words[:2])}' is not "
+                       f"supported; write 'mode tunnel' or 'mode transport'")
+            return
+        self.tsets[tset.name] = self.mode = TransformSet(tset.name, tset.transform, words[1],
+                                                         tset.where)
+
+    def interface_command(self, interface: _Interface, words: list[str]) -> None:
+        if words[:2] == ["crypto", "map"] and len(words) == 3:
+            interface.maps.append(words[2])
+        elif words[:2] == ["ip", "address"] and len(words) in (4, 5):
+            if len(words) == 4 or words[4] != "secondary":
+                self.interface_address(interface, f"{words[2]}/{words[3]}")
+        elif words[:2] == ["ipv6", "address"] and len(words) == 3 and "/" in words[2]:
+            self.interface_address(interface, words[2])
+
+    def interface_address(self, interface: _Interface, text: str) -> None:
+        try:
+            address = ipaddress.ip_interface(text).ip
+        except ValueError:
+            self.error(f"interface {interface.name}: '{text}' is not an address and mask; "
+                       f"write e.g. 'ip address 192.0.2.1 255.255.255.0'")
+            return
+        if all(a.version != address.version for a in interface.addresses):
+            interface.addresses.append(address)
+
+    def map_command(self, entry: _Map, words: list[str]) -> None:
+        head = " ".join(words[:2])
+        if words[0] == "description":
+            return
+        if head == "set peer" and len(words) == 3:
+            self.peer(entry, words[2])
+        elif head == "set transform-set" and len(words) >= 3:
+            if len(words) > 3:
+                self.error(f"crypto map {entry.name} {entry.seq}: an ipsec-manual map takes "
+                           f"one transform set; write 'set transform-set {words[2]}'")
+            entry.transform_set = words[2], self.where
+        elif head == "match address" and len(words) == 3:
+            entry.match_address = words[2], self.where
+        elif head == "set security-association" and len(words) > 2:
+            self.security_association(entry, words[2:])
+        elif head == "set session-key" and len(words) > 2:
+            self.session_key(entry, words[2:])
+        else:
+            self.error(f"crypto map {entry.name} {entry.seq}: '{head}' is not supported in an "
+                       f"ipsec-manual map; espd reads: {_MAP_COMMANDS}")
+
+    def peer(self, entry: _Map, text: str) -> None:
+        if entry.peer is not None:
+            self.error(f"crypto map {entry.name} {entry.seq}: an ipsec-manual map takes one "
+                       f"peer (the first is at {entry.peer[1]}); remove this 'set peer'")
+            return
+        try:
+            entry.peer = ipaddress.ip_address(text), self.where
+        except ValueError:
+            self.error(f"crypto map {entry.name} {entry.seq}: set peer '{text}' is not an "
+                       f"IPv4 or IPv6 address; write e.g. 'set peer 192.0.2.2'")
+
+    def security_association(self, entry: _Map, words: list[str]) -> None:
+        name = f"crypto map {entry.name} {entry.seq}"
+        if words == ["replay", "disable"]:
+            entry.replay_window = 0
+        elif words[:2] == ["replay", "window-size"] and len(words) == 3:
+            window = self.number(words[2], 0, REPLAY_WINDOW_MAX, f"{name}: replay window-size")
+            entry.replay_window = entry.replay_window if window is None else window
+        elif words[:1] == ["lifetime"] and len(words) == 3 and words[1] in ("seconds",
+                                                                             "kilobytes"):
+            value = self.number(words[2], 1, LIFETIME_MAX, f"{name}: lifetime {words[1]}")
+            setattr(entry, words[1], value)
+        else:
+            self.error(f"{name}: 'set security-association {' '.join(words[:2])}' is not "
+                       f"supported; write 'set security-association lifetime seconds N', "
+                       f"'... lifetime kilobytes N', '... replay window-size N' or "
+                       f"'... replay disable'")
+
+    def number(self, text: str, low: int, high: int, what: str) -> int | None:
+        if text.isdigit() and low <= int(text) <= high:
+            return int(text)
+        self.error(f"{what} must be a decimal number from {low} to {high}, not '{text}'")
+        return None
+
+    def session_key(self, entry: _Map, words: list[str]) -> None:
+        """set session-key inbound|outbound esp SPI [cipher HEX] [authenticator HEX]."""
+        name = f"crypto map {entry.name} {entry.seq}"
+        direction = words[0]
+        if direction == "lifetime":
+            self.error(f"{name}: 'set session-key lifetime' is not an IOS command; write "
+                       f"'set security-association lifetime {' '.join(words[1:3])}'")
+            return
+        if direction not in ("inbound", "outbound"):
+            self.error(f"{name}: write 'set session-key inbound esp ...' or "
+                       f"'set session-key outbound esp ...'")
+            return
+        usage = f"write 'set session-key {direction} esp SPI cipher HEX [authenticator HEX]'"
+        if words[1:2] == ["ah"]:
+            self.error(f"{name}: AH session keys are not supported; espd is ESP-only; use an "
+                       f"ESP transform set such as '{RECOMMENDED}' and {usage}")
+            return
+        if words[1:2] != ["esp"] or len(words) < 5:
+            self.error(f"{name}: incomplete or unknown session key; {usage}")
+            return
+        spi = self.spi(words[2], name)
+        material: dict[str, bytes] = {}
+        pairs = words[3:]
+        for i in range(0, len(pairs), 2):
+            word = pairs[i]
+            if word not in ("cipher", "authenticator") or i + 1 >= len(pairs) or word in material:
+                self.error(f"{name}: session key {direction}: expected 'cipher HEX' then "
+                           f"optionally 'authenticator HEX'; {usage}")
+                return
+            value = pairs[i + 1]
+            if len(value) % 2 or any(c not in "0123456789abcdefABCDEF" for c in value):
+                self.error(f"{name}: session key {direction} {word}: the key must be an even "
+                           f"number of hex digits (0-9, a-f)")
+                return
+            material[word] = bytes.fromhex(value)
+        if direction in entry.keys:
+            self.error(f"{name}: a second 'set session-key {direction}' (the first is at "
+                       f"{entry.keys[direction][1]}); keep one")
+            return
+        if spi is not None:
+            key = ManualKey(spi, material.get("cipher", b""), material.get("authenticator"))
+            entry.keys[direction] = key, self.where
+
+    def spi(self, text: str, name: str) -> int | None:
+        if text.isdigit() and SPI_MIN <= int(text) <= SPI_MAX:
+            return int(text)
+        if text.lower().startswith("0x"):
+            try:
+                hint = f"; IOS writes SPIs in decimal: {int(text, 16)}"
+            except ValueError:
+                hint = ""
+        else:
+            hint = ""
+        self.error(f"{name}: SPI '{text}' must be a decimal number from {SPI_MIN} to {SPI_MAX} "
+                   f"(1-255 are reserved by RFC 4303){hint}")
+        return None
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def entry(self, entry: _Map, settings: Settings) -> CryptoMapEntry | None:
+        """Resolve one ipsec-manual entry; report what is missing or undefined."""
+        name = f"crypto map {entry.name} {entry.seq}"
+        before = len(self.problems)
+        missing = [] if entry.broken else [
+            (entry.peer, "'set peer 192.0.2.2'"),
+            (entry.transform_set, "'set transform-set NAME'"),
+            (entry.match_address, "'match address 101'"),
+            (entry.keys.get("inbound"), "'set session-key inbound esp 4096 cipher HEX'"),
+            (entry.keys.get("outbound"), "'set session-key outbound esp 8192 cipher HEX'"),
+        ]
+        for value, command in missing:
+            if value is None:
+                self.error(f"{name} ipsec-manual is incomplete; add {command}", entry.where)
+        if entry.transform_set and entry.transform_set[0] not in self.tsets:
+            tset, where = entry.transform_set
+            if tset not in self.refused_tsets:
+                self.error(f"{name}: transform set '{tset}' is not defined; add "
+                           f"'crypto ipsec transform-set {tset} {RECOMMENDED}'", where)
+        if entry.match_address and entry.match_address[0] not in self.acls:
+            acl, where = entry.match_address
+            self.error(f"{name}: access list '{acl}' is not defined; add e.g. 'access-list "
+                       f"{acl} permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255'", where)
+        if entry.transform_set and entry.transform_set[0] in self.tsets:
+            transform = self.tsets[entry.transform_set[0]].transform
+            for direction, (key, where) in entry.keys.items():
+                for message in check_manual_key(transform, direction, key):
+                    self.error(f"{name}: {message}", where)
+        acl = self.acls.get(entry.match_address[0]) if entry.match_address else None
+        if (acl is not None and acl.errors) or (
+                entry.transform_set and entry.transform_set[0] in self.refused_tsets):
+            return None  # the access list's or transform set's own errors say what is wrong
+        local = self.local(entry, settings) if entry.peer else None
+        if entry.broken or len(self.problems) != before or local is None or entry.peer is None:
+            return None
+        default = Lifetime()
+        return CryptoMapEntry(
+            map_name=entry.name, seq=entry.seq, peer=entry.peer[0], local=local,
+            match_address=entry.match_address[0], transform_set=entry.transform_set[0],
+            inbound=entry.keys["inbound"][0], outbound=entry.keys["outbound"][0],
+            replay_window=entry.replay_window,
+            lifetime=Lifetime(entry.seconds or default.seconds,
+                              entry.kilobytes or default.kilobytes),
+            where=entry.where,
+        )
+
+    def local(self, entry: _Map, settings: Settings) -> IPAddress | None:
+        """The address of the interface that carries the map, in the peer's IP version."""
+        assert entry.peer is not None
+        version = entry.peer[0].version
+        if entry.name in self.local_interface:
+            names = [self.local_interface[entry.name]]
+        else:
+            names = [i.name for i in self.interfaces.values() if entry.name in i.maps]
+        for name in names:
+            interface = self.interfaces.get(name, _Interface(name))
+            for address in interface.addresses:
+                if address.version == version:
+                    return address
+        if settings.local is not None and settings.local.version == version:
+            return settings.local
+        family = "ip address A M" if version == 4 else "ipv6 address A/LEN"
+        self.error(f"crypto map {entry.name} {entry.seq}: no local IPv{version} address; "
+                   f"apply the map to an interface that has one ('interface NAME', "
+                   f"' {family}', ' crypto map {entry.name}')", entry.where)
+        return None

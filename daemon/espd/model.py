@@ -1,0 +1,318 @@
+"""The configuration model shared by the TOML loader and the IOS importer.
+
+Frozen dataclasses and pure checks, no I/O. Both front ends build these objects and hand
+them to ``assemble``, which runs the checks that span the whole configuration and returns
+the ``Config`` the daemon plans from. Source locations never take part in equality, so a
+reload that only moves lines around compares equal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from espd.transforms import INTEG_SHA1_96, RECOMMENDED, Transform
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SPI_MIN, SPI_MAX = 256, 2**32 - 1  # RFC 4303 2.1: 1-255 reserved by IANA, 0 local use
+REPLAY_WINDOW_MAX = 65536
+DEFAULT_REPLAY_WINDOW = 64  # IOS default and RFC 4303 3.4.3
+DEFAULT_LIFETIME_SECONDS = 3600  # IOS defaults, as the seed's "show crypto map" prints them
+DEFAULT_LIFETIME_KILOBYTES = 4608000
+LIFETIME_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A line in a config file; line 0 means the file as a whole."""
+
+    file: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located error or warning: what is wrong; what to write instead."""
+
+    where: Location
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``problems`` lists every reason, located."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class AddressMatch:
+    """An ACL address: bits set in ``wildcard`` are "don't care" (IOS wildcard semantics).
+
+    Invariants: ``address`` and ``wildcard`` are the same IP version, and ``address`` has
+    no bit set under the wildcard. The wildcard need not be contiguous.
+    """
+
+    address: IPAddress
+    wildcard: IPAddress
+
+    @property
+    def version(self) -> int:
+        return self.address.version
+
+    @property
+    def is_any(self) -> bool:
+        return int(self.wildcard) == (1 << self.address.max_prefixlen) - 1
+
+    @property
+    def prefixlen(self) -> int | None:
+        """The prefix length if the wildcard is contiguous, else None."""
+        host_bits = int(self.wildcard).bit_length()
+        if int(self.wildcard) != (1 << host_bits) - 1:
+            return None
+        return self.address.max_prefixlen - host_bits
+
+    def contains(self, address: IPAddress) -> bool:
+        return (
+            address.version == self.version
+            and int(address) & ~int(self.wildcard) == int(self.address)
+        )
+
+    def __str__(self) -> str:
+        if self.is_any:
+            return "any"
+        if int(self.wildcard) == 0:
+            return f"host {self.address}"
+        if self.version == 6:
+            return f"{self.address}/{self.prefixlen}"
+        return f"{self.address} {self.wildcard}"
+
+
+PortRange = tuple[int, int]  # inclusive
+
+
+@dataclass(frozen=True)
+class AclEntry:
+    """One ACL rule. ``protocol`` None matches every protocol; empty port tuples match all."""
+
+    action: str  # "permit" (protect) or "deny" (not by this map)
+    protocol: int | None
+    src: AddressMatch
+    src_ports: tuple[PortRange, ...]
+    dst: AddressMatch
+    dst_ports: tuple[PortRange, ...]
+    text: str = field(default="", compare=False)  # the rule as written
+    where: Location = field(default=Location("<string>"), compare=False)
+
+    @property
+    def version(self) -> int:
+        return self.src.version
+
+
+@dataclass(frozen=True)
+class AccessList:
+    name: str
+    entries: tuple[AclEntry, ...]
+    where: Location = field(default=Location("<string>"), compare=False)
+
+
+@dataclass(frozen=True)
+class TransformSet:
+    name: str
+    transform: Transform
+    mode: str = "tunnel"  # "tunnel" | "transport"
+    where: Location = field(default=Location("<string>"), compare=False)
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    seconds: int = DEFAULT_LIFETIME_SECONDS
+    kilobytes: int = DEFAULT_LIFETIME_KILOBYTES
+
+
+@dataclass(frozen=True, repr=False)
+class ManualKey:
+    """A manually keyed SA direction. Key bytes never appear in repr or str."""
+
+    spi: int
+    key: bytes
+    auth_key: bytes | None = None
+
+    def __repr__(self) -> str:
+        auth = f", auth_key=<{len(self.auth_key)} bytes>" if self.auth_key is not None else ""
+        return f"ManualKey(spi={self.spi:#x}, key=<{len(self.key)} bytes>{auth})"
+
+
+@dataclass(frozen=True)
+class CryptoMapEntry:
+    """One crypto map entry with its pair of manually keyed SAs."""
+
+    map_name: str
+    seq: int
+    peer: IPAddress
+    local: IPAddress
+    match_address: str  # AccessList name
+    transform_set: str  # TransformSet name
+    inbound: ManualKey
+    outbound: ManualKey
+    encapsulation: str = "esp"  # "esp" (IP protocol 50) | "udp" (UDP 4500, RFC 3948)
+    replay_window: int = DEFAULT_REPLAY_WINDOW  # 0 disables anti-replay
+    esn: bool = False
+    lifetime: Lifetime = Lifetime()
+    where: Location = field(default=Location("<string>"), compare=False)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.map_name, self.seq
+
+
+@dataclass(frozen=True)
+class Settings:
+    interface: str = "espd0"
+    local: IPAddress | None = None  # default local address of crypto maps
+    workers: int | None = None  # None: one per CPU
+    control_socket: str = "/run/espd/control.sock"
+    metrics: str = "127.0.0.1:9661"  # "HOST:PORT" or "[V6]:PORT"; "" turns the exporter off
+    state_dir: str = "/var/lib/espd"
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        if not self.metrics:
+            return None
+        host, _, port = self.metrics.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Settings
+    access_lists: dict[str, AccessList]
+    transform_sets: dict[str, TransformSet]
+    crypto_maps: tuple[CryptoMapEntry, ...]  # sorted by (map name, seq): SPD order
+    warnings: tuple[Problem, ...] = ()
+
+
+def check_manual_key(transform: Transform, direction: str, key: ManualKey) -> list[str]:
+    """Say what is wrong with the key lengths of ``key`` for ``transform`` (never the keys)."""
+    problems = []
+    cipher = transform.name.split(" esp-")[0]
+    if len(key.key) != transform.key_len:
+        what = _key_material(transform)
+        problems.append(
+            f"{direction} key is {len(key.key) * 2} hex digits; {cipher} needs "
+            f"{transform.key_len * 2} hex digits ({what})"
+        )
+    if transform.auth_key_len and key.auth_key is None:
+        problems.append(
+            f"{direction} SA has no authentication key; {transform.name} needs one of "
+            f"{transform.auth_key_len * 2} hex digits"
+        )
+    elif transform.auth_key_len and len(key.auth_key or b"") != transform.auth_key_len:
+        integ = transform.name.split()[-1]
+        problems.append(
+            f"{direction} authentication key is {len(key.auth_key or b'') * 2} hex digits; "
+            f"{integ} needs {transform.auth_key_len * 2} hex digits"
+        )
+    elif not transform.auth_key_len and key.auth_key is not None:
+        problems.append(
+            f"{direction} SA has an authentication key, but {transform.name} is an AEAD and "
+            f"needs none; drop it"
+        )
+    return problems
+
+
+def _key_material(transform: Transform) -> str:
+    if transform.aead:
+        return (
+            f"{transform.key_len - 4} bytes of key followed by the 4-byte salt, "
+            f"{transform.key_len} bytes in all"
+        )
+    return f"{transform.key_len} bytes"
+
+
+ANY_WARNING = (
+    "uses 'any'; the IOS IPsec guide advises against 'any' in crypto ACLs, because it "
+    "sweeps in traffic nobody meant to protect (routing protocols, management, IKE) and "
+    "lets the peer send packets with any inner address; name the protected subnets, "
+    "e.g. 'permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255'"
+)
+
+
+def assemble(
+    settings: Settings,
+    access_lists: dict[str, AccessList],
+    transform_sets: dict[str, TransformSet],
+    crypto_maps: list[CryptoMapEntry],
+    warnings: list[Problem] | tuple[Problem, ...] = (),
+) -> Config:
+    """Check what spans crypto map entries, then build the Config; raise ConfigError."""
+    problems: list[Problem] = []
+    found_warnings = list(warnings)
+    seen: dict[tuple[str, int], CryptoMapEntry] = {}
+    inbound_spis: dict[int, CryptoMapEntry] = {}
+    outbound_spis: dict[tuple[IPAddress, int], CryptoMapEntry] = {}
+    keys: dict[bytes, str] = {}  # cipher key -> "the inbound key of crypto map M S"
+    for entry in crypto_maps:
+        name = f"crypto map {entry.map_name} {entry.seq}"
+        other = seen.setdefault(entry.key, entry)
+        if other is not entry:
+            problems.append(Problem(entry.where, f"{name} is defined twice (first at "
+                                    f"{other.where}); give this entry another seq"))
+            continue
+        if entry.match_address not in access_lists:
+            problems.append(Problem(entry.where, f"{name}: access list "
+                                    f"'{entry.match_address}' is not defined"))
+        if entry.transform_set not in transform_sets:
+            problems.append(Problem(entry.where, f"{name}: transform set "
+                                    f"'{entry.transform_set}' is not defined"))
+        other = inbound_spis.setdefault(entry.inbound.spi, entry)
+        if other is not entry:
+            problems.append(Problem(entry.where, (
+                f"{name}: inbound SPI {entry.inbound.spi} ({entry.inbound.spi:#x}) is also "
+                f"the inbound SPI of crypto map {other.map_name} {other.seq} at {other.where}; "
+                f"inbound SPIs pick the SA, so each must be unique")))
+        other = outbound_spis.setdefault((entry.peer, entry.outbound.spi), entry)
+        if other is not entry:
+            problems.append(Problem(entry.where, (
+                f"{name}: outbound SPI {entry.outbound.spi} ({entry.outbound.spi:#x}) to peer "
+                f"{entry.peer} is also used by crypto map {other.map_name} {other.seq} at "
+                f"{other.where}; the peer could not tell the SAs apart")))
+        for direction, sa in (("inbound", entry.inbound), ("outbound", entry.outbound)):
+            if not sa.key:  # esp-null
+                continue
+            first = keys.setdefault(sa.key, f"the {direction} key of {name}")
+            if first != f"the {direction} key of {name}":
+                problems.append(Problem(entry.where, (
+                    f"{name}: the {direction} key is also {first}; two SAs sharing a key "
+                    f"reuse nonces (fatal for GCM and ChaCha20); give every SA its own "
+                    f"random key")))
+    referenced_acls = {e.match_address for e in crypto_maps}
+    for name in sorted(referenced_acls & access_lists.keys()):
+        for rule in access_lists[name].entries:
+            if rule.action == "permit" and (rule.src.is_any or rule.dst.is_any):
+                found_warnings.append(Problem(rule.where, f"access list {name} {ANY_WARNING}"))
+    referenced_sets = {e.transform_set for e in crypto_maps}
+    for name in sorted(referenced_sets & transform_sets.keys()):
+        tset = transform_sets[name]
+        if tset.transform.integ == INTEG_SHA1_96:
+            found_warnings.append(Problem(tset.where, (
+                f"transform set {name}: esp-sha-hmac (HMAC-SHA1-96) is MUST- in RFC 8221, "
+                f"expected to be deprecated; use '{RECOMMENDED}' or "
+                f"'esp-aes 256 esp-sha256-hmac'")))
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        settings=settings,
+        access_lists=dict(access_lists),
+        transform_sets=dict(transform_sets),
+        crypto_maps=tuple(sorted(crypto_maps, key=lambda e: e.key)),
+        warnings=tuple(sorted(found_warnings, key=lambda p: p.where)),
+    )
