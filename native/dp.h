@@ -41,6 +41,8 @@ struct espdp_table {
 	struct espdp_table *next_retired;
 };
 
+struct workers;
+
 struct worker_slot {
 	uint64_t epoch;
 	char pad[56]; /* one cache line per worker */
@@ -64,6 +66,7 @@ struct espdp {
 	int64_t test_clock_ns; /* < 0: CLOCK_MONOTONIC */
 	uint64_t drops[2][ESPD_DROP_SLOTS]; /* [direction][reason] */
 	struct events events;
+	struct workers *threads; /* worker.c; NULL while no worker runs */
 };
 
 int64_t dp_now(const espdp *dp);

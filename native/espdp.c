@@ -42,6 +42,7 @@ void espdp_free(espdp *dp)
 {
 	if (!dp)
 		return;
+	espdp_workers_stop(dp);
 	if (dp->live)
 		table_destroy(dp->live);
 	dp->live = NULL;

@@ -198,6 +198,35 @@ long espdp_classify(espdp *dp, const uint8_t *pkt, size_t len);
 size_t espdp_encap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n);
 size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n);
 
+/* --- Workers: threads that own the packet I/O (worker.c, io.c) --- */
+struct espdp_io_config {
+	const int *tun_fds;         /* TUN queues (IFF_MULTI_QUEUE); worker w reads tun_fds[w % ntun] */
+	unsigned ntun;
+	int esp4_fd;                /* AF_INET SOCK_RAW IPPROTO_ESP: receives ESP; -1 = none */
+	int esp6_fd;                /* AF_INET6 SOCK_RAW IPPROTO_ESP */
+	int udp4_fd;                /* AF_INET UDP bound to the NAT-T port */
+	int udp6_fd;
+	int send4_fd;               /* AF_INET SOCK_RAW IPPROTO_RAW: sends whole outer packets */
+	int send6_fd;               /* AF_INET6 SOCK_RAW IPPROTO_RAW */
+	unsigned batch;             /* packets per system call, 1..64 */
+};
+
+struct espdp_io_stats {
+	uint64_t tun_rx;            /* packets read from the TUN device */
+	uint64_t tun_tx;            /* packets written to it */
+	uint64_t net_rx;            /* packets received from the underlay */
+	uint64_t net_tx;            /* packets sent to the underlay */
+	uint64_t send_errors;       /* sealed packets the kernel refused (dropped, never resent) */
+	uint64_t recv_errors;
+	uint64_t tun_errors;
+};
+
+/* Start dp's workers on these descriptors (the caller keeps owning them). */
+int espdp_workers_start(espdp *dp, const struct espdp_io_config *io);
+/* Stop and join every worker; idempotent. */
+void espdp_workers_stop(espdp *dp);
+void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out);
+
 /* --- Events (SA expiry, sequence exhaustion) --- */
 int espdp_event_fd(const espdp *dp);
 size_t espdp_events_read(espdp *dp, struct espdp_event *out, size_t n);

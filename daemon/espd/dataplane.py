@@ -302,7 +302,7 @@ class Dataplane:
 
     def encap(self, sa: SA | None, packet: bytes) -> bytes:
         """Protect one inner IP packet with `sa` (None: classify it); the outer packet."""
-        return _one(self.encap_batch([packet], sa), "encap")
+        return _one(self.encap_batch([packet], sa))
 
     def protect(self, packet: bytes) -> bytes:
         """Classify one packet through the live rules and protect it."""
@@ -310,7 +310,7 @@ class Dataplane:
 
     def decap(self, packet: bytes) -> bytes:
         """Verify and decapsulate one outer IP packet; the inner packet or DropError."""
-        return _one(self.decap_batch([packet]), "decap")
+        return _one(self.decap_batch([packet]))
 
     def encap_batch(self, packets: Sequence[bytes], sa: SA | None = None,
                     worker: int = 0) -> list[bytes | DropError]:
@@ -388,6 +388,43 @@ class Dataplane:
         got = lib.espdp_rule_hits(self._dp, raw, n)
         return [raw[i] for i in range(min(got, n))]
 
+    # --- workers ---
+
+    def start_workers(self, tun_fds: Sequence[int], *, esp4: int = -1, esp6: int = -1,
+                      udp4: int = -1, udp6: int = -1, send4: int = -1, send6: int = -1,
+                      batch: int = 32) -> None:
+        """Start the C worker threads on these descriptors (the caller keeps them open)."""
+        self._ensure_committed()
+        fds = ffi.new("int[]", list(tun_fds))
+        io = ffi.new("struct espdp_io_config *")
+        io.tun_fds, io.ntun = fds, len(tun_fds)
+        io.esp4_fd, io.esp6_fd, io.udp4_fd, io.udp6_fd = esp4, esp6, udp4, udp6
+        io.send4_fd, io.send6_fd = send4, send6
+        io.batch = batch
+        _check(lib.espdp_workers_start(self._dp, io), "starting workers")
+
+    def stop_workers(self) -> None:
+        lib.espdp_workers_stop(self._dp)
+
+    def io_stats(self) -> dict[str, int]:
+        s = ffi.new("struct espdp_io_stats *")
+        lib.espdp_io_stats(self._dp, s)
+        return {name: getattr(s, name) for name in (
+            "tun_rx", "tun_tx", "net_rx", "net_tx", "send_errors", "recv_errors", "tun_errors")}
+
+    def reclaim(self) -> int:
+        """Free retired tables no worker can see; returns how many still wait."""
+        return lib.espdp_reclaim(self._dp)
+
+    def sa_overhead(self, sa: SA) -> int:
+        info = ffi.new("struct espdp_sa_info *")
+        lib.espdp_sa_info(sa._handle, info)
+        return info.overhead
+
+    @property
+    def workers(self) -> int:
+        return lib.espdp_nworkers(self._dp)
+
     def event_fd(self) -> int:
         return lib.espdp_event_fd(self._dp)
 
@@ -435,7 +472,7 @@ def _c_rule(rule: Rule):
     return r
 
 
-def _one(results: list[bytes | DropError], what: str) -> bytes:
+def _one(results: list[bytes | DropError]) -> bytes:
     (result,) = results
     if isinstance(result, DropError):
         raise result

@@ -1,0 +1,3 @@
+from espd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,406 @@
+"""The espd daemon: lifecycle, reload, and the state that `show` and the metrics read.
+
+Order of start (each step undone on failure and at exit, in reverse):
+  1. load the config and plan it; build the data plane's first table set
+  2. TUN device (one queue per worker), MTU, fail-closed routes into it
+  3. sockets: raw ESP (IPv4/IPv6), UDP 4500 when a map uses it, raw send sockets
+  4. C worker threads; control socket; Prometheus exporter; READY=1 to systemd
+A reload builds the next table set beside the live one and swaps it in one step; a config
+that does not load leaves the running tables untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+from espd import __version__
+from espd.config import load
+from espd.control import ControlServer
+from espd.dataplane import SA, Dataplane, DataplaneError
+from espd.model import Config, ConfigError
+from espd.netlink import bring_up, install_routes, remove_routes, underlay_mtu
+from espd.plan import Plan, SaSpec, build_plan, describe_changes
+from espd.tun import close_tun, open_tun
+
+log = logging.getLogger("espd")
+
+NATT_PORT = 4500
+SOCKET_BUFFER = 4 << 20
+DEFAULT_TUN_MTU = 1400
+MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
+
+
+def sd_notify(message: str) -> None:
+    """Send a state line to systemd ($NOTIFY_SOCKET), if we run under it."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(message.encode(), address)
+    except OSError as e:
+        log.warning("cannot notify systemd: %s", e)
+
+
+@dataclass
+class Sockets:
+    esp4: socket.socket | None = None
+    esp6: socket.socket | None = None
+    udp4: socket.socket | None = None
+    udp6: socket.socket | None = None
+    send4: socket.socket | None = None
+    send6: socket.socket | None = None
+
+    def fd(self, name: str) -> int:
+        s = getattr(self, name)
+        return s.fileno() if s else -1
+
+    def close(self) -> None:
+        for name in ("esp4", "esp6", "udp4", "udp6", "send4", "send6"):
+            s = getattr(self, name)
+            if s:
+                s.close()
+                setattr(self, name, None)
+
+
+def open_sockets(plan: Plan) -> Sockets:
+    families = {6 if ":" in sa.peer else 4 for sa in plan.sas} or {4}
+    udp = any(sa.encap == "udp" for sa in plan.sas)
+    s = Sockets()
+    try:
+        for fam, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+            if fam not in families:
+                continue
+            esp = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_ESP)
+            esp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            send = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            setattr(s, f"esp{fam}", esp)
+            setattr(s, f"send{fam}", send)
+            if udp:
+                u = socket.socket(af, socket.SOCK_DGRAM)
+                if af == socket.AF_INET6:
+                    u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+                u.bind(("::" if fam == 6 else "0.0.0.0", NATT_PORT))
+                setattr(s, f"udp{fam}", u)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+class Daemon:
+    def __init__(self, config_path: str) -> None:
+        self.config_path = os.path.abspath(config_path)
+        self.config: Config = load(self.config_path)
+        self.plan: Plan = build_plan(self.config)
+        settings = self.config.settings
+        self.workers = settings.workers or os.cpu_count() or 1
+        self.dp = Dataplane(self.workers)
+        self.sas: dict[SaSpec, SA] = {}
+        self.cookies: dict[int, SaSpec] = {}
+        self.next_cookie = 1
+        self.lock = threading.RLock()  # reloads against state reads
+        self.reloads = {"success": 0, "failure": 0}
+        self.started = time.monotonic()
+        self.tun_fds: list[int] = []
+        self.routes: tuple[str, ...] = ()
+        self.sockets = Sockets()
+        self.control: ControlServer | None = None
+        self.stop_metrics = None
+        self.stopping = False
+        self._publish(self.plan)
+
+    # --- tables ---
+
+    def _sa_for(self, spec: SaSpec) -> SA:
+        sa = self.sas.get(spec)
+        if sa is None:
+            cookie = self.next_cookie
+            self.next_cookie += 1
+            sa = self.dp.create_sa(
+                spi=spec.spi, direction=spec.direction, transform=spec.transform, key=spec.key,
+                auth_key=spec.auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
+                encap=spec.encap, replay_window=spec.replay_window, esn=spec.esn,
+                soft=spec.soft, hard=spec.hard, policy=spec.policy, cookie=cookie,
+            )
+            self.cookies[cookie] = spec
+        return sa
+
+    def _publish(self, plan: Plan) -> None:
+        """Swap in `plan`'s tables; SAs whose spec is unchanged keep their state."""
+        sas = {spec: self._sa_for(spec) for spec in plan.sas}
+        out_sa = {(s.map_name, s.seq): sa for s, sa in sas.items() if s.direction == "out"}
+        rules = [(r.rule, out_sa.get((r.map_name, r.seq)) if r.protects else None)
+                 for r in plan.rules]
+        self.dp.publish(list(sas.values()), rules)
+        self.sas = sas
+        self.cookies = {c: s for c, s in self.cookies.items() if s in sas}
+        self.dp.reclaim()
+
+    def tun_mtu(self) -> int:
+        mtus = [underlay_mtu(spec.peer) - self.dp.sa_overhead(sa)
+                for spec, sa in self.sas.items() if spec.direction == "out"]
+        return max(MIN_TUN_MTU, min(mtus)) if mtus else DEFAULT_TUN_MTU
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        settings = self.config.settings
+        try:
+            self.tun_fds = open_tun(settings.interface, self.workers)
+            mtu = self.tun_mtu()
+            bring_up(settings.interface, mtu)
+            self.routes = self.plan.routes
+            install_routes(settings.interface, self.routes)
+            self.sockets = open_sockets(self.plan)
+            s = self.sockets
+            self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
+                                  udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
+                                  send6=s.fd("send6"))
+            self.control = ControlServer(settings.control_socket, self.handle)
+            self.control.start()
+            if settings.metrics_address:
+                from espd.metrics import start_exporter
+
+                self.stop_metrics = start_exporter(settings.metrics_address, self.state)
+        except BaseException:
+            self.shutdown()
+            raise
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
+        log.info("espd %s up: interface %s mtu %d, %d workers, %d SAs, %d rules, routes %s",
+                 __version__, settings.interface, mtu, self.workers, len(self.sas),
+                 len(self.plan.rules), ", ".join(self.routes) or "none")
+
+    def shutdown(self) -> None:
+        """Undo start, in reverse; safe to call more than once."""
+        if self.control:
+            self.control.stop()
+            self.control = None
+        if self.stop_metrics:
+            self.stop_metrics()
+            self.stop_metrics = None
+        self.dp.stop_workers()
+        self.sockets.close()
+        if self.routes:
+            remove_routes(self.config.settings.interface, self.routes, blackholes=True)
+            self.routes = ()
+        close_tun(self.tun_fds)
+
+    def reload(self, source: str) -> list[str]:
+        """Load the config again and swap it in. Raises on failure (old tables stay)."""
+        with self.lock:
+            try:
+                config = load(self.config_path)
+                plan = build_plan(config)
+                if config.settings.interface != self.config.settings.interface:
+                    raise ConfigError([])  # see message below
+                changes = describe_changes(self.plan, plan)
+                self._publish(plan)
+            except ConfigError as e:
+                self.reloads["failure"] += 1
+                problems = [str(p) for p in e.problems] or [
+                    "[daemon] interface cannot change at reload; restart espd"]
+                for p in problems:
+                    log.error("reload (%s) refused: %s", source, p)
+                raise ReloadFailed(problems) from e
+            except (DataplaneError, OSError, ValueError) as e:
+                self.reloads["failure"] += 1
+                log.error("reload (%s) failed, old configuration still running: %s", source, e)
+                raise ReloadFailed([str(e)]) from e
+            withdrawn = [r for r in self.routes if r not in plan.routes]
+            if withdrawn:
+                remove_routes(config.settings.interface, withdrawn, blackholes=True)
+            install_routes(config.settings.interface, plan.routes)
+            self.routes = plan.routes
+            self.config, self.plan = config, plan
+            self.reloads["success"] += 1
+            log.info("reload (%s): %s", source, "; ".join(changes) or "no changes")
+            return changes
+
+    # --- control socket ---
+
+    def handle(self, request: dict) -> dict:
+        command = request.get("command")
+        if command in ("state", "show_sa", "show_map", "show_acl", "stats"):
+            return {"ok": True, **self.state()}
+        if command == "reload":
+            try:
+                return {"ok": True, "changes": self.reload("control socket")}
+            except ReloadFailed as e:
+                return {"ok": False, "error": "reload failed", "problems": e.problems}
+        if command == "plan_diff":
+            try:
+                new = build_plan(load(str(request.get("config", self.config_path))))
+            except ConfigError as e:
+                return {"ok": False, "error": "config does not load",
+                        "problems": [str(p) for p in e.problems]}
+            with self.lock:
+                return {"ok": True, "changes": describe_changes(self.plan, new)}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def state(self) -> dict:
+        with self.lock:
+            sas = [self._sa_state(spec, sa) for spec, sa in self.sas.items()]
+            hits = self.dp.rule_hits()
+            acls = []
+            seen: dict[tuple, int] = {}
+            for i, r in enumerate(self.plan.rules):
+                key = (r.acl, r.acl_line, r.map_name, r.seq)
+                if key in seen:  # one ACL line compiled into several rules
+                    acls[seen[key]]["hits"] += hits[i] if i < len(hits) else 0
+                    continue
+                seen[key] = len(acls)
+                acls.append({"acl": r.acl, "index": r.acl_line, "text": r.text,
+                             "map": r.map_name, "seq": r.seq,
+                             "hits": hits[i] if i < len(hits) else 0})
+            return {
+                "version": __version__, "openssl": ssl.OPENSSL_VERSION,
+                "crypto_features": self.dp.crypto_features(), "workers": self.workers,
+                "interface": self.config.settings.interface,
+                "uptime_seconds": round(time.monotonic() - self.started, 3),
+                "config_path": self.config_path, "reloads": dict(self.reloads),
+                "io": self.dp.io_stats(), "drops": self.dp.global_drops(),
+                "maps": self._maps_state(), "sas": sas, "acls": acls,
+            }
+
+    def _sa_state(self, spec: SaSpec, sa: SA) -> dict:
+        st = self.dp.stats(sa)
+        remaining_s = max(0, spec.hard.seconds - int(st["age_seconds"])) if spec.hard.seconds else None
+        remaining_b = max(0, spec.hard.bytes - st["lifetime_bytes"]) if spec.hard.bytes else None
+        return {
+            "map": spec.map_name, "seq": spec.seq, "peer": spec.peer, "local": spec.local,
+            "direction": spec.direction, "spi": spec.spi, "transform": spec.transform,
+            "mode": spec.mode, "encap": spec.encap, "replay_window": spec.replay_window,
+            "esn": spec.esn, "packets": st["packets"], "bytes": st["bytes"],
+            **{k: st[k] for k in ("encaps", "encrypt", "digest", "decaps", "decrypt", "verify")},
+            "sequence": st["seq"], "drops": st["drops"],
+            "lifetime_remaining_seconds": remaining_s, "lifetime_remaining_bytes": remaining_b,
+            "soft_expired": st["soft_expired"], "hard_expired": st["hard_expired"],
+            "seq_cycled": st["seq_cycled"],
+        }
+
+    def _maps_state(self) -> list[dict]:
+        out = []
+        for entry in self.config.crypto_maps:
+            tset = self.config.transform_sets[entry.transform_set]
+            acl = self.config.access_lists[entry.match_address]
+            permits = [e for e in acl.entries if e.action == "permit"]
+            out.append({
+                "map": entry.map_name, "seq": entry.seq, "peer": str(entry.peer),
+                "local": str(entry.local), "match_address": entry.match_address,
+                "transform_set": entry.transform_set, "transform": tset.transform.name,
+                "mode": tset.mode, "encap": entry.encapsulation,
+                "lifetime_seconds": entry.lifetime.seconds,
+                "lifetime_kilobytes": entry.lifetime.kilobytes,
+                "replay_window": entry.replay_window, "esn": entry.esn,
+                "inbound_spi": entry.inbound.spi, "outbound_spi": entry.outbound.spi,
+                "local_ident": [str(e.src) for e in permits],
+                "remote_ident": [str(e.dst) for e in permits],
+            })
+        return out
+
+    # --- events from the data plane ---
+
+    def drain_events(self) -> None:
+        for event in self.dp.events():
+            spec = self.cookies.get(event.cookie)
+            what = spec.label if spec else f"SPI 0x{event.spi:08X} {event.direction}"
+            if event.kind == "soft_expired":
+                log.warning("%s: soft lifetime reached; rekey soon (new SPI and key)", what)
+            elif event.kind == "hard_expired":
+                log.error("%s: hard lifetime reached; its traffic is dropped until rekeyed", what)
+            elif event.kind == "seq_cycled":
+                log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed",
+                          what)
+            else:
+                log.warning("data plane event %s (%d)", event.kind, event.value)
+
+
+class ReloadFailed(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _main_loop(daemon: Daemon) -> None:
+    pending: list[int] = []
+    rsock, wsock = socket.socketpair()
+    rsock.setblocking(False)
+    wsock.setblocking(False)
+    old_fd = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
+    watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    interval = min(1.0, watchdog_usec / 2e6) if watchdog_usec else 1.0
+    sel = selectors.DefaultSelector()
+    sel.register(rsock, selectors.EVENT_READ)
+    sel.register(daemon.dp.event_fd(), selectors.EVENT_READ)
+    try:
+        while True:
+            sel.select(timeout=interval)
+            try:
+                rsock.recv(4096)
+            except BlockingIOError:
+                pass
+            daemon.drain_events()
+            daemon.dp.reclaim()
+            if watchdog_usec:
+                sd_notify("WATCHDOG=1")
+            while pending:
+                signum = pending.pop(0)
+                if signum == signal.SIGHUP:
+                    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                    sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading")
+                    try:
+                        daemon.reload("SIGHUP")
+                    except ReloadFailed:
+                        pass
+                    sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
+                else:
+                    log.info("signal %s: stopping", signal.Signals(signum).name)
+                    return
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        sel.close()
+        rsock.close()
+        wsock.close()
+
+
+def _status(daemon: Daemon) -> str:
+    return (f"{len(daemon.sas)} SAs on {daemon.config.settings.interface}, "
+            f"{daemon.reloads['success']} reloads, {daemon.reloads['failure']} failed")
+
+
+def run(config_path: str) -> int:
+    """`espd run -c FILE`: run the daemon in the foreground until SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="espd[%(process)d]: %(levelname)s %(message)s")
+    try:
+        daemon = Daemon(config_path)
+        daemon.start()
+    except ConfigError as e:
+        for problem in e.problems:
+            log.error("%s", problem)
+        return 1
+    except (OSError, DataplaneError, RuntimeError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
+    try:
+        _main_loop(daemon)
+    finally:
+        sd_notify("STOPPING=1")
+        daemon.shutdown()
+        log.info("stopped")
+    return 0

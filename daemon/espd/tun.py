@@ -1,0 +1,45 @@
+"""The TUN device: /dev/net/tun opened once per worker queue (IFF_MULTI_QUEUE)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+IFNAMSIZ = 16
+
+
+class TunError(OSError):
+    pass
+
+
+def open_tun(name: str, queues: int) -> list[int]:
+    """Create (or attach to) TUN device `name` with `queues` queues; returns their fds.
+
+    The device lives as long as one of its fds is open, so closing them all removes it,
+    together with its addresses and routes.
+    """
+    if not 0 < len(name.encode()) < IFNAMSIZ:
+        raise TunError(f"interface name {name!r} must be 1-15 bytes")
+    fds: list[int] = []
+    ifr = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(), IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE)
+    try:
+        for _ in range(queues):
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fds.append(fd)
+            fcntl.ioctl(fd, TUNSETIFF, ifr)
+    except OSError as e:
+        close_tun(fds)
+        raise TunError(e.errno, f"cannot create TUN device {name}: {e.strerror} "
+                       "(needs CAP_NET_ADMIN and /dev/net/tun)") from e
+    return fds
+
+
+def close_tun(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()

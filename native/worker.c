@@ -1,0 +1,225 @@
+/* worker: the threads that move packets. Each worker owns an epoll set, a TUN queue, a
+ * batch of buffers and its counters; the network sockets are shared (EPOLLEXCLUSIVE).
+ *
+ *   TUN readable:     read a batch -> espdp_encap_batch (classify, seal) -> sendmmsg
+ *   socket readable:  recvmmsg a batch -> espdp_decap_batch (verify, open) -> TUN write
+ *
+ * Workers never call into Python and never block on anything but epoll_wait. A worker
+ * is inside a table read section only during one batch call (dp_enter/dp_leave).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "dp.h"
+#include "io.h"
+
+#define TAG_TUN IO_SOURCES /* epoll tags: enum io_source for sockets, then these */
+#define TAG_STOP (IO_SOURCES + 1)
+#define ROUNDS 8 /* batches per readable fd before looking at the others again */
+
+struct worker {
+	espdp *dp;
+	unsigned index;
+	pthread_t thread;
+	int started;
+	int epfd;
+	int tun_fd;
+	struct io_batch batch;
+	struct espdp_io_stats stats; /* written by this worker only; read relaxed */
+};
+
+struct workers {
+	struct espdp_io_config io;
+	int net_fd[IO_SOURCES];
+	int stop_fd;
+	int stop;
+	unsigned n;
+	struct worker w[];
+};
+
+static void stat_add(uint64_t *c, uint64_t v)
+{
+	__atomic_store_n(c, *c + v, __ATOMIC_RELAXED); /* single writer */
+}
+
+static void on_tun(struct worker *w, const struct workers *ws)
+{
+	for (int round = 0; round < ROUNDS; round++) {
+		unsigned n = io_tun_read(w->tun_fd, &w->batch, ws->io.batch, &w->stats.tun_errors);
+
+		if (!n)
+			return;
+		stat_add(&w->stats.tun_rx, n);
+		espdp_encap_batch(w->dp, w->index, w->batch.pkts, n);
+		stat_add(&w->stats.net_tx, io_net_send(ws->io.send4_fd, ws->io.send6_fd, &w->batch,
+						       &w->stats.send_errors));
+		if (n < ws->io.batch)
+			return;
+	}
+}
+
+static void on_net(struct worker *w, const struct workers *ws, enum io_source src)
+{
+	for (int round = 0; round < ROUNDS; round++) {
+		unsigned n = io_net_recv(ws->net_fd[src], src, &w->batch, ws->io.batch,
+					 &w->stats.recv_errors);
+
+		if (!n)
+			return;
+		stat_add(&w->stats.net_rx, n);
+		espdp_decap_batch(w->dp, w->index, w->batch.pkts, n);
+		stat_add(&w->stats.tun_tx, io_tun_write(w->tun_fd, &w->batch, &w->stats.tun_errors));
+		if (n < ws->io.batch)
+			return;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct workers *ws = w->dp->threads;
+	struct epoll_event ev[IO_SOURCES + 2];
+
+	while (!__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(w->epfd, ev, IO_SOURCES + 2, 1000);
+
+		for (int i = 0; i < n; i++) {
+			uint32_t tag = ev[i].data.u32;
+
+			if (tag == TAG_TUN)
+				on_tun(w, ws);
+			else if (tag < IO_SOURCES)
+				on_net(w, ws, (enum io_source)tag);
+		}
+	}
+	return NULL;
+}
+
+static int epoll_add(int epfd, int fd, uint32_t tag, uint32_t flags)
+{
+	struct epoll_event ev = { .events = EPOLLIN | flags, .data.u32 = tag };
+
+	return fd < 0 ? 0 : epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fd < 0 ? 0 : fcntl(fd, F_GETFL);
+
+	return fd < 0 ? 0 : fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static int worker_init(struct worker *w, espdp *dp, unsigned index, const struct workers *ws)
+{
+	w->dp = dp;
+	w->index = index;
+	w->tun_fd = ws->io.tun_fds[index % ws->io.ntun];
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0 || io_batch_init(&w->batch) || set_nonblock(w->tun_fd) ||
+	    epoll_add(w->epfd, w->tun_fd, TAG_TUN, 0) || epoll_add(w->epfd, ws->stop_fd, TAG_STOP, 0))
+		return -1;
+	for (int s = 0; s < IO_SOURCES; s++)
+		if (epoll_add(w->epfd, ws->net_fd[s], (uint32_t)s, EPOLLEXCLUSIVE))
+			return -1;
+	return 0;
+}
+
+static void workers_free(struct workers *ws)
+{
+	for (unsigned i = 0; i < ws->n; i++) {
+		if (ws->w[i].epfd >= 0)
+			close(ws->w[i].epfd);
+		io_batch_free(&ws->w[i].batch);
+	}
+	if (ws->stop_fd >= 0)
+		close(ws->stop_fd);
+	free((void *)ws->io.tun_fds);
+	free(ws);
+}
+
+int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
+{
+	struct workers *ws;
+	int *tun;
+
+	if (dp->threads)
+		return ESPDP_ERR_STATE;
+	if (!io->ntun || !io->tun_fds || io->batch < 1 || io->batch > IO_BATCH_MAX)
+		return ESPDP_ERR_INVALID;
+	ws = calloc(1, sizeof(*ws) + dp->nworkers * sizeof(struct worker));
+	tun = ws ? malloc(io->ntun * sizeof(int)) : NULL;
+	if (!tun) {
+		free(ws);
+		return ESPDP_ERR_NOMEM;
+	}
+	memcpy(tun, io->tun_fds, io->ntun * sizeof(int));
+	ws->io = *io;
+	ws->io.tun_fds = tun;
+	ws->net_fd[IO_ESP4] = io->esp4_fd;
+	ws->net_fd[IO_ESP6] = io->esp6_fd;
+	ws->net_fd[IO_UDP4] = io->udp4_fd;
+	ws->net_fd[IO_UDP6] = io->udp6_fd;
+	ws->n = dp->nworkers;
+	for (unsigned i = 0; i < ws->n; i++)
+		ws->w[i].epfd = -1;
+	ws->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	dp->threads = ws;
+	for (int s = 0; s < IO_SOURCES; s++)
+		if (ws->net_fd[s] >= 0 && (set_nonblock(ws->net_fd[s]) ||
+					   io_socket_prepare(ws->net_fd[s], (enum io_source)s)))
+			goto err;
+	for (unsigned i = 0; i < ws->n; i++)
+		if (ws->stop_fd < 0 || worker_init(&ws->w[i], dp, i, ws))
+			goto err;
+	for (unsigned i = 0; i < ws->n; i++) {
+		if (pthread_create(&ws->w[i].thread, NULL, worker_main, &ws->w[i]))
+			goto err;
+		ws->w[i].started = 1;
+	}
+	return ESPDP_OK;
+err:
+	espdp_workers_stop(dp);
+	return ESPDP_ERR_INVALID;
+}
+
+void espdp_workers_stop(espdp *dp)
+{
+	struct workers *ws = dp->threads;
+	uint64_t one = 1;
+
+	if (!ws)
+		return;
+	__atomic_store_n(&ws->stop, 1, __ATOMIC_RELEASE);
+	if (ws->stop_fd >= 0 && write(ws->stop_fd, &one, sizeof(one)) < 0) {
+		/* workers also wake up within a second on their own */
+	}
+	for (unsigned i = 0; i < ws->n; i++)
+		if (ws->w[i].started)
+			pthread_join(ws->w[i].thread, NULL);
+	dp->threads = NULL;
+	workers_free(ws);
+}
+
+void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
+{
+	const struct workers *ws = dp->threads;
+
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; ws && i < ws->n; i++) {
+		const struct espdp_io_stats *s = &ws->w[i].stats;
+
+		out->tun_rx += __atomic_load_n(&s->tun_rx, __ATOMIC_RELAXED);
+		out->tun_tx += __atomic_load_n(&s->tun_tx, __ATOMIC_RELAXED);
+		out->net_rx += __atomic_load_n(&s->net_rx, __ATOMIC_RELAXED);
+		out->net_tx += __atomic_load_n(&s->net_tx, __ATOMIC_RELAXED);
+		out->send_errors += __atomic_load_n(&s->send_errors, __ATOMIC_RELAXED);
+		out->recv_errors += __atomic_load_n(&s->recv_errors, __ATOMIC_RELAXED);
+		out->tun_errors += __atomic_load_n(&s->tun_errors, __ATOMIC_RELAXED);
+	}
+}
