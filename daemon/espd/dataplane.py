@@ -276,10 +276,11 @@ class Dataplane:
     def commit(self) -> None:
         """Make the staged SAs and rules live in one atomic swap."""
         self.publish(self._sas, self._rules)
-        self._dirty = False
 
     def publish(self, sas: Iterable[SA], rules: Sequence[tuple[Rule, SA | None]]) -> None:
-        """Build a complete table set and swap it in; on error the live set is untouched."""
+        """Build a complete table set and swap it in; on error the live set is untouched.
+        The published set becomes the staged set that later add_* calls extend."""
+        sas, rules = list(sas), list(rules)
         table = lib.espdp_table_new(self._dp)
         if table == ffi.NULL:
             raise DataplaneError("out of memory building the table set")
@@ -293,6 +294,7 @@ class Dataplane:
         except BaseException:
             lib.espdp_table_free(table)  # a no-op once published
             raise
+        self._sas, self._rules, self._dirty = sas, rules, False
 
     def _ensure_committed(self) -> None:
         if self._dirty:
