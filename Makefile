@@ -8,7 +8,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 python3-venv python3-dev tcpdump
+APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: build deps test test-asan bench lint clean

@@ -125,7 +125,8 @@ static void out_tunnel_header(const espdp_sa *sa, const struct out_plan *o, uint
 		outer[0] = 0x45;
 		outer[1] = o->ip.tos; /* DSCP copied; ECN copied (RFC 6040 normal mode) */
 		wr16(outer + 2, (uint16_t)total);
-		wr16(outer + 4, (uint16_t)seq);
+		/* an ID sequence of its own per SA (RFC 6864: unique while DF may be 0) */
+		wr16(outer + 4, (uint16_t)((seq ^ (sa->cfg.spi * 0x9E3779B1u)) * 0x6F4Bu));
 		wr16(outer + 6, o->ip.family == 4 && o->ip.df ? 0x4000 : 0);
 		outer[8] = ESPD_DEFAULT_TTL;
 		outer[9] = proto;

@@ -69,7 +69,7 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	sa->nctx = dp->nworkers;
 	sa->ctx = (struct crypto_ctx **)((char *)sa + ctx_off);
 	sa->overhead = worst_overhead(cfg, &alg);
-	sa->seq_max = cfg->esn ? UINT64_MAX - (1ull << 32) : UINT32_MAX;
+	sa->seq_max = cfg->esn ? UINT64_MAX : UINT32_MAX;
 	sa->created_ns = dp_now(dp);
 	sa->refs = 1;
 	if (key_len)
@@ -119,16 +119,17 @@ int sa_flag_once(espdp_sa *sa, uint32_t flag)
 
 uint64_t sa_next_seq(espdp_sa *sa)
 {
-	uint64_t seq;
+	uint64_t cur = __atomic_load_n(&sa->seq, __ATOMIC_RELAXED);
 
-	if (__atomic_load_n(&sa->flags, __ATOMIC_RELAXED) & SA_SEQ_CYCLED)
-		return 0;
-	seq = __atomic_add_fetch(&sa->seq, 1, __ATOMIC_RELAXED);
-	if (seq <= sa->seq_max)
-		return seq;
-	if (sa_flag_once(sa, SA_SEQ_CYCLED))
-		events_push(sa->dp, ESPD_EVENT_seq_cycled, sa, sa->seq_max);
-	return 0; /* never cycle: RFC 4303 3.3.3 */
+	do {
+		if (cur >= sa->seq_max) { /* never cycle: RFC 4303 3.3.3 */
+			if (sa_flag_once(sa, SA_SEQ_CYCLED))
+				events_push(sa->dp, ESPD_EVENT_seq_cycled, sa, sa->seq_max);
+			return 0;
+		}
+	} while (!__atomic_compare_exchange_n(&sa->seq, &cur, cur + 1, 1, __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	return cur + 1;
 }
 
 static int limit_hit(const struct espdp_limits *l, uint64_t age_ns, uint64_t bytes, uint64_t packets)
