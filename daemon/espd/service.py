@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from espd import __version__
 from espd.config import load
-from espd.control import ControlServer
+from espd.control import ControlServer, make_handler
 from espd.dataplane import SA, Dataplane, DataplaneError
-from espd.model import Config, ConfigError
+from espd.model import Config, ConfigError, Location, Problem
 from espd.netlink import bring_up, install_routes, remove_routes, underlay_mtu
 from espd.plan import Plan, SaSpec, build_plan, describe_changes
 from espd.tun import close_tun, open_tun
@@ -168,7 +168,9 @@ class Daemon:
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
                                   send6=s.fd("send6"))
-            self.control = ControlServer(settings.control_socket, self.handle)
+            handler = make_handler(self.state, lambda: self.reload("control socket"),
+                                   self.plan_diff)
+            self.control = ControlServer(settings.control_socket, handler)
             self.control.start()
             if settings.metrics_address:
                 from espd.metrics import start_exporter
@@ -199,26 +201,28 @@ class Daemon:
         close_tun(self.tun_fds)
 
     def reload(self, source: str) -> list[str]:
-        """Load the config again and swap it in. Raises on failure (old tables stay)."""
+        """Load the config again and swap it in; returns the changes. Raises ConfigError
+        or ReloadFailed, and then the old tables keep running untouched."""
         with self.lock:
             try:
                 config = load(self.config_path)
-                plan = build_plan(config)
                 if config.settings.interface != self.config.settings.interface:
-                    raise ConfigError([])  # see message below
+                    raise ConfigError([Problem(Location(self.config_path),
+                                               "[daemon] interface cannot change at reload; "
+                                               "restart espd to rename it")])
+                plan = build_plan(config)
                 changes = describe_changes(self.plan, plan)
                 self._publish(plan)
             except ConfigError as e:
                 self.reloads["failure"] += 1
-                problems = [str(p) for p in e.problems] or [
-                    "[daemon] interface cannot change at reload; restart espd"]
-                for p in problems:
-                    log.error("reload (%s) refused: %s", source, p)
-                raise ReloadFailed(problems) from e
+                for p in e.problems:
+                    log.error("reload (%s) refused, old configuration still running: %s",
+                              source, p)
+                raise
             except (DataplaneError, OSError, ValueError) as e:
                 self.reloads["failure"] += 1
                 log.error("reload (%s) failed, old configuration still running: %s", source, e)
-                raise ReloadFailed([str(e)]) from e
+                raise ReloadFailed(str(e)) from e
             withdrawn = [r for r in self.routes if r not in plan.routes]
             if withdrawn:
                 remove_routes(config.settings.interface, withdrawn, blackholes=True)
@@ -229,26 +233,13 @@ class Daemon:
             log.info("reload (%s): %s", source, "; ".join(changes) or "no changes")
             return changes
 
-    # --- control socket ---
+    def plan_diff(self, path: str) -> list[str]:
+        """What reloading `path` would change (ConfigError if it does not load)."""
+        new = build_plan(load(path))
+        with self.lock:
+            return describe_changes(self.plan, new)
 
-    def handle(self, request: dict) -> dict:
-        command = request.get("command")
-        if command in ("state", "show_sa", "show_map", "show_acl", "stats"):
-            return {"ok": True, **self.state()}
-        if command == "reload":
-            try:
-                return {"ok": True, "changes": self.reload("control socket")}
-            except ReloadFailed as e:
-                return {"ok": False, "error": "reload failed", "problems": e.problems}
-        if command == "plan_diff":
-            try:
-                new = build_plan(load(str(request.get("config", self.config_path))))
-            except ConfigError as e:
-                return {"ok": False, "error": "config does not load",
-                        "problems": [str(p) for p in e.problems]}
-            with self.lock:
-                return {"ok": True, "changes": describe_changes(self.plan, new)}
-        return {"ok": False, "error": f"unknown command {command!r}"}
+    # --- what the control socket and the metrics read ---
 
     def state(self) -> dict:
         with self.lock:
@@ -277,8 +268,9 @@ class Daemon:
 
     def _sa_state(self, spec: SaSpec, sa: SA) -> dict:
         st = self.dp.stats(sa)
-        remaining_s = max(0, spec.hard.seconds - int(st["age_seconds"])) if spec.hard.seconds else None
-        remaining_b = max(0, spec.hard.bytes - st["lifetime_bytes"]) if spec.hard.bytes else None
+        hard = spec.hard  # None below: no hard limit (see plan._lifetimes)
+        remaining_s = max(0, hard.seconds - int(st["age_seconds"])) if hard.seconds else None
+        remaining_b = max(0, hard.bytes - st["lifetime_bytes"]) if hard.bytes else None
         return {
             "map": spec.map_name, "seq": spec.seq, "peer": spec.peer, "local": spec.local,
             "direction": spec.direction, "spi": spec.spi, "transform": spec.transform,
@@ -329,9 +321,7 @@ class Daemon:
 
 
 class ReloadFailed(Exception):
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+    """A reload that loaded but could not be applied; the old tables keep running."""
 
 
 def _main_loop(daemon: Daemon) -> None:
@@ -365,8 +355,8 @@ def _main_loop(daemon: Daemon) -> None:
                     sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading")
                     try:
                         daemon.reload("SIGHUP")
-                    except ReloadFailed:
-                        pass
+                    except (ConfigError, ReloadFailed):
+                        pass  # logged and counted; the old configuration keeps running
                     sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
                 else:
                     log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -393,7 +383,7 @@ def run(config_path: str) -> int:
         for problem in e.problems:
             log.error("%s", problem)
         return 1
-    except (OSError, DataplaneError, RuntimeError) as e:
+    except Exception as e:  # every start failure ends in one clear line and exit 1
         log.error("cannot start: %s", e)
         return 1
     sd_notify(f"READY=1\nSTATUS={_status(daemon)}")

@@ -127,7 +127,9 @@ def parse_transform(spec: str | Iterable[str]) -> Transform:
             f"{' '.join(cipher_words)}: unexpected in transform set '{' '.join(words)}'"
         )
     if len(integ_words) > 1:
-        raise TransformError(f"{' '.join(integ_words)}: a transform set takes one integrity algorithm")
+        raise TransformError(
+            f"{' '.join(integ_words)}: a transform set takes one integrity algorithm"
+        )
     canonical = {
         CIPHER_AES_GCM: f"esp-gcm {bits}",
         CIPHER_AES_CBC: f"esp-aes {bits}",

@@ -1,0 +1,304 @@
+"""The ``espd`` command: run the daemon, check configs, talk to a running daemon, make keys.
+
+Exit status: 0 success; 1 the config or the request failed; 2 the daemon cannot be
+reached (or the command line is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import secrets
+import sys
+
+from espd import __version__
+from espd.config import load
+from espd.control import DEFAULT_SOCKET, ControlError, request
+from espd.model import SPI_MAX, SPI_MIN, Config, ConfigError
+from espd.transforms import Transform, TransformError, parse_transform
+
+RELOAD_TIMEOUT = 60.0  # seconds: a reload rebuilds every table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ControlError as e:
+        print(f"espd: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="espd", description=(
+        "Userspace IPsec ESP data plane: run the daemon, check its configuration, and "
+        "look at or reload a running daemon."))
+    parser.add_argument("--version", action="version", version=f"espd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    client = argparse.ArgumentParser(add_help=False)
+    where = client.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="FILE",
+                       help="find the daemon through this config's control_socket")
+    where.add_argument("--socket", metavar="PATH",
+                       help=f"the daemon's control socket (default {DEFAULT_SOCKET})")
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("-c", "--config", metavar="FILE", required=True)
+    run.set_defaults(func=_run)
+
+    check = commands.add_parser("check", help="validate a config; show what a reload would do")
+    check.add_argument("-c", "--config", metavar="FILE", required=True)
+    check.add_argument("--socket", metavar="PATH",
+                       help="compare with the daemon at this socket instead of the config's")
+    check.set_defaults(func=_check)
+
+    show = commands.add_parser("show", help="show the running daemon's SAs, maps or ACLs")
+    what = show.add_subparsers(dest="what", required=True, metavar="WHAT")
+    show_sa = what.add_parser("sa", parents=[client], help="show crypto ipsec sa")
+    show_sa.add_argument("--json", action="store_true", help="the SAs as a JSON list")
+    show_sa.set_defaults(func=_show_sa)
+    for name, command, text in (("map", "show_map", "show crypto map"),
+                                ("acl", "show_acl", "access lists with hit counts")):
+        sub = what.add_parser(name, parents=[client], help=text)
+        sub.set_defaults(func=_show_text, request=command)
+
+    stats = commands.add_parser("stats", parents=[client], help="global counters and drops")
+    stats.set_defaults(func=_show_text, request="stats")
+
+    reload = commands.add_parser("reload", parents=[client],
+                                 help="ask the daemon to reload its config file")
+    reload.set_defaults(func=_reload)
+
+    keygen = commands.add_parser("keygen", help=(
+        "print a matching pair of manually keyed crypto map entries with fresh SPIs and keys"))
+    keygen.add_argument("--peer-a", required=True, metavar="ADDR", help="outer address of end A")
+    keygen.add_argument("--peer-b", required=True, metavar="ADDR", help="outer address of end B")
+    keygen.add_argument("--transform", default="esp-gcm 256", metavar="T",
+                        help='the transform set (default "esp-gcm 256")')
+    keygen.add_argument("--format", choices=("toml", "ios"), default="toml")
+    keygen.add_argument("--map", default="VPN", metavar="NAME", help="crypto map name")
+    keygen.add_argument("--seq", type=int, default=10, metavar="N", help="crypto map seq")
+    keygen.add_argument("--acl", default="101", metavar="NAME",
+                        help="the access list the entries match (define it on both ends)")
+    keygen.set_defaults(func=_keygen)
+
+    demo = commands.add_parser("demo", help="two gateways in network namespaces (root)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from espd import service
+
+    return service.run(args.config)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from espd import demo
+
+    return demo.main()
+
+
+# --- check ---
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        count = len(e.problems)
+        print(f"{args.config}: {count} error{'s' if count != 1 else ''}; not usable",
+              file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"{warning.where}: warning: {warning.message}", file=sys.stderr)
+    print(_summary(args.config, config))
+    return _compare_with_daemon(args.socket or config.settings.control_socket, args.config)
+
+
+def _summary(path: str, config: Config) -> str:
+    rules = sum(len(acl.entries) for acl in config.access_lists.values())
+    maps = len(config.crypto_maps)
+    lines = [
+        f"{path}: OK: {maps} crypto map entr{'y' if maps == 1 else 'ies'} ({2 * maps} SAs), "
+        f"{len(config.access_lists)} access lists ({rules} rules), "
+        f"{len(config.transform_sets)} transform sets"
+    ]
+    for entry in config.crypto_maps:
+        tset = config.transform_sets[entry.transform_set]
+        lines.append(
+            f"  crypto map {entry.map_name} {entry.seq}: {entry.local} -> {entry.peer}, "
+            f"{tset.transform.name}, {tset.mode}, {entry.encapsulation}, match address "
+            f"{entry.match_address}, SPI in 0x{entry.inbound.spi:08X} "
+            f"out 0x{entry.outbound.spi:08X}"
+        )
+    return "\n".join(lines)
+
+
+def _compare_with_daemon(socket_path: str, config_path: str) -> int:
+    try:
+        answer = request(socket_path, "plan_diff", config=os.path.abspath(config_path))
+    except ControlError as e:
+        print(f"not compared with a running daemon: {e}")
+        return 0
+    if not answer.get("ok"):
+        _print_failure("the running daemon cannot use this config", answer)
+        return 1
+    changes = answer.get("changes", [])
+    if not changes:
+        print("a reload would change nothing")
+    else:
+        print(f"a reload would make {len(changes)} change{'s' if len(changes) != 1 else ''}:")
+        for change in changes:
+            print(f"  {change}")
+    return 0
+
+
+# --- client commands ---
+
+def _socket(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    if not args.config:
+        return DEFAULT_SOCKET
+    try:
+        return load(args.config).settings.control_socket
+    except ConfigError as e:
+        raise ControlError(f"cannot tell the control socket from {args.config}: "
+                           f"{e.problems[0]}; fix it (espd check -c {args.config}) or pass "
+                           f"--socket PATH") from None
+
+
+def _ask(args: argparse.Namespace, command: str) -> dict | None:
+    """The daemon's answer, or None after printing why it failed."""
+    answer = request(_socket(args), command)
+    if not answer.get("ok"):
+        _print_failure(f"espd: {command.replace('_', ' ')} failed", answer)
+        return None
+    return answer
+
+
+def _print_failure(title: str, answer: dict) -> None:
+    print(f"{title}: {answer.get('error', 'no reason given')}", file=sys.stderr)
+    for error in answer.get("errors", []):
+        print(f"  {error}", file=sys.stderr)
+
+
+def _show_sa(args: argparse.Namespace) -> int:
+    answer = _ask(args, "show_sa")
+    if answer is None:
+        return 1
+    if args.json:
+        print(json.dumps(answer.get("sas", []), indent=2))
+    else:
+        print(answer.get("text", ""), end="")
+    return 0
+
+
+def _show_text(args: argparse.Namespace) -> int:
+    answer = _ask(args, args.request)
+    if answer is None:
+        return 1
+    print(answer.get("text", ""), end="")
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    answer = request(_socket(args), "reload", timeout=RELOAD_TIMEOUT)
+    if not answer.get("ok"):
+        _print_failure("reload failed; the running configuration is unchanged", answer)
+        return 1
+    changes = answer.get("changes", [])
+    print(f"reloaded: {len(changes)} change{'s' if len(changes) != 1 else ''}")
+    for change in changes:
+        print(f"  {change}")
+    return 0
+
+
+# --- keygen ---
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        transform = parse_transform(args.transform)
+        peers = [ipaddress.ip_address(args.peer_a), ipaddress.ip_address(args.peer_b)]
+    except (TransformError, ValueError) as e:
+        print(f"espd keygen: {e}", file=sys.stderr)
+        return 2
+    if peers[0].version != peers[1].version or peers[0] == peers[1]:
+        print("espd keygen: --peer-a and --peer-b must be two addresses of the same IP "
+              "version", file=sys.stderr)
+        return 2
+    spi_a, spi_b = _spis()  # inbound SPI of end A, of end B
+    key_a, key_b = _keys(transform), _keys(transform)  # what end A, end B receives with
+    ends = [(peers[0], peers[1], (spi_a, key_a), (spi_b, key_b)),
+            (peers[1], peers[0], (spi_b, key_b), (spi_a, key_a))]
+    render = _toml_end if args.format == "toml" else _ios_end
+    mark = "#" if args.format == "toml" else "!"
+    print(f"{mark} espd keygen: {transform.name} between {peers[0]} and {peers[1]}.\n"
+          f"{mark} Fresh random keys: keep this secret; delete it once both ends are set.\n"
+          f"{mark} Each end also needs access list {args.acl} naming its protected "
+          f"subnets, mirrored on the other end.")
+    for local, peer, inbound, outbound in ends:
+        print(f"\n{mark} ==== on {local} ====")
+        print(render(args, transform, local, peer, inbound, outbound))
+    return 0
+
+
+def _spis() -> tuple[int, int]:
+    first = SPI_MIN + secrets.randbelow(SPI_MAX - SPI_MIN + 1)
+    while True:
+        second = SPI_MIN + secrets.randbelow(SPI_MAX - SPI_MIN + 1)
+        if second != first:
+            return first, second
+
+
+def _keys(transform: Transform) -> tuple[str, str]:
+    """Hex cipher key (salt included for AEADs) and hex auth key ('' for AEADs)."""
+    auth = secrets.token_hex(transform.auth_key_len) if transform.auth_key_len else ""
+    return secrets.token_hex(transform.key_len), auth
+
+
+def _set_name(transform: Transform) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", transform.name).strip("_").upper()
+
+
+def _toml_end(args: argparse.Namespace, transform: Transform, local: object, peer: object,
+              inbound: tuple[int, tuple[str, str]], outbound: tuple[int, tuple[str, str]]) -> str:
+    words = re.split(r" (?=esp-)", transform.name)
+    lines = [f"[transform_set.{_set_name(transform)}]",
+             f"transforms = {json.dumps(words)}",
+             "",
+             "[[crypto_map]]",
+             f"name = {json.dumps(args.map)}",
+             f"seq = {args.seq}",
+             f'peer = "{peer}"',
+             f'local = "{local}"',
+             f"match_address = {json.dumps(args.acl)}",
+             f'transform_set = "{_set_name(transform)}"']
+    for direction, (spi, (key, auth)) in (("inbound", inbound), ("outbound", outbound)):
+        auth_text = f', auth_key = "{auth}"' if auth else ""
+        lines.append(f'{direction} = {{ spi = 0x{spi:08X}, key = "{key}"{auth_text} }}')
+    return "\n".join(lines)
+
+
+def _ios_end(args: argparse.Namespace, transform: Transform, local: object, peer: object,
+             inbound: tuple[int, tuple[str, str]], outbound: tuple[int, tuple[str, str]]) -> str:
+    lines = [f"crypto ipsec transform-set {_set_name(transform)} {transform.name}",
+             " mode tunnel",
+             "!",
+             f"crypto map {args.map} {args.seq} ipsec-manual",
+             f" set peer {peer}",
+             f" set transform-set {_set_name(transform)}",
+             f" match address {args.acl}"]
+    for direction, (spi, (key, auth)) in (("inbound", inbound), ("outbound", outbound)):
+        cipher_text = f" cipher {key}" if key else ""
+        auth_text = f" authenticator {auth}" if auth else ""
+        lines.append(f" set session-key {direction} esp {spi}{cipher_text}{auth_text}")
+    lines += ["!", f"! apply the map to the interface whose address is {local}:",
+              f"!   interface NAME / crypto map {args.map}"]
+    return "\n".join(lines)

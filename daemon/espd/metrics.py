@@ -1,0 +1,147 @@
+"""Prometheus exporter: reads the daemon's state at scrape time, keeps nothing itself.
+
+Names follow Prometheus conventions: ``espd_`` prefix, base units, ``_total`` counters.
+Labels stay low-cardinality (``map``, ``seq``, ``peer``, ``direction``, ``reason``); SPIs
+and transforms appear only on ``espd_sa_info``. The registry is private, so no process or
+platform collectors are mixed in. Every drop reason is exported in both directions, zero
+or not, so that ``rate()`` sees a counter's first increment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from espd.dataplane import DROP_REASONS
+
+_SA_LABELS = ["map", "seq", "peer", "direction"]
+_IO_PATHS = ("tun_rx", "tun_tx", "net_rx", "net_tx")
+_IO_ERRORS = {"send": "send_errors", "recv": "recv_errors", "tun": "tun_errors"}
+
+
+class ExporterError(Exception):
+    """The exporter could not start; the message names the address and the fix."""
+
+
+class Exporter:
+    """A running exporter: ``address`` is the (host, port) bound; call it to stop it."""
+
+    def __init__(self, server: object, thread: object, address: tuple[str, int]) -> None:
+        self._server = server
+        self._thread = thread
+        self.address = address
+
+    def __call__(self) -> None:
+        self._server.shutdown()  # type: ignore[attr-defined]
+        self._server.server_close()  # type: ignore[attr-defined]
+        self._thread.join(timeout=5)  # type: ignore[attr-defined]
+
+
+class StateCollector:
+    """A prometheus_client collector over ``state_fn()``, called once per scrape."""
+
+    def __init__(self, state_fn: Callable[[], dict]) -> None:
+        self._state_fn = state_fn
+
+    def describe(self) -> list[Metric]:
+        return []  # names are known only at scrape time; registering must not scrape
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state_fn()
+        yield from _sa_metrics(state.get("sas", []))
+        yield _drops(state.get("drops", {}))
+        yield _acl_hits(state.get("acls", []))
+        yield from _daemon_metrics(state)
+
+
+def _sa_metrics(sas: list[dict]) -> Iterator[Metric]:
+    packets = CounterMetricFamily("espd_sa_packets", "Packets protected or accepted by an SA.",
+                                  labels=_SA_LABELS)
+    octets = CounterMetricFamily("espd_sa_bytes", "Inner (cleartext) bytes through an SA.",
+                                 labels=_SA_LABELS)
+    info = GaugeMetricFamily("espd_sa_info", "An SA's SPI and settings; always 1.",
+                             labels=[*_SA_LABELS, "spi", "transform", "mode", "encap"])
+    seconds = GaugeMetricFamily("espd_sa_lifetime_remaining_seconds",
+                                "Seconds until the SA's hard lifetime.", labels=_SA_LABELS)
+    remaining = GaugeMetricFamily("espd_sa_lifetime_remaining_bytes",
+                                  "Bytes until the SA's hard lifetime.", labels=_SA_LABELS)
+    for sa in sas:
+        labels = [str(sa["map"]), str(sa["seq"]), str(sa["peer"]), str(sa["direction"])]
+        packets.add_metric(labels, sa.get("packets", 0))
+        octets.add_metric(labels, sa.get("bytes", 0))
+        info.add_metric([*labels, f"0x{sa['spi']:08X}", str(sa.get("transform", "")),
+                         str(sa.get("mode", "")), str(sa.get("encap", ""))], 1)
+        if sa.get("lifetime_remaining_seconds") is not None:
+            seconds.add_metric(labels, sa["lifetime_remaining_seconds"])
+        if sa.get("lifetime_remaining_bytes") is not None:
+            remaining.add_metric(labels, sa["lifetime_remaining_bytes"])
+    yield from (packets, octets, info, seconds, remaining)
+
+
+def _drops(drops: dict) -> Metric:
+    family = CounterMetricFamily("espd_dropped_packets", "Packets dropped, by reason.",
+                                 labels=["reason", "direction"])
+    for direction in ("in", "out"):
+        counts = drops.get(direction, {})
+        reasons = [r for r in DROP_REASONS if r != "none"]
+        reasons += sorted(set(counts) - set(reasons))
+        for reason in reasons:
+            family.add_metric([reason, direction], counts.get(reason, 0))
+    return family
+
+
+def _acl_hits(acls: list[dict]) -> Metric:
+    family = CounterMetricFamily("espd_acl_hits", "Packets that matched an access list entry.",
+                                 labels=["acl", "rule", "map", "seq"])
+    for acl in acls:
+        family.add_metric([str(acl["acl"]), str(acl["index"]), str(acl["map"]),
+                           str(acl["seq"])], acl.get("hits", 0))
+    return family
+
+
+def _daemon_metrics(state: dict) -> Iterator[Metric]:
+    reloads = CounterMetricFamily("espd_config_reloads", "Configuration reloads, by result.",
+                                  labels=["result"])
+    for result in ("success", "failure"):
+        reloads.add_metric([result], state.get("reloads", {}).get(result, 0))
+    io = state.get("io", {})
+    packets = CounterMetricFamily("espd_io_packets", "Packets read or written, by path.",
+                                  labels=["path"])
+    for path in _IO_PATHS:
+        packets.add_metric([path], io.get(path, 0))
+    errors = CounterMetricFamily("espd_io_errors", "Socket and TUN errors, by kind.",
+                                 labels=["kind"])
+    for kind, key in _IO_ERRORS.items():
+        errors.add_metric([kind], io.get(key, 0))
+    workers = GaugeMetricFamily("espd_workers", "Data-plane worker threads.",
+                                value=state.get("workers", 0))
+    build = GaugeMetricFamily("espd_build_info", "espd's version and crypto library; always 1.",
+                              labels=["version", "openssl", "crypto_features"])
+    build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
+                      str(state.get("crypto_features", ""))], 1)
+    yield from (reloads, packets, errors, workers, build)
+
+
+def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:
+    """Serve ``state_fn()`` as Prometheus metrics over HTTP at ``address`` (port 0: any).
+
+    Returns the running Exporter; calling it stops the server. Raises ExporterError when
+    the address cannot be bound.
+    """
+    host, port = address
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(state_fn))
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise ExporterError(
+            f"cannot serve metrics on {_format(host, port)}: {e.strerror or e}; set "
+            f'[daemon] metrics to a free "HOST:PORT", or to "" to turn the exporter off'
+        ) from None
+    return Exporter(server, thread, (host, server.server_address[1]))
+
+
+def _format(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
