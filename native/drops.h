@@ -28,7 +28,8 @@
 	X(ecn_drop, "outer CE on a not-ECT inner packet (RFC 6040)")                      \
 	X(nat_keepalive, "NAT-T keepalive (0xFF), consumed")                              \
 	X(non_esp_marker, "UDP 4500 packet with the non-ESP marker (IKE), to control plane") \
-	X(crypto_error, "the crypto library failed")
+	X(crypto_error, "the crypto library failed")                                      \
+	X(seq_unreserved, "sequence numbers past the persisted reservation; state_dir not writable?")
 
 /* X(name, help) */
 #define ESPD_FOREACH_EVENT(X)                                                              \
@@ -36,7 +37,8 @@
 	X(soft_expired, "SA reached a soft lifetime limit: rekey now")                    \
 	X(hard_expired, "SA reached a hard lifetime limit: it no longer passes traffic")  \
 	X(seq_cycled, "outbound sequence number space exhausted")                         \
-	X(events_lost, "the event ring overflowed; some events were lost")
+	X(events_lost, "the event ring overflowed; some events were lost")                \
+	X(seq_reserve, "outbound SA is nearing its reserved sequence numbers: persist more")
 
 #define ESPD_DROP_ENUM(name, help) ESPD_DROP_##name,
 enum espd_drop { ESPD_FOREACH_DROP(ESPD_DROP_ENUM) ESPD_DROP__COUNT };

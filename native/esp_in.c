@@ -7,12 +7,12 @@
  *   4. in_precheck   hard lifetime; anti-replay pre-check that changes nothing (ESN inferred)
  *   5. in_open       ICV verified in constant time, then the payload decrypted
  *   6. in_advance    anti-replay window advanced: only authenticated packets move it
- *   7. lifetime      usage counted against the SA's soft and hard limits
- *   8. in_trailer    pad length, padding bytes 1, 2, 3, ..., next header (59: dummy)
- *   9. in_inner      tunnel: the inner packet, ECN decapsulated per RFC 6040;
+ *   7. in_trailer    pad length, padding bytes 1, 2, 3, ..., next header (59: dummy);
+ *                    the packet's inner bytes count against the SA's lifetime either way
+ *   8. in_inner      tunnel: the inner packet, ECN decapsulated per RFC 6040;
  *                    transport: the IP header restored in front of the payload
- *  10. in_selector   the inner packet must be traffic that the SA's access list protects
- *  11. account       counters
+ *   9. in_selector   the inner packet must be traffic that the SA's access list protects
+ *  10. account       counters
  */
 #include <string.h>
 
@@ -113,6 +113,7 @@ static int in_trailer(const espdp_sa *sa, struct in_pkt *in)
 	uint8_t pad = payload[in->payload_len - 2];
 
 	in->next_header = payload[in->payload_len - 1];
+	in->inner_len = in->payload_len;
 	if ((uint32_t)pad + ESP_TRAILER_LEN > in->payload_len)
 		return ESPD_DROP_bad_padding;
 	in->inner_len = in->payload_len - ESP_TRAILER_LEN - pad;
@@ -208,8 +209,9 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 	if ((r = in_length(sa, &in)) || (r = in_precheck(sa, &in, now)) || (r = in_open(sa, w, &in)) ||
 	    (r = sa_replay_advance(sa, in.seq)))
 		goto drop;
-	sa_use(sa, in.payload_len, now);
-	if ((r = in_trailer(sa, &in)))
+	r = in_trailer(sa, &in); /* authenticated: it counts against the lifetime either way */
+	sa_use(sa, in.inner_len, now);
+	if (r)
 		goto drop;
 	r = sa->cfg.mode == ESPDP_MODE_TUNNEL ? in_tunnel_inner(sa, &in, p) :
 						 in_transport_inner(sa, &in, p);

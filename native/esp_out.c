@@ -53,8 +53,7 @@ static int out_admit(espdp_sa *sa, int64_t now, uint64_t *seq)
 
 	if (r)
 		return r;
-	*seq = sa_next_seq(sa);
-	return *seq ? 0 : ESPD_DROP_seq_cycled;
+	return sa_next_seq(sa, seq);
 }
 
 static int out_place(const espdp_sa *sa, const struct espdp_pkt *p, struct out_plan *o)

@@ -174,6 +174,11 @@ void espdp_sa_ref(espdp_sa *sa);
 void espdp_sa_release(espdp_sa *sa);
 void espdp_sa_stats(const espdp_sa *sa, struct espdp_sa_stats *out);
 void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out);
+/* Outbound sequence-number reservation (nonce safety across restarts): the SA resumes
+ * after `resume_after` (never moves back), hands out numbers up to `limit` and no further
+ * (drop seq_unreserved), and raises a seq_reserve event once it reaches `warn_at`.
+ * Without a call, an SA may use its whole sequence space. */
+int espdp_sa_reserve(espdp_sa *sa, uint64_t resume_after, uint64_t limit, uint64_t warn_at);
 /* Test hooks: put runtime state near the edges. */
 void espdp_sa_test_set_seq(espdp_sa *sa, uint64_t seq);
 void espdp_sa_test_set_usage(espdp_sa *sa, uint64_t bytes, uint64_t packets);

@@ -70,6 +70,8 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	sa->ctx = (struct crypto_ctx **)((char *)sa + ctx_off);
 	sa->overhead = worst_overhead(cfg, &alg);
 	sa->seq_max = cfg->esn ? UINT64_MAX : UINT32_MAX;
+	sa->seq_limit = sa->seq_warn = sa->seq_max; /* until espdp_sa_reserve says otherwise */
+	sa->flags = SA_RESERVE_LOW; /* no reservation in force: nothing to warn about */
 	sa->created_ns = dp_now(dp);
 	sa->refs = 1;
 	if (key_len)
@@ -117,19 +119,45 @@ int sa_flag_once(espdp_sa *sa, uint32_t flag)
 	return !(__atomic_fetch_or(&sa->flags, flag, __ATOMIC_RELAXED) & flag);
 }
 
-uint64_t sa_next_seq(espdp_sa *sa)
+int sa_next_seq(espdp_sa *sa, uint64_t *seq)
 {
-	uint64_t cur = __atomic_load_n(&sa->seq, __ATOMIC_RELAXED);
+	uint64_t cur = __atomic_load_n(&sa->seq, __ATOMIC_RELAXED), limit;
 
 	do {
 		if (cur >= sa->seq_max) { /* never cycle: RFC 4303 3.3.3 */
 			if (sa_flag_once(sa, SA_SEQ_CYCLED))
 				events_push(sa->dp, ESPD_EVENT_seq_cycled, sa, sa->seq_max);
-			return 0;
+			return ESPD_DROP_seq_cycled;
+		}
+		limit = __atomic_load_n(&sa->seq_limit, __ATOMIC_ACQUIRE);
+		if (cur >= limit) {
+			if (sa_flag_once(sa, SA_RESERVE_LOW))
+				events_push(sa->dp, ESPD_EVENT_seq_reserve, sa, cur);
+			return ESPD_DROP_seq_unreserved;
 		}
 	} while (!__atomic_compare_exchange_n(&sa->seq, &cur, cur + 1, 1, __ATOMIC_RELAXED,
 					      __ATOMIC_RELAXED));
-	return cur + 1;
+	*seq = cur + 1;
+	if (*seq >= __atomic_load_n(&sa->seq_warn, __ATOMIC_RELAXED) && sa_flag_once(sa, SA_RESERVE_LOW))
+		events_push(sa->dp, ESPD_EVENT_seq_reserve, sa, *seq);
+	return 0;
+}
+
+int espdp_sa_reserve(espdp_sa *sa, uint64_t resume_after, uint64_t limit, uint64_t warn_at)
+{
+	uint64_t cur;
+
+	if (sa->cfg.direction != ESPDP_DIR_OUT || limit < resume_after || warn_at > limit)
+		return ESPDP_ERR_INVALID;
+	cur = __atomic_load_n(&sa->seq, __ATOMIC_RELAXED);
+	while (cur < resume_after && /* only ever forward */
+	       !__atomic_compare_exchange_n(&sa->seq, &cur, resume_after, 1, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED)) {
+	}
+	__atomic_store_n(&sa->seq_warn, warn_at, __ATOMIC_RELAXED);
+	__atomic_store_n(&sa->seq_limit, limit, __ATOMIC_RELEASE);
+	__atomic_fetch_and(&sa->flags, ~(uint32_t)SA_RESERVE_LOW, __ATOMIC_RELAXED);
+	return ESPDP_OK;
 }
 
 static int limit_hit(const struct espdp_limits *l, uint64_t age_ns, uint64_t bytes, uint64_t packets)

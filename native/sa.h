@@ -21,6 +21,7 @@ enum sa_flag {
 	SA_SOFT_EXPIRED = 1u << 0,
 	SA_HARD_EXPIRED = 1u << 1,
 	SA_SEQ_CYCLED = 1u << 2,
+	SA_RESERVE_LOW = 1u << 3, /* seq_reserve event raised; cleared by a new reservation */
 };
 
 struct sa_counters {
@@ -47,6 +48,8 @@ struct espdp_sa {
 	uint32_t refs;
 	uint32_t flags; /* enum sa_flag, set once each */
 	uint64_t seq; /* out: last sequence number handed out */
+	uint64_t seq_limit; /* out: last sequence number persisted as reserved (see below) */
+	uint64_t seq_warn; /* out: raise seq_reserve once seq reaches this */
 	uint64_t life_bytes, life_packets;
 	struct sa_counters ctr;
 	int replay_lock;
@@ -55,8 +58,11 @@ struct espdp_sa {
 
 /* The worker's crypto context for this SA, keyed on first use; NULL when out of memory. */
 struct crypto_ctx *sa_ctx(espdp_sa *sa, unsigned worker);
-/* Next outbound sequence number, or 0 when the space is used up (seq_cycled). */
-uint64_t sa_next_seq(espdp_sa *sa);
+/* Take the next outbound sequence number into *seq: 0, or ESPD_DROP_seq_cycled when the
+ * space is used up, or ESPD_DROP_seq_unreserved past the persisted reservation.
+ * Invariant: no number above seq_limit is ever handed out, so a restart that resumes
+ * above the persisted limit never repeats a (key, sequence number) pair. */
+int sa_next_seq(espdp_sa *sa, uint64_t *seq);
 /* Hard-lifetime check before a packet; 0 or ESPD_DROP_sa_expired. */
 int sa_admit(espdp_sa *sa, int64_t now_ns);
 /* Count a packet of `bytes` against the lifetime; raises soft/hard expiry events. */

@@ -33,6 +33,7 @@ from espd.tun import close_tun, open_tun
 log = logging.getLogger("espd")
 
 NATT_PORT = 4500
+NAT_KEEPALIVE_SECONDS = 20  # RFC 3948 4: keep NAT mappings of ESP-in-UDP peers open
 SOCKET_BUFFER = 4 << 20
 DEFAULT_TUN_MTU = 1400
 MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
@@ -303,6 +304,18 @@ class Daemon:
             })
         return out
 
+    def send_nat_keepalives(self) -> None:
+        """One 0xFF byte from port 4500 to every UDP-encapsulating peer (RFC 3948 2.3)."""
+        peers = {spec.peer for spec in self.sas if spec.direction == "out" and spec.encap == "udp"}
+        for peer in peers:
+            sock = self.sockets.udp6 if ":" in peer else self.sockets.udp4
+            if sock is None:
+                continue
+            try:
+                sock.sendto(b"\xff", (peer, NATT_PORT))
+            except OSError as e:
+                log.warning("NAT keepalive to %s failed: %s", peer, e)
+
     # --- events from the data plane ---
 
     def drain_events(self) -> None:
@@ -337,9 +350,13 @@ def _main_loop(daemon: Daemon) -> None:
     sel = selectors.DefaultSelector()
     sel.register(rsock, selectors.EVENT_READ)
     sel.register(daemon.dp.event_fd(), selectors.EVENT_READ)
+    next_keepalive = time.monotonic()
     try:
         while True:
             sel.select(timeout=interval)
+            if time.monotonic() >= next_keepalive:
+                daemon.send_nat_keepalives()
+                next_keepalive = time.monotonic() + NAT_KEEPALIVE_SECONDS
             try:
                 rsock.recv(4096)
             except BlockingIOError:
