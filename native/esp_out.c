@@ -170,6 +170,10 @@ static int encap_one(espdp *dp, struct espdp_table *t, unsigned w, struct espdp_
 		return r;
 	}
 	p->sa = sa;
+	if (sa->cfg.direction != ESPDP_DIR_OUT) { /* an inbound SA never seals */
+		dp_drop(dp, ESPDP_DIR_OUT, ESPD_DROP_no_sa);
+		return ESPD_DROP_no_sa;
+	}
 	if ((r = out_place(sa, p, &o)) || (r = out_admit(sa, now, &seq)))
 		goto drop;
 

@@ -162,7 +162,8 @@ int espdp_sa_reserve(espdp_sa *sa, uint64_t resume_after, uint64_t limit, uint64
 
 static int limit_hit(const struct espdp_limits *l, uint64_t age_ns, uint64_t bytes, uint64_t packets)
 {
-	return (l->seconds && age_ns >= l->seconds * 1000000000ull) ||
+	return (l->seconds && l->seconds <= UINT64_MAX / 1000000000ull &&
+		age_ns >= l->seconds * 1000000000ull) ||
 	       (l->bytes && bytes >= l->bytes) || (l->packets && packets >= l->packets);
 }
 

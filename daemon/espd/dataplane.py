@@ -163,7 +163,8 @@ class Dataplane:
         self._dp = ffi.gc(dp, lib.espdp_free)
         self._sas: list[SA] = []
         self._rules: list[tuple[Rule, SA | None]] = []
-        self._dirty = True
+        self._dirty = True  # staged changes not yet live
+        self._commit_failed = False  # the staged changes were refused; wait for new ones
 
     # --- configuration ---
 
@@ -196,7 +197,7 @@ class Dataplane:
             cookie=cookie,
         )
         self._sas.append(sa)
-        self._dirty = True
+        self._staged()
         return sa
 
     def create_sa(
@@ -265,17 +266,23 @@ class Dataplane:
     def remove_sa(self, sa: SA) -> None:
         self._sas.remove(sa)
         self._rules = [(r, s if s is not sa else None) for r, s in self._rules]
-        self._dirty = True
+        self._staged()
 
     def add_rule(self, rule: Rule, sa: SA | None = None) -> int:
         """Append a classification rule; returns its index (its place in match order)."""
         self._rules.append((rule, sa))
-        self._dirty = True
+        self._staged()
         return len(self._rules) - 1
 
     def commit(self) -> None:
-        """Make the staged SAs and rules live in one atomic swap."""
-        self.publish(self._sas, self._rules)
+        """Make the staged SAs and rules live in one atomic swap. On failure the live set
+        stays as it was and the staged changes stay staged, to be fixed; packet calls then
+        keep using the live set instead of retrying the same failing commit."""
+        try:
+            self.publish(self._sas, self._rules)
+        except DataplaneError:
+            self._commit_failed = True
+            raise
 
     def publish(self, sas: Iterable[SA], rules: Sequence[tuple[Rule, SA | None]]) -> None:
         """Build a complete table set and swap it in; on error the live set is untouched.
@@ -288,16 +295,20 @@ class Dataplane:
             for sa in sas:
                 _check(lib.espdp_table_add_sa(table, sa._handle), str(sa))
             for i, (rule, sa) in enumerate(rules):
-                _check(lib.espdp_table_add_rule(table, _c_rule(rule), sa._handle if sa else ffi.NULL),
-                       f"rule {i}")
+                handle = sa._handle if sa else ffi.NULL
+                _check(lib.espdp_table_add_rule(table, _c_rule(rule), handle), f"rule {i}")
             _check(lib.espdp_publish(self._dp, table), "publishing the table set")
         except BaseException:
             lib.espdp_table_free(table)  # a no-op once published
             raise
         self._sas, self._rules, self._dirty = sas, rules, False
 
+    def _staged(self) -> None:
+        self._dirty = True
+        self._commit_failed = False
+
     def _ensure_committed(self) -> None:
-        if self._dirty:
+        if self._dirty and not self._commit_failed:
             self.commit()
 
     # --- packets ---
@@ -445,6 +456,11 @@ class Dataplane:
     def set_clock(self, now_ns: int | None) -> None:
         """Freeze the data plane's clock at now_ns (tests); None returns to the real clock."""
         lib.espdp_set_clock(self._dp, -1 if now_ns is None else now_ns)
+
+    def reserve(self, sa: SA, *, resume_after: int, limit: int, warn_at: int) -> None:
+        """Let `sa` send sequence numbers above `resume_after` up to `limit` (persisted by
+        the caller first), raising a seq_reserve event at `warn_at` (see seqstore.py)."""
+        _check(lib.espdp_sa_reserve(sa._handle, resume_after, limit, warn_at), str(sa))
 
     # test hooks: state near the edges
     def test_set_seq(self, sa: SA, seq: int) -> None:

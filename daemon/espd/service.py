@@ -28,6 +28,7 @@ from espd.dataplane import SA, Dataplane, DataplaneError
 from espd.model import Config, ConfigError, Location, Problem
 from espd.netlink import bring_up, install_routes, remove_routes, underlay_mtu
 from espd.plan import Plan, SaSpec, build_plan, describe_changes
+from espd.seqstore import RESERVE_BLOCK, SequenceStore
 from espd.tun import close_tun, open_tun
 
 log = logging.getLogger("espd")
@@ -108,6 +109,9 @@ class Daemon:
         settings = self.config.settings
         self.workers = settings.workers or os.cpu_count() or 1
         self.dp = Dataplane(self.workers)
+        self.seqstore = SequenceStore(settings.state_dir)
+        self.seq_limits: dict[SaSpec, int] = {}  # persisted reservation per outbound SA
+        self.reserve_failed: set[SaSpec] = set()  # retried every loop turn
         self.sas: dict[SaSpec, SA] = {}
         self.cookies: dict[int, SaSpec] = {}
         self.next_cookie = 1
@@ -136,7 +140,35 @@ class Daemon:
                 soft=spec.soft, hard=spec.hard, policy=spec.policy, cookie=cookie,
             )
             self.cookies[cookie] = spec
+            if spec.direction == "out":
+                last = self.seqstore.last(spec.peer, spec.spi)
+                self.seq_limits[spec] = last
+                self._reserve(spec, sa, last)  # a failure here fails the load
         return sa
+
+    def _reserve(self, spec: SaSpec, sa: SA, resume_after: int) -> None:
+        """Persist the next block of sequence numbers for `spec`, then let the SA use it."""
+        seq_max = 2**64 - 1 if spec.esn else 2**32 - 1
+        limit = min(self.seq_limits[spec] + RESERVE_BLOCK, seq_max)
+        self.seqstore.reserve(spec.peer, spec.spi, limit)
+        self.dp.reserve(sa, resume_after=resume_after, limit=limit,
+                        warn_at=max(resume_after, limit - RESERVE_BLOCK // 2))
+        self.seq_limits[spec] = limit
+
+    def extend_reservations(self, specs) -> None:
+        for spec in specs:
+            sa = self.sas.get(spec)
+            if sa is None:
+                self.reserve_failed.discard(spec)
+                continue
+            try:
+                self._reserve(spec, sa, 0)
+                self.reserve_failed.discard(spec)
+            except OSError as e:
+                if spec not in self.reserve_failed:
+                    log.error("%s: cannot persist sequence reservation (%s); it stops sending "
+                              "at %d until this succeeds", spec.label, e, self.seq_limits[spec])
+                self.reserve_failed.add(spec)
 
     def _publish(self, plan: Plan) -> None:
         """Swap in `plan`'s tables; SAs whose spec is unchanged keep their state."""
@@ -147,6 +179,7 @@ class Daemon:
         self.dp.publish(list(sas.values()), rules)
         self.sas = sas
         self.cookies = {c: s for c, s in self.cookies.items() if s in sas}
+        self.seq_limits = {s: n for s, n in self.seq_limits.items() if s in sas}
         self.dp.reclaim()
 
     def tun_mtu(self) -> int:
@@ -326,6 +359,8 @@ class Daemon:
                 log.warning("%s: soft lifetime reached; rekey soon (new SPI and key)", what)
             elif event.kind == "hard_expired":
                 log.error("%s: hard lifetime reached; its traffic is dropped until rekeyed", what)
+            elif event.kind == "seq_reserve" and spec:
+                self.extend_reservations([spec])
             elif event.kind == "seq_cycled":
                 log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed",
                           what)
@@ -362,6 +397,8 @@ def _main_loop(daemon: Daemon) -> None:
             except BlockingIOError:
                 pass
             daemon.drain_events()
+            if daemon.reserve_failed:
+                daemon.extend_reservations(list(daemon.reserve_failed))
             daemon.dp.reclaim()
             if watchdog_usec:
                 sd_notify("WATCHDOG=1")

@@ -1,0 +1,86 @@
+"""Persisted sequence-number reservations: no (SPI, sequence number) is sent twice.
+
+Manually keyed SAs keep their keys across restarts; with AES-GCM and ChaCha20-Poly1305
+the sequence number is the nonce, so starting again at 1 would repeat nonces under the same
+key (VPP's CVE-2022-46397). espd therefore reserves sequence space ahead of use:
+
+  - one file per outbound SA, ``STATE_DIR/seq/out-<peer>-<SPI>``, holds the highest
+    sequence number the data plane may use;
+  - it is written (temporary file, fsync, rename, fsync of the directory) BEFORE the data
+    plane is allowed to use the numbers (``Dataplane.reserve``);
+  - after any restart, kill -9 included, the SA resumes above the stored number.
+
+A file that cannot be read as a number is an error, never a zero: guessing low would risk
+nonce reuse.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RESERVE_BLOCK = 1 << 24  # sequence numbers per reservation (16.7 M packets)
+
+
+class SequenceStoreError(OSError):
+    pass
+
+
+class SequenceStore:
+    def __init__(self, state_dir: str) -> None:
+        self.dir = Path(state_dir) / "seq"
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.dir / ".probe"
+            self._write(probe, 0)
+            probe.unlink()
+        except OSError as e:
+            raise SequenceStoreError(
+                f"state_dir {state_dir} is not writable ({e.strerror or e}); espd keeps "
+                "outbound sequence-number reservations there so that a restart never reuses "
+                "a (key, sequence number) pair: set [daemon] state_dir to a writable "
+                "directory (systemd: StateDirectory=espd gives /var/lib/espd)"
+            ) from e
+
+    def path(self, peer: str, spi: int) -> Path:
+        return self.dir / f"out-{peer.replace(':', '_')}-{spi:08x}"
+
+    def last(self, peer: str, spi: int) -> int:
+        """The highest number ever reserved for this SA (0 when it never sent)."""
+        path = self.path(peer, spi)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            raise SequenceStoreError(f"cannot read sequence reservation {path}: {e}") from e
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise SequenceStoreError(
+                f"sequence reservation {path} is corrupt ({text[:40]!r}); espd will not guess "
+                "(a guess too low reuses nonces): write a number at least as high as the "
+                "peer's last received sequence number into it, or use a new SPI and key"
+            )
+        return value
+
+    def reserve(self, peer: str, spi: int, limit: int) -> None:
+        """Persist `limit` durably; only then may the data plane use numbers up to it."""
+        self._write(self.path(peer, spi), limit)
+
+    def _write(self, path: Path, value: int) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, f"{value}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
