@@ -29,7 +29,8 @@
 	X(nat_keepalive, "NAT-T keepalive (0xFF), consumed")                              \
 	X(non_esp_marker, "UDP 4500 packet with the non-ESP marker (IKE), to control plane") \
 	X(crypto_error, "the crypto library failed")                                      \
-	X(seq_unreserved, "sequence numbers past the persisted reservation; state_dir not writable?")
+	X(seq_unreserved, "sequence numbers past the persisted reservation; state_dir not writable?") \
+	X(internal, "not processed: the call named a worker the data plane does not have")
 
 /* X(name, help) */
 #define ESPD_FOREACH_EVENT(X)                                                              \

@@ -60,16 +60,65 @@ unsigned io_tun_read(int fd, struct io_batch *b, unsigned max, uint64_t *errors)
 	return n;
 }
 
-unsigned io_tun_write(int fd, const struct io_batch *b, uint64_t *errors)
+unsigned io_tun_read_vnet(int fd, struct io_batch *b, unsigned max, struct tun_stage *st,
+			  uint64_t *errors)
+{
+	unsigned n = 0;
+
+	while (n < max) {
+		uint8_t *at;
+		ssize_t r;
+
+		if (st->next < st->count) { /* hand out the staged super-packet's segments */
+			while (n < max && st->next < st->count) {
+				size_t len = offload_segment(st->buf + ESPD_HEADROOM, st->len, &st->h,
+							     st->next++, b->bufs[n] + ESPD_HEADROOM);
+				pkt_reset(b, n++, (uint32_t)len);
+			}
+			continue;
+		}
+		at = b->bufs[n] + ESPD_HEADROOM - VNET_HDR_LEN;
+		r = read(fd, at, IO_BUF_SIZE - ESPD_HEADROOM - ESPD_TAILROOM + VNET_HDR_LEN);
+		if (r <= VNET_HDR_LEN) {
+			if (r < 0 && errno != EAGAIN && errno != EINTR)
+				(*errors)++;
+			break;
+		}
+		memcpy(&st->h, at, VNET_HDR_LEN);
+		if (st->h.gso_type == VNET_GSO_NONE) {
+			if (offload_csum(at + VNET_HDR_LEN, (size_t)r - VNET_HDR_LEN, &st->h))
+				(*errors)++;
+			else
+				pkt_reset(b, n++, (uint32_t)(r - VNET_HDR_LEN));
+			continue;
+		}
+		at = st->buf; /* keep the super-packet; its slot takes the old stage buffer */
+		st->buf = b->bufs[n];
+		b->bufs[n] = at;
+		st->len = (uint32_t)(r - VNET_HDR_LEN);
+		st->next = 0;
+		st->count = offload_count(st->buf + ESPD_HEADROOM, st->len, &st->h);
+		if (!st->count)
+			(*errors)++;
+	}
+	b->n = n;
+	return n;
+}
+
+unsigned io_tun_write(int fd, struct io_batch *b, int vnet, uint64_t *errors)
 {
 	unsigned written = 0;
 
+	if (vnet)
+		offload_coalesce(b->pkts, b->n);
 	for (unsigned i = 0; i < b->n; i++) {
 		const struct espdp_pkt *p = &b->pkts[i];
+		const uint8_t *at = p->buf + p->off - (vnet ? VNET_HDR_LEN : 0);
+		size_t len = p->len + (vnet ? VNET_HDR_LEN : 0);
 
 		if (p->result)
 			continue;
-		if (write(fd, p->buf + p->off, p->len) == (ssize_t)p->len)
+		if (write(fd, at, len) == (ssize_t)len)
 			written++;
 		else
 			(*errors)++;

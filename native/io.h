@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "espdp.h"
+#include "offload.h"
 #include "proto.h"
 
 #define IO_BUF_SIZE (ESPD_HEADROOM + 65536 + ESPD_TAILROOM)
@@ -25,12 +26,24 @@ struct io_batch {
 	unsigned n;
 };
 
+/* A TCP super-packet read from the TUN device, handed out segment by segment. */
+struct tun_stage {
+	uint8_t *buf; /* IO_BUF_SIZE; swapped with a batch buffer, never copied */
+	uint32_t len;
+	unsigned next, count; /* next < count: segments still to hand out */
+	struct vnet_hdr h;
+};
+
 int io_batch_init(struct io_batch *b);
 void io_batch_free(struct io_batch *b);
 /* Read up to max packets from a non-blocking TUN fd into b; returns how many. */
 unsigned io_tun_read(int fd, struct io_batch *b, unsigned max, uint64_t *errors);
-/* Write the passed packets of b to the TUN fd; returns how many were written. */
-unsigned io_tun_write(int fd, const struct io_batch *b, uint64_t *errors);
+/* The same with IFF_VNET_HDR: super-packets are segmented, partial checksums completed. */
+unsigned io_tun_read_vnet(int fd, struct io_batch *b, unsigned max, struct tun_stage *st,
+			  uint64_t *errors);
+/* Write the passed packets of b to the TUN fd (with vnet: coalesced, each behind its
+ * vnet_hdr); returns how many inner packets were delivered. */
+unsigned io_tun_write(int fd, struct io_batch *b, int vnet, uint64_t *errors);
 /* Receive up to max packets from a socket of kind `src` into b, as full outer packets. */
 unsigned io_net_recv(int fd, enum io_source src, struct io_batch *b, unsigned max,
 		     uint64_t *errors);

@@ -1,6 +1,8 @@
 /* ip: header parsing and checksums (see ip.h). */
 #include "ip.h"
 
+#include <string.h>
+
 #include "proto.h"
 
 static int ip4_parse(const uint8_t *p, size_t len, struct ip_info *o)
@@ -72,17 +74,48 @@ int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out)
 	}
 }
 
+/* Sum of data as native-order 16-bit words, four bytes per step into 64 bits (no carry
+ * can overflow: it would take 2^32 steps). The ones' complement sum commutes with byte
+ * swapping (RFC 1071 2.B), so a native sum is swapped once at the end. */
+static uint64_t sum_native(const uint8_t *p, size_t len, uint64_t acc)
+{
+	uint32_t w[4];
+	uint16_t h;
+
+	for (; len >= 16; p += 16, len -= 16) {
+		memcpy(w, p, 16);
+		acc += (uint64_t)w[0] + w[1] + w[2] + w[3];
+	}
+	for (; len >= 4; p += 4, len -= 4) {
+		memcpy(w, p, 4);
+		acc += w[0];
+	}
+	if (len >= 2) {
+		memcpy(&h, p, 2);
+		acc += h;
+		p += 2;
+		len -= 2;
+	}
+	if (len) /* a last odd byte is the high byte of a big-endian word */
+		acc += native_from_be16((uint16_t)(*p << 8));
+	return acc;
+}
+
+static uint16_t fold(uint64_t acc)
+{
+	while (acc >> 16)
+		acc = (acc & 0xffff) + (acc >> 16);
+	return (uint16_t)acc;
+}
+
+uint16_t ip_sum(const uint8_t *data, size_t len, uint32_t sum)
+{
+	return fold((uint64_t)be16_from_native(fold(sum_native(data, len, 0))) + sum);
+}
+
 uint16_t ip_checksum(const uint8_t *data, size_t len, uint32_t sum)
 {
-	uint64_t s = sum;
-
-	for (; len >= 2; data += 2, len -= 2)
-		s += rd16(data);
-	if (len)
-		s += (uint32_t)data[0] << 8;
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)~s;
+	return (uint16_t)~ip_sum(data, len, sum);
 }
 
 void ip4_set_checksum(uint8_t *hdr)

@@ -20,8 +20,10 @@ struct ip_info {
  * transport mode places itself (RFC 4303 3.1.1, as Linux does): hop-by-hop, routing,
  * and destination options met before a routing header. 0, or -1 when malformed. */
 int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out);
-/* Internet checksum (RFC 1071) of data, folded with a running sum. */
+/* Internet checksum (RFC 1071) of data, folded with a running big-endian sum. */
 uint16_t ip_checksum(const uint8_t *data, size_t len, uint32_t sum);
+/* The same sum, folded but not complemented (for partial checksums). */
+uint16_t ip_sum(const uint8_t *data, size_t len, uint32_t sum);
 void ip4_set_checksum(uint8_t *hdr);
 /* UDP checksum over IPv6 (RFC 8200 8.1), written into the UDP header. */
 void udp6_set_checksum(const uint8_t *ip6, uint8_t *udp, size_t udp_len);

@@ -44,6 +44,16 @@
 #define ESPD_REPLAY_MAX 65536 /* largest anti-replay window in packets */
 #define ESPD_DEFAULT_TTL 64
 
+static inline uint16_t native_from_be16(uint16_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return __builtin_bswap16(v);
+#else
+	return v;
+#endif
+}
+#define be16_from_native native_from_be16
+
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint32_t rd32(const uint8_t *p)
 {

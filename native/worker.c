@@ -31,6 +31,7 @@ struct worker {
 	int epfd;
 	int tun_fd;
 	struct io_batch batch;
+	struct tun_stage stage; /* with vnet: the TCP super-packet being segmented */
 	struct espdp_io_stats stats; /* written by this worker only; read relaxed */
 };
 
@@ -51,7 +52,10 @@ static void stat_add(uint64_t *c, uint64_t v)
 static void on_tun(struct worker *w, const struct workers *ws)
 {
 	for (int round = 0; round < ROUNDS; round++) {
-		unsigned n = io_tun_read(w->tun_fd, &w->batch, ws->io.batch, &w->stats.tun_errors);
+		unsigned n = ws->io.tun_vnet_hdr ?
+				     io_tun_read_vnet(w->tun_fd, &w->batch, ws->io.batch, &w->stage,
+						      &w->stats.tun_errors) :
+				     io_tun_read(w->tun_fd, &w->batch, ws->io.batch, &w->stats.tun_errors);
 
 		if (!n)
 			return;
@@ -59,7 +63,7 @@ static void on_tun(struct worker *w, const struct workers *ws)
 		espdp_encap_batch(w->dp, w->index, w->batch.pkts, n);
 		stat_add(&w->stats.net_tx, io_net_send(ws->io.send4_fd, ws->io.send6_fd, &w->batch,
 						       &w->stats.send_errors));
-		if (n < ws->io.batch)
+		if (n < ws->io.batch && w->stage.next >= w->stage.count)
 			return;
 	}
 }
@@ -74,7 +78,8 @@ static void on_net(struct worker *w, const struct workers *ws, enum io_source sr
 			return;
 		stat_add(&w->stats.net_rx, n);
 		espdp_decap_batch(w->dp, w->index, w->batch.pkts, n);
-		stat_add(&w->stats.tun_tx, io_tun_write(w->tun_fd, &w->batch, &w->stats.tun_errors));
+		stat_add(&w->stats.tun_tx, io_tun_write(w->tun_fd, &w->batch, ws->io.tun_vnet_hdr,
+							&w->stats.tun_errors));
 		if (n < ws->io.batch)
 			return;
 	}
@@ -121,7 +126,8 @@ static int worker_init(struct worker *w, espdp *dp, unsigned index, const struct
 	w->index = index;
 	w->tun_fd = ws->io.tun_fds[index % ws->io.ntun];
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (w->epfd < 0 || io_batch_init(&w->batch) || set_nonblock(w->tun_fd) ||
+	w->stage.buf = malloc(IO_BUF_SIZE);
+	if (w->epfd < 0 || !w->stage.buf || io_batch_init(&w->batch) || set_nonblock(w->tun_fd) ||
 	    epoll_add(w->epfd, w->tun_fd, TAG_TUN, 0) || epoll_add(w->epfd, ws->stop_fd, TAG_STOP, 0))
 		return -1;
 	for (int s = 0; s < IO_SOURCES; s++)
@@ -136,6 +142,7 @@ static void workers_free(struct workers *ws)
 		if (ws->w[i].epfd >= 0)
 			close(ws->w[i].epfd);
 		io_batch_free(&ws->w[i].batch);
+		free(ws->w[i].stage.buf);
 	}
 	if (ws->stop_fd >= 0)
 		close(ws->stop_fd);

@@ -335,7 +335,7 @@ class Dataplane:
         return self._run(lib.espdp_decap_batch, packets, None, worker)
 
     def _run(self, fn, packets: Sequence[bytes], sa: SA | None, worker: int) -> list:
-        n = len(packets)
+        n = len(packets)  # (a worker the data plane lacks: C drops all as "internal")
         if n == 0:
             return []
         sizes = [HEADROOM + len(p) + TAILROOM for p in packets]

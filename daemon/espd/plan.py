@@ -95,7 +95,8 @@ def _lifetimes(entry: CryptoMapEntry) -> tuple[DpLifetime, DpLifetime]:
     """(hard, soft) limits. A manually keyed SA cannot be rekeyed by espd, so the IOS
     default lifetime (which IOS itself ignores for manual SAs) only raises the soft
     warning; a lifetime written in the config is enforced as the hard limit."""
-    limit = DpLifetime(seconds=entry.lifetime.seconds, bytes=entry.lifetime.kilobytes * 1024)
+    limit = DpLifetime(seconds=entry.lifetime.seconds,
+                       bytes=min(entry.lifetime.kilobytes * 1024, 2**64 - 1))
     soft = DpLifetime(
         seconds=int(limit.seconds * SOFT_LIFETIME_FRACTION),
         bytes=int(limit.bytes * SOFT_LIFETIME_FRACTION),

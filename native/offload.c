@@ -1,0 +1,270 @@
+/* offload: TSO segmentation, partial checksums and GRO coalescing (see offload.h). */
+#include "offload.h"
+
+#include <string.h>
+
+#include "ip.h"
+#include "proto.h"
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+#define TCP_ECE 0x40
+#define TCP_CWR 0x80
+#define TCP_HDR_MIN 20
+#define GRO_FLOWS 8 /* open super-packets tracked per batch */
+
+/* --- TSO: one super-packet in, MSS-sized segments out --- */
+
+struct tso {
+	uint32_t l4; /* TCP header offset */
+	uint32_t hdr; /* IP + TCP headers */
+	uint32_t payload;
+	uint16_t mss;
+	uint8_t v6;
+};
+
+static int tso_parse(const uint8_t *pkt, size_t len, const struct vnet_hdr *h, struct tso *t)
+{
+	uint8_t type = h->gso_type & (uint8_t)~VNET_GSO_ECN;
+
+	t->v6 = type == VNET_GSO_TCPV6;
+	if ((type != VNET_GSO_TCPV4 && !t->v6) || len < 1 || (pkt[0] >> 4) != (t->v6 ? 6 : 4))
+		return -1;
+	t->l4 = h->csum_start;
+	if (t->l4 < (t->v6 ? IPV6_HDR_LEN : IPV4_HDR_MIN) || t->l4 + TCP_HDR_MIN > len)
+		return -1;
+	t->hdr = t->l4 + (pkt[t->l4 + 12] >> 4) * 4u;
+	if (t->hdr < t->l4 + TCP_HDR_MIN || t->hdr > len || !h->gso_size)
+		return -1;
+	t->payload = (uint32_t)(len - t->hdr);
+	t->mss = h->gso_size;
+	return 0;
+}
+
+unsigned offload_count(const uint8_t *pkt, size_t len, const struct vnet_hdr *h)
+{
+	struct tso t;
+
+	if (tso_parse(pkt, len, h, &t))
+		return 0;
+	return t.payload ? (t.payload + t.mss - 1) / t.mss : 1;
+}
+
+/* Big-endian sum of the TCP/UDP pseudo header (RFC 793, RFC 8200 8.1). */
+static uint32_t pseudo_sum(const uint8_t *ip, uint8_t v6, uint8_t proto, uint32_t l4_len)
+{
+	const uint8_t *addrs = ip + (v6 ? 8 : 12);
+	uint32_t sum = proto + (l4_len >> 16) + (l4_len & 0xffff);
+
+	for (int i = 0; i < (v6 ? 32 : 8); i += 2)
+		sum += rd16(addrs + i);
+	return sum;
+}
+
+size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h, unsigned i,
+		       uint8_t *out)
+{
+	struct tso t;
+	uint32_t off, seg, tot;
+	uint8_t *tcp;
+
+	if (tso_parse(pkt, len, h, &t))
+		return 0;
+	off = i * (uint32_t)t.mss;
+	seg = t.payload - off < t.mss ? t.payload - off : t.mss;
+	tot = t.hdr + seg;
+	memcpy(out, pkt, t.hdr);
+	memcpy(out + t.hdr, pkt + t.hdr + off, seg);
+	if (t.v6) {
+		wr16(out + 4, (uint16_t)(tot - IPV6_HDR_LEN));
+	} else {
+		wr16(out + 2, (uint16_t)tot);
+		wr16(out + 4, (uint16_t)(rd16(pkt + 4) + i));
+		ip4_set_checksum(out);
+	}
+	tcp = out + t.l4;
+	wr32(tcp + 4, rd32(pkt + t.l4 + 4) + off);
+	if (off + seg < t.payload)
+		tcp[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
+	if (i > 0)
+		tcp[13] &= (uint8_t)~TCP_CWR;
+	tcp[16] = tcp[17] = 0;
+	wr16(tcp + 16, ip_checksum(tcp, tot - t.l4, pseudo_sum(out, t.v6, IPPROTO_NUM_TCP, tot - t.l4)));
+	return tot;
+}
+
+int offload_csum(uint8_t *pkt, size_t len, const struct vnet_hdr *h)
+{
+	uint32_t at = (uint32_t)h->csum_start + h->csum_offset;
+	uint16_t c;
+
+	if (!(h->flags & VNET_F_NEEDS_CSUM))
+		return 0;
+	if (h->csum_start >= len || at + 2 > len)
+		return -1;
+	/* the field holds the pseudo-header sum: summing over it completes the checksum */
+	c = ip_checksum(pkt + h->csum_start, len - h->csum_start, 0);
+	wr16(pkt + at, c ? c : (h->csum_offset == 6 ? 0xffff : 0)); /* UDP sends 0 as ~0 */
+	return 0;
+}
+
+/* --- GRO: decrypted segments of one TCP flow back into one super-packet --- */
+
+struct flow {
+	struct espdp_pkt *head;
+	uint32_t l4, hdr; /* offsets in the head packet */
+	uint32_t mss; /* payload of the head segment: every joiner but the last has it */
+	uint32_t next_seq;
+	unsigned count;
+	uint8_t v6;
+	uint8_t closed;
+};
+
+/* A TCP segment that may take part, with its offsets; 0 if it may not. */
+static int gro_candidate(const struct espdp_pkt *p, uint32_t *l4, uint32_t *hdr, uint8_t *v6)
+{
+	const uint8_t *ip = p->buf + p->off, *tcp;
+	uint8_t flags;
+
+	if (p->result || p->len < IPV4_HDR_MIN + TCP_HDR_MIN)
+		return 0;
+	*v6 = (ip[0] >> 4) == 6;
+	if (*v6) {
+		if (p->len < IPV6_HDR_LEN + TCP_HDR_MIN || ip[6] != IPPROTO_NUM_TCP)
+			return 0;
+		*l4 = IPV6_HDR_LEN;
+	} else {
+		if (ip[0] != 0x45 || ip[9] != IPPROTO_NUM_TCP || (rd16(ip + 6) & 0x3fff))
+			return 0; /* options, fragments and other protocols go as they are */
+		*l4 = IPV4_HDR_MIN;
+	}
+	tcp = ip + *l4;
+	*hdr = *l4 + (tcp[12] >> 4) * 4u;
+	flags = tcp[13];
+	if (*hdr < *l4 + TCP_HDR_MIN || *hdr >= p->len || !(flags & TCP_ACK) ||
+	    (flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR)))
+		return 0;
+	return 1;
+}
+
+/* Same flow, same headers but for lengths, IDs, sequence number and checksums. */
+static int gro_same_flow(const struct flow *f, const uint8_t *ip, uint32_t hdr, uint8_t v6)
+{
+	const uint8_t *h = f->head->buf + f->head->off;
+
+	if (v6 != f->v6 || hdr != f->hdr)
+		return 0;
+	if (v6) {
+		if (memcmp(h, ip, 4) || h[7] != ip[7] || memcmp(h + 8, ip + 8, 32))
+			return 0; /* traffic class, flow label, hop limit, addresses */
+	} else if (h[1] != ip[1] || h[6] != ip[6] || h[8] != ip[8] || memcmp(h + 12, ip + 12, 8)) {
+		return 0; /* TOS (ECN included), DF, TTL, addresses */
+	}
+	h += f->l4;
+	ip += f->l4;
+	return !memcmp(h, ip, 4) && !memcmp(h + 8, ip + 8, 4) && /* ports, ack */
+	       !memcmp(h + 14, ip + 14, 2) && /* window */
+	       !memcmp(h + TCP_HDR_MIN, ip + TCP_HDR_MIN, f->hdr - f->l4 - TCP_HDR_MIN); /* options */
+}
+
+static int gro_join(struct flow *f, struct espdp_pkt *p, uint32_t hdr)
+{
+	const uint8_t *ip = p->buf + p->off;
+	uint32_t plen = p->len - hdr;
+	struct espdp_pkt *head = f->head;
+
+	if (f->closed || rd32(ip + f->l4 + 4) != f->next_seq || plen > f->mss ||
+	    head->len + plen > IP_MAX_LEN || (uint64_t)head->off + head->len + plen > head->cap)
+		return 0;
+	memcpy(head->buf + head->off + head->len, ip + hdr, plen);
+	head->len += plen;
+	f->next_seq += plen;
+	f->count++;
+	if (plen < f->mss || (ip[f->l4 + 13] & TCP_PSH)) {
+		head->buf[head->off + f->l4 + 13] |= ip[f->l4 + 13] & TCP_PSH;
+		f->closed = 1; /* a short or pushed segment ends a super-packet */
+	}
+	p->result = -1; /* consumed */
+	return 1;
+}
+
+static void vnet_write(struct espdp_pkt *p, const struct vnet_hdr *h)
+{
+	memcpy(p->buf + p->off - VNET_HDR_LEN, h, VNET_HDR_LEN);
+}
+
+static void gro_finish(struct flow *f)
+{
+	uint8_t *ip = f->head->buf + f->head->off, *tcp = ip + f->l4;
+	uint32_t tcp_len = f->head->len - f->l4;
+	struct vnet_hdr h = { 0 };
+
+	if (f->count > 1) {
+		if (f->v6) {
+			wr16(ip + 4, (uint16_t)(f->head->len - IPV6_HDR_LEN));
+		} else {
+			wr16(ip + 2, (uint16_t)f->head->len);
+			ip4_set_checksum(ip);
+		}
+		/* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum */
+		tcp[16] = tcp[17] = 0;
+		wr16(tcp + 16, ip_sum(NULL, 0, pseudo_sum(ip, f->v6, IPPROTO_NUM_TCP, tcp_len)));
+		h.flags = VNET_F_NEEDS_CSUM;
+		h.gso_type = f->v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4;
+		h.hdr_len = (uint16_t)f->hdr;
+		h.gso_size = (uint16_t)f->mss;
+		h.csum_start = (uint16_t)f->l4;
+		h.csum_offset = 16;
+	}
+	vnet_write(f->head, &h);
+}
+
+unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n)
+{
+	static const struct vnet_hdr none;
+	struct flow flows[GRO_FLOWS];
+	unsigned nflows = 0, left = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct espdp_pkt *p = &pkts[i];
+		uint32_t l4, hdr;
+		uint8_t v6;
+		struct flow *f = NULL;
+
+		if (p->result)
+			continue;
+		left++;
+		if (!gro_candidate(p, &l4, &hdr, &v6)) {
+			vnet_write(p, &none);
+			continue;
+		}
+		for (unsigned k = nflows; k-- > 0;) { /* the newest open super-packet of the flow */
+			if (gro_same_flow(&flows[k], p->buf + p->off, hdr, v6)) {
+				f = &flows[k];
+				break;
+			}
+		}
+		if (f && gro_join(f, p, hdr)) {
+			left--;
+			continue;
+		}
+		if (f)
+			f->closed = 1; /* this packet starts the flow's next super-packet */
+		if (nflows == GRO_FLOWS) { /* full: finish the oldest */
+			gro_finish(&flows[0]);
+			memmove(flows, flows + 1, sizeof(flows[0]) * (GRO_FLOWS - 1));
+			nflows--;
+		}
+		flows[nflows++] = (struct flow){ .head = p, .l4 = l4, .hdr = hdr, .mss = p->len - hdr,
+						 .next_seq = rd32(p->buf + p->off + l4 + 4) + (p->len - hdr),
+						 .count = 1, .v6 = v6,
+						 .closed = !!(p->buf[p->off + l4 + 13] & TCP_PSH) };
+	}
+	for (unsigned k = 0; k < nflows; k++)
+		gro_finish(&flows[k]);
+	return left;
+}
