@@ -2,7 +2,9 @@
 #   make build      Debian packages (when missing), .venv, the package and its C data plane
 #   make test       the test suite (root: includes the network-namespace tests)
 #   make test-asan  the same suite against an ASan/UBSan build of the data plane
+#   make demo       two gateways in network namespaces passing traffic through espd (root)
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
+#   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -11,7 +13,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
-.PHONY: build deps test test-asan bench lint clean
+.PHONY: build deps demo test test-asan bench bench-tunnel lint clean
 
 build: $(STAMP)
 
@@ -29,6 +31,9 @@ $(STAMP): pyproject.toml setup.py native/build.py $(wildcard native/*.c native/*
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+demo: build
+	$(PY) -m espd demo
+
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -43,6 +48,9 @@ test-asan: deps
 
 bench: build
 	$(PY) tests/bench/bench_dataplane.py
+
+bench-tunnel: build
+	$(PY) tests/bench/bench_tunnel.py
 
 lint: build
 	$(PY) -m ruff check daemon tests native/build.py

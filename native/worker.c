@@ -1,5 +1,9 @@
 /* worker: the threads that move packets. Each worker owns an epoll set, a TUN queue, a
- * batch of buffers and its counters; the network sockets are shared (EPOLLEXCLUSIVE).
+ * batch of buffers and its counters. Each network socket has exactly one reader (socket s
+ * goes to worker s % nworkers): an SA's packets arrive on one socket, so they are
+ * decapsulated and written to the TUN device in arrival order. Two readers of one socket
+ * reorder packets by a batch or more, which TCP answers with spurious retransmissions and
+ * the replay window, when a reader stalls, with replay_old drops.
  *
  *   TUN readable:     read a batch -> espdp_encap_batch (classify, seal) -> sendmmsg
  *   socket readable:  recvmmsg a batch -> espdp_decap_batch (verify, open) -> TUN write
@@ -130,8 +134,8 @@ static int worker_init(struct worker *w, espdp *dp, unsigned index, const struct
 	if (w->epfd < 0 || !w->stage.buf || io_batch_init(&w->batch) || set_nonblock(w->tun_fd) ||
 	    epoll_add(w->epfd, w->tun_fd, TAG_TUN, 0) || epoll_add(w->epfd, ws->stop_fd, TAG_STOP, 0))
 		return -1;
-	for (int s = 0; s < IO_SOURCES; s++)
-		if (epoll_add(w->epfd, ws->net_fd[s], (uint32_t)s, EPOLLEXCLUSIVE))
+	for (unsigned s = 0; s < IO_SOURCES; s++)
+		if (s % ws->n == index && epoll_add(w->epfd, ws->net_fd[s], s, 0))
 			return -1;
 	return 0;
 }

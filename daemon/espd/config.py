@@ -43,7 +43,8 @@ Path = tuple[str | int, ...]
 
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios"),
-    "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir"),
+    "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
+               "offload"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -284,7 +285,9 @@ class _Loader:
             self.error(path + ("metrics",), f"daemon.metrics: '{metrics}' is not HOST:PORT; "
                        f"write e.g. '\"127.0.0.1:9661\"' or '\"[::1]:9661\"', or '\"\"' to "
                        f"turn the exporter off")
+        offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         return Settings(
+            offload=default.offload if offload is None else offload,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),
             workers=workers,

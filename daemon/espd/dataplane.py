@@ -405,7 +405,7 @@ class Dataplane:
 
     def start_workers(self, tun_fds: Sequence[int], *, esp4: int = -1, esp6: int = -1,
                       udp4: int = -1, udp6: int = -1, send4: int = -1, send6: int = -1,
-                      batch: int = 32) -> None:
+                      batch: int = 32, vnet_hdr: bool = False) -> None:
         """Start the C worker threads on these descriptors (the caller keeps them open)."""
         self._ensure_committed()
         fds = ffi.new("int[]", list(tun_fds))
@@ -414,6 +414,7 @@ class Dataplane:
         io.esp4_fd, io.esp6_fd, io.udp4_fd, io.udp6_fd = esp4, esp6, udp4, udp6
         io.send4_fd, io.send6_fd = send4, send6
         io.batch = batch
+        io.tun_vnet_hdr = int(vnet_hdr)
         _check(lib.espdp_workers_start(self._dp, io), "starting workers")
 
     def stop_workers(self) -> None:

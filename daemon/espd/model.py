@@ -182,6 +182,7 @@ class Settings:
     control_socket: str = "/run/espd/control.sock"
     metrics: str = "127.0.0.1:9661"  # "HOST:PORT" or "[V6]:PORT"; "" turns the exporter off
     state_dir: str = "/var/lib/espd"
+    offload: bool = True  # TUN TSO/GRO offloads (IFF_VNET_HDR); false: one packet per read
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

@@ -192,7 +192,7 @@ class Daemon:
     def start(self) -> None:
         settings = self.config.settings
         try:
-            self.tun_fds = open_tun(settings.interface, self.workers)
+            self.tun_fds = open_tun(settings.interface, self.workers, settings.offload)
             mtu = self.tun_mtu()
             bring_up(settings.interface, mtu)
             self.routes = self.plan.routes
@@ -201,7 +201,7 @@ class Daemon:
             s = self.sockets
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
-                                  send6=s.fd("send6"))
+                                  send6=s.fd("send6"), vnet_hdr=settings.offload)
             handler = make_handler(self.state, lambda: self.reload("control socket"),
                                    self.plan_diff)
             self.control = ControlServer(settings.control_socket, handler)

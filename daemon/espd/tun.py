@@ -10,6 +10,9 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 IFNAMSIZ = 16
 
 
@@ -17,21 +20,26 @@ class TunError(OSError):
     pass
 
 
-def open_tun(name: str, queues: int) -> list[int]:
+def open_tun(name: str, queues: int, offload: bool = False) -> list[int]:
     """Create (or attach to) TUN device `name` with `queues` queues; returns their fds.
 
+    With `offload`, every read and write carries a virtio_net_hdr and the kernel may hand
+    over 64 KiB TCP super-packets with partial checksums (native/offload.h).
     The device lives as long as one of its fds is open, so closing them all removes it,
     together with its addresses and routes.
     """
+    flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | (IFF_VNET_HDR if offload else 0)
     if not 0 < len(name.encode()) < IFNAMSIZ:
         raise TunError(f"interface name {name!r} must be 1-15 bytes")
     fds: list[int] = []
-    ifr = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(), IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE)
+    ifr = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(), flags)
     try:
         for _ in range(queues):
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fds.append(fd)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
+            if offload:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except OSError as e:
         close_tun(fds)
         raise TunError(e.errno, f"cannot create TUN device {name}: {e.strerror} "
