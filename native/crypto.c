@@ -160,6 +160,13 @@ void crypto_ctx_free(struct crypto_ctx *ctx)
 	OPENSSL_clear_free(ctx, sizeof(*ctx));
 }
 
+void crypto_prefetch(const struct crypto_ctx *ctx)
+{
+	__builtin_prefetch(ctx);
+	if (ctx->cipher)
+		__builtin_prefetch(ctx->cipher);
+}
+
 void crypto_wipe(void *p, size_t n)
 {
 	OPENSSL_cleanse(p, n);

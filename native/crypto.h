@@ -39,6 +39,8 @@ int crypto_seal(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64
 /* Verify the ICV in constant time, then decrypt payload_len bytes in place.
  * Returns 0, or -1 when the ICV does not verify (the payload is then unspecified). */
 int crypto_open(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn);
+/* Start loading the context's memory (batch prefetch hint). */
+void crypto_prefetch(const struct crypto_ctx *ctx);
 /* OPENSSL_cleanse */
 void crypto_wipe(void *p, size_t n);
 /* Which CPU features OpenSSL's code paths use (AES-NI, VAES, PCLMUL, SHA-NI, AVX2...). */

@@ -193,28 +193,27 @@ static int in_selector(const struct espdp_table *t, const espdp_sa *sa, const st
 	return 0;
 }
 
+/* Stages 2 to 10 for one packet whose outer header (stage 1) gave `r`. */
 static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct espdp_pkt *p,
-		     int64_t now)
+		     struct in_pkt *in, int r, int64_t now)
 {
-	struct in_pkt in;
 	espdp_sa *sa = NULL;
-	int r;
 
 	p->sa = NULL;
-	if ((r = in_outer(p->buf + p->off, p->len, &in)) || (r = in_lookup(t, &in, &sa))) {
+	if (r || (r = in_lookup(t, in, &sa))) {
 		dp_drop(dp, ESPDP_DIR_IN, r);
 		return r;
 	}
 	p->sa = sa;
-	if ((r = in_length(sa, &in)) || (r = in_precheck(sa, &in, now)) || (r = in_open(sa, w, &in)) ||
-	    (r = sa_replay_advance(sa, in.seq)))
+	if ((r = in_length(sa, in)) || (r = in_precheck(sa, in, now)) || (r = in_open(sa, w, in)) ||
+	    (r = sa_replay_advance(sa, in->seq)))
 		goto drop;
-	r = in_trailer(sa, &in); /* authenticated: it counts against the lifetime either way */
-	sa_use(sa, in.inner_len, now);
+	r = in_trailer(sa, in); /* authenticated: it counts against the lifetime either way */
+	sa_use(sa, in->inner_len, now);
 	if (r)
 		goto drop;
-	r = sa->cfg.mode == ESPDP_MODE_TUNNEL ? in_tunnel_inner(sa, &in, p) :
-						 in_transport_inner(sa, &in, p);
+	r = sa->cfg.mode == ESPDP_MODE_TUNNEL ? in_tunnel_inner(sa, in, p) :
+						 in_transport_inner(sa, in, p);
 	if (r || (r = in_selector(t, sa, p)))
 		goto drop;
 	ctr_add(&sa->ctr.decaps, 1);
@@ -229,8 +228,15 @@ drop:
 	return r;
 }
 
+/* Packets go through in chunks: the outer headers of a whole chunk are parsed first and
+ * the SAD slots and SAs they need start loading, so that with many active SAs the cache
+ * misses of one chunk overlap instead of following one another. */
+#define DECAP_CHUNK 16
+
 size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n)
 {
+	struct in_pkt in[DECAP_CHUNK];
+	int outer[DECAP_CHUNK];
 	struct espdp_table *t;
 	int64_t now;
 	size_t ok = 0;
@@ -242,9 +248,30 @@ size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, siz
 	}
 	t = dp_enter(dp, worker);
 	now = dp_now(dp);
-	for (size_t i = 0; i < n; i++) {
-		pkts[i].result = decap_one(dp, t, worker, &pkts[i], now);
-		ok += pkts[i].result == 0;
+	for (size_t base = 0; base < n; base += DECAP_CHUNK) {
+		size_t m = n - base < DECAP_CHUNK ? n - base : DECAP_CHUNK;
+
+		for (size_t i = 0; i < m; i++) {
+			struct espdp_pkt *p = &pkts[base + i];
+
+			outer[i] = in_outer(p->buf + p->off, p->len, &in[i]);
+			if (!outer[i] && t)
+				sad_prefetch_slot(&t->sad, rd32(in[i].esp));
+		}
+		for (size_t i = 0; t && i < m; i++)
+			if (!outer[i])
+				sad_prefetch_sa(&t->sad, rd32(in[i].esp));
+		for (size_t i = 0; t && i < m; i++) {
+			espdp_sa *sa = outer[i] ? NULL : sad_home(&t->sad, rd32(in[i].esp));
+
+			if (sa && sa->ctx[worker])
+				crypto_prefetch(sa->ctx[worker]);
+		}
+		for (size_t i = 0; i < m; i++) {
+			pkts[base + i].result = decap_one(dp, t, worker, &pkts[base + i], &in[i],
+							  outer[i], now);
+			ok += pkts[base + i].result == 0;
+		}
 	}
 	dp_leave(dp, worker);
 	return ok;

@@ -35,8 +35,9 @@ static int tso_parse(const uint8_t *pkt, size_t len, const struct vnet_hdr *h, s
 	if ((type != VNET_GSO_TCPV4 && !t->v6) || len < 1 || (pkt[0] >> 4) != (t->v6 ? 6 : 4))
 		return -1;
 	t->l4 = h->csum_start;
-	if (t->l4 < (t->v6 ? IPV6_HDR_LEN : IPV4_HDR_MIN) || t->l4 + TCP_HDR_MIN > len)
-		return -1;
+	if (t->l4 < (t->v6 ? IPV6_HDR_LEN : IPV4_HDR_MIN) || t->l4 + TCP_HDR_MIN > len ||
+	    (!t->v6 && (pkt[0] & 0x0f) * 4u != t->l4))
+		return -1; /* the IPv4 header must end where TCP begins */
 	t->hdr = t->l4 + (pkt[t->l4 + 12] >> 4) * 4u;
 	if (t->hdr < t->l4 + TCP_HDR_MIN || t->hdr > len || !h->gso_size)
 		return -1;
@@ -124,6 +125,28 @@ struct flow {
 	uint8_t closed;
 };
 
+/* Is pkt[0..len) TCP, and if so where do its ports start? */
+static int tcp_ports_at(const uint8_t *ip, uint32_t len, uint32_t *l4)
+{
+	if (len >= IPV6_HDR_LEN + 4 && (ip[0] >> 4) == 6 && ip[6] == IPPROTO_NUM_TCP)
+		*l4 = IPV6_HDR_LEN;
+	else if (len >= IPV4_HDR_MIN + 4 && (ip[0] >> 4) == 4 && ip[9] == IPPROTO_NUM_TCP &&
+		 (ip[0] & 0x0f) * 4u + 4 <= len)
+		*l4 = (ip[0] & 0x0f) * 4u;
+	else
+		return 0;
+	return 1;
+}
+
+/* The segment's IPv4 header and TCP checksums verify. Coalesced packets reach the kernel
+ * marked as checksummed by us (NEEDS_CSUM), so a corrupt segment must not join one. */
+static int gro_checksums_ok(const uint8_t *ip, uint32_t len, uint32_t l4, uint8_t v6)
+{
+	if (!v6 && ip_sum(ip, IPV4_HDR_MIN, 0) != 0xffff)
+		return 0;
+	return ip_sum(ip + l4, len - l4, pseudo_sum(ip, v6, IPPROTO_NUM_TCP, len - l4)) == 0xffff;
+}
+
 /* A TCP segment that may take part, with its offsets; 0 if it may not. */
 static int gro_candidate(const struct espdp_pkt *p, uint32_t *l4, uint32_t *hdr, uint8_t *v6)
 {
@@ -148,7 +171,25 @@ static int gro_candidate(const struct espdp_pkt *p, uint32_t *l4, uint32_t *hdr,
 	if (*hdr < *l4 + TCP_HDR_MIN || *hdr >= p->len || !(flags & TCP_ACK) ||
 	    (flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR)))
 		return 0;
-	return 1;
+	return gro_checksums_ok(ip, p->len, *l4, *v6);
+}
+
+/* A packet of a flow that cannot join: it must not be overtaken by later segments. */
+static void gro_close_connection(struct flow *flows, unsigned nflows, const struct espdp_pkt *p)
+{
+	const uint8_t *ip = p->buf + p->off;
+	uint32_t l4;
+
+	if (!tcp_ports_at(ip, p->len, &l4))
+		return;
+	for (unsigned k = 0; k < nflows; k++) {
+		const uint8_t *h = flows[k].head->buf + flows[k].head->off;
+		int v6 = (ip[0] >> 4) == 6;
+
+		if (v6 == flows[k].v6 && !memcmp(h + (v6 ? 8 : 12), ip + (v6 ? 8 : 12), v6 ? 32 : 8) &&
+		    !memcmp(h + flows[k].l4, ip + l4, 4))
+			flows[k].closed = 1;
+	}
 }
 
 /* Same flow, same headers but for lengths, IDs, sequence number and checksums. */
@@ -239,6 +280,7 @@ unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n)
 			continue;
 		left++;
 		if (!gro_candidate(p, &l4, &hdr, &v6)) {
+			gro_close_connection(flows, nflows, p);
 			vnet_write(p, &none);
 			continue;
 		}

@@ -10,13 +10,7 @@
 
 static uint32_t nblocks_for(uint32_t window)
 {
-	uint32_t need = window ? (window + 63) / 64 + 1 : 0, n = 1;
-
-	if (!need)
-		return 0;
-	while (n < need)
-		n <<= 1;
-	return n;
+	return window ? (window + 63) / 64 + 1 : 0;
 }
 
 size_t replay_size(uint32_t window)
@@ -26,11 +20,9 @@ size_t replay_size(uint32_t window)
 
 void replay_init(struct replay *r, uint32_t window, int esn)
 {
-	uint32_t n = nblocks_for(window);
-
 	memset(r, 0, replay_size(window));
 	r->window = window;
-	r->mask = n ? n - 1 : 0;
+	r->nblocks = nblocks_for(window);
 	r->esn = !!esn;
 }
 
@@ -67,7 +59,7 @@ int replay_check(const struct replay *r, uint32_t seql, uint64_t *seq)
 		return 0;
 	if (r->top - s >= r->window)
 		return ESPD_DROP_replay_old;
-	if (r->bits[(s >> 6) & r->mask] & 1ull << (s & 63))
+	if (r->bits[(s >> 6) % r->nblocks] & 1ull << (s & 63))
 		return ESPD_DROP_replay_dup;
 	return 0;
 }
@@ -83,15 +75,15 @@ int replay_advance(struct replay *r, uint64_t seq)
 	}
 	if (seq > r->top) {
 		uint64_t from = r->top >> 6, to = seq >> 6;
-		uint64_t clear = to - from > r->mask + 1ull ? r->mask + 1ull : to - from;
+		uint64_t clear = to - from > r->nblocks ? r->nblocks : to - from;
 
 		for (uint64_t i = 1; i <= clear; i++)
-			r->bits[(from + i) & r->mask] = 0;
+			r->bits[(from + i) % r->nblocks] = 0;
 		r->top = seq;
 	} else if (r->top - seq >= r->window) {
 		return ESPD_DROP_replay_old;
 	}
-	block = &r->bits[(seq >> 6) & r->mask];
+	block = &r->bits[(seq >> 6) % r->nblocks];
 	if (*block & bit)
 		return ESPD_DROP_replay_dup;
 	*block |= bit;

@@ -2,7 +2,9 @@
  *
  * The window is a ring of 64-bit blocks indexed by (seq / 64) mod nblocks, with one block
  * more than the window needs, so that sliding it forward clears whole blocks and costs
- * nothing per packet whatever the window size. Two steps, as strongSwan does it:
+ * nothing per packet whatever the window size. The ring is not rounded up to a power of
+ * two (a window of 1024 takes 17 blocks, not 32): memory per SA matters more here than
+ * the division. Two steps, as strongSwan does it:
  * replay_check changes nothing and runs before the ICV; replay_advance runs only for
  * packets whose ICV verified. The caller serialises replay_advance per SA.
  */
@@ -15,7 +17,7 @@
 struct replay {
 	uint64_t top; /* highest authenticated sequence number; 0 = none yet */
 	uint32_t window; /* configured size in packets; 0 = no replay check */
-	uint32_t mask; /* nblocks - 1 (nblocks is a power of two) */
+	uint32_t nblocks;
 	uint8_t esn;
 	uint64_t bits[]; /* nblocks blocks; bit (seq % 64) of block (seq / 64) % nblocks */
 };

@@ -45,8 +45,9 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 {
 	struct crypto_alg alg;
 	uint32_t window = cfg->direction == ESPDP_DIR_IN ? cfg->replay_window : 0;
+	/* one allocation: struct | replay blocks | ctx[nworkers] | key | auth key */
 	size_t size = sizeof(espdp_sa) - sizeof(struct replay) + replay_size(window);
-	size_t ctx_off = (size + 7) & ~(size_t)7;
+	size_t ctx_off = (size + 7) & ~(size_t)7, key_off = ctx_off + dp->nworkers * sizeof(void *);
 	espdp_sa *sa;
 	int err;
 
@@ -59,7 +60,7 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	if (key_len != alg.key_len || auth_key_len != alg.auth_key_len ||
 	    (key_len && !key) || (auth_key_len && !auth_key))
 		return ESPDP_ERR_KEY_LENGTH;
-	sa = calloc(1, ctx_off + dp->nworkers * sizeof(struct crypto_ctx *));
+	sa = calloc(1, key_off + key_len + auth_key_len);
 	if (!sa)
 		return ESPDP_ERR_NOMEM;
 	sa->cfg = *cfg;
@@ -68,6 +69,8 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	sa->dp = dp;
 	sa->nctx = dp->nworkers;
 	sa->ctx = (struct crypto_ctx **)((char *)sa + ctx_off);
+	sa->key = (uint8_t *)sa + key_off;
+	sa->auth_key = sa->key + key_len;
 	sa->overhead = worst_overhead(cfg, &alg);
 	sa->seq_max = cfg->esn ? UINT64_MAX : UINT32_MAX;
 	sa->seq_limit = sa->seq_warn = sa->seq_max; /* until espdp_sa_reserve says otherwise */
@@ -109,8 +112,7 @@ void espdp_sa_release(espdp_sa *sa)
 		return;
 	for (unsigned i = 0; i < sa->nctx; i++)
 		crypto_ctx_free(sa->ctx[i]);
-	crypto_wipe(sa->key, sizeof(sa->key));
-	crypto_wipe(sa->auth_key, sizeof(sa->auth_key));
+	crypto_wipe(sa->key, sa->alg.key_len + sa->alg.auth_key_len); /* key, then auth key */
 	free(sa);
 }
 

@@ -40,8 +40,8 @@ struct espdp_sa {
 	uint32_t nctx;
 	uint64_t seq_max; /* last usable outbound sequence number */
 	int64_t created_ns;
-	uint8_t key[ESPD_MAX_KEY + 4];
-	uint8_t auth_key[ESPD_MAX_KEY];
+	uint8_t *key; /* alg.key_len bytes, in the SA's own allocation */
+	uint8_t *auth_key; /* alg.auth_key_len bytes, likewise */
 	struct crypto_ctx **ctx; /* one per worker, keyed on first use by that worker */
 
 	/* hot */
