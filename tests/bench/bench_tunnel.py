@@ -3,7 +3,8 @@
 
 Four fresh network namespaces, one topology for every configuration:
 
-  [hostA 10.1.0.10]--[10.1.0.1 gwA 192.0.2.1]==veth, MTU 1500==[192.0.2.2 gwB 10.2.0.1]--[10.2.0.10 hostB]
+  [hostA 10.1.0.10]--[10.1.0.1 gwA 192.0.2.1]==veth, MTU 1500==[192.0.2.2 gwB 10.2.0.1]--
+                                                                              [10.2.0.10 hostB]
 
 Each configuration runs in turn on the same namespaces, the gateways' tunnel daemons
 started before and stopped after it:
@@ -192,6 +193,20 @@ def _espd_version() -> str:
     return f"{version} (git {head.stdout.strip() or '?'} + working tree)"
 
 
+def native_fingerprint() -> str:
+    """sha256 prefix and mtime of the espd data-plane module the daemons will load."""
+    import glob
+    import hashlib
+
+    found = sorted(glob.glob(str(REPO / "daemon" / "espd" / "_native*.so")))
+    if not found:
+        return "no _native module in daemon/espd"
+    with open(found[0], "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(found[0])))
+    return f"{os.path.basename(found[0])} sha256 {digest}, built {stamp}"
+
+
 def espd_python() -> str:
     venv = REPO / ".venv" / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
@@ -337,6 +352,19 @@ class Topology:
                 pass
             ip(gw, "route", "flush", "table", "220", check=False)
 
+    def netns_inodes(self) -> set[int]:
+        if not hasattr(self, "_inodes"):
+            self._inodes = {os.stat(os.path.join(NETNS_DIR, ns)).st_ino
+                            for ns in self.created}
+        return self._inodes
+
+    def route_dev(self) -> str:
+        """The device gateway A sends host B's traffic to."""
+        out = ip(self.ga, "route", "get", HOST_B, "from", HOST_A, "iif", "lan0",
+                 check=False).stdout
+        found = re.search(r"\bdev (\S+)", out)
+        return found.group(1) if found else f"? ({out.strip()})"
+
     def destroy(self) -> None:
         for ns in reversed(self.created):
             run(["ip", "netns", "delete", ns], check=False)
@@ -402,12 +430,12 @@ class Tunnel:
         env = dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1",
                    LOG_LEVEL="error")
         sides = (("a", "b", topo.ga, NET_B, GW_B_WAN), ("b", "a", topo.gb, NET_A, GW_A_WAN))
-        for side, other, ns, remote, endpoint in sides:
+        for side, _other, ns, _remote, _endpoint in sides:
             ifname = f"{tag}{side}"
             self.procs.append(start(f"wireguard-go gw{side.upper()}",
                                     in_ns(ns, ["wireguard-go", "-f", ifname]),
                                     os.path.join(tmp, f"wg-{side}.log"), env))
-        for (side, other, ns, remote, endpoint), proc in zip(sides, self.procs):
+        for side, other, ns, remote, endpoint in sides:
             ifname = f"{tag}{side}"
             sock = f"/var/run/wireguard/{ifname}.sock"
             deadline = time.monotonic() + 10
@@ -437,7 +465,8 @@ class Tunnel:
             self.uris[side] = (ns, uri, os.path.join(d, "swanctl.conf"),
                                os.path.join(d, "strongswan.conf"))
             with open(os.path.join(d, "strongswan.conf"), "w") as f:
-                f.write(STRONGSWAN_CONF.format(uri=uri, log=os.path.join(d, "charon.log")))
+                f.write(STRONGSWAN_CONF.format(uri=uri, log=os.path.join(d, "charon.log"),
+                                               plugins=CHARON_PLUGINS))
             other = "b" if side == "a" else "a"
             with open(os.path.join(d, "swanctl.conf"), "w") as f:
                 f.write(SWANCTL_CONF.format(local=local, remote=remote, local_ts=local_ts,
@@ -450,7 +479,7 @@ class Tunnel:
                               f'mount --bind "$0" /run && exec {CHARON}', rundir])
             self.procs.append(start(f"charon gw{side.upper()}", argv,
                                     os.path.join(d, "charon.out"), env))
-        for side, (ns, uri, conf, sconf) in self.uris.items():
+        for side, (_ns, uri, conf, sconf) in self.uris.items():
             sock = uri[len("unix://"):]
             deadline = time.monotonic() + 15
             while not os.path.exists(sock):
@@ -477,6 +506,8 @@ class Tunnel:
     # espd
     def _start_espd(self, topo: Topology, tmp: str) -> None:
         from espd import control  # noqa: F401  (fails early if espd is not importable)
+
+        self.native = native_fingerprint()  # the data plane under test, as the daemons load it
 
         os.makedirs(tmp, mode=0o700)
         k_ab, k_ba = secrets.token_hex(20), secrets.token_hex(20)  # esp-gcm 128: key + salt
@@ -522,10 +553,12 @@ def wait_espd(sock: str, tunnel: Tunnel, timeout: float = 30) -> dict:
                      f"(last error: {last})")
 
 
+CHARON_PLUGINS = ("random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey kdf "
+                  "kernel-libipsec kernel-netlink socket-default vici")  # libipsec first
 STRONGSWAN_CONF = """\
 # per-run strongswan.conf: userspace ESP (kernel-libipsec), vici on a private socket
 charon {{
-    load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey kdf kernel-libipsec kernel-netlink socket-default vici
+    load = {plugins}
     install_routes = yes
     install_virtual_ip = no
     retransmit_tries = 3
@@ -678,15 +711,47 @@ def value_of(test: str, rx: dict) -> float:
     return rx["bps"] / 1e9
 
 
+def system_split() -> list[int]:
+    """user, nice, system, idle, iowait, irq, softirq, steal jiffies of all CPUs."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def foreign_cpu(our_netns: set[int]) -> float:
+    """CPU seconds so far of the processes that are not this benchmark's: outside its
+    namespaces, not this process or its children, not kernel threads. Reaped children
+    count with their parent (cutime), so other people's test runs show up."""
+    me = os.getpid()
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in our_netns:
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ppid = int(fields[1])
+        if ppid in (me, 2) or int(entry) == 2:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / CLK_TCK
+    return total
+
+
 @dataclass
 class Sampler:
     """CPU seconds of the tunnel daemons (per thread) and of the whole machine over a run."""
 
     procs: list[Proc]
+    our_netns: set[int] = field(default_factory=set)
 
     def __enter__(self) -> Sampler:
         self.t0 = time.monotonic()
         self.sys0 = system_busy()
+        self.split0 = system_split()
+        self.foreign0 = foreign_cpu(self.our_netns)
         self.p0 = {p.label: proc_cpu(p.pid) for p in self.procs}
         self.th0 = {p.label: thread_cpu(p.pid) for p in self.procs}
         return self
@@ -695,6 +760,13 @@ class Sampler:
         self.wall = time.monotonic() - self.t0
         busy, total = system_busy()
         self.machine_busy = (busy - self.sys0[0]) / max(1, total - self.sys0[1])
+        split = [b - a for a, b in zip(self.split0, system_split(), strict=True)]
+        whole = max(1, sum(split))
+        self.split = {"user": (split[0] + split[1]) / whole, "system": split[2] / whole,
+                      "softirq": (split[5] + split[6]) / whole,
+                      "idle": (split[3] + split[4]) / whole, "steal": split[7] / whole}
+        # CPUs' worth of other people's work during this run
+        self.foreign = max(0.0, foreign_cpu(self.our_netns) - self.foreign0) / self.wall
         self.cpu = {p.label: proc_cpu(p.pid) - self.p0[p.label] for p in self.procs}
         self.threads = {}
         for p in self.procs:
@@ -744,17 +816,46 @@ class PerfStat:
 
 
 def profile(proc: Proc, seconds: int, out_dir: str) -> str:
-    """perf record (cpu-clock, works without hardware counters) of one daemon: top symbols."""
-    data = os.path.join(out_dir, f"perf-{proc.pid}.data")
-    r = run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-p",
-             str(proc.pid), "-o", data, "--", "sleep", str(seconds)],
+    """perf record (cpu-clock: no hardware counters needed; DWARF call graphs) of one
+    daemon; returns its time by library and the symbols with the most inclusive time."""
+    os.makedirs(out_dir, exist_ok=True)
+    data = os.path.join(out_dir, f"perf-{proc.label.replace(' ', '-')}-{proc.pid}.data")
+    r = run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "--call-graph",
+             "dwarf,16384", "-p", str(proc.pid), "-o", data, "--", "sleep", str(seconds)],
             check=False, timeout=seconds + 60)
     if r.returncode != 0:
         return f"perf record failed: {(r.stderr or r.stdout).strip()[-300:]}"
-    rep = run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort",
-               "dso,sym", "--percent-limit", "1", "-g", "none"], check=False, timeout=120)
-    lines = [x for x in rep.stdout.splitlines() if x.strip() and not x.startswith("#")]
-    return "\n".join(lines[:40])
+    text = [f"      -- {proc.label}: self time by library --"]
+    rep = run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso",
+               "--percent-limit", "1", "-g", "none"], check=False, timeout=300)
+    text.extend(x for x in rep.stdout.splitlines()[:60] if x.strip() and not x.startswith("#"))
+    text.append(f"      -- {proc.label}: inclusive time (children), top symbols --")
+    rep = run(["perf", "report", "-i", data, "--stdio", "--children", "--sort", "sym",
+               "--percent-limit", "4", "-g", "none"], check=False, timeout=300)
+    text.extend([x for x in rep.stdout.splitlines() if x.strip() and not x.startswith("#")][:30])
+    return "\n".join(text)
+
+
+def profile_run(tunnel: Tunnel, topo: Topology, extra: list[str], seconds: int,
+                out_dir: str) -> str:
+    """One more iperf3 run with every daemon of ``tunnel`` under perf record."""
+    import threading
+
+    texts: dict[str, str] = {}
+
+    def record(proc: Proc) -> None:
+        texts[proc.label] = profile(proc, max(2, seconds - 1), out_dir)
+
+    threads = [threading.Thread(target=record, args=(p,)) for p in tunnel.procs]
+    for th in threads:
+        th.start()
+    try:
+        iperf(topo, extra, seconds)
+    except BenchError as e:
+        log(f"      failed: {e}")
+    for th in threads:
+        th.join()
+    return "\n".join(texts[p.label] for p in tunnel.procs if p.label in texts)
 
 
 # -- the benchmark ---------------------------------------------------------------------------
@@ -781,7 +882,21 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
         result.update(status="not run", reason=str(e))
         log(f"      {tunnel.label}: NOT RUN: {e}")
         return result
-    log(f"      {tunnel.label} up in {time.monotonic() - t0:.1f} s "
+    dev = topo.route_dev()
+    result["route_dev"] = dev
+    expect = {"plain": "wan0", "wireguard-go": topo.tag.replace("-", "")[:12] + "a",
+              "strongswan": "ipsec0", "espd": "espd0"}[tunnel.kind]
+    if dev != expect:
+        tunnel.stop()
+        step[0] += len(TESTS)
+        result.update(status="not run", reason=f"gateway A routes host B's traffic to {dev}, "
+                                                f"not {expect}")
+        log(f"      {tunnel.label}: NOT RUN: {result['reason']}")
+        return result
+    if getattr(tunnel, "native", None):
+        result["espd_native"] = tunnel.native
+        log(f"      data plane: {tunnel.native}")
+    log(f"      {tunnel.label} up in {time.monotonic() - t0:.1f} s, traffic via {dev} "
         f"(daemons: {', '.join(f'{p.label} pid {p.pid}' for p in tunnel.procs) or 'none'})")
     try:
         for test, label, extra, unit in TESTS:
@@ -791,7 +906,7 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                 log(f"[{step[0]}/{total}] {tunnel.label} {label} run {i}/{args.repeat} ...")
                 tunnel.check_alive()
                 perf = None
-                with Sampler(tunnel.procs) as sample:
+                with Sampler(tunnel.procs, topo.netns_inodes()) as sample:
                     if perf_ok and tunnel.procs and test == PROFILE_TEST:
                         perf = PerfStat(tunnel.procs, args.seconds,
                                         os.path.join(tmp, f"perf-{tunnel.name}-{i}.txt"))
@@ -812,6 +927,8 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                 value = value_of(test, rx)
                 one = {"value": value, "receiver": rx, "wall_s": round(sample.wall, 2),
                        "machine_busy": round(sample.machine_busy, 3),
+                       "machine_split": {k: round(v, 3) for k, v in sample.split.items()},
+                       "foreign_cpus": round(sample.foreign, 2),
                        "daemon_cpu_s": {k: round(v, 3) for k, v in sample.cpu.items()},
                        "iperf_cpu": data.get("end", {}).get("cpu_utilization_percent")}
                 if udp and rx.get("packets"):
@@ -826,29 +943,22 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                 runs.append(one)
                 extra_txt = ""
                 if udp:
-                    extra_txt = (f", {rx.get('packets', 0) / max(rx.get('seconds') or 1, 1e-9)/1e3:.0f}"
-                                 f" kpps delivered, loss {rx.get('lost_percent', 0):.1f}%")
+                    kpps = rx.get("packets", 0) / max(rx.get("seconds") or 1, 1e-9) / 1e3
+                    extra_txt = (f", {kpps:.0f} kpps delivered, loss "
+                                 f"{rx.get('lost_percent', 0):.1f}%")
                 cpu_txt = ", ".join(f"{k} {v:.2f}s" for k, v in sample.cpu.items())
+                sp = sample.split
                 log(f"      {value:.3f} {unit}{extra_txt}; machine busy "
-                    f"{sample.machine_busy * 100:.0f}%{'; CPU ' + cpu_txt if cpu_txt else ''}")
+                    f"{sample.machine_busy * 100:.0f}% (user {sp['user'] * 100:.0f}%, sys "
+                    f"{sp['system'] * 100:.0f}%, softirq {sp['softirq'] * 100:.0f}%), "
+                    f"others {sample.foreign:.2f} CPUs"
+                    f"{'; CPU ' + cpu_txt if cpu_txt else ''}")
                 time.sleep(0.5)
             if args.profile and tunnel.kind == "espd" and test == PROFILE_TEST and perf_tool():
-                log(f"      profiling {tunnel.procs[0].label} (perf record -e cpu-clock) "
-                    f"during one more {label} run ...")
-                prof: dict = {}
-
-                def do_profile() -> None:
-                    prof["text"] = profile(tunnel.procs[0], max(2, args.seconds - 1), tmp)
-
-                import threading
-                th = threading.Thread(target=do_profile)
-                th.start()
-                try:
-                    iperf(topo, extra, args.seconds)
-                except BenchError as e:
-                    log(f"      failed: {e}")
-                th.join()
-                result["profile"] = prof.get("text", "")
+                log(f"      profiling the espd daemons (perf record -e cpu-clock) during one "
+                    f"more {label} run ...")
+                result["profile"] = profile_run(tunnel, topo, extra, args.seconds,
+                                                args.profile_dir or tmp)
                 log(result["profile"])
             values = [r["value"] for r in runs if "value" in r]
             result["tests"][test] = {
@@ -879,20 +989,23 @@ def report(results: list[dict], info: dict, args, perf_note: str) -> str:
                "UDP figures are what the receiver got")
     out.append("")
     head = ["configuration", "TCP x1 Gbit/s", "TCP x4 Gbit/s", "UDP 1300 Gbit/s",
-            "UDP 64 kpps", "µs CPU/pkt*"]
+            "UDP 64 kpps", "µs CPU/pkt*", "others' CPUs**"]
     rows = []
     for r in results:
         if r["status"] != "ok":
-            rows.append([r["label"], "not run", "", "", "", ""])
+            rows.append([r["label"], "not run", "", "", "", "", ""])
             continue
         t = r["tests"]
+        foreign = median([x.get("foreign_cpus") for v in t.values() for x in v["runs"]])
         rows.append([r["label"], fmt(t["tcp1"]["median"]), fmt(t["tcp4"]["median"]),
                      fmt(t["udp1300"]["median"]), fmt(t["udp64"]["median"], 0),
                      fmt(t["udp1300"]["daemon_us_per_packet"])
-                     if r["name"] != "plain" else "-"])
+                     if r["name"] != "plain" else "-", fmt(foreign)])
     out.extend(table(head, rows))
     out.append("* CPU time (user+system, both gateways' tunnel daemons together) per packet "
                "delivered in the UDP 1300 test, from /proc/PID/stat")
+    out.append(f"** median CPU use of processes outside the benchmark while it ran (0 = quiet "
+               f"machine), of {info['cpus']} CPUs")
     cyc = [(r["label"], r["tests"]["udp1300"]["cycles_per_packet"]) for r in results
            if r["status"] == "ok" and r["tests"]["udp1300"].get("cycles_per_packet")]
     if cyc:
@@ -928,9 +1041,11 @@ def report(results: list[dict], info: dict, args, perf_note: str) -> str:
 
 
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
-                                           for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
                          for i, w in enumerate(widths)) + "|"
     return [line(head), sep, *(line(r) for r in rows)]
@@ -981,6 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="perf record (cpu-clock) espd gateway A during one extra UDP "
                              "1300 run per espd configuration and print its top symbols")
+    parser.add_argument("--profile-dir", metavar="DIR",
+                        help="keep the perf.data files of --profile in DIR")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install missing peers")
     args = parser.parse_args(argv)
