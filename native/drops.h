@@ -27,7 +27,7 @@
 	X(selector_mismatch, "inner addresses do not match the SA's access list")         \
 	X(ecn_drop, "outer CE on a not-ECT inner packet (RFC 6040)")                      \
 	X(nat_keepalive, "NAT-T keepalive (0xFF), consumed")                              \
-	X(non_esp_marker, "UDP 4500 packet with the non-ESP marker (IKE), to control plane") \
+	X(non_esp_marker, "UDP 4500 packet with the non-ESP marker (IKE); espd has no IKE") \
 	X(crypto_error, "the crypto library failed")                                      \
 	X(seq_unreserved, "sequence numbers past the persisted reservation; state_dir not writable?") \
 	X(internal, "not processed: the call named a worker the data plane does not have")

@@ -50,6 +50,36 @@ def underlay_mtu(peer: str) -> int:
     return DEFAULT_MTU
 
 
+def pin_peers(peers: Iterable[str], prefixes: Iterable[str]) -> list[str]:
+    """Give every peer that lies inside a protected prefix a host route along its current
+    underlay path, so espd's own ESP to it does not loop back into the tunnel. Call before
+    the prefixes are routed into the TUN device; returns the host routes added."""
+    nets = [ipaddress.ip_network(p) for p in prefixes]
+    pinned = []
+    with IPRoute() as ipr:
+        for peer in peers:
+            ip = ipaddress.ip_address(peer)
+            if not any(ip in net for net in nets if net.version == ip.version):
+                continue
+            try:
+                (route, *_) = ipr.route("get", dst=peer)
+            except (NetlinkError, ValueError) as e:
+                raise NetlinkSetupError(f"no underlay route to peer {peer}: {e}") from e
+            host = f"{peer}/{ip.max_prefixlen}"
+            kwargs = {"oif": route.get_attr("RTA_OIF")}
+            if route.get_attr("RTA_GATEWAY"):
+                kwargs["gateway"] = route.get_attr("RTA_GATEWAY")
+            ipr.route("replace", dst=host, family=10 if ip.version == 6 else 2, **kwargs)
+            pinned.append(host)
+    return pinned
+
+
+def unpin_peers(hosts: Iterable[str]) -> None:
+    with IPRoute() as ipr:
+        for host in hosts:
+            _quiet(ipr.route, "del", dst=host, family=_family(host))
+
+
 def bring_up(name: str, mtu: int) -> None:
     with IPRoute() as ipr:
         ipr.link("set", index=link_index(ipr, name), mtu=mtu, state="up")

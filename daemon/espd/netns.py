@@ -536,6 +536,8 @@ class UdpFlow:
         family = socket.AF_INET6 if ":" in dst else socket.AF_INET
         self.dst, self.port, self.size, self.interval = dst, port, size, interval
         self.rx = socket_in(dst_ns, family, socket.SOCK_DGRAM)
+        # a receiver thread starved of CPU must not turn into "loss in the tunnel"
+        self.rx.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root)
         self.rx.bind((dst, port))
         self.rx.settimeout(0.2)
         self.tx = socket_in(src_ns, family, socket.SOCK_DGRAM)

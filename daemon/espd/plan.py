@@ -92,18 +92,21 @@ def _fingerprint(key: ManualKey) -> str:
 
 
 def _lifetimes(entry: CryptoMapEntry) -> tuple[DpLifetime, DpLifetime]:
-    """(hard, soft) limits. A manually keyed SA cannot be rekeyed by espd, so the IOS
-    default lifetime (which IOS itself ignores for manual SAs) only raises the soft
-    warning; a lifetime written in the config is enforced as the hard limit."""
-    limit = DpLifetime(seconds=entry.lifetime.seconds,
-                       bytes=min(entry.lifetime.kilobytes * 1024, 2**64 - 1))
+    """(hard, soft) limits. A manually keyed SA cannot be rekeyed by espd, so each IOS
+    default (3600 s, 4608000 KB; IOS itself ignores lifetimes on manual SAs) only raises
+    the soft warning; a value that differs from the default is enforced as a hard limit.
+    (A value written equal to the default is indistinguishable from it: it warns.)"""
+    default = Lifetime()
+    seconds, kilobytes = entry.lifetime.seconds, entry.lifetime.kilobytes
     soft = DpLifetime(
-        seconds=int(limit.seconds * SOFT_LIFETIME_FRACTION),
-        bytes=int(limit.bytes * SOFT_LIFETIME_FRACTION),
+        seconds=int(seconds * SOFT_LIFETIME_FRACTION),
+        bytes=min(int(kilobytes * 1024 * SOFT_LIFETIME_FRACTION), 2**64 - 1),
     )
-    if entry.lifetime == Lifetime():
-        return DpLifetime(), soft
-    return limit, soft
+    hard = DpLifetime(
+        seconds=seconds if seconds != default.seconds else 0,
+        bytes=min(kilobytes * 1024, 2**64 - 1) if kilobytes != default.kilobytes else 0,
+    )
+    return hard, soft
 
 
 def _sa_specs(config: Config, entry: CryptoMapEntry, policy: int) -> tuple[SaSpec, SaSpec]:
@@ -179,9 +182,12 @@ def build_plan(config: Config) -> Plan:
             plen = acl_entry.dst.prefixlen
             if plen is None:
                 unroutable[str(acl_entry.dst)] = None
-            else:
-                net = ipaddress.ip_network(f"{acl_entry.dst.address}/{plen}")
-                routes[str(net)] = None
+                continue
+            net = ipaddress.ip_network(f"{acl_entry.dst.address}/{plen}")
+            # "any" becomes two halves: more specific than the default route, which it
+            # therefore neither replaces nor has to restore
+            for half in net.subnets(1) if plen == 0 else (net,):
+                routes[str(half)] = None
     return Plan(tuple(sas), tuple(rules), tuple(routes), tuple(unroutable))
 
 

@@ -11,6 +11,7 @@ that does not load leaves the running tables untouched.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import selectors
@@ -26,7 +27,14 @@ from espd.config import load
 from espd.control import ControlServer, make_handler
 from espd.dataplane import SA, Dataplane, DataplaneError
 from espd.model import Config, ConfigError, Location, Problem
-from espd.netlink import bring_up, install_routes, remove_routes, underlay_mtu
+from espd.netlink import (
+    bring_up,
+    install_routes,
+    pin_peers,
+    remove_routes,
+    underlay_mtu,
+    unpin_peers,
+)
 from espd.plan import Plan, SaSpec, build_plan, describe_changes
 from espd.seqstore import RESERVE_BLOCK, SequenceStore
 from espd.tun import close_tun, open_tun
@@ -74,13 +82,18 @@ class Sockets:
                 setattr(self, name, None)
 
 
+def _udp_families(plan: Plan) -> set[int]:
+    return {6 if ":" in sa.peer else 4 for sa in plan.sas if sa.encap == "udp"}
+
+
 def open_sockets(plan: Plan) -> Sockets:
-    families = {6 if ":" in sa.peer else 4 for sa in plan.sas} or {4}
-    udp = any(sa.encap == "udp" for sa in plan.sas)
+    """Raw ESP receive and raw send sockets for both IP versions (a reload may add a peer
+    of either), UDP 4500 only for the versions the plan encapsulates in UDP."""
+    udp_families = _udp_families(plan)
     s = Sockets()
     try:
         for fam, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
-            if fam not in families:
+            if fam == 6 and not socket.has_ipv6:
                 continue
             esp = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_ESP)
             esp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
@@ -88,7 +101,7 @@ def open_sockets(plan: Plan) -> Sockets:
             send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             setattr(s, f"esp{fam}", esp)
             setattr(s, f"send{fam}", send)
-            if udp:
+            if fam in udp_families:
                 u = socket.socket(af, socket.SOCK_DGRAM)
                 if af == socket.AF_INET6:
                     u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -120,6 +133,8 @@ class Daemon:
         self.started = time.monotonic()
         self.tun_fds: list[int] = []
         self.routes: tuple[str, ...] = ()
+        self.pinned: list[str] = []  # host routes keeping peers out of the tunnel
+        self.mtu = DEFAULT_TUN_MTU
         self.sockets = Sockets()
         self.control: ControlServer | None = None
         self.stop_metrics = None
@@ -193,8 +208,9 @@ class Daemon:
         settings = self.config.settings
         try:
             self.tun_fds = open_tun(settings.interface, self.workers, settings.offload)
-            mtu = self.tun_mtu()
-            bring_up(settings.interface, mtu)
+            self.mtu = self.tun_mtu()
+            bring_up(settings.interface, self.mtu)
+            self.pinned = pin_peers(self._peers(self.plan), self.plan.routes)
             self.routes = self.plan.routes
             install_routes(settings.interface, self.routes)
             self.sockets = open_sockets(self.plan)
@@ -213,11 +229,22 @@ class Daemon:
         except BaseException:
             self.shutdown()
             raise
-        for warning in self.config.warnings:
-            log.warning("%s", warning)
+        self._warn(self.config, self.plan)
         log.info("espd %s up: interface %s mtu %d, %d workers, %d SAs, %d rules, routes %s",
-                 __version__, settings.interface, mtu, self.workers, len(self.sas),
+                 __version__, settings.interface, self.mtu, self.workers, len(self.sas),
                  len(self.plan.rules), ", ".join(self.routes) or "none")
+
+    @staticmethod
+    def _peers(plan: Plan) -> list[str]:
+        return sorted({spec.peer for spec in plan.sas})
+
+    @staticmethod
+    def _warn(config: Config, plan: Plan) -> None:
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        for dst in plan.unroutable:
+            log.warning("destination %s has a non-contiguous wildcard: no route can carry it; "
+                        "route its addresses into %s yourself", dst, config.settings.interface)
 
     def shutdown(self) -> None:
         """Undo start, in reverse; safe to call more than once."""
@@ -228,11 +255,26 @@ class Daemon:
             self.stop_metrics()
             self.stop_metrics = None
         self.dp.stop_workers()
+        self._persist_last_sequence_numbers()
         self.sockets.close()
         if self.routes:
             remove_routes(self.config.settings.interface, self.routes, blackholes=True)
             self.routes = ()
+        unpin_peers(self.pinned)
+        self.pinned = []
         close_tun(self.tun_fds)
+
+    def _persist_last_sequence_numbers(self) -> None:
+        """With no worker running, record each outbound SA's last used sequence number, so
+        a clean restart resumes right after it instead of after the whole reservation."""
+        for spec, sa in self.sas.items():
+            if spec.direction != "out" or spec not in self.seq_limits:
+                continue
+            try:
+                self.seqstore.reserve(spec.peer, spec.spi, self.dp.stats(sa)["seq"])
+            except OSError as e:
+                log.warning("%s: last sequence number not recorded (%s); the next start "
+                            "skips to the reservation instead", spec.label, e)
 
     def reload(self, source: str) -> list[str]:
         """Load the config again and swap it in; returns the changes. Raises ConfigError
@@ -240,11 +282,8 @@ class Daemon:
         with self.lock:
             try:
                 config = load(self.config_path)
-                if config.settings.interface != self.config.settings.interface:
-                    raise ConfigError([Problem(Location(self.config_path),
-                                               "[daemon] interface cannot change at reload; "
-                                               "restart espd to rename it")])
                 plan = build_plan(config)
+                self._check_reloadable(config, plan)
                 changes = describe_changes(self.plan, plan)
                 self._publish(plan)
             except ConfigError as e:
@@ -263,9 +302,39 @@ class Daemon:
             install_routes(config.settings.interface, plan.routes)
             self.routes = plan.routes
             self.config, self.plan = config, plan
+            mtu = self.tun_mtu()
+            if mtu != self.mtu:
+                bring_up(config.settings.interface, mtu)
+                changes.append(f"tunnel MTU {self.mtu} -> {mtu}")
+                self.mtu = mtu
+            self._warn(config, plan)
             self.reloads["success"] += 1
             log.info("reload (%s): %s", source, "; ".join(changes) or "no changes")
             return changes
+
+    def _check_reloadable(self, config: Config, plan: Plan) -> None:
+        """Refuse what a running daemon cannot apply, instead of accepting and ignoring it."""
+        problems = []
+        old, new = self.config.settings, config.settings
+        for name in ("interface", "workers", "control_socket", "metrics", "state_dir",
+                     "offload"):
+            if getattr(old, name) != getattr(new, name):
+                problems.append(f"[daemon] {name} cannot change at reload "
+                                f"({getattr(old, name)!r} -> {getattr(new, name)!r}); "
+                                "restart espd to apply it")
+        for fam in sorted(_udp_families(plan)):
+            if getattr(self.sockets, f"udp{fam}") is None and self.tun_fds:
+                problems.append(f"encapsulation = \"udp\" for an IPv{fam} peer needs the "
+                                f"UDP {NATT_PORT} socket, which opens at start: restart espd")
+        new_peers = [p for p in self._peers(plan) if p not in self._peers(self.plan)]
+        for peer in new_peers:
+            ip = ipaddress.ip_address(peer)
+            if self.tun_fds and any(ip in ipaddress.ip_network(r) for r in plan.routes
+                                    if ipaddress.ip_network(r).version == ip.version):
+                problems.append(f"new peer {peer} lies inside a protected prefix; "
+                                "restart espd so it can route it around the tunnel")
+        if problems:
+            raise ConfigError([Problem(Location(self.config_path), p) for p in problems])
 
     def plan_diff(self, path: str) -> list[str]:
         """What reloading `path` would change (ConfigError if it does not load)."""
@@ -372,38 +441,56 @@ class ReloadFailed(Exception):
     """A reload that loaded but could not be applied; the old tables keep running."""
 
 
-def _main_loop(daemon: Daemon) -> None:
-    pending: list[int] = []
-    rsock, wsock = socket.socketpair()
-    rsock.setblocking(False)
-    wsock.setblocking(False)
-    old_fd = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
-    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: pending.append(signum))
+class Signals:
+    """Signals turned into a queue the main loop drains, installed before anything starts:
+    a SIGTERM that arrives while espd starts up still stops it cleanly."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.rsock, self.wsock = socket.socketpair()
+        self.rsock.setblocking(False)
+        self.wsock.setblocking(False)
+        self.old_fd = signal.set_wakeup_fd(self.wsock.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: self.pending.append(signum))
+
+    def drain(self) -> None:
+        try:
+            self.rsock.recv(4096)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.old_fd)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        self.rsock.close()
+        self.wsock.close()
+
+
+def _main_loop(daemon: Daemon, signals: Signals) -> None:
     watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     interval = min(1.0, watchdog_usec / 2e6) if watchdog_usec else 1.0
     sel = selectors.DefaultSelector()
-    sel.register(rsock, selectors.EVENT_READ)
+    sel.register(signals.rsock, selectors.EVENT_READ)
     sel.register(daemon.dp.event_fd(), selectors.EVENT_READ)
     next_keepalive = time.monotonic()
     try:
         while True:
-            sel.select(timeout=interval)
+            if not signals.pending:
+                sel.select(timeout=interval)
             if time.monotonic() >= next_keepalive:
                 daemon.send_nat_keepalives()
                 next_keepalive = time.monotonic() + NAT_KEEPALIVE_SECONDS
-            try:
-                rsock.recv(4096)
-            except BlockingIOError:
-                pass
+            signals.drain()
             daemon.drain_events()
             if daemon.reserve_failed:
                 daemon.extend_reservations(list(daemon.reserve_failed))
             daemon.dp.reclaim()
             if watchdog_usec:
                 sd_notify("WATCHDOG=1")
-            while pending:
-                signum = pending.pop(0)
+            while signals.pending:
+                signum = signals.pending.pop(0)
                 if signum == signal.SIGHUP:
                     usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
                     sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading")
@@ -416,10 +503,7 @@ def _main_loop(daemon: Daemon) -> None:
                     log.info("signal %s: stopping", signal.Signals(signum).name)
                     return
     finally:
-        signal.set_wakeup_fd(old_fd)
         sel.close()
-        rsock.close()
-        wsock.close()
 
 
 def _status(daemon: Daemon) -> str:
@@ -430,21 +514,25 @@ def _status(daemon: Daemon) -> str:
 def run(config_path: str) -> int:
     """`espd run -c FILE`: run the daemon in the foreground until SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="espd[%(process)d]: %(levelname)s %(message)s")
+    signals = Signals()
     try:
-        daemon = Daemon(config_path)
-        daemon.start()
-    except ConfigError as e:
-        for problem in e.problems:
-            log.error("%s", problem)
-        return 1
-    except Exception as e:  # every start failure ends in one clear line and exit 1
-        log.error("cannot start: %s", e)
-        return 1
-    sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
-    try:
-        _main_loop(daemon)
+        try:
+            daemon = Daemon(config_path)
+            daemon.start()
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error("%s", problem)
+            return 1
+        except Exception as e:  # every start failure ends in one clear line and exit 1
+            log.error("cannot start: %s", e)
+            return 1
+        sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
+        try:
+            _main_loop(daemon, signals)
+        finally:
+            sd_notify("STOPPING=1")
+            daemon.shutdown()
+            log.info("stopped")
+        return 0
     finally:
-        sd_notify("STOPPING=1")
-        daemon.shutdown()
-        log.info("stopped")
-    return 0
+        signals.close()
