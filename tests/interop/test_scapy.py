@@ -19,8 +19,6 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-from espd.dataplane import Dataplane, DropError
-from espd.transforms import parse_transform
 from scapy.layers.inet import IP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
 from scapy.layers.ipsec import (
@@ -32,6 +30,9 @@ from scapy.layers.ipsec import (
     _ESPPlain,
 )
 from scapy.packet import Raw
+
+from espd.dataplane import Dataplane, DropError
+from espd.transforms import parse_transform
 
 # --- the matrix ---------------------------------------------------------------------------
 

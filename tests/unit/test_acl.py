@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+
 from espd.acl import ICMPV6, AclError, parse_rule
 from espd.model import Location
 

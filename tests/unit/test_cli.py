@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from espd import cli
 from espd.config import load
 from espd.control import ControlServer, make_handler

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from espd.config import load, looks_like_ios, parse_toml
 from espd.model import ConfigError, Location, ManualKey, Settings
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from espd.control import MAX_REQUEST, ControlError, ControlServer, make_handler, request
 from espd.model import ConfigError, Location, Problem
 

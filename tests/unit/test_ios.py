@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+
 from espd.config import load
 from espd.ios import parse_ios
 from espd.model import ConfigError, Location, Settings

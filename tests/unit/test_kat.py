@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
 from espd.dataplane import Dataplane, DataplaneError, DropError
 from espd.transforms import TransformError, parse_transform
 

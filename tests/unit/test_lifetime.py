@@ -13,6 +13,7 @@ import os
 import struct
 
 import pytest
+
 from espd.dataplane import Dataplane, DropError, Lifetime
 
 SEC = 1_000_000_000

@@ -13,9 +13,10 @@ import struct
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from espd.dataplane import Dataplane, DropError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from espd.dataplane import Dataplane, DropError
 
 SPI = 0x1001
 A4, B4 = "192.0.2.1", "192.0.2.2"  # sender, receiver

@@ -8,9 +8,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from espd.dataplane import DROP_REASONS
 from espd.metrics import Exporter, ExporterError, start_exporter
-from prometheus_client.parser import text_string_to_metric_families
 
 CANARY = "c0ffee" * 12
 

@@ -15,9 +15,10 @@ import os
 import struct
 
 import pytest
-from espd.dataplane import Dataplane, DataplaneError, DropError, Replay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from espd.dataplane import Dataplane, DataplaneError, DropError, Replay
 
 M32 = 1 << 32
 WINDOWS = [0, 1, 32, 64, 65, 1024, 4096, 65536]

@@ -17,9 +17,10 @@ import os
 import struct
 
 import pytest
-from espd.dataplane import Dataplane, DataplaneError, DropError, Rule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from espd.dataplane import Dataplane, DataplaneError, DropError, Rule
 
 TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 A4, B4 = "192.0.2.1", "192.0.2.2"

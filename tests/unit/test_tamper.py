@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
+
 from espd.dataplane import Dataplane, DropError
 
 M32 = 1 << 32
