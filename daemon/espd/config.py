@@ -7,11 +7,14 @@ every key, table and array element.
 
 from __future__ import annotations
 
+import binascii
 import bisect
 import difflib
+import errno
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from typing import Any
 
@@ -52,12 +55,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
         "replay_window", "esn", "lifetime", "inbound", "outbound",
     ),
     "lifetime": ("seconds", "kilobytes"),
-    "sa": ("spi", "key", "auth_key"),
-}
-_HINTS = {
-    "key_file": "key files are not supported yet; write the key in hex as 'key = \"...\"'",
-    "auth_key_file": "key files are not supported yet; write the key in hex as "
-                     "'auth_key = \"...\"'",
+    "sa": ("spi", "key", "key_file", "auth_key", "auth_key_file"),
 }
 _IOS_WORDS = frozenset((
     "access-list", "crypto", "interface", "hostname", "version", "ip", "ipv6", "service",
@@ -68,6 +66,11 @@ _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _IFNAME = re.compile(r"[^\s/:]{1,15}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 _MISSING = object()
+_FAILED = object()  # a key that was given but refused (and reported)
+KEY_FILE_MAX = 4096  # bytes; the longest key (HMAC-SHA512, 64 bytes) is 128 hex digits
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_BLANKS = b" \t\r\n\v\f"
+_NOT_A_FILE = "key file {path} is not a regular file; point key_file at a file holding the key"
 
 
 def load(path: str) -> Config:
@@ -111,6 +114,100 @@ def _read(path: str, where: Location) -> str:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
         raise ConfigError([Problem(where, f"cannot read {path}: {reason}")]) from None
+
+
+class KeyFileError(Exception):
+    """A key file espd refuses to read; ``problems`` say what to do (never the key)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def read_key_file(path: str, wanted: str = "the key in hex") -> bytes:
+    """The key held in hex by ``path``: a regular file, not a symlink, owned by root or by
+    this process's user, not readable or writable by group or others. Whitespace is
+    ignored. ``wanted`` ("the key's 72 hex digits") goes into the advice. Raises
+    KeyFileError.
+
+    The file is read into a bytearray that is wiped before returning, so no str or bytes
+    copy of the hex text is left behind; only the returned key exists."""
+    try:
+        mode = os.lstat(path).st_mode  # a device or FIFO is refused before it is opened
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise KeyFileError([_NOT_A_FILE.format(path=path)])
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise KeyFileError([_open_problem(path, e, wanted)]) from None
+    buf = bytearray(KEY_FILE_MAX + 1)
+    try:
+        info = os.fstat(fd)
+        _check_key_file(path, info)
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            size = 0
+            while size < len(buf) and (n := f.readinto(memoryview(buf)[size:])):
+                size += n
+        if size > KEY_FILE_MAX:
+            raise KeyFileError([f"key file {path} is larger than {KEY_FILE_MAX} bytes, too "
+                                f"large for a key; write only {wanted}"])
+        return _parse_hex(buf, size, path, wanted)
+    finally:
+        os.close(fd)
+        _wipe(buf)
+
+
+def _open_problem(path: str, e: OSError, wanted: str) -> str:
+    if e.errno == errno.ELOOP:
+        return (f"key file {path} is a symlink; espd does not follow symlinks to keys: point "
+                f"key_file at the file itself ({os.path.realpath(path)})")
+    if e.errno == errno.ENOENT:
+        return (f"cannot read key file {path}: {e.strerror}; fix the path (a relative path "
+                f"starts at the config file's directory) or create it holding {wanted} and "
+                f"run 'chmod 600 {path}'")
+    if e.errno == errno.EACCES:
+        return (f"cannot read key file {path}: {e.strerror}; run espd as root or as the "
+                f"file's owner")
+    return f"cannot read key file {path}: {e.strerror}"
+
+
+def _check_key_file(path: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyFileError([_NOT_A_FILE.format(path=path)])
+    problems = []
+    euid = os.geteuid()
+    if info.st_uid not in (0, euid):
+        owners = "root" if euid == 0 else f"root or espd's user (uid {euid})"
+        problems.append(f"key file {path} is owned by uid {info.st_uid}, not by {owners}; "
+                        f"run 'chown {'root' if euid == 0 else euid} {path}'")
+    if info.st_mode & 0o066:
+        problems.append(f"key file {path} is readable or writable by group or others (mode "
+                        f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}'")
+    if problems:
+        raise KeyFileError(problems)
+
+
+def _parse_hex(buf: bytearray, size: int, path: str, wanted: str) -> bytes:
+    text = buf[:size]
+    digits = text.translate(None, _BLANKS)
+    others = digits.translate(None, _HEX_DIGITS)
+    try:
+        if others:
+            raise KeyFileError([f"key file {path} holds characters other than hex digits and "
+                                f"whitespace; write only {wanted} (0-9, a-f), without '0x' "
+                                f"or 'key ='"])
+        if len(digits) % 2:
+            raise KeyFileError([f"key file {path} holds an odd number of hex digits "
+                                f"({len(digits)}); write {wanted}"])
+        return binascii.unhexlify(digits)
+    finally:
+        for scratch in (text, digits, others):
+            _wipe(scratch)
+
+
+def _wipe(buf: bytearray) -> None:
+    """Overwrite ``buf`` in place (a bytearray never moves while it keeps its size)."""
+    with memoryview(buf) as view:
+        view[:] = bytes(len(buf))
 
 
 def _dotted(path: Path) -> str:
@@ -188,12 +285,10 @@ class _Loader:
             if key in known:
                 continue
             where = _dotted(path + (key,))
-            hint = _HINTS.get(key)
-            if hint is None:
-                close = difflib.get_close_matches(key, known, n=1)
-                guess = f"did you mean '{close[0]}'? " if close else ""
-                hint = f"{guess}known keys: {', '.join(known)}"
-            self.error(path + (key,), f"unknown key '{where}'; {hint}")
+            close = difflib.get_close_matches(key, known, n=1)
+            guess = f"did you mean '{close[0]}'? " if close else ""
+            self.error(path + (key,), f"unknown key '{where}'; {guess}known keys: "
+                                      f"{', '.join(known)}")
 
     def table(self, parent: dict[str, Any], path: Path) -> dict[str, Any]:
         value = parent.get(path[-1], {})
@@ -442,23 +537,66 @@ class _Loader:
         self.keys(table, path, _KNOWN["sa"])
         spi = self.integer(table, path + ("spi",), SPI_MIN, SPI_MAX, f"{example_spi:#x}",
                            why=" (RFC 4303 reserves 1-255)")
-        key = self.hex_key(table, path + ("key",), transform, required=True)
-        auth_key = self.hex_key(table, path + ("auth_key",), transform, required=False)
-        if spi is None or key is None or (auth_key is None and "auth_key" in table):
+        key, key_file = self.key_material(table, path, "key", transform, required=True)
+        auth_key, auth_file = self.key_material(table, path, "auth_key", transform,
+                                                required=False)
+        if spi is None or key is None or key is _FAILED or auth_key is _FAILED:
             return None
         sa = ManualKey(spi, key, auth_key)
         if transform is not None:
-            for message in check_manual_key(transform, direction, sa):
-                key_path = "auth_key" if "authentication" in message else "key"
-                self.error(path + (key_path,), f"{entry}: {message}")
+            for message in check_manual_key(transform, direction, sa, key_file=key_file,
+                                            auth_key_file=auth_file):
+                auth = message.startswith((f"{direction} authentication",
+                                           f"{direction} SA has"))
+                name = "auth_key" if auth else "key"
+                written = f"{name}_file" if f"{name}_file" in table else name
+                self.error(path + (written,), f"{entry}: {message}")
         return sa
 
-    def hex_key(self, table: dict[str, Any], path: Path, transform: Transform | None,
-                required: bool) -> bytes | None:
-        length = (transform.key_len if path[-1] == "key" else transform.auth_key_len
-                  ) if transform else 0
-        example = f'"<{length * 2} hex digits>"' if length else '"<hex>"'
-        value = self.get(table, path, str, example, _MISSING if required else None)
+    def key_material(self, table: dict[str, Any], path: Path, name: str,
+                     transform: Transform | None, required: bool) -> tuple[Any, str | None]:
+        """(key, file it came from) of ``name`` or ``name_file``: (None, None) if neither
+        is written, (_FAILED, None) if what is written was refused."""
+        file_key = f"{name}_file"
+        if name in table and file_key in table:
+            self.error(path + (file_key,), f"{_dotted(path)} has both '{name}' and "
+                                           f"'{file_key}'; keep one of them")
+            return _FAILED, None
+        if file_key not in table:
+            if required and name not in table:
+                self.error(path, f"{_dotted(path)} needs '{name}' or '{file_key}', e.g. "
+                                 f"'{name} = {self.key_example(name, transform)}' or "
+                                 f"'{file_key} = \"/etc/espd/{path[-1]}.key\"'")
+                return _FAILED, None
+            key = self.hex_key(table, path + (name,), transform)
+            return (_FAILED if key is None and name in table else key), None
+        value = self.get(table, path + (file_key,), str, f'"/etc/espd/{path[-1]}.key"')
+        if value is None:
+            return _FAILED, None
+        full = os.path.normpath(os.path.join(os.path.dirname(self.path), value))
+        length = self.key_length(name, transform)
+        wanted = f"the key's {length * 2} hex digits" if length else "the key in hex"
+        try:
+            return read_key_file(full, wanted), full
+        except KeyFileError as e:
+            for problem in e.problems:
+                self.error(path + (file_key,), f"{_dotted(path + (file_key,))}: {problem}")
+            return _FAILED, None
+
+    @staticmethod
+    def key_length(name: str, transform: Transform | None) -> int:
+        if transform is None:
+            return 0
+        return transform.key_len if name == "key" else transform.auth_key_len
+
+    def key_example(self, name: str, transform: Transform | None) -> str:
+        length = self.key_length(name, transform)
+        return f'"<{length * 2} hex digits>"' if length else '"<hex>"'
+
+    def hex_key(self, table: dict[str, Any], path: Path,
+                transform: Transform | None) -> bytes | None:
+        example = self.key_example(str(path[-1]), transform)
+        value = self.get(table, path, str, example, None)
         if value is None:
             return None
         if not _HEX.fullmatch(value):

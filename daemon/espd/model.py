@@ -103,7 +103,7 @@ PortRange = tuple[int, int]  # inclusive
 class AclEntry:
     """One ACL rule. ``protocol`` None matches every protocol; empty port tuples match all."""
 
-    action: str  # "permit" (protect) or "deny" (not by this map)
+    action: str  # "permit" (protect) or "deny" (discard: espd never sends in clear)
     protocol: int | None
     src: AddressMatch
     src_ports: tuple[PortRange, ...]
@@ -201,14 +201,18 @@ class Config:
     warnings: tuple[Problem, ...] = ()
 
 
-def check_manual_key(transform: Transform, direction: str, key: ManualKey) -> list[str]:
-    """Say what is wrong with the key lengths of ``key`` for ``transform`` (never the keys)."""
+def check_manual_key(transform: Transform, direction: str, key: ManualKey, *,
+                     key_file: str | None = None, auth_key_file: str | None = None) -> list[str]:
+    """Say what is wrong with the key lengths of ``key`` for ``transform`` (never the keys).
+
+    ``key_file`` and ``auth_key_file`` name the files the keys were read from, if any."""
     problems = []
     cipher = transform.name.split(" esp-")[0]
     if len(key.key) != transform.key_len:
         what = _key_material(transform)
+        held = f"key file {key_file} holds" if key_file else "key is"
         problems.append(
-            f"{direction} key is {len(key.key) * 2} hex digits; {cipher} needs "
+            f"{direction} {held} {len(key.key) * 2} hex digits; {cipher} needs "
             f"{transform.key_len * 2} hex digits ({what})"
         )
     if transform.auth_key_len and key.auth_key is None:
@@ -218,14 +222,15 @@ def check_manual_key(transform: Transform, direction: str, key: ManualKey) -> li
         )
     elif transform.auth_key_len and len(key.auth_key or b"") != transform.auth_key_len:
         integ = transform.name.split()[-1]
+        held = f"key file {auth_key_file} holds" if auth_key_file else "key is"
         problems.append(
-            f"{direction} authentication key is {len(key.auth_key or b'') * 2} hex digits; "
+            f"{direction} authentication {held} {len(key.auth_key or b'') * 2} hex digits; "
             f"{integ} needs {transform.auth_key_len * 2} hex digits"
         )
     elif not transform.auth_key_len and key.auth_key is not None:
         problems.append(
             f"{direction} SA has an authentication key, but {transform.name} is an AEAD and "
-            f"needs none; drop it"
+            f"needs none; drop {'auth_key_file' if auth_key_file else 'it'}"
         )
     return problems
 

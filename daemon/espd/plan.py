@@ -87,8 +87,11 @@ class Plan:
 
 
 def _fingerprint(key: ManualKey) -> str:
-    material = key.key + b"\x00" + (key.auth_key or b"")
-    return hmac.new(_FINGERPRINT_KEY, material, hashlib.sha256).hexdigest()
+    # fed piece by piece: a concatenation would leave one more copy of the keys in memory
+    mac = hmac.new(_FINGERPRINT_KEY, key.key, hashlib.sha256)
+    mac.update(b"\x00")
+    mac.update(key.auth_key or b"")
+    return mac.hexdigest()
 
 
 def _lifetimes(entry: CryptoMapEntry) -> tuple[DpLifetime, DpLifetime]:

@@ -36,6 +36,7 @@ from espd.netlink import (
     unpin_peers,
 )
 from espd.plan import Plan, SaSpec, build_plan, describe_changes
+from espd.privileges import keep_out_of_core_dumps
 from espd.seqstore import RESERVE_BLOCK, SequenceStore
 from espd.tun import close_tun, open_tun
 
@@ -514,6 +515,10 @@ def _status(daemon: Daemon) -> str:
 def run(config_path: str) -> int:
     """`espd run -c FILE`: run the daemon in the foreground until SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="espd[%(process)d]: %(levelname)s %(message)s")
+    try:
+        keep_out_of_core_dumps()  # this process holds keys
+    except OSError as e:
+        log.warning("cannot turn off core dumps (%s); keys could end up in one", e)
     signals = Signals()
     try:
         try:

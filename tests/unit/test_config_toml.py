@@ -246,10 +246,14 @@ BROKEN = [
     ((f'key = "{CANARY}"', f'key = "{CANARY}", auth_key = "{CANARY[:40]}"'),
      ["18: crypto_map armadillo 10: inbound SA has an authentication key, but esp-gcm 256 is "
       "an AEAD and needs none; drop it"]),
-    ((f'key = "{CANARY}"', 'key_file = "/etc/espd/in.key"'),
-     ["18: unknown key 'crypto_map.inbound.key_file'; key files are not supported yet; write "
-      "the key in hex as 'key = \"...\"'",
-      "18: crypto_map.inbound needs 'key', e.g. 'key = \"<72 hex digits>\"'"]),
+    ((f'key = "{CANARY}"', 'key_file = "/nonexistent/espd/in.key"'),
+     ["18: crypto_map.inbound.key_file: cannot read key file /nonexistent/espd/in.key: No such "
+      "file or directory; fix the path (a relative path starts at the config file's "
+      "directory) or create it holding the key's 72 hex digits and run 'chmod 600 "
+      "/nonexistent/espd/in.key'"]),
+    ((f', key = "{CANARY}"', ""),
+     ["18: crypto_map.inbound needs 'key' or 'key_file', e.g. 'key = \"<72 hex digits>\"' or "
+      "'key_file = \"/etc/espd/inbound.key\"'"]),
     ((f'outbound = {{ spi = 0x2000, key = "{OTHER}" }}\n', ""),
      ["12: crypto_map needs 'outbound', e.g. 'outbound = { spi = 0x2000, key = \"<hex>\" }'"]),
     ((f'key = "{OTHER}"', f'key = "{CANARY}"'),
