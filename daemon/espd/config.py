@@ -47,7 +47,7 @@ Path = tuple[str | int, ...]
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
-               "offload"),
+               "offload", "user"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -381,7 +381,9 @@ class _Loader:
                        f"write e.g. '\"127.0.0.1:9661\"' or '\"[::1]:9661\"', or '\"\"' to "
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
+        user = self.get(raw, path + ("user",), str, '"espd"', None)
         return Settings(
+            user=user or None,
             offload=default.offload if offload is None else offload,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),

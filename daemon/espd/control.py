@@ -58,7 +58,13 @@ class ControlServer:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Bind and listen; raise ControlError if the path is taken by something live."""
+        """Bind, listen and serve; raise ControlError if the path is taken by something live."""
+        self.bind()
+        self.serve()
+
+    def bind(self) -> None:
+        """Bind and listen (needs the socket's directory to be writable: call it before
+        dropping privileges); serve() then starts answering."""
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
@@ -78,7 +84,10 @@ class ControlServer:
         os.chmod(self.path, 0o660)
         listener.listen(16)
         self._listener = listener
-        self._accepter = threading.Thread(target=self._accept_loop, args=(listener,),
+
+    def serve(self) -> None:
+        assert self._listener is not None, "bind() first"
+        self._accepter = threading.Thread(target=self._accept_loop, args=(self._listener,),
                                           name="espd-control", daemon=True)
         self._accepter.start()
 
@@ -97,7 +106,7 @@ class ControlServer:
                 conn.shutdown(socket.SHUT_RDWR)
         if self._accepter is not None:
             self._accepter.join(timeout=5)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, PermissionError):  # dropped privileges
             os.unlink(self.path)
 
     def _remove_stale(self) -> None:

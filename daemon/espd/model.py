@@ -183,6 +183,7 @@ class Settings:
     metrics: str = "127.0.0.1:9661"  # "HOST:PORT" or "[V6]:PORT"; "" turns the exporter off
     state_dir: str = "/var/lib/espd"
     offload: bool = True  # TUN TSO/GRO offloads (IFF_VNET_HDR); false: one packet per read
+    user: str | None = None  # drop root for this user after start (CAP_NET_ADMIN kept)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

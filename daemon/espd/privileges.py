@@ -61,16 +61,21 @@ def _capset(caps: int) -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
-def drop_to(user: str) -> tuple[int, int]:
-    """Become `user` with CAP_NET_ADMIN only. Returns (uid, gid). Must run before any
-    other thread exists (setuid applies to the calling thread; glibc broadcasts it to
-    all threads, but nothing else may hold privileges meanwhile)."""
+def pwd_ids(user: str) -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(user)
     except KeyError as e:
         raise PrivilegeError(f"user {user!r} does not exist; create it (e.g. "
                              f"'useradd --system --no-create-home {user}') or remove "
                              "'user' from [daemon]") from e
+    return entry.pw_uid, entry.pw_gid
+
+
+def drop_to(user: str) -> tuple[int, int]:
+    """Become `user` with CAP_NET_ADMIN only. Returns (uid, gid). Must run before any
+    other thread exists (setuid applies to the calling thread; glibc broadcasts it to
+    all threads, but nothing else may hold privileges meanwhile)."""
+    uid, gid = pwd_ids(user)
     if os.geteuid() != 0:
         raise PrivilegeError(f"cannot switch to user {user!r}: espd is not running as root")
     keep = 1 << CAP_NET_ADMIN
@@ -80,9 +85,9 @@ def drop_to(user: str) -> tuple[int, int]:
                 _check(-1, f"dropping capability {cap} from the bounding set")
     _prctl(PR_SET_KEEPCAPS, 1)
     os.setgroups([])
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
+    os.setgid(gid)
+    os.setuid(uid)
     _capset(keep)
     _prctl(PR_SET_KEEPCAPS, 0)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    return entry.pw_uid, entry.pw_gid
+    return uid, gid

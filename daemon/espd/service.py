@@ -26,6 +26,7 @@ from espd import __version__
 from espd.config import load
 from espd.control import ControlServer, make_handler
 from espd.dataplane import SA, Dataplane, DataplaneError
+from espd.metrics import start_exporter
 from espd.model import Config, ConfigError, Location, Problem
 from espd.netlink import (
     bring_up,
@@ -36,7 +37,7 @@ from espd.netlink import (
     unpin_peers,
 )
 from espd.plan import Plan, SaSpec, build_plan, describe_changes
-from espd.privileges import keep_out_of_core_dumps
+from espd.privileges import drop_to, keep_out_of_core_dumps, pwd_ids
 from espd.seqstore import RESERVE_BLOCK, SequenceStore
 from espd.tun import close_tun, open_tun
 
@@ -215,17 +216,18 @@ class Daemon:
             self.routes = self.plan.routes
             install_routes(settings.interface, self.routes)
             self.sockets = open_sockets(self.plan)
+            handler = make_handler(self.state, lambda: self.reload("control socket"),
+                                   self.plan_diff)
+            self.control = ControlServer(settings.control_socket, handler)
+            self.control.bind()
+            if settings.user:  # before any thread: capabilities are per thread
+                self._become(settings.user)
             s = self.sockets
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
                                   send6=s.fd("send6"), vnet_hdr=settings.offload)
-            handler = make_handler(self.state, lambda: self.reload("control socket"),
-                                   self.plan_diff)
-            self.control = ControlServer(settings.control_socket, handler)
-            self.control.start()
+            self.control.serve()
             if settings.metrics_address:
-                from espd.metrics import start_exporter
-
                 self.stop_metrics = start_exporter(settings.metrics_address, self.state)
         except BaseException:
             self.shutdown()
@@ -234,6 +236,21 @@ class Daemon:
         log.info("espd %s up: interface %s mtu %d, %d workers, %d SAs, %d rules, routes %s",
                  __version__, settings.interface, self.mtu, self.workers, len(self.sas),
                  len(self.plan.rules), ", ".join(self.routes) or "none")
+
+    def _become(self, user: str) -> None:
+        """Hand the state directory to `user`, then drop root (privileges.py)."""
+        if threading.active_count() != 1:
+            raise RuntimeError("internal: threads exist before dropping privileges")
+        # what runs later must be imported now: the interpreter's files may be root's
+        import encodings.idna  # noqa: F401  (host names in socket addresses)
+
+        import espd.show  # noqa: F401  (control replies)
+        uid, gid = pwd_ids(user)
+        for root, dirs, files in os.walk(self.seqstore.dir):
+            for name in [root, *(os.path.join(root, f) for f in dirs + files)]:
+                os.chown(name, uid, gid)
+        drop_to(user)
+        log.info("running as %s (uid %d) with CAP_NET_ADMIN only", user, uid)
 
     @staticmethod
     def _peers(plan: Plan) -> list[str]:
@@ -318,7 +335,7 @@ class Daemon:
         problems = []
         old, new = self.config.settings, config.settings
         for name in ("interface", "workers", "control_socket", "metrics", "state_dir",
-                     "offload"):
+                     "offload", "user"):
             if getattr(old, name) != getattr(new, name):
                 problems.append(f"[daemon] {name} cannot change at reload "
                                 f"({getattr(old, name)!r} -> {getattr(new, name)!r}); "

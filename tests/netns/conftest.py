@@ -78,14 +78,14 @@ class Tunnel:
 
 
 def _start(topo: netns.Topology, workdir: Path, kind: str, encapsulation: str,
-           lifetime: str | None) -> Tunnel:
+           lifetime: str | None, extra: dict | None = None) -> Tunnel:
     command = shlex.split(os.environ.get("ESPD_TEST_DAEMON", "")) or None
     port = 20000 + (os.getpid() * 7 + next(_counter)) % 20000
     daemons = []
     for name, ns, side in (("gwA", topo.gw_a, "a"), ("gwB", topo.gw_b, "b")):
         sock = str(workdir / f"{name}.sock")
         settings = dict(interface="espd0", control_socket=sock, metrics=f"127.0.0.1:{port}",
-                        state_dir=str(workdir / f"{name}-state"))
+                        state_dir=str(workdir / f"{name}-state"), **(extra or {}))
         path = workdir / f"{name}.toml"
         if kind == "ios":
             assert encapsulation == "esp" and lifetime is None, "IOS has no such setting"
@@ -93,6 +93,9 @@ def _start(topo: netns.Topology, workdir: Path, kind: str, encapsulation: str,
         else:
             text = variant((DEMO / f"gateway-{side}.toml").read_text(), encapsulation, lifetime)
             path.write_text(netns.with_daemon_settings(text, **settings))
+        if extra and "user" in extra:  # a daemon that drops root must still read these
+            workdir.chmod(0o755)
+            path.chmod(0o644)
         daemons.append(netns.Daemon(ns, str(path), sock, str(workdir / f"{name}.log"), name,
                                     command))
     tunnel = Tunnel(topo, workdir, daemons[0], daemons[1], port, kind, encapsulation)
@@ -110,7 +113,7 @@ def make_tunnel(netns_ok):
     made: list[tuple[netns.Topology, list[netns.Daemon], Path]] = []
 
     def make(kind: str = "toml", encapsulation: str = "esp",
-             lifetime: str | None = None) -> Tunnel:
+             lifetime: str | None = None, extra: dict | None = None) -> Tunnel:
         topo = netns.Topology(tag=f"espd-{os.getpid()}-{next(_counter)}")
         workdir = Path(tempfile.mkdtemp(prefix="espd-t-"))
         entry = (topo, [], workdir)
@@ -118,7 +121,7 @@ def make_tunnel(netns_ok):
         topo.create()
         tunnel = None
         try:
-            tunnel = _start(topo, workdir, kind, encapsulation, lifetime)
+            tunnel = _start(topo, workdir, kind, encapsulation, lifetime, extra)
         finally:
             # daemons started (even if one failed to come up) are stopped at teardown
             entry[1].extend(d for d in (tunnel.daemons if tunnel else ()) if d.proc)
