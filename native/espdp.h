@@ -214,7 +214,7 @@ struct espdp_io_config {
 	int send4_fd;               /* AF_INET SOCK_RAW IPPROTO_RAW: sends whole outer packets */
 	int send6_fd;               /* AF_INET6 SOCK_RAW IPPROTO_RAW */
 	unsigned batch;             /* packets per system call, 1..64 */
-	int tun_vnet_hdr;           /* TUN opened with IFF_VNET_HDR and TSO offloads (offload.h) */
+	int tun_vnet_hdr;           /* 0; 1: TUN with IFF_VNET_HDR and TSO (offload.h); 3: and USO */
 };
 
 struct espdp_io_stats {

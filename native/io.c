@@ -110,7 +110,7 @@ unsigned io_tun_write(int fd, struct io_batch *b, int vnet, uint64_t *errors)
 	unsigned written = 0;
 
 	if (vnet)
-		offload_coalesce(b->pkts, b->n);
+		offload_coalesce(b->pkts, b->n, vnet & IO_VNET_USO);
 	for (unsigned i = 0; i < b->n; i++) {
 		const struct espdp_pkt *p = &b->pkts[i];
 		const uint8_t *at = p->buf + p->off - (vnet ? VNET_HDR_LEN : 0);

@@ -17,6 +17,7 @@
 
 #define IO_BUF_SIZE (ESPD_HEADROOM + 65536 + ESPD_TAILROOM)
 #define IO_BATCH_MAX 64
+#define IO_VNET_USO 2 /* in tun_vnet_hdr: UDP segmentation offload too */
 
 enum io_source { IO_ESP4, IO_ESP6, IO_UDP4, IO_UDP6, IO_SOURCES };
 

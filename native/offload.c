@@ -15,31 +15,37 @@
 #define TCP_ECE 0x40
 #define TCP_CWR 0x80
 #define TCP_HDR_MIN 20
+#define UDP_CSUM 6 /* offset of the UDP checksum */
+#define TCP_CSUM 16
 #define GRO_FLOWS 8 /* open super-packets tracked per batch */
 
 /* --- TSO: one super-packet in, MSS-sized segments out --- */
 
 struct tso {
-	uint32_t l4; /* TCP header offset */
-	uint32_t hdr; /* IP + TCP headers */
+	uint32_t l4; /* TCP or UDP header offset */
+	uint32_t hdr; /* IP + TCP/UDP headers */
 	uint32_t payload;
 	uint16_t mss;
 	uint8_t v6;
+	uint8_t udp;
 };
 
 static int tso_parse(const uint8_t *pkt, size_t len, const struct vnet_hdr *h, struct tso *t)
 {
 	uint8_t type = h->gso_type & (uint8_t)~VNET_GSO_ECN;
 
-	t->v6 = type == VNET_GSO_TCPV6;
-	if ((type != VNET_GSO_TCPV4 && !t->v6) || len < 1 || (pkt[0] >> 4) != (t->v6 ? 6 : 4))
+	t->udp = type == VNET_GSO_UDP_L4;
+	t->v6 = type == VNET_GSO_TCPV6 || (t->udp && len >= 1 && (pkt[0] >> 4) == 6);
+	if ((type != VNET_GSO_TCPV4 && type != VNET_GSO_TCPV6 && !t->udp) || len < 1 ||
+	    (pkt[0] >> 4) != (t->v6 ? 6 : 4))
 		return -1;
 	t->l4 = h->csum_start;
-	if (t->l4 < (t->v6 ? IPV6_HDR_LEN : IPV4_HDR_MIN) || t->l4 + TCP_HDR_MIN > len ||
+	if (t->l4 < (t->v6 ? IPV6_HDR_LEN : IPV4_HDR_MIN) ||
+	    t->l4 + (t->udp ? UDP_HDR_LEN : TCP_HDR_MIN) > len ||
 	    (!t->v6 && (pkt[0] & 0x0f) * 4u != t->l4))
-		return -1; /* the IPv4 header must end where TCP begins */
-	t->hdr = t->l4 + (pkt[t->l4 + 12] >> 4) * 4u;
-	if (t->hdr < t->l4 + TCP_HDR_MIN || t->hdr > len || !h->gso_size)
+		return -1; /* the IPv4 header must end where TCP/UDP begins */
+	t->hdr = t->l4 + (t->udp ? UDP_HDR_LEN : (pkt[t->l4 + 12] >> 4) * 4u);
+	if ((!t->udp && t->hdr < t->l4 + TCP_HDR_MIN) || t->hdr > len || !h->gso_size)
 		return -1;
 	t->payload = (uint32_t)(len - t->hdr);
 	t->mss = h->gso_size;
@@ -71,7 +77,8 @@ size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h,
 {
 	struct tso t;
 	uint32_t off, seg, tot;
-	uint8_t *tcp;
+	uint8_t *l4;
+	uint16_t c;
 
 	if (tso_parse(pkt, len, h, &t))
 		return 0;
@@ -87,14 +94,22 @@ size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h,
 		wr16(out + 4, (uint16_t)(rd16(pkt + 4) + i));
 		ip4_set_checksum(out);
 	}
-	tcp = out + t.l4;
-	wr32(tcp + 4, rd32(pkt + t.l4 + 4) + off);
+	l4 = out + t.l4;
+	if (t.udp) {
+		wr16(l4 + 4, (uint16_t)(tot - t.l4));
+		l4[UDP_CSUM] = l4[UDP_CSUM + 1] = 0;
+		c = ip_checksum(l4, tot - t.l4, pseudo_sum(out, t.v6, IPPROTO_NUM_UDP, tot - t.l4));
+		wr16(l4 + UDP_CSUM, c ? c : 0xffff); /* RFC 768: a computed 0 is sent as ~0 */
+		return tot;
+	}
+	wr32(l4 + 4, rd32(pkt + t.l4 + 4) + off);
 	if (off + seg < t.payload)
-		tcp[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
+		l4[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
 	if (i > 0)
-		tcp[13] &= (uint8_t)~TCP_CWR;
-	tcp[16] = tcp[17] = 0;
-	wr16(tcp + 16, ip_checksum(tcp, tot - t.l4, pseudo_sum(out, t.v6, IPPROTO_NUM_TCP, tot - t.l4)));
+		l4[13] &= (uint8_t)~TCP_CWR;
+	l4[TCP_CSUM] = l4[TCP_CSUM + 1] = 0;
+	wr16(l4 + TCP_CSUM,
+	     ip_checksum(l4, tot - t.l4, pseudo_sum(out, t.v6, IPPROTO_NUM_TCP, tot - t.l4)));
 	return tot;
 }
 
@@ -113,91 +128,104 @@ int offload_csum(uint8_t *pkt, size_t len, const struct vnet_hdr *h)
 	return 0;
 }
 
-/* --- GRO: decrypted segments of one TCP flow back into one super-packet --- */
+/* --- GRO: decrypted segments of one TCP flow (or datagrams of one UDP flow) back into one
+ * super-packet --- */
 
 struct flow {
 	struct espdp_pkt *head;
 	uint32_t l4, hdr; /* offsets in the head packet */
 	uint32_t mss; /* payload of the head segment: every joiner but the last has it */
-	uint32_t next_seq;
+	uint32_t next_seq; /* TCP */
 	unsigned count;
 	uint8_t v6;
+	uint8_t proto; /* IPPROTO_NUM_TCP or IPPROTO_NUM_UDP */
 	uint8_t closed;
 };
 
-/* Is pkt[0..len) TCP, and if so where do its ports start? */
-static int tcp_ports_at(const uint8_t *ip, uint32_t len, uint32_t *l4)
+/* Is pkt[0..len) TCP or UDP, and if so where do its ports start? Its protocol, or 0. */
+static uint8_t ports_at(const uint8_t *ip, uint32_t len, uint32_t *l4)
 {
-	if (len >= IPV6_HDR_LEN + 4 && (ip[0] >> 4) == 6 && ip[6] == IPPROTO_NUM_TCP)
+	uint8_t proto;
+
+	if (len >= IPV6_HDR_LEN + 4 && (ip[0] >> 4) == 6) {
+		proto = ip[6];
 		*l4 = IPV6_HDR_LEN;
-	else if (len >= IPV4_HDR_MIN + 4 && (ip[0] >> 4) == 4 && ip[9] == IPPROTO_NUM_TCP &&
-		 (ip[0] & 0x0f) * 4u + 4 <= len)
+	} else if (len >= IPV4_HDR_MIN + 4 && (ip[0] >> 4) == 4 && (ip[0] & 0x0f) * 4u + 4 <= len) {
+		proto = ip[9];
 		*l4 = (ip[0] & 0x0f) * 4u;
-	else
+	} else {
 		return 0;
-	return 1;
+	}
+	return proto == IPPROTO_NUM_TCP || proto == IPPROTO_NUM_UDP ? proto : 0;
 }
 
-/* The segment's IPv4 header and TCP checksums verify. Coalesced packets reach the kernel
- * marked as checksummed by us (NEEDS_CSUM), so a corrupt segment must not join one. */
-static int gro_checksums_ok(const uint8_t *ip, uint32_t len, uint32_t l4, uint8_t v6)
+/* The packet's IPv4 header and TCP/UDP checksums verify. Coalesced packets reach the
+ * kernel marked as checksummed by us (NEEDS_CSUM), so a corrupt one must not join one. */
+static int gro_checksums_ok(const uint8_t *ip, uint32_t len, uint32_t l4, uint8_t v6,
+			    uint8_t proto)
 {
 	if (!v6 && ip_sum(ip, IPV4_HDR_MIN, 0) != 0xffff)
 		return 0;
-	return ip_sum(ip + l4, len - l4, pseudo_sum(ip, v6, IPPROTO_NUM_TCP, len - l4)) == 0xffff;
+	return ip_sum(ip + l4, len - l4, pseudo_sum(ip, v6, proto, len - l4)) == 0xffff;
 }
 
-/* A TCP segment that may take part, with its offsets; 0 if it may not. */
-static int gro_candidate(const struct espdp_pkt *p, uint32_t *l4, uint32_t *hdr, uint8_t *v6)
+/* A TCP segment (or with `udp`, a UDP datagram) that may take part, with its offsets and
+ * protocol; 0 if it may not. */
+static uint8_t gro_candidate(const struct espdp_pkt *p, int udp, uint32_t *l4, uint32_t *hdr,
+			     uint8_t *v6)
 {
-	const uint8_t *ip = p->buf + p->off, *tcp;
-	uint8_t flags;
+	const uint8_t *ip = p->buf + p->off, *th;
+	uint8_t proto, flags;
 
-	if (p->result || p->len < IPV4_HDR_MIN + TCP_HDR_MIN)
+	if (p->result || !(proto = ports_at(ip, p->len, l4)) || (proto == IPPROTO_NUM_UDP && !udp))
 		return 0;
 	*v6 = (ip[0] >> 4) == 6;
-	if (*v6) {
-		if (p->len < IPV6_HDR_LEN + TCP_HDR_MIN || ip[6] != IPPROTO_NUM_TCP)
-			return 0;
-		*l4 = IPV6_HDR_LEN;
+	if (!*v6 && (ip[0] != 0x45 || (rd16(ip + 6) & 0x3fff)))
+		return 0; /* options and fragments go as they are */
+	th = ip + *l4;
+	if (proto == IPPROTO_NUM_UDP) {
+		*hdr = *l4 + UDP_HDR_LEN;
+		if (*hdr >= p->len || rd16(th + 4) != p->len - *l4 || !rd16(th + UDP_CSUM))
+			return 0; /* empty, inconsistent, or without a checksum to trust */
 	} else {
-		if (ip[0] != 0x45 || ip[9] != IPPROTO_NUM_TCP || (rd16(ip + 6) & 0x3fff))
-			return 0; /* options, fragments and other protocols go as they are */
-		*l4 = IPV4_HDR_MIN;
+		if (p->len < *l4 + TCP_HDR_MIN)
+			return 0;
+		*hdr = *l4 + (th[12] >> 4) * 4u;
+		flags = th[13];
+		if (*hdr < *l4 + TCP_HDR_MIN || *hdr >= p->len || !(flags & TCP_ACK) ||
+		    (flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR)))
+			return 0;
 	}
-	tcp = ip + *l4;
-	*hdr = *l4 + (tcp[12] >> 4) * 4u;
-	flags = tcp[13];
-	if (*hdr < *l4 + TCP_HDR_MIN || *hdr >= p->len || !(flags & TCP_ACK) ||
-	    (flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR)))
-		return 0;
-	return gro_checksums_ok(ip, p->len, *l4, *v6);
+	return gro_checksums_ok(ip, p->len, *l4, *v6, proto) ? proto : 0;
 }
 
-/* A packet of a flow that cannot join: it must not be overtaken by later segments. */
+/* A packet of a flow that cannot join: it must not be overtaken by later ones. */
 static void gro_close_connection(struct flow *flows, unsigned nflows, const struct espdp_pkt *p)
 {
 	const uint8_t *ip = p->buf + p->off;
 	uint32_t l4;
+	uint8_t proto = ports_at(ip, p->len, &l4);
 
-	if (!tcp_ports_at(ip, p->len, &l4))
+	if (!proto)
 		return;
 	for (unsigned k = 0; k < nflows; k++) {
 		const uint8_t *h = flows[k].head->buf + flows[k].head->off;
 		int v6 = (ip[0] >> 4) == 6;
 
-		if (v6 == flows[k].v6 && !memcmp(h + (v6 ? 8 : 12), ip + (v6 ? 8 : 12), v6 ? 32 : 8) &&
+		if (v6 == flows[k].v6 && proto == flows[k].proto &&
+		    !memcmp(h + (v6 ? 8 : 12), ip + (v6 ? 8 : 12), v6 ? 32 : 8) &&
 		    !memcmp(h + flows[k].l4, ip + l4, 4))
 			flows[k].closed = 1;
 	}
 }
 
 /* Same flow, same headers but for lengths, IDs, sequence number and checksums. */
-static int gro_same_flow(const struct flow *f, const uint8_t *ip, uint32_t hdr, uint8_t v6)
+static int gro_same_flow(const struct flow *f, const uint8_t *ip, uint32_t hdr, uint8_t v6,
+			 uint8_t proto)
 {
 	const uint8_t *h = f->head->buf + f->head->off;
 
-	if (v6 != f->v6 || hdr != f->hdr)
+	if (v6 != f->v6 || hdr != f->hdr || proto != f->proto)
 		return 0;
 	if (v6) {
 		if (memcmp(h, ip, 4) || h[7] != ip[7] || memcmp(h + 8, ip + 8, 32))
@@ -207,6 +235,8 @@ static int gro_same_flow(const struct flow *f, const uint8_t *ip, uint32_t hdr, 
 	}
 	h += f->l4;
 	ip += f->l4;
+	if (proto == IPPROTO_NUM_UDP)
+		return !memcmp(h, ip, 4); /* ports */
 	return !memcmp(h, ip, 4) && !memcmp(h + 8, ip + 8, 4) && /* ports, ack */
 	       !memcmp(h + 14, ip + 14, 2) && /* window */
 	       !memcmp(h + TCP_HDR_MIN, ip + TCP_HDR_MIN, f->hdr - f->l4 - TCP_HDR_MIN); /* options */
@@ -218,14 +248,18 @@ static int gro_join(struct flow *f, struct espdp_pkt *p, uint32_t hdr)
 	uint32_t plen = p->len - hdr;
 	struct espdp_pkt *head = f->head;
 
-	if (f->closed || rd32(ip + f->l4 + 4) != f->next_seq || plen > f->mss ||
+	int tcp = f->proto == IPPROTO_NUM_TCP;
+
+	if (f->closed || (tcp && rd32(ip + f->l4 + 4) != f->next_seq) || plen > f->mss ||
 	    head->len + plen > IP_MAX_LEN || (uint64_t)head->off + head->len + plen > head->cap)
 		return 0;
 	memcpy(head->buf + head->off + head->len, ip + hdr, plen);
 	head->len += plen;
 	f->next_seq += plen;
 	f->count++;
-	if (plen < f->mss || (ip[f->l4 + 13] & TCP_PSH)) {
+	if (!tcp) {
+		f->closed = plen < f->mss; /* a shorter datagram ends a super-packet */
+	} else if (plen < f->mss || (ip[f->l4 + 13] & TCP_PSH)) {
 		head->buf[head->off + f->l4 + 13] |= ip[f->l4 + 13] & TCP_PSH;
 		f->closed = 1; /* a short or pushed segment ends a super-packet */
 	}
@@ -240,8 +274,10 @@ static void vnet_write(struct espdp_pkt *p, const struct vnet_hdr *h)
 
 static void gro_finish(struct flow *f)
 {
-	uint8_t *ip = f->head->buf + f->head->off, *tcp = ip + f->l4;
-	uint32_t tcp_len = f->head->len - f->l4;
+	uint8_t *ip = f->head->buf + f->head->off, *th = ip + f->l4;
+	uint32_t l4_len = f->head->len - f->l4;
+	int tcp = f->proto == IPPROTO_NUM_TCP;
+	uint32_t csum = tcp ? TCP_CSUM : UDP_CSUM;
 	struct vnet_hdr h = { 0 };
 
 	if (f->count > 1) {
@@ -251,20 +287,22 @@ static void gro_finish(struct flow *f)
 			wr16(ip + 2, (uint16_t)f->head->len);
 			ip4_set_checksum(ip);
 		}
+		if (!tcp)
+			wr16(th + 4, (uint16_t)l4_len);
 		/* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum */
-		tcp[16] = tcp[17] = 0;
-		wr16(tcp + 16, ip_sum(NULL, 0, pseudo_sum(ip, f->v6, IPPROTO_NUM_TCP, tcp_len)));
+		th[csum] = th[csum + 1] = 0;
+		wr16(th + csum, ip_sum(NULL, 0, pseudo_sum(ip, f->v6, f->proto, l4_len)));
 		h.flags = VNET_F_NEEDS_CSUM;
-		h.gso_type = f->v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4;
+		h.gso_type = !tcp ? VNET_GSO_UDP_L4 : f->v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4;
 		h.hdr_len = (uint16_t)f->hdr;
 		h.gso_size = (uint16_t)f->mss;
 		h.csum_start = (uint16_t)f->l4;
-		h.csum_offset = 16;
+		h.csum_offset = (uint16_t)csum;
 	}
 	vnet_write(f->head, &h);
 }
 
-unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n)
+unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp)
 {
 	static const struct vnet_hdr none;
 	struct flow flows[GRO_FLOWS];
@@ -273,19 +311,19 @@ unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n)
 	for (unsigned i = 0; i < n; i++) {
 		struct espdp_pkt *p = &pkts[i];
 		uint32_t l4, hdr;
-		uint8_t v6;
+		uint8_t v6, proto;
 		struct flow *f = NULL;
 
 		if (p->result)
 			continue;
 		left++;
-		if (!gro_candidate(p, &l4, &hdr, &v6)) {
+		if (!(proto = gro_candidate(p, udp, &l4, &hdr, &v6))) {
 			gro_close_connection(flows, nflows, p);
 			vnet_write(p, &none);
 			continue;
 		}
 		for (unsigned k = nflows; k-- > 0;) { /* the newest open super-packet of the flow */
-			if (gro_same_flow(&flows[k], p->buf + p->off, hdr, v6)) {
+			if (gro_same_flow(&flows[k], p->buf + p->off, hdr, v6, proto)) {
 				f = &flows[k];
 				break;
 			}
@@ -301,10 +339,12 @@ unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n)
 			memmove(flows, flows + 1, sizeof(flows[0]) * (GRO_FLOWS - 1));
 			nflows--;
 		}
-		flows[nflows++] = (struct flow){ .head = p, .l4 = l4, .hdr = hdr, .mss = p->len - hdr,
-						 .next_seq = rd32(p->buf + p->off + l4 + 4) + (p->len - hdr),
-						 .count = 1, .v6 = v6,
-						 .closed = !!(p->buf[p->off + l4 + 13] & TCP_PSH) };
+		flows[nflows++] = (struct flow){
+			.head = p, .l4 = l4, .hdr = hdr, .mss = p->len - hdr, .count = 1, .v6 = v6,
+			.proto = proto,
+			.next_seq = rd32(p->buf + p->off + l4 + 4) + (p->len - hdr), /* TCP only */
+			.closed = proto == IPPROTO_NUM_TCP && (p->buf[p->off + l4 + 13] & TCP_PSH),
+		};
 	}
 	for (unsigned k = 0; k < nflows; k++)
 		gro_finish(&flows[k]);

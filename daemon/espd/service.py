@@ -209,7 +209,7 @@ class Daemon:
     def start(self) -> None:
         settings = self.config.settings
         try:
-            self.tun_fds = open_tun(settings.interface, self.workers, settings.offload)
+            self.tun_fds, vnet = open_tun(settings.interface, self.workers, settings.offload)
             self.mtu = self.tun_mtu()
             bring_up(settings.interface, self.mtu)
             self.pinned = pin_peers(self._peers(self.plan), self.plan.routes)
@@ -225,7 +225,7 @@ class Daemon:
             s = self.sockets
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
-                                  send6=s.fd("send6"), vnet_hdr=settings.offload)
+                                  send6=s.fd("send6"), vnet_hdr=vnet)
             self.control.serve()
             if settings.metrics_address:
                 self.stop_metrics = start_exporter(settings.metrics_address, self.state)

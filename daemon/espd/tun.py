@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -13,6 +14,10 @@ IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40  # UDP segmentation offload, Linux 6.2+
+TSO = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+# what native/offload.h's tun_vnet_hdr says: 1 = vnet headers with TSO, 3 = and USO
+VNET_TSO, VNET_TSO_USO = 1, 3
 IFNAMSIZ = 16
 
 
@@ -20,11 +25,13 @@ class TunError(OSError):
     pass
 
 
-def open_tun(name: str, queues: int, offload: bool = False) -> list[int]:
+def open_tun(name: str, queues: int, offload: bool = False) -> tuple[list[int], int]:
     """Create (or attach to) TUN device `name` with `queues` queues; returns their fds.
 
     With `offload`, every read and write carries a virtio_net_hdr and the kernel may hand
-    over 64 KiB TCP super-packets with partial checksums (native/offload.h).
+    over 64 KiB TCP (and, on Linux 6.2+, UDP) super-packets with partial checksums
+    (native/offload.h). Returns the fds and the offload level for the data plane (0, or
+    VNET_TSO, or VNET_TSO_USO).
     The device lives as long as one of its fds is open, so closing them all removes it,
     together with its addresses and routes.
     """
@@ -33,18 +40,26 @@ def open_tun(name: str, queues: int, offload: bool = False) -> list[int]:
         raise TunError(f"interface name {name!r} must be 1-15 bytes")
     fds: list[int] = []
     ifr = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(), flags)
+    level = VNET_TSO_USO if offload else 0
     try:
         for _ in range(queues):
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fds.append(fd)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
-            if offload:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            if level == VNET_TSO_USO:
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, TSO | TUN_F_USO4 | TUN_F_USO6)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:  # EINVAL: a kernel without USO
+                        raise
+                    level = VNET_TSO
+            if level == VNET_TSO:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TSO)
     except OSError as e:
         close_tun(fds)
         raise TunError(e.errno, f"cannot create TUN device {name}: {e.strerror} "
                        "(needs CAP_NET_ADMIN and /dev/net/tun)") from e
-    return fds
+    return fds, level
 
 
 def close_tun(fds: list[int]) -> None:

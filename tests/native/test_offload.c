@@ -752,7 +752,7 @@ static void run_expect(const char *name, const char *expect)
 {
 	unsigned want = 0, ret;
 
-	ret = offload_coalesce(B.p, B.n);
+	ret = offload_coalesce(B.p, B.n, 0);
 	verify_batch(ret, name);
 	CHECK(strlen(expect) == B.n, "%s: test setup", name);
 	for (unsigned i = 0; i < B.n && expect[i]; i++) {
@@ -807,7 +807,7 @@ static void roundtrip(int v6, int ts, uint32_t payload, uint16_t mss, uint8_t fl
 		b_add(out, r, 0, 0);
 		free(out);
 	}
-	ret = offload_coalesce(B.p, B.n);
+	ret = offload_coalesce(B.p, B.n, 0);
 	verify_batch(ret, name);
 	CHECK(ret == 1, "%s: returned %u", name, ret);
 	if (B.p[0].result == 0 && B.p[0].len == len) {
@@ -881,7 +881,7 @@ static void test_gro_cases(void)
 			s.sport = (uint16_t)(1000 + f);
 			b_spec(s, 0, 0);
 		}
-	verify_batch(offload_coalesce(B.p, B.n), "12 interleaved flows");
+	verify_batch(offload_coalesce(B.p, B.n, 0), "12 interleaved flows");
 	b_reset();
 
 	/* a gap in sequence numbers */
@@ -1128,7 +1128,7 @@ static void test_gro_cases(void)
 	for (i = 0; i < 3; i++)
 		b_spec(seg_spec(0, 0, 1000, i), 0, -1);
 	run_expect("all dropped", "xxx");
-	CHECK(offload_coalesce(B.p, 0) == 0, "empty batch");
+	CHECK(offload_coalesce(B.p, 0, 0) == 0, "empty batch");
 }
 
 /* A zero-payload segment of the same connection (a duplicate ACK) between two data
@@ -1199,7 +1199,7 @@ static void test_gro_random(void)
 			b_spec(s, rndn(4) ? 0 : ESPD_HEADROOM + spec_hdr(&s) + s.payload + rndn(2000),
 			       rndn(20) ? 0 : 3);
 		}
-		verify_batch(offload_coalesce(B.p, B.n), "random batch");
+		verify_batch(offload_coalesce(B.p, B.n, 0), "random batch");
 		b_reset();
 	}
 }
@@ -1214,8 +1214,9 @@ static void fuzz_one(const uint8_t *src, size_t len, const struct vnet_hdr *h)
 	memcpy(pkt, src, len);
 	n = offload_count(pkt, len, h);
 	if (n) {
-		/* the documented room: IP + TCP headers + gso_size */
-		uint32_t hdr = h->csum_start + (pkt[h->csum_start + 12] >> 4) * 4u;
+		/* the documented room: IP + TCP/UDP headers + gso_size */
+		int udp = (h->gso_type & ~VNET_GSO_ECN) == VNET_GSO_UDP_L4;
+		uint32_t hdr = h->csum_start + (udp ? 8u : (pkt[h->csum_start + 12] >> 4) * 4u);
 		unsigned idx[3] = { 0, n - 1, rndn(n) };
 
 		CHECK(hdr <= len, "count %u for a header past the end", n);
