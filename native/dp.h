@@ -74,6 +74,9 @@ int64_t dp_now(const espdp *dp);
 struct espdp_table *dp_enter(espdp *dp, unsigned w);
 void dp_leave(espdp *dp, unsigned w);
 void dp_drop(espdp *dp, int direction, int reason);
+/* A batch call on a worker slot the data plane lacks: fail closed, every packet drops
+ * as internal. Returns 1 when `worker` is usable. */
+int dp_worker_ok(const espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n);
 void events_init(struct events *ev);
 void events_destroy(struct events *ev);
 void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value);

@@ -241,11 +241,8 @@ size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, siz
 	int64_t now;
 	size_t ok = 0;
 
-	if (worker >= dp->nworkers) { /* fail closed: nothing passes */
-		for (size_t i = 0; i < n; i++)
-			pkts[i].result = ESPD_DROP_internal;
+	if (!dp_worker_ok(dp, worker, pkts, n))
 		return 0;
-	}
 	t = dp_enter(dp, worker);
 	now = dp_now(dp);
 	for (size_t base = 0; base < n; base += DECAP_CHUNK) {

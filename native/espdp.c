@@ -81,6 +81,15 @@ void dp_drop(espdp *dp, int direction, int reason)
 	__atomic_fetch_add(&dp->drops[direction & 1][reason], 1, __ATOMIC_RELAXED);
 }
 
+int dp_worker_ok(const espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_t n)
+{
+	if (worker < dp->nworkers)
+		return 1;
+	for (size_t i = 0; i < n; i++)
+		pkts[i].result = ESPD_DROP_internal;
+	return 0;
+}
+
 void espdp_global_drops(const espdp *dp, uint64_t *out, size_t n)
 {
 	for (size_t i = 0; i < n && i < 2 * ESPD_DROP_SLOTS; i++)

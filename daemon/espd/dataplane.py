@@ -168,34 +168,9 @@ class Dataplane:
 
     # --- configuration ---
 
-    def add_sa(
-        self,
-        *,
-        spi: int,
-        direction: str,
-        transform: str | Transform,
-        key: bytes,
-        auth_key: bytes | None = None,
-        mode: str = "tunnel",
-        local: str,
-        peer: str,
-        encap: str = "esp",
-        sport: int = 4500,
-        dport: int = 4500,
-        replay_window: int = 1024,
-        esn: bool = False,
-        soft: Lifetime | None = None,
-        hard: Lifetime | None = None,
-        policy: int = 0,
-        cookie: int = 0,
-    ) -> SA:
-        """Create an SA and stage it for the next commit."""
-        sa = self.create_sa(
-            spi=spi, direction=direction, transform=transform, key=key, auth_key=auth_key,
-            mode=mode, local=local, peer=peer, encap=encap, sport=sport, dport=dport,
-            replay_window=replay_window, esn=esn, soft=soft, hard=hard, policy=policy,
-            cookie=cookie,
-        )
+    def add_sa(self, **spec) -> SA:
+        """Create an SA (keywords as for create_sa) and stage it for the next commit."""
+        sa = self.create_sa(**spec)
         self._sas.append(sa)
         self._staged()
         return sa

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import itertools
 import json
 import os
@@ -298,20 +297,6 @@ def assert_traffic(tunnel: CanaryTunnel) -> None:
 
 # -- every output channel -----------------------------------------------------------------------
 
-def scrape(ns: str, port: int) -> str:
-    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.sock = sock
-    connection.request("GET", "/metrics")
-    response = connection.getresponse()
-    assert response.status == 200, response.status
-    body = response.read().decode()
-    connection.close()
-    return body
-
-
 def espd_cli(*args: str, ok: bool = True) -> str:
     result = subprocess.run([sys.executable, "-m", "espd", *args], capture_output=True,
                             text=True, timeout=90)
@@ -364,7 +349,7 @@ def test_no_output_channel_carries_a_key():
         sock = gw_a.control_socket
         assert_traffic(tunnel)
         for daemon, ns in ((tunnel.gw_a, tunnel.topo.gw_a), (tunnel.gw_b, tunnel.topo.gw_b)):
-            metrics = scrape(ns, tunnel.port)
+            metrics = netns.scrape_metrics(ns, tunnel.port)
             assert 'espd_sa_packets_total{' in metrics
             channels[f"{daemon.name} metrics"] = metrics
             for command in ("state", "show_sa", "show_map", "show_acl", "stats"):

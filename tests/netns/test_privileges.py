@@ -17,21 +17,6 @@ pytestmark = pytest.mark.netns
 CAP_NET_ADMIN = 1 << 12
 
 
-def _scrape(ns: str, port: int) -> str:
-    import http.client
-    import socket
-
-    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.sock = sock
-    connection.request("GET", "/metrics")
-    response = connection.getresponse()
-    assert response.status == 200, response.status
-    return response.read().decode()
-
-
 def _threads_status(pid: int) -> list[dict[str, str]]:
     import os
 
@@ -79,7 +64,7 @@ def test_dropped_daemon_keeps_only_net_admin_and_still_works(make_tunnel):
     for command in ("show_sa", "show_map", "show_acl", "stats", "state"):
         answer = control.request(gw_a.control_socket, command)
         assert answer["ok"], (command, answer)
-    assert "espd_sa_packets_total" in _scrape(topo.gw_a, tunnel.metrics_port)
+    assert "espd_sa_packets_total" in netns.scrape_metrics(topo.gw_a, tunnel.metrics_port)
     assert "Traceback" not in gw_a.log(), gw_a.log()
 
     seq_dir = tunnel.workdir / "gwA-state" / "seq"

@@ -244,23 +244,6 @@ def test_df_oversized_gets_fragmentation_needed_with_tunnel_mtu(make_tunnel):
 
 # -- metrics agree with show sa ---------------------------------------------------------------
 
-def _scrape(ns: str, port: int) -> str:
-    import http.client
-    import socket
-
-    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.sock = sock
-    connection.request("GET", "/metrics")
-    response = connection.getresponse()
-    assert response.status == 200, response.status
-    body = response.read().decode()
-    connection.close()
-    return body
-
-
 def test_metrics_agree_with_show_sa_json(make_tunnel):
     import json
 
@@ -272,7 +255,7 @@ def test_metrics_agree_with_show_sa_json(make_tunnel):
     assert_ping(topo.host_b, HOST_A6, count=4)
     udp_exchange(topo.host_a, topo.host_b, HOST_B4, count=100, port=7301)
     time.sleep(0.3)  # quiet: the counters stand still from here
-    text = _scrape(topo.gw_a, tunnel.metrics_port)
+    text = netns.scrape_metrics(topo.gw_a, tunnel.metrics_port)
     shown = netns.ns_run(topo.gw_a, [sys.executable, "-m", "espd", "show", "sa", "--json",
                                      "--socket", tunnel.gw_a.control_socket])
     sas = json.loads(shown.stdout)
