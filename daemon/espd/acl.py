@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from espd.model import AclEntry, AddressMatch, IPAddress, Location, PortRange
+from espd.model import _LONG_HEX, AclEntry, AddressMatch, IPAddress, Location, PortRange
 
 PROTOCOLS: dict[str, int | None] = {
     "ip": None, "ipv6": None, "icmp": 1, "igmp": 2, "ipinip": 4, "tcp": 6, "udp": 17,
@@ -47,7 +47,7 @@ def parse_rule(text: str, where: Location, kind: str | None = None,
     word decide it, and "any any" is IPv4 unless the protocol is "ipv6".
     """
     words = text.split()
-    text = " ".join(words)  # messages quote the rule on one line
+    text = _LONG_HEX.sub("HEX", " ".join(words))  # one line, and never key material
     if not words or words[0] not in ("permit", "deny"):
         raise AclError(f"'{text}': a rule starts with 'permit' or 'deny', e.g. {_EXAMPLE}")
     action, rest = words[0], words[1:]

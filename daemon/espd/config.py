@@ -39,6 +39,7 @@ from espd.model import (
     TransformSet,
     assemble,
     check_manual_key,
+    quote,
 )
 from espd.transforms import RECOMMENDED, Transform, TransformError, parse_transform
 
@@ -97,6 +98,10 @@ def parse_toml(text: str, path: str = "<string>") -> Config:
     """Validate TOML ``text`` read from ``path`` (includes are relative to it)."""
     try:
         document = tomllib.loads(text)
+    except RecursionError:
+        problem = Problem(Location(path, 1), "invalid TOML: arrays or inline tables nested too "
+                                             "deeply; espd's configuration needs at most 3 levels")
+        raise ConfigError([problem]) from None
     except tomllib.TOMLDecodeError as e:
         found = re.search(r"\(at line (\d+), column \d+\)", str(e))
         line = int(found.group(1)) if found else text.count("\n") + 1
@@ -333,7 +338,7 @@ class _Loader:
         try:
             return ipaddress.ip_address(value)
         except ValueError:
-            self.error(path, f"{_dotted(path)}: '{value}' is not an IPv4 or IPv6 address; "
+            self.error(path, f"{_dotted(path)}: {quote(value)} is not an IPv4 or IPv6 address; "
                              f"write e.g. '{path[-1]} = \"{example}\"'")
             return None
 
@@ -341,7 +346,7 @@ class _Loader:
         value = self.get(table, path, str, f'"{example}"')
         if value is None or _NAME.fullmatch(value):
             return value
-        self.error(path, f"{_dotted(path)}: '{value}' is not a valid name; use 1-64 letters, "
+        self.error(path, f"{_dotted(path)}: {quote(value)} is not a valid name; use 1-64 letters, "
                          f"digits, '_', '.', ':' or '-'")
         return None
 
@@ -359,7 +364,7 @@ class _Loader:
             hint = f"defined: {', '.join(sorted(defined))}"
         else:
             hint = f"define it under [{what.replace(' ', '_')}.{value}]"
-        self.error(path, f"{_dotted(path)}: {what} '{value}' is not defined; {hint}")
+        self.error(path, f"{_dotted(path)}: {what} {quote(value)} is not defined; {hint}")
         return None
 
     # -- sections --------------------------------------------------------------------------
@@ -397,7 +402,7 @@ class _Loader:
         value = self.get(raw, path, str, f'"{default}"', default)
         if value is None or os.path.isabs(value):
             return value
-        self.error(path, f"{_dotted(path)}: '{value}' is not an absolute path; "
+        self.error(path, f"{_dotted(path)}: {quote(value)} is not an absolute path; "
                          f"write e.g. '{path[-1]} = \"{default}\"'")
         return None
 
@@ -473,7 +478,7 @@ class _Loader:
         if value is None or value in choices:
             return value
         options = " or ".join(f'"{c}"' for c in choices)
-        self.error(path, f"{_dotted(path)}: '{value}' is not allowed; write {options}")
+        self.error(path, f"{_dotted(path)}: {quote(value)} is not allowed; write {options}")
         return None
 
     def crypto_map(self, path: Path, raw: Any, settings: Settings,

@@ -205,7 +205,10 @@ class _Importer:
     # -- sub-mode commands -----------------------------------------------------------------
 
     def submode(self, words: list[str]) -> None:
-        if isinstance(self.mode, _Acl):
+        if isinstance(self.mode, _Acl) and words[0] in ("set", "match"):
+            self.error(f"access-list {self.mode.name}: '{' '.join(words[:2])} ...' is a "
+                         "crypto map command; put it under 'crypto map NAME SEQ ipsec-manual'")
+        elif isinstance(self.mode, _Acl):
             self.acl_entry(self.mode, words)
         elif isinstance(self.mode, TransformSet):
             self.transform_mode(self.mode, words)

@@ -9,6 +9,7 @@ reload that only moves lines around compares equal.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from espd.transforms import INTEG_SHA1_96, RECOMMENDED, Transform
@@ -21,6 +22,18 @@ DEFAULT_REPLAY_WINDOW = 64  # IOS default and RFC 4303 3.4.3
 DEFAULT_LIFETIME_SECONDS = 3600  # IOS defaults, as the seed's "show crypto map" prints them
 DEFAULT_LIFETIME_KILOBYTES = 4608000
 LIFETIME_MAX = 2**64 - 1
+
+
+_LONG_HEX = re.compile(r"[0-9A-Fa-f]{16,}")
+
+
+def quote(value: object, limit: int = 40) -> str:
+    """A user's value as error messages show it: its first line, at most `limit`
+    characters, and every run of 16+ hex digits (key material) replaced by HEX."""
+    text = _LONG_HEX.sub("HEX", str(value))
+    first, *rest = text.splitlines() or [""]
+    cut = len(first) > limit or bool(rest)
+    return "'" + first[:limit] + ("…" if cut else "") + "'"
 
 
 @dataclass(frozen=True, order=True)
