@@ -332,8 +332,9 @@ unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp)
 			left--;
 			continue;
 		}
-		if (f)
-			f->closed = 1; /* this packet starts the flow's next super-packet */
+		/* this packet starts its connection's next super-packet: close every open one of
+		 * the same addresses and ports (also those whose headers differed from it) */
+		gro_close_connection(flows, nflows, p);
 		if (nflows == GRO_FLOWS) { /* full: finish the oldest */
 			gro_finish(&flows[0]);
 			memmove(flows, flows + 1, sizeof(flows[0]) * (GRO_FLOWS - 1));

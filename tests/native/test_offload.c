@@ -1,7 +1,8 @@
 // sources: native/offload.c native/ip.c
 /* test_offload: TUN offloads (native/offload.c) against an independent RFC 1071 checksum:
- * TSO segmentation (offload_count, offload_segment), partial checksum completion
- * (offload_csum), GRO coalescing (offload_coalesce) and robustness on hostile input.
+ * TSO and USO segmentation (offload_count, offload_segment), partial checksum completion
+ * (offload_csum), TCP and UDP GRO coalescing (offload_coalesce) and robustness on hostile
+ * input.
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror -I native \
  *      native/offload.c native/ip.c tests/native/test_offload.c -o /tmp/test_offload && \
@@ -619,12 +620,17 @@ static int same_conn(const uint8_t *a, const struct tview *ta, const uint8_t *b,
 }
 
 static const uint8_t zero_vnet[VNET_HDR_LEN];
+static int gone[MAXB];
 
-/* Everything offload_coalesce promises, for any batch. ret: its return value. */
-static void verify_batch(unsigned ret, const char *name)
+static int uview(const uint8_t *ip, uint32_t len, struct tview *t);
+static void verify_udp_head(unsigned i, const char *name, int udp);
+static void verify_udp_run(unsigned i, const char *name);
+
+/* Everything offload_coalesce promises, for any batch. ret: its return value; udp: the
+ * argument it was called with. */
+static void verify_batch_u(unsigned ret, const char *name, int udp)
 {
 	unsigned left = 0;
-	static int gone[MAXB];
 
 	for (unsigned i = 0; i < B.n; i++) {
 		struct espdp_pkt *p = &B.p[i];
@@ -657,6 +663,10 @@ static void verify_batch(unsigned ret, const char *name)
 			const uint8_t *ip = p->buf + p->off;
 
 			memcpy(&h, p->buf + p->off - VNET_HDR_LEN, VNET_HDR_LEN);
+			if (uview(ip, p->len, &t) && uview(orig, B.len0[i], &to)) {
+				verify_udp_head(i, name, udp);
+				continue;
+			}
 			if (!tview(ip, p->len, &t) || !tview(orig, p->len, &to)) {
 				CHECK(0, "%s: pkt %u has a vnet_hdr but is not TCP", name, i);
 				continue;
@@ -703,8 +713,11 @@ static void verify_batch(unsigned ret, const char *name)
 
 		if (B.res0[i] || p->result)
 			continue;
-		if (!tview(oi, B.len0[i], &ti))
+		if (!tview(oi, B.len0[i], &ti)) {
+			if (udp && uview(oi, B.len0[i], &ti))
+				verify_udp_run(i, name);
 			continue;
+		}
 		at = B.len0[i]; /* end of the head's own bytes in the output */
 		seq = ti.seq + (B.len0[i] - ti.hdr);
 		mss = B.len0[i] - ti.hdr;
@@ -746,14 +759,16 @@ static void verify_batch(unsigned ret, const char *name)
 		CHECK(!gone[i], "%s: pkt %u consumed but not found in a head", name, i);
 }
 
+static void verify_batch(unsigned ret, const char *name) { verify_batch_u(ret, name, 0); }
+
 /* expect: per packet 'H' coalesced head, 'S' written as it came (zero vnet_hdr), 'c'
  * consumed, 'x' result != 0 left alone */
-static void run_expect(const char *name, const char *expect)
+static void run_expect_u(const char *name, const char *expect, int udp)
 {
 	unsigned want = 0, ret;
 
-	ret = offload_coalesce(B.p, B.n, 0);
-	verify_batch(ret, name);
+	ret = offload_coalesce(B.p, B.n, udp);
+	verify_batch_u(ret, name, udp);
 	CHECK(strlen(expect) == B.n, "%s: test setup", name);
 	for (unsigned i = 0; i < B.n && expect[i]; i++) {
 		struct espdp_pkt *p = &B.p[i];
@@ -767,6 +782,8 @@ static void run_expect(const char *name, const char *expect)
 	CHECK(ret == want, "%s: returned %u, want %u", name, ret, want);
 	b_reset();
 }
+
+static void run_expect(const char *name, const char *expect) { run_expect_u(name, expect, 0); }
 
 /* segment spec: packet k of a flow with payload mss each */
 static struct spec seg_spec(int v6, int ts, uint32_t mss, unsigned k)
@@ -1296,6 +1313,944 @@ static void test_robust_ihl(void)
 	fuzz_one(buf_ihl, len, &h);
 }
 
+/* --- UDP: USO segmentation (VNET_GSO_UDP_L4) and UDP GRO (offload_coalesce(.., 1)) --- */
+
+/* UDP view of a packet: 0 when not UDP (hdr = l4 + 8) */
+static int uview(const uint8_t *ip, uint32_t len, struct tview *t)
+{
+	if (len < 1)
+		return 0;
+	t->v6 = (ip[0] >> 4) == 6;
+	if (t->v6) {
+		if (len < 48 || ip[6] != 17)
+			return 0;
+		t->l4 = 40;
+	} else {
+		if ((ip[0] >> 4) != 4 || len < 28 || ip[9] != 17)
+			return 0;
+		t->l4 = (ip[0] & 15) * 4u;
+		if (t->l4 < 20 || t->l4 + 8 > len)
+			return 0;
+	}
+	t->hdr = t->l4 + 8;
+	t->seq = 0;
+	t->flags = 0;
+	return 1;
+}
+
+/* What may join a UDP super-packet: IPv4 without options or fragments and with a valid
+ * header checksum, a consistent UDP length, a payload, a non-zero UDP checksum that verifies. */
+static int udp_joinable(const uint8_t *ip, uint32_t len, const struct tview *u)
+{
+	if (!u->v6 && (ip[0] != 0x45 || (be16(ip + 6) & 0x3fff) || !ref_ip4_ok(ip)))
+		return 0;
+	return len > u->hdr && be16(ip + u->l4 + 4) == len - u->l4 && be16(ip + u->l4 + 6) &&
+	       ref_l4_ok(ip, u->v6, u->l4, len, 17);
+}
+
+/* same addresses, ports, TOS/TTL/DF or traffic class/flow label/hop limit */
+static int udp_same_flow(const uint8_t *a, const uint8_t *b, int v6, uint32_t l4)
+{
+	if (v6 ? memcmp(a, b, 4) || a[7] != b[7] || memcmp(a + 8, b + 8, 32)
+	       : a[1] != b[1] || a[6] != b[6] || a[8] != b[8] || memcmp(a + 12, b + 12, 8))
+		return 0;
+	return !memcmp(a + l4, b + l4, 4);
+}
+
+/* a written UDP packet with a non-zero vnet_hdr: a well-formed UDP super-packet */
+static void verify_udp_head(unsigned i, const char *name, int udp)
+{
+	struct espdp_pkt *p = &B.p[i];
+	const uint8_t *ip = p->buf + p->off, *orig = B.copy[i] + ESPD_HEADROOM;
+	struct vnet_hdr h;
+	struct tview u;
+
+	memcpy(&h, p->buf + p->off - VNET_HDR_LEN, VNET_HDR_LEN);
+	uview(ip, p->len, &u);
+	CHECK(udp, "%s: pkt %u: UDP coalesced with udp = 0", name, i);
+	CHECK(h.flags == VNET_F_NEEDS_CSUM && h.gso_type == VNET_GSO_UDP_L4 && h.hdr_len == u.hdr &&
+		      h.csum_start == u.l4 && h.csum_offset == 6 && h.gso_size > 0,
+	      "%s: pkt %u UDP vnet_hdr {%u %u %u %u %u %u}", name, i, h.flags, h.gso_type, h.hdr_len,
+	      h.gso_size, h.csum_start, h.csum_offset);
+	if (u.v6) {
+		CHECK(be16(ip + 4) == p->len - 40, "%s: pkt %u IPv6 payload length", name, i);
+		CHECK(!memcmp(ip, orig, 4) && !memcmp(ip + 6, orig + 6, 34),
+		      "%s: pkt %u IPv6 header changed", name, i);
+	} else {
+		CHECK(be16(ip + 2) == p->len, "%s: pkt %u IPv4 total length", name, i);
+		CHECK(ref_ip4_ok(ip), "%s: pkt %u IPv4 header checksum", name, i);
+		CHECK(!memcmp(ip, orig, 2) && !memcmp(ip + 4, orig + 4, 6) &&
+			      !memcmp(ip + 12, orig + 12, u.l4 - 12),
+		      "%s: pkt %u IPv4 header changed", name, i);
+	}
+	CHECK(!memcmp(ip + u.l4, orig + u.l4, 4), "%s: pkt %u UDP ports changed", name, i);
+	CHECK(be16(ip + u.l4 + 4) == p->len - u.l4, "%s: pkt %u UDP length %u, want %u", name, i,
+	      be16(ip + u.l4 + 4), p->len - u.l4);
+	CHECK(be16(ip + u.l4 + 6) == ref_fold(ref_pseudo(ip, u.v6, 17, p->len - u.l4)),
+	      "%s: pkt %u UDP checksum field %#x is not the pseudo-header sum %#x", name, i,
+	      be16(ip + u.l4 + 6), ref_fold(ref_pseudo(ip, u.v6, 17, p->len - u.l4)));
+}
+
+/* The UDP run headed by written packet i: the consumed datagrams of its flow (addresses,
+ * ports) up to the next written one, in order; all of the head's size but the last, which
+ * may be shorter; each joinable and of the head's flow. Segmenting the super-packet again
+ * (offload_segment) gives back exactly the datagrams of the run (IPv4 ID aside). */
+static void verify_udp_run(unsigned i, const char *name)
+{
+	static unsigned run[MAXB];
+	struct espdp_pkt *p = &B.p[i];
+	const uint8_t *oi = B.copy[i] + ESPD_HEADROOM;
+	struct tview ui, uj;
+	uint32_t at = B.len0[i], mss, last;
+	unsigned nrun = 0;
+
+	uview(oi, B.len0[i], &ui);
+	mss = last = B.len0[i] - ui.hdr;
+	run[nrun++] = i;
+	for (unsigned j = i + 1; j < B.n; j++) {
+		const uint8_t *oj = B.copy[j] + ESPD_HEADROOM;
+		uint32_t plen;
+
+		if (B.res0[j] || !uview(oj, B.len0[j], &uj) || !same_conn(oi, &ui, oj, &uj))
+			continue;
+		if (B.p[j].result != -1)
+			break; /* the next written datagram of the flow ends the run */
+		plen = B.len0[j] - uj.hdr;
+		CHECK(last == mss, "%s: pkt %u joined %u after a shorter datagram", name, j, i);
+		CHECK(plen <= mss, "%s: pkt %u (%u bytes) joined to %u (gso %u)", name, j, plen, i, mss);
+		CHECK(udp_joinable(oj, B.len0[j], &uj) && uj.l4 == ui.l4 &&
+			      udp_same_flow(oi, oj, ui.v6, ui.l4),
+		      "%s: pkt %u joined %u but may not", name, j, i);
+		CHECK(at + plen <= p->len && !memcmp(p->buf + p->off + at, oj + uj.hdr, plen),
+		      "%s: pkt %u payload not at %u of head %u", name, j, at, i);
+		gone[j] = 0;
+		at += plen;
+		last = plen;
+		run[nrun++] = j;
+	}
+	CHECK(at == p->len, "%s: UDP head %u has %u bytes, its run %u", name, i, p->len, at);
+	if (nrun == 1) {
+		CHECK(!memcmp(p->buf + p->off - VNET_HDR_LEN, zero_vnet, VNET_HDR_LEN),
+		      "%s: single pkt %u with a non-zero vnet_hdr", name, i);
+		return;
+	}
+	CHECK(udp_joinable(oi, B.len0[i], &ui), "%s: head %u may not be coalesced", name, i);
+	if (at != p->len)
+		return;
+	{
+		struct vnet_hdr h;
+		unsigned n;
+
+		memcpy(&h, p->buf + p->off - VNET_HDR_LEN, VNET_HDR_LEN);
+		CHECK(h.gso_size == mss, "%s: head %u gso_size %u, want %u", name, i, h.gso_size, mss);
+		if (h.gso_size != mss)
+			return;
+		n = offload_count(p->buf + p->off, p->len, &h);
+		CHECK(n == nrun, "%s: head %u segments into %u, its run is %u", name, i, n, nrun);
+		for (unsigned k = 0; k < n && k < nrun; k++) {
+			const uint8_t *ok = B.copy[run[k]] + ESPD_HEADROOM;
+			uint8_t *out = malloc(ui.hdr + mss);
+			size_t r = offload_segment(p->buf + p->off, p->len, &h, k, out);
+			int same = r == B.len0[run[k]];
+
+			if (same && ui.v6)
+				same = !memcmp(out, ok, r);
+			else if (same)
+				same = !memcmp(out, ok, 4) && !memcmp(out + 6, ok + 6, 4) &&
+				       !memcmp(out + 12, ok + 12, r - 12) && ref_ip4_ok(out);
+			CHECK(same, "%s: head %u segment %u (%zu bytes) is not pkt %u (%u bytes)", name, i,
+			      k, r, run[k], B.len0[run[k]]);
+			free(out);
+		}
+	}
+}
+
+static struct vnet_hdr uso_hdr(const struct spec *s, uint16_t mss)
+{
+	struct vnet_hdr h = { .flags = VNET_F_NEEDS_CSUM, .gso_type = VNET_GSO_UDP_L4,
+			      .hdr_len = (uint16_t)spec_hdr(s), .gso_size = mss,
+			      .csum_start = (uint16_t)spec_l4(s), .csum_offset = 6 };
+	return h;
+}
+
+/* the kernel's USO super-packet: UDP checksum field = folded pseudo-header sum */
+static void kernel_partial_udp(uint8_t *pkt, size_t len, const struct spec *s)
+{
+	uint32_t l4 = spec_l4(s);
+
+	put16(pkt + l4 + 6, ref_fold(ref_pseudo(pkt, s->v6, 17, (uint32_t)len - l4)));
+}
+
+static void uso_case(struct spec s, uint16_t mss)
+{
+	size_t len;
+	struct vnet_hdr h;
+	uint32_t l4, hdr;
+	unsigned n, want = s.payload ? (s.payload + mss - 1) / mss : 1;
+	uint8_t *cat = malloc(s.payload + 1);
+	uint32_t got = 0;
+	int bad = 0;
+
+	s.udp = 1;
+	len = build(&s, super);
+	h = uso_hdr(&s, mss);
+	l4 = spec_l4(&s);
+	hdr = spec_hdr(&s);
+	kernel_partial_udp(super, len, &s);
+	memcpy(super_copy, super, len);
+	n = offload_count(super, len, &h);
+	CHECK(n == want, "udp v%d opt%d payload %u mss %u: count %u, want %u", s.v6 ? 6 : 4,
+	      s.ipopt, s.payload, mss, n, want);
+	if (n != want)
+		n = 0;
+	for (unsigned i = 0; i < n && bad < 3; i++) {
+		uint32_t seg = s.payload - i * mss < mss ? s.payload - i * mss : mss;
+		uint8_t *out = malloc(hdr + mss); /* exactly the documented room */
+		size_t r = offload_segment(super, len, &h, i, out);
+		uint16_t c;
+		int ok = 1;
+
+#define SEG(cond)                                                                        \
+	do {                                                                             \
+		if (!(cond)) {                                                           \
+			ok = 0;                                                          \
+			CHECK(cond, "udp v%d opt%d payload %u mss %u seg %u/%u", s.v6 ? 6 : 4, \
+			      s.ipopt, s.payload, mss, i, n);                            \
+		}                                                                        \
+	} while (0)
+		SEG(r == hdr + seg);
+		if (r != hdr + seg) {
+			free(out);
+			bad++;
+			continue;
+		}
+		if (s.v6) {
+			SEG(be16(out + 4) == r - 40);
+			SEG(!memcmp(out, super_copy, 4) && !memcmp(out + 6, super_copy + 6, 34));
+		} else {
+			SEG(be16(out + 2) == r);
+			SEG(be16(out + 4) == (uint16_t)(s.id + i));
+			SEG(ref_ip4_ok(out));
+			SEG(!memcmp(out, super_copy, 2) && !memcmp(out + 6, super_copy + 6, 4) &&
+			    !memcmp(out + 12, super_copy + 12, l4 - 12));
+		}
+		SEG(!memcmp(out + l4, super_copy + l4, 4)); /* ports */
+		SEG(be16(out + l4 + 4) == r - l4);
+		c = ref_l4_csum(out, s.v6, l4, (uint32_t)r, 17, l4 + 6);
+		SEG(be16(out + l4 + 6) == (c ? c : 0xffff));
+		SEG(ref_l4_ok(out, s.v6, l4, (uint32_t)r, 17));
+		memcpy(cat + got, out + hdr, seg);
+		got += seg;
+		passed += ok;
+		bad += !ok;
+		free(out);
+#undef SEG
+	}
+	if (n) {
+		CHECK(got == s.payload && !memcmp(cat, super_copy + hdr, s.payload),
+		      "udp v%d payload %u mss %u: concatenated payloads differ (%u bytes)",
+		      s.v6 ? 6 : 4, s.payload, mss, got);
+	}
+	CHECK(!memcmp(super, super_copy, len), "offload_segment changed its input (udp)");
+	free(cat);
+}
+
+static void test_uso(void)
+{
+	static const uint16_t msses[] = { 1, 2, 536, 1400, 1472 };
+
+	for (int v6 = 0; v6 < 2; v6++)
+		for (unsigned m = 0; m < sizeof(msses) / sizeof(msses[0]); m++) {
+			uint16_t mss = msses[m];
+			uint32_t hdr = v6 ? 48 : 28, max = 65535 - hdr, sizes[10];
+
+			sizes[0] = 0;
+			sizes[1] = 1;
+			sizes[2] = mss > 1 ? mss - 1u : 2;
+			sizes[3] = mss;
+			sizes[4] = mss + 1u;
+			sizes[5] = 2u * mss;
+			sizes[6] = 3u * mss + 7;
+			sizes[7] = mss <= 2 ? 777 : max / mss * mss;
+			sizes[8] = mss <= 2 ? 1000 : max;
+			sizes[9] = mss <= 2 ? 1 : max - max % mss - 1;
+			for (int k = 0; k < 10; k++) {
+				struct spec s = base_spec(v6);
+
+				s.payload = sizes[k];
+				s.id = (uint16_t)(0xfff0 + k * 3); /* wraps */
+				s.fill = (uint8_t)(k + 3);
+				s.sport = (uint16_t)(5000 + m);
+				uso_case(s, mss);
+			}
+		}
+	/* an IPv4 header with options: csum_start = 24 */
+	{
+		struct spec s = base_spec(0);
+
+		s.ipopt = 1;
+		s.payload = 3001;
+		uso_case(s, 1000);
+		s.payload = 1000;
+		uso_case(s, 1000);
+	}
+	/* a segment whose checksum computes to 0 is sent with 0xffff */
+	for (int v6 = 0; v6 < 2; v6++) {
+		struct spec s = base_spec(v6);
+		struct vnet_hdr h;
+		uint32_t l4, hdr, mss = 500;
+		uint8_t out[600];
+		size_t len, r;
+
+		s.udp = 1;
+		s.payload = 3 * mss;
+		len = build(&s, super);
+		h = uso_hdr(&s, (uint16_t)mss);
+		l4 = spec_l4(&s);
+		hdr = spec_hdr(&s);
+		kernel_partial_udp(super, len, &s);
+		/* choose the first two payload bytes of segment 1 so that its checksum is 0 */
+		super[hdr + mss] = super[hdr + mss + 1] = 0;
+		r = offload_segment(super, len, &h, 1, out);
+		CHECK(r == hdr + mss, "udp zero checksum v%d: setup length %zu", v6 ? 6 : 4, r);
+		if (r != hdr + mss)
+			continue;
+		put16(super + hdr + mss, ref_l4_csum(out, v6, l4, (uint32_t)r, 17, l4 + 6));
+		r = offload_segment(super, len, &h, 1, out);
+		CHECK(ref_l4_csum(out, v6, l4, (uint32_t)r, 17, l4 + 6) == 0,
+		      "udp zero checksum v%d: test setup", v6 ? 6 : 4);
+		CHECK(be16(out + l4 + 6) == 0xffff, "udp v%d: a computed 0 is sent as %#x, want 0xffff",
+		      v6 ? 6 : 4, be16(out + l4 + 6));
+		CHECK(ref_l4_ok(out, v6, l4, (uint32_t)r, 17), "udp zero checksum v%d: invalid",
+		      v6 ? 6 : 4);
+		r = offload_segment(super, len, &h, 0, out);
+		CHECK(be16(out + l4 + 6) != 0xffff && ref_l4_ok(out, v6, l4, (uint32_t)r, 17),
+		      "udp zero checksum v%d: the other segments", v6 ? 6 : 4);
+	}
+	/* the ECN bit in gso_type is masked like for TCP */
+	{
+		struct spec s = base_spec(1);
+		struct vnet_hdr h;
+		size_t len;
+
+		s.udp = 1;
+		s.payload = 3000;
+		len = build(&s, super);
+		h = uso_hdr(&s, 1000);
+		h.gso_type |= VNET_GSO_ECN;
+		CHECK(offload_count(super, len, &h) == 3, "UDP_L4|ECN count");
+	}
+	/* malformed UDP super-packets count 0 */
+	for (int v6 = 0; v6 < 2; v6++) {
+		struct spec s = base_spec(v6);
+		struct vnet_hdr h, g;
+		uint32_t l4;
+		size_t len;
+
+		s.udp = 1;
+		s.payload = 3000;
+		len = build(&s, super);
+		h = uso_hdr(&s, 1000);
+		l4 = spec_l4(&s);
+		CHECK(offload_count(super, len, &h) == 3, "udp v%d: valid", v6 ? 6 : 4);
+		g = h, g.gso_size = 0;
+		CHECK(offload_count(super, len, &g) == 0, "udp v%d: gso_size 0", v6 ? 6 : 4);
+		g = h, g.csum_start = (uint16_t)(l4 - 1);
+		CHECK(offload_count(super, len, &g) == 0, "udp v%d: csum_start inside the IP header",
+		      v6 ? 6 : 4);
+		g = h, g.csum_start = (uint16_t)(len - 7);
+		CHECK(offload_count(super, len, &g) == 0, "udp v%d: csum_start without room for UDP",
+		      v6 ? 6 : 4);
+		CHECK(offload_count(super, l4 + 7, &h) == 0, "udp v%d: truncated in the UDP header",
+		      v6 ? 6 : 4);
+		CHECK(offload_count(super, l4 + 8, &h) == 1, "udp v%d: header only", v6 ? 6 : 4);
+		CHECK(offload_count(super, 0, &h) == 0, "udp v%d: empty", v6 ? 6 : 4);
+		if (!v6) {
+			g = h, g.csum_start = 24;
+			CHECK(offload_count(super, len, &g) == 0, "udp v4: csum_start past the IHL");
+		}
+		super[0] = (uint8_t)(0x50 | (super[0] & 15));
+		CHECK(offload_count(super, len, &h) == 0, "udp v%d: version 5", v6 ? 6 : 4);
+		/* the version nibble decides: an IPv4 header read as IPv6 has csum_start 20 < 40,
+		 * an IPv6 one read as IPv4 an IHL (0) that does not end at csum_start 40 */
+		super[0] = (uint8_t)((v6 ? 0x40 : 0x60) | (super[0] & 15));
+		CHECK(offload_count(super, len, &h) == 0, "udp v%d: other version nibble", v6 ? 6 : 4);
+	}
+}
+
+/* USO super-packet -> segments -> coalesce(udp) -> the super-packet again */
+static void uso_roundtrip(int v6, uint32_t payload, uint16_t mss)
+{
+	struct spec s = base_spec(v6);
+	size_t len;
+	struct vnet_hdr h;
+	unsigned n, ret;
+	uint32_t l4;
+	char name[96];
+
+	s.udp = 1;
+	s.payload = payload;
+	s.sport = 4500;
+	len = build(&s, super);
+	memcpy(super_copy, super, len);
+	kernel_partial_udp(super, len, &s);
+	h = uso_hdr(&s, mss);
+	l4 = spec_l4(&s);
+	n = offload_count(super, len, &h);
+	snprintf(name, sizeof(name), "udp roundtrip v%d payload %u mss %u", v6 ? 6 : 4, payload, mss);
+	for (int udp = 1; udp >= 0; udp--) {
+		for (unsigned i = 0; i < n; i++) {
+			uint8_t *out = malloc(spec_hdr(&s) + mss);
+			size_t r = offload_segment(super, len, &h, i, out);
+
+			b_add(out, r, 0, 0);
+			free(out);
+		}
+		ret = offload_coalesce(B.p, B.n, udp);
+		verify_batch_u(ret, name, udp);
+		if (!udp) { /* left alone */
+			CHECK(ret == n, "%s udp=0: returned %u, want %u", name, ret, n);
+			for (unsigned i = 0; i < B.n; i++)
+				CHECK(B.p[i].result == 0 &&
+					      !memcmp(B.p[i].buf + B.p[i].off - VNET_HDR_LEN, zero_vnet,
+						      VNET_HDR_LEN),
+				      "%s udp=0: pkt %u touched", name, i);
+			b_reset();
+			continue;
+		}
+		/* a datagram without payload cannot be coalesced: it is written as it is */
+		CHECK(ret == 1, "%s: returned %u", name, ret);
+		if (B.p[0].result == 0 && B.p[0].len == len) {
+			struct espdp_pkt *p = &B.p[0];
+			uint8_t *ip = p->buf + p->off;
+			struct vnet_hdr g;
+
+			CHECK(!memcmp(ip, super_copy, l4 + 6) &&
+				      !memcmp(ip + l4 + 8, super_copy + l4 + 8, len - l4 - 8),
+			      "%s: not the original super-packet", name);
+			memcpy(&g, p->buf + p->off - VNET_HDR_LEN, VNET_HDR_LEN);
+			if (n > 1) {
+				CHECK(g.flags == 1 && g.gso_type == 5 && g.hdr_len == l4 + 8 &&
+					      g.gso_size == mss && g.csum_start == l4 && g.csum_offset == 6,
+				      "%s: vnet_hdr {%u %u %u %u %u %u}", name, g.flags, g.gso_type,
+				      g.hdr_len, g.gso_size, g.csum_start, g.csum_offset);
+				CHECK(be16(ip + l4 + 6) ==
+					      ref_fold(ref_pseudo(ip, v6, 17, (uint32_t)len - l4)),
+				      "%s: UDP checksum field", name);
+				/* the kernel completing it gives the original's checksum */
+				CHECK(offload_csum(ip, len, &g) == 0 && !memcmp(ip, super_copy, len),
+				      "%s: completed checksum differs from the original", name);
+			} else {
+				CHECK(!memcmp(&g, zero_vnet, VNET_HDR_LEN), "%s: single datagram vnet_hdr",
+				      name);
+				CHECK(ref_l4_ok(ip, v6, l4, (uint32_t)len, 17),
+				      "%s: single datagram checksum", name);
+			}
+		} else {
+			CHECK(0, "%s: head result %d len %u, want len %zu", name, B.p[0].result,
+			      B.p[0].len, len);
+		}
+		for (unsigned i = 1; i < B.n; i++)
+			CHECK(B.p[i].result == -1, "%s: datagram %u not consumed", name, i);
+		b_reset();
+	}
+}
+
+static void test_udp_gro_roundtrip(void)
+{
+	static const uint16_t msses[] = { 1, 536, 1400, 1472 };
+
+	for (int v6 = 0; v6 < 2; v6++)
+		for (unsigned m = 0; m < sizeof(msses) / sizeof(msses[0]); m++) {
+			uint16_t mss = msses[m];
+			uint32_t max = 65535 - (v6 ? 48 : 28);
+			uint32_t sizes[] = { 1, mss, mss + 1u, 2u * mss, 5u * mss - 1,
+					     mss == 1 ? 200 : max / mss * mss, mss == 1 ? 333 : max };
+
+			for (unsigned k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++)
+				uso_roundtrip(v6, sizes[k], mss);
+		}
+}
+
+/* datagram k of a UDP flow, `size` bytes of payload each */
+static struct spec udp_spec(int v6, uint32_t size, unsigned k)
+{
+	struct spec s = seg_spec(v6, 0, size, k);
+
+	s.udp = 1;
+	s.sport = 4500;
+	s.dport = 4500;
+	return s;
+}
+
+/* recompute the IPv4 header checksum after editing the header */
+static void ip4_fix(uint8_t *ip)
+{
+	ip[10] = ip[11] = 0;
+	put16(ip + 10, (uint16_t)~ref_fold(ref_sum(0, ip, (ip[0] & 15) * 4u)));
+}
+
+/* recompute the UDP checksum over the packet as it is (0 -> 0xffff) */
+static void udp_fix(uint8_t *ip, uint32_t len)
+{
+	int v6 = (ip[0] >> 4) == 6;
+	uint32_t l4 = v6 ? 40 : (ip[0] & 15) * 4u;
+	uint16_t c = ref_l4_csum(ip, v6, l4, len, 17, l4 + 6);
+
+	put16(ip + l4 + 6, c ? c : 0xffff);
+}
+
+/* Five datagrams of a flow, the middle one (k = 2) altered by `edit`: it may not join, so it
+ * is written as it is and closes the super-packet before it: "HcSHc". */
+enum udp_defect { UD_CSUM0, UD_CSUM0_SUMS, UD_CORRUPT, UD_BADLEN, UD_EMPTY, UD_IPCSUM, UD_MF, UD_OFFSET,
+		  UD_OPTIONS, UD_TOS, UD_TTL, UD_DF, UD_TCLASS, UD_FLOWLABEL, UD_HOPLIMIT,
+		  UD_NDEFECTS };
+static const char *const udp_defect_name[] = {
+	"checksum 0", "checksum 0 over data that sums to it", "corrupt payload", "UDP length short", "no payload", "bad IPv4 checksum",
+	"IPv4 MF", "IPv4 fragment offset", "IPv4 options", "TOS", "TTL", "DF",
+	"traffic class", "flow label", "hop limit",
+};
+
+/* build datagram k of the flow with defect d into out; its length, 0 if d does not apply */
+static size_t udp_defective(int v6, uint32_t size, unsigned k, int d, uint8_t *out)
+{
+	struct spec s = udp_spec(v6, size, k);
+	size_t len;
+	uint32_t l4;
+
+	if (v6 && (d == UD_IPCSUM || d == UD_MF || d == UD_OFFSET || d == UD_OPTIONS || d == UD_DF))
+		return 0;
+	if (!v6 && (d == UD_FLOWLABEL || d == UD_TCLASS || d == UD_HOPLIMIT))
+		return 0;
+	if (d == UD_EMPTY)
+		s.payload = 0;
+	if (d == UD_OPTIONS)
+		s.ipopt = 1;
+	if (d == UD_TOS || d == UD_TCLASS)
+		s.tos ^= 0x03; /* ECN CE */
+	if (d == UD_TTL || d == UD_HOPLIMIT)
+		s.ttl--;
+	len = build(&s, out);
+	l4 = spec_l4(&s);
+	switch (d) {
+	case UD_CSUM0:
+		out[l4 + 6] = out[l4 + 7] = 0;
+		break;
+	case UD_CSUM0_SUMS: /* field 0 ("none" in IPv4), yet a sum over it verifies */
+		out[l4 + 6] = out[l4 + 7] = 0;
+		out[l4 + 8] = out[l4 + 9] = 0;
+		put16(out + l4 + 8, ref_l4_csum(out, v6, l4, (uint32_t)len, 17, l4 + 6));
+		CHECK(ref_l4_ok(out, v6, l4, (uint32_t)len, 17), "test setup: checksum 0 verifies");
+		break;
+	case UD_CORRUPT:
+		out[len - 3] ^= 0x21;
+		break;
+	case UD_BADLEN: /* UDP length 2 short of the packet, checksum valid over the packet */
+		put16(out + l4 + 4, (uint16_t)(len - l4 - 2));
+		udp_fix(out, (uint32_t)len);
+		break;
+	case UD_IPCSUM:
+		out[10] ^= 0x10;
+		break;
+	case UD_MF:
+		out[6] = 0x20;
+		ip4_fix(out);
+		break;
+	case UD_OFFSET:
+		out[6] = 0x40, out[7] = 0x01; /* DF and offset 8: a trailing fragment */
+		ip4_fix(out);
+		break;
+	case UD_DF:
+		out[6] = 0;
+		ip4_fix(out);
+		break;
+	case UD_FLOWLABEL:
+		out[3] ^= 0x01;
+		break;
+	}
+	return len;
+}
+
+static void test_udp_gro_cases(void)
+{
+	uint8_t tmp[70000];
+	struct spec s;
+	unsigned i;
+	char name[96];
+
+	/* udp = 0: datagrams are left alone */
+	for (int v6 = 0; v6 < 2; v6++) {
+		for (i = 0; i < 5; i++)
+			b_spec(udp_spec(v6, 1000, i), 0, 0);
+		run_expect_u(v6 ? "udp=0 v6" : "udp=0 v4", "SSSSS", 0);
+		for (i = 0; i < 5; i++)
+			b_spec(udp_spec(v6, 1000, i), 0, 0);
+		run_expect_u(v6 ? "udp=1 v6" : "udp=1 v4", "Hcccc", 1);
+	}
+	/* tiny datagrams: gso_size 1 */
+	for (i = 0; i < 6; i++)
+		b_spec(udp_spec(1, 1, i), 0, 0);
+	run_expect_u("1-byte datagrams", "Hccccc", 1);
+	for (i = 0; i < 2; i++)
+		b_spec(udp_spec(0, 1, i), 0, 0);
+	run_expect_u("two 1-byte datagrams", "Hc", 1);
+	b_spec(udp_spec(0, 1000, 0), 0, 0);
+	run_expect_u("one datagram", "S", 1);
+
+	/* interleaved UDP flows stay separate and in order */
+	for (i = 0; i < 4; i++) {
+		struct spec a = udp_spec(0, 1000, i), b = udp_spec(1, 700, i), c = udp_spec(0, 1000, i);
+
+		b.sport = 5555;
+		c.sport = 4501; /* same addresses, other port */
+		b_spec(a, 0, 0);
+		b_spec(b, 0, 0);
+		b_spec(c, 0, 0);
+	}
+	run_expect_u("three interleaved UDP flows", "HHHccccccccc", 1);
+	/* more open flows than GRO tracks */
+	for (i = 0; i < 3; i++)
+		for (unsigned f = 0; f < 12; f++) {
+			s = udp_spec(f & 1, 100, i);
+			s.sport = (uint16_t)(1000 + f);
+			b_spec(s, 0, 0);
+		}
+	verify_batch_u(offload_coalesce(B.p, B.n, 1), "12 interleaved UDP flows", 1);
+	b_reset();
+
+	/* TCP and UDP flows interleaved, UDP with the very same addresses and ports as TCP */
+	for (int udp = 1; udp >= 0; udp--) {
+		for (i = 0; i < 4; i++) {
+			struct spec t = seg_spec(0, 1, 1000, i), u = udp_spec(0, 1000, i),
+				    w = udp_spec(1, 1200, i), t6 = seg_spec(1, 0, 500, i);
+
+			u.sport = t.sport, u.dport = t.dport;
+			b_spec(t, 0, 0);
+			b_spec(u, 0, 0);
+			b_spec(w, 0, 0);
+			b_spec(t6, 0, 0);
+		}
+		run_expect_u(udp ? "TCP and UDP flows, udp=1" : "TCP and UDP flows, udp=0",
+			     udp ? "HHHHcccccccccccc" : "HSSH" "cSSc" "cSSc" "cSSc", udp);
+	}
+
+	/* a shorter datagram joins and closes; a longer one starts anew */
+	for (int v6 = 0; v6 < 2; v6++) {
+		for (i = 0; i < 5; i++) {
+			s = udp_spec(v6, 1000, i);
+			if (i == 2)
+				s.payload = 999;
+			b_spec(s, 0, 0);
+		}
+		run_expect_u(v6 ? "udp shorter closes v6" : "udp shorter closes v4", "HccHc", 1);
+		for (i = 0; i < 3; i++) {
+			s = udp_spec(v6, 1000, i);
+			if (i == 1)
+				s.payload = 1;
+			b_spec(s, 0, 0);
+		}
+		run_expect_u(v6 ? "udp 1-byte closes v6" : "udp 1-byte closes v4", "HcS", 1);
+		for (i = 0; i < 4; i++) {
+			s = udp_spec(v6, 1000, i);
+			if (i >= 1)
+				s.payload = 1001;
+			b_spec(s, 0, 0);
+		}
+		run_expect_u(v6 ? "udp longer starts anew v6" : "udp longer starts anew v4", "SHcc",
+			     1);
+		for (i = 0; i < 6; i++) {
+			s = udp_spec(v6, 1000, i);
+			if (i == 2)
+				s.payload = 1400;
+			if (i == 3)
+				s.payload = 100;
+			b_spec(s, 0, 0);
+		}
+		run_expect_u(v6 ? "udp longer then shorter v6" : "udp longer then shorter v4",
+			     "HcHcHc", 1);
+	}
+
+	/* datagrams that may not join: written as they are, and they close the flow's
+	 * super-packet so that the ones after them do not overtake them */
+	for (int d = 0; d < UD_NDEFECTS; d++)
+		for (int v6 = 0; v6 < 2; v6++) {
+			size_t len;
+
+			if (!udp_defective(v6, 1000, 2, d, tmp))
+				continue;
+			for (i = 0; i < 5; i++) {
+				if (i == 2) {
+					len = udp_defective(v6, 1000, 2, d, tmp);
+				} else {
+					s = udp_spec(v6, 1000, i);
+					len = build(&s, tmp);
+				}
+				b_add(tmp, len, 0, 0);
+			}
+			snprintf(name, sizeof(name), "udp %s in the middle, v%d", udp_defect_name[d],
+				 v6 ? 6 : 4);
+			run_expect_u(name, "HcSHc", 1);
+			for (i = 0; i < 3; i++) {
+				if (i == 0) {
+					len = udp_defective(v6, 1000, 0, d, tmp);
+				} else {
+					s = udp_spec(v6, 1000, i);
+					len = build(&s, tmp);
+				}
+				b_add(tmp, len, 0, 0);
+			}
+			snprintf(name, sizeof(name), "udp %s first, v%d", udp_defect_name[d],
+				 v6 ? 6 : 4);
+			run_expect_u(name, "SHc", 1);
+			for (i = 0; i < 2; i++) {
+				len = udp_defective(v6, 1000, i, d, tmp);
+				b_add(tmp, len, 0, 0);
+			}
+			snprintf(name, sizeof(name), "udp %s twice, v%d", udp_defect_name[d],
+				 v6 ? 6 : 4);
+			/* two altered alike are one flow of their own where only headers differ */
+			run_expect_u(name, d >= UD_TOS ? "Hc" : "SS", 1);
+		}
+	/* a UDP checksum of 0xffff standing for a computed 0 verifies and may join */
+	for (int v6 = 0; v6 < 2; v6++) {
+		uint32_t hdr = v6 ? 48 : 28, l4 = v6 ? 40 : 20;
+
+		for (i = 0; i < 3; i++) {
+			size_t len;
+
+			s = udp_spec(v6, 1000, i);
+			len = build(&s, tmp);
+			if (i == 1) { /* first two payload bytes make the checksum compute to 0 */
+				tmp[hdr] = tmp[hdr + 1] = 0;
+				put16(tmp + l4 + 6, 0);
+				put16(tmp + hdr, ref_l4_csum(tmp, v6, l4, (uint32_t)len, 17, l4 + 6));
+				udp_fix(tmp, (uint32_t)len);
+				CHECK(be16(tmp + l4 + 6) == 0xffff, "test setup: 0xffff checksum");
+			}
+			b_add(tmp, len, 0, 0);
+		}
+		run_expect_u(v6 ? "udp checksum 0xffff v6" : "udp checksum 0xffff v4", "Hcc", 1);
+	}
+	/* a TCP segment with the UDP flow's addresses and ports (another protocol) that may
+	 * not join does not close the UDP super-packet, nor a UDP one the TCP flow's */
+	for (i = 0; i < 5; i++) {
+		if (i == 2) {
+			s = seg_spec(0, 0, 1000, 0);
+			s.sport = s.dport = 4500;
+			s.flags |= TH_SYN;
+			b_spec(s, 0, 0);
+			continue;
+		}
+		b_spec(udp_spec(0, 1000, i), 0, 0);
+	}
+	run_expect_u("TCP SYN amid a UDP flow, same ports", "HcScc", 1);
+	for (i = 0; i < 5; i++) {
+		if (i == 2) {
+			size_t len = udp_defective(0, 1000, 0, UD_CORRUPT, tmp);
+
+			put16(tmp + 20, 40000), put16(tmp + 22, 443); /* the TCP flow's ports */
+			b_add(tmp, len, 0, 0);
+			continue;
+		}
+		b_spec(seg_spec(0, 0, 1000, i > 2 ? i - 1 : i), 0, 0);
+	}
+	run_expect_u("corrupt UDP amid a TCP flow, same ports", "HcScc", 1);
+	/* other addresses / ports are other flows */
+	for (i = 0; i < 4; i++) {
+		s = udp_spec(0, 1000, i);
+		if (i & 1)
+			s.dport = 4501;
+		b_spec(s, 0, 0);
+	}
+	run_expect_u("udp other dport", "HHcc", 1);
+
+	/* capacity: the head's buffer, and 65535 */
+	for (int v6 = 0; v6 < 2; v6++) {
+		uint32_t hdr = v6 ? 48 : 28;
+
+		for (i = 0; i < 7; i++)
+			b_spec(udp_spec(v6, 1000, i), ESPD_HEADROOM + hdr + 3000, 0);
+		run_expect_u("udp cap fits exactly 3", "HccHccS", 1);
+		for (i = 0; i < 7; i++)
+			b_spec(udp_spec(v6, 1000, i), ESPD_HEADROOM + hdr + 3000 - 1, 0);
+		run_expect_u("udp cap fits 2", "HcHcHcS", 1);
+		for (i = 0; i < 60; i++)
+			b_spec(udp_spec(v6, 1400, i), 0, 0);
+		{
+			char want[61];
+
+			/* 46 * 1400 + hdr <= 65535 < 47 * 1400 + hdr */
+			memset(want, 'c', 60);
+			want[60] = 0;
+			want[0] = 'H';
+			want[46] = 'H';
+			run_expect_u("udp 65535 limit", want, 1);
+		}
+		for (i = 0; i < 2; i++) {
+			s = udp_spec(v6, 1000, 0);
+			s.payload = i ? (65535 - hdr) / 2 : (65535 - hdr + 1) / 2;
+			s.seq += i * ((65535 - hdr + 1) / 2);
+			b_spec(s, 0, 0);
+		}
+		run_expect_u("udp exactly 65535", "Hc", 1);
+		for (i = 0; i < 3; i++) {
+			s = udp_spec(v6, (65535 - hdr) / 2 + 1, i);
+			b_spec(s, 0, 0);
+		}
+		run_expect_u("udp 65536", "SSS", 1);
+	}
+
+	/* result != 0: untouched, not counted; without sequence numbers the datagrams
+	 * around a dropped one still join */
+	for (i = 0; i < 3; i++)
+		b_spec(udp_spec(1, 1000, i), 0, i == 1 ? 5 : 0);
+	run_expect_u("udp dropped datagram in the middle", "Hxc", 1);
+	for (i = 0; i < 3; i++)
+		b_spec(udp_spec(0, 1000, i), 0, 9);
+	run_expect_u("udp all dropped", "xxx", 1);
+	CHECK(offload_coalesce(B.p, 0, 1) == 0, "empty batch, udp");
+}
+
+/* A TCP segment whose IP header differs (TOS: an ECN CE mark) starts a super-packet of its
+ * own; a later segment of the connection that continues the earlier super-packet's sequence
+ * (a retransmission of the marked one) must not join it and so overtake the marked one. */
+static void test_gro_order_header_change(void)
+{
+	struct spec s;
+
+	for (int v6 = 0; v6 < 2; v6++) {
+		b_spec(seg_spec(v6, 0, 1000, 0), 0, 0);
+		s = seg_spec(v6, 0, 1000, 1);
+		s.tos ^= 0x03;
+		b_spec(s, 0, 0);
+		b_spec(seg_spec(v6, 0, 1000, 1), 0, 0);
+		run_expect_u(v6 ? "TCP: CE-marked segment, then its retransmission, v6" :
+				  "TCP: CE-marked segment, then its retransmission, v4",
+			     "SSS", 0);
+	}
+}
+
+/* random batches of TCP and UDP flows with random defects, udp = 1 (mostly) */
+static void test_udp_gro_random(void)
+{
+	uint8_t tmp[2000];
+
+	for (int it = 0; it < 2000; it++) {
+		unsigned n = 1 + rndn(48), nflows = 1 + rndn(5);
+		uint32_t next[5], mss[5];
+		int isudp[5], udp = rndn(5) != 0;
+
+		for (unsigned f = 0; f < nflows; f++)
+			next[f] = 1000u * f, mss[f] = 1 + rndn(300), isudp[f] = rndn(3) != 0;
+		for (unsigned i = 0; i < n; i++) {
+			unsigned f = rndn(nflows);
+			struct spec s = base_spec(f & 1);
+			uint32_t r = rndn(100);
+			size_t len;
+
+			s.sport = (uint16_t)(100 + f / 2 * 2); /* flows 2k, 2k+1 share ports */
+			s.seq = next[f];
+			s.payload = mss[f];
+			if (isudp[f]) {
+				s.udp = 1;
+				s.id = (uint16_t)(s.seq / 7);
+				if (r < 10)
+					s.payload = rndn(mss[f] + 1); /* shorter, maybe empty */
+				else if (r < 14)
+					s.payload = mss[f] + 1 + rndn(10);
+				else if (r < 16)
+					s.tos ^= 1;
+				else if (r < 18)
+					s.ttl++;
+				else if (r < 19)
+					s.udp = 0; /* a TCP segment with the same addresses and ports */
+				next[f] = s.seq + s.payload;
+				len = build(&s, tmp);
+				if (r >= 19 && r < 21) {
+					tmp[spec_l4(&s) + 6] = tmp[spec_l4(&s) + 7] = 0;
+				} else if (r >= 21 && r < 23) {
+					/* (IP lengths are the caller's: esp_in sets len = total) */
+					uint32_t l4 = spec_l4(&s);
+
+					tmp[l4 + rndn((uint32_t)len - l4)] ^= (uint8_t)(1 + rndn(255));
+				} else if (r >= 23 && r < 24 && len > 60) {
+					len -= 1 + rndn(8); /* truncated: UDP length inconsistent */
+				}
+			} else {
+				if (r < 8)
+					s.payload = 1 + rndn(mss[f]);
+				else if (r < 10)
+					s.payload = mss[f] + 1 + rndn(10);
+				else if (r < 14)
+					s.seq += rndn(3) * 7 - 7;
+				else if (r < 18)
+					s.flags |= TH_PSH;
+				else if (r < 20)
+					s.tos ^= 1;
+				next[f] = s.seq + s.payload;
+				len = build(&s, tmp);
+			}
+			b_add(tmp, len, rndn(4) ? 0 : ESPD_HEADROOM + (uint32_t)len + rndn(2000),
+			      rndn(20) ? 0 : 3);
+		}
+		verify_batch_u(offload_coalesce(B.p, B.n, udp), udp ? "random batch, udp" :
+								    "random batch, udp=0", udp);
+		b_reset();
+	}
+}
+
+/* robustness of USO: truncations and random headers with gso_type UDP_L4 */
+static void test_robust_udp(void)
+{
+	uint8_t buf[400];
+
+	for (int v6 = 0; v6 < 2; v6++) {
+		struct spec s = base_spec(v6);
+		struct vnet_hdr h;
+		size_t len;
+
+		s.udp = 1;
+		s.payload = 300;
+		len = build(&s, buf);
+		h = uso_hdr(&s, 100);
+		for (size_t l = 0; l <= len; l++) {
+			fuzz_one(buf, l, &h);
+			h.gso_size = 1;
+			fuzz_one(buf, l, &h);
+			h.gso_size = 100;
+		}
+	}
+	for (int it = 0; it < 100000; it++) {
+		size_t len = rndn(200);
+		struct vnet_hdr h;
+
+		for (size_t i = 0; i < len; i++)
+			buf[i] = (uint8_t)rnd();
+		if (len && rndn(2))
+			buf[0] = rndn(2) ? 0x45 : rndn(2) ? 0x60 : (uint8_t)(0x40 | rndn(16));
+		h.flags = (uint8_t)rnd();
+		h.gso_type = rndn(2) ? VNET_GSO_UDP_L4 : VNET_GSO_UDP_L4 | VNET_GSO_ECN;
+		h.hdr_len = (uint16_t)rnd();
+		h.gso_size = (uint16_t)(rndn(2) ? 1 + rndn(64) : rnd());
+		h.csum_start = (uint16_t)(rndn(4) ? rndn(80) : rnd());
+		h.csum_offset = 6;
+		fuzz_one(buf, len, &h);
+	}
+	/* IHL past csum_start */
+	{
+		struct spec s = base_spec(0);
+		struct vnet_hdr h;
+		size_t len;
+
+		s.udp = 1;
+		s.payload = 4;
+		len = build(&s, buf_ihl);
+		buf_ihl[0] = 0x4f;
+		h = uso_hdr(&s, 1);
+		fuzz_one(buf_ihl, len, &h);
+	}
+}
+
 int main(void)
 {
 	test_tso();
@@ -1307,6 +2262,12 @@ int main(void)
 	test_gro_bad_checksum();
 	test_robust();
 	test_robust_ihl();
+	test_uso();
+	test_udp_gro_roundtrip();
+	test_udp_gro_cases();
+	test_udp_gro_random();
+	test_gro_order_header_change();
+	test_robust_udp();
 	printf("%lu passed, %lu failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
