@@ -48,7 +48,7 @@ Path = tuple[str | int, ...]
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
-               "offload", "user"),
+               "offload", "user", "nat_keepalive"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -387,7 +387,10 @@ class _Loader:
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         user = self.get(raw, path + ("user",), str, '"espd"', None)
+        keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
+                                 default.nat_keepalive)
         return Settings(
+            nat_keepalive=default.nat_keepalive if keepalive is None else keepalive,
             user=user or None,
             offload=default.offload if offload is None else offload,
             interface=interface or default.interface,

@@ -44,7 +44,6 @@ from espd.tun import close_tun, open_tun
 log = logging.getLogger("espd")
 
 NATT_PORT = 4500
-NAT_KEEPALIVE_SECONDS = 20  # RFC 3948 4: keep NAT mappings of ESP-in-UDP peers open
 SOCKET_BUFFER = 4 << 20
 DEFAULT_TUN_MTU = 1400
 MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
@@ -340,6 +339,13 @@ class Daemon:
                 problems.append(f"[daemon] {name} cannot change at reload "
                                 f"({getattr(old, name)!r} -> {getattr(new, name)!r}); "
                                 "restart espd to apply it")
+        before = {(s.direction, s.spi, s.peer): s for s in self.plan.sas}
+        for spec in plan.sas:
+            old_spec = before.get((spec.direction, spec.spi, spec.peer))
+            if old_spec and old_spec.fingerprint != spec.fingerprint:
+                problems.append(f"{spec.label}: its key changed but its SPI did not; a new key "
+                                "needs a new SPI (on both gateways), or the peer cannot tell "
+                                "old packets from new ones")
         for fam in sorted(_udp_families(plan)):
             if getattr(self.sockets, f"udp{fam}") is None and self.tun_fds:
                 problems.append(f"encapsulation = \"udp\" for an IPv{fam} peer needs the "
@@ -489,6 +495,7 @@ class Signals:
 def _main_loop(daemon: Daemon, signals: Signals) -> None:
     watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     interval = min(1.0, watchdog_usec / 2e6) if watchdog_usec else 1.0
+    interval = min(interval, daemon.config.settings.nat_keepalive or interval)
     sel = selectors.DefaultSelector()
     sel.register(signals.rsock, selectors.EVENT_READ)
     sel.register(daemon.dp.event_fd(), selectors.EVENT_READ)
@@ -497,9 +504,10 @@ def _main_loop(daemon: Daemon, signals: Signals) -> None:
         while True:
             if not signals.pending:
                 sel.select(timeout=interval)
-            if time.monotonic() >= next_keepalive:
+            keepalive = daemon.config.settings.nat_keepalive  # RFC 3948 4: NAT mappings
+            if keepalive and time.monotonic() >= next_keepalive:
                 daemon.send_nat_keepalives()
-                next_keepalive = time.monotonic() + NAT_KEEPALIVE_SECONDS
+                next_keepalive = time.monotonic() + keepalive
             signals.drain()
             daemon.drain_events()
             if daemon.reserve_failed:
