@@ -5,6 +5,8 @@
 #   make demo       two gateways in network namespaces passing traffic through espd (root)
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
 #   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
+#   make fuzz       libFuzzer (inbound path) and atheris (config parsers), FUZZ_SECONDS each
+#   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -13,7 +15,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
-.PHONY: build deps demo test test-asan bench bench-tunnel lint clean
+.PHONY: build deps demo test test-asan bench bench-tunnel fuzz soak lint clean
 
 build: $(STAMP)
 
@@ -53,6 +55,14 @@ bench: build
 
 bench-tunnel: build
 	$(PY) tests/bench/bench_tunnel.py
+
+FUZZ_SECONDS ?= 600
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+SOAK_MINUTES ?= 30
+soak: build
+	$(PY) tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
 lint: build
 	$(PY) -m ruff check daemon tests native/build.py
