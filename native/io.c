@@ -107,21 +107,23 @@ unsigned io_tun_read_vnet(int fd, struct io_batch *b, unsigned max, struct tun_s
 
 unsigned io_tun_write(int fd, struct io_batch *b, int vnet, uint64_t *errors)
 {
+	uint16_t segments[IO_BATCH_MAX];
 	unsigned written = 0;
 
 	if (vnet)
-		offload_coalesce(b->pkts, b->n, vnet & IO_VNET_USO);
+		offload_coalesce(b->pkts, b->n, vnet & IO_VNET_USO, segments);
 	for (unsigned i = 0; i < b->n; i++) {
 		const struct espdp_pkt *p = &b->pkts[i];
 		const uint8_t *at = p->buf + p->off - (vnet ? VNET_HDR_LEN : 0);
 		size_t len = p->len + (vnet ? VNET_HDR_LEN : 0);
+		unsigned carried = vnet ? segments[i] : 1; /* inner packets in this write */
 
 		if (p->result)
 			continue;
 		if (write(fd, at, len) == (ssize_t)len)
-			written++;
+			written += carried;
 		else
-			(*errors)++;
+			*errors += carried;
 	}
 	return written;
 }

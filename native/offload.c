@@ -302,12 +302,14 @@ static void gro_finish(struct flow *f)
 	vnet_write(f->head, &h);
 }
 
-unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp)
+unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp, uint16_t *segments)
 {
 	static const struct vnet_hdr none;
 	struct flow flows[GRO_FLOWS];
 	unsigned nflows = 0, left = 0;
 
+	for (unsigned i = 0; segments && i < n; i++)
+		segments[i] = pkts[i].result == 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct espdp_pkt *p = &pkts[i];
 		uint32_t l4, hdr;
@@ -329,6 +331,10 @@ unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp)
 			}
 		}
 		if (f && gro_join(f, p, hdr)) {
+			if (segments) {
+				segments[i] = 0;
+				segments[f->head - pkts]++;
+			}
 			left--;
 			continue;
 		}

@@ -47,11 +47,12 @@ unsigned offload_count(const uint8_t *pkt, size_t len, const struct vnet_hdr *h)
 size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h, unsigned i,
 		       uint8_t *out);
 /* Coalesce the passed TCP packets (and, with `udp`, UDP datagrams) of pkts[0..n) into as
- * few super-packets as possible:
+ * few super-packets as possible (segments[i], when given, receives how many inner packets
+ * the write of pkts[i] carries: 0 for a consumed packet, 1 or more otherwise):
  * a packet that joins an earlier one gets result = -1 (consumed; not to be written), the
  * head of a super-packet gets its vnet_hdr written in front of it (at off - VNET_HDR_LEN),
  * and every other passed packet a zero vnet_hdr. Packets are never reordered within a
  * flow. Returns how many packets remain to be written. */
-unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp);
+unsigned offload_coalesce(struct espdp_pkt *pkts, unsigned n, int udp, uint16_t *segments);
 
 #endif

@@ -46,6 +46,7 @@ log = logging.getLogger("espd")
 NATT_PORT = 4500
 SOCKET_BUFFER = 4 << 20
 DEFAULT_TUN_MTU = 1400
+HANDOVER = 1 << 16  # sequence numbers an SA being replaced may still send meanwhile
 MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
 
 
@@ -157,10 +158,24 @@ class Daemon:
             )
             self.cookies[cookie] = spec
             if spec.direction == "out":
-                last = self.seqstore.last(spec.peer, spec.spi)
+                last = self._handover(spec)
+                if last is None:
+                    last = self.seqstore.last(spec.peer, spec.spi)
                 self.seq_limits[spec] = last
                 self._reserve(spec, sa, last)  # a failure here fails the load
         return sa
+
+    def _handover(self, spec: SaSpec) -> int | None:
+        """An outbound SA replaced only for its settings (same peer, SPI and key) passes its
+        sequence number on instead of skipping its whole reservation: the old SA is capped
+        HANDOVER numbers above where it stands, and the new one resumes above the cap."""
+        for old, sa in self.sas.items():
+            if (old.direction, old.peer, old.spi, old.fingerprint) == (
+                    "out", spec.peer, spec.spi, spec.fingerprint):
+                cap = min(self.dp.stats(sa)["seq"] + HANDOVER, self.seq_limits[old])
+                self.dp.reserve(sa, resume_after=0, limit=cap, warn_at=cap)
+                return cap
+        return None
 
     def _reserve(self, spec: SaSpec, sa: SA, resume_after: int) -> None:
         """Persist the next block of sequence numbers for `spec`, then let the SA use it."""

@@ -621,6 +621,7 @@ static int same_conn(const uint8_t *a, const struct tview *ta, const uint8_t *b,
 
 static const uint8_t zero_vnet[VNET_HDR_LEN];
 static int gone[MAXB];
+static uint16_t SEG[MAXB]; /* offload_coalesce's segments[] for the batch under test */
 
 static int uview(const uint8_t *ip, uint32_t len, struct tview *t);
 static void verify_udp_head(unsigned i, const char *name, int udp);
@@ -630,7 +631,16 @@ static void verify_udp_run(unsigned i, const char *name);
  * argument it was called with. */
 static void verify_batch_u(unsigned ret, const char *name, int udp)
 {
-	unsigned left = 0;
+	unsigned left = 0, alive = 0, carried = 0;
+
+	for (unsigned i = 0; i < B.n; i++) { /* every passed packet is carried by one write */
+		alive += B.res0[i] == 0;
+		carried += B.res0[i] == 0 ? SEG[i] : 0;
+		CHECK(B.res0[i] == 0 || SEG[i] == 0, "%s: pkt %u dropped yet counted", name, i);
+		CHECK(B.p[i].result != -1 || SEG[i] == 0, "%s: consumed pkt %u counted", name, i);
+		CHECK(B.p[i].result != 0 || SEG[i] >= 1, "%s: written pkt %u carries none", name, i);
+	}
+	CHECK(carried == alive, "%s: writes carry %u packets of %u", name, carried, alive);
 
 	for (unsigned i = 0; i < B.n; i++) {
 		struct espdp_pkt *p = &B.p[i];
@@ -767,7 +777,7 @@ static void run_expect_u(const char *name, const char *expect, int udp)
 {
 	unsigned want = 0, ret;
 
-	ret = offload_coalesce(B.p, B.n, udp);
+	ret = offload_coalesce(B.p, B.n, udp, SEG);
 	verify_batch_u(ret, name, udp);
 	CHECK(strlen(expect) == B.n, "%s: test setup", name);
 	for (unsigned i = 0; i < B.n && expect[i]; i++) {
@@ -824,7 +834,7 @@ static void roundtrip(int v6, int ts, uint32_t payload, uint16_t mss, uint8_t fl
 		b_add(out, r, 0, 0);
 		free(out);
 	}
-	ret = offload_coalesce(B.p, B.n, 0);
+	ret = offload_coalesce(B.p, B.n, 0, SEG);
 	verify_batch(ret, name);
 	CHECK(ret == 1, "%s: returned %u", name, ret);
 	if (B.p[0].result == 0 && B.p[0].len == len) {
@@ -898,7 +908,7 @@ static void test_gro_cases(void)
 			s.sport = (uint16_t)(1000 + f);
 			b_spec(s, 0, 0);
 		}
-	verify_batch(offload_coalesce(B.p, B.n, 0), "12 interleaved flows");
+	verify_batch(offload_coalesce(B.p, B.n, 0, SEG), "12 interleaved flows");
 	b_reset();
 
 	/* a gap in sequence numbers */
@@ -1145,7 +1155,7 @@ static void test_gro_cases(void)
 	for (i = 0; i < 3; i++)
 		b_spec(seg_spec(0, 0, 1000, i), 0, -1);
 	run_expect("all dropped", "xxx");
-	CHECK(offload_coalesce(B.p, 0, 0) == 0, "empty batch");
+	CHECK(offload_coalesce(B.p, 0, 0, SEG) == 0, "empty batch");
 }
 
 /* A zero-payload segment of the same connection (a duplicate ACK) between two data
@@ -1216,7 +1226,7 @@ static void test_gro_random(void)
 			b_spec(s, rndn(4) ? 0 : ESPD_HEADROOM + spec_hdr(&s) + s.payload + rndn(2000),
 			       rndn(20) ? 0 : 3);
 		}
-		verify_batch(offload_coalesce(B.p, B.n, 0), "random batch");
+		verify_batch(offload_coalesce(B.p, B.n, 0, SEG), "random batch");
 		b_reset();
 	}
 }
@@ -1706,7 +1716,7 @@ static void uso_roundtrip(int v6, uint32_t payload, uint16_t mss)
 			b_add(out, r, 0, 0);
 			free(out);
 		}
-		ret = offload_coalesce(B.p, B.n, udp);
+		ret = offload_coalesce(B.p, B.n, udp, SEG);
 		verify_batch_u(ret, name, udp);
 		if (!udp) { /* left alone */
 			CHECK(ret == n, "%s udp=0: returned %u, want %u", name, ret, n);
@@ -1915,7 +1925,7 @@ static void test_udp_gro_cases(void)
 			s.sport = (uint16_t)(1000 + f);
 			b_spec(s, 0, 0);
 		}
-	verify_batch_u(offload_coalesce(B.p, B.n, 1), "12 interleaved UDP flows", 1);
+	verify_batch_u(offload_coalesce(B.p, B.n, 1, SEG), "12 interleaved UDP flows", 1);
 	b_reset();
 
 	/* TCP and UDP flows interleaved, UDP with the very same addresses and ports as TCP */
@@ -2108,7 +2118,7 @@ static void test_udp_gro_cases(void)
 	for (i = 0; i < 3; i++)
 		b_spec(udp_spec(0, 1000, i), 0, 9);
 	run_expect_u("udp all dropped", "xxx", 1);
-	CHECK(offload_coalesce(B.p, 0, 1) == 0, "empty batch, udp");
+	CHECK(offload_coalesce(B.p, 0, 1, SEG) == 0, "empty batch, udp");
 }
 
 /* A TCP segment whose IP header differs (TOS: an ECN CE mark) starts a super-packet of its
@@ -2193,7 +2203,7 @@ static void test_udp_gro_random(void)
 			b_add(tmp, len, rndn(4) ? 0 : ESPD_HEADROOM + (uint32_t)len + rndn(2000),
 			      rndn(20) ? 0 : 3);
 		}
-		verify_batch_u(offload_coalesce(B.p, B.n, udp), udp ? "random batch, udp" :
+		verify_batch_u(offload_coalesce(B.p, B.n, udp, SEG), udp ? "random batch, udp" :
 								    "random batch, udp=0", udp);
 		b_reset();
 	}
