@@ -375,14 +375,14 @@ class _Loader:
         default = Settings()
         interface = self.get(raw, path + ("interface",), str, '"espd0"', default.interface)
         if interface is not None and not _IFNAME.fullmatch(interface):
-            self.error(path + ("interface",), f"daemon.interface: '{interface}' is not a Linux "
-                       f"interface name; use 1-15 characters without spaces, '/' or ':'")
+            self.error(path + ("interface",), f"daemon.interface: {quote(interface)} is not a "
+                       f"Linux interface name; use 1-15 characters without spaces, '/' or ':'")
         workers = self.integer(raw, path + ("workers",), 1, 1024, "2", None)
         control_socket = self.absolute(raw, path + ("control_socket",), default.control_socket)
         state_dir = self.absolute(raw, path + ("state_dir",), default.state_dir)
         metrics = self.get(raw, path + ("metrics",), str, '"127.0.0.1:9661"', default.metrics)
         if metrics and not _valid_listen(metrics):
-            self.error(path + ("metrics",), f"daemon.metrics: '{metrics}' is not HOST:PORT; "
+            self.error(path + ("metrics",), f"daemon.metrics: {quote(metrics)} is not HOST:PORT; "
                        f"write e.g. '\"127.0.0.1:9661\"' or '\"[::1]:9661\"', or '\"\"' to "
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)

@@ -365,13 +365,14 @@ class Daemon:
             if getattr(self.sockets, f"udp{fam}") is None and self.tun_fds:
                 problems.append(f"encapsulation = \"udp\" for an IPv{fam} peer needs the "
                                 f"UDP {NATT_PORT} socket, which opens at start: restart espd")
-        new_peers = [p for p in self._peers(plan) if p not in self._peers(self.plan)]
-        for peer in new_peers:
+        pinned = {host.split("/")[0] for host in self.pinned}
+        for peer in self._peers(plan):  # a new peer, or a new prefix around an old one
             ip = ipaddress.ip_address(peer)
-            if self.tun_fds and any(ip in ipaddress.ip_network(r) for r in plan.routes
-                                    if ipaddress.ip_network(r).version == ip.version):
-                problems.append(f"new peer {peer} lies inside a protected prefix; "
-                                "restart espd so it can route it around the tunnel")
+            if self.tun_fds and peer not in pinned and any(
+                    ip in ipaddress.ip_network(r) for r in plan.routes
+                    if ipaddress.ip_network(r).version == ip.version):
+                problems.append(f"peer {peer} would lie inside a protected prefix; restart "
+                                "espd so it can route it around the tunnel")
         if problems:
             raise ConfigError([Problem(Location(self.config_path), p) for p in problems])
 
