@@ -61,8 +61,9 @@ fuzz:
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
 soak: build
-	$(PY) tests/soak/soak.py --minutes $(SOAK_MINUTES)
+	$(PY) tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 lint: build
 	$(PY) -m ruff check daemon tests native/build.py

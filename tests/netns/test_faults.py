@@ -159,6 +159,30 @@ def reload_and_wait(daemon: netns.Daemon, key: str) -> dict:
     return state
 
 
+# -- 0. the harness: would a leak be seen? ------------------------------------------------------
+
+def test_capture_sees_a_leak_that_routing_allows(make_tunnel):
+    """What the "no cleartext" checks below rest on. After a clean stop espd withdraws its
+    routes and blackholes (docs/operations.md), so with a default route across the underlay
+    protected traffic leaves in clear, and the capture must see it; the operator's static
+    blackholes (harden) are what keep it in."""
+    tunnel = make_tunnel()
+    topo, gw_a = tunnel.topo, tunnel.gw_a
+    default_routes(topo.gw_a, GW_B_WAN4, GW_B_WAN6)
+    assert gw_a.stop() == 0, gw_a.log()
+    with Capture(topo.gw_b, WAN_IF) as capture:
+        netns.ping(topo.host_a, HOST_B4, count=2, interval=0.1, timeout=0.5)
+    leaked = analyze(capture.frames).cleartext
+    assert leaked, "a ping routed in clear across the underlay was not seen"
+    harden(tunnel)
+    with Capture(topo.gw_b, WAN_IF) as capture:
+        result = netns.ping(topo.host_a, HOST_B4, count=2, interval=0.1, timeout=0.5)
+    assert result.received == 0
+    check_underlay(capture.frames)
+    gw_a.start()  # the fixture stops it
+    gw_a.wait_ready(timeout=30)
+
+
 # -- 1. the underlay link goes down and comes back --------------------------------------------
 
 def test_underlay_link_down_and_up(make_tunnel):
