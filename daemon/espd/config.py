@@ -40,6 +40,7 @@ from espd.model import (
     assemble,
     check_manual_key,
     quote,
+    wipe,
 )
 from espd.transforms import RECOMMENDED, Transform, TransformError, parse_transform
 
@@ -129,7 +130,7 @@ class KeyFileError(Exception):
         super().__init__("; ".join(problems))
 
 
-def read_key_file(path: str, wanted: str = "the key in hex") -> bytes:
+def read_key_file(path: str, wanted: str = "the key in hex") -> bytearray:
     """The key held in hex by ``path``: a regular file, not a symlink, owned by root or by
     this process's user, not readable or writable by group or others. Whitespace is
     ignored. ``wanted`` ("the key's 72 hex digits") goes into the advice. Raises
@@ -158,7 +159,7 @@ def read_key_file(path: str, wanted: str = "the key in hex") -> bytes:
         return _parse_hex(buf, size, path, wanted)
     finally:
         os.close(fd)
-        _wipe(buf)
+        wipe(buf)
 
 
 def _open_problem(path: str, e: OSError, wanted: str) -> str:
@@ -203,16 +204,12 @@ def _parse_hex(buf: bytearray, size: int, path: str, wanted: str) -> bytes:
         if len(digits) % 2:
             raise KeyFileError([f"key file {path} holds an odd number of hex digits "
                                 f"({len(digits)}); write {wanted}"])
-        return binascii.unhexlify(digits)
+        return bytearray(binascii.unhexlify(digits))
     finally:
         for scratch in (text, digits, others):
-            _wipe(scratch)
+            wipe(scratch)
 
 
-def _wipe(buf: bytearray) -> None:
-    """Overwrite ``buf`` in place (a bytearray never moves while it keeps its size)."""
-    with memoryview(buf) as view:
-        view[:] = bytes(len(buf))
 
 
 def _dotted(path: Path) -> str:
@@ -613,7 +610,7 @@ class _Loader:
             self.error(path, f"{_dotted(path)} must be an even number of hex digits (0-9, a-f) "
                              f"without spaces or '0x'; write '{path[-1]} = {example}'")
             return None
-        return bytes.fromhex(value)
+        return bytearray.fromhex(value)  # mutable: wiped once the data plane has it
 
 
 def _valid_listen(value: str) -> bool:

@@ -335,7 +335,7 @@ class _Importer:
                 self.error(f"{name}: session key {direction} {word}: the key must be an even "
                            f"number of hex digits (0-9, a-f)")
                 return
-            material[word] = bytes.fromhex(value)
+            material[word] = bytearray.fromhex(value)  # wiped once the data plane has it
         if direction in entry.keys:
             self.error(f"{name}: a second 'set session-key {direction}' (the first is at "
                        f"{entry.keys[direction][1]}); keep one")

@@ -8,6 +8,7 @@ reload that only moves lines around compares equal.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ def quote(value: object, limit: int = 40) -> str:
     first, *rest = text.splitlines() or [""]
     cut = len(first) > limit or bool(rest)
     return "'" + first[:limit] + ("…" if cut else "") + "'"
+
+
+def wipe(buf: bytes | bytearray | None) -> None:
+    """Overwrite key material in place (a bytearray never moves while it keeps its size;
+    immutable bytes cannot be wiped and are left alone)."""
+    if isinstance(buf, bytearray):
+        with memoryview(buf) as view:
+            view[:] = bytes(len(buf))
 
 
 @dataclass(frozen=True, order=True)
@@ -156,8 +165,8 @@ class ManualKey:
     """A manually keyed SA direction. Key bytes never appear in repr or str."""
 
     spi: int
-    key: bytes
-    auth_key: bytes | None = None
+    key: bytes | bytearray  # bytearray from the loaders: wiped once the data plane has it
+    auth_key: bytes | bytearray | None = None
 
     def __repr__(self) -> str:
         auth = f", auth_key=<{len(self.auth_key)} bytes>" if self.auth_key is not None else ""
@@ -280,7 +289,7 @@ def assemble(
     seen: dict[tuple[str, int], CryptoMapEntry] = {}
     inbound_spis: dict[int, CryptoMapEntry] = {}
     outbound_spis: dict[tuple[IPAddress, int], CryptoMapEntry] = {}
-    keys: dict[bytes, str] = {}  # cipher key -> "the inbound key of crypto map M S"
+    keys: dict[bytes, str] = {}  # SHA-256 of a cipher key -> "the inbound key of map M S"
     for entry in crypto_maps:
         name = f"crypto map {entry.map_name} {entry.seq}"
         other = seen.setdefault(entry.key, entry)
@@ -309,7 +318,8 @@ def assemble(
         for direction, sa in (("inbound", entry.inbound), ("outbound", entry.outbound)):
             if not sa.key:  # esp-null
                 continue
-            first = keys.setdefault(sa.key, f"the {direction} key of {name}")
+            digest = hashlib.sha256(sa.key).digest()  # keys are mutable: wiped after use
+            first = keys.setdefault(digest, f"the {direction} key of {name}")
             if first != f"the {direction} key of {name}":
                 problems.append(Problem(entry.where, (
                     f"{name}: the {direction} key is also {first}; two SAs sharing a key "

@@ -32,6 +32,7 @@ from espd.model import (
     Lifetime,
     ManualKey,
     PortRange,
+    wipe,
 )
 
 # Keys are compared across reloads through this process-local keyed hash, never stored twice.
@@ -58,8 +59,8 @@ class SaSpec:
     soft: DpLifetime
     policy: int
     # equality covers every field but the raw keys; the fingerprint stands in for them
-    key: bytes = field(repr=False, compare=False)
-    auth_key: bytes | None = field(repr=False, compare=False)
+    key: bytes | bytearray = field(repr=False, compare=False)
+    auth_key: bytes | bytearray | None = field(repr=False, compare=False)
     fingerprint: str = field(repr=False, default="")
 
     @property
@@ -192,6 +193,14 @@ def build_plan(config: Config) -> Plan:
             for half in net.subnets(1) if plen == 0 else (net,):
                 routes[str(half)] = None
     return Plan(tuple(sas), tuple(rules), tuple(routes), tuple(unroutable))
+
+
+def wipe_keys(plan: Plan) -> None:
+    """Zero the plan's key material in place (shared with its Config's ManualKeys): call it
+    once the data plane holds its own copies. Fingerprints stay for later comparisons."""
+    for spec in plan.sas:
+        wipe(spec.key)
+        wipe(spec.auth_key)
 
 
 def describe_changes(old: Plan | None, new: Plan) -> list[str]:

@@ -36,7 +36,7 @@ from espd.netlink import (
     underlay_mtu,
     unpin_peers,
 )
-from espd.plan import Plan, SaSpec, build_plan, describe_changes
+from espd.plan import Plan, SaSpec, build_plan, describe_changes, wipe_keys
 from espd.privileges import drop_to, keep_out_of_core_dumps, pwd_ids
 from espd.seqstore import RESERVE_BLOCK, SequenceStore
 from espd.tun import close_tun, open_tun
@@ -202,7 +202,14 @@ class Daemon:
                 self.reserve_failed.add(spec)
 
     def _publish(self, plan: Plan) -> None:
-        """Swap in `plan`'s tables; SAs whose spec is unchanged keep their state."""
+        """Swap in `plan`'s tables; SAs whose spec is unchanged keep their state. The plan's
+        keys are wiped afterwards, published or not: the data plane keeps its own copies."""
+        try:
+            self._swap_in(plan)
+        finally:
+            wipe_keys(plan)
+
+    def _swap_in(self, plan: Plan) -> None:
         sas = {spec: self._sa_for(spec) for spec in plan.sas}
         out_sa = {(s.map_name, s.seq): sa for s, sa in sas.items() if s.direction == "out"}
         rules = [(r.rule, out_sa.get((r.map_name, r.seq)) if r.protects else None)
@@ -315,7 +322,11 @@ class Daemon:
             try:
                 config = load(self.config_path)
                 plan = build_plan(config)
-                self._check_reloadable(config, plan)
+                try:
+                    self._check_reloadable(config, plan)
+                except ConfigError:
+                    wipe_keys(plan)
+                    raise
                 changes = describe_changes(self.plan, plan)
                 self._publish(plan)
             except ConfigError as e:
@@ -379,8 +390,11 @@ class Daemon:
     def plan_diff(self, path: str) -> list[str]:
         """What reloading `path` would change (ConfigError if it does not load)."""
         new = build_plan(load(path))
-        with self.lock:
-            return describe_changes(self.plan, new)
+        try:
+            with self.lock:
+                return describe_changes(self.plan, new)
+        finally:
+            wipe_keys(new)
 
     # --- what the control socket and the metrics read ---
 

@@ -651,12 +651,14 @@ def _summary(hits: list[Hit]) -> dict[tuple[str, str, str], int]:
 @pytest.mark.netns
 def test_live_sas_are_found_in_memory_so_the_scan_works(memory_findings):
     """While the SAs run, their keys are in the C data plane (SA and OpenSSL contexts):
-    the scan must see them there, or its negative results below mean nothing."""
+    the scan must see them there, or its negative results below mean nothing. Python holds
+    none: the loaders return keys as bytearrays, which the daemon zeroes in place once the
+    data plane has its own copies (plan.wipe_keys)."""
     live = memory_findings.live
     in_c = {h.key for h in live if h.holder == NOT_PYTHON and h.form == "raw"}
     assert in_c == set(CANARIES), _summary(live)
-    in_python = {h.key for h in live if h.holder.startswith("Python bytes")}
-    assert in_python == set(CANARIES), _summary(live)
+    in_python = {h.key for h in live if h.holder.startswith("Python")}
+    assert in_python == set(), _summary(live)
 
 
 @pytest.mark.netns
@@ -672,13 +674,10 @@ def test_removed_key_bytes_leave_the_data_plane(memory_findings):
 @pytest.mark.netns
 def test_removed_keys_are_gone_from_all_of_the_daemons_memory(memory_findings):
     """No copy at all, raw or hex, Python or C, once the reload that removed the SAs has
-    answered. For the C side that is by construction (above). For the Python side it is
-    CPython's allocator at work, not espd: the one bytes object per key (ManualKey.key,
-    shared by SaSpec.key and handed to C without a copy) is freed unwiped when the old
-    Config and Plan go, and pymalloc hands its block out again at once (LIFO free lists)
-    while the same reload goes on; the config text and tomllib's hex strings went the same
-    way right after the daemon loaded them. If this ever fails, the copies left are freed
-    Python objects: the fix is to hold keys in bytearrays and wipe them (see the report)."""
+    answered. For the C side that is by construction (above); on the Python side the key
+    buffers were zeroed as soon as the data plane had its copies. What Python cannot wipe
+    is the config text and tomllib's hex strings of inline keys (immutable str): they are
+    freed right after loading and their memory reused; key_file keys never exist as text."""
     for title, left in (("right after the reload", memory_findings.removed),
                         ("after churning the allocator", memory_findings.after_churn)):
         assert not left, f"{title}:\n" + "\n".join(str(h) for h in left)
