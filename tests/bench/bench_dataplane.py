@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NATIVE = ROOT / "native"
 SOURCE = Path(__file__).resolve().parent / "bench_dp.c"
 BINARY = ROOT / "build" / "bench_dp"
+WORKERS_SOURCE = Path(__file__).resolve().parent / "bench_workers.c"
+WORKERS_BINARY = ROOT / "build" / "bench_workers"
 SECTIONS = ("rss", "crypto", "classify", "sad")
 
 TRANSFORMS = (
@@ -48,20 +50,20 @@ def pkg_config(flag: str) -> list[str]:
     return shlex.split(out)
 
 
-def build() -> None:
-    """Compile bench_dp with the flags of native/build.py (no sanitizers)."""
+def build(source: Path = SOURCE, binary: Path = BINARY) -> None:
+    """Compile a benchmark with the flags of native/build.py (no sanitizers)."""
     cflags = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter",
               "-fvisibility=hidden", "-D_GNU_SOURCE"]
     cflags += pkg_config("--cflags") + shlex.split(os.environ.get("ESPD_CFLAGS", ""))
-    sources = sorted(str(p) for p in NATIVE.glob("*.c")) + [str(SOURCE)]
-    BINARY.parent.mkdir(exist_ok=True)
-    cmd = [os.environ.get("CC", "cc"), *cflags, f"-I{NATIVE}", *sources, "-o", str(BINARY),
+    sources = sorted(str(p) for p in NATIVE.glob("*.c")) + [str(source)]
+    binary.parent.mkdir(exist_ok=True)
+    cmd = [os.environ.get("CC", "cc"), *cflags, f"-I{NATIVE}", *sources, "-o", str(binary),
            *pkg_config("--libs"), "-lpthread"]
     print("building:", " ".join(shlex.quote(c) for c in cmd[:8]), "... -o", BINARY, flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         sys.stderr.write(r.stdout + r.stderr)
-        raise SystemExit(f"bench_dp did not build (exit {r.returncode})")
+        raise SystemExit(f"{source.name} did not build (exit {r.returncode})")
     if r.stderr.strip():
         sys.stderr.write(r.stderr)
 
@@ -188,6 +190,11 @@ def report(res: dict) -> list[tuple[str, str, float | None, bool | None]]:
                         rss["out_rss_per_sa"] <= 2048))
     else:
         targets.append(("RSS per inbound SA", "<= 2048 B", None, None))
+    if "workers" in res:
+        w = res["workers"]
+        targets.append(("2 workers vs 1, two SAs (data plane)", ">= 1.6x", w["ratio_own"],
+                        w["ratio_own"] >= 1.6))
+        targets.append(("2 workers vs 1, one shared SA", "(info)", w["ratio_shared"], None))
 
     print("\nTargets")
     for name, goal, v, ok in targets:
@@ -197,6 +204,24 @@ def report(res: dict) -> list[tuple[str, str, float | None, bool | None]]:
     for section, how in res.get("error", {}).items():
         print(f"  FAIL  section {section} did not complete ({how}): see its output above")
     return targets
+
+
+def run_workers(runs: int = 5) -> dict:
+    """bench_workers: one vs two worker threads sealing on two CPUs; medians of `runs`."""
+    build(WORKERS_SOURCE, WORKERS_BINARY)
+    print("\n== workers (two CPUs, data plane only)", flush=True)
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        out = subprocess.run([str(WORKERS_BINARY), "1000"], stdout=subprocess.PIPE, text=True)
+        line = next(x for x in out.stdout.splitlines() if x.startswith("JSON "))
+        for key, value in json.loads(line[5:]).items():
+            samples.setdefault(key, []).append(value)
+    med = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+    print(f"  workers SAs   Mpps  vs one (1400 B esp-gcm 128; medians of {runs} runs)")
+    for name, workers, sas in (("one", 1, 1), ("two_own_sas", 2, 2), ("two_one_sa", 2, 1)):
+        print(f"  {workers:7} {sas:3} {med[name] / 1e6:6.3f}  {med[name] / med['one']:.2f}x")
+    return {**med, "ratio_own": med["two_own_sas"] / med["one"],
+            "ratio_shared": med["two_one_sa"] / med["one"]}
 
 
 def main() -> int:
@@ -220,6 +245,8 @@ def main() -> int:
                 res[key] = res.get(key, 0) + value
             else:
                 res[key] = value
+    if not args.only and (os.cpu_count() or 1) >= 2:
+        res["workers"] = run_workers()
     targets = report(res)
     res["targets"] = [{"name": n, "goal": g, "value": v, "pass": ok} for n, g, v, ok in targets]
     try:
