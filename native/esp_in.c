@@ -237,6 +237,7 @@ size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, siz
 {
 	struct in_pkt in[DECAP_CHUNK];
 	int outer[DECAP_CHUNK];
+	espdp_sa *home[DECAP_CHUNK];
 	struct espdp_table *t;
 	int64_t now;
 	size_t ok = 0;
@@ -255,15 +256,11 @@ size_t espdp_decap_batch(espdp *dp, unsigned worker, struct espdp_pkt *pkts, siz
 			if (!outer[i] && t)
 				sad_prefetch_slot(&t->sad, rd32(in[i].esp));
 		}
-		for (size_t i = 0; t && i < m; i++)
-			if (!outer[i])
-				sad_prefetch_sa(&t->sad, rd32(in[i].esp));
-		for (size_t i = 0; t && i < m; i++) {
-			espdp_sa *sa = outer[i] ? NULL : sad_home(&t->sad, rd32(in[i].esp));
-
-			if (sa && sa->ctx[worker])
-				crypto_prefetch(sa->ctx[worker]);
-		}
+		for (size_t i = 0; i < m; i++)
+			home[i] = t && !outer[i] ? sad_prefetch_sa(&t->sad, rd32(in[i].esp)) : NULL;
+		for (size_t i = 0; i < m; i++) /* a pass later, when the SA lines have arrived */
+			if (home[i] && home[i]->ctx[worker])
+				crypto_prefetch(home[i]->ctx[worker]);
 		for (size_t i = 0; i < m; i++) {
 			pkts[base + i].result = decap_one(dp, t, worker, &pkts[base + i], &in[i],
 							  outer[i], now);

@@ -38,20 +38,14 @@ void sad_prefetch_slot(const struct sad *sad, uint32_t spi)
 		__builtin_prefetch(&sad->slots[spi_hash(spi) & sad->mask]);
 }
 
-espdp_sa *sad_home(const struct sad *sad, uint32_t spi)
+espdp_sa *sad_prefetch_sa(const struct sad *sad, uint32_t spi)
 {
-	return sad->slots ? sad->slots[spi_hash(spi) & sad->mask] : NULL;
-}
+	espdp_sa *sa = sad->slots ? sad->slots[spi_hash(spi) & sad->mask] : NULL;
 
-void sad_prefetch_sa(const struct sad *sad, uint32_t spi)
-{
-	const char *sa = sad->slots ? (const char *)sad->slots[spi_hash(spi) & sad->mask] : NULL;
-
-	if (!sa)
-		return;
 	/* cfg, hot state, and what usually follows: a 1024-packet window, the contexts */
-	for (size_t line = 0; line < sizeof(espdp_sa) + 192; line += 64)
-		__builtin_prefetch(sa + line);
+	for (size_t line = 0; sa && line < sizeof(espdp_sa) + 192; line += 64)
+		__builtin_prefetch((const char *)sa + line);
+	return sa;
 }
 
 int sad_build(struct sad *sad, espdp_sa *const *sas, size_t n)

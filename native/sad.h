@@ -25,8 +25,7 @@ espdp_sa *sad_lookup(const struct sad *sad, uint32_t spi, uint8_t family, const 
 /* Batch helpers that overlap cache misses across packets: first start loading the SPI's
  * home slot, later (once it has arrived) the SA it points at. Hints only. */
 void sad_prefetch_slot(const struct sad *sad, uint32_t spi);
-void sad_prefetch_sa(const struct sad *sad, uint32_t spi);
-/* The SA in the SPI's home slot (NULL if empty): a guess for prefetching, not a lookup. */
-espdp_sa *sad_home(const struct sad *sad, uint32_t spi);
+/* Returns the SA in the SPI's home slot (NULL if empty): a guess, not a lookup. */
+espdp_sa *sad_prefetch_sa(const struct sad *sad, uint32_t spi);
 
 #endif

@@ -85,11 +85,6 @@ def bring_up(name: str, mtu: int) -> None:
         ipr.link("set", index=link_index(ipr, name), mtu=mtu, state="up")
 
 
-def link_mtu(name: str) -> int:
-    with IPRoute() as ipr:
-        return ipr.get_links(link_index(ipr, name))[0].get_attr("IFLA_MTU")
-
-
 def install_routes(name: str, prefixes: Iterable[str]) -> None:
     """Route each prefix into `name`, with a blackhole behind it (see the module docstring)."""
     with IPRoute() as ipr:

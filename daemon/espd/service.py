@@ -140,7 +140,6 @@ class Daemon:
         self.sockets = Sockets()
         self.control: ControlServer | None = None
         self.stop_metrics = None
-        self.stopping = False
         self._publish(self.plan)
 
     # --- tables ---
