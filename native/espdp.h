@@ -225,6 +225,8 @@ struct espdp_io_stats {
 	uint64_t send_errors;       /* sealed packets the kernel refused (dropped, never resent) */
 	uint64_t recv_errors;
 	uint64_t tun_errors;
+	uint64_t net_tx_gso;        /* of net_tx: ESP in UDP sent in UDP GSO runs (UDP_SEGMENT) */
+	uint64_t net_rx_gro;        /* of net_rx: ESP in UDP received in UDP GRO aggregates */
 };
 
 /* Start dp's workers on these descriptors (the caller keeps owning them). */

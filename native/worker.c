@@ -5,8 +5,8 @@
  * reorder packets by a batch or more, which TCP answers with spurious retransmissions and
  * the replay window, when a reader stalls, with replay_old drops.
  *
- *   TUN readable:     read a batch -> espdp_encap_batch (classify, seal) -> sendmmsg
- *   socket readable:  recvmmsg a batch -> espdp_decap_batch (verify, open) -> TUN write
+ *   TUN readable:     read a batch -> espdp_encap_batch (classify, seal) -> sock_send
+ *   socket readable:  sock_recv a batch -> espdp_decap_batch (verify, open) -> TUN write
  *
  * Workers never call into Python and never block on anything but epoll_wait. A worker
  * is inside a table read section only during one batch call (dp_enter/dp_leave).
@@ -22,6 +22,7 @@
 
 #include "dp.h"
 #include "io.h"
+#include "sock.h"
 
 #define TAG_TUN IO_SOURCES /* epoll tags: enum io_source for sockets, then these */
 #define TAG_STOP (IO_SOURCES + 1)
@@ -36,11 +37,13 @@ struct worker {
 	int tun_fd;
 	struct io_batch batch;
 	struct tun_stage stage; /* with vnet: the TCP super-packet being segmented */
+	struct sock_pool pool[IO_SOURCES]; /* datagrams received, not yet decapsulated */
 	struct espdp_io_stats stats; /* written by this worker only; read relaxed */
 };
 
 struct workers {
 	struct espdp_io_config io;
+	struct sock_out out; /* shared: GSO refusals are learnt once for all workers */
 	int net_fd[IO_SOURCES];
 	int stop_fd;
 	int stop;
@@ -53,7 +56,7 @@ static void stat_add(uint64_t *c, uint64_t v)
 	__atomic_store_n(c, *c + v, __ATOMIC_RELAXED); /* single writer */
 }
 
-static void on_tun(struct worker *w, const struct workers *ws)
+static void on_tun(struct worker *w, struct workers *ws)
 {
 	for (int round = 0; round < ROUNDS; round++) {
 		unsigned n = ws->io.tun_vnet_hdr ?
@@ -65,26 +68,37 @@ static void on_tun(struct worker *w, const struct workers *ws)
 			return;
 		stat_add(&w->stats.tun_rx, n);
 		espdp_encap_batch(w->dp, w->index, w->batch.pkts, n);
-		stat_add(&w->stats.net_tx, io_net_send(ws->io.send4_fd, ws->io.send6_fd, &w->batch,
-						       &w->stats.send_errors));
+		uint64_t errors = 0, gso = 0;
+		unsigned sent = sock_send(&ws->out, &w->batch,
+					  (struct sock_counts){ &errors, &gso });
+
+		stat_add(&w->stats.net_tx, sent);
+		stat_add(&w->stats.net_tx_gso, gso);
+		stat_add(&w->stats.send_errors, errors);
 		if (n < ws->io.batch && w->stage.next >= w->stage.count)
 			return;
 	}
 }
 
+/* Returns with the pool empty: epoll would not wake the worker for datagrams in it. */
 static void on_net(struct worker *w, const struct workers *ws, enum io_source src)
 {
-	for (int round = 0; round < ROUNDS; round++) {
-		unsigned n = io_net_recv(ws->net_fd[src], src, &w->batch, ws->io.batch,
-					 &w->stats.recv_errors);
+	struct sock_pool *pool = &w->pool[src];
 
+	for (int round = 0; round < ROUNDS || sock_pool_pending(pool); round++) {
+		uint64_t errors = 0, gro = 0;
+		unsigned n = sock_recv(ws->net_fd[src], src, pool, &w->batch, ws->io.batch,
+				       (struct sock_counts){ &errors, &gro });
+
+		stat_add(&w->stats.recv_errors, errors);
+		stat_add(&w->stats.net_rx_gro, gro);
 		if (!n)
 			return;
 		stat_add(&w->stats.net_rx, n);
 		espdp_decap_batch(w->dp, w->index, w->batch.pkts, n);
 		stat_add(&w->stats.tun_tx, io_tun_write(w->tun_fd, &w->batch, ws->io.tun_vnet_hdr,
 							&w->stats.tun_errors));
-		if (n < ws->io.batch)
+		if (n < ws->io.batch && !sock_pool_pending(pool))
 			return;
 	}
 }
@@ -135,7 +149,8 @@ static int worker_init(struct worker *w, espdp *dp, unsigned index, const struct
 	    epoll_add(w->epfd, w->tun_fd, TAG_TUN, 0) || epoll_add(w->epfd, ws->stop_fd, TAG_STOP, 0))
 		return -1;
 	for (unsigned s = 0; s < IO_SOURCES; s++)
-		if (s % ws->n == index && epoll_add(w->epfd, ws->net_fd[s], s, 0))
+		if (s % ws->n == index && ws->net_fd[s] >= 0 &&
+		    (sock_pool_init(&w->pool[s]) || epoll_add(w->epfd, ws->net_fd[s], s, 0)))
 			return -1;
 	return 0;
 }
@@ -146,6 +161,8 @@ static void workers_free(struct workers *ws)
 		if (ws->w[i].epfd >= 0)
 			close(ws->w[i].epfd);
 		io_batch_free(&ws->w[i].batch);
+		for (unsigned s = 0; s < IO_SOURCES; s++)
+			sock_pool_free(&ws->w[i].pool[s]);
 		free(ws->w[i].stage.buf);
 	}
 	if (ws->stop_fd >= 0)
@@ -176,6 +193,8 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 	ws->net_fd[IO_ESP6] = io->esp6_fd;
 	ws->net_fd[IO_UDP4] = io->udp4_fd;
 	ws->net_fd[IO_UDP6] = io->udp6_fd;
+	ws->out = (struct sock_out){ .send4 = io->send4_fd, .send6 = io->send6_fd,
+				     .udp4 = io->udp4_fd, .udp6 = io->udp6_fd };
 	ws->n = dp->nworkers;
 	for (unsigned i = 0; i < ws->n; i++)
 		ws->w[i].epfd = -1;
@@ -183,7 +202,7 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 	dp->threads = ws;
 	for (int s = 0; s < IO_SOURCES; s++)
 		if (ws->net_fd[s] >= 0 && (set_nonblock(ws->net_fd[s]) ||
-					   io_socket_prepare(ws->net_fd[s], (enum io_source)s)))
+					   sock_prepare(ws->net_fd[s], (enum io_source)s)))
 			goto err;
 	for (unsigned i = 0; i < ws->n; i++)
 		if (ws->stop_fd < 0 || worker_init(&ws->w[i], dp, i, ws))
@@ -232,5 +251,7 @@ void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 		out->send_errors += __atomic_load_n(&s->send_errors, __ATOMIC_RELAXED);
 		out->recv_errors += __atomic_load_n(&s->recv_errors, __ATOMIC_RELAXED);
 		out->tun_errors += __atomic_load_n(&s->tun_errors, __ATOMIC_RELAXED);
+		out->net_tx_gso += __atomic_load_n(&s->net_tx_gso, __ATOMIC_RELAXED);
+		out->net_rx_gro += __atomic_load_n(&s->net_rx_gro, __ATOMIC_RELAXED);
 	}
 }

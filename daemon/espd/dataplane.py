@@ -399,7 +399,8 @@ class Dataplane:
         s = ffi.new("struct espdp_io_stats *")
         lib.espdp_io_stats(self._dp, s)
         return {name: getattr(s, name) for name in (
-            "tun_rx", "tun_tx", "net_rx", "net_tx", "send_errors", "recv_errors", "tun_errors")}
+            "tun_rx", "tun_tx", "net_rx", "net_tx", "send_errors", "recv_errors", "tun_errors",
+            "net_tx_gso", "net_rx_gro")}
 
     def reclaim(self) -> int:
         """Free retired tables no worker can see; returns how many still wait."""

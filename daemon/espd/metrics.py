@@ -115,13 +115,19 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
                                  labels=["kind"])
     for kind, key in _IO_ERRORS.items():
         errors.add_metric([kind], io.get(key, 0))
+    offload = CounterMetricFamily(
+        "espd_udp_offload_packets",
+        "ESP-in-UDP packets of espd_io_packets_total that went through UDP offloads: sent in "
+        "UDP GSO runs (net_tx) or received in UDP GRO aggregates (net_rx).", labels=["path"])
+    offload.add_metric(["net_tx"], io.get("net_tx_gso", 0))
+    offload.add_metric(["net_rx"], io.get("net_rx_gro", 0))
     workers = GaugeMetricFamily("espd_workers", "Data-plane worker threads.",
                                 value=state.get("workers", 0))
     build = GaugeMetricFamily("espd_build_info", "espd's version and crypto library; always 1.",
                               labels=["version", "openssl", "crypto_features"])
     build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
                       str(state.get("crypto_features", ""))], 1)
-    yield from (reloads, packets, errors, workers, build)
+    yield from (reloads, packets, errors, offload, workers, build)
 
 
 def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:

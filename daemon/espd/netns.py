@@ -627,17 +627,56 @@ def scrape_metrics(ns: str, port: int) -> str:
 
 # -- capture -------------------------------------------------------------------------------
 
+SOL_PACKET, PACKET_VNET_HDR = 263, 15
+VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_off
+VIRTIO_NET_HDR_GSO_UDP_L4 = 5
+
+
+def capture_socket(ns: str, ifname: str, buffer: int) -> socket.socket:
+    """An AF_PACKET socket on one interface of a namespace whose frames carry a
+    virtio_net_hdr (read them with wire_frames): a GSO packet, as espd's UDP_SEGMENT sends
+    are until a device splits them, shows up as one frame and is split like the wire."""
+    sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:  # root may go past net.core.rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, 33, buffer)  # SO_RCVBUFFORCE
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    sock.bind((ifname, 0))
+    return sock
+
+
+def wire_frames(data: bytes) -> list[bytes]:
+    """The Ethernet frames a frame read from capture_socket stands for: itself, or the
+    segments of a UDP GSO packet (IP total length, IPv4 header checksum and UDP length
+    rewritten per segment; the UDP checksum is left as the stack gave it)."""
+    _flags, gso_type, _hdr_len, gso_size, _cs, _co = VNET_HDR.unpack_from(data)
+    frame = data[VNET_HDR.size:]
+    if gso_type & 0x7F != VIRTIO_NET_HDR_GSO_UDP_L4 or not gso_size or len(frame) < 34:
+        return [frame]
+    v6 = frame[14] >> 4 == 6
+    ip_len = 40 if v6 else (frame[14] & 0x0F) * 4
+    head, payload = frame[:14 + ip_len + 8], frame[14 + ip_len + 8:]
+    out = []
+    for at in range(0, len(payload), gso_size):
+        piece = payload[at:at + gso_size]
+        hdr = bytearray(head)
+        struct.pack_into("!H", hdr, 14 + ip_len + 4, 8 + len(piece))
+        if v6:
+            struct.pack_into("!H", hdr, 18, 8 + len(piece))
+        else:
+            struct.pack_into("!HH", hdr, 16, ip_len + 8 + len(piece), 0)
+            struct.pack_into("!H", hdr, 24, _checksum(bytes(hdr[14:14 + ip_len])))
+        out.append(bytes(hdr) + piece)
+    return out
+
+
 class Capture:
-    """Every frame on one interface of a namespace (both directions), via AF_PACKET."""
+    """Every frame on one interface of a namespace (both directions), via AF_PACKET, as
+    on the wire (GSO packets split)."""
 
     def __init__(self, ns: str, ifname: str) -> None:
-        self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW,
-                                    socket.htons(ETH_P_ALL))
-        try:  # root may go past net.core.rmem_max
-            self.sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-        self.sock.bind((ifname, 0))
+        self.sock = capture_socket(ns, ifname, 16 << 20)
         self.sock.settimeout(0.1)
         self.frames: list[tuple[float, bytes, int]] = []  # (time, frame, pkttype)
         self.stopping = threading.Event()
@@ -653,12 +692,13 @@ class Capture:
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
-                data, address = self.sock.recvfrom(65535)
+                data, address = self.sock.recvfrom(65536 + VNET_HDR.size)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            self.frames.append((time.monotonic(), data, address[2]))
+            now = time.monotonic()
+            self.frames.extend((now, frame, address[2]) for frame in wire_frames(data))
 
     def stop(self) -> list[tuple[float, bytes, int]]:
         if not self.stopping.is_set():

@@ -206,6 +206,9 @@ def render_stats(state: dict) -> str:
         f"errors:  send {io.get('send_errors', 0)}, recv {io.get('recv_errors', 0)}, "
         f"tun {io.get('tun_errors', 0)}",
     ]
+    if io.get("net_tx_gso") or io.get("net_rx_gro"):  # ESP in UDP only
+        lines.insert(-1, f"of which ESP in UDP sent in GSO runs {io.get('net_tx_gso', 0)}, "
+                         f"received in GRO aggregates {io.get('net_rx_gro', 0)}")
     drops = state.get("drops", {})
     for direction in ("in", "out"):
         counts = {r: n for r, n in sorted(drops.get(direction, {}).items()) if n}

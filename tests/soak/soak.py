@@ -336,10 +336,7 @@ class UnderlayMonitor(UnderlayStats):
 
     def __init__(self, ns: str, ifname: str) -> None:
         super().__init__()
-        self.sock = netns.socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW,
-                                    socket.htons(netns.ETH_P_ALL))
-        self.sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
-        self.sock.bind((ifname, 0))
+        self.sock = netns.capture_socket(ns, ifname, 32 << 20)
         self.sock.settimeout(0.2)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="capture")
@@ -364,12 +361,13 @@ class UnderlayMonitor(UnderlayStats):
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
-                frame = self.sock.recv(65535)
+                data = self.sock.recv(65535 + netns.VNET_HDR.size)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            self.frame(frame)
+            for frame in netns.wire_frames(data):
+                self.frame(frame)
 
 
 def _af(family: int) -> int:

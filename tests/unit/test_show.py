@@ -210,6 +210,17 @@ drops out:
 """
 
 
+def test_render_stats_shows_udp_offloads_only_when_there_were_any() -> None:
+    state = make_state()
+    state["io"].update(net_tx_gso=60, net_rx_gro=0)
+    lines = show.render_stats(state).splitlines()
+    at = lines.index("packets: tun rx 100, tun tx 10, net rx 12, net tx 95")
+    assert lines[at + 1] == "of which ESP in UDP sent in GSO runs 60, received in GRO aggregates 0"
+    assert lines[at + 2].startswith("errors:")
+    state["io"].update(net_tx_gso=0)
+    assert "GSO" not in show.render_stats(state)
+
+
 def test_render_stats_says_none_for_a_direction_without_drops() -> None:
     state = make_state()
     state["drops"] = {"in": {}, "out": {"no_policy": 0}}
