@@ -32,6 +32,7 @@ bt-<pid>-... and removed at the end, also after a failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -878,7 +879,7 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                              f"{tunnel.label} within 30 s")
     except BenchError as e:
         tunnel.stop()
-        step[0] += len(TESTS)
+        step[0] += len(args.test_list)
         result.update(status="not run", reason=str(e))
         log(f"      {tunnel.label}: NOT RUN: {e}")
         return result
@@ -888,7 +889,7 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
               "strongswan": "ipsec0", "espd": "espd0"}[tunnel.kind]
     if dev != expect:
         tunnel.stop()
-        step[0] += len(TESTS)
+        step[0] += len(args.test_list)
         result.update(status="not run", reason=f"gateway A routes host B's traffic to {dev}, "
                                                 f"not {expect}")
         log(f"      {tunnel.label}: NOT RUN: {result['reason']}")
@@ -899,7 +900,7 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
     log(f"      {tunnel.label} up in {time.monotonic() - t0:.1f} s, traffic via {dev} "
         f"(daemons: {', '.join(f'{p.label} pid {p.pid}' for p in tunnel.procs) or 'none'})")
     try:
-        for test, label, extra, unit in TESTS:
+        for test, label, extra, unit in args.test_list:
             step[0] += 1
             runs = []
             for i in range(1, args.repeat + 1):
@@ -995,11 +996,11 @@ def report(results: list[dict], info: dict, args, perf_note: str) -> str:
         if r["status"] != "ok":
             rows.append([r["label"], "not run", "", "", "", "", ""])
             continue
-        t = r["tests"]
+        t = collections.defaultdict(dict, r["tests"])  # absent tests (--tests) print "-"
         foreign = median([x.get("foreign_cpus") for v in t.values() for x in v["runs"]])
-        rows.append([r["label"], fmt(t["tcp1"]["median"]), fmt(t["tcp4"]["median"]),
-                     fmt(t["udp1300"]["median"]), fmt(t["udp64"]["median"], 0),
-                     fmt(t["udp1300"]["daemon_us_per_packet"])
+        rows.append([r["label"], fmt(t["tcp1"].get("median")), fmt(t["tcp4"].get("median")),
+                     fmt(t["udp1300"].get("median")), fmt(t["udp64"].get("median"), 0),
+                     fmt(t["udp1300"].get("daemon_us_per_packet"))
                      if r["name"] != "plain" else "-", fmt(foreign)])
     out.extend(table(head, rows))
     out.append("* CPU time (user+system, both gateways' tunnel daemons together) per packet "
@@ -1007,7 +1008,7 @@ def report(results: list[dict], info: dict, args, perf_note: str) -> str:
     out.append(f"** median CPU use of processes outside the benchmark while it ran (0 = quiet "
                f"machine), of {info['cpus']} CPUs")
     cyc = [(r["label"], r["tests"]["udp1300"]["cycles_per_packet"]) for r in results
-           if r["status"] == "ok" and r["tests"]["udp1300"].get("cycles_per_packet")]
+           if r["status"] == "ok" and r["tests"].get("udp1300", {}).get("cycles_per_packet")]
     if cyc:
         out.append("cycles per packet (perf stat, both daemons, UDP 1300): " +
                    ", ".join(f"{n} {c:.0f}" for n, c in cyc))
@@ -1030,7 +1031,8 @@ def report(results: list[dict], info: dict, args, perf_note: str) -> str:
                     continue
                 cells = []
                 for test, *_ in TESTS:
-                    a, b = e["tests"][test]["median"], by[n]["tests"][test]["median"]
+                    a = e["tests"].get(test, {}).get("median")
+                    b = by[n]["tests"].get(test, {}).get("median")
                     cells.append(f"{a / b:.2f}" if a and b else "-")
                 rows2.append([e["label"], lab, *cells])
         out.extend(table(head2, rows2))
@@ -1056,7 +1058,7 @@ def espd_threads_summary(results: list[dict]) -> str:
     for r in results:
         if r["status"] != "ok" or not r["name"].startswith("espd"):
             continue
-        runs = [x for x in r["tests"]["udp1300"]["runs"] if "threads" in x]
+        runs = [x for x in r["tests"].get("udp1300", {}).get("runs", []) if "threads" in x]
         if not runs:
             continue
         one = runs[len(runs) // 2]
@@ -1090,6 +1092,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only these configurations (comma-separated, prefixes "
                              f"allowed): {', '.join(c.name for c in CONFIGS)}")
+    parser.add_argument("--tests", metavar="NAMES",
+                        help="run only these tests (comma-separated): "
+                             f"{', '.join(t[0] for t in TESTS)}")
     parser.add_argument("--repeat", type=int, default=3, help="runs per test (median)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per iperf3 run")
     parser.add_argument("--json", metavar="FILE", help="save all results as JSON")
@@ -1108,6 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
         log("bench_tunnel needs /dev/net/tun")
         return 2
     configs = select(args.only)
+    wanted_tests = set((args.tests or ",".join(t[0] for t in TESTS)).split(","))
+    args.test_list = [t for t in TESTS if t[0] in wanted_tests]
+    if not args.test_list or wanted_tests - {t[0] for t in TESTS}:
+        raise SystemExit(f"--tests {args.tests}: names are {', '.join(t[0] for t in TESTS)}")
     if not args.no_install:
         install_missing()
     perf_ok, perf_note = perf_cycles_supported()
@@ -1126,7 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
     topo = Topology(tag)
     iperf_server: Proc | None = None
     results: list[dict] = []
-    total = len(configs) * len(TESTS)
+    total = len(configs) * len(args.test_list)
     step = [0]
     interrupted = False
     try:
