@@ -5,6 +5,7 @@
 #   make demo       two gateways in network namespaces passing traffic through espd (root)
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
 #   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
+#   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
 #   make fuzz       libFuzzer (inbound path) and atheris (config parsers), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping ethtool python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
-.PHONY: build deps demo test test-asan bench bench-tunnel fuzz soak lint clean
+.PHONY: build deps demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean
 
 build: $(STAMP)
 
@@ -55,6 +56,9 @@ bench: build
 
 bench-tunnel: build
 	$(PY) tests/bench/bench_tunnel.py
+
+bench-workers: build
+	$(PY) tests/bench/bench_workers_e2e.py
 
 FUZZ_SECONDS ?= 600
 fuzz:
