@@ -39,13 +39,14 @@ import re
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchreport import fmt, median, table  # tests/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "daemon") not in sys.path:  # espd.control, also when run by another Python
@@ -861,9 +862,6 @@ def profile_run(tunnel: Tunnel, topo: Topology, extra: list[str], seconds: int,
 
 # -- the benchmark ---------------------------------------------------------------------------
 
-def median(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], total: int,
@@ -976,8 +974,6 @@ def perf_tool() -> bool:
     return have("perf")
 
 
-def fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def report(results: list[dict], info: dict, args, perf_note: str) -> str:
@@ -1042,15 +1038,6 @@ def report(results: list[dict], info: dict, args, perf_note: str) -> str:
     return "\n".join(out)
 
 
-def table(head: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
-                         for i, w in enumerate(widths)) + "|"
-    return [line(head), sep, *(line(r) for r in rows)]
 
 
 def espd_threads_summary(results: list[dict]) -> str:

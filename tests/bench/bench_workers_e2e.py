@@ -65,12 +65,13 @@ import secrets
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchreport import fmt, median, table  # tests/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "daemon") not in sys.path:  # espd.netns and espd.control
@@ -610,25 +611,10 @@ def one_run(espd: Espd, size: int, args) -> dict:
 
 # -- report -------------------------------------------------------------------------------
 
-def median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
-def fmt(x: float | None, digits: int = 0) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
-def table(head: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
-                         for i, w in enumerate(widths)) + "|"
-    return [line(head), sep, *(line(r) for r in rows)]
 
 
 def summarize(runs: list[dict], modes: list[str], sizes: list[int]) -> list[dict]:
@@ -686,9 +672,9 @@ def report(info: dict, args, rows: list[dict]) -> list[str]:
     for r in rows:
         w1, w2 = r["w1"], r["w2"]
         share = w2["max_queue_share"]
-        body.append([r["sa"], f"{r['size']} B", fmt(w1["kpps"]), fmt(w2["kpps"]),
+        body.append([r["sa"], f"{r['size']} B", fmt(w1["kpps"], 0), fmt(w2["kpps"], 0),
                      fmt(r["ratio"], 2) + ("x" if r["ratio"] else ""),
-                     fmt(r["ratio_paired_median"], 2), fmt(w2["steady_kpps"]),
+                     fmt(r["ratio_paired_median"], 2), fmt(w2["steady_kpps"], 0),
                      fmt(w1["us_per_packet"], 2), fmt(w2["us_per_packet"], 2),
                      fmt(w2["espd_cpus"], 2),
                      f"{share * 100:.0f}/{(1 - share) * 100:.0f}" if share else "-",
