@@ -13,7 +13,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping ethtool python3-venv python3-dev
+APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: build deps demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean
