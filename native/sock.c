@@ -265,6 +265,27 @@ static int same_flow(const uint8_t *a, const uint8_t *b, int family, uint32_t hl
 	       rd16(a + hl + 2) == rd16(b + hl + 2);
 }
 
+/* The destination of an outer packet (port 0 for raw sockets); returns its length. */
+static socklen_t packet_dest(struct sockaddr_storage *to, const uint8_t *pkt, int family,
+			     uint16_t port)
+{
+	memset(to, 0, sizeof(*to));
+	if (family == 4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)to;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, pkt + 16, 4);
+		return sizeof(*sin);
+	}
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)to;
+
+	sin6->sin6_family = AF_INET6;
+	sin6->sin6_port = htons(port);
+	memcpy(&sin6->sin6_addr, pkt + 24, 16);
+	return sizeof(*sin6);
+}
+
 struct gso_msg {
 	struct sockaddr_storage to;
 	unsigned first, count; /* packets: idx[first .. first+count-1] */
@@ -283,20 +304,15 @@ static void gso_header(struct gso_msg *m, struct msghdr *h, const uint8_t *pkt, 
 	struct cmsghdr *c;
 	int tos;
 
-	memset(&m->to, 0, sizeof(m->to));
 	memset(&m->cmsg, 0, sizeof(m->cmsg));
 	h->msg_name = &m->to;
+	h->msg_namelen = packet_dest(&m->to, pkt, family, rd16(pkt + hl + 2));
 	h->msg_control = m->cmsg.buf;
 	h->msg_controllen = sizeof(m->cmsg.buf);
 	c = CMSG_FIRSTHDR(h);
 	if (family == 4) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&m->to;
 		struct in_pktinfo pi = { 0 };
 
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, pkt + 16, 4);
-		sin->sin_port = htons(rd16(pkt + hl + 2));
-		h->msg_namelen = sizeof(*sin);
 		memcpy(&pi.ipi_spec_dst, pkt + 12, 4);
 		c->cmsg_level = IPPROTO_IP;
 		c->cmsg_type = IP_PKTINFO;
@@ -307,13 +323,8 @@ static void gso_header(struct gso_msg *m, struct msghdr *h, const uint8_t *pkt, 
 		c->cmsg_level = IPPROTO_IP;
 		c->cmsg_type = IP_TOS;
 	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&m->to;
 		struct in6_pktinfo pi = { 0 };
 
-		sin6->sin6_family = AF_INET6;
-		memcpy(&sin6->sin6_addr, pkt + 24, 16);
-		sin6->sin6_port = htons(rd16(pkt + hl + 2));
-		h->msg_namelen = sizeof(*sin6);
 		memcpy(&pi.ipi6_addr, pkt + 8, 16);
 		c->cmsg_level = IPPROTO_IPV6;
 		c->cmsg_type = IPV6_PKTINFO;
@@ -428,20 +439,7 @@ static unsigned send_raw(int fd, int family, const struct io_batch *b, const uin
 		if (!raw[i] || (pkt[0] >> 4) != family)
 			continue;
 		memset(&msgs[n], 0, sizeof(msgs[n]));
-		memset(&to[n], 0, sizeof(to[n]));
-		if (family == 4) {
-			struct sockaddr_in *sin = (struct sockaddr_in *)&to[n];
-
-			sin->sin_family = AF_INET;
-			memcpy(&sin->sin_addr, pkt + 16, 4);
-			msgs[n].msg_hdr.msg_namelen = sizeof(*sin);
-		} else {
-			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&to[n];
-
-			sin6->sin6_family = AF_INET6;
-			memcpy(&sin6->sin6_addr, pkt + 24, 16);
-			msgs[n].msg_hdr.msg_namelen = sizeof(*sin6);
-		}
+		msgs[n].msg_hdr.msg_namelen = packet_dest(&to[n], pkt, family, 0);
 		iov[n].iov_base = (void *)pkt;
 		iov[n].iov_len = p->len;
 		msgs[n].msg_hdr.msg_name = &to[n];

@@ -16,22 +16,8 @@
 
 #include "offload.h"
 #include "proto.h"
+#include "check.h"
 
-static unsigned long passed, failed;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			passed++;                                               \
-		} else {                                                        \
-			if (failed++ < 60) {                                    \
-				fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__,   \
-					__LINE__, #cond);                       \
-				fprintf(stderr, __VA_ARGS__);                   \
-				fputc('\n', stderr);                            \
-			}                                                       \
-		}                                                               \
-	} while (0)
 
 /* --- PRNG (splitmix64) --- */
 

@@ -27,22 +27,8 @@
 #include "ip.h"
 #include "proto.h"
 #include "sock.h"
+#include "check.h"
 
-static unsigned long passed, failed;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			passed++;                                               \
-		} else {                                                        \
-			if (failed++ < 60) {                                    \
-				fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__,   \
-					__LINE__, #cond);                       \
-				fprintf(stderr, __VA_ARGS__);                   \
-				fputc('\n', stderr);                            \
-			}                                                       \
-		}                                                               \
-	} while (0)
 
 #define SPI 0x1000u
 

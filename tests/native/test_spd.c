@@ -17,22 +17,8 @@
 
 #include "proto.h"
 #include "spd.h"
+#include "check.h"
 
-static unsigned long passed, failed;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			passed++;                                               \
-		} else {                                                        \
-			if (failed++ < 50) {                                    \
-				fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__,   \
-					__LINE__, #cond);                       \
-				fprintf(stderr, __VA_ARGS__);                   \
-				fputc('\n', stderr);                            \
-			}                                                       \
-		}                                                               \
-	} while (0)
 
 /* --- PRNG (splitmix64) --- */
 
