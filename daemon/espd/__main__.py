@@ -1,3 +1,3 @@
-from espd.cli import main
+from espd.cli.main import main
 
 raise SystemExit(main())

@@ -49,7 +49,7 @@ from pathlib import Path
 from benchreport import fmt, median, table  # tests/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "daemon") not in sys.path:  # espd.control, also when run by another Python
+if str(REPO / "daemon") not in sys.path:  # espd.ops.control, also when run by another Python
     sys.path.append(str(REPO / "daemon"))
 NETNS_DIR = "/run/netns"
 
@@ -507,7 +507,7 @@ class Tunnel:
 
     # espd
     def _start_espd(self, topo: Topology, tmp: str) -> None:
-        from espd import control  # noqa: F401  (fails early if espd is not importable)
+        from espd.ops import control  # noqa: F401  (fails early if espd is not importable)
 
         self.native = native_fingerprint()  # the data plane under test, as the daemons load it
 
@@ -537,7 +537,7 @@ class Tunnel:
 
 
 def wait_espd(sock: str, tunnel: Tunnel, timeout: float = 30) -> dict:
-    from espd import control
+    from espd.ops import control
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -74,11 +74,11 @@ from pathlib import Path
 from benchreport import fmt, median, table  # tests/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "daemon") not in sys.path:  # espd.netns and espd.control
-    sys.path.append(str(REPO / "daemon"))
+for _path in (REPO / "daemon", REPO / "tests"):  # espd.ops.control; tests/support
+    if str(_path) not in sys.path:
+        sys.path.append(str(_path))
 
-from espd import control  # noqa: E402
-from espd.netns import (  # noqa: E402
+from support.netns import (  # noqa: E402
     Daemon,
     DaemonError,
     NetnsError,
@@ -88,7 +88,9 @@ from espd.netns import (  # noqa: E402
     socket_in,
     sysctl,
 )
-from espd.netns import run as run_cmd  # noqa: E402
+from support.netns import run as run_cmd  # noqa: E402
+
+from espd.ops import control  # noqa: E402
 
 TARGET = 1.6  # issue #4: two workers >= 1.6x one worker
 LOCAL, SINK_MAC = "192.0.2.1", "02:62:77:00:00:01"

@@ -1,6 +1,6 @@
 """What the config-parser harnesses (fuzz_config.py, fuzz_ios.py) hold every input to.
 
-A parser given any text either returns a Config or raises espd.model.ConfigError, and:
+A parser given any text either returns a Config or raises espd.config.model.ConfigError, and:
   - every problem is located: ``FILE:LINE: message`` with LINE >= 1 and FILE the path the
     parser was given (or a file it included from the fixture directory);
   - no message repeats key material of the input: the hex after ``key =``/``auth_key =``
@@ -17,7 +17,7 @@ import re
 import stat
 import tempfile
 
-from espd.model import ConfigError
+from espd.config.model import ConfigError
 
 # Key fields. TOML: key = "HEX" / auth_key = 'HEX' (also inline tables); IOS: the hex words
 # after "cipher" and "authenticator" on a "set session-key" line.

@@ -1,6 +1,6 @@
-"""atheris harness: espd.ios.parse_ios(text, path) over arbitrary text.
+"""atheris harness: espd.config.ios.parse_ios(text, path) over arbitrary text.
 
-Any exception other than espd.model.ConfigError is a bug, so is a hang, a problem not
+Any exception other than espd.config.model.ConfigError is a bug, so is a hang, a problem not
 located as FILE:LINE:, or a message that repeats key material (see _oracle.py).
 Run through run.sh, or: PYTHONPATH=daemon:tests/fuzz python tests/fuzz/fuzz_ios.py
     -dict=tests/fuzz/dict/ios.dict CORPUS_DIR tests/fuzz/corpus/ios
@@ -14,7 +14,7 @@ import atheris
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 with atheris.instrument_imports(include=["espd"]):
-    from espd import ios
+    from espd.config import ios
 
 import _oracle  # noqa: E402
 

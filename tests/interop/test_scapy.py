@@ -31,8 +31,8 @@ from scapy.layers.ipsec import (
 )
 from scapy.packet import Raw
 
+from espd.config.transforms import parse_transform
 from espd.dataplane import Dataplane, DropError
-from espd.transforms import parse_transform
 
 # --- the matrix ---------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Fixtures for the namespace tests: two real espd gateways between two hosts.
 
-Every test gets its own four namespaces (named espd-<pid>-<n>-..., see espd.netns), its own
-per-run configs, control sockets and state directories, and its daemons are stopped by pid
-and the namespaces deleted afterwards, pass or fail.
+Every test gets its own four namespaces (named espd-<pid>-<n>-..., see
+tests/support/netns.py), its own per-run configs, control sockets and state directories,
+and its daemons are stopped by pid and the namespaces deleted afterwards, pass or fail.
 
 ESPD_TEST_DAEMON, if set, is the command that runs "espd run" (e.g. an installed
 "/usr/local/bin/espd run"); "-c CONFIG" is appended.
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import netns
 
-from espd import config as espd_config
-from espd import netns
+from espd.config.load import load as load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "config" / "demo"
@@ -69,7 +69,7 @@ class Tunnel:
 
     def keys(self, daemon: netns.Daemon) -> dict[int, tuple[str, bytes]]:
         """SPI -> (direction, key) as ``daemon``'s config file says (the key incl. salt)."""
-        loaded = espd_config.load(daemon.config)
+        loaded = load_config(daemon.config)
         out = {}
         for entry in loaded.crypto_maps:
             out[entry.inbound.spi] = ("in", entry.inbound.key)

@@ -9,9 +9,8 @@ import socket
 import time
 
 import pytest
-
-from espd import netns
-from espd.netns import HOST_B4, WAN_IF, Capture
+from support import netns
+from support.netns import HOST_B4, WAN_IF, Capture
 
 pytestmark = pytest.mark.netns
 

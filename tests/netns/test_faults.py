@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from espd import netns
-from espd.netns import (
+from support import netns
+from support.netns import (
     GW_A_WAN4,
     GW_A_WAN6,
     GW_B_WAN4,

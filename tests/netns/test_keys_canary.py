@@ -1,7 +1,7 @@
 """Canary keys: no output of a running espd carries a key, and what is left of a removed
 SA's key in the daemon's memory.
 
-Two real gateways in network namespaces (espd.netns) run three crypto map entries:
+Two real gateways in network namespaces (tests/support/netns.py) run three crypto map entries:
 
   canary 10  IPv4  esp-gcm 256                   keys inline in the config
   canary 20  IPv6  esp-aes 256 esp-sha256-hmac   keys and auth keys in key files
@@ -40,14 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import netns
+from support.netns import HOST_A4, HOST_A6, HOST_B4, HOST_B6, UdpFlow, udp_exchange
 
-from espd import config as espd_config
-from espd import control, netns
+from espd.config.load import load as load_config
+from espd.config.model import ConfigError
 from espd.dataplane import SA, Dataplane
 from espd.dataplane import Lifetime as DpLifetime
-from espd.model import ConfigError
-from espd.netns import HOST_A4, HOST_A6, HOST_B4, HOST_B6, UdpFlow, udp_exchange
-from espd.plan import build_plan, describe_changes
+from espd.ops import control
+from espd.policy.plan import build_plan, describe_changes
 
 # -- the keys -----------------------------------------------------------------------------------
 
@@ -449,7 +450,7 @@ def test_repr_and_str_of_every_object_built_from_canary_keys(tmp_path):
     path = tmp_path / "gwA.toml"
     path.write_text(gateway_toml(SIDE_A, tmp_path, {"control_socket": str(tmp_path / "s")},
                                  v6_lifetime=30))
-    config = espd_config.load(str(path))
+    config = load_config(str(path))
     objects = _objects_of(config)
     assert len([o for o in objects if type(o).__name__ == "SaSpec"]) == 6
     assert len([o for o in objects if type(o).__name__ == "ManualKey"]) == 6
@@ -477,7 +478,7 @@ def test_config_errors_with_canary_keys_print_no_key(tmp_path):
                    text.replace(f'"{GCM_AB}"', f'"{GCM_BA}"')):  # a shared key
         path.write_text(broken)
         with pytest.raises(ConfigError) as e:
-            espd_config.load(str(path))
+            load_config(str(path))
         rendered = f"{e.value}\n{e.value!r}\n{e.value.problems!r}"
         assert not leaks(rendered), (leaks(rendered), rendered)
 

@@ -8,9 +8,8 @@ import signal
 import time
 
 import pytest
-
-from espd import netns
-from espd.netns import HOST_A4, HOST_B4
+from support import netns
+from support.netns import HOST_A4, HOST_B4
 
 pytestmark = pytest.mark.netns
 
@@ -59,7 +58,7 @@ def test_dropped_daemon_keeps_only_net_admin_and_still_works(make_tunnel):
     assert result.received == 2, result
 
     # every operator interface still answers: nothing it needs is loaded too late to read
-    from espd import control
+    from espd.ops import control
 
     for command in ("show_sa", "show_map", "show_acl", "stats", "state"):
         answer = control.request(gw_a.control_socket, command)

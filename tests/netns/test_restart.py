@@ -10,10 +10,10 @@ import signal
 import time
 
 import pytest
+from support import netns
+from support.netns import HOST_B4, WAN_IF, Capture, UdpFlow, analyze
 
-from espd import netns
-from espd.netns import HOST_B4, WAN_IF, Capture, UdpFlow, analyze
-from espd.seqstore import RESERVE_BLOCK
+from espd.keying.sequence_store import RESERVE_BLOCK
 
 pytestmark = pytest.mark.netns
 

@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from espd import netns
-from espd.netns import (
+from support import netns
+from support.netns import (
     HOST_A4,
     HOST_A6,
     HOST_B4,

@@ -49,9 +49,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "daemon"))
+sys.path.insert(0, str(REPO / "tests"))  # tests/support
 
-from espd import netns  # noqa: E402
-from espd.netns import (  # noqa: E402
+from support import netns  # noqa: E402
+from support.netns import (  # noqa: E402
     GW_A_WAN4,
     GW_A_WAN6,
     GW_B_WAN4,

@@ -6,8 +6,7 @@ tests/soak/soak.py, one test each, on that one run (~70 s in all). docs/soak.md 
 from __future__ import annotations
 
 import pytest
-
-from espd import netns
+from support import netns
 
 pytestmark = pytest.mark.netns
 

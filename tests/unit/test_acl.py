@@ -1,4 +1,4 @@
-"""IOS access-list rules -> AclEntry (espd.acl)."""
+"""IOS access-list rules -> AclEntry (espd.config.acl)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from espd.acl import ICMPV6, AclError, parse_rule
-from espd.model import Location
+from espd.config.acl import ICMPV6, AclError, parse_rule
+from espd.config.model import Location
 
 HERE = Location("test.acl", 7)
 

@@ -1,7 +1,8 @@
-"""The espd command (espd.cli): check, keygen, and the client commands against real sockets."""
+"""The espd command (espd.cli.main): check, keygen, and the client commands against real sockets."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import sys
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from espd import cli
-from espd.config import load
-from espd.control import ControlServer, make_handler
-from espd.model import ConfigError, Location, Problem
-from espd.transforms import parse_transform
+from espd.cli import main as cli
+from espd.config.load import load
+from espd.config.model import ConfigError, Location, Problem
+from espd.config.transforms import parse_transform
+from espd.ops.control import ControlServer, make_handler
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "espd.example.toml"
@@ -320,17 +321,19 @@ def test_keygen_refuses_peers_of_different_ip_versions(
 
 def test_run_hands_the_config_path_to_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    service = types.ModuleType("espd.service")
-    service.run = lambda path: calls.append(path) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "espd.service", service)
-    monkeypatch.setattr(sys.modules["espd"], "service", service, raising=False)
+    main_loop = types.ModuleType("espd.service.main_loop")
+    main_loop.run = lambda path: calls.append(path) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "espd.service.main_loop", main_loop)
+    monkeypatch.setattr(importlib.import_module("espd.service"), "main_loop", main_loop,
+                        raising=False)
     assert cli.main(["run", "-c", "/etc/espd/espd.toml"]) == 0
     assert calls == ["/etc/espd/espd.toml"]
 
 
 def test_demo_hands_over_to_the_demo_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    demo = types.ModuleType("espd.demo")
-    demo.main = lambda: 3  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "espd.demo", demo)
-    monkeypatch.setattr(sys.modules["espd"], "demo", demo, raising=False)
+    steps = types.ModuleType("espd.cli.demo.steps")
+    steps.main = lambda: 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "espd.cli.demo.steps", steps)
+    monkeypatch.setattr(importlib.import_module("espd.cli.demo"), "steps", steps,
+                        raising=False)
     assert cli.main(["demo"]) == 3

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from espd.config import load, looks_like_ios, parse_toml
-from espd.model import ConfigError, Location, ManualKey, Settings
+from espd.config.load import load, looks_like_ios
+from espd.config.model import ConfigError, Location, ManualKey, Settings
+from espd.config.toml import parse_toml
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"

@@ -1,4 +1,4 @@
-"""The control socket (espd.control): a real server on a temporary socket, and its client."""
+"""The control socket (espd.ops.control): a real server on a temporary socket, and its client."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from espd.control import MAX_REQUEST, ControlError, ControlServer, make_handler, request
-from espd.model import ConfigError, Location, Problem
+from espd.config.model import ConfigError, Location, Problem
+from espd.ops.control import MAX_REQUEST, ControlError, ControlServer, make_handler, request
 
 CANARY = "c0ffee" * 12
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from espd import config, ios
-from espd.model import ConfigError
+from espd.config import ios, toml
+from espd.config.model import ConfigError
 
 REGRESSIONS = Path(__file__).resolve().parents[1] / "fuzz" / "regressions"
 CASES = sorted(p for p in REGRESSIONS.glob("*/*") if p.is_file())
@@ -22,7 +22,7 @@ def test_there_are_regression_inputs():
 @pytest.mark.parametrize("path", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fuzz_regression_is_a_clean_config_error(path):
     text = path.read_text(errors="replace")
-    parse = ios.parse_ios if path.parent.name == "ios" else config.parse_toml
+    parse = ios.parse_ios if path.parent.name == "ios" else toml.parse_toml
     with pytest.raises(ConfigError) as e:
         parse(text, "x.conf")
     message = str(e.value)

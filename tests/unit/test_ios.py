@@ -1,4 +1,4 @@
-"""The Cisco IOS importer (espd.ios): the seed's routers, modern configs, located errors."""
+"""The Cisco IOS importer (espd.config.ios): the seed's routers, modern configs, located errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from espd.config import load
-from espd.ios import parse_ios
-from espd.model import ConfigError, Location, Settings
+from espd.config.ios import parse_ios
+from espd.config.load import load
+from espd.config.model import ConfigError, Location, Settings
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 SEED = CONFIG / "seed"

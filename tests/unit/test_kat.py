@@ -35,8 +35,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from espd.config.transforms import TransformError, parse_transform
 from espd.dataplane import Dataplane, DataplaneError, DropError
-from espd.transforms import TransformError, parse_transform
 
 KAT_DIR = Path(__file__).resolve().parents[1] / "data" / "kat"
 

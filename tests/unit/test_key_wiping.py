@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from espd.config import load
+from espd.config.load import load
 from espd.dataplane import Dataplane
-from espd.plan import build_plan, describe_changes, wipe_keys
+from espd.policy.plan import build_plan, describe_changes, wipe_keys
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "espd.example.toml"
 

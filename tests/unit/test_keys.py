@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from espd import cli
-from espd.config import KEY_FILE_MAX, load, read_key_file
-from espd.model import ConfigError, ManualKey
-from espd.plan import build_plan, describe_changes
+from espd.cli import main as cli
+from espd.config.key_files import KEY_FILE_MAX, read_key_file
+from espd.config.load import load
+from espd.config.model import ConfigError, ManualKey
+from espd.policy.plan import build_plan, describe_changes
 
 CANARY = "c0ffee" * 12  # 36 bytes: esp-gcm 256 key + salt, never to be printed
 OTHER = "5a" * 36

@@ -1,4 +1,4 @@
-"""The Prometheus exporter (espd.metrics): real HTTP scrapes agree with the daemon state."""
+"""The Prometheus exporter (espd.ops.metrics): real HTTP scrapes agree with the daemon state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from espd.dataplane import DROP_REASONS
-from espd.metrics import Exporter, ExporterError, start_exporter
+from espd.ops.metrics import Exporter, ExporterError, start_exporter
 
 CANARY = "c0ffee" * 12
 

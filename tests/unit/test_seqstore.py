@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from espd.dataplane import Dataplane, DropError
-from espd.seqstore import SequenceStore, SequenceStoreError
+from espd.keying.sequence_store import SequenceStore, SequenceStoreError
 
 KEY = bytes(range(36))
 INNER = bytes.fromhex("45000020000000004011" "0000" "0a010001" "0a020001") + bytes(12)

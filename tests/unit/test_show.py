@@ -1,11 +1,11 @@
-"""The show renderers (espd.show) against a realistic daemon state: exact IOS-shaped lines."""
+"""The show renderers (espd.ops.show) against a realistic daemon state: exact IOS-shaped lines."""
 
 from __future__ import annotations
 
 import copy
 import json
 
-from espd import show
+from espd.ops import show
 
 CANARY = "c0ffee" * 12  # a key that must never reach any output
 

@@ -22,11 +22,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from espd import netns
-from espd.netns import Daemon, Topology
+from espd.cli.demo import namespaces
+from espd.cli.demo.gateway import Daemon, DaemonError, with_daemon_settings
+from espd.cli.demo.namespaces import Topology
 
 STEPS = 6
 TRANSFER_BYTES = 512 * 1024
+TRAFFIC = "espd.cli.demo.traffic"  # python -m TRAFFIC: ping and TCP without the binaries
 METRIC_PREFIXES = ("espd_sa_packets_total", "espd_dropped_packets_total")
 
 
@@ -49,11 +51,11 @@ def say(text: str) -> None:
 def ping_argv(dst: str, count: int) -> list[str]:
     if shutil.which("ping"):
         return ["ping", "-c", str(count), "-i", "0.2", "-W", "2", dst]
-    return [sys.executable, "-m", "espd.netns", "ping", "-c", str(count), dst]
+    return [sys.executable, "-m", TRAFFIC, "ping", "-c", str(count), dst]
 
 
 def ping(ns: str, dst: str, what: str, count: int = 5) -> bool:
-    result = netns.ns_run(ns, ping_argv(dst, count), check=False, timeout=count + 15)
+    result = namespaces.ns_run(ns, ping_argv(dst, count), check=False, timeout=count + 15)
     summary = [line for line in result.stdout.splitlines()
                if "transmitted" in line or "From" in line or "rtt" in line]
     ok = result.returncode == 0
@@ -64,7 +66,7 @@ def ping(ns: str, dst: str, what: str, count: int = 5) -> bool:
 def transfer(src_ns: str, dst_ns: str, dst: str, what: str, port: int) -> bool:
     """A TCP transfer of TRANSFER_BYTES from src_ns to dst, checked by size and hash."""
     receiver = subprocess.Popen(
-        netns.exec_argv(dst_ns, [sys.executable, "-m", "espd.netns", "tcp-recv", "--port",
+        namespaces.exec_argv(dst_ns, [sys.executable, "-m", TRAFFIC, "tcp-recv", "--port",
                                  str(port), "--expect", str(TRANSFER_BYTES), "--timeout", "20",
                                  *(["--ipv6"] if ":" in dst else [])]),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -74,7 +76,7 @@ def transfer(src_ns: str, dst_ns: str, dst: str, what: str, port: int) -> bool:
             say(f"FAIL transfer {what}: the receiver did not start: "
                 f"{receiver.stderr.read() if receiver.stderr else ''}")
             return False
-        sent = netns.ns_run(src_ns, [sys.executable, "-m", "espd.netns", "tcp-send", dst,
+        sent = namespaces.ns_run(src_ns, [sys.executable, "-m", TRAFFIC, "tcp-send", dst,
                                      "--port", str(port), "--size", str(TRANSFER_BYTES),
                                      "--timeout", "20"], check=False, timeout=40)
         out, err = receiver.communicate(timeout=30)
@@ -91,7 +93,7 @@ def transfer(src_ns: str, dst_ns: str, dst: str, what: str, port: int) -> bool:
 
 
 def show_sa(ns: str, control_socket: str) -> None:
-    result = netns.ns_run(ns, [sys.executable, "-m", "espd", "show", "sa", "--socket",
+    result = namespaces.ns_run(ns, [sys.executable, "-m", "espd", "show", "sa", "--socket",
                                control_socket], check=False, timeout=30)
     text = result.stdout if result.returncode == 0 else result.stdout + result.stderr
     for line in text.rstrip().splitlines():
@@ -103,7 +105,7 @@ def metrics_excerpt(ns: str, address: str) -> None:
     url = f"http://{host}:{port}/metrics"
     code = ("import sys, urllib.request; "
             "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
-    result = netns.ns_run(ns, [sys.executable, "-c", code, url], check=False, timeout=30)
+    result = namespaces.ns_run(ns, [sys.executable, "-c", code, url], check=False, timeout=30)
     if result.returncode != 0:
         say(f"cannot read {url}: {result.stderr.strip().splitlines()[-1:]}")
         return
@@ -121,7 +123,7 @@ def metrics_excerpt(ns: str, address: str) -> None:
 
 
 def write_config(template: Path, out: Path, **settings: str | int) -> None:
-    out.write_text(netns.with_daemon_settings(template.read_text(), **settings))
+    out.write_text(with_daemon_settings(template.read_text(), **settings))
 
 
 def _interrupt(signum, frame) -> None:
@@ -134,7 +136,7 @@ def main(argv: Sequence[str] = ()) -> int:
                         help="where gateway-a.toml and gateway-b.toml are")
     parser.add_argument("--no-ipv6", action="store_true", help="IPv4 traffic only")
     args = parser.parse_args(list(argv))
-    why = netns.unavailable()
+    why = namespaces.unavailable()
     if why:
         print(f"espd demo: {why}; run it as root, e.g. 'sudo make demo'", file=sys.stderr)
         return 2
@@ -153,8 +155,8 @@ def main(argv: Sequence[str] = ()) -> int:
     try:
         step(1, f"creating namespaces {', '.join(topology.namespaces)}...")
         topology.create()
-        say(f"hostA {netns.HOST_A4} - gwA {netns.GW_A_LAN4}|{netns.GW_A_WAN4} == "
-            f"gwB {netns.GW_B_WAN4}|{netns.GW_B_LAN4} - hostB {netns.HOST_B4}")
+        say(f"hostA {namespaces.HOST_A4} - gwA {namespaces.GW_A_LAN4}|{namespaces.GW_A_WAN4} == "
+            f"gwB {namespaces.GW_B_WAN4}|{namespaces.GW_B_LAN4} - hostB {namespaces.HOST_B4}")
 
         step(2, f"writing per-run configs to {workdir}...")
         port = random.randint(20000, 40000)
@@ -172,25 +174,25 @@ def main(argv: Sequence[str] = ()) -> int:
             daemon.start()
         for daemon in daemons:
             state = daemon.wait_ready()
-            mtu = netns.link_mtu(daemon.ns, "espd0")
+            mtu = namespaces.link_mtu(daemon.ns, "espd0")
             say(f"{daemon.name}: espd pid {daemon.pid} ready, {len(state.get('sas', []))} SAs, "
                 f"espd0 mtu {mtu}")
 
         step(4, "ping through the tunnel, both ways...")
         results = [
-            ping(topology.host_a, netns.HOST_B4, "hostA -> hostB (IPv4)"),
-            ping(topology.host_b, netns.HOST_A4, "hostB -> hostA (IPv4)"),
+            ping(topology.host_a, namespaces.HOST_B4, "hostA -> hostB (IPv4)"),
+            ping(topology.host_b, namespaces.HOST_A4, "hostB -> hostA (IPv4)"),
         ]
         if topology.ipv6:
             results += [
-                ping(topology.host_a, netns.HOST_B6, "hostA -> hostB (IPv6)"),
-                ping(topology.host_b, netns.HOST_A6, "hostB -> hostA (IPv6)"),
+                ping(topology.host_a, namespaces.HOST_B6, "hostA -> hostB (IPv6)"),
+                ping(topology.host_b, namespaces.HOST_A6, "hostB -> hostA (IPv6)"),
             ]
 
         step(5, f"TCP transfer of {TRANSFER_BYTES // 1024} KiB, both ways...")
         results += [
-            transfer(topology.host_a, topology.host_b, netns.HOST_B4, "hostA -> hostB", 5201),
-            transfer(topology.host_b, topology.host_a, netns.HOST_A4, "hostB -> hostA", 5202),
+            transfer(topology.host_a, topology.host_b, namespaces.HOST_B4, "hostA -> hostB", 5201),
+            transfer(topology.host_b, topology.host_a, namespaces.HOST_A4, "hostB -> hostA", 5202),
         ]
 
         step(6, "espd show sa on gwA, and its metrics...")
@@ -200,7 +202,7 @@ def main(argv: Sequence[str] = ()) -> int:
         passed = all(results)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-    except (netns.NetnsError, netns.DaemonError, OSError) as e:
+    except (namespaces.NetnsError, DaemonError, OSError) as e:
         print(f"espd demo: {e}", file=sys.stderr)
     finally:
         print("cleaning up: stopping espd, deleting namespaces...", flush=True)

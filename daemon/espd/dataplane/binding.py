@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from espd import _native  # type: ignore[attr-defined]
-from espd.transforms import Transform, parse_transform
+from espd.config.transforms import Transform, parse_transform
 
 ffi, lib = _native.ffi, _native.lib
 

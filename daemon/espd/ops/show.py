@@ -1,6 +1,6 @@
 """Text and JSON views of the daemon's state, in the shape of the IOS show commands.
 
-Pure functions from the STATE dict (see ``espd.control``) to text. ``render_sa`` follows
+Pure functions from the STATE dict (see ``espd.ops.control``) to text. ``render_sa`` follows
 ``show crypto ipsec sa``: one block per crypto map entry, with the entry's counters summed
 over its SAs and then its inbound and outbound SAs. Where IOS counts ``#send errors`` and
 ``#recv errors`` per flow, espd counts the packets its SAs dropped, outbound and inbound,

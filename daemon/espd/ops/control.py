@@ -27,7 +27,7 @@ import stat
 import threading
 from collections.abc import Callable
 
-from espd.model import ConfigError
+from espd.config.model import ConfigError
 
 DEFAULT_SOCKET = "/run/espd/control.sock"
 MAX_REQUEST = 64 * 1024  # bytes in one request line, newline excluded
@@ -208,7 +208,7 @@ def make_handler(
     change. Both raise ConfigError when the file cannot be used; the answer then lists
     every problem under "errors".
     """
-    from espd import show  # the renderers; imported here so clients need not load them
+    from espd.ops import show  # the renderers; imported here so clients need not load them
 
     renderers = {"show_map": show.render_map, "show_acl": show.render_acl,
                  "stats": show.render_stats}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from espd.acl import AclError, parse_rule
-from espd.model import (
+from espd.config.acl import AclError, parse_rule
+from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
     REPLAY_WINDOW_MAX,
@@ -35,7 +35,7 @@ from espd.model import (
     assemble,
     check_manual_key,
 )
-from espd.transforms import RECOMMENDED, TransformError, parse_transform
+from espd.config.transforms import RECOMMENDED, TransformError, parse_transform
 
 _MAP_COMMANDS = (
     "set peer, set transform-set, match address, set security-association lifetime "

@@ -22,9 +22,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from espd.dataplane import Lifetime as DpLifetime
-from espd.dataplane import Rule
-from espd.model import (
+from espd.config.model import (
     AclEntry,
     AddressMatch,
     Config,
@@ -34,6 +32,8 @@ from espd.model import (
     PortRange,
     wipe,
 )
+from espd.dataplane import Lifetime as DpLifetime
+from espd.dataplane import Rule
 
 # Keys are compared across reloads through this process-local keyed hash, never stored twice.
 _FINGERPRINT_KEY = os.urandom(32)

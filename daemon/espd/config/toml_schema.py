@@ -1,26 +1,18 @@
-"""Load espd's native TOML configuration (or an IOS config, by content) into a Config.
-
-Every problem is reported at once, as ``FILE:LINE: what is wrong; what to write instead``.
-tomllib gives no positions, so ``_Lines`` re-scans the accepted text to find the line of
-every key, table and array element.
+"""espd's TOML schema: the tomllib document -> model objects, every problem located.
 """
 
 from __future__ import annotations
 
-import binascii
-import bisect
 import difflib
-import errno
 import ipaddress
 import os
 import re
-import stat
-import tomllib
 from typing import Any
 
-from espd import ios
-from espd.acl import AclError, parse_rule
-from espd.model import (
+from espd.config import ios
+from espd.config.acl import AclError, parse_rule
+from espd.config.key_files import KeyFileError, read_key_file
+from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
     REPLAY_WINDOW_MAX,
@@ -40,11 +32,10 @@ from espd.model import (
     assemble,
     check_manual_key,
     quote,
-    wipe,
 )
-from espd.transforms import RECOMMENDED, Transform, TransformError, parse_transform
-
-Path = tuple[str | int, ...]
+from espd.config.read import read_text
+from espd.config.toml_lines import Path, TomlLines
+from espd.config.transforms import RECOMMENDED, Transform, TransformError, parse_transform
 
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios"),
@@ -59,157 +50,11 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "lifetime": ("seconds", "kilobytes"),
     "sa": ("spi", "key", "key_file", "auth_key", "auth_key_file"),
 }
-_IOS_WORDS = frozenset((
-    "access-list", "crypto", "interface", "hostname", "version", "ip", "ipv6", "service",
-    "enable", "no", "end", "current", "building", "boot", "username", "line", "router",
-))
-_TOML_KEY = re.compile(r"""[\w"'.-]+\s*=""")
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _IFNAME = re.compile(r"[^\s/:]{1,15}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 _MISSING = object()
 _FAILED = object()  # a key that was given but refused (and reported)
-KEY_FILE_MAX = 4096  # bytes; the longest key (HMAC-SHA512, 64 bytes) is 128 hex digits
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
-_BLANKS = b" \t\r\n\v\f"
-_NOT_A_FILE = "key file {path} is not a regular file; point key_file at a file holding the key"
-
-
-def load(path: str) -> Config:
-    """Read ``path`` as IOS if it starts like an IOS config, else as espd TOML."""
-    text = _read(path, Location(path))
-    if looks_like_ios(text):
-        return ios.parse_ios(text, path)
-    return parse_toml(text, path)
-
-
-def looks_like_ios(text: str) -> bool:
-    """True if the first meaningful line is an IOS command or a '!' comment."""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("[") or _TOML_KEY.match(stripped):
-            return False
-        return stripped.startswith("!") or stripped.split()[0].lower() in _IOS_WORDS
-    return False
-
-
-def parse_toml(text: str, path: str = "<string>") -> Config:
-    """Validate TOML ``text`` read from ``path`` (includes are relative to it)."""
-    try:
-        document = tomllib.loads(text)
-    except RecursionError:
-        problem = Problem(Location(path, 1), "invalid TOML: arrays or inline tables nested too "
-                                             "deeply; espd's configuration needs at most 3 levels")
-        raise ConfigError([problem]) from None
-    except tomllib.TOMLDecodeError as e:
-        found = re.search(r"\(at line (\d+), column \d+\)", str(e))
-        line = int(found.group(1)) if found else text.count("\n") + 1
-        what = re.sub(r"\s*\(at .*\)$", "", str(e))
-        problem = Problem(Location(path, line), f"invalid TOML: {what}; see "
-                                                f"config/espd.example.toml for the syntax")
-        raise ConfigError([problem]) from None
-    return _Loader(path, _Lines(text)).config(document)
-
-
-def _read(path: str, where: Location) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise ConfigError([Problem(where, f"cannot read {path}: {reason}")]) from None
-
-
-class KeyFileError(Exception):
-    """A key file espd refuses to read; ``problems`` say what to do (never the key)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-def read_key_file(path: str, wanted: str = "the key in hex") -> bytearray:
-    """The key held in hex by ``path``: a regular file, not a symlink, owned by root or by
-    this process's user, not readable or writable by group or others. Whitespace is
-    ignored. ``wanted`` ("the key's 72 hex digits") goes into the advice. Raises
-    KeyFileError.
-
-    The file is read into a bytearray that is wiped before returning, so no str or bytes
-    copy of the hex text is left behind; only the returned key exists."""
-    try:
-        mode = os.lstat(path).st_mode  # a device or FIFO is refused before it is opened
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            raise KeyFileError([_NOT_A_FILE.format(path=path)])
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise KeyFileError([_open_problem(path, e, wanted)]) from None
-    buf = bytearray(KEY_FILE_MAX + 1)
-    try:
-        info = os.fstat(fd)
-        _check_key_file(path, info)
-        with open(fd, "rb", buffering=0, closefd=False) as f:
-            size = 0
-            while size < len(buf) and (n := f.readinto(memoryview(buf)[size:])):
-                size += n
-        if size > KEY_FILE_MAX:
-            raise KeyFileError([f"key file {path} is larger than {KEY_FILE_MAX} bytes, too "
-                                f"large for a key; write only {wanted}"])
-        return _parse_hex(buf, size, path, wanted)
-    finally:
-        os.close(fd)
-        wipe(buf)
-
-
-def _open_problem(path: str, e: OSError, wanted: str) -> str:
-    if e.errno == errno.ELOOP:
-        return (f"key file {path} is a symlink; espd does not follow symlinks to keys: point "
-                f"key_file at the file itself ({os.path.realpath(path)})")
-    if e.errno == errno.ENOENT:
-        return (f"cannot read key file {path}: {e.strerror}; fix the path (a relative path "
-                f"starts at the config file's directory) or create it holding {wanted} and "
-                f"run 'chmod 600 {path}'")
-    if e.errno == errno.EACCES:
-        return (f"cannot read key file {path}: {e.strerror}; run espd as root or as the "
-                f"file's owner")
-    return f"cannot read key file {path}: {e.strerror}"
-
-
-def _check_key_file(path: str, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError([_NOT_A_FILE.format(path=path)])
-    problems = []
-    euid = os.geteuid()
-    if info.st_uid not in (0, euid):
-        owners = "root" if euid == 0 else f"root or espd's user (uid {euid})"
-        problems.append(f"key file {path} is owned by uid {info.st_uid}, not by {owners}; "
-                        f"run 'chown {'root' if euid == 0 else euid} {path}'")
-    if info.st_mode & 0o066:
-        problems.append(f"key file {path} is readable or writable by group or others (mode "
-                        f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}'")
-    if problems:
-        raise KeyFileError(problems)
-
-
-def _parse_hex(buf: bytearray, size: int, path: str, wanted: str) -> bytes:
-    text = buf[:size]
-    digits = text.translate(None, _BLANKS)
-    others = digits.translate(None, _HEX_DIGITS)
-    try:
-        if others:
-            raise KeyFileError([f"key file {path} holds characters other than hex digits and "
-                                f"whitespace; write only {wanted} (0-9, a-f), without '0x' "
-                                f"or 'key ='"])
-        if len(digits) % 2:
-            raise KeyFileError([f"key file {path} holds an odd number of hex digits "
-                                f"({len(digits)}); write {wanted}"])
-        return bytearray(binascii.unhexlify(digits))
-    finally:
-        for scratch in (text, digits, others):
-            wipe(scratch)
-
-
 
 
 def _dotted(path: Path) -> str:
@@ -221,10 +66,10 @@ def _type_name(value: object) -> str:
             list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
 
 
-class _Loader:
+class SchemaLoader:
     """Turns the tomllib document into model objects, collecting located problems."""
 
-    def __init__(self, path: str, lines: _Lines) -> None:
+    def __init__(self, path: str, lines: TomlLines) -> None:
         self.path = path
         self.lines = lines
         self.problems: list[Problem] = []
@@ -416,7 +261,7 @@ class _Loader:
                 continue
             full = os.path.join(os.path.dirname(self.path), name)
             try:
-                configs.append(ios.parse_ios(_read(full, self.where(("include_ios", i))),
+                configs.append(ios.parse_ios(read_text(full, self.where(("include_ios", i))),
                                              full, settings))
             except ConfigError as e:
                 self.problems.extend(e.problems)
@@ -626,140 +471,3 @@ def _valid_listen(value: str) -> bool:
     except ValueError:
         return host == "localhost"
     return True
-
-
-class _Lines:
-    """Line of every key, table header and array element in a TOML text tomllib accepted.
-
-    Paths are the document's keys, with the index of each [[array]] table and array element:
-    ("crypto_map", 1, "inbound", "spi"), ("access_list", "101", "rules", 0).
-    """
-
-    _BARE = re.compile(r"[A-Za-z0-9_-]+")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
-        self.found: dict[Path, int] = {}
-        self.arrays: dict[Path, int] = {}
-        self.document()
-
-    def line(self, path: Path) -> int:
-        """The line of ``path``, or of its nearest ancestor that is written; 0 if none."""
-        while path:
-            if path in self.found:
-                return self.found[path]
-            path = path[:-1]
-        return 0
-
-    def record(self, path: Path) -> None:
-        self.found.setdefault(path, bisect.bisect_right(self.starts, self.pos))
-
-    def peek(self, token: str) -> bool:
-        return self.text.startswith(token, self.pos)
-
-    def skip(self, newlines: bool) -> None:
-        """Skip blanks (and newlines and comments when ``newlines``)."""
-        blanks = " \t\r\n" if newlines else " \t"
-        while self.pos < len(self.text):
-            if self.text[self.pos] in blanks:
-                self.pos += 1
-            elif newlines and self.peek("#"):
-                end = self.text.find("\n", self.pos)
-                self.pos = len(self.text) if end < 0 else end
-            else:
-                return
-
-    def document(self) -> None:
-        table: Path = ()
-        while True:
-            self.skip(newlines=True)
-            if self.pos >= len(self.text):
-                return
-            if self.peek("["):
-                array = self.peek("[[")
-                self.pos += 2 if array else 1
-                keys = self.key()
-                table = ()
-                for part in keys[:-1]:  # a header inside [[a]] extends a's last element
-                    table += (part,)
-                    self.record(table)
-                    if table in self.arrays:
-                        table += (self.arrays[table] - 1,)
-                table += (keys[-1],)
-                self.record(table)
-                if array:
-                    self.arrays[table] = self.arrays.get(table, 0) + 1
-                    table += (self.arrays[table] - 1,)
-                    self.record(table)
-                self.pos += 2 if array else 1
-            else:
-                self.value(self.assignment(table))
-
-    def assignment(self, table: Path) -> Path:
-        """Scan ``key.path =``, recording the line of each prefix; return the full path."""
-        keys = self.key()
-        for i in range(len(keys)):
-            self.record(table + keys[: i + 1])
-        self.skip(newlines=False)
-        self.pos += 1  # "="
-        return table + keys
-
-    def key(self) -> tuple[str, ...]:
-        parts = []
-        while True:
-            self.skip(newlines=False)
-            if self.peek('"') or self.peek("'"):
-                start = self.pos
-                self.string()
-                parts.append(tomllib.loads(f"k = {self.text[start:self.pos]}")["k"])
-            else:
-                bare = self._BARE.match(self.text, self.pos)
-                end = bare.end() if bare else self.pos + 1
-                parts.append(self.text[self.pos:end])
-                self.pos = end
-            self.skip(newlines=False)
-            if not self.peek("."):
-                return tuple(parts)
-            self.pos += 1
-
-    def value(self, path: Path) -> None:
-        self.skip(newlines=False)
-        if self.peek("{"):
-            self.pos += 1
-            self.items(path, "}")
-        elif self.peek("["):
-            self.pos += 1
-            self.items(path, "]")
-        elif self.peek('"') or self.peek("'"):
-            self.string()
-        else:
-            while self.pos < len(self.text) and self.text[self.pos] not in ",]}\n#":
-                self.pos += 1
-
-    def items(self, path: Path, close: str) -> None:
-        """Scan an inline table ("}") or array ("]"), recording each item's line."""
-        index = 0
-        while self.pos < len(self.text):
-            self.skip(newlines=True)
-            if self.peek(close):
-                self.pos += 1
-                return
-            if self.peek(","):
-                self.pos += 1
-            elif close == "}":
-                self.value(self.assignment(path))
-            else:
-                self.record(path + (index,))
-                self.value(path + (index,))
-                index += 1
-
-    def string(self) -> None:
-        quote = next(q for q in ('"""', "'''", '"', "'") if self.peek(q))
-        self.pos += len(quote)
-        while self.pos < len(self.text) and not self.peek(quote):
-            self.pos += 2 if quote[0] == '"' and self.peek("\\") else 1
-        self.pos += len(quote)
-        while len(quote) == 3 and self.peek(quote[0]):  # up to two more quotes may close
-            self.pos += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from espd.model import _LONG_HEX, AclEntry, AddressMatch, IPAddress, Location, PortRange
+from espd.config.model import _LONG_HEX, AclEntry, AddressMatch, IPAddress, Location, PortRange
 
 PROTOCOLS: dict[str, int | None] = {
     "ip": None, "ipv6": None, "icmp": 1, "igmp": 2, "ipinip": 4, "tcp": 6, "udp": 17,

@@ -15,10 +15,10 @@ import secrets
 import sys
 
 from espd import __version__
-from espd.config import load
-from espd.control import DEFAULT_SOCKET, ControlError, request
-from espd.model import SPI_MAX, SPI_MIN, Config, ConfigError
-from espd.transforms import Transform, TransformError, parse_transform
+from espd.config.load import load
+from espd.config.model import SPI_MAX, SPI_MIN, Config, ConfigError
+from espd.config.transforms import Transform, TransformError, parse_transform
+from espd.ops.control import DEFAULT_SOCKET, ControlError, request
 
 RELOAD_TIMEOUT = 60.0  # seconds: a reload rebuilds every table
 
@@ -92,15 +92,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from espd import service
+    from espd.service import main_loop
 
-    return service.run(args.config)
+    return main_loop.run(args.config)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from espd import demo
+    from espd.cli.demo import steps
 
-    return demo.main()
+    return steps.main()
 
 
 # --- check ---

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from espd.transforms import INTEG_SHA1_96, RECOMMENDED, Transform
+from espd.config.transforms import INTEG_SHA1_96, RECOMMENDED, Transform
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

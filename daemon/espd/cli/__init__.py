@@ -1,0 +1,1 @@
+"""The ``espd`` command and its ``demo``."""

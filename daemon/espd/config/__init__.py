@@ -1,0 +1,1 @@
+"""The configuration: the model, its TOML and IOS front ends, key files, ACLs, transforms."""

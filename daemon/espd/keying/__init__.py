@@ -1,0 +1,1 @@
+"""Keying: where SA keys and sequence numbers come from (manual keys, reservations)."""

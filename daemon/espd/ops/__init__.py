@@ -1,0 +1,1 @@
+"""Operations: the control socket, ``show`` renderers, Prometheus metrics."""

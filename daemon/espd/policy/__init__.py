@@ -1,0 +1,1 @@
+"""Policy: the config model -> a plan of SAs, rules and routes."""

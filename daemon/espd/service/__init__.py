@@ -1,0 +1,1 @@
+"""The daemon: lifecycle, reload, the main loop, sd_notify, sockets, the state it shows."""

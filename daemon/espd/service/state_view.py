@@ -1,0 +1,82 @@
+"""What the control socket (``show``) and the metrics read: one dict of the daemon's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from espd import __version__
+from espd.config.model import Config
+from espd.dataplane import SA
+from espd.policy.plan import SaSpec
+
+if TYPE_CHECKING:
+    from espd.service.daemon import Daemon
+
+log = logging.getLogger("espd")
+
+
+def snapshot(daemon: Daemon) -> dict:
+    with daemon.lock:
+        sas = [sa_state(daemon, spec, sa) for spec, sa in daemon.sas.items()]
+        hits = daemon.dp.rule_hits()
+        acls = []
+        seen: dict[tuple, int] = {}
+        for i, r in enumerate(daemon.plan.rules):
+            key = (r.acl, r.acl_line, r.map_name, r.seq)
+            if key in seen:  # one ACL line compiled into several rules
+                acls[seen[key]]["hits"] += hits[i] if i < len(hits) else 0
+                continue
+            seen[key] = len(acls)
+            acls.append({"acl": r.acl, "index": r.acl_line, "text": r.text,
+                         "map": r.map_name, "seq": r.seq,
+                         "hits": hits[i] if i < len(hits) else 0})
+        return {
+            "version": __version__, "openssl": ssl.OPENSSL_VERSION,
+            "crypto_features": daemon.dp.crypto_features(), "workers": daemon.workers,
+            "interface": daemon.config.settings.interface,
+            "uptime_seconds": round(time.monotonic() - daemon.started, 3),
+            "config_path": daemon.config_path, "reloads": dict(daemon.reloads),
+            "io": daemon.dp.io_stats(), "drops": daemon.dp.global_drops(),
+            "maps": maps_state(daemon.config), "sas": sas, "acls": acls,
+        }
+
+def sa_state(daemon: Daemon, spec: SaSpec, sa: SA) -> dict:
+    st = daemon.dp.stats(sa)
+    hard = spec.hard  # None below: no hard limit (see plan._lifetimes)
+    remaining_s = max(0, hard.seconds - int(st["age_seconds"])) if hard.seconds else None
+    remaining_b = max(0, hard.bytes - st["lifetime_bytes"]) if hard.bytes else None
+    return {
+        "map": spec.map_name, "seq": spec.seq, "peer": spec.peer, "local": spec.local,
+        "direction": spec.direction, "spi": spec.spi, "transform": spec.transform,
+        "mode": spec.mode, "encap": spec.encap, "replay_window": spec.replay_window,
+        "esn": spec.esn, "packets": st["packets"], "bytes": st["bytes"],
+        **{k: st[k] for k in ("encaps", "encrypt", "digest", "decaps", "decrypt", "verify")},
+        "sequence": st["seq"], "drops": st["drops"],
+        "lifetime_remaining_seconds": remaining_s, "lifetime_remaining_bytes": remaining_b,
+        "soft_expired": st["soft_expired"], "hard_expired": st["hard_expired"],
+        "seq_cycled": st["seq_cycled"],
+    }
+
+def maps_state(config: Config) -> list[dict]:
+    out = []
+    for entry in config.crypto_maps:
+        tset = config.transform_sets[entry.transform_set]
+        acl = config.access_lists[entry.match_address]
+        permits = [e for e in acl.entries if e.action == "permit"]
+        out.append({
+            "map": entry.map_name, "seq": entry.seq, "peer": str(entry.peer),
+            "local": str(entry.local), "match_address": entry.match_address,
+            "transform_set": entry.transform_set, "transform": tset.transform.name,
+            "mode": tset.mode, "encap": entry.encapsulation,
+            "lifetime_seconds": entry.lifetime.seconds,
+            "lifetime_kilobytes": entry.lifetime.kilobytes,
+            "replay_window": entry.replay_window, "esn": entry.esn,
+            "inbound_spi": entry.inbound.spi, "outbound_spi": entry.outbound.spi,
+            "local_ident": [str(e.src) for e in permits],
+            "remote_ident": [str(e.dst) for e in permits],
+        })
+    return out

@@ -1,0 +1,1 @@
+"""The host: TUN devices, routes (netlink), privileges."""
