@@ -1,6 +1,8 @@
 # espd: build, test and benchmark. Every target installs what it needs itself.
 #   make build      Debian packages (when missing), .venv, the package and its C data plane
 #   make test       the test suite (root: includes the network-namespace tests)
+#   make peers      the independent peers the IKE tests run against: strongSwan 5.9.8 (Debian),
+#                   tshark, tcpdump, iperf3; strongSwan 6.0.6 built from SHARED (../shared)
 #   make test-asan  the same suite against an ASan/UBSan build of the data plane
 #   make demo       two gateways in network namespaces passing traffic through espd (root)
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
@@ -15,8 +17,10 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping python3-venv python3-dev
 STAMP := $(VENV)/.installed
+# the team's shared folder (CI: a read-only copy beside the clone): strongSwan 6.0.6 source
+SHARED ?= ../shared
 
-.PHONY: build deps demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean
+.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean
 
 build: $(STAMP)
 
@@ -37,7 +41,12 @@ $(STAMP): pyproject.toml setup.py native/build.py $(wildcard native/*.c native/*
 demo: build
 	$(PY) -m espd demo
 
-test: build
+# root only: it installs Debian packages and builds into /opt/strongswan6
+peers: deps
+	@if [ "$$(id -u)" = 0 ]; then tests/support/install-peers.sh "$(SHARED)"; \
+	else echo "make peers: not root, nothing installed (the strongSwan tests skip)"; fi
+
+test: build peers
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-asan: deps
