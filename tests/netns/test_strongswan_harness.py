@@ -11,15 +11,10 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-from espd import netns
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: support.*
-from support.strongswan import DEBIAN, PEERS, STRONGSWAN6, Charon, site_to_site  # noqa: E402
+from support import netns
+from support.strongswan import DEBIAN, PEERS, STRONGSWAN6, Charon, site_to_site
 
 pytestmark = pytest.mark.netns
 
