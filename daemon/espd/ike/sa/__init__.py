@@ -1,0 +1,1 @@
+"""The IKE SA and Child SA state an engine keeps."""

@@ -1,0 +1,80 @@
+"""A Child SA (ESP) negotiated under an IKE SA: its SPIs, keys and place in the owner.
+
+Lifecycle: CREATING (our CREATE_CHILD_SA or IKE_AUTH in flight) -> INSTALLED (the owner
+holds it) -> REKEYING (a rekey of it in flight) -> REKEYED (a successor is installed; this
+one waits for its DELETE) -> DELETING -> DELETED. Keys are bytearrays, wiped by ``wipe``
+once the owner has installed them and again at delete.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from espd.ike.proposals import Proposal
+from espd.policy.selectors import TrafficSelector
+
+
+class ChildState(enum.Enum):
+    CREATING = "creating"
+    INSTALLED = "installed"
+    REKEYING = "rekeying"
+    REKEYED = "rekeyed"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+@dataclass(repr=False)
+class ChildKeys:
+    """ESP keys per direction; ``encr`` includes the AEAD salt (RFC 4106/7634)."""
+
+    encr_in: bytearray
+    integ_in: bytearray
+    encr_out: bytearray
+    integ_out: bytearray
+
+    def wipe(self) -> None:
+        for key in (self.encr_in, self.integ_in, self.encr_out, self.integ_out):
+            key[:] = bytes(len(key))
+
+    def __repr__(self) -> str:
+        return "ChildKeys(<wiped or hidden>)"
+
+
+@dataclass(eq=False)
+class ChildSa:
+    """Invariant: ``spi_in`` is unique among the live Child SAs of this engine (we chose
+    it); ``handle`` is set exactly while the owner holds the SA pair."""
+
+    entry: tuple[str, int]  # crypto map (name, seq)
+    spi_in: int
+    spi_out: int = 0
+    proposal: Proposal | None = None
+    transform: str = ""  # espd ESP transform name
+    mode: str = "tunnel"
+    encap: str = "esp"  # "esp" | "udp"
+    esn: bool = False
+    local_ts: tuple[TrafficSelector, ...] = ()
+    remote_ts: tuple[TrafficSelector, ...] = ()
+    keys: ChildKeys | None = field(default=None, repr=False)
+    state: ChildState = ChildState.CREATING
+    handle: object | None = None  # the SA owner's ChildHandle
+    created: float = 0.0  # loop time
+    rekey_timer: object | None = None
+    expire_timer: object | None = None
+    rekeyed_by: ChildSa | None = None  # the successor, once a rekey made one
+    initiated_by_us: bool = True  # who created it (for collisions: the nonces decide)
+
+    def wipe(self) -> None:
+        if self.keys is not None:
+            self.keys.wipe()
+            self.keys = None
+
+    def cancel_timers(self) -> None:
+        for timer in (self.rekey_timer, self.expire_timer):
+            if timer is not None:
+                timer.cancel()  # type: ignore[attr-defined]
+        self.rekey_timer = self.expire_timer = None
+
+    def __str__(self) -> str:
+        return f"child {self.spi_in:08x}/{self.spi_out:08x} ({self.entry[0]} {self.entry[1]})"

@@ -1,0 +1,151 @@
+"""An IKE SA: SPIs, roles, addresses, nonces, keys, message ID windows, Child SAs.
+
+Roles: ``initiator`` is who sent IKE_SA_INIT of THIS SA (an IKE SA rekey swaps it for the
+new SA when the peer started the rekey); the exchange initiator of any request is whoever
+sends it. States in protocol order:
+
+    INIT_SENT     initiator: IKE_SA_INIT request out, no keys yet
+    INIT_DONE     responder: IKE_SA_INIT answered, keys derived, waiting for IKE_AUTH
+    AUTH_SENT     initiator: IKE_AUTH request out
+    ESTABLISHED   authenticated both ways
+    REKEYING      our IKE SA rekey in flight
+    DELETING      our DELETE in flight
+    DELETED       gone: keys wiped, Child SAs retired
+
+Invariant: key material lives only in ``keys`` (bytearrays) and in the crypto objects
+made from it; ``wipe`` zeroes all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+from espd.ike.proposals import Proposal
+from espd.ike.sa.child_sa import ChildSa
+from espd.ike.sa.windows import RequestWindow, ResponseWindow
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class IkeState(enum.Enum):
+    INIT_SENT = "init-sent"
+    INIT_DONE = "init-done"
+    AUTH_SENT = "auth-sent"
+    ESTABLISHED = "established"
+    REKEYING = "rekeying"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+@dataclass(repr=False)
+class IkeKeys:
+    """RFC 7296 2.14: SK_d, SK_ai/ar, SK_ei/er, SK_pi/pr (bytearrays; ai/ar empty for AEAD)."""
+
+    sk_d: bytearray
+    sk_ai: bytearray
+    sk_ar: bytearray
+    sk_ei: bytearray
+    sk_er: bytearray
+    sk_pi: bytearray
+    sk_pr: bytearray
+
+    def wipe(self) -> None:
+        for key in (self.sk_d, self.sk_ai, self.sk_ar, self.sk_ei, self.sk_er, self.sk_pi,
+                    self.sk_pr):
+            key[:] = bytes(len(key))
+
+    def __repr__(self) -> str:
+        return "IkeKeys(<hidden>)"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        if self.address.version == 6:
+            return f"[{self.address}]:{self.port}"
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(eq=False)
+class IkeSa:
+    spi_i: bytes  # 8 bytes, chosen by the IKE_SA_INIT initiator
+    spi_r: bytes  # 8 bytes; zeros until the responder answers
+    initiator: bool
+    local: Endpoint
+    remote: Endpoint
+    state: IkeState
+    ident: int = 0  # a small number for show output and logs (IOS "tunnel id")
+    proposal: Proposal | None = None
+    nonce_i: bytes = b""
+    nonce_r: bytes = b""
+    keys: IkeKeys | None = field(default=None, repr=False)
+    prf: object | None = None  # PRF object of the suite (crypto), for AUTH and Child keys
+    sk_out: object | None = field(default=None, repr=False)  # SK cipher we seal with
+    sk_in: object | None = field(default=None, repr=False)  # SK cipher we open with
+    requests: RequestWindow = field(default_factory=RequestWindow)
+    responses: ResponseWindow = field(default_factory=ResponseWindow)
+    init_request: bytes = b""  # the IKE_SA_INIT request as sent (the last one: AUTH signs it)
+    init_response: bytes = b""
+    peer_id: object | None = None  # the peer's authenticated identity
+    nat_local: bool = False  # we are behind a NAT (NAT_DETECTION_DESTINATION_IP mismatch)
+    nat_remote: bool = False  # the peer is behind a NAT
+    children: dict[int, ChildSa] = field(default_factory=dict)  # by our inbound SPI
+    created: float = 0.0  # loop time of IKE_SA_INIT
+    established: float = 0.0
+    last_heard: float = 0.0  # loop time of the last authenticated message from the peer
+    timers: dict[str, object] = field(default_factory=dict)  # name -> TimerHandle
+    rekeyed_by: IkeSa | None = None  # the new IKE SA after a rekey
+    failure: str = ""  # why it ended, for the log line and show
+
+    @property
+    def spis(self) -> tuple[bytes, bytes]:
+        return self.spi_i, self.spi_r
+
+    @property
+    def local_spi(self) -> bytes:
+        return self.spi_i if self.initiator else self.spi_r
+
+    @property
+    def nat(self) -> bool:
+        return self.nat_local or self.nat_remote
+
+    @property
+    def nonces_i_r(self) -> bytes:
+        return self.nonce_i + self.nonce_r
+
+    def set_timer(self, name: str, handle: object) -> None:
+        self.cancel_timer(name)
+        self.timers[name] = handle
+
+    def cancel_timer(self, name: str) -> None:
+        handle = self.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()  # type: ignore[attr-defined]
+
+    def cancel_timers(self) -> None:
+        for name in list(self.timers):
+            self.cancel_timer(name)
+        self.requests.done()
+        for child in self.children.values():
+            child.cancel_timers()
+
+    def wipe(self) -> None:
+        """Zero every key this SA holds; the SA is unusable afterwards."""
+        if self.keys is not None:
+            self.keys.wipe()
+            self.keys = None
+        for cipher in (self.sk_out, self.sk_in, self.prf):
+            wipe = getattr(cipher, "wipe", None)
+            if wipe is not None:
+                wipe()
+        self.sk_out = self.sk_in = self.prf = None
+        for child in self.children.values():
+            child.wipe()
+
+    def __str__(self) -> str:
+        return f"IKE SA #{self.ident} {self.spi_i.hex()}/{self.spi_r.hex()} {self.remote}"

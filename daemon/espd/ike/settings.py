@@ -1,0 +1,159 @@
+"""What the IKE engine is told to do: plain frozen dataclasses, no parsing, no I/O.
+
+The TOML and IOS front ends map their syntax onto these; the engine reads nothing else.
+Algorithms are named by IKE's own words (``aes256gcm16``-style words are a front end's
+business): ENCR/PRF/INTEG/KE are IANA transform ids from RFC 7296 section 3.3.2, ESP
+transforms are espd's IOS transform names (``esp-gcm 256``), so one vocabulary serves the
+manual and the negotiated SAs. Keys are bytearrays so that they can be wiped; no
+``repr`` shows them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from espd.policy.selectors import TrafficSelector
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+IKE_LIFETIME_SECONDS = 86_400  # IOS "crypto ikev2 profile ... lifetime" default
+CHILD_LIFETIME_SECONDS = 3_600  # IOS "set security-association lifetime seconds" default
+CHILD_LIFETIME_KILOBYTES = 4_608_000
+REKEY_MARGIN = 0.10  # rekey when 90% of a lifetime has passed...
+REKEY_JITTER = 0.05  # ...minus up to 5% more, at random, so both ends rarely collide
+HALF_OPEN_TIMEOUT = 30.0  # seconds an IKE SA may stay unauthenticated
+RETRANSMIT_TIMEOUT = 1.0  # first retransmission after this many seconds, then doubling
+RETRANSMIT_TRIES = 5  # requests sent in all before the peer is declared dead
+
+
+@dataclass(frozen=True)
+class IkeProposal:
+    """One IKE SA proposal (IOS ``crypto ikev2 proposal``); lists are in preference order.
+
+    ``encryption`` holds (ENCR id, key bits; 0 when the cipher has a fixed key size).
+    An AEAD proposal leaves ``integrity`` empty (RFC 7296 3.3: no INTEG with AEAD).
+    """
+
+    encryption: tuple[tuple[int, int], ...]
+    prf: tuple[int, ...]
+    integrity: tuple[int, ...]
+    groups: tuple[int, ...]  # KE transform ids; the first one is sent in IKE_SA_INIT
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An IKE identity (RFC 7296 3.5): ``kind`` is ipv4 | ipv6 | fqdn | rfc822 | key-id.
+
+    For ipv4/ipv6 ``value`` is the address text, for key-id hex digits, else the name.
+    """
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True, repr=False)
+class PresharedKey:
+    """RFC 7296 2.15 pre-shared keys; IOS ``pre-shared-key local|remote`` may differ.
+
+    ``local`` signs what this side sends, ``remote`` checks what the peer sends; with one
+    key both are the same object.
+    """
+
+    local: bytearray
+    remote: bytearray
+
+    def __repr__(self) -> str:
+        return f"PresharedKey(local=<{len(self.local)} bytes>, remote=<{len(self.remote)} bytes>)"
+
+
+@dataclass(frozen=True)
+class Dpd:
+    """IOS ``dpd INTERVAL RETRY on-demand|periodic`` (``crypto isakmp keepalive``).
+
+    periodic: an empty INFORMATIONAL every ``interval`` seconds of IKE silence.
+    on-demand: only when we sent ESP for ``interval`` seconds and received none.
+    ``retry`` is the retransmission interval of the liveness check itself.
+    """
+
+    interval: float = 0.0  # 0 turns DPD off
+    retry: float = 2.0
+    mode: str = "periodic"  # "periodic" | "on-demand"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote gateway as IKE knows it (IOS keyring peer + IKEv2 profile)."""
+
+    address: IPAddress
+    psk: PresharedKey
+    remote_id: Identity | None = None  # None: accept the ID the peer sends, if PSK checks
+    local_id: Identity | None = None  # None: our address as ID_IPV4_ADDR / ID_IPV6_ADDR
+    port: int = 500
+
+
+@dataclass(frozen=True)
+class ChildLifetime:
+    seconds: int = CHILD_LIFETIME_SECONDS
+    kilobytes: int = CHILD_LIFETIME_KILOBYTES
+    packets: int = 0  # 0: no limit
+
+
+@dataclass(frozen=True)
+class ChildPolicy:
+    """One crypto map entry with ``keying = "ike"``: what its Child SAs protect and how.
+
+    ``local_ts`` / ``remote_ts`` are the traffic selectors of the crypto ACL's permit
+    entries (sources / destinations; espd.policy.selectors.from_acl makes them).
+    ``transforms`` are espd ESP transform names in ``set transform-set`` order, each with
+    its mode ("tunnel" | "transport").
+    """
+
+    map_name: str
+    seq: int
+    peers: tuple[IPAddress, ...]  # tried in order (IOS failover)
+    local: IPAddress
+    transforms: tuple[tuple[str, str], ...]  # (transform name, mode)
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    pfs: int = 0  # KE transform id for CREATE_CHILD_SA (IOS "set pfs group19"), 0: none
+    esn: bool = False  # offer ESN first; the responder accepts either when we allow it
+    start: str = "on-demand"  # "on-demand" | "immediate" | "manual"
+    encapsulation: str = "auto"  # "auto" (UDP when NAT is seen) | "esp" | "udp"
+    replay_window: int = 64
+    lifetime: ChildLifetime = ChildLifetime()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.map_name, self.seq
+
+
+@dataclass(frozen=True)
+class IkeSettings:
+    """Everything the IKE engine needs; one instance per configuration generation."""
+
+    proposals: tuple[IkeProposal, ...]
+    peers: tuple[Peer, ...]
+    children: tuple[ChildPolicy, ...]
+    ike_lifetime: int = IKE_LIFETIME_SECONDS
+    dpd: Dpd = Dpd()
+    retransmit_timeout: float = RETRANSMIT_TIMEOUT
+    retransmit_tries: int = RETRANSMIT_TRIES
+    half_open_timeout: float = HALF_OPEN_TIMEOUT
+    rekey_margin: float = REKEY_MARGIN
+    rekey_jitter: float = REKEY_JITTER
+    key_log: str | None = None  # path of the Wireshark key log; None (default): none
+    port: int = 500  # our IKE port (4500 is the data plane's)
+    nat_port: int = 4500
+
+    def peer(self, address: IPAddress) -> Peer | None:
+        for peer in self.peers:
+            if peer.address == address:
+                return peer
+        return None
+
+    def children_for(self, peer: IPAddress) -> tuple[ChildPolicy, ...]:
+        return tuple(c for c in self.children if peer in c.peers)
