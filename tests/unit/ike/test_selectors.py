@@ -6,6 +6,8 @@ import ipaddress
 
 import pytest
 
+from espd.config.acl import parse_rule
+from espd.config.model import Location
 from espd.policy.selectors import (
     SelectorError,
     TrafficSelector,
@@ -14,13 +16,6 @@ from espd.policy.selectors import (
     intersect,
     narrow,
 )
-
-try:
-    from espd.config.acl import parse_rule
-    from espd.config.model import Location
-except ImportError:  # before the package layout moved the config modules
-    from espd.acl import parse_rule
-    from espd.model import Location
 
 
 def ts(net: str, proto: int = 0, ports: tuple[int, int] = (0, 65535)) -> TrafficSelector:
