@@ -20,9 +20,13 @@
 
 #define EPOCH_OFFLINE UINT64_MAX
 #define EVENT_RING 1024 /* events kept until read; older ones are lost (and said so) */
+#define PUNT_RING 256 /* IKE datagrams queued for the control plane */
+#define PUNT_BYTES (1u << 20) /* and at most this many bytes of them */
+#define ACQUIRE_INTERVAL_NS 1000000000LL /* at most one acquire event per rule and second */
 
 struct table_rule {
 	espdp_sa *sa; /* referenced; NULL for DISCARD or an unavailable SA */
+	int64_t acquire_ns; /* when this rule last raised acquire (atomic; rate limit) */
 	uint32_t policy;
 	uint8_t action;
 };
@@ -56,6 +60,23 @@ struct events {
 	int fd; /* eventfd, readable while events are queued */
 };
 
+struct punt_entry {
+	struct espdp_punted meta;
+	uint8_t *data; /* meta.len bytes, malloc'd by the worker, freed by the reader */
+};
+
+/* Punted IKE datagrams, workers to the control plane. The lock guards only index and
+ * pointer updates (the copy and the allocation happen outside it), so a worker never
+ * waits for more than a few stores; a full queue drops the datagram, counted. */
+struct punt {
+	pthread_mutex_t lock;
+	struct punt_entry ring[PUNT_RING];
+	uint32_t head, tail; /* free-running; tail - head = queued */
+	size_t bytes; /* of the queued datagrams */
+	uint64_t punted, dropped;
+	int fd; /* eventfd, readable while datagrams are queued */
+};
+
 struct espdp {
 	unsigned nworkers;
 	struct espdp_table *live;
@@ -66,7 +87,12 @@ struct espdp {
 	int64_t test_clock_ns; /* < 0: CLOCK_MONOTONIC */
 	uint64_t drops[2][ESPD_DROP_SLOTS]; /* [direction][reason] */
 	struct events events;
-	struct workers *threads; /* worker.c; NULL while no worker runs */
+	struct punt punt;
+	/* worker.c; NULL while no worker runs. Readers outside the workers (io stats,
+	 * send_ike) hold threads_lock, and espdp_workers_stop detaches it under that lock
+	 * before freeing it. */
+	struct workers *threads;
+	pthread_mutex_t threads_lock;
 };
 
 int64_t dp_now(const espdp *dp);
@@ -80,6 +106,13 @@ int dp_worker_ok(const espdp *dp, unsigned worker, struct espdp_pkt *pkts, size_
 void events_init(struct events *ev);
 void events_destroy(struct events *ev);
 void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value);
+/* An acquire event for rule `index` (policy) and the packet whose selector is key. */
+void events_push_acquire(espdp *dp, uint32_t index, uint32_t policy, const struct spd_key *key);
+void punt_init(struct punt *q);
+void punt_destroy(struct punt *q);
+/* Queue an IKE message (the bytes after the marker) with its addresses; 0 or
+ * ESPD_DROP_punt_full. */
+int punt_push(espdp *dp, const struct espdp_punted *meta, const uint8_t *msg);
 void table_destroy(struct espdp_table *t);
 
 #endif

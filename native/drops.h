@@ -27,10 +27,11 @@
 	X(selector_mismatch, "inner addresses do not match the SA's access list")         \
 	X(ecn_drop, "outer CE on a not-ECT inner packet (RFC 6040)")                      \
 	X(nat_keepalive, "NAT-T keepalive (0xFF), consumed")                              \
-	X(non_esp_marker, "UDP 4500 packet with the non-ESP marker (IKE); espd has no IKE") \
+	X(non_esp_marker, "UDP 4500 packet with the non-ESP marker (IKE): punted, not decapsulated") \
 	X(crypto_error, "the crypto library failed")                                      \
 	X(seq_unreserved, "sequence numbers past the persisted reservation; state_dir not writable?") \
-	X(internal, "not processed: the call named a worker the data plane does not have")
+	X(internal, "not processed: the call named a worker the data plane does not have") \
+	X(punt_full, "IKE datagram on UDP 4500 dropped: the queue to the control plane is full")
 
 /* X(name, help) */
 #define ESPD_FOREACH_EVENT(X)                                                              \
@@ -39,7 +40,8 @@
 	X(hard_expired, "SA reached a hard lifetime limit: it no longer passes traffic")  \
 	X(seq_cycled, "outbound sequence number space exhausted")                         \
 	X(events_lost, "the event ring overflowed; some events were lost")                \
-	X(seq_reserve, "outbound SA is nearing its reserved sequence numbers: persist more")
+	X(seq_reserve, "outbound SA is nearing its reserved sequence numbers: persist more") \
+	X(acquire, "a PROTECT rule has no SA yet: negotiate one for this traffic")
 
 #define ESPD_DROP_ENUM(name, help) ESPD_DROP_##name,
 enum espd_drop { ESPD_FOREACH_DROP(ESPD_DROP_ENUM) ESPD_DROP__COUNT };

@@ -1,7 +1,8 @@
 /* esp_in: inbound ESP (RFC 4303 3.4), in the order packets meet the stages:
  *
  *   1. in_outer      outer IPv4/IPv6 header; UDP 4500 (RFC 3948): the NAT keepalive
- *                    (0xFF) and the non-ESP marker (IKE) are recognised, never parsed as ESP
+ *                    (0xFF) and the non-ESP marker (IKE) are recognised, never parsed as ESP;
+ *                    in_punt hands an IKE message to the control plane (punt.c)
  *   2. in_lookup     SA by SPI and outer destination; its encapsulation must match
  *   3. in_length     ESP header + IV + ICV present, payload a multiple of the block
  *   4. in_precheck   hard lifetime; anti-replay pre-check that changes nothing (ESN inferred)
@@ -25,7 +26,7 @@ struct in_pkt {
 	uint8_t *pkt; /* outer IP header */
 	uint8_t *esp; /* ESP header */
 	uint32_t esp_len; /* ESP header to the end of the ICV */
-	uint16_t udp_dport; /* 0 for raw ESP */
+	uint16_t udp_sport, udp_dport; /* 0 for raw ESP */
 	uint8_t encap; /* enum espdp_encap */
 	uint32_t payload_len; /* encrypted payload: after the IV, before the ICV */
 	uint64_t seq;
@@ -44,17 +45,20 @@ static int in_outer(uint8_t *pkt, uint32_t len, struct in_pkt *in)
 	l4 = pkt + in->outer.hdr_len;
 	l4_len = in->outer.total_len - in->outer.hdr_len;
 	in->encap = ESPDP_ENCAP_ESP;
-	in->udp_dport = 0;
+	in->udp_sport = in->udp_dport = 0;
 	if (in->outer.proto == IPPROTO_NUM_UDP) {
 		if (l4_len < UDP_HDR_LEN || rd16(l4 + 4) != l4_len)
 			return ESPD_DROP_malformed;
 		in->encap = ESPDP_ENCAP_UDP;
+		in->udp_sport = rd16(l4);
 		in->udp_dport = rd16(l4 + 2);
 		l4 += UDP_HDR_LEN;
 		l4_len -= UDP_HDR_LEN;
+		in->esp = l4;
+		in->esp_len = l4_len;
 		if (l4_len == 1 && l4[0] == NATT_KEEPALIVE)
 			return ESPD_DROP_nat_keepalive;
-		if (l4_len >= 4 && rd32(l4) == 0)
+		if (l4_len >= NON_ESP_MARKER_LEN && rd32(l4) == 0)
 			return ESPD_DROP_non_esp_marker;
 	} else if (in->outer.proto != IPPROTO_NUM_ESP) {
 		return ESPD_DROP_malformed;
@@ -64,6 +68,24 @@ static int in_outer(uint8_t *pkt, uint32_t len, struct in_pkt *in)
 	in->esp = l4;
 	in->esp_len = l4_len;
 	return 0;
+}
+
+/* An IKE message on the NAT-T port: queued for the control plane with its addresses and
+ * ports. Either way the packet leaves the decap path here (result non_esp_marker); only a
+ * full queue counts as a drop (punt_full). */
+static int in_punt(espdp *dp, const struct in_pkt *in)
+{
+	struct espdp_punted meta;
+	size_t alen = in->outer.family == 4 ? 4 : 16;
+
+	memset(&meta, 0, sizeof(meta));
+	meta.family = in->outer.family;
+	meta.sport = in->udp_sport;
+	meta.dport = in->udp_dport;
+	meta.len = in->esp_len - NON_ESP_MARKER_LEN;
+	memcpy(meta.src, in->pkt + (in->outer.family == 4 ? 12 : 8), alen);
+	memcpy(meta.dst, in->pkt + (in->outer.family == 4 ? 16 : 24), alen);
+	return punt_push(dp, &meta, in->esp + NON_ESP_MARKER_LEN);
 }
 
 static int in_lookup(const struct espdp_table *t, const struct in_pkt *in, espdp_sa **sa)
@@ -200,6 +222,8 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 	espdp_sa *sa = NULL;
 
 	p->sa = NULL;
+	if (r == ESPD_DROP_non_esp_marker)
+		return in_punt(dp, in) ? ESPD_DROP_punt_full : r;
 	if (r || (r = in_lookup(t, in, &sa))) {
 		dp_drop(dp, ESPDP_DIR_IN, r);
 		return r;

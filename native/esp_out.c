@@ -1,6 +1,7 @@
 /* esp_out: outbound ESP (RFC 4303), in the order packets meet the stages:
  *
- *   1. out_classify  SPD lookup (when the caller named no SA): PROTECT(sa) or drop
+ *   1. out_classify  SPD lookup (when the caller named no SA): PROTECT(sa) or drop;
+ *                    a PROTECT rule without an SA raises acquire (out_acquire)
  *   2. out_admit     hard lifetime, next sequence number (never cycles)
  *   3. out_place     where ESP goes: in front of the whole packet (tunnel) or after its
  *                    IP header(s) (transport); room checks
@@ -13,6 +14,7 @@
  * Invariant: a packet either leaves this file sealed, or it is dropped and counted. There
  * is no path on which the inner packet is returned as passed without ESP around it.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "dp.h"
@@ -28,7 +30,22 @@ struct out_plan {
 	uint8_t next_header;
 };
 
-static int out_classify(struct espdp_table *t, const uint8_t *pkt, uint32_t len, espdp_sa **sa)
+/* A PROTECT rule without an SA: tell the keying side, at most once per rule and
+ * ACQUIRE_INTERVAL_NS (the first worker to claim the interval raises it). */
+static void out_acquire(espdp *dp, struct table_rule *rule, uint32_t index,
+			const struct spd_key *key, int64_t now)
+{
+	int64_t last = __atomic_load_n(&rule->acquire_ns, __ATOMIC_RELAXED);
+
+	if (last != INT64_MIN && now - last < ACQUIRE_INTERVAL_NS)
+		return;
+	if (__atomic_compare_exchange_n(&rule->acquire_ns, &last, now, 0, __ATOMIC_RELAXED,
+					__ATOMIC_RELAXED))
+		events_push_acquire(dp, index, rule->policy, key);
+}
+
+static int out_classify(espdp *dp, struct espdp_table *t, const uint8_t *pkt, uint32_t len,
+			int64_t now, espdp_sa **sa)
 {
 	struct spd_key key;
 	long r;
@@ -43,8 +60,11 @@ static int out_classify(struct espdp_table *t, const uint8_t *pkt, uint32_t len,
 	ctr_add(&t->hits[r], 1);
 	if (t->rules[r].action != ESPDP_ACTION_PROTECT)
 		return ESPD_DROP_policy_deny;
-	*sa = t->rules[r].sa;
-	return *sa ? 0 : ESPD_DROP_no_sa;
+	*sa = __atomic_load_n(&t->rules[r].sa, __ATOMIC_ACQUIRE);
+	if (*sa)
+		return 0;
+	out_acquire(dp, &t->rules[r], (uint32_t)r, &key, now);
+	return ESPD_DROP_no_sa; /* dropped, not held: see docs/architecture.md, acquire */
 }
 
 static int out_admit(espdp_sa *sa, int64_t now, uint64_t *seq)
@@ -165,7 +185,7 @@ static int encap_one(espdp *dp, struct espdp_table *t, unsigned w, struct espdp_
 	uint32_t payload_len, total, inner_len = p->len;
 	int r;
 
-	if (!sa && (r = out_classify(t, pkt, p->len, &sa))) {
+	if (!sa && (r = out_classify(dp, t, pkt, p->len, now, &sa))) {
 		dp_drop(dp, ESPDP_DIR_OUT, r);
 		return r;
 	}

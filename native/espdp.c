@@ -34,7 +34,9 @@ espdp *espdp_new(unsigned nworkers)
 		dp->workers[i].epoch = EPOCH_OFFLINE;
 	dp->test_clock_ns = -1;
 	pthread_mutex_init(&dp->publish_lock, NULL);
+	pthread_mutex_init(&dp->threads_lock, NULL);
 	events_init(&dp->events);
+	punt_init(&dp->punt);
 	return dp;
 }
 
@@ -50,6 +52,8 @@ void espdp_free(espdp *dp)
 		/* no worker runs any more: everything retired is reclaimable */
 	}
 	events_destroy(&dp->events);
+	punt_destroy(&dp->punt);
+	pthread_mutex_destroy(&dp->threads_lock);
 	pthread_mutex_destroy(&dp->publish_lock);
 	free(dp->workers);
 	free(dp);
@@ -108,6 +112,7 @@ const char *espdp_status_str(int status)
 	case ESPDP_ERR_EXISTS: return "an inbound SA with this SPI and destination exists";
 	case ESPDP_ERR_UNSUPPORTED: return "not supported";
 	case ESPDP_ERR_STATE: return "object is in the wrong state for this call";
+	case ESPDP_ERR_IO: return "the kernel refused to send";
 	default: return "unknown status";
 	}
 }

@@ -30,7 +30,8 @@ enum espdp_status {
 	ESPDP_ERR_CRYPTO = -4,     /* OpenSSL refused the algorithm or the key */
 	ESPDP_ERR_EXISTS = -5,     /* inbound SPI + destination already in the table */
 	ESPDP_ERR_UNSUPPORTED = -6,
-	ESPDP_ERR_STATE = -7       /* object in the wrong state (already published, ...) */
+	ESPDP_ERR_STATE = -7,      /* object in the wrong state (already published, ...) */
+	ESPDP_ERR_IO = -8          /* the kernel refused a send (errno is left set) */
 };
 
 enum espdp_cipher {
@@ -141,13 +142,41 @@ struct espdp_pkt {
 	espdp_sa *sa;               /* encap: the SA to use, NULL = classify; out: SA used */
 };
 
+/* An event. SA events fill spi, direction, cookie and value. An acquire event (a PROTECT
+ * rule without an SA met a packet) fills value with the rule's index, policy with its
+ * crypto map entry, and the packet's selector: family, proto, addresses and ports. */
 struct espdp_event {
 	uint32_t kind;              /* enum espd_event_kind */
 	uint32_t spi;
 	uint8_t direction;
-	uint8_t pad[7];
+	uint8_t family;             /* acquire: 4 or 6 */
+	uint8_t proto;              /* acquire: IP protocol of the packet */
+	uint8_t pad[5];
 	uint64_t cookie;
 	uint64_t value;
+	uint32_t policy;            /* acquire */
+	uint16_t sport;             /* acquire: 0 when the protocol has no ports */
+	uint16_t dport;
+	uint8_t src[16];            /* acquire: IPv4 in src[0..3] */
+	uint8_t dst[16];
+};
+
+/* A datagram from the NAT-T socket that carried the non-ESP marker (an IKE message). */
+struct espdp_punted {
+	uint8_t family;             /* 4 or 6 */
+	uint8_t pad;
+	uint16_t sport;             /* the peer's port (host order) */
+	uint16_t dport;             /* the port of the data plane's socket */
+	uint16_t pad2;
+	uint32_t len;               /* IKE message bytes, the marker not included */
+	uint8_t src[16];            /* the peer */
+	uint8_t dst[16];            /* the local address it was sent to */
+};
+
+struct espdp_punt_stats {
+	uint64_t punted;            /* handed to the queue */
+	uint64_t dropped;           /* the queue was full (also counted as drop punt_full) */
+	uint64_t queued;            /* waiting to be read now */
 };
 
 /* --- Data plane instance --- */
@@ -235,9 +264,23 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io);
 void espdp_workers_stop(espdp *dp);
 void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out);
 
-/* --- Events (SA expiry, sequence exhaustion) --- */
+/* --- Events (SA expiry, sequence exhaustion, acquire) --- */
 int espdp_event_fd(const espdp *dp);
 size_t espdp_events_read(espdp *dp, struct espdp_event *out, size_t n);
+
+/* --- IKE on the NAT-T socket (punt.c) --- */
+/* Readable while punted datagrams wait. */
+int espdp_punt_fd(const espdp *dp);
+/* Take the oldest punted datagram: its addresses and length into *meta, its first cap
+ * bytes into buf (65535 always suffice). Returns 1, or 0 when none waits. */
+int espdp_punt_read(espdp *dp, struct espdp_punted *meta, uint8_t *buf, size_t cap);
+void espdp_punt_stats(const espdp *dp, struct espdp_punt_stats *out);
+/* Send one IKE message from local (the NAT-T socket's port) to peer:port, the non-ESP
+ * marker in front, on the workers' own NAT-T socket so that NAT mappings hold.
+ * ESPDP_ERR_STATE while no worker runs or without a NAT-T socket of that family;
+ * ESPDP_ERR_IO when the kernel refuses (errno says why). */
+int espdp_send_ike(espdp *dp, const struct espdp_addr *local, const struct espdp_addr *peer,
+		   uint16_t port, const uint8_t *msg, size_t len);
 
 /* --- Anti-replay window, standalone (property tests) --- */
 espdp_replay *espdp_replay_new(uint32_t window, int esn);

@@ -1,4 +1,5 @@
-/* events: SA expiry and sequence exhaustion, from the packet path to the control plane.
+/* events: SA expiry, sequence exhaustion and acquires, from the packet path to the
+ * control plane.
  *
  * Producers (any worker) append under a mutex (events are rare: at most a few per SA
  * lifetime) and signal an eventfd; the control plane polls the fd and drains the ring.
@@ -26,28 +27,51 @@ void events_destroy(struct events *ev)
 	pthread_mutex_destroy(&ev->lock);
 }
 
-void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value)
+static void push(espdp *dp, const struct espdp_event *e)
 {
 	struct events *ev = &dp->events;
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&ev->lock);
-	if (ev->tail - ev->head < EVENT_RING) {
-		struct espdp_event *e = &ev->ring[ev->tail++ % EVENT_RING];
-
-		memset(e, 0, sizeof(*e));
-		e->kind = kind;
-		e->spi = sa->cfg.spi;
-		e->direction = sa->cfg.direction;
-		e->cookie = sa->cfg.cookie;
-		e->value = value;
-	} else {
+	if (ev->tail - ev->head < EVENT_RING)
+		ev->ring[ev->tail++ % EVENT_RING] = *e;
+	else
 		ev->lost++;
-	}
 	pthread_mutex_unlock(&ev->lock);
 	if (ev->fd >= 0 && write(ev->fd, &one, sizeof(one)) < 0) {
 		/* the counter is saturated: the fd is readable, which is all we need */
 	}
+}
+
+void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value)
+{
+	struct espdp_event e;
+
+	memset(&e, 0, sizeof(e));
+	e.kind = kind;
+	e.spi = sa->cfg.spi;
+	e.direction = sa->cfg.direction;
+	e.cookie = sa->cfg.cookie;
+	e.value = value;
+	push(dp, &e);
+}
+
+void events_push_acquire(espdp *dp, uint32_t index, uint32_t policy, const struct spd_key *key)
+{
+	struct espdp_event e;
+
+	memset(&e, 0, sizeof(e));
+	e.kind = ESPD_EVENT_acquire;
+	e.direction = ESPDP_DIR_OUT;
+	e.value = index;
+	e.policy = policy;
+	e.family = key->family;
+	e.proto = key->proto;
+	e.sport = key->sport;
+	e.dport = key->dport;
+	memcpy(e.src, key->src, sizeof(e.src));
+	memcpy(e.dst, key->dst, sizeof(e.dst));
+	push(dp, &e);
 }
 
 int espdp_event_fd(const espdp *dp)

@@ -27,6 +27,7 @@
 #define ESP_SPI_RESERVED_MAX 255 /* RFC 4303 2.1: SPIs 1..255 are reserved */
 #define NATT_PORT 4500 /* RFC 3948 */
 #define NATT_KEEPALIVE 0xFF /* RFC 3948 2.3: one-byte NAT-keepalive */
+#define NON_ESP_MARKER_LEN 4 /* RFC 3948 2.2: four zero bytes in front of IKE on 4500 */
 #define IP_MAX_LEN 65535
 
 #define ECN_MASK 0x03

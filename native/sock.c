@@ -38,6 +38,7 @@ int sock_pool_init(struct sock_pool *p)
 		if (!p->bufs[i])
 			return -1;
 	}
+	p->port = NATT_PORT;
 	return 0;
 }
 
@@ -107,8 +108,9 @@ static void meta_parse(struct msghdr *m, struct recv_meta *meta)
 }
 
 /* Rebuild the outer header(s) the kernel stripped, in front of the payload at p->off.
- * The UDP destination port is the NAT-T port the receive socket is bound to. */
-static void rebuild_outer(struct espdp_pkt *p, enum io_source src, const struct recv_meta *meta)
+ * The UDP destination port is `port`, the one the receive socket is bound to. */
+static void rebuild_outer(struct espdp_pkt *p, enum io_source src, const struct recv_meta *meta,
+			  uint16_t port)
 {
 	int udp = src == IO_UDP4 || src == IO_UDP6, v6 = src == IO_ESP6 || src == IO_UDP6;
 	uint32_t ip_len = v6 ? IPV6_HDR_LEN : IPV4_HDR_MIN, hdr = ip_len + (udp ? UDP_HDR_LEN : 0);
@@ -143,7 +145,7 @@ static void rebuild_outer(struct espdp_pkt *p, enum io_source src, const struct 
 	}
 	if (udp) {
 		wr16(u, sport);
-		wr16(u + 2, NATT_PORT);
+		wr16(u + 2, port);
 		wr16(u + 4, (uint16_t)(p->len + UDP_HDR_LEN));
 	}
 	p->off -= hdr;
@@ -231,7 +233,7 @@ unsigned sock_recv(int fd, enum io_source src, struct sock_pool *pool, struct io
 			pool->head++;
 		}
 		if (src != IO_ESP4 && b->pkts[n].len)
-			rebuild_outer(&b->pkts[n], src, meta);
+			rebuild_outer(&b->pkts[n], src, meta, pool->port);
 		n++;
 	}
 	b->n = n;
@@ -481,4 +483,77 @@ unsigned sock_send(struct sock_out *out, const struct io_batch *b, struct sock_c
 	sent += send_raw(out->send4, 4, b, raw, c.errors);
 	sent += send_raw(out->send6, 6, b, raw, c.errors);
 	return sent;
+}
+
+uint16_t sock_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len))
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
+int sock_send_ike(int fd, int family, const uint8_t *local, const uint8_t *peer, uint16_t port,
+		  const uint8_t *msg, size_t len)
+{
+	static const uint8_t marker[NON_ESP_MARKER_LEN]; /* four zero bytes */
+	struct iovec iov[2] = { { (void *)marker, sizeof(marker) }, { (void *)msg, len } };
+	union {
+		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+		struct cmsghdr align;
+	} cmsg;
+	struct sockaddr_storage to;
+	struct msghdr h;
+	struct cmsghdr *c;
+	int r;
+
+	memset(&h, 0, sizeof(h));
+	memset(&cmsg, 0, sizeof(cmsg));
+	memset(&to, 0, sizeof(to));
+	h.msg_name = &to;
+	h.msg_iov = iov;
+	h.msg_iovlen = 2;
+	h.msg_control = cmsg.buf;
+	c = (struct cmsghdr *)cmsg.buf;
+	if (family == 4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&to;
+		struct in_pktinfo pi;
+
+		memset(&pi, 0, sizeof(pi));
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, peer, 4);
+		h.msg_namelen = sizeof(*sin);
+		memcpy(&pi.ipi_spec_dst, local, 4); /* the source address */
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		h.msg_controllen = CMSG_SPACE(sizeof(pi));
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&to;
+		struct in6_pktinfo pi;
+
+		memset(&pi, 0, sizeof(pi));
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		memcpy(&sin6->sin6_addr, peer, 16);
+		h.msg_namelen = sizeof(*sin6);
+		memcpy(&pi.ipi6_addr, local, 16);
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		h.msg_controllen = CMSG_SPACE(sizeof(pi));
+	}
+	do
+		r = (int)sendmsg(fd, &h, MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -1 : 0;
 }

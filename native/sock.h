@@ -45,6 +45,7 @@ struct sock_pool {
 	uint32_t len[IO_BATCH_MAX]; /* datagram length; 0: truncated (dropped as malformed) */
 	uint32_t at[IO_BATCH_MAX];  /* GRO aggregates: bytes already handed out */
 	unsigned head, count;
+	uint16_t port; /* the port the socket is bound to (UDP); NATT_PORT until told */
 };
 
 /* Where sealed packets go. gso_off[s]: the kernel refused UDP_SEGMENT on udp fd s
@@ -76,5 +77,11 @@ unsigned sock_recv(int fd, enum io_source src, struct sock_pool *pool, struct io
 		   unsigned max, struct sock_counts c);
 /* Send the passed packets of b; returns how many left (GSO runs count every packet). */
 unsigned sock_send(struct sock_out *out, const struct io_batch *b, struct sock_counts c);
+/* The local port a socket is bound to, or 0. */
+uint16_t sock_port(int fd);
+/* One datagram on the NAT-T socket fd: the non-ESP marker, then msg[0..len), from
+ * local (4 or 16 bytes of `family`) to peer:port. 0, or -1 with errno set. */
+int sock_send_ike(int fd, int family, const uint8_t *local, const uint8_t *peer, uint16_t port,
+		  const uint8_t *msg, size_t len);
 
 #endif

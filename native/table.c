@@ -1,5 +1,6 @@
 /* table: building table sets (SAD + SPD), publishing them atomically, reclaiming old ones.
  * See dp.h for the epoch protocol that makes the swap safe without packet-path locks. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,6 +81,7 @@ int espdp_table_add_rule(espdp_table *t, const struct espdp_rule *rule, espdp_sa
 	r = &t->rules[t->nrules++];
 	r->action = rule->action;
 	r->policy = rule->policy;
+	r->acquire_ns = INT64_MIN; /* the first packet raises acquire */
 	r->sa = rule->action == ESPDP_ACTION_PROTECT ? sa : NULL;
 	if (r->sa)
 		espdp_sa_ref(r->sa);

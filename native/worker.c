@@ -30,6 +30,7 @@
 
 struct worker {
 	espdp *dp;
+	struct workers *ws;
 	unsigned index;
 	pthread_t thread;
 	int started;
@@ -106,7 +107,7 @@ static void on_net(struct worker *w, const struct workers *ws, enum io_source sr
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
-	struct workers *ws = w->dp->threads;
+	struct workers *ws = w->ws;
 	struct epoll_event ev[IO_SOURCES + 2];
 
 	while (!__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE)) {
@@ -138,9 +139,10 @@ static int set_nonblock(int fd)
 	return fd < 0 ? 0 : fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-static int worker_init(struct worker *w, espdp *dp, unsigned index, const struct workers *ws)
+static int worker_init(struct worker *w, espdp *dp, unsigned index, struct workers *ws)
 {
 	w->dp = dp;
+	w->ws = ws;
 	w->index = index;
 	w->tun_fd = ws->io.tun_fds[index % ws->io.ntun];
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -152,6 +154,9 @@ static int worker_init(struct worker *w, espdp *dp, unsigned index, const struct
 		if (s % ws->n == index && ws->net_fd[s] >= 0 &&
 		    (sock_pool_init(&w->pool[s]) || epoll_add(w->epfd, ws->net_fd[s], s, 0)))
 			return -1;
+	for (unsigned s = IO_UDP4; s <= IO_UDP6; s++)
+		if (ws->net_fd[s] >= 0 && sock_port(ws->net_fd[s]))
+			w->pool[s].port = sock_port(ws->net_fd[s]);
 	return 0;
 }
 
@@ -199,7 +204,9 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 	for (unsigned i = 0; i < ws->n; i++)
 		ws->w[i].epfd = -1;
 	ws->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	pthread_mutex_lock(&dp->threads_lock);
 	dp->threads = ws;
+	pthread_mutex_unlock(&dp->threads_lock);
 	for (int s = 0; s < IO_SOURCES; s++)
 		if (ws->net_fd[s] >= 0 && (set_nonblock(ws->net_fd[s]) ||
 					   sock_prepare(ws->net_fd[s], (enum io_source)s)))
@@ -220,9 +227,13 @@ err:
 
 void espdp_workers_stop(espdp *dp)
 {
-	struct workers *ws = dp->threads;
+	struct workers *ws;
 	uint64_t one = 1;
 
+	pthread_mutex_lock(&dp->threads_lock); /* readers of dp->threads hold it too */
+	ws = dp->threads;
+	dp->threads = NULL;
+	pthread_mutex_unlock(&dp->threads_lock);
 	if (!ws)
 		return;
 	__atomic_store_n(&ws->stop, 1, __ATOMIC_RELEASE);
@@ -232,15 +243,17 @@ void espdp_workers_stop(espdp *dp)
 	for (unsigned i = 0; i < ws->n; i++)
 		if (ws->w[i].started)
 			pthread_join(ws->w[i].thread, NULL);
-	dp->threads = NULL;
 	workers_free(ws);
 }
 
 void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 {
-	const struct workers *ws = dp->threads;
+	pthread_mutex_t *lock = (pthread_mutex_t *)&dp->threads_lock;
+	const struct workers *ws;
 
 	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(lock); /* espdp_workers_stop cannot free ws meanwhile */
+	ws = dp->threads;
 	for (unsigned i = 0; ws && i < ws->n; i++) {
 		const struct espdp_io_stats *s = &ws->w[i].stats;
 
@@ -254,4 +267,23 @@ void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 		out->net_tx_gso += __atomic_load_n(&s->net_tx_gso, __ATOMIC_RELAXED);
 		out->net_rx_gro += __atomic_load_n(&s->net_rx_gro, __ATOMIC_RELAXED);
 	}
+	pthread_mutex_unlock(lock);
+}
+
+int espdp_send_ike(espdp *dp, const struct espdp_addr *local, const struct espdp_addr *peer,
+		   uint16_t port, const uint8_t *msg, size_t len)
+{
+	int fd = -1, r;
+
+	if ((local->family != 4 && local->family != 6) || peer->family != local->family || !port ||
+	    len > IP_MAX_LEN)
+		return ESPDP_ERR_INVALID;
+	pthread_mutex_lock(&dp->threads_lock); /* the socket stays open while workers run */
+	if (dp->threads)
+		fd = dp->threads->net_fd[local->family == 4 ? IO_UDP4 : IO_UDP6];
+	r = fd < 0 ? ESPDP_ERR_STATE :
+		     sock_send_ike(fd, local->family, local->bytes, peer->bytes, port, msg, len) ?
+		     ESPDP_ERR_IO : ESPDP_OK;
+	pthread_mutex_unlock(&dp->threads_lock);
+	return r;
 }

@@ -11,6 +11,7 @@ one atomic table swap at ``commit()``; packet operations commit pending changes 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -146,11 +147,38 @@ class Rule:
 
 @dataclass(frozen=True)
 class Event:
+    """A data-plane event. SA events name the SA (spi, direction, cookie). An ``acquire``
+    (a PROTECT rule without an SA met a packet; at most one per rule and second) names the
+    rule (``value`` is its index), its ``policy`` and the packet's selector: ``proto``,
+    ``src``/``dst`` addresses and ``sport``/``dport`` (0 without ports)."""
+
     kind: str
     spi: int
     direction: str
     cookie: int
     value: int
+    policy: int = 0
+    proto: int = 0
+    src: str | None = None
+    dst: str | None = None
+    sport: int = 0
+    dport: int = 0
+
+
+@dataclass(frozen=True)
+class PuntedDatagram:
+    """An IKE message that arrived on the data plane's NAT-T socket: ``data`` without the
+    non-ESP marker, from ``src``:``sport`` to ``dst``:``dport`` (the local socket)."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    data: bytes
+
+
+def _ip(family: int, raw) -> str:
+    return str(ipaddress.ip_address(bytes(raw[0:4] if family == 4 else raw[0:16])))
 
 
 class Dataplane:
@@ -425,10 +453,52 @@ class Dataplane:
             n = lib.espdp_events_read(self._dp, buf, 64)
             for i in range(n):
                 e = buf[i]
-                out.append(Event(EVENT_KINDS[e.kind], e.spi, "out" if e.direction else "in",
-                                 e.cookie, e.value))
+                kind = EVENT_KINDS[e.kind] if e.kind < len(EVENT_KINDS) else str(e.kind)
+                extra = {}
+                if kind == "acquire":
+                    extra = dict(policy=e.policy, proto=e.proto, src=_ip(e.family, e.src),
+                                 dst=_ip(e.family, e.dst), sport=e.sport, dport=e.dport)
+                out.append(Event(kind, e.spi, "out" if e.direction else "in", e.cookie,
+                                 e.value, **extra))
             if n < 64:
                 return out
+
+    # --- IKE on the NAT-T socket ---
+
+    def punt_fd(self) -> int:
+        """An fd that is readable while punted IKE datagrams wait (poll it, then punted())."""
+        return lib.espdp_punt_fd(self._dp)
+
+    def punted(self, limit: int = 256) -> list[PuntedDatagram]:
+        """Take up to `limit` waiting IKE datagrams, oldest first."""
+        meta = ffi.new("struct espdp_punted *")
+        buf = ffi.new("uint8_t[]", 65536)
+        out: list[PuntedDatagram] = []
+        while len(out) < limit and lib.espdp_punt_read(self._dp, meta, buf, 65536):
+            out.append(PuntedDatagram(_ip(meta.family, meta.src), meta.sport,
+                                      _ip(meta.family, meta.dst), meta.dport,
+                                      bytes(ffi.buffer(buf, meta.len))))
+        return out
+
+    def punt_stats(self) -> dict[str, int]:
+        """punted: queued for the control plane so far; dropped: the queue was full;
+        queued: waiting now."""
+        s = ffi.new("struct espdp_punt_stats *")
+        lib.espdp_punt_stats(self._dp, s)
+        return {"punted": s.punted, "dropped": s.dropped, "queued": s.queued}
+
+    def send_ike(self, local: str, peer: str, port: int, data: bytes) -> None:
+        """Send one IKE message to peer:port from local, on the workers' own NAT-T socket
+        (the source port the peer's NAT mapping knows), the non-ESP marker in front.
+        Needs running workers with a NAT-T socket of that family."""
+        src, dst = ffi.new("struct espdp_addr *"), ffi.new("struct espdp_addr *")
+        if _addr(local, src) != _addr(peer, dst):
+            raise DataplaneError(f"send_ike: local {local} and peer {peer} differ in family")
+        status = lib.espdp_send_ike(self._dp, src, dst, port, data, len(data))
+        if status == lib.ESPDP_ERR_IO:
+            err = ffi.errno
+            raise OSError(err, f"send_ike to {peer}:{port}: {os.strerror(err)}")
+        _check(status, f"send_ike to {peer}:{port}")
 
     def set_clock(self, now_ns: int | None) -> None:
         """Freeze the data plane's clock at now_ns (tests); None returns to the real clock."""
