@@ -18,6 +18,7 @@ from espd.ike.codec import (
     EncrId,
     EsnId,
     ExchangeType,
+    HashAlgorithm,
     Header,
     HeaderFlags,
     IdInitiator,
@@ -49,8 +50,12 @@ from espd.ike.codec import (
     decode_message,
     encode_chain,
     encode_message,
+    invalid_ke_payload,
     is_error_notify,
     request_header,
+    requested_group,
+    signature_hash_algorithms,
+    u16_list,
 )
 from espd.ike.codec.constants import TRANSFORM_IDS
 
@@ -326,3 +331,14 @@ def test_critical_bit_on_a_known_payload_is_ignored():
     first, chain = encode_chain([VendorId(b"v")])
     flagged = chain[:1] + b"\x80" + chain[2:]
     assert decode_chain(first, flagged) == (VendorId(b"v"),)
+
+
+def test_notify_data_helpers():
+    notify = invalid_ke_payload(KeGroup.ECP_384)
+    assert notify.data == b"\x00\x14" and requested_group(notify) == 20
+    with pytest.raises(ParseError):
+        requested_group(Notify(NotifyType.INVALID_KE_PAYLOAD, b"\x00"))
+    hashes = signature_hash_algorithms((HashAlgorithm.SHA2_256, HashAlgorithm.IDENTITY))
+    assert u16_list(hashes.data, "hashes") == (2, 5)
+    with pytest.raises(ParseError):
+        u16_list(b"\x00\x02\x00", "hashes")

@@ -44,7 +44,13 @@ from .ident import IdInitiator, IdResponder
 from .ke import KeyExchange
 from .message import Message, decode_message, decrypt_message, encode_message, encrypt_message
 from .nonce import Nonce
-from .notify import Notify
+from .notify import (
+    Notify,
+    invalid_ke_payload,
+    requested_group,
+    signature_hash_algorithms,
+    u16_list,
+)
 from .payload import Payload, UnknownPayload
 from .sa import Attribute, Proposal, SecurityAssociation, Transform
 from .ts import OpaqueSelector, TrafficSelector, TsInitiator, TsResponder
@@ -104,7 +110,11 @@ __all__ = [
     "encode_message",
     "encrypt_fragments",
     "encrypt_message",
+    "invalid_ke_payload",
     "is_error_notify",
     "reassemble",
     "request_header",
+    "requested_group",
+    "signature_hash_algorithms",
+    "u16_list",
 ]

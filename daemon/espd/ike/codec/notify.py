@@ -12,7 +12,7 @@ from typing import ClassVar, Self
 from .constants import NotifyType, PayloadType, ProtocolId, is_error_notify, known
 from .errors import ParseError
 from .payload import Payload
-from .wire import check_u8, check_u16, need
+from .wire import check_u8, check_u16, need, u16
 
 _FIXED = struct.Struct("!BBH")
 
@@ -55,3 +55,29 @@ class Notify(Payload):
             known(ProtocolId, protocol),
             body[_FIXED.size : end],
         )
+
+
+def u16_list(data: bytes, what: str) -> tuple[int, ...]:
+    """Notify data that is a list of 2-octet values (SIGNATURE_HASH_ALGORITHMS, RFC 7427;
+    the group of INVALID_KE_PAYLOAD, RFC 7296 3.10.1)."""
+    if len(data) % 2:
+        raise ParseError(f"{what}: {len(data)} bytes is not a list of 2-octet values")
+    return tuple(u16(data, i) for i in range(0, len(data), 2))
+
+
+def invalid_ke_payload(group: int) -> Notify:
+    """INVALID_KE_PAYLOAD naming the group the responder wants."""
+    return Notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", check_u16(group, "group")))
+
+
+def requested_group(notify: Notify) -> int:
+    """The group an INVALID_KE_PAYLOAD asks for (exactly 2 octets of data)."""
+    if len(notify.data) != 2:
+        raise ParseError(f"INVALID_KE_PAYLOAD with {len(notify.data)} bytes of data (2 expected)")
+    return u16(notify.data, 0)
+
+
+def signature_hash_algorithms(algorithms: tuple[int, ...]) -> Notify:
+    """SIGNATURE_HASH_ALGORITHMS (RFC 7427 4) announcing ``algorithms`` (HashAlgorithm)."""
+    data = b"".join(struct.pack("!H", check_u16(a, "hash algorithm")) for a in algorithms)
+    return Notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, data)
