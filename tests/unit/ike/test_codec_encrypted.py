@@ -22,6 +22,8 @@ from espd.ike.codec import (
     Header,
     HeaderFlags,
     IdInitiator,
+    KeGroup,
+    KeyExchange,
     Message,
     Nonce,
     Notify,
@@ -39,6 +41,7 @@ from espd.ike.codec import (
     decrypt_message,
     encrypt_fragments,
     encrypt_message,
+    intermediate_auth_data,
     reassemble,
 )
 from espd.ike.codec.chain import encode_chain
@@ -323,3 +326,21 @@ def test_an_sk_message_is_not_a_fragment():
     cipher = ToyCipher(b"k")
     with pytest.raises(ParseError, match="not an SKF"):
         decrypt_fragment(encrypt_message(HEADER, INNER, cipher), cipher)
+
+
+def test_intermediate_auth_data_is_the_message_as_if_sent_in_the_clear():
+    header = Header(SPIS, ExchangeType.IKE_INTERMEDIATE, 1, HeaderFlags.INITIATOR)
+    inner = (KeyExchange(KeGroup.ML_KEM_768, b"\x42" * 1184), Notify(NotifyType.INITIAL_CONTACT))
+    cipher = ToyCipher(b"k" * 16, iv_size=16, block_size=16)
+    received = decrypt_message(encrypt_message(header, inner, cipher), cipher)
+    data = intermediate_auth_data(received)
+    _, chain = encode_chain(inner)
+    assert data[28:] == bytes([PayloadType.KE, 0]) + (4 + len(chain)).to_bytes(2, "big") + chain
+    assert data[:16] == SPIS.initiator + SPIS.responder
+    assert (data[16], data[18], data[19]) == (PayloadType.SK, 43, 0x08)
+    assert int.from_bytes(data[24:28], "big") == len(data)
+    # fragmented or not, the same bytes
+    fragments = encrypt_fragments(header, inner, cipher, max_size=400)
+    assert len(fragments) > 3
+    whole = reassemble([decrypt_fragment(f, cipher) for f in fragments])
+    assert intermediate_auth_data(whole) == data

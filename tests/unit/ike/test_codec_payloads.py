@@ -4,6 +4,9 @@ RFC 7296 draws them, and the header and flag helpers set the bits the RFC names.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +61,7 @@ from espd.ike.codec import (
     u16_list,
 )
 from espd.ike.codec.constants import TRANSFORM_IDS
+from espd.ike.codec.natt import add_non_esp_marker, strip_non_esp_marker
 
 SPIS = SpiPair(bytes.fromhex("0102030405060708"), bytes.fromhex("1112131415161718"))
 
@@ -342,3 +346,22 @@ def test_notify_data_helpers():
     assert u16_list(hashes.data, "hashes") == (2, 5)
     with pytest.raises(ParseError):
         u16_list(b"\x00\x02\x00", "hashes")
+
+
+def test_non_esp_marker_is_added_and_stripped():
+    message = (
+        Path(__file__).resolve().parents[2] / "data/ikev2/psk-trap-0002-auth-req.bin"
+    ).read_bytes()
+    datagram = add_non_esp_marker(message)
+    assert datagram[:4] == bytes(4) and strip_non_esp_marker(datagram) == message
+    assert strip_non_esp_marker(b"\xff") is None  # NAT keepalive
+    assert strip_non_esp_marker(b"\x00\x00\x12\x34" + bytes(40)) is None  # ESP, SPI 0x1234
+    assert strip_non_esp_marker(bytes(4)) is None
+
+
+def test_the_codec_never_imports_cryptography():
+    code = (
+        "import sys, espd.ike.codec; print(any(m.startswith('cryptography') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -42,7 +42,14 @@ from .fragments import Fragment, decrypt_fragment, encrypt_fragments, reassemble
 from .header import Header, SpiPair, request_header
 from .ident import IdInitiator, IdResponder
 from .ke import KeyExchange
-from .message import Message, decode_message, decrypt_message, encode_message, encrypt_message
+from .message import (
+    Message,
+    decode_message,
+    decrypt_message,
+    encode_message,
+    encrypt_message,
+    intermediate_auth_data,
+)
 from .nonce import Nonce
 from .notify import (
     Notify,
@@ -110,6 +117,7 @@ __all__ = [
     "encode_message",
     "encrypt_fragments",
     "encrypt_message",
+    "intermediate_auth_data",
     "invalid_ke_payload",
     "is_error_notify",
     "reassemble",

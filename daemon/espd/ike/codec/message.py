@@ -106,3 +106,16 @@ def decrypt_message(data: bytes, cipher: SkCipher) -> Message:
     inner = unpad(cipher.open(aad, sk.body))
     payloads = decode_chain(sk.first_payload, inner, framed=False)
     return Message(outer.header, outer.payloads[:-1] + payloads)
+
+
+def intermediate_auth_data(message: Message) -> bytes:
+    """The bytes an IKE_INTERMEDIATE message contributes to IntAuth (RFC 9242 3.3.2):
+    the IKE header and the SK generic header with their lengths as if the inner payloads
+    were sent in the clear (no IV, padding, pad length or ICV), followed by the inner
+    payloads. ``message`` is what ``decrypt_message`` or ``reassemble`` returned (or what
+    is about to be sealed); a fragmented message counts as the unfragmented one. The
+    payloads are re-encoded, as strongSwan does, so reserved bits count as zero."""
+    first, inner = encode_chain(message.payloads)
+    sk_size = GENERIC_HEADER_SIZE + len(inner)
+    header = encode_header(message.header, PayloadType.SK, HEADER_SIZE + sk_size)
+    return header + bytes([first, 0]) + sk_size.to_bytes(2, "big") + inner
