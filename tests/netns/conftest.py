@@ -143,3 +143,46 @@ def make_tunnel(netns_ok):
         topo.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
     assert not problems, "\n".join(problems)
+
+
+# -- strongSwan charon as the peer (tests/support/strongswan.py, docs/testing.md) -----------
+
+@pytest.fixture
+def make_topology(netns_ok):
+    """make_topology(ipv6=True) -> a fresh netns.Topology, destroyed at teardown."""
+    made: list[netns.Topology] = []
+
+    def make(ipv6: bool = True, underlay_mtu: int = 1500) -> netns.Topology:
+        topo = netns.Topology(tag=f"espd-{os.getpid()}-{next(_counter)}", ipv6=ipv6,
+                              underlay_mtu=underlay_mtu)
+        made.append(topo)
+        topo.create()
+        return topo
+
+    yield make
+    for topo in made:
+        topo.destroy()
+
+
+@pytest.fixture
+def make_charon(netns_ok):
+    """make_charon(ns, name, version="5.9.8", **Charon kwargs) -> a started Charon; the
+    test skips if that strongSwan is not installed. Stopped (by pid) and its files removed
+    at teardown, its log printed (pytest shows it when the test fails)."""
+    from support.strongswan import PEERS, Charon
+
+    made: list = []
+
+    def make(ns: str, name: str, version: str = "5.9.8", **kwargs):
+        peer = PEERS[version]
+        why = peer.unavailable()
+        if why:
+            pytest.skip(why)
+        charon = Charon(ns, name, peer, **kwargs)
+        made.append(charon)
+        return charon.start()
+
+    yield make
+    for charon in made:
+        print(charon.describe(tail=6000))
+        charon.close()

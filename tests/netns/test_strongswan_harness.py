@@ -8,49 +8,42 @@ data plane, and reports through vici events. Few and fast on purpose.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import secrets
 import subprocess
 
 import pytest
-from support import netns
-from support.strongswan import DEBIAN, PEERS, STRONGSWAN6, Charon, site_to_site
+from support import netns, tshark
+from support.strongswan import (
+    DEBIAN,
+    STRONGSWAN6,
+    CharonError,
+    first_sa_keys,
+    site_to_site,
+)
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
-def topology(netns_ok):
-    topo = netns.Topology(tag=f"espd-{os.getpid()}-ss{secrets.randbelow(10**6)}", ipv6=False)
-    with topo:
-        yield topo
+def topology(make_topology):
+    return make_topology(ipv6=False)
 
 
 @pytest.fixture
-def charons():
-    """charons(topo, version_a, version_b, **settings) -> (gwA charon, gwB charon)."""
-    made: list[Charon] = []
+def charons(make_charon):
+    """charons(topo, version_a, version_b, **kwargs) -> (gwA charon, gwB charon)."""
 
     def make(topo: netns.Topology, version_a: str, version_b: str, **kwargs) -> tuple:
-        pair = []
-        for ns, name, version in ((topo.gw_a, "gwa", version_a), (topo.gw_b, "gwb", version_b)):
-            peer = PEERS[version]
-            why = peer.unavailable()
-            if why:
-                pytest.skip(why)
-            charon = Charon(ns, name, peer, **kwargs)
-            made.append(charon)
-            pair.append(charon.start())
-        return tuple(pair)
+        return (make_charon(topo.gw_a, "gwa", version_a, **kwargs),
+                make_charon(topo.gw_b, "gwb", version_b, **kwargs))
 
-    yield make
-    for charon in made:
-        print(charon.describe(tail=6000))  # shown when the test fails
-        charon.close()
+    return make
 
 
-def ping_through(topo: netns.Topology) -> None:
-    for src, dst in ((topo.host_a, netns.HOST_B4), (topo.host_b, netns.HOST_A4)):
+def ping_through(topo: netns.Topology, ip: int = 4) -> None:
+    a, b = (netns.HOST_A4, netns.HOST_B4) if ip == 4 else (netns.HOST_A6, netns.HOST_B6)
+    for src, dst in ((topo.host_a, b), (topo.host_b, a)):
         result = netns.ping(src, dst, count=3, interval=0.05, timeout=2)
         assert result.received == 3, f"ping {dst} from {src} through the tunnel: {result}"
 
@@ -88,6 +81,30 @@ def test_psk_tunnel_carries_ping(topology, charons, version_a, version_b, offer_
     assert int(child_a["packets-out"]) >= 3 and int(child_a["packets-in"]) >= 3, child_a
 
 
+def test_ipv6_tunnel_over_ipv6(make_topology, charons):
+    topo = make_topology(ipv6=True)
+    gwa, gwb = charons(topo, "5.9.8", "5.9.8")
+    psk = secrets.token_hex(16)
+    for charon, side in ((gwa, "a"), (gwb, "b")):
+        charon.load([site_to_site(side, psk, ip=6)])
+    gwa.initiate("net")
+    (child,) = gwb.child_sas()
+    assert child["local-ts"] == ["fd00:2::/64"] and child["remote-ts"] == ["fd00:1::/64"]
+    ping_through(topo, ip=6)
+
+
+def test_wrong_psk_fails_with_a_log_line_and_no_sa(topology, charons):
+    gwa, gwb = charons(topology, "5.9.8", "5.9.8")
+    gwa.load([site_to_site("a", secrets.token_hex(16))])
+    gwb.load([site_to_site("b", secrets.token_hex(16))])
+    with pytest.raises(CharonError, match="initiate net failed"):
+        gwa.initiate("net", timeout=5)
+    gwb.wait_log(r"tried 1 shared key for 'gwb' - 'gwa', but MAC mismatched")
+    gwb.wait_log(r"generating IKE_AUTH response 1 \[ N\(AUTH_FAILED\) \]")
+    gwa.wait_log(r"received AUTHENTICATION_FAILED notify error")
+    assert gwa.list_sas() == [] and gwb.list_sas() == []
+
+
 def test_events_report_child_rekey_and_delete(topology, charons):
     gwa, gwb = charons(topology, "5.9.8", "5.9.8")
     psk = secrets.token_hex(16)
@@ -106,6 +123,42 @@ def test_events_report_child_rekey_and_delete(topology, charons):
     (rekeyed,) = rekey.children().values()
     assert rekeyed["old"]["spi-in"] == old_spi and rekeyed["new"]["spi-in"] != old_spi, rekeyed
     assert gwa.list_sas() == [] and gwb.list_sas() == []
+
+
+@pytest.mark.parametrize("ike_proposal,esp_proposal", [
+    ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+    ("aes256-sha256-modp2048", "aes256-sha256"),
+])
+def test_capture_decrypts_with_charons_keys(topology, charons, tmp_path, ike_proposal,
+                                            esp_proposal):
+    """Capture the underlay in gwB's namespace while charon negotiates and pings go
+    through; tshark, given the keys charon logged, checks every IKE ICV and decrypts ESP."""
+    why = tshark.unavailable()
+    if why:
+        pytest.skip(why)
+    gwa, gwb = charons(topology, "5.9.8", "5.9.8", key_dump=True)
+    psk = secrets.token_hex(16)
+    for charon, side in ((gwa, "a"), (gwb, "b")):
+        charon.load([site_to_site(side, psk, proposals=[ike_proposal],
+                                  esp_proposals=[esp_proposal])])
+    pcap = str(tmp_path / "underlay.pcap")
+    with tshark.PcapCapture(topology.gw_b, netns.WAN_IF, pcap) as capture:
+        gwa.initiate("net")
+        ping_through(topology)
+    assert capture.frames >= 4 + 12  # 4 IKE messages, 3 pings each way seen both ways
+    ike_keys, esp_keys = first_sa_keys(gwa)
+    packets = tshark.dissect(pcap, tshark.options([ike_keys], esp_keys))
+    ike = tshark.ike_integrity(packets)
+    assert len(ike.encrypted) == 2 and ike.correct == ike.encrypted, ike  # IKE_AUTH pair
+    esp = tshark.esp_decrypted(packets, {netns.HOST_A4, netns.HOST_B4})
+    assert len(esp.esp) >= 12 and esp.decrypted == esp.esp, esp
+    assert {proto for *_, proto in esp.inner} == {"icmp"}
+    if "gcm" not in esp_proposal:  # tshark checks HMAC ICVs (not AES-GCM's)
+        assert esp.icv_good == esp.esp, esp
+        bad = [dataclasses.replace(sa, auth_key=bytes([sa.auth_key[0] ^ 1]) + sa.auth_key[1:])
+               for sa in esp_keys]
+        worse = tshark.esp_decrypted(tshark.dissect(pcap, tshark.options(esp=bad)))
+        assert worse.decrypted == [] and all("ICV incorrect" in w for w in worse.wrong), worse
 
 
 @pytest.mark.parametrize("peer", [DEBIAN, STRONGSWAN6], ids=lambda p: p.version)

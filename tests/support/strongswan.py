@@ -491,6 +491,20 @@ class Charon:
             return ""
         return text if tail is None else text[-tail:]
 
+    def wait_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match:
+        """The first match of ``pattern`` in charon.log (from character ``start`` on), for
+        what vici has no event for (a notify sent, an authentication failure)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(self.log(), start)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise CharonError(f"{self.name}: no log line matching {pattern!r} within "
+                                  f"{timeout:.1f} s\n{self.describe()}")
+            time.sleep(0.02)
+
     def describe(self, tail: int = 3000) -> str:
         try:
             with open(self.out_path, encoding="utf-8", errors="replace") as f:
@@ -607,20 +621,23 @@ class Charon:
 
 # -- the standard site-to-site shape (support.netns.Topology's addresses) --------------------
 
-SITES = {  # side -> (gateway's underlay address, protected network, identity)
-    "a": ("192.0.2.1", "10.1.0.0/16", "gwa"),
-    "b": ("192.0.2.2", "10.2.0.0/16", "gwb"),
+SITES = {  # (side, IP version) -> (gateway's underlay address, protected network, identity)
+    ("a", 4): ("192.0.2.1", "10.1.0.0/16", "gwa"),
+    ("b", 4): ("192.0.2.2", "10.2.0.0/16", "gwb"),
+    ("a", 6): ("fd00:ff::1", "fd00:1::/64", "gwa"),
+    ("b", 6): ("fd00:ff::2", "fd00:2::/64", "gwb"),
 }
 
 
-def site_to_site(side: str, psk: str | None, **kwargs: Any) -> Connection:
+def site_to_site(side: str, psk: str | None, ip: int = 4, **kwargs: Any) -> Connection:
     """Gateway ``side`` ("a" or "b") of the Topology: 10.1.0.0/16 <-> 10.2.0.0/16 over
-    192.0.2.1 <-> 192.0.2.2, identities gwa/gwb; Child ``net``. Keyword arguments are
-    Connection fields; ``esp_proposals``, ``start_action``, ``child_rekey_time`` and
-    ``child`` (a dict of Child fields) shape the Child SA."""
+    192.0.2.1 <-> 192.0.2.2 (``ip=6``: fd00:1::/64 <-> fd00:2::/64 over fd00:ff::1 <->
+    fd00:ff::2), identities gwa/gwb; Child ``net``. Keyword arguments are Connection
+    fields; ``esp_proposals``, ``start_action``, ``child_rekey_time`` and ``child`` (a dict
+    of Child fields) shape the Child SA."""
     other = "b" if side == "a" else "a"
-    local, local_net, local_id = SITES[side]
-    remote, remote_net, remote_id = SITES[other]
+    local, local_net, local_id = SITES[(side, ip)]
+    remote, remote_net, remote_id = SITES[(other, ip)]
     child_fields = dict(kwargs.pop("child", {}))
     for key, target in (("esp_proposals", "esp_proposals"), ("start_action", "start_action"),
                         ("child_rekey_time", "rekey_time")):
@@ -631,3 +648,95 @@ def site_to_site(side: str, psk: str | None, **kwargs: Any) -> Connection:
                                   remote_id=remote_id, children=[child], psk=psk)
     fields.update(kwargs)
     return Connection(**fields)
+
+
+# -- key material from charon's own log (key_dump=True), for tshark ----------------------------
+
+_DUMP_HEAD = re.compile(r"\] (?:<[^>]*> )?(.+?) => (\d+) bytes @ 0x[0-9a-f]+$")
+_DUMP_LINE = re.compile(r"\] (?:<[^>]*> )?\s*\d+: (.*)$")
+_PROPOSAL = re.compile(r"selected proposal: (IKE|ESP):(\S+)")
+_SA_SPI = re.compile(r"SPI 0x([0-9a-f]{8}), src (\S+) dst (\S+)")
+_ALGS = {"AES_GCM_16": "aes-gcm-16", "AES_GCM_12": "aes-gcm-12", "AES_GCM_8": "aes-gcm-8",
+         "AES_CBC": "aes-cbc", "AES_CCM_16": "aes-ccm-16",
+         "HMAC_SHA1_96": "hmac-sha1-96", "HMAC_SHA2_256_128": "hmac-sha2-256-128",
+         "HMAC_SHA2_384_192": "hmac-sha2-384-192", "HMAC_SHA2_512_256": "hmac-sha2-512-256"}
+
+
+def _parse_suite(text: str) -> tuple[str | None, int, str | None]:
+    """'AES_GCM_16_128/PRF_...' -> ("aes-gcm-16", 128, None); CBC+HMAC names the integ."""
+    encr, bits, integ = None, 0, None
+    for part in text.split("/"):
+        head, _, size = part.rpartition("_")
+        if head in _ALGS and size.isdigit() and head.startswith("AES"):
+            encr, bits = _ALGS[head], int(size)
+        elif part in _ALGS:
+            integ = _ALGS[part]
+    return encr, bits, integ
+
+
+def dumps_in(log: str) -> list[tuple[str, Any]]:
+    """charon's hex dumps ("NAME => N bytes") as (name, bytes), with the selected
+    proposals ("proposal", (IKE|ESP, suite)) and SA lines ("sa", (spi, src, dst)) in order."""
+    out: list[tuple[str, Any]] = []
+    lines = log.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        head = _DUMP_HEAD.search(line)
+        if head:
+            name, size = head.group(1), int(head.group(2))
+            data = bytearray()
+            while len(data) < size and i < len(lines):
+                body = _DUMP_LINE.search(lines[i])
+                if not body:
+                    break
+                data += bytes.fromhex(" ".join(body.group(1).split()[:min(16, size - len(data))]))
+                i += 1
+            out.append((name, bytes(data)))
+            continue
+        proposal = _PROPOSAL.search(line)
+        if proposal:
+            out.append(("proposal", (proposal.group(1), proposal.group(2))))
+            continue
+        sa = _SA_SPI.search(line)
+        if sa:
+            out.append(("sa", (int(sa.group(1), 16), sa.group(2), sa.group(3))))
+    return out
+
+
+def first_sa_keys(charon: Charon):
+    """(IkeSaKeys, [EspSaKeys, EspSaKeys]) of charon's first IKE SA and the Child SA it set
+    up in IKE_AUTH, from its ``key_dump`` log and list-sas (the IKE SPIs). Enough to let
+    tshark decrypt a capture of a charon<->charon run; espd's own key log is the general
+    tool."""
+    from support.tshark import ESP_AUTH, ESP_ENCR, IKE_ENCR, IKE_INTEG, EspSaKeys, IkeSaKeys
+
+    sas = [sa for entry in charon.list_sas() for sa in entry.values()]
+    if not sas:
+        raise CharonError(f"{charon.name}: no IKE SA to take keys for")
+    ike = sas[0]
+    initiator_addr = ike["local-host"] if ike.get("initiator") == "yes" else ike["remote-host"]
+    dumps = dumps_in(charon.log())
+    suites = [v for k, v in dumps if k == "proposal"]
+    keys = {k: v for k, v in reversed(dumps) if isinstance(v, bytes)}  # first wins
+    try:
+        ike_suite = next(s for kind, s in suites if kind == "IKE")
+        esp_suite = next(s for kind, s in suites if kind == "ESP")
+        encr, bits, integ = _parse_suite(ike_suite)
+        ike_keys = IkeSaKeys(bytes.fromhex(ike["initiator-spi"]),
+                             bytes.fromhex(ike["responder-spi"]), keys["Sk_ei secret"],
+                             keys["Sk_er secret"], IKE_ENCR[(encr, bits)],
+                             keys.get("Sk_ai secret", b""), keys.get("Sk_ar secret", b""),
+                             IKE_INTEG[integ])
+        esp_encr, _, esp_integ = _parse_suite(esp_suite)
+        esp = []
+        for spi, src, dst in [v for k, v in dumps if k == "sa"][:2]:
+            side = "initiator" if src == initiator_addr else "responder"
+            esp.append(EspSaKeys(src, dst, spi, ESP_ENCR[esp_encr],
+                                 keys[f"encryption {side} key"], ESP_AUTH[esp_integ],
+                                 keys.get(f"integrity {side} key", b"")))
+    except (StopIteration, KeyError) as e:
+        raise CharonError(f"{charon.name}: no key dump for {e} in its log (start it with "
+                          f"key_dump=True)") from e
+    return ike_keys, esp
