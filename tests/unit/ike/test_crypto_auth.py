@@ -5,7 +5,7 @@ payload on the wire, both ways. Keys per direction; failures never show a key.""
 from __future__ import annotations
 
 import pytest
-from crypto_capture import find, ike_messages, load_values, payload_chain, strip_padding
+from support.ike_capture import find, ike_messages, load_values, payload_chain, strip_padding
 
 from espd.ike.auth import AuthenticationFailed, PskAuthenticator, signed_octets
 from espd.ike.crypto.cipher import AUTH_HMAC_SHA2_256_128, ENCR_AES_CBC, ENCRS

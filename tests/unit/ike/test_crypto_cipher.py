@@ -5,7 +5,7 @@ own AES-GCM ESP packets; every suite round-trips and never reuses an AEAD IV."""
 from __future__ import annotations
 
 import pytest
-from crypto_capture import (
+from support.ike_capture import (
     esp_packets,
     find,
     ike_messages,

@@ -9,8 +9,8 @@ import random
 import warnings
 
 import pytest
-from crypto_capture import load_values
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from support.ike_capture import load_values
 
 from espd.ike.crypto.dh import (
     CURVE25519,

@@ -13,7 +13,7 @@ import struct
 from types import SimpleNamespace
 
 import pytest
-from crypto_capture import (
+from support.ike_capture import (
     Message,
     find,
     ike_messages,
@@ -22,6 +22,7 @@ from crypto_capture import (
     strip_padding,
 )
 
+from espd.config.transforms import parse_transform
 from espd.ike.crypto.cipher import AUTH_HMAC_SHA2_256_128, ENCR_AES_CBC, ENCRS
 from espd.ike.crypto.keymat import (
     IkeLengths,
@@ -33,7 +34,6 @@ from espd.ike.crypto.keymat import (
 )
 from espd.ike.crypto.prf import PRF_HMAC_SHA2_256, Prf
 from espd.ike.crypto.secret import Secret
-from espd.transforms import parse_transform
 
 KEYS = load_values("psk-keys.txt")
 MESSAGES = ike_messages("psk-trap-ike.pcap")

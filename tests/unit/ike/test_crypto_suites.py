@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from espd.config.transforms import parse_transform
 from espd.ike.crypto import esp, suites
 from espd.ike.crypto.dh import CURVE25519, ECP_256, ML_KEM_768, MODP_2048
 from espd.ike.crypto.keymat import ike_keys
 from espd.ike.crypto.prf import PRF_HMAC_SHA2_256, PRF_HMAC_SHA2_384
 from espd.ike.crypto.suites import SuiteError, parse_suite
-from espd.transforms import parse_transform
 
 ISSUE_SUITES = ["aes256gcm16-prfsha384-x25519", "aes128gcm16-prfsha256-ecp256",
                 "chacha20poly1305-prfsha256-x25519", "aes256-sha256-prfsha256-modp2048"]

@@ -1,4 +1,4 @@
-"""ESP transforms in Child SA proposals: IANA transform ids <-> ``espd.transforms.Transform``.
+"""ESP transforms in Child SA proposals: IANA ids <-> ``espd.config.transforms.Transform``.
 
 The crypto map's transform sets are IOS names (``esp-gcm 256``); a Child SA proposal
 carries ENCR (with a Key Length attribute where the cipher has several), INTEG unless the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from espd.transforms import (
+from espd.config.transforms import (
     CIPHER_AES_CBC,
     CIPHER_AES_GCM,
     CIPHER_CHACHA20_POLY1305,

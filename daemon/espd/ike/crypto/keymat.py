@@ -140,7 +140,7 @@ def ike_ciphers(keys: IkeKeys, encr: Encr, integ: Integ | None,
 
 
 class EspKeyShape(Protocol):
-    """Key lengths of an ESP transform, as ``espd.transforms.Transform`` has them: key_len
+    """Key lengths of an ESP transform, as ``espd.config.transforms.Transform`` has them: key_len
     includes the AEAD salt; auth_key_len is 0 for an AEAD."""
 
     key_len: int

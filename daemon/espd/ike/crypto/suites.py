@@ -4,7 +4,7 @@ One vocabulary both ways, strongSwan's proposal keywords (``aes256gcm16-prfsha38
 ``aes256-sha256-modp2048``), which ``show`` prints and the TOML config takes; IOS words
 (``encryption aes-gcm-256``, ``integrity sha256``, ``prf sha384``, ``group 19``) map onto
 the same objects through ``IOS_*``. Names RFC 8247 forbids, or espd does not implement, are
-refused with their status and the name to write instead, as ``espd.transforms`` refuses ESP
+refused with their status and the name to write instead, as ``espd.config.transforms`` refuses ESP
 transforms.
 
 Lookups by IANA id (``encr``, ``integ``, ``prf``, ``group``) return None for an id espd does

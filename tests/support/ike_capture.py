@@ -1,4 +1,4 @@
-"""Captured charon exchanges for the crypto tests: the pcap's IKE messages and the keys
+"""Captured charon exchanges for the IKE tests: the pcap's IKE messages and the keys
 charon logged (tests/data/ikev2, see its README for provenance).
 
 A deliberately minimal IKE reader (header, payload chain, SK payload split) so the crypto
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scapy.all import IP, UDP, rdpcap
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "ikev2"
+DATA = Path(__file__).resolve().parents[1] / "data" / "ikev2"
 NON_ESP_MARKER = b"\0\0\0\0"
 HEADER = 28
 SK = 46
