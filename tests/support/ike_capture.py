@@ -7,6 +7,7 @@ tests stand on their own, independent of espd.ike.codec.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +113,28 @@ def find(messages: list[Message], exchange: int, message_id: int, response: bool
     [match] = [m for m in messages if m.exchange == exchange and m.message_id == message_id
                and m.response == response and (spi_i is None or m.spi_i == spi_i)]
     return match
+
+
+_DUMP = re.compile(r"\](?: <[^>]*>)? (.+?) => (\d+) bytes @")
+_HEX = re.compile(r"\](?: <[^>]*>)?\s+\d+: ((?:[0-9A-F]{2} )*[0-9A-F]{2})")
+
+
+def charon_dumps(log: str) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every hex dump in a charon log at level 4, in log order
+    ("SKEYSEED => 32 bytes @ 0x..." followed by "   0: 3C E3 ..." lines)."""
+    lines = log.splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        head = _DUMP.search(lines[i])
+        i += 1
+        if not head:
+            continue
+        size, data = int(head.group(2)), b""
+        while len(data) < size and i < len(lines):
+            row = _HEX.search(lines[i])
+            if not row:
+                break
+            data += bytes.fromhex(row.group(1).replace(" ", ""))
+            i += 1
+        out.append((head.group(1), data[:size]))
+    return out

@@ -4,10 +4,18 @@ payload on the wire, both ways. Keys per direction; failures never show a key.""
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 from support.ike_capture import find, ike_messages, load_values, payload_chain, strip_padding
 
-from espd.ike.auth import AuthenticationFailed, PskAuthenticator, signed_octets
+from espd.ike.auth import (
+    AuthenticationFailed,
+    PskAuthenticator,
+    int_auth,
+    int_auth_trailer,
+    signed_octets,
+)
 from espd.ike.crypto.cipher import AUTH_HMAC_SHA2_256_128, ENCR_AES_CBC, ENCRS
 from espd.ike.crypto.keymat import IkeLengths, ike_ciphers, ike_keys, initial_skeyseed
 from espd.ike.crypto.prf import PRF_HMAC_SHA2_256
@@ -98,3 +106,11 @@ def test_empty_keys_are_refused_and_wipe_zeroes_them():
     assert auth.build(signed_octets(PRF, b"m", b"n", b"k", b"i"))[1]
     auth.wipe()
     assert not any(auth._local) and not any(auth._remote)
+
+
+def test_int_auth_chains_and_the_trailer_ends_with_the_ike_auth_message_id():
+    first = int_auth(PRF, b"k" * 32, b"", b"A1", b"P1")
+    assert first == hmac.digest(b"k" * 32, b"A1P1", "sha256")
+    second = int_auth(PRF, b"k" * 32, first, b"A2")
+    assert second == hmac.digest(b"k" * 32, first + b"A2", "sha256")
+    assert int_auth_trailer(b"i" * 32, b"r" * 32, 2) == b"i" * 32 + b"r" * 32 + b"\0\0\0\2"

@@ -9,6 +9,7 @@ logged: the X25519 shared secrets, SKEYSEEDs, SK_* and the Child SA keys.
 
 from __future__ import annotations
 
+import hmac
 import struct
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from espd.config.transforms import parse_transform
 from espd.ike.crypto.cipher import AUTH_HMAC_SHA2_256_128, ENCR_AES_CBC, ENCRS
 from espd.ike.crypto.keymat import (
     IkeLengths,
+    additional_skeyseed,
     child_keys,
     ike_ciphers,
     ike_keys,
@@ -184,3 +186,14 @@ def test_ike_keys_refuse_spis_that_are_not_eight_bytes():
     with pytest.raises(ValueError, match="8 bytes"):
         ike_keys(PRF_HMAC_SHA2_256, b"s" * 32, b"i" * 32, b"r" * 32, b"x" * 4, b"y" * 8,
                  LENGTHS)
+
+
+def test_additional_key_exchange_skeyseeds_follow_rfc9370():
+    sk_d, ni, nr, k1, k2, g = b"d" * 32, b"i" * 32, b"r" * 32, b"1" * 1088, b"2" * 32, b"g" * 32
+    prf = PRF_HMAC_SHA2_256
+    # IKE_INTERMEDIATE: SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr)
+    assert additional_skeyseed(prf, sk_d, k1, ni, nr) == hmac.digest(sk_d, k1 + ni + nr,
+                                                                     "sha256")
+    # IKE SA rekey with IKE_FOLLOWUP_KE: prf(SK_d, g^ir | Ni | Nr | SK(1) | SK(2))
+    assert rekey_skeyseed(prf, sk_d, g, ni, nr, (k1, k2)) == hmac.digest(
+        sk_d, g + ni + nr + k1 + k2, "sha256")

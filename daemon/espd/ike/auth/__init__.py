@@ -9,8 +9,15 @@ authenticators (RFC 7427 digital signatures, the next issue) implement the same 
 with a private key and the peer's certificate in place of the shared secrets.
 """
 
-from espd.ike.auth.base import AuthenticationFailed, Authenticator, SignedOctets, signed_octets
+from espd.ike.auth.base import (
+    AuthenticationFailed,
+    Authenticator,
+    SignedOctets,
+    int_auth,
+    int_auth_trailer,
+    signed_octets,
+)
 from espd.ike.auth.psk import PskAuthenticator
 
 __all__ = ["AuthenticationFailed", "Authenticator", "PskAuthenticator", "SignedOctets",
-           "signed_octets"]
+           "int_auth", "int_auth_trailer", "signed_octets"]

@@ -56,3 +56,23 @@ class Authenticator(Protocol):
         """Check the peer's AUTH payload over the peer's octets; raise AuthenticationFailed."""
         ...
 
+
+
+def int_auth(prf: Prf, sk_p: Bytes, previous: Bytes, authenticated: Bytes,
+             plaintext: Bytes = b"") -> bytes:
+    """One step of RFC 9242 3.3.1 for an IKE_INTERMEDIATE message:
+
+        IntAuth_[i|r]N = prf(SK_p[i|r], IntAuth_[i|r](N-1) | IntAuth_[i|r]N_A [| ..._P])
+
+    `previous` is empty for the first exchange; `authenticated` is the message from the IKE
+    header to the end of the Encrypted payload's header (A), `plaintext` the inner payloads
+    (P); `sk_p` the SK_pi (initiator's messages) or SK_pr in force when the message was
+    protected, i.e. before that exchange's key exchange updates the keys."""
+    data = bytes(previous) + bytes(authenticated) + bytes(plaintext)
+    return bytes(prf(sk_p, data))
+
+
+def int_auth_trailer(int_auth_i: Bytes, int_auth_r: Bytes, auth_message_id: int) -> bytes:
+    """IntAuth = IntAuth_iN | IntAuth_rN | IKE_AUTH_MID, appended to both sides' signed
+    octets after IKE_INTERMEDIATE exchanges (RFC 9242 3.3.2)."""
+    return bytes(int_auth_i) + bytes(int_auth_r) + auth_message_id.to_bytes(4, "big")
