@@ -30,18 +30,45 @@ PRF_HMAC_SHA2_256, PRF_HMAC_SHA2_384, PRF_HMAC_SHA2_512 = 5, 6, 7
 NONE = 0  # KE "NONE" in an ESP proposal; INTEG "NONE"
 
 _NAMES = {
-    ENCR: {ENCR_NULL: "NULL", ENCR_AES_CBC: "AES_CBC", 18: "AES_GCM_8", 19: "AES_GCM_12",
-           ENCR_AES_GCM_16: "AES_GCM_16", ENCR_CHACHA20_POLY1305: "CHACHA20_POLY1305",
-           2: "DES", 3: "3DES"},
-    PRF: {1: "PRF_HMAC_MD5", 2: "PRF_HMAC_SHA1", PRF_HMAC_SHA2_256: "PRF_HMAC_SHA2_256",
-          PRF_HMAC_SHA2_384: "PRF_HMAC_SHA2_384", PRF_HMAC_SHA2_512: "PRF_HMAC_SHA2_512"},
-    INTEG: {NONE: "NONE", 1: "HMAC_MD5_96", AUTH_HMAC_SHA1_96: "HMAC_SHA1_96",
-            AUTH_HMAC_SHA2_256_128: "HMAC_SHA2_256_128",
-            AUTH_HMAC_SHA2_384_192: "HMAC_SHA2_384_192",
-            AUTH_HMAC_SHA2_512_256: "HMAC_SHA2_512_256"},
-    KE: {NONE: "NONE", 1: "MODP_768", 2: "MODP_1024", 5: "MODP_1536", 14: "MODP_2048",
-         15: "MODP_3072", 16: "MODP_4096", 19: "ECP_256", 20: "ECP_384", 21: "ECP_521",
-         31: "CURVE25519", 32: "CURVE448"},
+    ENCR: {
+        ENCR_NULL: "NULL",
+        ENCR_AES_CBC: "AES_CBC",
+        18: "AES_GCM_8",
+        19: "AES_GCM_12",
+        ENCR_AES_GCM_16: "AES_GCM_16",
+        ENCR_CHACHA20_POLY1305: "CHACHA20_POLY1305",
+        2: "DES",
+        3: "3DES",
+    },
+    PRF: {
+        1: "PRF_HMAC_MD5",
+        2: "PRF_HMAC_SHA1",
+        PRF_HMAC_SHA2_256: "PRF_HMAC_SHA2_256",
+        PRF_HMAC_SHA2_384: "PRF_HMAC_SHA2_384",
+        PRF_HMAC_SHA2_512: "PRF_HMAC_SHA2_512",
+    },
+    INTEG: {
+        NONE: "NONE",
+        1: "HMAC_MD5_96",
+        AUTH_HMAC_SHA1_96: "HMAC_SHA1_96",
+        AUTH_HMAC_SHA2_256_128: "HMAC_SHA2_256_128",
+        AUTH_HMAC_SHA2_384_192: "HMAC_SHA2_384_192",
+        AUTH_HMAC_SHA2_512_256: "HMAC_SHA2_512_256",
+    },
+    KE: {
+        NONE: "NONE",
+        1: "MODP_768",
+        2: "MODP_1024",
+        5: "MODP_1536",
+        14: "MODP_2048",
+        15: "MODP_3072",
+        16: "MODP_4096",
+        19: "ECP_256",
+        20: "ECP_384",
+        21: "ECP_521",
+        31: "CURVE25519",
+        32: "CURVE448",
+    },
     ESN: {0: "NO_ESN", 1: "ESN"},
 }
 
@@ -94,6 +121,7 @@ def describe(proposals: Iterable[Proposal]) -> str:
 
 # --- what this side offers -------------------------------------------------------------
 
+
 def ike_offer(proposals: Iterable[IkeProposal], spi: bytes = b"") -> tuple[Proposal, ...]:
     """IKE SA proposals from the settings (SPI empty in IKE_SA_INIT, 8 bytes in rekeys)."""
     out = []
@@ -120,11 +148,18 @@ def esp_offer(policy: ChildPolicy, spi: bytes, ke_group: int = 0) -> tuple[Propo
     )
 
 
-_ESP_CIPHERS = {"esp-gcm": ENCR_AES_GCM_16, "esp-aes": ENCR_AES_CBC,
-                "esp-chacha20-poly1305": ENCR_CHACHA20_POLY1305, "esp-null": ENCR_NULL}
-_ESP_INTEG = {"esp-sha-hmac": AUTH_HMAC_SHA1_96, "esp-sha256-hmac": AUTH_HMAC_SHA2_256_128,
-              "esp-sha384-hmac": AUTH_HMAC_SHA2_384_192,
-              "esp-sha512-hmac": AUTH_HMAC_SHA2_512_256}
+_ESP_CIPHERS = {
+    "esp-gcm": ENCR_AES_GCM_16,
+    "esp-aes": ENCR_AES_CBC,
+    "esp-chacha20-poly1305": ENCR_CHACHA20_POLY1305,
+    "esp-null": ENCR_NULL,
+}
+_ESP_INTEG = {
+    "esp-sha-hmac": AUTH_HMAC_SHA1_96,
+    "esp-sha256-hmac": AUTH_HMAC_SHA2_256_128,
+    "esp-sha384-hmac": AUTH_HMAC_SHA2_384_192,
+    "esp-sha512-hmac": AUTH_HMAC_SHA2_512_256,
+}
 
 
 def esp_transforms(name: str) -> tuple[Transform, ...]:
@@ -158,8 +193,10 @@ def esp_transform_name(chosen: Proposal) -> str:
 
 # --- what this side accepts, and the choice -------------------------------------------
 
-def choose(offered: Iterable[Proposal], accepted: Iterable[Proposal],
-           what: str = "IKE") -> Proposal:
+
+def choose(
+    offered: Iterable[Proposal], accepted: Iterable[Proposal], what: str = "IKE"
+) -> Proposal:
     """The responder's choice (RFC 7296 2.7), numbered and SPI'd as the initiator's offer.
 
     Raises ProposalError (answer NO_PROPOSAL_CHOSEN) naming both sides' proposals.
@@ -172,7 +209,8 @@ def choose(offered: Iterable[Proposal], accepted: Iterable[Proposal],
                 return Proposal(offer.number, offer.protocol, offer.spi, picked)
     raise ProposalError(
         f"no {what} proposal in common: peer offered {describe(offered)}; "
-        f"we accept {describe(accepted)}")
+        f"we accept {describe(accepted)}"
+    )
 
 
 def _pick(offer: Proposal, mine: Proposal) -> tuple[Transform, ...] | None:
@@ -187,8 +225,9 @@ def _pick(offer: Proposal, mine: Proposal) -> tuple[Transform, ...] | None:
         ours = mine.of_type(kind) or _implicit(mine, kind)
         theirs = offer.of_type(kind) or _implicit(offer, kind)
         # INTEG NONE only goes with an AEAD, which skipped this type above
-        choice = next((t for t in theirs if t in ours
-                       and not (kind == INTEG and t.id == NONE)), None)
+        choice = next(
+            (t for t in theirs if t in ours and not (kind == INTEG and t.id == NONE)), None
+        )
         if choice is None:
             return None
         if choice.id != NONE or kind not in (KE, INTEG):
@@ -206,8 +245,9 @@ def _implicit(proposal: Proposal, kind: int) -> tuple[Transform, ...]:
     return ()
 
 
-def check_chosen(offered: Iterable[Proposal], chosen: Iterable[Proposal],
-                 what: str = "IKE") -> Proposal:
+def check_chosen(
+    offered: Iterable[Proposal], chosen: Iterable[Proposal], what: str = "IKE"
+) -> Proposal:
     """The initiator's check of the answer: one proposal, one transform per type, all
     of them from the offer it names. Raises ProposalError."""
     offered, chosen = tuple(offered), tuple(chosen)
@@ -216,14 +256,17 @@ def check_chosen(offered: Iterable[Proposal], chosen: Iterable[Proposal],
     answer = chosen[0]
     offer = next((p for p in offered if p.number == answer.number), None)
     if offer is None or offer.protocol != answer.protocol:
-        raise ProposalError(f"peer chose {what} proposal #{answer.number} ({answer}), "
-                            f"which we did not offer; we offered {describe(offered)}")
+        raise ProposalError(
+            f"peer chose {what} proposal #{answer.number} ({answer}), "
+            f"which we did not offer; we offered {describe(offered)}"
+        )
     for kind in {t.type for t in answer.transforms}:
         if len(answer.of_type(kind)) != 1:
             raise ProposalError(f"peer chose several transforms of one type in {answer}")
     if any(t not in offer.transforms for t in answer.transforms) or _pick(answer, offer) is None:
-        raise ProposalError(f"peer chose {what} {answer}, which is not what we offered "
-                            f"as #{offer.number}: {offer}")
+        raise ProposalError(
+            f"peer chose {what} {answer}, which is not what we offered as #{offer.number}: {offer}"
+        )
     return answer
 
 

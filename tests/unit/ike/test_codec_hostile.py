@@ -383,3 +383,16 @@ def test_mutated_captured_messages_never_raise_anything_else(message, data):
     result = decodes_or_parse_error(bytes(mutated))
     if isinstance(result, Message):
         assert decode_message(encode_message(result)) == result
+
+
+def test_transform_and_selector_lengths_beyond_their_container_are_refused():
+    long_transform = struct.pack("!BBHBBH", 0, 0, 200, 1, 0, 12)
+    with pytest.raises(ParseError, match="transform length 200"):
+        decode_chain(33, _sa_chain(_proposal(long_transform, 1)))
+    short_transform = struct.pack("!BBHBBH", 0, 0, 7, 1, 0, 12)
+    with pytest.raises(ParseError, match="transform length 7"):
+        decode_chain(33, _sa_chain(_proposal(short_transform, 1)))
+    selector = bytearray(TrafficSelector.from_network("10.0.0.0/8").encode())
+    selector[2:4] = struct.pack("!H", 17)
+    with pytest.raises(ParseError, match="selector length 17"):
+        decode_chain(44, generic(0, b"\x01\x00\x00\x00" + bytes(selector)))

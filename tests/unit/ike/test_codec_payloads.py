@@ -18,6 +18,7 @@ from espd.ike.codec import (
     CertificateRequest,
     Delete,
     EncrId,
+    Encrypted,
     EsnId,
     ExchangeType,
     HashAlgorithm,
@@ -352,3 +353,37 @@ def test_the_codec_never_imports_cryptography():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_encoders_refuse_chains_and_fields_the_wire_cannot_carry():
+    with pytest.raises(ValueError, match="limit"):
+        encode_chain([VendorId(b"v")] * 65)
+    with pytest.raises(ValueError, match="last payload"):
+        encode_chain([Encrypted(0, b""), VendorId(b"v")])
+    with pytest.raises(ValueError, match="bytes"):
+        encode_chain([VendorId(bytes(0x10000))])
+    with pytest.raises(ValueError, match="format bit"):
+        Attribute(0x800E, 128).encode()
+    with pytest.raises(ValueError, match="limit"):
+        Proposal(1, ProtocolId.ESP, b"", (Transform(1, 12),) * 129).encode(last=True)
+    with pytest.raises(ValueError, match="IP version"):
+        TrafficSelector(ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("::1")).encode()
+    with pytest.raises(ValueError, match="reserved"):
+        IdInitiator(IdType.FQDN, b"x", reserved=b"").encode_body()
+    with pytest.raises(ValueError, match="limit"):
+        Delete(ProtocolId.ESP, (b"\x00" * 4,) * 1025).encode_body()
+    with pytest.raises(ValueError, match="one octet"):
+        Notify(NotifyType.COOKIE, protocol=300).encode_body()
+    header = Header(SPIS, ExchangeType.INFORMATIONAL, 1)
+    with pytest.raises(ValueError, match="limit"):
+        encode_message(Message(header, (VendorId(bytes(0xFFF0)), VendorId(bytes(0xFFF0)))))
+
+
+def test_message_lookups():
+    message = Message(
+        Header(SPIS, ExchangeType.INFORMATIONAL, 1),
+        (Notify(NotifyType.INITIAL_CONTACT), Notify(NotifyType.TS_UNACCEPTABLE), VendorId(b"v")),
+    )
+    assert message.first(Nonce) is None and message.notify(NotifyType.COOKIE) is None
+    assert message.all(Notify) == message.payloads[:2]
+    assert message.errors == (Notify(NotifyType.TS_UNACCEPTABLE),)

@@ -11,28 +11,43 @@ from espd.ike.proposals import ENCR, ESN, INTEG, KE, PRF, Proposal, ProposalErro
 from espd.ike.settings import ChildPolicy, IkeProposal
 
 GCM256 = IkeProposal(((p.ENCR_AES_GCM_16, 256),), (p.PRF_HMAC_SHA2_384,), (), (31, 19))
-CBC = IkeProposal(((p.ENCR_AES_CBC, 256), (p.ENCR_AES_CBC, 128)),
-                  (p.PRF_HMAC_SHA2_256,), (p.AUTH_HMAC_SHA2_256_128,), (14,))
+CBC = IkeProposal(
+    ((p.ENCR_AES_CBC, 256), (p.ENCR_AES_CBC, 128)),
+    (p.PRF_HMAC_SHA2_256,),
+    (p.AUTH_HMAC_SHA2_256_128,),
+    (14,),
+)
 
 
 def policy(*transforms: str, esn: bool = False) -> ChildPolicy:
-    return ChildPolicy("vpn", 10, (ipaddress.ip_address("192.0.2.2"),),
-                       ipaddress.ip_address("192.0.2.1"),
-                       tuple((t, "tunnel") for t in transforms), (), (), esn=esn)
+    return ChildPolicy(
+        "vpn",
+        10,
+        (ipaddress.ip_address("192.0.2.2"),),
+        ipaddress.ip_address("192.0.2.1"),
+        tuple((t, "tunnel") for t in transforms),
+        (),
+        (),
+        esn=esn,
+    )
 
 
 def test_responder_takes_the_initiators_first_acceptable_proposal():
     offered = p.ike_offer([CBC, GCM256])
     chosen = p.choose(offered, p.ike_offer([GCM256, CBC]))
     assert chosen.number == 1  # the initiator's order wins, not ours
-    assert chosen.transforms == (Transform(ENCR, p.ENCR_AES_CBC, 256),
-                                 Transform(PRF, p.PRF_HMAC_SHA2_256),
-                                 Transform(INTEG, p.AUTH_HMAC_SHA2_256_128), Transform(KE, 14))
+    assert chosen.transforms == (
+        Transform(ENCR, p.ENCR_AES_CBC, 256),
+        Transform(PRF, p.PRF_HMAC_SHA2_256),
+        Transform(INTEG, p.AUTH_HMAC_SHA2_256_128),
+        Transform(KE, 14),
+    )
 
 
 def test_per_type_the_initiators_first_transform_that_we_hold():
-    mine = IkeProposal(((p.ENCR_AES_CBC, 128),), (p.PRF_HMAC_SHA2_256,),
-                       (p.AUTH_HMAC_SHA2_256_128,), (19, 14))
+    mine = IkeProposal(
+        ((p.ENCR_AES_CBC, 128),), (p.PRF_HMAC_SHA2_256,), (p.AUTH_HMAC_SHA2_256_128,), (19, 14)
+    )
     chosen = p.choose(p.ike_offer([CBC]), p.ike_offer([mine]))
     assert chosen.one(ENCR) == Transform(ENCR, p.ENCR_AES_CBC, 128)  # key length matters
     assert chosen.one(KE) == Transform(KE, 14)
@@ -54,9 +69,17 @@ def test_no_proposal_chosen_names_what_each_side_offered():
 
 
 def test_a_non_aead_cipher_never_goes_without_integrity():
-    offer = Proposal(1, p.PROTO_IKE, b"", (Transform(ENCR, p.ENCR_AES_CBC, 128),
-                                          Transform(PRF, 5), Transform(INTEG, p.NONE),
-                                          Transform(KE, 14)))
+    offer = Proposal(
+        1,
+        p.PROTO_IKE,
+        b"",
+        (
+            Transform(ENCR, p.ENCR_AES_CBC, 128),
+            Transform(PRF, 5),
+            Transform(INTEG, p.NONE),
+            Transform(KE, 14),
+        ),
+    )
     mine = Proposal(1, p.PROTO_IKE, b"", offer.transforms)
     with pytest.raises(ProposalError):
         p.choose([offer], [mine])
@@ -66,15 +89,25 @@ def test_esp_offer_follows_transform_set_order_and_maps_names():
     offer = p.esp_offer(policy("esp-gcm 256", "esp-aes 128 esp-sha256-hmac"), b"\1\2\3\4")
     assert [x.number for x in offer] == [1, 2]
     assert offer[0].transforms == (Transform(ENCR, p.ENCR_AES_GCM_16, 256), Transform(ESN, 0))
-    assert offer[1].transforms[:2] == (Transform(ENCR, p.ENCR_AES_CBC, 128),
-                                       Transform(INTEG, p.AUTH_HMAC_SHA2_256_128))
+    assert offer[1].transforms[:2] == (
+        Transform(ENCR, p.ENCR_AES_CBC, 128),
+        Transform(INTEG, p.AUTH_HMAC_SHA2_256_128),
+    )
     for prop in offer:
         assert p.esp_transform_name(prop) in ("esp-gcm 256", "esp-aes 128 esp-sha256-hmac")
 
 
-@pytest.mark.parametrize("name", ["esp-gcm 128", "esp-gcm 256", "esp-chacha20-poly1305",
-                                  "esp-aes 256 esp-sha512-hmac", "esp-null esp-sha-hmac",
-                                  "esp-aes 192 esp-sha384-hmac"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "esp-gcm 128",
+        "esp-gcm 256",
+        "esp-chacha20-poly1305",
+        "esp-aes 256 esp-sha512-hmac",
+        "esp-null esp-sha-hmac",
+        "esp-aes 192 esp-sha384-hmac",
+    ],
+)
 def test_every_espd_transform_round_trips(name):
     prop = Proposal(1, p.PROTO_ESP, b"\0" * 4, p.esp_transforms(name) + (Transform(ESN, 0),))
     assert p.esp_transform_name(prop) == name
@@ -89,8 +122,11 @@ def test_esp_pfs_and_esn():
     chosen = p.choose(theirs, ours, "ESP")
     assert chosen.spi == b"wxyz" and p.ke_group(chosen) == 19
     assert not p.esn_chosen(chosen)  # they offered no ESN; we allow either
-    chosen = p.choose(p.esp_offer(policy("esp-gcm 256", esn=True), b"abcd"),
-                      p.esp_offer(policy("esp-gcm 256", esn=True), b"wxyz"), "ESP")
+    chosen = p.choose(
+        p.esp_offer(policy("esp-gcm 256", esn=True), b"abcd"),
+        p.esp_offer(policy("esp-gcm 256", esn=True), b"wxyz"),
+        "ESP",
+    )
     assert p.esn_chosen(chosen)
     # an IKE_AUTH responder with pfs configured still takes a KE-less first Child SA
     assert p.choose(theirs_no_pfs, p.esp_offer(policy("esp-gcm 256"), b"abcd"), "ESP")
@@ -103,8 +139,9 @@ def test_initiator_checks_the_answer():
     widened = Proposal(good.number, good.protocol, b"", good.transforms + (Transform(KE, 31),))
     with pytest.raises(ProposalError, match="several transforms"):
         p.check_chosen(offered, [widened])
-    foreign = Proposal(2, p.PROTO_IKE, b"", (Transform(ENCR, p.ENCR_AES_CBC, 192),)
-                       + good.transforms[1:])
+    foreign = Proposal(
+        2, p.PROTO_IKE, b"", (Transform(ENCR, p.ENCR_AES_CBC, 192),) + good.transforms[1:]
+    )
     with pytest.raises(ProposalError, match="not what we offered"):
         p.check_chosen(offered, [foreign])
     with pytest.raises(ProposalError, match="did not offer"):

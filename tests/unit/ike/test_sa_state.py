@@ -37,9 +37,15 @@ def test_wipe_zeroes_ike_and_child_keys_in_place():
     held = [keys.sk_d, keys.sk_ei, keys.sk_pr]
     child_keys = ChildKeys(*(bytearray(b"\xbb" * 20) for _ in range(4)))
     child_held = child_keys.encr_out
-    sa = IkeSa(b"\1" * 8, b"\2" * 8, True, Endpoint(ipaddress.ip_address("192.0.2.1"), 500),
-               Endpoint(ipaddress.ip_address("192.0.2.2"), 500), IkeState.ESTABLISHED,
-               keys=keys)
+    sa = IkeSa(
+        b"\1" * 8,
+        b"\2" * 8,
+        True,
+        Endpoint(ipaddress.ip_address("192.0.2.1"), 500),
+        Endpoint(ipaddress.ip_address("192.0.2.2"), 500),
+        IkeState.ESTABLISHED,
+        keys=keys,
+    )
     sa.children[0x1234] = ChildSa(("vpn", 10), 0x1234, keys=child_keys)
     assert "aa" not in repr(sa) and "bb" not in repr(sa.children[0x1234])
     sa.wipe()

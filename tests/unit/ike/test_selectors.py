@@ -27,13 +27,18 @@ def acl(*lines: str):
 
 
 def test_permit_entries_become_both_sides_with_protocol_and_ports():
-    local, remote = from_acl(acl(
-        "permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255",
-        "deny ip any any",
-        "permit tcp host 10.1.9.9 eq 22 443 10.3.0.0/24 range 1024 2047",
-    ))
-    assert local == (ts("10.1.0.0/16"), ts("10.1.9.9/32", 6, (22, 22)),
-                     ts("10.1.9.9/32", 6, (443, 443)))
+    local, remote = from_acl(
+        acl(
+            "permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255",
+            "deny ip any any",
+            "permit tcp host 10.1.9.9 eq 22 443 10.3.0.0/24 range 1024 2047",
+        )
+    )
+    assert local == (
+        ts("10.1.0.0/16"),
+        ts("10.1.9.9/32", 6, (22, 22)),
+        ts("10.1.9.9/32", 6, (443, 443)),
+    )
     assert remote == (ts("10.2.0.0/16"), ts("10.3.0.0/24", 6, (1024, 2047)))
 
 
@@ -78,9 +83,11 @@ def test_initiator_refuses_an_answer_wider_than_its_policy():
 def test_selector_text_is_readable():
     assert str(ts("10.1.0.0/16")) == "10.1.0.0/16"
     assert str(ts("10.1.0.1/32", 6, (443, 443))) == "10.1.0.1/32 proto 6 port 443"
-    odd = TrafficSelector(0, 0, 65535, ipaddress.ip_address("10.0.0.1"),
-                          ipaddress.ip_address("10.0.0.6"))
+    odd = TrafficSelector(
+        0, 0, 65535, ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("10.0.0.6")
+    )
     assert str(odd) == "10.0.0.1-10.0.0.6"
     with pytest.raises(SelectorError):
-        TrafficSelector(0, 0, 65535, ipaddress.ip_address("10.0.0.6"),
-                        ipaddress.ip_address("10.0.0.1"))
+        TrafficSelector(
+            0, 0, 65535, ipaddress.ip_address("10.0.0.6"), ipaddress.ip_address("10.0.0.1")
+        )

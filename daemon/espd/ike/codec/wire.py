@@ -8,7 +8,6 @@ import struct
 from .errors import ParseError
 
 U16 = struct.Struct("!H")
-U32 = struct.Struct("!I")
 
 
 def need(data: bytes, size: int, what: str) -> None:
@@ -17,20 +16,9 @@ def need(data: bytes, size: int, what: str) -> None:
         raise ParseError(f"{what}: {len(data)} bytes, need at least {size}")
 
 
-def exact(data: bytes, size: int, what: str) -> None:
-    """Fail unless ``data`` is exactly ``size`` bytes long."""
-    if len(data) != size:
-        raise ParseError(f"{what}: {len(data)} bytes, must be {size}")
-
-
 def u16(data: bytes, offset: int) -> int:
     """Big-endian 16-bit field at ``offset`` (the caller has checked the length)."""
     return U16.unpack_from(data, offset)[0]
-
-
-def u32(data: bytes, offset: int) -> int:
-    """Big-endian 32-bit field at ``offset`` (the caller has checked the length)."""
-    return U32.unpack_from(data, offset)[0]
 
 
 def check_u8(value: int, what: str) -> int:

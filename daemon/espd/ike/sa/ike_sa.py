@@ -52,8 +52,15 @@ class IkeKeys:
     sk_pr: bytearray
 
     def wipe(self) -> None:
-        for key in (self.sk_d, self.sk_ai, self.sk_ar, self.sk_ei, self.sk_er, self.sk_pi,
-                    self.sk_pr):
+        for key in (
+            self.sk_d,
+            self.sk_ai,
+            self.sk_ar,
+            self.sk_ei,
+            self.sk_er,
+            self.sk_pi,
+            self.sk_pr,
+        ):
             key[:] = bytes(len(key))
 
     def __repr__(self) -> str:
