@@ -1,11 +1,12 @@
 """atheris harness: the IKEv2 codec (espd.ike.codec) over arbitrary datagrams.
 
 Each input goes through the three receive paths: ``decode_message``, ``decrypt_message``
-and ``decrypt_fragment`` (+ ``reassemble``), the last two with a null cipher that follows
-the SK contract (no IV, no ICV, plaintext = body) so the inner payload chain is fuzzed
-too. The oracle: each path returns or raises ParseError (with a NotifyType or None as its
-notify and bytes as its data), nothing else; what decodes re-encodes, and decoding that
-again gives the same objects. Run through run.sh, or:
+and ``decrypt_fragment`` (then ``Reassembly.add`` and ``reassemble``), the last two with a
+null cipher that follows the SK contract (no IV, no ICV, plaintext = body) so the inner
+payload chain is fuzzed too. The oracle: each path returns or raises ParseError (with a
+NotifyType or None as its notify and bytes as its data), nothing else; what decodes
+re-encodes, and decoding that again gives the same objects; a fragment completes a
+Reassembly exactly when it is fragment 1 of 1, to what ``reassemble`` gives. Run through run.sh, or:
     PYTHONPATH=daemon tests/fuzz/build/venv/bin/python tests/fuzz/fuzz_ike.py CORPUS_DIR \
         tests/fuzz/corpus/ike
 """
@@ -18,6 +19,7 @@ with atheris.instrument_imports(include=["espd.ike"]):
     from espd.ike.codec import (
         NotifyType,
         ParseError,
+        Reassembly,
         decode_message,
         decrypt_fragment,
         decrypt_message,
@@ -77,8 +79,14 @@ def _check_sk(data: bytes) -> None:
 
 def _check_skf(data: bytes) -> None:
     fragment = _parse(lambda d: decrypt_fragment(d, NULL), data)
-    if fragment is not None and fragment.total == 1:
-        _parse(lambda f: reassemble([f]), fragment)
+    if fragment is None:
+        return
+    reassembly = Reassembly(fragment.header.message_id, 0.0)
+    whole = _parse(reassembly.add, fragment)
+    if (whole is not None) != (fragment.total == 1):
+        raise OracleViolation(f"fragment 1 of {fragment.total} completed: {whole is not None}")
+    if fragment.total == 1 and _parse(lambda f: reassemble([f]), fragment) != whole:
+        raise OracleViolation("Reassembly.add and reassemble disagree")
 
 
 def test_one_input(data: bytes) -> None:

@@ -19,6 +19,7 @@ from espd.ike.codec import (
     Encrypted,
     EncryptedFragment,
     ExchangeType,
+    Fragment,
     Header,
     HeaderFlags,
     IdInitiator,
@@ -31,6 +32,7 @@ from espd.ike.codec import (
     ParseError,
     PayloadType,
     ProtocolId,
+    Reassembly,
     SpiPair,
     TrafficSelector,
     TsInitiator,
@@ -344,3 +346,54 @@ def test_intermediate_auth_data_is_the_message_as_if_sent_in_the_clear():
     assert len(fragments) > 3
     whole = reassemble([decrypt_fragment(f, cipher) for f in fragments])
     assert intermediate_auth_data(whole) == data
+
+
+def _fragments(header: Header, max_size: int) -> list:
+    cipher = ToyCipher(b"k")
+    return [decrypt_fragment(m, cipher) for m in encrypt_fragments(header, BIG, cipher, max_size)]
+
+
+def test_reassembly_collects_out_of_order_and_ignores_repeats():
+    fragments = _fragments(HEADER, 300)
+    assert len(fragments) >= 4
+    reassembly = Reassembly(HEADER.message_id, started=12.5)
+    order = [2, 0, 2, 3] + list(range(4, len(fragments))) + [1]
+    results = [reassembly.add(fragments[i]) for i in order]
+    assert results[:-1] == [None] * (len(order) - 1)
+    assert results[-1] == Message(HEADER, BIG)
+    assert (reassembly.received, reassembly.total, reassembly.started) == (
+        len(fragments),
+        len(fragments),
+        12.5,
+    )
+
+
+def test_reassembly_restarts_on_a_larger_total_and_ignores_a_smaller_one():
+    coarse, fine = _fragments(HEADER, 600), _fragments(HEADER, 300)
+    assert len(fine) > len(coarse) > 1
+    reassembly = Reassembly(HEADER.message_id, started=0.0)
+    assert reassembly.add(coarse[0]) is None
+    assert reassembly.add(fine[0]) is None  # the retransmission, re-fragmented smaller
+    assert (reassembly.total, reassembly.received) == (len(fine), 1)
+    assert reassembly.add(coarse[1]) is None  # stale: ignored
+    assert reassembly.received == 1
+    for fragment in fine[1:-1]:
+        assert reassembly.add(fragment) is None
+    assert reassembly.add(fine[-1]) == Message(HEADER, BIG)
+
+
+def test_reassembly_refuses_other_message_ids_and_bounds_memory():
+    reassembly = Reassembly(HEADER.message_id + 1, started=0.0)
+    with pytest.raises(ParseError, match="reassembling") as e:
+        reassembly.add(_fragments(HEADER, 300)[0])
+    assert e.value.notify is None
+    reassembly = Reassembly(HEADER.message_id, started=0.0)
+    cipher = ToyCipher(b"k")
+    huge = (VendorId(bytes(20000)), VendorId(bytes(20000)), VendorId(bytes(20000)))
+    first = decrypt_fragment(encrypt_fragments(HEADER, huge, cipher, 1400)[0], cipher)
+    pieces = [Fragment(HEADER, n, 50, 0, bytes(1400)) for n in range(2, 50)]
+    assert reassembly.add(first) is None
+    with pytest.raises(ParseError, match="exceed"):
+        for piece in pieces:
+            reassembly.add(piece)
+    assert (reassembly.received, reassembly.total) == (0, 0)

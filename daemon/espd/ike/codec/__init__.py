@@ -38,7 +38,13 @@ from .constants import (
 from .delete import Delete
 from .encrypted import Encrypted, EncryptedFragment, SkCipher
 from .errors import ParseError
-from .fragments import Fragment, decrypt_fragment, encrypt_fragments, reassemble
+from .fragments import (
+    Fragment,
+    Reassembly,
+    decrypt_fragment,
+    encrypt_fragments,
+    reassemble,
+)
 from .header import Header, SpiPair, request_header
 from .ident import IdInitiator, IdResponder
 from .ke import KeyExchange
@@ -95,6 +101,7 @@ __all__ = [
     "Payload",
     "PayloadType",
     "PrfId",
+    "Reassembly",
     "Proposal",
     "ProtocolId",
     "SecurityAssociation",

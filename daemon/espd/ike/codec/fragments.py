@@ -2,10 +2,12 @@
 carrying an SKF payload that is encrypted and integrity-checked on its own.
 
 Send:     ``encrypt_fragments(header, payloads, cipher, max_size)``.
-Receive:  ``decrypt_fragment(data, cipher)`` per arriving message, then, once fragments
-          1..total are all there, ``reassemble(fragments)``. Collecting fragments (bounded
-          memory, a timeout, a retransmission with a different total) is state, so it
-          lives with the IKE SA, not here.
+Receive:  ``decrypt_fragment(data, cipher)`` per arriving message, then either
+          ``Reassembly.add(fragment)`` (one per message ID being received: it keeps the
+          fragments in bounded memory, applies RFC 7383 2.6's rule for a changed total and
+          returns the message when complete) or, with all of 1..total at hand,
+          ``reassemble(fragments)``. When to give up on an incomplete message is the IKE
+          SA's timer: ``Reassembly.started`` is the time the caller created it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .constants import PayloadType
 from .encrypted import EncryptedFragment, SkCipher, check_sealed, pad, unpad
 from .errors import ParseError
 from .header import HEADER_SIZE, Header, encode_header
-from .limits import MAX_FRAGMENTS, MAX_MESSAGE_SIZE
+from .limits import MAX_FRAGMENTS, MAX_MESSAGE_SIZE, MAX_REASSEMBLY_SIZE
 from .message import Message, decode_message
 from .payload import GENERIC_HEADER_SIZE, Payload
 
@@ -117,3 +119,51 @@ def reassemble(fragments: Sequence[Fragment]) -> Message:
         raise ParseError(f"{len(ordered)} of {total} fragments")
     inner = b"".join(f.data for f in ordered)
     return Message(head, decode_chain(ordered[0].first_payload, inner, framed=False))
+
+
+class Reassembly:
+    """The fragments of one message (one message ID of one IKE SA) received so far.
+
+    Invariants: every fragment kept has ``total == self.total`` and the message ID it was
+    created for; at most one per number; their data adds up to at most
+    MAX_REASSEMBLY_SIZE bytes. Fragments arrive authenticated (``decrypt_fragment``), so a
+    larger total is the peer re-fragmenting its retransmission smaller: start over with it;
+    a smaller total is a stale retransmission: ignore it (RFC 7383 2.6).
+    """
+
+    def __init__(self, message_id: int, started: float) -> None:
+        self.message_id = message_id
+        self.started = started
+        self.total = 0
+        self._fragments: dict[int, Fragment] = {}
+        self._size = 0
+
+    @property
+    def received(self) -> int:
+        """How many distinct fragments are held."""
+        return len(self._fragments)
+
+    def add(self, fragment: Fragment) -> Message | None:
+        """Keep ``fragment``; the whole message once fragments 1..total are all held, else
+        None. ParseError (``notify`` None: drop) for a fragment of another message ID or
+        one that would take the held data past MAX_REASSEMBLY_SIZE (the reassembly then
+        starts over); INVALID_SYNTAX when the complete chain is malformed."""
+        if fragment.header.message_id != self.message_id:
+            raise ParseError(
+                f"fragment of message {fragment.header.message_id}, reassembling {self.message_id}",
+                None,
+            )
+        if fragment.total < self.total:
+            return None  # a stale retransmission (RFC 7383 2.6)
+        if fragment.total > self.total:
+            self.total, self._fragments, self._size = fragment.total, {}, 0
+        if fragment.number in self._fragments:
+            return None  # a repeat
+        if self._size + len(fragment.data) > MAX_REASSEMBLY_SIZE:
+            self.total, self._fragments, self._size = 0, {}, 0
+            raise ParseError(f"fragments exceed {MAX_REASSEMBLY_SIZE} bytes", None)
+        self._fragments[fragment.number] = fragment
+        self._size += len(fragment.data)
+        if len(self._fragments) < self.total:
+            return None
+        return reassemble(list(self._fragments.values()))

@@ -10,3 +10,4 @@ MAX_ATTRIBUTES = 8  # attributes in one transform (RFC 7296 defines one: Key Len
 MAX_SELECTORS = 64  # traffic selectors in one TS payload
 MAX_DELETE_SPIS = 1024  # SPIs in one Delete payload
 MAX_FRAGMENTS = 64  # RFC 7383 fragments of one message
+MAX_REASSEMBLY_SIZE = 65535  # decrypted bytes held for one fragmented message
