@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,7 @@ from espd.ike.codec import (
     u16_list,
 )
 from espd.ike.codec.constants import TRANSFORM_IDS
+from espd.ike.codec.natt import add_non_esp_marker, strip_non_esp_marker
 
 SPIS = SpiPair(bytes.fromhex("0102030405060708"), bytes.fromhex("1112131415161718"))
 
@@ -345,6 +347,17 @@ def test_notify_data_helpers():
     assert u16_list(hashes.data, "hashes") == (2, 5)
     with pytest.raises(ParseError):
         u16_list(b"\x00\x02\x00", "hashes")
+
+
+def test_non_esp_marker_is_added_and_stripped():
+    message = (
+        Path(__file__).resolve().parents[2] / "data/ikev2/psk-trap-0002-auth-req.bin"
+    ).read_bytes()
+    datagram = add_non_esp_marker(message)
+    assert datagram[:4] == bytes(4) and strip_non_esp_marker(datagram) == message
+    assert strip_non_esp_marker(b"\xff") is None  # NAT keepalive
+    assert strip_non_esp_marker(b"\x00\x00\x12\x34" + bytes(40)) is None  # ESP, SPI 0x1234
+    assert strip_non_esp_marker(bytes(4)) is None
 
 
 def test_the_codec_never_imports_cryptography():

@@ -5,10 +5,6 @@ Receive:  ``decode_message(data)`` -> Message (an encrypted one ends in an Encry
 Send:     ``encode_message(Message)`` for IKE_SA_INIT and other clear messages;
           ``encrypt_message(header, payloads, cipher)`` for everything after it.
 RFC 7383 fragments (SKF) are in ``fragments.py``.
-
-The codec sees bare IKE messages: UDP 4500's non-ESP marker (RFC 3948 2.2) belongs to the
-transport, and the data plane already strips it from punted datagrams
-(``Dataplane.punted()`` returns ``PuntedDatagram.data`` without it) and adds it in ``send_ike``.
 """
 
 from __future__ import annotations
