@@ -5,6 +5,10 @@ Receive:  ``decode_message(data)`` -> Message (an encrypted one ends in an Encry
 Send:     ``encode_message(Message)`` for IKE_SA_INIT and other clear messages;
           ``encrypt_message(header, payloads, cipher)`` for everything after it.
 RFC 7383 fragments (SKF) are in ``fragments.py``.
+
+The codec sees bare IKE messages: UDP 4500's non-ESP marker (RFC 3948 2.2) belongs to the
+transport. The data plane strips it from the datagrams it punts and adds it in
+``send_ike``; a transport with its own 4500 socket uses ``natt.py``.
 """
 
 from __future__ import annotations
