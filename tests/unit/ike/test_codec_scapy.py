@@ -35,6 +35,8 @@ from espd.ike.codec import (
     Nonce,
     Notify,
     NotifyType,
+    ParseError,
+    PayloadType,
     PrfId,
     Proposal,
     ProtocolId,
@@ -46,6 +48,7 @@ from espd.ike.codec import (
     TransformType,
     TsInitiator,
     TsResponder,
+    UnknownPayload,
     VendorId,
     decode_message,
     encode_message,
@@ -289,12 +292,12 @@ def test_espd_decodes_what_scapy_builds():
 
 
 def test_sk_and_skf_framing_agree_with_scapy():
-    sk = encode_message(Message(HEADER, (Encrypted(PayloadTypeIDi := 35, b"\x77" * 48),)))
+    sk = encode_message(Message(HEADER, (Encrypted(PayloadType.IDi, b"\x77" * 48),)))
     packet = sc.IKEv2(sk)
     (enc,) = layers(packet)
     assert (type(enc).__name__, enc.next_payload, enc.load) == (
         "IKEv2_Encrypted",
-        PayloadTypeIDi,
+        PayloadType.IDi,
         b"\x77" * 48,
     )
     skf = encode_message(Message(HEADER, (EncryptedFragment(35, 2, 3, b"\x88" * 40),)))
@@ -313,3 +316,28 @@ def test_sk_and_skf_framing_agree_with_scapy():
     )
     (ours,) = decode_message(built).payloads
     assert ours == EncryptedFragment(0, 3, 3, b"\x99" * 33)
+
+
+def test_payloads_espd_does_not_parse_stay_opaque_and_byte_exact():
+    # CP, EAP and GSPM: scapy knows them, espd keeps them as non-critical unknowns
+    packet = (
+        sc.IKEv2(init_SPI=SPIS.initiator, resp_SPI=SPIS.responder, exch_type=35, id=1)
+        / sc.IKEv2_CP(CFGType=1)
+        / sc.IKEv2_EAP(load=b"\x01\x02\x00\x05\x01")
+        / sc.IKEv2_GSPM(load=b"gspm")
+    )
+    wire = bytes(packet)
+    message = decode_message(wire)
+    assert message.payloads == (
+        UnknownPayload(PayloadType.CP, b"\x01\x00\x00\x00"),
+        UnknownPayload(PayloadType.EAP, b"\x01\x02\x00\x05\x01"),
+        UnknownPayload(PayloadType.GSPM, b"gspm"),
+    )
+    assert encode_message(message) == wire
+    critical = bytes(
+        sc.IKEv2(init_SPI=SPIS.initiator, resp_SPI=SPIS.responder, exch_type=35, id=1)
+        / sc.IKEv2_EAP(flags="critical", load=b"\x01\x02\x00\x05\x01")
+    )
+    with pytest.raises(ParseError) as e:
+        decode_message(critical)
+    assert (e.value.notify, e.value.data) == (NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, b"\x30")
