@@ -81,6 +81,25 @@ def test_psk_tunnel_carries_ping(topology, charons, version_a, version_b, offer_
     assert int(child_a["packets-out"]) >= 3 and int(child_a["packets-in"]) >= 3, child_a
 
 
+def test_strongswan6_traps_and_sends_raw_esp(topology, charons, tmp_path):
+    """6.0.6's libipsec can do what 5.9.8's cannot: start on the first packet (trap) and
+    carry ESP without UDP (raw_esp plus encap = no)."""
+    gwa, gwb = charons(topology, "6.0.6", "6.0.6", raw_esp=True)
+    psk = secrets.token_hex(16)
+    gwa.load([site_to_site("a", psk, encap=False, start_action="trap")])
+    gwb.load([site_to_site("b", psk, encap=False)])
+    pcap = str(tmp_path / "underlay.pcap")
+    with tshark.PcapCapture(topology.gw_b, netns.WAN_IF, pcap), gwa.events() as events:
+        netns.ping(topology.host_a, netns.HOST_B4, count=1, timeout=1)  # the trigger
+        events.wait_up("child-updown")
+        ping_through(topology)
+    (child,) = gwa.child_sas()
+    assert child.get("encap", "no") == "no", child  # vici leaves "encap" out when off
+    esp = [p for p in tshark.dissect(pcap) if "esp" in p.protocols]
+    assert len(esp) >= 12 and all("udp" not in p.protocols for p in esp), \
+        [p.protocols for p in esp[:3]]
+
+
 def test_ipv6_tunnel_over_ipv6(make_topology, charons):
     topo = make_topology(ipv6=True)
     gwa, gwb = charons(topo, "5.9.8", "5.9.8")

@@ -28,7 +28,7 @@ if [ -n "$missing" ]; then
     chmod 755 "$guard"
     made_guard=1
   fi
-  trap '[ -n "$made_guard" ] && rm -f "$guard"' EXIT
+  trap 'if [ -n "$made_guard" ]; then rm -f "$guard"; fi' EXIT
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
