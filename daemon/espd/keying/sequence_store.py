@@ -19,7 +19,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RESERVE_BLOCK = 1 << 24  # sequence numbers per reservation (16.7 M packets)
+DEFAULT_RESERVE_BLOCK = 1 << 24  # sequence numbers per reservation (16.7 M packets)
+MIN_RESERVE_BLOCK = 16
+TEST_RESERVE_BLOCK = "ESPD_TEST_RESERVE_BLOCK"
+
+
+def _reserve_block() -> int:
+    """Sequence numbers per reservation: DEFAULT_RESERVE_BLOCK.
+
+    TEST HOOK, never for production: the environment variable ESPD_TEST_RESERVE_BLOCK
+    (MIN_RESERVE_BLOCK .. DEFAULT_RESERVE_BLOCK) makes blocks tiny, so that a test sees
+    ``seq_reserve`` events constantly (tests/netns/test_races.py)."""
+    text = os.environ.get(TEST_RESERVE_BLOCK)
+    if not text:
+        return DEFAULT_RESERVE_BLOCK
+    value = int(text)
+    if not MIN_RESERVE_BLOCK <= value <= DEFAULT_RESERVE_BLOCK:
+        raise ValueError(f"{TEST_RESERVE_BLOCK}={text} is outside {MIN_RESERVE_BLOCK}.."
+                         f"{DEFAULT_RESERVE_BLOCK}")
+    return value
+
+
+RESERVE_BLOCK = _reserve_block()
 
 
 class SequenceStoreError(OSError):
