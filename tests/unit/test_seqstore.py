@@ -3,6 +3,7 @@ restarted SA resumes above it, so no (key, sequence number) pair is ever sent tw
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -90,3 +91,63 @@ def test_restart_resumes_above_the_reservation(tmp_path):
         seen += [_seq(dp.encap(sa, INNER)) for _ in range(10)]  # then "kill -9"
     assert len(seen) == len(set(seen)) == 30
     assert seen[10] == 65 and seen[20] == 129
+
+
+def test_a_stored_limit_never_goes_down(tmp_path):
+    store = SequenceStore(str(tmp_path))
+    assert store.reserve("192.0.2.2", 0x2000, 500) == 500
+    assert store.reserve("192.0.2.2", 0x2000, 300) == 500  # the higher one stands
+    assert store.last("192.0.2.2", 0x2000) == 500
+    assert store.reserve("192.0.2.2", 0x2000, 700) == 700
+
+
+def test_release_lowers_only_the_limit_this_process_wrote(tmp_path):
+    store = SequenceStore(str(tmp_path))
+    store.reserve("192.0.2.2", 0x2000, 1000)
+    store.reserve("192.0.2.2", 0x2000, 2000)  # e.g. a successor raised it meanwhile
+    assert not store.release("192.0.2.2", 0x2000, used=900, granted=1000)
+    assert store.last("192.0.2.2", 0x2000) == 2000
+    assert not store.release("192.0.2.2", 0x2000, used=2500, granted=2000)  # above: no
+    assert store.release("192.0.2.2", 0x2000, used=1500, granted=2000)
+    assert store.last("192.0.2.2", 0x2000) == 1500
+
+
+def test_concurrent_writers_never_collide_or_lower_the_limit(tmp_path):
+    """Two threads raising one SA's limit: no writer renames another's temporary file,
+    none fails, and the highest limit asked for is what stays on disk."""
+    import threading
+
+    store = SequenceStore(str(tmp_path))
+    errors: list[BaseException] = []
+
+    def raise_limits(start: int) -> None:
+        try:
+            for limit in range(start, start + 400, 2):
+                store.reserve("192.0.2.2", 0x2000, limit)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=raise_limits, args=(s,)) for s in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert store.last("192.0.2.2", 0x2000) == 400
+    assert not list(store.dir.glob("*.tmp")) and not list(store.dir.glob(".*.tmp"))
+
+
+def test_temporary_names_are_unique_per_write(tmp_path, monkeypatch):
+    store = SequenceStore(str(tmp_path))
+    names: list[str] = []
+    real_open = os.open
+
+    def spy(path, *args, **kwargs):
+        names.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    store.reserve("192.0.2.2", 0x2000, 10)
+    store.reserve("192.0.2.2", 0x2000, 20)
+    tmp = [n for n in names if n.endswith(".tmp")]
+    assert len(tmp) == 2 and len(set(tmp)) == 2, names

@@ -8,6 +8,10 @@ key (VPP's CVE-2022-46397). espd therefore reserves sequence space ahead of use:
     sequence number the data plane may use;
   - it is written (temporary file, fsync, rename, fsync of the directory) BEFORE the data
     plane is allowed to use the numbers (``Dataplane.reserve``);
+  - a stored limit never goes down (``reserve`` keeps the higher of the two), except by
+    ``release`` at a clean stop, and then only from the exact limit this process wrote;
+  - every write has a temporary file of its own (unique name, O_EXCL), so two writers can
+    never rename each other's half-written file into place;
   - after any restart, kill -9 included, the SA resumes above the stored number.
 
 A file that cannot be read as a number is an error, never a zero: guessing low would risk
@@ -16,7 +20,9 @@ nonce reuse.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from pathlib import Path
 
 DEFAULT_RESERVE_BLOCK = 1 << 24  # sequence numbers per reservation (16.7 M packets)
@@ -50,6 +56,8 @@ class SequenceStoreError(OSError):
 class SequenceStore:
     def __init__(self, state_dir: str) -> None:
         self.dir = Path(state_dir) / "seq"
+        self._lock = threading.Lock()  # read-compare-write of one file is one step
+        self._tmp_names = itertools.count(1)
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             probe = self.dir / ".probe"
@@ -87,19 +95,44 @@ class SequenceStore:
             )
         return value
 
-    def reserve(self, peer: str, spi: int, limit: int) -> None:
-        """Persist `limit` durably; only then may the data plane use numbers up to it."""
-        self._write(self.path(peer, spi), limit)
+    def reserve(self, peer: str, spi: int, limit: int) -> int:
+        """Persist `limit` durably, unless a higher limit is stored already (it stands: a
+        stored limit never goes down). Returns the limit now on disk: only then may the data
+        plane use numbers up to it."""
+        with self._lock:
+            stored = self.last(peer, spi)
+            if limit <= stored:
+                return stored
+            self._write(self.path(peer, spi), limit)
+            return limit
+
+    def release(self, peer: str, spi: int, *, used: int, granted: int) -> bool:
+        """At a clean stop, with no worker running: lower the stored limit to `used`, the
+        last number the SA sent, so a restart resumes right after it. Only if the file
+        still holds `granted`, the limit this process persisted: anything else there was
+        written by someone else and stands. Returns whether it was lowered."""
+        with self._lock:
+            if not 0 <= used <= granted or self.last(peer, spi) != granted:
+                return False
+            self._write(self.path(peer, spi), used)
+            return True
 
     def _write(self, path: Path, value: int) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(self._tmp_names)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, f"{value}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            try:
+                os.write(fd, f"{value}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
         dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)

@@ -87,12 +87,17 @@ class Plan:
     unroutable: tuple[str, ...]  # permitted destinations that are not prefixes
 
 
-def _fingerprint(key: ManualKey) -> str:
+def fingerprint_keys(key: bytes | bytearray, auth_key: bytes | bytearray | None) -> str:
+    """A process-local keyed hash of an SA's keys: equal keys, equal fingerprints."""
     # fed piece by piece: a concatenation would leave one more copy of the keys in memory
-    mac = hmac.new(_FINGERPRINT_KEY, key.key, hashlib.sha256)
+    mac = hmac.new(_FINGERPRINT_KEY, key, hashlib.sha256)
     mac.update(b"\x00")
-    mac.update(key.auth_key or b"")
+    mac.update(auth_key or b"")
     return mac.hexdigest()
+
+
+def _fingerprint(key: ManualKey) -> str:
+    return fingerprint_keys(key.key, key.auth_key)
 
 
 def _lifetimes(entry: CryptoMapEntry) -> tuple[DpLifetime, DpLifetime]:

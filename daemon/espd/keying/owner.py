@@ -1,0 +1,542 @@
+"""The SA owner: the one object that creates, installs, replaces and retires SAs.
+
+Manual keys (keying/manual.py) and IKE (espd.ike) are its two clients; the control socket
+and the metrics only read what it publishes. Concurrency rules, enforced here (and written
+down in docs/architecture.md, "Tables and threads"):
+
+  1. One thread changes SA state: the thread that runs the daemon's asyncio event loop
+     (the main thread). Every method that changes something checks it
+     (`OwnerThreadError`); data-plane events, timers, reloads and IKE all run there.
+  2. SaOwner is the only caller of the data plane's mutating functions (create_sa,
+     publish, reserve, reclaim, events).
+  3. Other threads (control-socket handlers, the metrics exporter) read `owner.snapshot`:
+     an immutable Snapshot, replaced by one reference assignment after every change. The
+     SA handles in it keep their C objects alive, and the counters read through them are
+     atomics. To change anything another thread posts a request to the loop
+     (`loop.call_soon_threadsafe` / `asyncio.run_coroutine_threadsafe`) and waits on it.
+  4. Nonce safety: an outbound SA may use sequence numbers only up to a limit already
+     persisted (SequenceStore, which never lowers a limit on disk). An SA that was handed
+     over (a successor with the same peer, SPI and key took its place) is capped: no
+     `seq_reserve` event, retry or later change lifts its limit again. Only `abort` of
+     the change that capped it, whose successor therefore never sent, restores it.
+  5. A change is built in a `Change`: new SAs are created, their reservations persisted
+     and their predecessors capped; nothing the workers see moves until `commit` swaps in
+     one complete table set. `abort` undoes the caps and drops the new SAs.
+
+The IKE engine's calls (TEAM.md's contract), all on the loop:
+
+  - ``install_child(keys) -> ChildHandle``: the inbound SA, then the outbound SA bound to
+    the rules of its crypto map entry (an entry without manual keys: its rules had an
+    empty slot, so their packets were dropped as ``no_sa`` until now).
+  - ``rekey_child(old, keys) -> ChildHandle``: make-before-break: the new inbound SA is
+    published first, then the entry's outbound slot switches to the new outbound SA; the
+    old pair stays installed (its inbound still accepts) until ``retire_child(old)``.
+  - ``retire_child(handle)``: removes both SAs of the pair; if its outbound held the
+    entry's slot, the slot is empty again (fail closed: traffic dropped, ``no_sa``).
+  - ``child_usage(handle) -> dict``: bytes/packets in and out, and ``last_in``: the
+    monotonic time at which inbound packets were last seen to move (found by comparing
+    counters at each call, so as fine as the caller polls), or None if none came yet.
+  - ``subscribe(client)``: the client's methods, each optional, are called on the loop:
+    ``on_acquire(entry, src, dst, proto, sport, dport)``, ``on_soft_expired(handle,
+    what)``, ``on_hard_expired(handle)``, ``on_ike_datagram(local, lport, remote, rport,
+    data)``. A client that raises is logged, never stops the owner.
+
+Until the data plane takes SA changes one at a time (issue 9 section 2), every change is a
+full `publish` of the table set: correct, and O(table) per change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from espd.dataplane import SA, Dataplane, Event, Lifetime
+from espd.plan import RuleSpec, SaSpec, fingerprint_keys
+from espd.seqstore import RESERVE_BLOCK, SequenceStore
+
+log = logging.getLogger("espd")
+
+HANDOVER = 1 << 16  # sequence numbers an SA being replaced may still send meanwhile
+Slot = tuple[str, int]  # a crypto map entry: (map name, seq)
+
+
+class OwnerError(Exception):
+    """A change the owner refuses; the message says why."""
+
+
+class OwnerThreadError(RuntimeError):
+    """SA state changed from a thread other than the event loop's (rule 1)."""
+
+
+# --- what clients hand in and get back -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildSaKeys:
+    """A negotiated Child SA pair. Key fields are bytearrays, wiped once installed."""
+
+    entry: Slot
+    ike_sa: str  # the IKE SA's id, for show
+    transform: str  # an espd ESP transform name, as Dataplane.create_sa takes
+    mode: str
+    encap: str  # "esp" | "udp"
+    local: str
+    peer: str
+    spi_in: int
+    key_in: bytearray = field(repr=False)
+    auth_key_in: bytearray | None = field(repr=False)
+    spi_out: int
+    key_out: bytearray = field(repr=False)
+    auth_key_out: bytearray | None = field(repr=False)
+    esn: bool = False
+    replay_window: int = 1024
+    soft: Lifetime = Lifetime()
+    hard: Lifetime = Lifetime()
+    local_port: int = 4500
+    remote_port: int = 4500
+    traffic_selectors: tuple = ()  # as negotiated (local TS, remote TS), for show
+
+    def wipe(self) -> None:
+        for key in (self.key_in, self.auth_key_in, self.key_out, self.auth_key_out):
+            if isinstance(key, bytearray):
+                key[:] = bytes(len(key))
+
+
+@dataclass(frozen=True)
+class ChildHandle:
+    """A Child SA pair installed by install_child/rekey_child; opaque to its client."""
+
+    id: int
+    entry: Slot
+    ike_sa: str
+    spi_in: int
+    spi_out: int
+
+
+@dataclass(frozen=True)
+class SaView:
+    """One SA as readers see it: its spec (no keys: wiped) and its data-plane handle."""
+
+    spec: SaSpec
+    sa: SA
+    origin: str  # "manual" | "ike"
+    ike_sa: str | None = None
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the owner runs, immutable: replaced whole after every change (rule 3)."""
+
+    generation: int
+    sas: tuple[SaView, ...]
+    rules: tuple[RuleSpec, ...]
+
+    def outbound(self) -> list[SaView]:
+        return [v for v in self.sas if v.spec.direction == "out"]
+
+
+EMPTY = Snapshot(0, (), ())
+
+
+# --- the owner's own records ----------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Installed:
+    spec: SaSpec
+    sa: SA
+    origin: str
+    ports: tuple[int, int] = (4500, 4500)
+    ike_sa: str | None = None
+    child: int | None = None  # ChildHandle.id
+    limit: int = 0  # outbound: the highest sequence number persisted and granted
+    capped: bool = False  # outbound: handed over; its limit never rises again (rule 4)
+    reserve_failing: bool = False
+
+
+class Change:
+    """SAs to add and remove and the rules to run, applied together by SaOwner.commit.
+
+    Creating an SA here already persists its sequence reservation and caps the live SA it
+    replaces (same peer, SPI and key): until commit the workers run the old tables; abort
+    restores every cap and drops what was created."""
+
+    def __init__(self, owner: SaOwner) -> None:
+        self._owner = owner
+        self.added: list[_Installed] = []
+        self.removed: set[_Installed] = set()
+        self.capped: list[tuple[_Installed, int]] = []  # (live SA, its limit before)
+        self.rules: tuple[RuleSpec, ...] | None = None  # None: unchanged
+        self.slots: dict[Slot, _Installed | None] = {}
+        self.done = False
+
+    def add(self, spec: SaSpec, origin: str, *, ports: tuple[int, int] = (4500, 4500),
+            ike_sa: str | None = None, child: int | None = None) -> _Installed:
+        """Create `spec`'s SA (its keys stay the caller's to wipe)."""
+        return self._owner._create(self, spec, origin, ports, ike_sa, child)
+
+    def remove(self, installed: _Installed) -> None:
+        self.removed.add(installed)
+
+    def set_rules(self, rules: Iterable[RuleSpec]) -> None:
+        self.rules = tuple(rules)
+
+    def bind(self, slot: Slot, outbound: _Installed | None) -> None:
+        """Let the PROTECT rules of crypto map entry `slot` send through `outbound`."""
+        self.slots[slot] = outbound
+
+    def outbound(self) -> list[_Installed]:
+        """The outbound SAs live once this change commits."""
+        live = [i for i in self._owner._sas if i not in self.removed]
+        return [i for i in live + self.added if i.spec.direction == "out"]
+
+
+class SaOwner:
+    """Sole owner of SA lifecycle; see the module docstring for the rules it keeps."""
+
+    def __init__(self, dp: Dataplane, seqstore: SequenceStore,
+                 reserve_block: int = RESERVE_BLOCK) -> None:
+        self.dp = dp
+        self.seqstore = seqstore
+        self.reserve_block = reserve_block
+        self.snapshot: Snapshot = EMPTY  # rule 3: the only attribute other threads read
+        self._thread = threading.get_ident()
+        self._sas: list[_Installed] = []
+        self._rules: tuple[RuleSpec, ...] = ()
+        self._slots: dict[Slot, _Installed] = {}  # entry -> its outbound SA
+        self._by_cookie: dict[int, _Installed] = {}
+        self._cookies = itertools.count(1)
+        self._children: dict[int, tuple[_Installed, _Installed]] = {}
+        self._child_ids = itertools.count(1)
+        self._inbound_seen: dict[int, tuple[int, float | None]] = {}  # child -> (pkts, when)
+        self._clients: list[object] = []
+        self._generation = 0
+        self.on_change: Callable[[Snapshot], None] | None = None
+
+    # --- rule 1 ---
+
+    def bind_thread(self) -> None:
+        """Make the calling thread the owner's (the loop's thread, if it was built elsewhere)."""
+        self._thread = threading.get_ident()
+
+    def _owned(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise OwnerThreadError(
+                f"SA state changed from thread {threading.current_thread().name}; only the "
+                "event loop's thread may (post a request to the loop instead)")
+
+    # --- changes ---
+
+    def begin(self) -> Change:
+        self._owned()
+        return Change(self)
+
+    def _create(self, change: Change, spec: SaSpec, origin: str, ports: tuple[int, int],
+                ike_sa: str | None, child: int | None) -> _Installed:
+        self._owned()
+        if change.done:
+            raise OwnerError("internal: this change was committed or aborted already")
+        cookie = next(self._cookies)
+        sa = self.dp.create_sa(
+            spi=spec.spi, direction=spec.direction, transform=spec.transform, key=spec.key,
+            auth_key=spec.auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
+            encap=spec.encap, sport=ports[0], dport=ports[1],
+            replay_window=spec.replay_window, esn=spec.esn, soft=spec.soft, hard=spec.hard,
+            policy=spec.policy, cookie=cookie)
+        installed = _Installed(spec, sa, origin, ports, ike_sa, child)
+        if spec.direction == "out":
+            resume_after = self._hand_over(change, spec)
+            if resume_after is None:
+                resume_after = self.seqstore.last(spec.peer, spec.spi)
+            installed.limit = resume_after
+            self._reserve(installed, resume_after)  # a failure here fails the change
+        change.added.append(installed)
+        self._by_cookie[cookie] = installed
+        return installed
+
+    def _hand_over(self, change: Change, spec: SaSpec) -> int | None:
+        """A live outbound SA with the same peer, SPI and key is capped HANDOVER numbers
+        above where it stands (or at its limit); its successor resumes above the cap."""
+        for old in self._sas + change.added:
+            o = old.spec
+            if (o.direction, o.peer, o.spi, o.fingerprint) != (
+                    "out", spec.peer, spec.spi, spec.fingerprint):
+                continue
+            if old.capped:  # capped already, by this change or an earlier one
+                return old.limit
+            cap = min(self.dp.stats(old.sa)["seq"] + HANDOVER, old.limit)
+            change.capped.append((old, old.limit))
+            old.capped, old.limit = True, cap
+            self.dp.reserve(old.sa, resume_after=0, limit=cap, warn_at=cap)
+            return cap
+        return None
+
+    def commit(self, change: Change) -> Snapshot:
+        """Swap in the table set `change` leads to (rule 5). On a data-plane error the
+        change is aborted, the live tables untouched, and the error raised."""
+        self._owned()
+        sas = [i for i in self._sas if i not in change.removed] + change.added
+        rules = self._rules if change.rules is None else change.rules
+        slots = {s: i for s, i in self._slots.items() if i not in change.removed}
+        for slot, installed in change.slots.items():
+            if installed is None:
+                slots.pop(slot, None)
+            else:
+                slots[slot] = installed
+        try:
+            self._publish(sas, rules, slots)
+        except BaseException:
+            self.abort(change)
+            raise
+        change.done = True
+        for gone in change.removed:
+            self._by_cookie.pop(gone.sa.cookie, None)
+        self._sas, self._rules, self._slots = sas, rules, slots
+        return self._announce()
+
+    def abort(self, change: Change) -> None:
+        """Undo `change`: its predecessors get their limits back (their successors never
+        went live, so never sent), and the SAs it created are dropped unused."""
+        self._owned()
+        if change.done:
+            return
+        change.done = True
+        for old, limit in reversed(change.capped):
+            old.capped, old.limit = False, limit
+            self.dp.reserve(old.sa, resume_after=0, limit=limit,
+                            warn_at=max(0, limit - self.reserve_block // 2))
+        for installed in change.added:
+            self._by_cookie.pop(installed.sa.cookie, None)
+
+    def _publish(self, sas: list[_Installed], rules: tuple[RuleSpec, ...],
+                 slots: dict[Slot, _Installed]) -> None:
+        self.dp.publish([i.sa for i in sas], [
+            (r.rule, slots[(r.map_name, r.seq)].sa
+             if r.protects and (r.map_name, r.seq) in slots else None)
+            for r in rules])
+        self.dp.reclaim()
+
+    def _announce(self) -> Snapshot:
+        self._generation += 1
+        self.snapshot = Snapshot(self._generation, tuple(
+            SaView(i.spec, i.sa, i.origin, i.ike_sa, i.capped) for i in self._sas), self._rules)
+        if self.on_change is not None:
+            self.on_change(self.snapshot)
+        return self.snapshot
+
+    # --- what clients look up ---
+
+    def installed(self, origin: str) -> list[_Installed]:
+        self._owned()
+        return [i for i in self._sas if i.origin == origin]
+
+    def slot_holder(self, slot: Slot) -> _Installed | None:
+        self._owned()
+        return self._slots.get(slot)
+
+    # --- sequence-number reservations (rule 4) ---
+
+    def _reserve(self, installed: _Installed, resume_after: int) -> None:
+        """Persist the next block of sequence numbers, then let the SA use it."""
+        if installed.capped:
+            return
+        seq_max = 2**64 - 1 if installed.spec.esn else 2**32 - 1
+        limit = min(installed.limit + self.reserve_block, seq_max)
+        limit = self.seqstore.reserve(installed.spec.peer, installed.spec.spi, limit)
+        self.dp.reserve(installed.sa, resume_after=resume_after, limit=limit,
+                        warn_at=max(resume_after, limit - self.reserve_block // 2))
+        installed.limit = limit
+
+    def _extend(self, installed: _Installed) -> None:
+        if installed.capped or installed not in self._by_cookie.values():
+            return
+        try:
+            self._reserve(installed, 0)
+        except OSError as e:
+            if not installed.reserve_failing:
+                log.error("%s: cannot persist sequence reservation (%s); it stops sending at "
+                          "%d until this succeeds", installed.spec.label, e, installed.limit)
+            installed.reserve_failing = True
+            return
+        if installed.reserve_failing:
+            log.info("%s: sequence reservation persisted again", installed.spec.label)
+        installed.reserve_failing = False
+
+    def retry_reservations(self) -> None:
+        """Retry every reservation that failed to persist (the service's 1 s timer)."""
+        self._owned()
+        for installed in [i for i in self._sas if i.reserve_failing]:
+            self._extend(installed)
+
+    def record_last_used(self) -> None:
+        """With no worker running (shutdown), lower each outbound SA's stored limit to the
+        last number it used, so a clean restart resumes right after it. Only a limit this
+        process wrote itself and still stands on disk is lowered (SequenceStore.release)."""
+        self._owned()
+        for i in self._sas:
+            if i.spec.direction != "out" or i.capped:
+                continue
+            try:
+                self.seqstore.release(i.spec.peer, i.spec.spi, used=self.dp.stats(i.sa)["seq"],
+                                      granted=i.limit)
+            except OSError as e:
+                log.warning("%s: last sequence number not recorded (%s); the next start skips "
+                            "to the reservation instead", i.spec.label, e)
+
+    # --- data-plane events ---
+
+    def drain_events(self) -> None:
+        """Handle every queued data-plane event (the loop's reader on dp.event_fd())."""
+        self._owned()
+        for event in self.dp.events():
+            self._event(event)
+
+    def _event(self, event: Event) -> None:
+        installed = self._by_cookie.get(event.cookie)
+        what = installed.spec.label if installed else \
+            f"SPI 0x{event.spi:08X} {event.direction}"
+        handle = self._handle_of(installed)
+        if event.kind == "seq_reserve":
+            if installed:
+                self._extend(installed)
+        elif event.kind == "soft_expired":
+            if handle is None:
+                log.warning("%s: soft lifetime reached; rekey soon (new SPI and key)", what)
+            self._tell("on_soft_expired", handle, "lifetime")
+        elif event.kind == "hard_expired":
+            log.error("%s: hard lifetime reached; its traffic is dropped until rekeyed", what)
+            self._tell("on_hard_expired", handle)
+        elif event.kind == "seq_cycled":
+            log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed", what)
+            self._tell("on_hard_expired", handle)
+        else:
+            log.warning("data plane event %s (%d)", event.kind, event.value)
+
+    # --- IKE's Child SAs (the contract in the module docstring) ---
+
+    def subscribe(self, client: object) -> None:
+        self._owned()
+        self._clients.append(client)
+
+    def _tell(self, method: str, *args: object) -> None:
+        if method != "on_acquire" and args and args[0] is None:
+            return  # about a manual SA: no client negotiates it
+        for client in list(self._clients):
+            fn = getattr(client, method, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("SA owner client %r failed in %s", client, method)
+
+    def _handle_of(self, installed: _Installed | None) -> ChildHandle | None:
+        if installed is None or installed.child is None:
+            return None
+        inbound, outbound = self._children[installed.child]
+        return ChildHandle(installed.child, (inbound.spec.map_name, inbound.spec.seq),
+                           installed.ike_sa or "", inbound.spec.spi, outbound.spec.spi)
+
+    def _child_specs(self, keys: ChildSaKeys) -> tuple[SaSpec, SaSpec]:
+        policy = next((r.rule.policy for r in self._rules
+                       if (r.map_name, r.seq) == keys.entry), None)
+        if policy is None:
+            raise OwnerError(f"crypto map {keys.entry[0]} {keys.entry[1]} has no rules: "
+                             "nothing would send through this Child SA")
+        holder = self._slots.get(keys.entry)
+        if holder is not None and holder.origin == "manual":
+            raise OwnerError(f"crypto map {keys.entry[0]} {keys.entry[1]} is manually keyed")
+        specs = []
+        for direction, spi, key, auth in (
+                ("in", keys.spi_in, keys.key_in, keys.auth_key_in),
+                ("out", keys.spi_out, keys.key_out, keys.auth_key_out)):
+            specs.append(SaSpec(
+                map_name=keys.entry[0], seq=keys.entry[1], direction=direction, spi=spi,
+                transform=keys.transform, mode=keys.mode, local=keys.local, peer=keys.peer,
+                encap=keys.encap, replay_window=keys.replay_window, esn=keys.esn,
+                hard=keys.hard, soft=keys.soft, policy=policy, key=key, auth_key=auth,
+                fingerprint=fingerprint_keys(key, auth)))
+        return specs[0], specs[1]
+
+    def _add_pair(self, change: Change, keys: ChildSaKeys, child: int
+                  ) -> tuple[_Installed, _Installed]:
+        spec_in, spec_out = self._child_specs(keys)
+        ports = (keys.local_port, keys.remote_port)
+        inbound = change.add(spec_in, "ike", ports=ports, ike_sa=keys.ike_sa, child=child)
+        outbound = change.add(spec_out, "ike", ports=ports, ike_sa=keys.ike_sa, child=child)
+        return inbound, outbound
+
+    def install_child(self, keys: ChildSaKeys) -> ChildHandle:
+        self._owned()
+        try:
+            child = next(self._child_ids)
+            change = self.begin()
+            try:
+                inbound, outbound = self._add_pair(change, keys, child)
+                change.bind(keys.entry, outbound)
+                self._children[child] = (inbound, outbound)
+                self.commit(change)
+            except BaseException:
+                self._children.pop(child, None)
+                self.abort(change)
+                raise
+        finally:
+            keys.wipe()
+        return ChildHandle(child, keys.entry, keys.ike_sa, keys.spi_in, keys.spi_out)
+
+    def rekey_child(self, old: ChildHandle, keys: ChildSaKeys) -> ChildHandle:
+        self._owned()
+        try:
+            if old.id not in self._children:
+                raise OwnerError(f"Child SA {old} is not installed")
+            if keys.entry != old.entry:
+                raise OwnerError(f"a rekey of {old.entry} cannot move to {keys.entry}")
+            child = next(self._child_ids)
+            change = self.begin()
+            try:
+                inbound, outbound = self._add_pair(change, keys, child)
+                self._children[child] = (inbound, outbound)
+                self.commit(change)  # make: the new inbound SA accepts first
+            except BaseException:
+                self._children.pop(child, None)
+                self.abort(change)
+                raise
+        finally:
+            keys.wipe()
+        switch = self.begin()  # then the outbound switches; the old pair stays for now
+        switch.bind(old.entry, outbound)
+        self.commit(switch)
+        return ChildHandle(child, keys.entry, keys.ike_sa, keys.spi_in, keys.spi_out)
+
+    def retire_child(self, handle: ChildHandle) -> None:
+        self._owned()
+        pair = self._children.get(handle.id)
+        if pair is None:
+            return  # retired already
+        change = self.begin()
+        for installed in pair:
+            change.remove(installed)
+        if self._slots.get(handle.entry) is pair[1]:
+            change.bind(handle.entry, None)  # fail closed until a new child arrives
+        self.commit(change)
+        del self._children[handle.id]
+        self._inbound_seen.pop(handle.id, None)
+
+    def child_usage(self, handle: ChildHandle) -> dict:
+        self._owned()
+        pair = self._children.get(handle.id)
+        if pair is None:
+            raise OwnerError(f"Child SA {handle} is not installed")
+        stats_in, stats_out = (self.dp.stats(i.sa) for i in pair)
+        seen, when = self._inbound_seen.get(handle.id, (0, None))
+        if stats_in["packets"] != seen:
+            seen, when = stats_in["packets"], time.monotonic()
+            self._inbound_seen[handle.id] = (seen, when)
+        return {"bytes_in": stats_in["bytes"], "packets_in": stats_in["packets"],
+                "bytes_out": stats_out["bytes"], "packets_out": stats_out["packets"],
+                "last_in": when}

@@ -1,0 +1,316 @@
+"""The SA owner (keying/owner.py) and manual keys as its client (keying/manual.py), on a
+real data plane without workers (so Python may push packets through it):
+
+- manual plans: unchanged SAs stay the same C object; a settings-only change hands the
+  outbound sequence numbers over, and no reservation event lifts the old SA's cap; an
+  aborted change gives the cap back; a change from another thread is refused;
+- IKE's Child SAs: install into an empty slot, rekey make-before-break, retire (fail
+  closed), usage, and expiry events delivered to subscribers;
+- snapshots are immutable and replaced whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import threading
+
+import pytest
+
+from espd.config import parse_toml
+from espd.dataplane import Dataplane, DropError, Lifetime, Rule
+from espd.keying.manual import ManualKeying
+from espd.keying.owner import (
+    HANDOVER,
+    ChildSaKeys,
+    OwnerError,
+    OwnerThreadError,
+    SaOwner,
+)
+from espd.plan import Plan, RuleSpec, build_plan, wipe_keys
+from espd.seqstore import SequenceStore
+
+KEY_OUT = "061f6eefba9eebfa62c0290523a528100efd8ee210954464d454b7798f970e12af413cff"
+KEY_IN = "29d5941440a2c92fc65b64b0d1b882064454ddadff4acea643ec22054982830cbb883fca"
+BLOCK = 64
+
+CONFIG = f"""
+[daemon]
+local = "192.0.2.1"
+
+[access_list.LAN]
+rules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]
+
+[transform_set.GCM]
+transforms = ["esp-gcm 256"]
+
+[[crypto_map]]
+name = "VPN"
+seq = 10
+peer = "192.0.2.2"
+match_address = "LAN"
+transform_set = "GCM"
+replay_window = WINDOW
+inbound = {{ spi = 0x1001, key = "{KEY_IN}" }}
+outbound = {{ spi = 0x2001, key = "{KEY_OUT}" }}
+"""
+
+
+def _csum(b: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def inner(src: str = "10.1.0.10", dst: str = "10.2.0.10") -> bytes:
+    udp = struct.pack("!HHHH", 1234, 80, 8 + 32, 0) + bytes(32)
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                              ipaddress.IPv4Address(src).packed,
+                              ipaddress.IPv4Address(dst).packed))
+    struct.pack_into("!H", h, 10, _csum(bytes(h)))
+    return bytes(h) + udp
+
+
+def spi_seq(wire: bytes) -> tuple[int, int]:
+    return struct.unpack("!II", wire[20:28])
+
+
+def plan(window: int = 1024) -> Plan:
+    return build_plan(parse_toml(CONFIG.replace("WINDOW", str(window))))
+
+
+@pytest.fixture
+def owner(tmp_path):
+    return SaOwner(Dataplane(), SequenceStore(str(tmp_path)), reserve_block=BLOCK)
+
+
+def apply(owner: SaOwner, p: Plan) -> None:
+    try:
+        ManualKeying(owner).apply(p)
+    finally:
+        wipe_keys(p)
+
+
+def out_sa(owner: SaOwner):
+    (view,) = owner.snapshot.outbound()
+    return view.sa
+
+
+def send(owner: SaOwner, n: int) -> list[int]:
+    """Protect n packets through the live rules, handling events between them as the
+    loop would; the sequence numbers sent (a drop ends the run)."""
+    seqs = []
+    for _ in range(n):
+        try:
+            seqs.append(spi_seq(owner.dp.protect(inner()))[1])
+        except DropError:
+            break
+        owner.drain_events()
+    return seqs
+
+
+# --- manual keys ---------------------------------------------------------------------------
+
+def test_manual_plan_runs_and_an_unchanged_reload_keeps_the_sa(owner):
+    apply(owner, plan())
+    first = owner.snapshot
+    assert first.generation == 1 and len(first.sas) == 2
+    assert send(owner, 3) == [1, 2, 3]
+    apply(owner, plan())
+    assert out_sa(owner) is first.outbound()[0].sa  # the same C object: state carries over
+    assert send(owner, 1) == [4]
+    assert owner.snapshot is not first and first.generation == 1  # replaced, not mutated
+
+
+def test_reservations_are_extended_by_events_and_persisted_first(owner):
+    apply(owner, plan())
+    seqs = send(owner, 5 * BLOCK)
+    assert seqs == list(range(1, 5 * BLOCK + 1))
+    stored = owner.seqstore.last("192.0.2.2", 0x2001)
+    assert stored >= 5 * BLOCK  # never behind what was sent
+
+
+def test_handover_caps_the_old_sa_and_events_cannot_lift_the_cap(owner):
+    apply(owner, plan(1024))
+    old = out_sa(owner)
+    assert send(owner, 10) == list(range(1, 11))
+    new_plan = plan(2048)  # same SPI and key, other settings: a handover
+    change = ManualKeying(owner).prepare(new_plan)
+    cap = min(10 + HANDOVER, BLOCK)
+    # until the commit the old SA runs on, up to its cap, and asks for more at the cap
+    sent_old = [spi_seq(owner.dp.encap(old, inner()))[1] for _ in range(cap - 10)]
+    events = owner.dp.events()
+    assert "seq_reserve" in [e.kind for e in events]  # raised at the cap
+    for event in events:
+        owner._event(event)  # handled as drain_events would
+    with pytest.raises(DropError, match="seq_unreserved"):
+        owner.dp.encap(old, inner())  # still capped: the event did not lift it
+    owner.commit(change)
+    wipe_keys(new_plan)
+    assert out_sa(owner) is not old
+    sent_new = send(owner, 3)
+    assert sent_new == [cap + 1, cap + 2, cap + 3]
+    assert not set(sent_old) & set(sent_new)
+
+
+def test_a_queued_reservation_event_for_a_capped_sa_is_ignored(owner):
+    apply(owner, plan(1024))
+    old = out_sa(owner)
+    send(owner, BLOCK // 2 - 1)
+    owner.dp.encap(old, inner())  # crosses warn_at: a seq_reserve event is now queued
+    new_plan = plan(2048)
+    change = ManualKeying(owner).prepare(new_plan)  # caps the old SA at its limit
+    owner.drain_events()  # the queued event arrives after the cap
+    sent_old = []
+    while True:
+        try:
+            sent_old.append(spi_seq(owner.dp.encap(old, inner()))[1])
+        except DropError:
+            break
+    owner.commit(change)
+    wipe_keys(new_plan)
+    assert max(sent_old) == BLOCK  # the old limit, not lifted
+    assert send(owner, 1) == [BLOCK + 1]
+
+
+def test_abort_gives_the_cap_back(owner):
+    apply(owner, plan(1024))
+    old = out_sa(owner)
+    new_plan = plan(2048)
+    change = ManualKeying(owner).prepare(new_plan)
+    owner.abort(change)
+    wipe_keys(new_plan)
+    assert out_sa(owner) is old
+    assert len(send(owner, 3 * BLOCK)) == 3 * BLOCK  # reservations extend again
+
+
+def test_changes_from_another_thread_are_refused(owner):
+    apply(owner, plan())
+    caught: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            owner.drain_events()
+        except BaseException as e:  # checked below
+            caught.append(e)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert len(caught) == 1 and isinstance(caught[0], OwnerThreadError), caught
+
+
+def test_a_failed_commit_leaves_the_live_tables(owner, monkeypatch):
+    apply(owner, plan(1024))
+    old = out_sa(owner)
+    send(owner, 3)
+    new_plan = plan(2048)
+    change = ManualKeying(owner).prepare(new_plan)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("injected publish failure")
+
+    monkeypatch.setattr(owner.dp, "publish", refuse)
+    with pytest.raises(RuntimeError):
+        owner.commit(change)
+    monkeypatch.undo()
+    wipe_keys(new_plan)
+    assert out_sa(owner) is old and owner.snapshot.generation == 1
+    assert len(send(owner, 2 * BLOCK)) == 2 * BLOCK  # aborted: the cap was given back
+
+
+# --- IKE Child SAs -------------------------------------------------------------------------
+
+IKE_ENTRY = ("IKE", 10)
+
+
+def ike_plan() -> Plan:
+    rule = Rule.from_prefixes("10.1.0.0/16", "10.2.0.0/16", policy=7)
+    return Plan(sas=(), rules=(RuleSpec(rule, "IKE", 10, "LAN", 0, "permit ip any any", True),),
+                routes=("10.2.0.0/16",), unroutable=())
+
+
+def child_keys(spi_in: int, spi_out: int, **extra) -> ChildSaKeys:
+    return ChildSaKeys(
+        entry=IKE_ENTRY, ike_sa="ike-1", transform="esp-gcm 256", mode="tunnel", encap="esp",
+        local="192.0.2.1", peer="192.0.2.2", spi_in=spi_in, key_in=bytearray(36),
+        auth_key_in=None, spi_out=spi_out, key_out=bytearray(range(36)), auth_key_out=None,
+        **extra)
+
+
+def peer_of(owner: SaOwner, spi_in: int, spi_out: int) -> tuple[Dataplane, object]:
+    """The other end: its outbound SA (our inbound) and our outbound as its inbound."""
+    dp = Dataplane()
+    out = dp.add_sa(spi=spi_in, direction="out", transform="esp-gcm 256", key=bytes(36),
+                    local="192.0.2.2", peer="192.0.2.1", policy=7)
+    dp.add_sa(spi=spi_out, direction="in", transform="esp-gcm 256", key=bytes(range(36)),
+              local="192.0.2.2", peer="192.0.2.1", policy=7)
+    dp.add_rule(Rule.from_prefixes("10.2.0.0/16", "10.1.0.0/16", policy=7), out)
+    dp.reserve(out, resume_after=0, limit=1000, warn_at=900)
+    return dp, out
+
+
+def test_a_child_fills_an_empty_slot_and_its_keys_are_wiped(owner):
+    apply(owner, ike_plan())
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())  # no child yet: fail closed
+    keys = child_keys(0x5001, 0x6001)
+    handle = owner.install_child(keys)
+    assert keys.key_out == bytearray(36) and keys.key_in == bytearray(36)  # wiped
+    assert spi_seq(owner.dp.protect(inner())) == (0x6001, 1)
+    peer, peer_out = peer_of(owner, 0x5001, 0x6001)
+    assert peer.decap(owner.dp.protect(inner()))  # the peer opens what we seal
+    assert owner.dp.decap(peer.encap(peer_out, inner("10.2.0.10", "10.1.0.10")))
+    usage = owner.child_usage(handle)
+    assert usage["packets_out"] == 2 and usage["packets_in"] == 1
+    assert usage["last_in"] is not None
+    assert {v.origin for v in owner.snapshot.sas} == {"ike"}
+
+
+def test_rekey_is_make_before_break_and_retire_fails_closed(owner):
+    apply(owner, ike_plan())
+    old = owner.install_child(child_keys(0x5001, 0x6001))
+    peer, peer_old_out = peer_of(owner, 0x5001, 0x6001)
+    new = owner.rekey_child(old, child_keys(0x5002, 0x6002))
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002  # outbound switched
+    back = inner("10.2.0.10", "10.1.0.10")
+    assert owner.dp.decap(peer.encap(peer_old_out, back))  # old inbound still accepts
+    owner.retire_child(old)
+    with pytest.raises(DropError, match="unknown_spi"):
+        owner.dp.decap(peer.encap(peer_old_out, back))
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+    owner.retire_child(new)
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())  # the slot is empty again
+    assert owner.snapshot.sas == ()
+
+
+def test_a_manual_entry_takes_no_child(owner):
+    apply(owner, plan())
+    keys = child_keys(0x5001, 0x6001)
+    keys = ChildSaKeys(**{**keys.__dict__, "entry": ("VPN", 10)})
+    with pytest.raises(OwnerError, match="manually keyed"):
+        owner.install_child(keys)
+    assert keys.key_out == bytearray(36)  # wiped even when refused
+    with pytest.raises(OwnerError, match="has no rules"):
+        owner.install_child(ChildSaKeys(**{**keys.__dict__, "entry": ("NONE", 1)}))
+
+
+def test_expiry_events_reach_subscribers_on_the_loop(owner):
+    apply(owner, ike_plan())
+    heard: list[tuple] = []
+
+    class Client:
+        def on_hard_expired(self, handle):
+            heard.append(("hard", handle))
+
+        def on_soft_expired(self, handle, what):
+            heard.append(("soft", handle, what))
+
+    owner.subscribe(Client())
+    handle = owner.install_child(child_keys(0x5001, 0x6001, hard=Lifetime(packets=4),
+                                            soft=Lifetime(packets=2)))
+    sent = send(owner, 6)
+    assert sent == [1, 2, 3, 4]
+    assert ("soft", handle, "lifetime") in heard and ("hard", handle) in heard
