@@ -12,6 +12,7 @@ real data plane without workers (so Python may push packets through it):
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 import threading
 
@@ -314,3 +315,31 @@ def test_expiry_events_reach_subscribers_on_the_loop(owner):
     sent = send(owner, 6)
     assert sent == [1, 2, 3, 4]
     assert ("soft", handle, "lifetime") in heard and ("hard", handle) in heard
+
+
+# --- Python packets and running workers ----------------------------------------------------
+
+def test_python_packets_are_refused_while_workers_run():
+    """Worker slot 0 has one thread: while the C workers run, Python may not push
+    packets through it (it would share that worker's epoch and OpenSSL contexts)."""
+    from espd.dataplane import DataplaneError
+
+    dp = Dataplane(1)
+    sa = dp.add_sa(spi=0x2000, direction="out", transform="esp-gcm 256", key=bytes(36),
+                   local="192.0.2.1", peer="192.0.2.2")
+    dp.reserve(sa, resume_after=0, limit=100, warn_at=50)
+    assert dp.encap(sa, inner())
+    quiet, unused = os.pipe()  # a "TUN queue" nobody writes to
+    try:
+        dp.start_workers([quiet])
+        try:
+            with pytest.raises(DataplaneError, match="share worker slot 0"):
+                dp.encap(sa, inner())
+            with pytest.raises(DataplaneError, match="stop the workers first"):
+                dp.decap_batch([b"\0" * 64])
+        finally:
+            dp.stop_workers()
+        assert spi_seq(dp.encap(sa, inner())) == (0x2000, 2)
+    finally:
+        os.close(quiet)
+        os.close(unused)

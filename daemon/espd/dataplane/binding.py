@@ -6,6 +6,10 @@ Every C status is checked and turned into an exception; C objects are owned thro
 
 Changes (``add_sa``, ``remove_sa``, ``add_rule``) are staged and become live together in
 one atomic table swap at ``commit()``; packet operations commit pending changes first.
+
+Packets pushed from Python (``encap``/``decap`` and their batches) run on a worker's slot
+(its epoch and its OpenSSL contexts), so they are refused while the C workers run: a
+worker's slot has exactly one thread (tests and tools use them on an idle data plane).
 """
 
 from __future__ import annotations
@@ -193,6 +197,7 @@ class Dataplane:
         self._rules: list[tuple[Rule, SA | None]] = []
         self._dirty = True  # staged changes not yet live
         self._commit_failed = False  # the staged changes were refused; wait for new ones
+        self._workers_running = False  # then Python may not push packets (module docstring)
 
     # --- configuration ---
 
@@ -338,6 +343,10 @@ class Dataplane:
         return self._run(lib.espdp_decap_batch, packets, None, worker)
 
     def _run(self, fn, packets: Sequence[bytes], sa: SA | None, worker: int) -> list:
+        if self._workers_running:
+            raise DataplaneError("packets from Python would share worker slot "
+                                 f"{worker} (its epoch and crypto contexts) with a running "
+                                 "worker thread; stop the workers first")
         n = len(packets)  # (a worker the data plane lacks: C drops all as "internal")
         if n == 0:
             return []
@@ -419,9 +428,11 @@ class Dataplane:
         io.batch = batch
         io.tun_vnet_hdr = int(vnet_hdr)
         _check(lib.espdp_workers_start(self._dp, io), "starting workers")
+        self._workers_running = True
 
     def stop_workers(self) -> None:
         lib.espdp_workers_stop(self._dp)
+        self._workers_running = False
 
     def io_stats(self) -> dict[str, int]:
         s = ffi.new("struct espdp_io_stats *")
