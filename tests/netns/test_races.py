@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.netns import GW_A_WAN4, GW_A_WAN6, HOST_B4, HOST_B6, WAN_IF, Capture, UdpFlow, analyze
 
-from espd import control
-from espd.netns import GW_A_WAN4, GW_A_WAN6, HOST_B4, HOST_B6, WAN_IF, Capture, UdpFlow, analyze
+from espd.ops import control
 
 pytestmark = pytest.mark.netns
 

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from espd.config import parse_toml
+from espd.config.toml import parse_toml
 from espd.dataplane import Dataplane, DropError, Lifetime, Rule
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import (
@@ -28,8 +28,8 @@ from espd.keying.owner import (
     OwnerThreadError,
     SaOwner,
 )
-from espd.plan import Plan, RuleSpec, build_plan, wipe_keys
-from espd.seqstore import SequenceStore
+from espd.keying.sequence_store import SequenceStore
+from espd.policy.plan import Plan, RuleSpec, build_plan, wipe_keys
 
 KEY_OUT = "061f6eefba9eebfa62c0290523a528100efd8ee210954464d454b7798f970e12af413cff"
 KEY_IN = "29d5941440a2c92fc65b64b0d1b882064454ddadff4acea643ec22054982830cbb883fca"

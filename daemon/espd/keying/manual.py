@@ -13,7 +13,7 @@ Like every caller of the owner, this runs on the event loop's thread.
 from __future__ import annotations
 
 from espd.keying.owner import Change, SaOwner
-from espd.plan import Plan
+from espd.policy.plan import Plan
 
 ORIGIN = "manual"
 

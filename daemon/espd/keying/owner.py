@@ -55,8 +55,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from espd.dataplane import SA, Dataplane, Event, Lifetime
-from espd.plan import RuleSpec, SaSpec, fingerprint_keys
-from espd.seqstore import RESERVE_BLOCK, SequenceStore
+from espd.keying.sequence_store import RESERVE_BLOCK, SequenceStore
+from espd.policy.plan import RuleSpec, SaSpec, fingerprint_keys
 
 log = logging.getLogger("espd")
 
