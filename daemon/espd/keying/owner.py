@@ -353,8 +353,8 @@ class SaOwner:
         installed.limit = limit
 
     def _extend(self, installed: _Installed) -> None:
-        if installed.capped or installed not in self._by_cookie.values():
-            return
+        if installed.capped or self._by_cookie.get(installed.sa.cookie) is not installed:
+            return  # capped for good (rule 4), or no longer installed
         try:
             self._reserve(installed, 0)
         except OSError as e:
@@ -372,6 +372,12 @@ class SaOwner:
         self._owned()
         for installed in [i for i in self._sas if i.reserve_failing]:
             self._extend(installed)
+
+    def housekeeping(self) -> None:
+        """The loop's periodic turn: failed reservations again, retired tables freed."""
+        self._owned()
+        self.retry_reservations()
+        self.dp.reclaim()
 
     def record_last_used(self) -> None:
         """With no worker running (shutdown), lower each outbound SA's stored limit to the

@@ -46,7 +46,9 @@ class ControlServer:
     """Serves ``handler`` on a Unix socket at ``path``, one daemon thread per connection.
 
     The handler gets each request dict and returns the answer dict; an exception it raises
-    becomes ``{"ok": false, "error": str(exception)}``. Handlers run concurrently.
+    becomes ``{"ok": false, "error": str(exception)}``. Handlers run concurrently, each
+    connection on a thread of its own; ``stop`` returns only once every one has ended, so
+    nothing a handler reads is torn down under it.
     """
 
     def __init__(self, path: str, handler: Handler) -> None:
@@ -55,6 +57,7 @@ class ControlServer:
         self._listener: socket.socket | None = None
         self._accepter: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -91,8 +94,9 @@ class ControlServer:
                                           name="espd-control", daemon=True)
         self._accepter.start()
 
-    def stop(self) -> None:
-        """Stop accepting, close open connections and remove the socket file."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close open connections, wait (up to `timeout` seconds) for the
+        handlers still running, and remove the socket file."""
         listener, self._listener = self._listener, None
         if listener is None:
             return
@@ -105,7 +109,11 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         if self._accepter is not None:
-            self._accepter.join(timeout=5)
+            self._accepter.join(timeout=timeout)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:  # in-flight handlers finish their answer
+            thread.join(timeout=timeout)
         with contextlib.suppress(FileNotFoundError, PermissionError):  # dropped privileges
             os.unlink(self.path)
 
@@ -135,10 +143,12 @@ class ControlServer:
                 conn, _ = listener.accept()
             except OSError:  # shut down by stop()
                 return
+            thread = threading.Thread(target=self._serve, args=(conn,),
+                                      name="espd-control-conn", daemon=True)
             with self._lock:
                 self._connections.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), name="espd-control-conn",
-                             daemon=True).start()
+                self._threads.add(thread)
+            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -166,6 +176,7 @@ class ControlServer:
         finally:
             with self._lock:
                 self._connections.discard(conn)
+                self._threads.discard(threading.current_thread())
             conn.close()
 
     def _answer(self, line: bytes) -> dict:

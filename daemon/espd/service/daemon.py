@@ -1,30 +1,43 @@
-"""The espd daemon: lifecycle, reload, and the state that `show` and the metrics read.
+"""The espd daemon: one instance's lifecycle and what it holds.
 
 Order of start (each step undone on failure and at exit, in reverse):
-  1. load the config and plan it; build the data plane's first table set
-  2. TUN device (one queue per worker), MTU, fail-closed routes into it
+  0. load the config (only reading), then take the instance lock (instance_lock.py): a
+     second espd on the same state directory stops here, having touched nothing
+  1. plan it; the SA owner builds the data plane's first table set (keying/)
+  2. TUN device (created here; one that exists is refused), MTU, fail-closed routes
   3. sockets: raw ESP (IPv4/IPv6), UDP 4500 when a map uses it, raw send sockets
   4. C worker threads; control socket; Prometheus exporter; READY=1 to systemd
-A reload builds the next table set beside the live one and swaps it in one step; a config
-that does not load leaves the running tables untouched.
+At exit a process removes only what it created: the routes and host routes it added
+(system/routes.py returns them), the TUN device by closing its queues.
+
+Threads (the rules of keying/owner.py): everything here runs on the event loop's thread,
+except `state()` and `post_reload()`, which control-socket and metrics threads call.
+They read `self.view`, an immutable View replaced whole after every change, or post to
+the loop; shutdown stops them, and waits for those in flight, before the workers stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 from espd import __version__
 from espd.config.load import load
 from espd.config.model import Config
-from espd.dataplane import SA, Dataplane
-from espd.keying.sequence_store import RESERVE_BLOCK, SequenceStore
+from espd.dataplane import Dataplane
+from espd.keying.manual import ManualKeying
+from espd.keying.owner import SaOwner, Snapshot
+from espd.keying.sequence_store import SequenceStore
 from espd.ops.control import ControlServer, make_handler
 from espd.ops.metrics import start_exporter
-from espd.policy.plan import Plan, SaSpec, build_plan, wipe_keys
+from espd.policy.plan import Plan, build_plan, wipe_keys
 from espd.service import reload, state_view
+from espd.service.instance_lock import InstanceLock
 from espd.service.sockets import NATT_PORT, Sockets, open_sockets
 from espd.system.privileges import drop_to, pwd_ids
 from espd.system.routes import (
@@ -40,116 +53,113 @@ from espd.system.tun import close_tun, open_tun
 log = logging.getLogger("espd")
 
 DEFAULT_TUN_MTU = 1400
-HANDOVER = 1 << 16  # sequence numbers an SA being replaced may still send meanwhile
 MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
+RELOAD_TIMEOUT = 60.0  # seconds a control-socket reload may take (cli.RELOAD_TIMEOUT too)
+DRAIN_TIMEOUT = 5.0  # seconds shutdown waits for readers still in flight
+
+
+@dataclass(frozen=True)
+class View:
+    """What readers on other threads see of the daemon: replaced whole, never changed."""
+
+    config: Config
+    plan: Plan
+    sas: Snapshot
+    reloads: tuple[int, int]  # (success, failure)
+    mtu: int
+    routes: tuple[str, ...]
+
+
+class Stopping(Exception):
+    """The daemon is stopping: a request that arrives now is refused."""
+
+    def __init__(self) -> None:
+        super().__init__("espd is stopping")
+
+
+class Readers:
+    """Counts calls in flight from other threads, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> Readers:
+        with self._cond:
+            if self._closed:
+                raise Stopping()
+            self._busy += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new calls; wait for those in flight. False if some are still running."""
+        with self._cond:
+            self._closed = True
+            return self._cond.wait_for(lambda: self._busy == 0, timeout)
 
 
 class Daemon:
-    def __init__(self, config_path: str) -> None:
+    def __init__(self, config_path: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.config_path = os.path.abspath(config_path)
-        self.config: Config = load(self.config_path)
-        self.plan: Plan = build_plan(self.config)
-        settings = self.config.settings
+        config = load(self.config_path)
+        self.instance = InstanceLock(config.settings.state_dir)
+        self.instance.acquire()  # before anything is touched (instance_lock.py)
+        try:
+            self._setup(config, loop)
+        except BaseException:
+            self.instance.release()
+            raise
+
+    def _setup(self, config: Config, loop: asyncio.AbstractEventLoop | None) -> None:
+        settings = config.settings
+        self.loop = loop
         self.workers = settings.workers or os.cpu_count() or 1
         self.dp = Dataplane(self.workers)
         self.seqstore = SequenceStore(settings.state_dir)
-        self.seq_limits: dict[SaSpec, int] = {}  # persisted reservation per outbound SA
-        self.reserve_failed: set[SaSpec] = set()  # retried every loop turn
-        self.sas: dict[SaSpec, SA] = {}
-        self.cookies: dict[int, SaSpec] = {}
-        self.next_cookie = 1
-        self.lock = threading.RLock()  # reloads against state reads
-        self.reloads = {"success": 0, "failure": 0}
+        self.owner = SaOwner(self.dp, self.seqstore)
+        self.manual = ManualKeying(self.owner)
         self.started = time.monotonic()
+        self.reloads = {"success": 0, "failure": 0}
+        self.reload_lock = asyncio.Lock()
+        self.stopping = False
+        self.readers = Readers()
+        self._posted: set[concurrent.futures.Future] = set()
+        self._post_lock = threading.Lock()  # posting vs. shutdown's cancelling
         self.tun_fds: list[int] = []
-        self.routes: tuple[str, ...] = ()
-        self.pinned: list[str] = []  # host routes keeping peers out of the tunnel
+        self.routes: tuple[str, ...] = ()  # installed by this process: ours to remove
+        self.pinned: list[str] = []  # host routes keeping peers out of the tunnel, ours too
+        self.pinned_peers: set[str] = set()  # peers with a host route, ours or not
         self.mtu = DEFAULT_TUN_MTU
         self.sockets = Sockets()
         self.control: ControlServer | None = None
         self.stop_metrics = None
-        self._publish(self.plan)
-
-    # --- tables ---
-
-    def _sa_for(self, spec: SaSpec) -> SA:
-        sa = self.sas.get(spec)
-        if sa is None:
-            cookie = self.next_cookie
-            self.next_cookie += 1
-            sa = self.dp.create_sa(
-                spi=spec.spi, direction=spec.direction, transform=spec.transform, key=spec.key,
-                auth_key=spec.auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
-                encap=spec.encap, replay_window=spec.replay_window, esn=spec.esn,
-                soft=spec.soft, hard=spec.hard, policy=spec.policy, cookie=cookie,
-            )
-            self.cookies[cookie] = spec
-            if spec.direction == "out":
-                last = self._handover(spec)
-                if last is None:
-                    last = self.seqstore.last(spec.peer, spec.spi)
-                self.seq_limits[spec] = last
-                self._reserve(spec, sa, last)  # a failure here fails the load
-        return sa
-
-    def _handover(self, spec: SaSpec) -> int | None:
-        """An outbound SA replaced only for its settings (same peer, SPI and key) passes its
-        sequence number on instead of skipping its whole reservation: the old SA is capped
-        HANDOVER numbers above where it stands, and the new one resumes above the cap."""
-        for old, sa in self.sas.items():
-            if (old.direction, old.peer, old.spi, old.fingerprint) == (
-                    "out", spec.peer, spec.spi, spec.fingerprint):
-                cap = min(self.dp.stats(sa)["seq"] + HANDOVER, self.seq_limits[old])
-                self.dp.reserve(sa, resume_after=0, limit=cap, warn_at=cap)
-                return cap
-        return None
-
-    def _reserve(self, spec: SaSpec, sa: SA, resume_after: int) -> None:
-        """Persist the next block of sequence numbers for `spec`, then let the SA use it."""
-        seq_max = 2**64 - 1 if spec.esn else 2**32 - 1
-        limit = min(self.seq_limits[spec] + RESERVE_BLOCK, seq_max)
-        self.seqstore.reserve(spec.peer, spec.spi, limit)
-        self.dp.reserve(sa, resume_after=resume_after, limit=limit,
-                        warn_at=max(resume_after, limit - RESERVE_BLOCK // 2))
-        self.seq_limits[spec] = limit
-
-    def extend_reservations(self, specs) -> None:
-        for spec in specs:
-            sa = self.sas.get(spec)
-            if sa is None:
-                self.reserve_failed.discard(spec)
-                continue
-            try:
-                self._reserve(spec, sa, 0)
-                self.reserve_failed.discard(spec)
-            except OSError as e:
-                if spec not in self.reserve_failed:
-                    log.error("%s: cannot persist sequence reservation (%s); it stops sending "
-                              "at %d until this succeeds", spec.label, e, self.seq_limits[spec])
-                self.reserve_failed.add(spec)
-
-    def _publish(self, plan: Plan) -> None:
-        """Swap in `plan`'s tables; SAs whose spec is unchanged keep their state. The plan's
-        keys are wiped afterwards, published or not: the data plane keeps its own copies."""
+        plan = build_plan(config)
         try:
-            self._swap_in(plan)
+            self.manual.apply(plan)
         finally:
-            wipe_keys(plan)
+            wipe_keys(plan)  # the data plane holds its own copies now
+        self.config, self.plan = config, plan
+        self.publish_view()
+        self.owner.on_change = lambda _snapshot: self.publish_view()  # e.g. IKE's children
 
-    def _swap_in(self, plan: Plan) -> None:
-        sas = {spec: self._sa_for(spec) for spec in plan.sas}
-        out_sa = {(s.map_name, s.seq): sa for s, sa in sas.items() if s.direction == "out"}
-        rules = [(r.rule, out_sa.get((r.map_name, r.seq)) if r.protects else None)
-                 for r in plan.rules]
-        self.dp.publish(list(sas.values()), rules)
-        self.sas = sas
-        self.cookies = {c: s for c, s in self.cookies.items() if s in sas}
-        self.seq_limits = {s: n for s, n in self.seq_limits.items() if s in sas}
-        self.dp.reclaim()
+    def publish_view(self) -> None:
+        """Replace the View readers see (after every change, on the loop's thread)."""
+        self.view = View(self.config, self.plan, self.owner.snapshot,
+                         (self.reloads["success"], self.reloads["failure"]), self.mtu,
+                         self.routes)
 
-    def tun_mtu(self) -> int:
-        mtus = [underlay_mtu(spec.peer) - self.dp.sa_overhead(sa)
-                for spec, sa in self.sas.items() if spec.direction == "out"]
+    def tun_mtu(self, outbound=None) -> int:
+        """The TUN MTU the outbound SAs allow (`outbound`: the owner's records, e.g. a
+        change's; by default the live ones)."""
+        pairs = ([(i.spec.peer, i.sa) for i in outbound] if outbound is not None else
+                 [(v.spec.peer, v.sa) for v in self.owner.snapshot.outbound()])
+        mtus = [underlay_mtu(peer) - self.dp.sa_overhead(sa) for peer, sa in pairs]
         return max(MIN_TUN_MTU, min(mtus)) if mtus else DEFAULT_TUN_MTU
 
     # --- lifecycle ---
@@ -160,11 +170,11 @@ class Daemon:
             self.tun_fds, vnet = open_tun(settings.interface, self.workers, settings.offload)
             self.mtu = self.tun_mtu()
             bring_up(settings.interface, self.mtu)
-            self.pinned = pin_peers(self._peers(self.plan), self.plan.routes)
-            self.routes = self.plan.routes
-            install_routes(settings.interface, self.routes)
+            self.pinned, covered = pin_peers(self.peers(self.plan), self.plan.routes)
+            self.pinned_peers = set(covered)
+            self.routes = tuple(install_routes(settings.interface, self.plan.routes))
             self.sockets = open_sockets(self.plan)
-            handler = make_handler(self.state, lambda: self.reload("control socket"),
+            handler = make_handler(self.state, lambda: self.post_reload("control socket"),
                                    self.plan_diff)
             self.control = ControlServer(settings.control_socket, handler)
             self.control.bind()
@@ -174,22 +184,25 @@ class Daemon:
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
                                   send6=s.fd("send6"), vnet_hdr=vnet)
+            self.publish_view()
             self.control.serve()
             if settings.metrics_address:
                 self.stop_metrics = start_exporter(settings.metrics_address, self.state)
         except BaseException:
             self.shutdown()
             raise
-        self._warn(self.config, self.plan)
+        self.warn(self.config, self.plan)
         log.info("espd %s up: interface %s mtu %d, %d workers, %d SAs, %d rules, routes %s",
-                 __version__, settings.interface, self.mtu, self.workers, len(self.sas),
-                 len(self.plan.rules), ", ".join(self.routes) or "none")
+                 __version__, settings.interface, self.mtu, self.workers,
+                 len(self.owner.snapshot.sas), len(self.plan.rules),
+                 ", ".join(self.routes) or "none")
 
     def _become(self, user: str) -> None:
         """Hand the state directory to `user`, then drop root (system/privileges.py)."""
         if threading.active_count() != 1:
             raise RuntimeError("internal: threads exist before dropping privileges")
         # what runs later must be imported now: the interpreter's files may be root's
+        import concurrent.futures.thread  # noqa: F401  (the reload parser's thread)
         import encodings.idna  # noqa: F401  (host names in socket addresses)
 
         import espd.ops.show  # noqa: F401  (control replies)
@@ -201,27 +214,40 @@ class Daemon:
         log.info("running as %s (uid %d) with CAP_NET_ADMIN only", user, uid)
 
     @staticmethod
-    def _peers(plan: Plan) -> list[str]:
+    def peers(plan: Plan) -> list[str]:
         return sorted({spec.peer for spec in plan.sas})
 
     @staticmethod
-    def _warn(config: Config, plan: Plan) -> None:
+    def warn(config: Config, plan: Plan) -> None:
         for warning in config.warnings:
             log.warning("%s", warning)
         for dst in plan.unroutable:
             log.warning("destination %s has a non-contiguous wildcard: no route can carry it; "
                         "route its addresses into %s yourself", dst, config.settings.interface)
 
+    def begin_stopping(self) -> None:
+        """Refuse new requests; cancel those posted to the loop (their handlers answer
+        "espd is stopping" at once). A reload under way stops at its next step."""
+        with self._post_lock:
+            self.stopping = True
+            for future in list(self._posted):
+                future.cancel()
+
     def shutdown(self) -> None:
-        """Undo start, in reverse; safe to call more than once."""
+        """Undo start, in reverse; safe to call more than once. Readers on other threads
+        are stopped and waited for first: nothing they read is freed under them."""
+        self.begin_stopping()
         if self.control:
-            self.control.stop()
+            self.control.stop(timeout=DRAIN_TIMEOUT)
             self.control = None
         if self.stop_metrics:
             self.stop_metrics()
             self.stop_metrics = None
+        if not self.readers.close(DRAIN_TIMEOUT):
+            log.warning("a state reader is still running after %.0f s; stopping anyway",
+                        DRAIN_TIMEOUT)
         self.dp.stop_workers()
-        self._persist_last_sequence_numbers()
+        self.owner.record_last_used()
         self.sockets.close()
         if self.routes:
             remove_routes(self.config.settings.interface, self.routes, blackholes=True)
@@ -230,34 +256,47 @@ class Daemon:
         self.pinned = []
         close_tun(self.tun_fds)
 
-    def _persist_last_sequence_numbers(self) -> None:
-        """With no worker running, record each outbound SA's last used sequence number, so
-        a clean restart resumes right after it instead of after the whole reservation."""
-        for spec, sa in self.sas.items():
-            if spec.direction != "out" or spec not in self.seq_limits:
-                continue
-            try:
-                self.seqstore.reserve(spec.peer, spec.spi, self.dp.stats(sa)["seq"])
-            except OSError as e:
-                log.warning("%s: last sequence number not recorded (%s); the next start "
-                            "skips to the reservation instead", spec.label, e)
+    def close(self) -> None:
+        """After shutdown: let the next espd take the state directory."""
+        self.instance.release()
 
-    def reload(self, source: str) -> list[str]:
-        """Load the config again and swap it in (service/reload.py)."""
-        return reload.reload(self, source)
+    # --- requests from other threads ---
+
+    def post_reload(self, source: str) -> list[str]:
+        """Reload on the loop, from a control-socket thread; waits for the result."""
+        with self.readers:
+            with self._post_lock:
+                if self.loop is None or self.stopping:
+                    raise Stopping()
+                future = asyncio.run_coroutine_threadsafe(reload.reload(self, source),
+                                                          self.loop)
+                self._posted.add(future)
+            try:
+                return future.result(RELOAD_TIMEOUT)
+            except concurrent.futures.CancelledError:
+                raise Stopping() from None
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise RuntimeError(f"the reload did not finish within {RELOAD_TIMEOUT:.0f} "
+                                   "seconds; see the daemon's log") from None
+            finally:
+                self._posted.discard(future)
 
     def plan_diff(self, path: str) -> list[str]:
-        """What reloading `path` would change (service/reload.py)."""
-        return reload.plan_diff(self, path)
-
-    # --- what the control socket and the metrics read ---
+        """What reloading `path` would change (service/reload.py); reads the View."""
+        with self.readers:
+            return reload.plan_diff(self, path)
 
     def state(self) -> dict:
-        return state_view.snapshot(self)
+        """The state dict (service/state_view.py), from the View and live counters."""
+        with self.readers:
+            return state_view.state(self, self.view)
+
+    # --- timers ---
 
     def send_nat_keepalives(self) -> None:
         """One 0xFF byte from port 4500 to every UDP-encapsulating peer (RFC 3948 2.3)."""
-        peers = {spec.peer for spec in self.sas if spec.direction == "out" and spec.encap == "udp"}
+        peers = {v.spec.peer for v in self.owner.snapshot.outbound() if v.spec.encap == "udp"}
         for peer in peers:
             sock = self.sockets.udp6 if ":" in peer else self.sockets.udp4
             if sock is None:
@@ -266,21 +305,3 @@ class Daemon:
                 sock.sendto(b"\xff", (peer, NATT_PORT))
             except OSError as e:
                 log.warning("NAT keepalive to %s failed: %s", peer, e)
-
-    # --- events from the data plane ---
-
-    def drain_events(self) -> None:
-        for event in self.dp.events():
-            spec = self.cookies.get(event.cookie)
-            what = spec.label if spec else f"SPI 0x{event.spi:08X} {event.direction}"
-            if event.kind == "soft_expired":
-                log.warning("%s: soft lifetime reached; rekey soon (new SPI and key)", what)
-            elif event.kind == "hard_expired":
-                log.error("%s: hard lifetime reached; its traffic is dropped until rekeyed", what)
-            elif event.kind == "seq_reserve" and spec:
-                self.extend_reservations([spec])
-            elif event.kind == "seq_cycled":
-                log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed",
-                          what)
-            else:
-                log.warning("data plane event %s (%d)", event.kind, event.value)

@@ -1,94 +1,133 @@
-"""``espd run``: signals, the main loop (events, reservations, keepalives, watchdog), exit.
+"""``espd run``: the daemon's one asyncio event loop, on the main thread, until SIGTERM.
+
+What runs on the loop (and only there: keying/owner.py's rule 1):
+  - signals (loop.add_signal_handler, installed before anything starts, so a SIGTERM
+    that arrives while espd starts still stops it): SIGHUP reloads, SIGTERM/SIGINT stop;
+  - the data plane's event fd (loop.add_reader): reservations, lifetimes;
+  - timers (loop.call_later): the systemd watchdog, NAT keepalives, a 1 s housekeeping
+    turn (failed reservations retried, retired tables freed);
+  - reloads, from SIGHUP or posted by the control socket (service/reload.py), one at a
+    time; their parsing runs on a worker thread, so none of the above waits for it.
+Reload requests coalesce: SIGHUPs that arrive while one waits to start are one reload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import selectors
 import signal
-import socket
 import time
 
 from espd.config.model import ConfigError
+from espd.service import reload
 from espd.service.daemon import Daemon
-from espd.service.reload import ReloadFailed
+from espd.service.instance_lock import AlreadyRunning
 from espd.service.sd_notify import sd_notify
 from espd.system.privileges import keep_out_of_core_dumps
 
 log = logging.getLogger("espd")
 
+HOUSEKEEPING = 1.0  # seconds between housekeeping turns
 
-class Signals:
-    """Signals turned into a queue the main loop drains, installed before anything starts:
-    a SIGTERM that arrives while espd starts up still stops it cleanly."""
 
-    def __init__(self) -> None:
-        self.pending: list[int] = []
-        self.rsock, self.wsock = socket.socketpair()
-        self.rsock.setblocking(False)
-        self.wsock.setblocking(False)
-        self.old_fd = signal.set_wakeup_fd(self.wsock.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: self.pending.append(signum))
-
-    def drain(self) -> None:
-        try:
-            self.rsock.recv(4096)
-        except BlockingIOError:
-            pass
+class MainLoop:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.daemon: Daemon | None = None
+        self.stop = asyncio.Event()
+        self.sighup_waiting = False
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
     def close(self) -> None:
-        signal.set_wakeup_fd(self.old_fd)
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        self.rsock.close()
-        self.wsock.close()
+            self.loop.remove_signal_handler(sig)
 
+    # --- signals ---
 
-def _main_loop(daemon: Daemon, signals: Signals) -> None:
-    watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-    interval = min(1.0, watchdog_usec / 2e6) if watchdog_usec else 1.0
-    interval = min(interval, daemon.config.settings.nat_keepalive or interval)
-    sel = selectors.DefaultSelector()
-    sel.register(signals.rsock, selectors.EVENT_READ)
-    sel.register(daemon.dp.event_fd(), selectors.EVENT_READ)
-    next_keepalive = time.monotonic()
-    try:
-        while True:
-            if not signals.pending:
-                sel.select(timeout=interval)
-            keepalive = daemon.config.settings.nat_keepalive  # RFC 3948 4: NAT mappings
-            if keepalive and time.monotonic() >= next_keepalive:
+    def _on_stop_signal(self, signum: int) -> None:
+        if not self.stop.is_set():
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def _on_sighup(self) -> None:
+        if self.sighup_waiting or self.daemon is None:
+            return  # one reload is waiting to start already: it reads the newest file
+        self.sighup_waiting = True
+        self.loop.create_task(self._sighup_reload())
+
+    async def _sighup_reload(self) -> None:
+        daemon = self.daemon
+        assert daemon is not None
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading")
+        def started() -> None:
+            self.sighup_waiting = False  # a SIGHUP from now on means another reload
+
+        try:
+            await reload.reload(daemon, "SIGHUP", started)
+        except (ConfigError, reload.ReloadFailed):
+            pass  # logged and counted; the old configuration keeps running
+        except Exception:  # never out of the loop: logged, counted, old config running
+            log.exception("reload (SIGHUP) failed")
+        sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
+
+    # --- timers ---
+
+    def _every(self, name: str, seconds: float, fn) -> None:
+        """Call fn every `seconds` on the loop; a failure is logged, the timer goes on."""
+        def tick() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("periodic %s failed", name)
+            self.timers[name] = self.loop.call_later(seconds, tick)
+        self.timers[name] = self.loop.call_later(seconds, tick)
+
+    def _keepalive_turn(self) -> None:
+        daemon = self.daemon
+        assert daemon is not None
+        interval = daemon.config.settings.nat_keepalive  # RFC 3948 4: NAT mappings
+        if interval:
+            try:
                 daemon.send_nat_keepalives()
-                next_keepalive = time.monotonic() + keepalive
-            signals.drain()
-            daemon.drain_events()
-            if daemon.reserve_failed:
-                daemon.extend_reservations(list(daemon.reserve_failed))
-            daemon.dp.reclaim()
-            if watchdog_usec:
-                sd_notify("WATCHDOG=1")
-            while signals.pending:
-                signum = signals.pending.pop(0)
-                if signum == signal.SIGHUP:
-                    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-                    sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading")
-                    try:
-                        daemon.reload("SIGHUP")
-                    except (ConfigError, ReloadFailed):
-                        pass  # logged and counted; the old configuration keeps running
-                    sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
-                else:
-                    log.info("signal %s: stopping", signal.Signals(signum).name)
-                    return
-    finally:
-        sel.close()
+            except Exception:
+                log.exception("NAT keepalives failed")
+        self.timers["keepalive"] = self.loop.call_later(interval or HOUSEKEEPING,
+                                                        self._keepalive_turn)
+
+    async def serve(self, daemon: Daemon) -> None:
+        """Run `daemon` until a stop signal; its shutdown is the caller's."""
+        self.daemon = daemon
+        owner = daemon.owner
+        owner.bind_thread()
+        self.loop.add_reader(daemon.dp.event_fd(), owner.drain_events)
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if watchdog_usec:
+            sd_notify("WATCHDOG=1")
+            self._every("watchdog", min(1.0, watchdog_usec / 2e6),
+                        lambda: sd_notify("WATCHDOG=1"))
+        self._every("housekeeping", HOUSEKEEPING, owner.housekeeping)
+        self.loop.call_soon(self._keepalive_turn)
+        sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
+        try:
+            await self.stop.wait()
+        finally:
+            daemon.begin_stopping()
+            async with daemon.reload_lock:  # a reload under way finishes or rolls back
+                pass
+            self.loop.remove_reader(daemon.dp.event_fd())
+            for timer in self.timers.values():
+                timer.cancel()
 
 
 def _status(daemon: Daemon) -> str:
-    return (f"{len(daemon.sas)} SAs on {daemon.config.settings.interface}, "
-            f"{daemon.reloads['success']} reloads, {daemon.reloads['failure']} failed")
+    success, failure = daemon.view.reloads
+    return (f"{len(daemon.view.sas.sas)} SAs on {daemon.config.settings.interface}, "
+            f"{success} reloads, {failure} failed")
 
 
 def run(config_path: str) -> int:
@@ -98,25 +137,47 @@ def run(config_path: str) -> int:
         keep_out_of_core_dumps()  # this process holds keys
     except OSError as e:
         log.warning("cannot turn off core dumps (%s); keys could end up in one", e)
-    signals = Signals()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = MainLoop(loop)  # signals first: a SIGTERM during start-up still stops us
     try:
         try:
-            daemon = Daemon(config_path)
-            daemon.start()
+            daemon = Daemon(config_path, loop)
         except ConfigError as e:
             for problem in e.problems:
                 log.error("%s", problem)
             return 1
+        except AlreadyRunning as e:
+            log.error("cannot start: %s", e)
+            return 1
         except Exception as e:  # every start failure ends in one clear line and exit 1
             log.error("cannot start: %s", e)
             return 1
-        sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
         try:
-            _main_loop(daemon, signals)
+            try:
+                daemon.start()
+            except Exception as e:
+                log.error("cannot start: %s", e)
+                return 1
+            try:
+                loop.run_until_complete(main.serve(daemon))
+            finally:
+                sd_notify("STOPPING=1")
+                daemon.shutdown()
+                log.info("stopped")
         finally:
-            sd_notify("STOPPING=1")
-            daemon.shutdown()
-            log.info("stopped")
+            daemon.close()
         return 0
     finally:
-        signals.close()
+        main.close()
+        _cancel_pending(loop)
+        loop.close()
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on the loop (a reload waiting for its parse) and let it end."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

@@ -1,4 +1,8 @@
 """What the control socket (``show``) and the metrics read: one dict of the daemon's state.
+
+Runs on the readers' threads (control-socket handlers, the metrics exporter), never on
+the loop: it reads only the View it is given (immutable, service/daemon.py) and counters
+the data plane keeps as atomics, through SA handles the View keeps alive.
 """
 
 from __future__ import annotations
@@ -10,42 +14,45 @@ from typing import TYPE_CHECKING
 
 from espd import __version__
 from espd.config.model import Config
-from espd.dataplane import SA
-from espd.policy.plan import SaSpec
+from espd.keying.owner import SaView
 
 if TYPE_CHECKING:
-    from espd.service.daemon import Daemon
+    from espd.service.daemon import Daemon, View
 
 log = logging.getLogger("espd")
 
 
-def snapshot(daemon: Daemon) -> dict:
-    with daemon.lock:
-        sas = [sa_state(daemon, spec, sa) for spec, sa in daemon.sas.items()]
-        hits = daemon.dp.rule_hits()
-        acls = []
-        seen: dict[tuple, int] = {}
-        for i, r in enumerate(daemon.plan.rules):
-            key = (r.acl, r.acl_line, r.map_name, r.seq)
-            if key in seen:  # one ACL line compiled into several rules
-                acls[seen[key]]["hits"] += hits[i] if i < len(hits) else 0
-                continue
-            seen[key] = len(acls)
-            acls.append({"acl": r.acl, "index": r.acl_line, "text": r.text,
-                         "map": r.map_name, "seq": r.seq,
-                         "hits": hits[i] if i < len(hits) else 0})
-        return {
-            "version": __version__, "openssl": ssl.OPENSSL_VERSION,
-            "crypto_features": daemon.dp.crypto_features(), "workers": daemon.workers,
-            "interface": daemon.config.settings.interface,
-            "uptime_seconds": round(time.monotonic() - daemon.started, 3),
-            "config_path": daemon.config_path, "reloads": dict(daemon.reloads),
-            "io": daemon.dp.io_stats(), "drops": daemon.dp.global_drops(),
-            "maps": maps_state(daemon.config), "sas": sas, "acls": acls,
-        }
+def state(daemon: Daemon, view: View) -> dict:
+    dp = daemon.dp
+    sas = [sa_state(daemon, v) for v in view.sas.sas]
+    hits = dp.rule_hits()
+    acls: list[dict] = []
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(view.sas.rules):
+        key = (r.acl, r.acl_line, r.map_name, r.seq)
+        if key in seen:  # one ACL line compiled into several rules
+            acls[seen[key]]["hits"] += hits[i] if i < len(hits) else 0
+            continue
+        seen[key] = len(acls)
+        acls.append({"acl": r.acl, "index": r.acl_line, "text": r.text,
+                     "map": r.map_name, "seq": r.seq,
+                     "hits": hits[i] if i < len(hits) else 0})
+    success, failure = view.reloads
+    return {
+        "version": __version__, "openssl": ssl.OPENSSL_VERSION,
+        "crypto_features": dp.crypto_features(), "workers": daemon.workers,
+        "interface": view.config.settings.interface,
+        "uptime_seconds": round(time.monotonic() - daemon.started, 3),
+        "config_path": daemon.config_path,
+        "reloads": {"success": success, "failure": failure},
+        "io": dp.io_stats(), "drops": dp.global_drops(),
+        "maps": maps_state(view.config), "sas": sas, "acls": acls,
+    }
 
-def sa_state(daemon: Daemon, spec: SaSpec, sa: SA) -> dict:
-    st = daemon.dp.stats(sa)
+
+def sa_state(daemon: Daemon, view: SaView) -> dict:
+    spec = view.spec
+    st = daemon.dp.stats(view.sa)
     hard = spec.hard  # None below: no hard limit (see plan._lifetimes)
     remaining_s = max(0, hard.seconds - int(st["age_seconds"])) if hard.seconds else None
     remaining_b = max(0, hard.bytes - st["lifetime_bytes"]) if hard.bytes else None

@@ -5,10 +5,18 @@ Fail closed: every protected prefix gets two routes, via the TUN device (metric 
 blackhole (metric BLACKHOLE_METRIC). When the TUN device disappears (espd crashed, or was
 killed), its route goes with it and the blackhole takes over: the kernel drops the traffic
 instead of sending it in clear along the default route. A clean stop removes both.
+
+A process only removes what it created. Routes are added, never replaced: a route to a
+protected prefix that exists already (the operator's, another program's) makes the
+install fail instead of being taken over, and the functions here return what they
+created, which is all the caller may remove later. One exception, by design: a blackhole
+at BLACKHOLE_METRIC is espd's own mark; one left behind by an espd that died is taken
+over (the instance lock, service/instance_lock.py, says that espd is gone).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections.abc import Iterable
 
@@ -50,28 +58,41 @@ def underlay_mtu(peer: str) -> int:
     return DEFAULT_MTU
 
 
-def pin_peers(peers: Iterable[str], prefixes: Iterable[str]) -> list[str]:
+def pin_peers(peers: Iterable[str], prefixes: Iterable[str]) -> tuple[list[str], list[str]]:
     """Give every peer that lies inside a protected prefix a host route along its current
     underlay path, so espd's own ESP to it does not loop back into the tunnel. Call before
-    the prefixes are routed into the TUN device; returns the host routes added."""
+    the prefixes are routed into the TUN device. Returns (the host routes added, ours to
+    remove; every peer that has a host route now: one that had one already keeps it)."""
     nets = [ipaddress.ip_network(p) for p in prefixes]
-    pinned = []
+    pinned: list[str] = []
+    covered: list[str] = []
     with IPRoute() as ipr:
-        for peer in peers:
-            ip = ipaddress.ip_address(peer)
-            if not any(ip in net for net in nets if net.version == ip.version):
-                continue
-            try:
-                (route, *_) = ipr.route("get", dst=peer)
-            except (NetlinkError, ValueError) as e:
-                raise NetlinkSetupError(f"no underlay route to peer {peer}: {e}") from e
-            host = f"{peer}/{ip.max_prefixlen}"
-            kwargs = {"oif": route.get_attr("RTA_OIF")}
-            if route.get_attr("RTA_GATEWAY"):
-                kwargs["gateway"] = route.get_attr("RTA_GATEWAY")
-            ipr.route("replace", dst=host, family=10 if ip.version == 6 else 2, **kwargs)
-            pinned.append(host)
-    return pinned
+        try:
+            for peer in peers:
+                ip = ipaddress.ip_address(peer)
+                if not any(ip in net for net in nets if net.version == ip.version):
+                    continue
+                try:
+                    (route, *_) = ipr.route("get", dst=peer)
+                except (NetlinkError, ValueError) as e:
+                    raise NetlinkSetupError(f"no underlay route to peer {peer}: {e}") from e
+                host = f"{peer}/{ip.max_prefixlen}"
+                kwargs = {"oif": route.get_attr("RTA_OIF")}
+                if route.get_attr("RTA_GATEWAY"):
+                    kwargs["gateway"] = route.get_attr("RTA_GATEWAY")
+                try:
+                    ipr.route("add", dst=host, family=10 if ip.version == 6 else 2, **kwargs)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise NetlinkSetupError(f"cannot pin peer {peer}: {e}") from e
+                else:
+                    pinned.append(host)
+                covered.append(peer)
+        except BaseException:
+            for host in pinned:
+                _quiet(ipr.route, "del", dst=host, family=_family(host))
+            raise
+    return pinned, covered
 
 
 def unpin_peers(hosts: Iterable[str]) -> None:
@@ -85,34 +106,73 @@ def bring_up(name: str, mtu: int) -> None:
         ipr.link("set", index=link_index(ipr, name), mtu=mtu, state="up")
 
 
-def install_routes(name: str, prefixes: Iterable[str]) -> None:
-    """Route each prefix into `name`, with a blackhole behind it (see the module docstring)."""
+def install_routes(name: str, prefixes: Iterable[str]) -> list[str]:
+    """Route each prefix into `name`, with a blackhole behind it (see the module
+    docstring); returns the prefixes routed. A prefix that already has a route at the same
+    metric (not espd's blackhole) fails the whole call, and what the call added is
+    removed again before NetlinkSetupError says so: nothing of someone else's is replaced."""
+    done: list[str] = []
     with IPRoute() as ipr:
         index = link_index(ipr, name)
-        for prefix in prefixes:
-            family = _family(prefix)
-            try:
-                ipr.route("replace", dst=prefix, family=family, type="blackhole",
-                          priority=BLACKHOLE_METRIC)
-                ipr.route("replace", dst=prefix, family=family, oif=index)
-            except NetlinkError as e:
-                raise NetlinkSetupError(f"cannot route {prefix} into {name}: {e}") from e
+        try:
+            for prefix in prefixes:
+                family = _family(prefix)
+                try:
+                    ipr.route("add", dst=prefix, family=family, type="blackhole",
+                              priority=BLACKHOLE_METRIC)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST or not _is_our_blackhole(ipr, prefix, family):
+                        raise NetlinkSetupError(_taken(prefix, name, e)) from e
+                try:
+                    ipr.route("add", dst=prefix, family=family, oif=index)
+                except NetlinkError as e:
+                    _quiet(ipr.route, "del", dst=prefix, family=family, type="blackhole",
+                           priority=BLACKHOLE_METRIC)
+                    raise NetlinkSetupError(_taken(prefix, name, e)) from e
+                done.append(prefix)
+        except BaseException:
+            _remove(ipr, index, done, blackholes=True)
+            raise
+    return done
+
+
+def _is_our_blackhole(ipr: IPRoute, prefix: str, family: int) -> bool:
+    net = ipaddress.ip_network(prefix)
+    for route in ipr.get_routes(family=family):
+        if (route["dst_len"] == net.prefixlen and route["type"] == 6  # RTN_BLACKHOLE
+                and route.get_attr("RTA_DST") == str(net.network_address)
+                and route.get_attr("RTA_PRIORITY") == BLACKHOLE_METRIC):
+            return True
+    return False
+
+
+def _taken(prefix: str, name: str, e: NetlinkError) -> str:
+    if e.code == errno.EEXIST:
+        return (f"cannot route {prefix} into {name}: a route to {prefix} exists already "
+                f"(see `ip route show {prefix}`); espd does not replace routes it did not "
+                f"make: remove that route, or protect another prefix")
+    return f"cannot route {prefix} into {name}: {e}"
 
 
 def remove_routes(name: str | None, prefixes: Iterable[str], blackholes: bool) -> None:
-    """Withdraw the routes of `prefixes` (the blackholes too when `blackholes`)."""
+    """Withdraw the routes of `prefixes` (the blackholes too when `blackholes`): only
+    prefixes that install_routes returned to this process."""
     with IPRoute() as ipr:
         index = None
         if name is not None:
             found = ipr.link_lookup(ifname=name)
             index = found[0] if found else None
-        for prefix in prefixes:
-            family = _family(prefix)
-            if index is not None:
-                _quiet(ipr.route, "del", dst=prefix, family=family, oif=index)
-            if blackholes:
-                _quiet(ipr.route, "del", dst=prefix, family=family, type="blackhole",
-                       priority=BLACKHOLE_METRIC)
+        _remove(ipr, index, prefixes, blackholes)
+
+
+def _remove(ipr: IPRoute, index: int | None, prefixes: Iterable[str], blackholes: bool) -> None:
+    for prefix in prefixes:
+        family = _family(prefix)
+        if index is not None:
+            _quiet(ipr.route, "del", dst=prefix, family=family, oif=index)
+        if blackholes:
+            _quiet(ipr.route, "del", dst=prefix, family=family, type="blackhole",
+                   priority=BLACKHOLE_METRIC)
 
 
 def _quiet(fn, *args, **kwargs) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 import struct
 
 TUNSETIFF = 0x400454CA
@@ -26,7 +27,9 @@ class TunError(OSError):
 
 
 def open_tun(name: str, queues: int, offload: bool = False) -> tuple[list[int], int]:
-    """Create (or attach to) TUN device `name` with `queues` queues; returns their fds.
+    """Create TUN device `name` with `queues` queues; returns their fds. An interface of
+    that name that exists already is refused, never attached to: it is not ours (another
+    espd's, or another program's), and its traffic must not reach this process.
 
     With `offload`, every read and write carries a virtio_net_hdr and the kernel may hand
     over 64 KiB TCP (and, on Linux 6.2+, UDP) super-packets with partial checksums
@@ -38,6 +41,14 @@ def open_tun(name: str, queues: int, offload: bool = False) -> tuple[list[int], 
     flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | (IFF_VNET_HDR if offload else 0)
     if not 0 < len(name.encode()) < IFNAMSIZ:
         raise TunError(f"interface name {name!r} must be 1-15 bytes")
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        pass  # no such interface: ours to create
+    else:
+        raise TunError(errno.EEXIST, f"interface {name} exists already (another espd, or "
+                       f"another program, made it; see `ip link show {name}`); set [daemon] "
+                       f"interface to a name of its own")
     fds: list[int] = []
     ifr = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(), flags)
     level = VNET_TSO_USO if offload else 0
