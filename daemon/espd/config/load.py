@@ -11,7 +11,7 @@ from espd.config.model import (
     Config,
     Location,
 )
-from espd.config.read import read_text
+from espd.config.read import read_budget, read_text
 from espd.config.toml import parse_toml
 
 _IOS_WORDS = frozenset((
@@ -22,11 +22,13 @@ _TOML_KEY = re.compile(r"""[\w"'.-]+\s*=""")
 
 
 def load(path: str) -> Config:
-    """Read ``path`` as IOS if it starts like an IOS config, else as espd TOML."""
-    text = read_text(path, Location(path))
-    if looks_like_ios(text):
-        return ios.parse_ios(text, path)
-    return parse_toml(text, path)
+    """Read ``path`` as IOS if it starts like an IOS config, else as espd TOML. It and its
+    includes share one size budget (config/read.py)."""
+    with read_budget():
+        text = read_text(path, Location(path))
+        if looks_like_ios(text):
+            return ios.parse_ios(text, path)
+        return parse_toml(text, path)
 
 
 def looks_like_ios(text: str) -> bool:
