@@ -18,7 +18,7 @@ duplicate inbound SPIs globally (model.assemble), which is stricter than the SAD
 lengths, address families) is checked earlier by the config loader. So no config passes
 validation and then fails in the data plane; the fail-safe path is exercised at a later
 stage instead: a reload that loads and plans, creates some of its new SAs, and then cannot
-persist the sequence-number reservation of a new outbound SA (service.Daemon._sa_for ->
+persist the sequence-number reservation of a new outbound SA (keying.owner.SaOwner._create ->
 SequenceStore.reserve raises OSError -> ReloadFailed).
 """
 
@@ -391,13 +391,14 @@ def test_reload_failing_half_way_keeps_old_tables(make_tunnel):
     changed = good.replace("replay_window = 1024", "replay_window = 2048", 1)
     seqdir = Path(tunnel.workdir) / "gwA-state" / "seq"
     spi = out_sa(gw_a)["spi"]
-    blocker = seqdir / f"out-{GW_B_WAN4}-{spi:08x}.tmp"  # SequenceStore._write's temp file
+    moved = seqdir.with_name("seq.moved")
     assert (seqdir / f"out-{GW_B_WAN4}-{spi:08x}").exists(), sorted(os.listdir(seqdir))
     with Capture(topo.gw_b, WAN_IF) as capture, \
             UdpFlow(topo.host_a, topo.host_b, HOST_B4, port=7451) as flow, \
             UdpFlow(topo.host_b, topo.host_a, HOST_A4, port=7452) as back:
         wait_flowing(flow), wait_flowing(back)
-        blocker.mkdir()  # os.open(O_WRONLY) on it: EISDIR, even for root
+        seqdir.rename(moved)  # the store's directory becomes a file: every write and
+        seqdir.write_text("")  # read fails (ENOTDIR), even for root
         write_atomically(config, changed.encode())
         before = {(s["seq"], s["direction"]): s for s in gw_a.state()["sas"]}
         state = reload_and_wait(gw_a, "failure")
@@ -415,7 +416,8 @@ def test_reload_failing_half_way_keeps_old_tables(make_tunnel):
         keyfile = Path(tunnel.workdir) / "gwA-in20.key"
         keyfile.write_text(_key_of(good, "0x1002") + "\n")
         keyfile.chmod(0o600)
-        blocker.rmdir()
+        seqdir.unlink()
+        moved.rename(seqdir)
         with_file = _use_key_file(good, "0x1002", keyfile)
         write_atomically(config, with_file.encode())
         reload_and_wait(gw_a, "success")  # the same key from a file: the SA is kept

@@ -30,7 +30,9 @@ class InstanceLock:
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunning (OSError if the directory is unusable)."""
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # as SequenceStore made it before: its seq/ inside is the private part, and a
+            # daemon that drops root must still reach it
+            self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise OSError(e.errno, f"state_dir {self.path.parent} is not usable "
