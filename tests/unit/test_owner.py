@@ -343,3 +343,18 @@ def test_python_packets_are_refused_while_workers_run():
     finally:
         os.close(quiet)
         os.close(unused)
+
+
+def test_an_acquire_names_the_entry_to_subscribers(owner):
+    apply(owner, ike_plan())
+    heard: list[tuple] = []
+
+    class Client:
+        def on_acquire(self, entry, src, dst, proto, sport, dport):
+            heard.append((entry, src, dst, proto, sport, dport))
+
+    owner.subscribe(Client())
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())
+    owner.drain_events()
+    assert heard == [(IKE_ENTRY, "10.1.0.10", "10.2.0.10", 17, 1234, 80)]

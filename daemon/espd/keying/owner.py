@@ -8,7 +8,7 @@ down in docs/architecture.md, "Tables and threads"):
      (the main thread). Every method that changes something checks it
      (`OwnerThreadError`); data-plane events, timers, reloads and IKE all run there.
   2. SaOwner is the only caller of the data plane's mutating functions (create_sa,
-     publish, reserve, reclaim, events).
+     publish, reserve, reclaim, events, punted datagrams, send_ike).
   3. Other threads (control-socket handlers, the metrics exporter) read `owner.snapshot`:
      an immutable Snapshot, replaced by one reference assignment after every change. The
      SA handles in it keep their C objects alive, and the counters read through them are
@@ -37,9 +37,14 @@ The IKE engine's calls (TEAM.md's contract), all on the loop:
     monotonic time at which inbound packets were last seen to move (found by comparing
     counters at each call, so as fine as the caller polls), or None if none came yet.
   - ``subscribe(client)``: the client's methods, each optional, are called on the loop:
-    ``on_acquire(entry, src, dst, proto, sport, dport)``, ``on_soft_expired(handle,
-    what)``, ``on_hard_expired(handle)``, ``on_ike_datagram(local, lport, remote, rport,
-    data)``. A client that raises is logged, never stops the owner.
+    ``on_acquire(entry, src, dst, proto, sport, dport)`` (a PROTECT rule of `entry`
+    without an SA met a packet; the data plane rate-limits them per rule),
+    ``on_soft_expired(handle, what)``, ``on_hard_expired(handle)`` (a hard lifetime, or
+    sequence numbers used up), ``on_ike_datagram(local, lport, remote, rport, data)``
+    (punted from UDP 4500, non-ESP marker stripped). A client that raises is logged,
+    never stops the owner.
+  - ``send_ike(local, peer, port, data)``: an IKE message out of the data plane's NAT-T
+    socket (UDP 500 is the engine's own socket).
 
 Until the data plane takes SA changes one at a time (issue 9 section 2), every change is a
 full `publish` of the table set: correct, and O(table) per change.
@@ -420,6 +425,11 @@ class SaOwner:
         elif event.kind == "seq_cycled":
             log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed", what)
             self._tell("on_hard_expired", handle)
+        elif event.kind == "acquire":
+            rule = self._rules[event.value] if 0 <= event.value < len(self._rules) else None
+            if rule is not None:  # else: a rule of a table set replaced since
+                self._tell("on_acquire", (rule.map_name, rule.seq), event.src, event.dst,
+                           event.proto, event.sport, event.dport)
         else:
             log.warning("data plane event %s (%d)", event.kind, event.value)
 
@@ -429,8 +439,21 @@ class SaOwner:
         self._owned()
         self._clients.append(client)
 
+    def drain_punted(self) -> None:
+        """Hand every IKE datagram punted from UDP 4500 to the clients (the loop's reader
+        on dp.punt_fd()); with no client listening they are dropped."""
+        self._owned()
+        for d in self.dp.punted():
+            self._tell("on_ike_datagram", d.dst, d.dport, d.src, d.sport, d.data)
+
+    def send_ike(self, local: str, peer: str, port: int, data: bytes) -> None:
+        """Send an IKE message on the data plane's NAT-T socket (same source port as ESP,
+        so the peer's NAT mapping holds); the non-ESP marker is added."""
+        self._owned()
+        self.dp.send_ike(local, peer, port, data)
+
     def _tell(self, method: str, *args: object) -> None:
-        if method != "on_acquire" and args and args[0] is None:
+        if method in ("on_soft_expired", "on_hard_expired") and args[0] is None:
             return  # about a manual SA: no client negotiates it
         for client in list(self._clients):
             fn = getattr(client, method, None)

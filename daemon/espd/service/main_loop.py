@@ -3,7 +3,8 @@
 What runs on the loop (and only there: keying/owner.py's rule 1):
   - signals (loop.add_signal_handler, installed before anything starts, so a SIGTERM
     that arrives while espd starts still stops it): SIGHUP reloads, SIGTERM/SIGINT stop;
-  - the data plane's event fd (loop.add_reader): reservations, lifetimes;
+  - the data plane's event fd (loop.add_reader): reservations, lifetimes, acquires; and
+    its punt fd: IKE datagrams from UDP 4500, for the SA owner's clients;
   - timers (loop.call_later): the systemd watchdog, NAT keepalives, a 1 s housekeeping
     turn (failed reservations retried, retired tables freed);
   - reloads, from SIGHUP or posted by the control socket (service/reload.py), one at a
@@ -105,6 +106,7 @@ class MainLoop:
         owner = daemon.owner
         owner.bind_thread()
         self.loop.add_reader(daemon.dp.event_fd(), owner.drain_events)
+        self.loop.add_reader(daemon.dp.punt_fd(), owner.drain_punted)
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec:
             sd_notify("WATCHDOG=1")
@@ -120,6 +122,7 @@ class MainLoop:
             async with daemon.reload_lock:  # a reload under way finishes or rolls back
                 pass
             self.loop.remove_reader(daemon.dp.event_fd())
+            self.loop.remove_reader(daemon.dp.punt_fd())
             for timer in self.timers.values():
                 timer.cancel()
 
