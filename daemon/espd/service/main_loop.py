@@ -9,7 +9,8 @@ What runs on the loop (and only there: keying/owner.py's rule 1):
     turn (failed reservations retried, retired tables freed);
   - reloads, from SIGHUP or posted by the control socket (service/reload.py), one at a
     time; their parsing runs on a worker thread, so none of the above waits for it.
-Reload requests coalesce: SIGHUPs that arrive while one waits to start are one reload.
+Each SIGHUP is one reload (one that came during start-up runs once the loop does), up to
+MAX_WAITING_RELOADS waiting; more than that join the last one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from espd.system.privileges import keep_out_of_core_dumps
 log = logging.getLogger("espd")
 
 HOUSEKEEPING = 1.0  # seconds between housekeeping turns
+MAX_WAITING_RELOADS = 8  # SIGHUPs queued beyond that join the last one
 
 
 class MainLoop:
@@ -37,7 +39,7 @@ class MainLoop:
         self.loop = loop
         self.daemon: Daemon | None = None
         self.stop = asyncio.Event()
-        self.sighup_waiting = False
+        self.sighups_waiting = 0  # SIGHUPs whose reload has not started yet
         self.timers: dict[str, asyncio.TimerHandle] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
@@ -55,18 +57,22 @@ class MainLoop:
         self.stop.set()
 
     def _on_sighup(self) -> None:
-        if self.sighup_waiting or self.daemon is None:
-            return  # one reload is waiting to start already: it reads the newest file
-        self.sighup_waiting = True
-        self.loop.create_task(self._sighup_reload())
+        if self.sighups_waiting >= MAX_WAITING_RELOADS:
+            log.warning("SIGHUP: %d reloads wait already; this one joins them",
+                        self.sighups_waiting)
+            return
+        self.sighups_waiting += 1
+        if self.daemon is not None:  # else serve() starts it: a SIGHUP during start-up
+            self.loop.create_task(self._sighup_reload())
 
     async def _sighup_reload(self) -> None:
         daemon = self.daemon
         assert daemon is not None
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading")
+
         def started() -> None:
-            self.sighup_waiting = False  # a SIGHUP from now on means another reload
+            self.sighups_waiting -= 1
 
         try:
             await reload.reload(daemon, "SIGHUP", started)
@@ -115,6 +121,8 @@ class MainLoop:
         self._every("housekeeping", HOUSEKEEPING, owner.housekeeping)
         self.loop.call_soon(self._keepalive_turn)
         sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
+        for _ in range(self.sighups_waiting):  # SIGHUPs that came during start-up
+            self.loop.create_task(self._sighup_reload())
         try:
             await self.stop.wait()
         finally:
