@@ -63,7 +63,8 @@ class ChildSa:
     rekey_timer: object | None = None
     expire_timer: object | None = None
     rekeyed_by: ChildSa | None = None  # the successor, once a rekey made one
-    initiated_by_us: bool = True  # who created it (for collisions: the nonces decide)
+    initiated_by_us: bool = True  # who created it
+    collision: object | None = None  # the peer's rekey of it met ours (create_child_sa)
 
     def wipe(self) -> None:
         if self.keys is not None:

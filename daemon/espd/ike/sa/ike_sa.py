@@ -92,6 +92,7 @@ class IkeSa:
     nonce_r: bytes = b""
     keys: IkeKeys | None = field(default=None, repr=False)
     prf: object | None = None  # PRF object of the suite (crypto), for AUTH and Child keys
+    suite: object | None = None  # the negotiated algorithms (exchanges.ike_sa_init.Suite)
     sk_out: object | None = field(default=None, repr=False)  # SK cipher we seal with
     sk_in: object | None = field(default=None, repr=False)  # SK cipher we open with
     requests: RequestWindow = field(default_factory=RequestWindow)
@@ -108,6 +109,17 @@ class IkeSa:
     timers: dict[str, object] = field(default_factory=dict)  # name -> TimerHandle
     rekeyed_by: IkeSa | None = None  # the new IKE SA after a rekey
     failure: str = ""  # why it ended, for the log line and show
+    # --- negotiation state (cleared once ESTABLISHED) ---
+    ke_private: object | None = field(default=None, repr=False)  # our KE half (initiator)
+    ke_group: int = 0  # the group of ke_private
+    cookie: bytes = b""  # the responder's COOKIE, echoed in the retried IKE_SA_INIT
+    cookie_retries: int = 0
+    ke_retries: int = 0  # INVALID_KE_PAYLOAD answers honoured
+    policy: object | None = None  # the ChildPolicy that made us initiate (first Child SA)
+    peer: object | None = None  # settings.Peer: keys and identities for this peer
+    first_child: ChildSa | None = None  # the Child SA IKE_AUTH negotiates
+    queue: list = field(default_factory=list)  # requests waiting for the window
+    collision: object | None = None  # an IKE SA rekey of the peer's that met ours
 
     @property
     def spis(self) -> tuple[bytes, bytes]:

@@ -8,6 +8,7 @@ response we sent, kept so that a retransmitted request is answered from the cach
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_MESSAGE_ID = 2**32 - 1  # 32 bits; an IKE SA must be rekeyed before it wraps
@@ -22,6 +23,7 @@ class Outstanding:
     datagrams: tuple[bytes, ...]  # as sent (several when fragmented)
     tries: int = 1
     timer: object | None = None  # asyncio.TimerHandle of the next retransmission
+    handler: Callable | None = None  # called with (IkeSa, decrypted response)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The IKE engine (dispatch, retransmission, timers) and its UDP transport."""

@@ -1,0 +1,542 @@
+"""The IKE engine: one object on the daemon's event loop that owns every IKE SA.
+
+Receive path, in order (``receive``):
+    decode  -> any ParseError: counted, logged rate-limited, dropped (never raised)
+    find    -> IKE_SA_INIT requests make or find a half-open SA; everything else is looked
+               up by our SPI (the responder SPI if the peer is the original initiator)
+    open    -> SK decrypted with the SA's inbound cipher; a bad ICV is counted and dropped
+    window  -> a response must answer our outstanding request; a request is new (handled),
+               a retransmission (answered from the cached response) or stale (dropped)
+    handle  -> the exchange module's handler; what it returns is sealed, sent to where the
+               request came from, and cached
+
+Send path: ``send_request`` takes the SA's next message ID (window of one: a request
+waits in ``sa.queue`` while another is outstanding), seals, sends, and retransmits with
+exponential back-off; only the initiator of an exchange retransmits. A peer that never
+answers is dead: its SAs are deleted and, for an IKE SA still being set up, the next
+configured peer is tried (IOS failover).
+
+Invariant: nothing a peer sends can raise out of ``receive`` or a timer callback; every
+failure is a counter, a log line and a state change of that one SA at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from espd.ike import codec
+from espd.ike.codec import ExchangeType
+from espd.ike.crypto.cipher import IntegrityError
+from espd.ike.engine.transport import Transport
+from espd.ike.keylog import KeyLog
+from espd.ike.sa.child_sa import ChildSa, ChildState
+from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
+from espd.ike.sa.windows import Outstanding
+from espd.ike.settings import ChildPolicy, IkeSettings
+
+log = logging.getLogger("espd.ike")
+
+ResponseHandler = Callable[["IkeEngine", IkeSa, codec.Message], None]
+
+
+@dataclass(frozen=True)
+class ChildEvent:
+    """What the engine tells observers (tests, show) about a Child SA."""
+
+    kind: str  # "up" | "rekeyed" | "down" | "failed"
+    ike_sa: int
+    child: ChildSa | None
+    reason: str = ""
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``period`` seconds per key; the rest are counted."""
+
+    def __init__(self, period: float = 10.0, burst: int = 5) -> None:
+        self.period, self.burst = period, burst
+        self._seen: dict[str, list[float]] = {}
+        self.suppressed = 0
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        times = [t for t in self._seen.get(key, []) if now - t < self.period]
+        if len(times) >= self.burst:
+            self.suppressed += 1
+            self._seen[key] = times
+            return
+        times.append(now)
+        self._seen[key] = times
+        log.warning(message, *args)
+
+
+class IkeEngine:
+    """All IKE SAs of one daemon. ``owner`` follows keying/owner.py's client contract."""
+
+    def __init__(self, settings: IkeSettings, owner: object, transport: Transport,
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 child_sa_keys: type | None = None) -> None:
+        """``child_sa_keys`` is the owner's ChildSaKeys class (keying/owner.py; a test's
+        fake owner brings its own)."""
+        self.settings = settings
+        self.owner = owner
+        if child_sa_keys is None:
+            from espd.keying.owner import ChildSaKeys as child_sa_keys
+        self.child_sa_keys = child_sa_keys
+        self.transport = transport
+        self.loop = loop or asyncio.get_event_loop()
+        self.sas: dict[bytes, IkeSa] = {}  # by our SPI
+        self.half_open: dict[tuple[Endpoint, bytes], IkeSa] = {}  # responder: (peer, SPIi)
+        self.children: dict[int, tuple[IkeSa, ChildSa]] = {}  # by our inbound SPI
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.events: list[ChildEvent] = []
+        self.observers: list[Callable[[ChildEvent], None]] = []
+        self.rate_log = RateLimitedLog()
+        self.keylog = KeyLog(settings.key_log) if settings.key_log else None
+        self._ident = 0
+        transport.attach(self.receive)
+
+    # --- identifiers ---------------------------------------------------------------
+
+    def new_ident(self) -> int:
+        self._ident += 1
+        return self._ident
+
+    def new_ike_spi(self) -> bytes:
+        while True:
+            spi = secrets.token_bytes(8)
+            if spi != bytes(8) and spi not in self.sas:
+                return spi
+
+    def new_child_spi(self) -> int:
+        while True:
+            spi = int.from_bytes(os.urandom(4), "big")
+            if spi >= 256 and spi not in self.children:
+                return spi
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # --- starting IKE SAs ---------------------------------------------------------
+
+    def initiate(self, policy: ChildPolicy, peer_index: int = 0) -> IkeSa | None:
+        """Start an IKE SA (and its first Child SA) for ``policy`` with its n-th peer."""
+        from espd.ike.exchanges import ike_sa_init
+
+        if peer_index >= len(policy.peers):
+            return None
+        return ike_sa_init.start(self, policy, peer_index)
+
+    def initiate_entry(self, map_name: str, seq: int) -> IkeSa | None:
+        for policy in self.settings.children:
+            if policy.key == (map_name, seq):
+                return self.initiate(policy)
+        raise KeyError(f"no crypto map entry {map_name} {seq} with keying = \"ike\"")
+
+    def start_immediate(self) -> None:
+        """Bring up every map entry with ``start = "immediate"``."""
+        for policy in self.settings.children:
+            if policy.start == "immediate":
+                self.initiate(policy)
+
+    def sa_for(self, policy: ChildPolicy) -> IkeSa | None:
+        """A live IKE SA with one of this policy's peers (the first, in peer order)."""
+        for sa in self.sas.values():
+            if sa.state in (IkeState.DELETING, IkeState.DELETED) or sa.rekeyed_by is not None:
+                continue
+            if sa.remote.address in policy.peers:
+                return sa
+        return None
+
+    def child_of(self, policy: ChildPolicy) -> ChildSa | None:
+        for _sa, child in self.children.values():
+            if child.entry == policy.key and child.state in (
+                    ChildState.CREATING, ChildState.INSTALLED, ChildState.REKEYING):
+                return child
+        return None
+
+    # --- the SA owner's events (on the loop) ---------------------------------------
+
+    def on_acquire(self, entry: tuple[str, int], *_packet: object) -> None:
+        """A packet hit a PROTECT rule of ``entry`` with no SA: negotiate one (IOS)."""
+        policy = next((p for p in self.settings.children if p.key == tuple(entry)), None)
+        if policy is None or policy.start == "manual" or self.child_of(policy) is not None:
+            return
+        self.counters["acquires"] += 1
+        sa = self.sa_for(policy)
+        if sa is None:
+            self.initiate(policy)
+        elif sa.state == IkeState.ESTABLISHED:
+            from espd.ike.exchanges import create_child_sa
+
+            create_child_sa.start_new_child(self, sa, policy)
+
+    def on_soft_expired(self, handle: object, what: str) -> None:
+        found = self._by_handle(handle)
+        if found is not None:
+            from espd.ike.exchanges import create_child_sa
+
+            create_child_sa.start_rekey(self, *found)
+
+    def on_hard_expired(self, handle: object) -> None:
+        found = self._by_handle(handle)
+        if found is not None:
+            sa, child = found
+            log.info("%s %s: hard lifetime reached; deleted (traffic dropped until a new "
+                     "Child SA is up)", sa, child)
+            self.delete_child(sa, child, notify_peer=True, reason="hard lifetime")
+
+    def on_ike_datagram(self, local: object, lport: int, remote: object, rport: int,
+                        data: bytes) -> None:
+        """UDP 4500 IKE punted by the data plane (non-ESP marker already stripped)."""
+        import ipaddress
+
+        try:
+            here = Endpoint(ipaddress.ip_address(local), lport)
+            there = Endpoint(ipaddress.ip_address(remote), rport)
+        except ValueError:
+            self.counters["malformed"] += 1
+            return
+        self.receive(data, here, there)
+
+    def _by_handle(self, handle: object) -> tuple[IkeSa, ChildSa] | None:
+        for sa, child in self.children.values():
+            if child.handle == handle:
+                return sa, child
+        return None
+
+    # --- receive ------------------------------------------------------------------
+
+    def receive(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        try:
+            self._receive(data, local, remote)
+        except Exception:  # the invariant above: count, log, never raise
+            self.counters["internal_errors"] += 1
+            log.exception("IKE: internal error handling a message from %s", remote)
+
+    def _receive(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        try:
+            message = codec.decode_message(data)
+        except codec.ParseError as err:
+            self._malformed(remote, str(err))
+            return
+        header = message.header
+        if header.exchange == ExchangeType.IKE_SA_INIT:
+            from espd.ike.exchanges import ike_sa_init
+
+            if header.is_response:
+                sa = self.sas.get(header.spis.initiator)
+                if sa is not None and sa.initiator and sa.state == IkeState.INIT_SENT \
+                        and sa.requests.matches(header.message_id):
+                    self._response(sa, message, data)
+                else:
+                    self.counters["unexpected_responses"] += 1
+            else:
+                ike_sa_init.on_request(self, message, data, local, remote)
+            return
+        ours = header.spis.responder if header.from_initiator else header.spis.initiator
+        sa = self.sas.get(ours)
+        if sa is None or sa.spis != (header.spis.initiator, header.spis.responder) \
+                or sa.sk_in is None:
+            self.counters["unknown_spi"] += 1
+            self.rate_log.warning("spi", "IKE: message for an unknown IKE SA from %s", remote)
+            return
+        if header.from_initiator == sa.initiator:  # the peer claims our role
+            self._malformed(remote, "initiator flag does not match the IKE SA's roles")
+            return
+        if header.is_response and not sa.requests.matches(header.message_id):
+            self.counters["unexpected_responses"] += 1
+            return
+        if not header.is_response:
+            verdict = sa.responses.classify(header.message_id)
+            if verdict == "retransmit":
+                self.counters["retransmitted_requests"] += 1
+                for datagram in sa.responses.last_response:
+                    self.transport.send(local, remote, datagram)
+                return
+            if verdict == "stale":
+                self.counters["stale_requests"] += 1
+                return
+        try:
+            message = codec.decrypt_message(data, sa.sk_in)
+        except IntegrityError:
+            self.counters["integrity_failures"] += 1
+            self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped",
+                                  sa, remote)
+            return
+        except codec.ParseError as err:
+            self._malformed(remote, str(err))
+            if err.notify is not None and not header.is_response:
+                self.respond(sa, message, [codec.Notify(err.notify)], local, remote)
+            return
+        sa.last_heard = self.now()
+        if header.is_response:
+            self._response(sa, message, data)
+        else:
+            self._request(sa, message, local, remote)
+
+    def _malformed(self, remote: Endpoint, why: str) -> None:
+        self.counters["malformed"] += 1
+        self.rate_log.warning("malformed", "IKE: malformed message from %s dropped: %s",
+                              remote, why)
+
+    def _request(self, sa: IkeSa, message: codec.Message, local: Endpoint,
+                 remote: Endpoint) -> None:
+        from espd.ike.exchanges import create_child_sa, ike_auth, informational
+
+        exchange = message.header.exchange
+        if exchange == ExchangeType.IKE_AUTH and sa.state == IkeState.INIT_DONE:
+            ike_auth.on_request(self, sa, message, local, remote)
+        elif sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.DELETING):
+            self._malformed(remote, f"{_name(exchange)} request in state {sa.state.value}")
+        elif exchange == ExchangeType.CREATE_CHILD_SA:
+            create_child_sa.on_request(self, sa, message, local, remote)
+        elif exchange == ExchangeType.INFORMATIONAL:
+            informational.on_request(self, sa, message, local, remote)
+        else:
+            self._malformed(remote, f"unexpected {_name(exchange)} request")
+
+    def _response(self, sa: IkeSa, message: codec.Message, data: bytes) -> None:
+        done = sa.requests.done()
+        if done is None or done.handler is None:
+            return
+        if done.exchange == ExchangeType.IKE_SA_INIT:
+            sa.init_response = data  # AUTH signs the response exactly as received
+        done.handler(self, sa, message)
+        self.next_request(sa)
+
+    # --- send ---------------------------------------------------------------------
+
+    def respond(self, sa: IkeSa, request: codec.Message, payloads: list,
+                local: Endpoint, remote: Endpoint) -> None:
+        """Seal and send the response to ``request`` where it came from; cache it."""
+        header = request.header.response(original_initiator=sa.initiator)
+        datagram = codec.encrypt_message(header, payloads, sa.sk_out)
+        sa.responses.answered(request.header.message_id, (datagram,))
+        self.transport.send(local, remote, datagram)
+
+    def queue_request(self, sa: IkeSa, start: Callable[[], None]) -> None:
+        """Run ``start`` (which calls send_request) once the window is free."""
+        if sa.requests.busy:
+            sa.queue.append(start)
+        else:
+            start()
+
+    def next_request(self, sa: IkeSa) -> None:
+        while sa.queue and not sa.requests.busy and sa.state != IkeState.DELETED:
+            sa.queue.pop(0)()
+
+    def send_request(self, sa: IkeSa, exchange: ExchangeType, payloads: list,
+                     handler: ResponseHandler, *, clear: bool = False) -> None:
+        message_id = sa.requests.take_id()
+        header = codec.request_header(codec.SpiPair(sa.spi_i, sa.spi_r), exchange, message_id,
+                                      original_initiator=sa.initiator)
+        if clear:
+            datagram = codec.encode_message(codec.Message(header, tuple(payloads)))
+        else:
+            datagram = codec.encrypt_message(header, payloads, sa.sk_out)
+        outstanding = Outstanding(message_id, exchange, (datagram,), handler=handler)
+        sa.requests.sent(outstanding)
+        self._transmit(sa, outstanding)
+        self.counters[f"requests_{_name(exchange)}"] += 1
+        return datagram
+
+    def resend_init(self, sa: IkeSa, datagram: bytes, handler: ResponseHandler) -> None:
+        """IKE_SA_INIT again with message ID 0 (after COOKIE or INVALID_KE_PAYLOAD)."""
+        sa.requests.done()
+        outstanding = Outstanding(0, ExchangeType.IKE_SA_INIT, (datagram,), handler=handler)
+        sa.requests.sent(outstanding)
+        self._transmit(sa, outstanding)
+
+    def _transmit(self, sa: IkeSa, outstanding: Outstanding) -> None:
+        for datagram in outstanding.datagrams:
+            self.transport.send(sa.local, sa.remote, datagram)
+        delay = self.settings.retransmit_timeout * 2 ** (outstanding.tries - 1)
+        outstanding.timer = self.loop.call_later(delay, self._retransmit, sa, outstanding)
+
+    def _retransmit(self, sa: IkeSa, outstanding: Outstanding) -> None:
+        try:
+            if sa.requests.outstanding is not outstanding:
+                return
+            if outstanding.tries >= self.settings.retransmit_tries:
+                self.counters["peers_dead"] += 1
+                self.ike_failed(sa, f"no answer to {_name(outstanding.exchange)} after "
+                                    f"{outstanding.tries} tries", peer_dead=True)
+                return
+            outstanding.tries += 1
+            self.counters["retransmissions"] += 1
+            self._transmit(sa, outstanding)
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("IKE: internal error retransmitting for %s", sa)
+
+    # --- state changes ------------------------------------------------------------
+
+    def register(self, sa: IkeSa) -> None:
+        self.sas[sa.local_spi] = sa
+
+    def emit(self, kind: str, sa: IkeSa, child: ChildSa | None, reason: str = "") -> None:
+        event = ChildEvent(kind, sa.ident, child, reason)
+        self.events.append(event)
+        del self.events[:-1000]
+        for observer in self.observers:
+            observer(event)
+
+    def ike_failed(self, sa: IkeSa, reason: str, *, peer_dead: bool = False) -> None:
+        """Drop an IKE SA locally (no DELETE: the peer is gone or never agreed)."""
+        was_setting_up = sa.state in (IkeState.INIT_SENT, IkeState.AUTH_SENT)
+        log.warning("%s failed: %s", sa, reason)
+        sa.failure = reason
+        self.remove_ike_sa(sa)
+        policy = sa.policy
+        if was_setting_up and peer_dead and isinstance(policy, ChildPolicy):
+            index = policy.peers.index(sa.remote.address) if sa.remote.address in \
+                policy.peers else len(policy.peers)
+            if index + 1 < len(policy.peers):
+                log.info("IKE: trying the next peer of %s %d: %s", policy.map_name,
+                         policy.seq, policy.peers[index + 1])
+                self.initiate(policy, index + 1)
+
+    def remove_ike_sa(self, sa: IkeSa) -> None:
+        """Forget an IKE SA: its Child SAs retired from the owner, every key wiped."""
+        for child in list(sa.children.values()):
+            self.drop_child(sa, child, "IKE SA deleted")
+        sa.cancel_timers()
+        sa.queue.clear()
+        sa.state = IkeState.DELETED
+        if self.sas.get(sa.local_spi) is sa:
+            del self.sas[sa.local_spi]
+        for key, half in list(self.half_open.items()):
+            if half is sa:
+                del self.half_open[key]
+        sa.wipe()
+
+    def drop_child(self, sa: IkeSa, child: ChildSa, reason: str) -> None:
+        """Retire a Child SA from the owner and forget it (no DELETE sent)."""
+        child.cancel_timers()
+        if child.handle is not None:
+            try:
+                self.owner.retire_child(child.handle)
+            except Exception:
+                log.exception("IKE: the SA owner could not retire %s", child)
+            child.handle = None
+        if child.state != ChildState.DELETED:
+            log.info("%s %s deleted: %s", sa, child, reason)
+            self.emit("down", sa, child, reason)
+        child.state = ChildState.DELETED
+        sa.children.pop(child.spi_in, None)
+        if self.children.get(child.spi_in, (None, None))[1] is child:
+            del self.children[child.spi_in]
+        child.wipe()
+
+    def delete_child(self, sa: IkeSa, child: ChildSa, *, notify_peer: bool,
+                     reason: str) -> None:
+        from espd.ike.exchanges import informational
+
+        if notify_peer and sa.state == IkeState.ESTABLISHED:
+            informational.start_delete_child(self, sa, child, reason)
+        else:
+            self.drop_child(sa, child, reason)
+
+    def delete_ike_sa(self, sa: IkeSa, reason: str = "deleted by request") -> None:
+        from espd.ike.exchanges import informational
+
+        informational.start_delete_ike(self, sa, reason)
+
+    def schedule(self, sa: IkeSa, name: str, delay: float, callback: Callable[[], None]
+                 ) -> None:
+        """An SA timer that never raises out of the loop."""
+        def fire() -> None:
+            sa.timers.pop(name, None)
+            if sa.state == IkeState.DELETED:
+                return
+            try:
+                callback()
+            except Exception:
+                self.counters["internal_errors"] += 1
+                log.exception("IKE: internal error in timer %s of %s", name, sa)
+        sa.set_timer(name, self.loop.call_later(max(0.0, delay), fire))
+
+    def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int) -> None:
+        """Rekey ``child`` before its lifetime ends (the IKE SA may have been rekeyed by
+        then: the timer looks up its current one)."""
+        from espd.ike.exchanges import create_child_sa
+
+        if not seconds:
+            return
+
+        def fire() -> None:
+            child.rekey_timer = None
+            current = self.children.get(child.spi_in)
+            if current is None or current[1] is not child:
+                return
+            try:
+                create_child_sa.start_rekey(self, current[0], child)
+            except Exception:
+                self.counters["internal_errors"] += 1
+                log.exception("IKE: internal error rekeying %s", child)
+
+        child.rekey_timer = self.loop.call_later(self.jittered(seconds), fire)
+
+    def schedule_ike_timers(self, sa: IkeSa) -> None:
+        """IKE SA rekey before its lifetime, and dead peer detection."""
+        from espd.ike.exchanges import create_child_sa
+
+        if self.settings.ike_lifetime:
+            self.schedule(sa, "ike-rekey", self.jittered(self.settings.ike_lifetime),
+                          lambda: create_child_sa.start_ike_rekey(self, sa))
+        if self.settings.dpd.interval > 0:
+            self.schedule(sa, "dpd", self.settings.dpd.interval, lambda: self._dpd(sa))
+
+    def _dpd(self, sa: IkeSa) -> None:
+        """Every interval: a liveness check if the peer was silent (periodic: no IKE
+        message; on-demand: no IKE message and no inbound ESP) for the interval."""
+        from espd.ike.exchanges import informational
+
+        interval = self.settings.dpd.interval
+        quiet = self.now() - sa.last_heard >= interval
+        if quiet and self.settings.dpd.mode == "on-demand":
+            quiet = not self._esp_heard_within(sa, interval)
+        if quiet and sa.state == IkeState.ESTABLISHED and not sa.requests.busy:
+            informational.start_dpd(self, sa)
+        self.schedule(sa, "dpd", interval, lambda: self._dpd(sa))
+
+    def _esp_heard_within(self, sa: IkeSa, interval: float) -> bool:
+        for child in sa.children.values():
+            if child.handle is None:
+                continue
+            try:
+                last_in = self.owner.child_usage(child.handle).get("last_in")
+            except Exception:
+                continue
+            if last_in is not None and time.monotonic() - last_in < interval:
+                return True
+        return False
+
+    def jittered(self, lifetime: float) -> float:
+        """When to rekey an SA of ``lifetime`` seconds: before the margin, minus jitter."""
+        margin = self.settings.rekey_margin + random.random() * self.settings.rekey_jitter
+        return max(1.0, lifetime * (1.0 - margin)) if lifetime >= 10 else lifetime * (
+            1.0 - margin)
+
+    def close(self) -> None:
+        """Stop: every IKE SA forgotten (no DELETE), keys wiped, sockets closed."""
+        for sa in list(self.sas.values()) + list(self.half_open.values()):
+            self.remove_ike_sa(sa)
+        self.transport.close()
+        if self.keylog is not None:
+            self.keylog.close()
+
+
+def _name(exchange: int) -> str:
+    try:
+        return ExchangeType(exchange).name
+    except ValueError:
+        return f"exchange {exchange}"

@@ -1,0 +1,110 @@
+"""Where IKE datagrams come from and go to.
+
+UDP 500 is a socket of the engine's own. UDP 4500 carries IKE behind a 4-byte non-ESP
+marker next to UDP-encapsulated ESP: in the daemon it is the data plane's socket (the
+data plane punts marked datagrams to the owner, which hands them to the engine's
+``on_ike_datagram``, and ``send_ike`` sends on the same socket and source port as ESP);
+standalone (tests, the interop harness) the engine opens that socket itself.
+
+Replies go from the local address and port a request came to, to the address and port it
+came from (RFC 7296 2.11); the engine passes both endpoints to ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+
+from espd.ike.codec.natt import add_non_esp_marker, strip_non_esp_marker
+from espd.ike.sa.ike_sa import Endpoint
+
+log = logging.getLogger("espd.ike")
+
+Receiver = Callable[[bytes, Endpoint, Endpoint], None]
+MAX_DATAGRAM = 65535
+
+
+class Transport:
+    """The interface the engine sends through."""
+
+    def attach(self, receiver: Receiver) -> None:
+        raise NotImplementedError
+
+    def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class UdpTransport(Transport):
+    """One socket per (address, port) we listen on; ``nat_ports`` are the ports whose
+    datagrams carry the non-ESP marker (4500). Sending picks the socket bound to the
+    local endpoint (or the wildcard one of that port)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, bind: list[Endpoint],
+                 nat_ports: tuple[int, ...] = (4500,)) -> None:
+        self.loop = loop
+        self.nat_ports = nat_ports
+        self.sockets: dict[Endpoint, socket.socket] = {}
+        self.receiver: Receiver | None = None
+        self.send_errors = 0
+        for endpoint in bind:
+            family = socket.AF_INET if endpoint.address.version == 4 else socket.AF_INET6
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((str(endpoint.address), endpoint.port))
+            sock.setblocking(False)
+            bound = Endpoint(endpoint.address, sock.getsockname()[1])
+            self.sockets[bound] = sock
+            loop.add_reader(sock.fileno(), self._readable, sock, bound)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self.sockets)
+
+    def attach(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def _readable(self, sock: socket.socket, local: Endpoint) -> None:
+        for _ in range(64):  # bound the work per loop turn
+            try:
+                data, address = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.warning("IKE: receive error on %s: %s", local, err)
+                return
+            if local.port in self.nat_ports:
+                stripped = strip_non_esp_marker(data)
+                if stripped is None:  # a keepalive, or ESP where none is expected
+                    continue
+                data = stripped
+            remote = Endpoint(ipaddress.ip_address(address[0].split("%")[0]), address[1])
+            if self.receiver is not None:
+                self.receiver(data, local, remote)
+
+    def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
+        sock = self.sockets.get(local) or next(
+            (s for e, s in self.sockets.items() if e.port == local.port
+             and e.address.version == remote.address.version), None)
+        if sock is None:
+            self.send_errors += 1
+            log.warning("IKE: no socket for %s; datagram to %s dropped", local, remote)
+            return
+        if local.port in self.nat_ports:
+            data = add_non_esp_marker(data)
+        try:
+            sock.sendto(data, (str(remote.address), remote.port))
+        except OSError as err:
+            self.send_errors += 1
+            log.warning("IKE: send to %s failed: %s", remote, err)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets.clear()

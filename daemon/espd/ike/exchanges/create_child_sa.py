@@ -1,0 +1,381 @@
+"""CREATE_CHILD_SA (RFC 7296 1.3): a new Child SA, a Child SA rekey, an IKE SA rekey.
+
+    new child:   HDR, SK{SA, Ni, [KEi,] TSi, TSr}       --> <-- SK{SA, Nr, [KEr,] TSi, TSr}
+    child rekey: HDR, SK{N(REKEY_SA), SA, Ni, [KEi,] TSi, TSr}  --> <-- the same answer
+    IKE rekey:   HDR, SK{SA, Ni, KEi}                   --> <-- SK{SA, Nr, KEr}
+
+Make-before-break: a rekeyed Child SA's successor goes to the owner's ``rekey_child``
+(new inbound live first, then the outbound switches), and the initiator of the rekey
+deletes the old Child SA with an INFORMATIONAL afterwards.
+
+Collisions (2.8.1): when both ends rekey one Child SA at once, both exchanges complete;
+the SA made by the exchange holding the lowest of the four nonces is redundant and its
+creator deletes it (without ever installing it, so the outbound never points at it); the
+winner deletes the old SA. Rekey versus delete: a request to rekey a Child SA that we are
+deleting gets TEMPORARY_FAILURE, one for an SA we do not have CHILD_SA_NOT_FOUND. An IKE
+SA rekey request while ours is in flight gets TEMPORARY_FAILURE (2.25); the peer retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from espd.ike import codec, proposals
+from espd.ike.codec import ExchangeType, NotifyType, ProtocolId
+from espd.ike.crypto import keymat, suites
+from espd.ike.exchanges import child_setup, ike_sa_init
+from espd.ike.exchanges.payloads import errors_text, notify, proposals_of, sa_payload
+from espd.ike.proposals import ProposalError
+from espd.ike.sa.child_sa import ChildSa, ChildState
+from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
+from espd.ike.settings import ChildPolicy
+
+if TYPE_CHECKING:
+    from espd.ike.engine.engine import IkeEngine
+
+log = logging.getLogger("espd.ike")
+
+NONCE_SIZE = 32
+RETRY_DELAY = (1.0, 3.0)  # seconds, after TEMPORARY_FAILURE
+
+
+@dataclass
+class Collision:
+    """The peer's rekey of a Child SA that we are rekeying too."""
+
+    nonce_i: bytes  # the peer's
+    nonce_r: bytes  # ours
+    successor: ChildSa | None = None
+
+
+@dataclass
+class _Pending:
+    """Our CREATE_CHILD_SA in flight."""
+
+    policy: ChildPolicy
+    child: ChildSa
+    nonce_i: bytes
+    group: int = 0
+    ke_private: object | None = field(default=None, repr=False)
+    rekey_of: ChildSa | None = None
+    ke_retried: bool = False
+
+
+# --- initiator: new Child SA and Child SA rekey ----------------------------------------
+
+
+def start_new_child(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy) -> None:
+    engine.queue_request(sa, lambda: _send(engine, sa, policy, None, policy.pfs))
+
+
+def start_rekey(engine: IkeEngine, sa: IkeSa, child: ChildSa) -> None:
+    if child.state != ChildState.INSTALLED or sa.state != IkeState.ESTABLISHED:
+        return
+    policy = child_setup.policy_of(engine, child.entry)
+    if policy is None:
+        engine.delete_child(sa, child, notify_peer=True, reason="crypto map entry removed")
+        return
+    child.state = ChildState.REKEYING
+    child.collision = None
+    engine.queue_request(sa, lambda: _send(engine, sa, policy, child, policy.pfs))
+
+
+def _send(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy, rekey_of: ChildSa | None,
+          group: int, ke_retried: bool = False) -> None:
+    if sa.state != IkeState.ESTABLISHED or (rekey_of is not None
+                                            and rekey_of.state != ChildState.REKEYING):
+        return
+    child, child_payloads = child_setup.offer(engine, sa, policy, group)
+    pending = _Pending(policy, child, secrets.token_bytes(NONCE_SIZE), group,
+                       rekey_of=rekey_of, ke_retried=ke_retried)
+    payloads: list = [child_setup.rekey_notify(rekey_of)] if rekey_of is not None else []
+    payloads += [child_payloads[0], codec.Nonce(pending.nonce_i)]
+    if group:
+        pending.ke_private = suites.group(group).generate()
+        payloads.append(codec.KeyExchange(group, pending.ke_private.public_bytes))
+    payloads += child_payloads[1:]
+    engine.send_request(sa, ExchangeType.CREATE_CHILD_SA, payloads,
+                        lambda engine, sa, message: _on_response(engine, sa, message, pending))
+
+
+def _on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
+                 pending: _Pending) -> None:
+    old = pending.rekey_of
+    what = f"rekey of {old}" if old is not None else \
+        f"new Child SA for {pending.policy.map_name} {pending.policy.seq}"
+    if message.notify(NotifyType.TEMPORARY_FAILURE) is not None:
+        if old is not None and old.collision is not None:
+            _collision_settled_by_peer(engine, sa, old)
+            return
+        delay = random.uniform(*RETRY_DELAY)
+        log.info("%s: %s: peer answered TEMPORARY_FAILURE; retrying in %.1f s", sa, what,
+                 delay)
+        engine.counters["temporary_failures"] += 1
+        if old is not None:
+            old.state = ChildState.INSTALLED
+            engine.schedule(sa, f"retry-{old.spi_in}", delay,
+                            lambda: start_rekey(engine, sa, old))
+        else:
+            engine.schedule(sa, f"retry-{pending.policy.key}", delay,
+                            lambda: start_new_child(engine, sa, pending.policy))
+        return
+    if message.notify(NotifyType.CHILD_SA_NOT_FOUND) is not None and old is not None:
+        log.info("%s: %s: peer no longer has it (CHILD_SA_NOT_FOUND); negotiating a new "
+                 "Child SA", sa, what)
+        engine.drop_child(sa, old, "peer lost it")
+        start_new_child(engine, sa, pending.policy)
+        return
+    invalid_ke = message.notify(NotifyType.INVALID_KE_PAYLOAD)
+    if invalid_ke is not None and not pending.ke_retried and len(invalid_ke.data) >= 2:
+        asked = int.from_bytes(invalid_ke.data[:2], "big")
+        if suites.group(asked) is not None:
+            engine.counters["invalid_ke_honoured"] += 1
+            engine.queue_request(sa, lambda: _send(engine, sa, pending.policy, old, asked,
+                                                   ke_retried=True))
+            return
+    nonce = message.first(codec.Nonce)
+    try:
+        if message.errors:
+            raise child_setup.ChildRefused(message.errors[0].type, f"peer refused: "
+                                           f"{errors_text(message)}")
+        if nonce is None:
+            raise child_setup.ChildRefused(NotifyType.INVALID_SYNTAX, "answer has no nonce")
+        shared = _pfs_secret(pending, message)
+        if old is not None and old.collision is not None and _we_lose(pending, nonce.data,
+                                                                        old.collision):
+            _lost_collision(engine, sa, pending, old)
+            return
+        child_setup.accept(engine, sa, pending.child, message, pending.nonce_i, nonce.data,
+                           ke_group=pending.group, shared=shared, rekey_of=old)
+    except child_setup.ChildRefused as err:
+        engine.counters["child_failures"] += 1
+        log.warning("%s: %s failed: %s", sa, what, err)
+        engine.emit("failed", sa, pending.child, str(err))
+        if old is not None and old.state == ChildState.REKEYING:
+            old.state = ChildState.INSTALLED  # it runs on to its hard limit
+        return
+    if old is not None:
+        engine.counters["child_rekeys"] += 1
+        old.state, old.rekeyed_by = ChildState.REKEYED, pending.child
+        engine.delete_child(sa, old, notify_peer=True, reason="rekeyed")
+
+
+def _pfs_secret(pending: _Pending, message: codec.Message) -> bytearray | None:
+    if not pending.group:
+        return None
+    ke = message.first(codec.KeyExchange)
+    if ke is None or ke.group != pending.group:
+        raise child_setup.ChildRefused(NotifyType.INVALID_SYNTAX,
+                                       f"answer lacks the PFS KE of group {pending.group}")
+    try:
+        return pending.ke_private.shared_secret(ke.data)
+    except ValueError as err:
+        raise child_setup.ChildRefused(NotifyType.INVALID_SYNTAX,
+                                       f"bad KE payload: {err}") from None
+
+
+def _we_lose(pending: _Pending, nonce_r: bytes, collision: Collision) -> bool:
+    """RFC 7296 2.8.1: the exchange holding the lowest of the four nonces made the
+    redundant SA."""
+    ours = min(pending.nonce_i, nonce_r)
+    theirs = min(collision.nonce_i, collision.nonce_r)
+    return ours < theirs
+
+
+def _lost_collision(engine: IkeEngine, sa: IkeSa, pending: _Pending, old: ChildSa) -> None:
+    """Our new SA is redundant: never installed; tell the peer to drop its half. The peer
+    won, so it deletes the old SA; its successor is ours already."""
+    engine.counters["rekey_collisions_lost"] += 1
+    log.info("%s: rekey collision on %s lost (nonce rule); keeping the peer's successor",
+             sa, old)
+    _collision_settled_by_peer(engine, sa, old)
+    spi = pending.child.spi_in.to_bytes(4, "big")
+    engine.queue_request(sa, lambda: engine.send_request(
+        sa, ExchangeType.INFORMATIONAL, [codec.Delete(ProtocolId.ESP, (spi,))],
+        lambda *_: None))
+
+
+def _collision_settled_by_peer(engine: IkeEngine, sa: IkeSa, old: ChildSa) -> None:
+    """The peer's successor stands; the peer deletes the old SA."""
+    old.state = ChildState.REKEYED
+    old.rekeyed_by = old.collision.successor if old.collision else None
+
+
+# --- responder ------------------------------------------------------------------------
+
+
+def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endpoint,
+               remote: Endpoint) -> None:
+    offer = message.first(codec.SecurityAssociation)
+    nonce = message.first(codec.Nonce)
+    if offer is None or nonce is None:
+        engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
+        return
+    if offer.proposals and offer.proposals[0].protocol == ProtocolId.IKE:
+        _on_ike_rekey_request(engine, sa, message, nonce.data, local, remote)
+        return
+    if sa.state != IkeState.ESTABLISHED:
+        engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
+        return
+    rekey = message.notify(NotifyType.REKEY_SA)
+    old = None
+    if rekey is not None:
+        spi = int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1
+        old = next((c for c in sa.children.values() if c.spi_out == spi), None)
+        if old is None:
+            engine.respond(sa, message, [notify(NotifyType.CHILD_SA_NOT_FOUND, b"",
+                                                ProtocolId.ESP, rekey.spi)], local, remote)
+            return
+        if old.state in (ChildState.DELETING, ChildState.DELETED, ChildState.REKEYED):
+            engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
+            return
+    nonce_r = secrets.token_bytes(NONCE_SIZE)
+    try:
+        payloads, child = child_setup.answer(engine, sa, message, nonce.data, nonce_r,
+                                             in_ike_auth=False, rekey_of=old)
+    except child_setup.ChildRefused as err:
+        engine.counters["child_failures"] += 1
+        log.warning("%s: peer's CREATE_CHILD_SA refused: %s", sa, err)
+        engine.respond(sa, message, [notify(err.notify, err.data)], local, remote)
+        return
+    payloads.insert(1, codec.Nonce(nonce_r))
+    if old is not None:
+        if old.state == ChildState.REKEYING:  # both ends rekey it: settle at our answer
+            old.collision = Collision(nonce.data, nonce_r, child)
+            engine.counters["rekey_collisions"] += 1
+        else:
+            old.state, old.rekeyed_by = ChildState.REKEYED, child
+        engine.counters["child_rekeys"] += 1
+    engine.respond(sa, message, payloads, local, remote)
+
+
+# --- IKE SA rekey (RFC 7296 1.3.2, 2.18) ----------------------------------------------
+
+
+def start_ike_rekey(engine: IkeEngine, sa: IkeSa) -> None:
+    if sa.state != IkeState.ESTABLISHED:
+        return
+    sa.state = IkeState.REKEYING
+    spi = engine.new_ike_spi()
+    nonce_i = secrets.token_bytes(NONCE_SIZE)
+    group = proposals.ke_group(sa.proposal)
+    private = suites.group(group).generate()
+    offer = _ike_offer_first(engine, sa, spi)
+
+    def send() -> None:
+        engine.send_request(sa, ExchangeType.CREATE_CHILD_SA, [
+            sa_payload(offer), codec.Nonce(nonce_i),
+            codec.KeyExchange(group, private.public_bytes)],
+            lambda engine, sa, message: _on_ike_rekey_response(
+                engine, sa, message, spi, nonce_i, private, offer))
+
+    engine.queue_request(sa, send)
+
+
+def _ike_offer_first(engine: IkeEngine, sa: IkeSa, spi: bytes) -> tuple:
+    """Our IKE proposals with the current suite first (same PRF and group: RFC 7296 2.18
+    keys SKEYSEED with the old PRF; the KE we send is for the current group)."""
+    current = proposals.Proposal(1, proposals.PROTO_IKE, spi, sa.proposal.transforms)
+    return (current,)
+
+
+def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
+                           spi: bytes, nonce_i: bytes, private, offer) -> None:
+    if sa.state != IkeState.REKEYING:
+        return
+    sa.state = IkeState.ESTABLISHED
+    answer, nonce, ke = (message.first(codec.SecurityAssociation), message.first(codec.Nonce),
+                         message.first(codec.KeyExchange))
+    if message.errors or answer is None or nonce is None or ke is None:
+        delay = random.uniform(*RETRY_DELAY)
+        log.info("%s: IKE SA rekey refused (%s); retrying in %.1f s", sa,
+                 errors_text(message) or "incomplete answer", delay)
+        engine.schedule(sa, "ike-rekey", delay, lambda: start_ike_rekey(engine, sa))
+        return
+    try:
+        chosen = proposals.check_chosen(offer, proposals_of(answer))
+        suite = ike_sa_init.suite_of(chosen)
+        if len(chosen.spi) != 8 or ke.group != suite.group.ident:
+            raise ProposalError("peer's IKE SA rekey answer has a bad SPI or KE group")
+        shared = private.shared_secret(ke.data)
+    except (ProposalError, ValueError) as err:
+        log.warning("%s: IKE SA rekey failed: %s", sa, err)
+        return
+    new = _new_ike_sa(engine, sa, spi, chosen.spi, True, chosen, nonce_i, nonce.data,
+                      suite, shared)
+    _hand_over(engine, sa, new)
+    engine.delete_ike_sa(sa, "rekeyed")
+
+
+def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
+                          nonce_i: bytes, local: Endpoint, remote: Endpoint) -> None:
+    if sa.state != IkeState.ESTABLISHED or any(
+            c.state == ChildState.REKEYING for c in sa.children.values()):
+        engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
+        return
+    offer, ke = message.first(codec.SecurityAssociation), message.first(codec.KeyExchange)
+    try:
+        chosen = proposals.choose(proposals_of(offer),
+                                  proposals.ike_offer(engine.settings.proposals))
+        suite = ike_sa_init.suite_of(chosen)
+    except ProposalError as err:
+        log.warning("%s: peer's IKE SA rekey: NO_PROPOSAL_CHOSEN: %s", sa, err)
+        engine.respond(sa, message, [notify(NotifyType.NO_PROPOSAL_CHOSEN)], local, remote)
+        return
+    if ke is None or ke.group != suite.group.ident:
+        engine.respond(sa, message, [notify(NotifyType.INVALID_KE_PAYLOAD,
+                                            suite.group.ident.to_bytes(2, "big"))],
+                       local, remote)
+        return
+    if len(chosen.spi) != 8:
+        engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
+        return
+    try:
+        public, shared = suite.group.respond(ke.data)
+    except ValueError:
+        engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
+        return
+    spi, nonce_r = engine.new_ike_spi(), secrets.token_bytes(NONCE_SIZE)
+    reply = proposals.Proposal(chosen.number, chosen.protocol, spi, chosen.transforms)
+    new = _new_ike_sa(engine, sa, chosen.spi, spi, False, chosen, nonce_i, nonce_r, suite,
+                      shared)
+    engine.respond(sa, message, [sa_payload([reply]), codec.Nonce(nonce_r),
+                                 codec.KeyExchange(suite.group.ident, public)], local, remote)
+    _hand_over(engine, sa, new)
+    sa.state = IkeState.DELETING  # the initiator of the rekey deletes the old IKE SA
+
+
+def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initiator: bool,
+                chosen, nonce_i: bytes, nonce_r: bytes, suite, shared: bytearray) -> IkeSa:
+    """The rekeyed IKE SA: SKEYSEED = prf_old(SK_d_old, g^ir | Ni | Nr)."""
+    new = IkeSa(spi_i, spi_r, initiator, old.local, old.remote, IkeState.ESTABLISHED,
+                ident=engine.new_ident(), proposal=chosen, nonce_i=nonce_i, nonce_r=nonce_r)
+    skeyseed = keymat.rekey_skeyseed(old.prf, old.keys.sk_d, shared, nonce_i, nonce_r)
+    try:
+        new.keys = keymat.ike_keys(suite.prf, skeyseed, nonce_i, nonce_r, spi_i, spi_r,
+                                   keymat.IkeLengths.of(suite.prf, suite.encr, suite.integ))
+    finally:
+        skeyseed.wipe()
+        shared[:] = bytes(len(shared))
+    ike_sa_init.install_keys(engine, new, suite)
+    new.peer, new.policy, new.peer_id = old.peer, old.policy, old.peer_id
+    new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+    new.created = new.established = new.last_heard = engine.now()
+    engine.register(new)
+    engine.counters["ike_rekeys"] += 1
+    log.info("%s rekeyed as %s", old, new)
+    engine.schedule_ike_timers(new)
+    return new
+
+
+def _hand_over(engine: IkeEngine, old: IkeSa, new: IkeSa) -> None:
+    """The Child SAs move to the new IKE SA (RFC 7296 2.18)."""
+    for spi, child in list(old.children.items()):
+        new.children[spi] = child
+        engine.children[spi] = (new, child)
+    old.children.clear()
+    old.rekeyed_by = new

@@ -1,0 +1,211 @@
+"""IKE_AUTH (RFC 7296 1.2, 2.15): identities, AUTH, and the first Child SA.
+
+    initiator                                      responder
+    HDR, SK{IDi, [IDr,] AUTH, [N(USE_TRANSPORT_MODE),] SAi2, TSi, TSr}  -->
+                                     <--  HDR, SK{IDr, AUTH, [N(..),] SAr2, TSi, TSr}
+                                     <--  or HDR, SK{N(AUTHENTICATION_FAILED)}
+                                     <--  or HDR, SK{IDr, AUTH, N(NO_PROPOSAL_CHOSEN |
+                                              TS_UNACCEPTABLE)}: the IKE SA stands, the
+                                              Child SA does not
+
+Each side's AUTH covers its own IKE_SA_INIT message as sent, the other's nonce and
+prf(SK_p, its ID payload body). A failure is one log line naming the peer and what did
+not match (identities, method, or the key), never the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from espd.ike import codec
+from espd.ike.auth import AuthenticationFailed, PskAuthenticator, signed_octets
+from espd.ike.codec import ExchangeType, NotifyType
+from espd.ike.exchanges import child_setup
+from espd.ike.exchanges.payloads import (
+    address_identity,
+    identity_of,
+    identity_payload,
+    notify,
+    same_identity,
+)
+from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
+from espd.ike.settings import ChildPolicy, Peer
+
+if TYPE_CHECKING:
+    from espd.ike.engine.engine import IkeEngine
+
+log = logging.getLogger("espd.ike")
+
+
+def _local_identity(sa: IkeSa, peer: Peer | None):
+    return peer.local_id if peer is not None and peer.local_id else address_identity(sa.local)
+
+
+def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes):
+    """The signed octets of one side (RFC 7296 2.15): its IKE_SA_INIT message, the other
+    side's nonce, prf(SK_p of that side, its ID body)."""
+    if initiator_side:
+        return signed_octets(sa.prf, sa.init_request, sa.nonce_r, sa.keys.sk_pi, id_body)
+    return signed_octets(sa.prf, sa.init_response, sa.nonce_i, sa.keys.sk_pr, id_body)
+
+
+def _authenticator(peer: Peer) -> PskAuthenticator:
+    return PskAuthenticator(peer.psk.local, peer.psk.remote)
+
+
+def _use(authenticator: PskAuthenticator, call):
+    """Run one call on an authenticator, then wipe its copies of the keys."""
+    try:
+        return call(authenticator)
+    finally:
+        authenticator.wipe()
+
+
+def _established(engine: IkeEngine, sa: IkeSa, peer_id) -> None:
+    sa.state = IkeState.ESTABLISHED
+    sa.established = sa.last_heard = engine.now()
+    sa.peer_id = peer_id
+    sa.cancel_timer("half-open")
+    for key, half in list(engine.half_open.items()):
+        if half is sa:
+            del engine.half_open[key]
+    suite = getattr(sa.suite, "name", "?")
+    log.info("%s established (%s, peer id %s, local %s%s)", sa, suite, peer_id, sa.local,
+             ", NAT detected" if sa.nat else "")
+    engine.counters["ike_sas_established"] += 1
+    engine.schedule_ike_timers(sa)
+
+
+# --- initiator ------------------------------------------------------------------------
+
+
+def start(engine: IkeEngine, sa: IkeSa) -> None:
+    peer: Peer = sa.peer  # type: ignore[assignment]
+    policy: ChildPolicy = sa.policy  # type: ignore[assignment]
+    idi = identity_payload(codec.IdInitiator, _local_identity(sa, peer))
+    octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
+    method, data = _use(_authenticator(peer), lambda a: a.build(octets))
+    payloads: list = [idi]
+    if peer.remote_id is not None:
+        payloads.append(identity_payload(codec.IdResponder, peer.remote_id))
+    payloads.append(codec.Authentication(method, data))
+    child, child_payloads = child_setup.offer(engine, sa, policy)
+    sa.first_child = child
+    payloads += child_payloads
+    sa.state = IkeState.AUTH_SENT
+    engine.send_request(sa, ExchangeType.IKE_AUTH, payloads, on_response)
+
+
+def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
+    peer: Peer = sa.peer  # type: ignore[assignment]
+    if message.notify(NotifyType.AUTHENTICATION_FAILED) is not None:
+        engine.counters["auth_failures"] += 1
+        engine.ike_failed(sa, f"peer {sa.remote.address} refused our authentication "
+                              f"(AUTHENTICATION_FAILED): check that both sides have the same "
+                              f"pre-shared key and the identities each expects")
+        return
+    idr, auth = message.first(codec.IdResponder), message.first(codec.Authentication)
+    if idr is None or auth is None:
+        engine.ike_failed(sa, "IKE_AUTH response without IDr or AUTH: "
+                              f"{_errors(message) or 'malformed'}")
+        return
+    peer_id = identity_of(idr)
+    problem = _check_identity(peer, peer_id)
+    if problem is None:
+        octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
+        try:
+            _use(_authenticator(peer), lambda a: a.verify(octets, auth.method, auth.data))
+        except AuthenticationFailed as err:
+            problem = str(err)
+    if problem is not None:
+        engine.counters["auth_failures"] += 1
+        _tell_auth_failed(engine, sa)
+        engine.ike_failed(sa, f"peer {sa.remote.address} failed authentication "
+                              f"(AUTHENTICATION_FAILED): {problem}")
+        return
+    _established(engine, sa, peer_id)
+    child, sa.first_child = sa.first_child, None
+    try:
+        child_setup.accept(engine, sa, child, message, sa.nonce_i, sa.nonce_r)
+    except child_setup.ChildRefused as err:
+        engine.counters["child_failures"] += 1
+        log.warning("%s: first Child SA for %s %d failed: %s; the IKE SA stays up", sa,
+                    child.entry[0], child.entry[1], err)
+        engine.emit("failed", sa, child, str(err))
+
+
+def _tell_auth_failed(engine: IkeEngine, sa: IkeSa) -> None:
+    """RFC 7296 2.21.2: an INFORMATIONAL with AUTHENTICATION_FAILED, not waited for."""
+    try:
+        engine.send_request(sa, ExchangeType.INFORMATIONAL,
+                            [notify(NotifyType.AUTHENTICATION_FAILED)], lambda *_: None)
+    except RuntimeError:
+        pass
+
+
+def _notify_name(kind: int) -> str:
+    try:
+        return NotifyType(kind).name
+    except ValueError:
+        return str(kind)
+
+
+def _errors(message: codec.Message) -> str:
+    from espd.ike.exchanges.payloads import errors_text
+
+    return errors_text(message)
+
+
+def _check_identity(peer: Peer | None, peer_id) -> str | None:
+    if peer is None:
+        return "no pre-shared key is configured for this peer address"
+    if peer.remote_id is not None:
+        if peer_id is None or not same_identity(peer.remote_id, peer_id):
+            return f"peer identifies as {peer_id}, but {peer.remote_id} is expected"
+    return None
+
+
+# --- responder ------------------------------------------------------------------------
+
+
+def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endpoint,
+               remote: Endpoint) -> None:
+    idi, auth = message.first(codec.IdInitiator), message.first(codec.Authentication)
+    if idi is None or auth is None:
+        engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
+        engine.ike_failed(sa, "IKE_AUTH request without IDi or AUTH")
+        return
+    # RFC 7296 2.23: after NAT detection the peer floats; answer where it now is
+    sa.local, sa.remote = local, remote
+    peer = sa.peer if sa.peer is not None else engine.settings.peer(remote.address)
+    peer_id = identity_of(idi)
+    problem = _check_identity(peer, peer_id)
+    if problem is None:
+        octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
+        try:
+            _use(_authenticator(peer), lambda a: a.verify(octets, auth.method, auth.data))
+        except AuthenticationFailed as err:
+            problem = str(err)
+    if problem is not None:
+        engine.counters["auth_failures"] += 1
+        engine.respond(sa, message, [notify(NotifyType.AUTHENTICATION_FAILED)], local, remote)
+        engine.ike_failed(sa, f"peer {remote.address} (id {peer_id}) failed authentication "
+                              f"(AUTHENTICATION_FAILED): {problem}")
+        return
+    sa.peer = peer
+    idr = identity_payload(codec.IdResponder, _local_identity(sa, peer))
+    octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
+    method, data = _use(_authenticator(peer), lambda a: a.build(octets))
+    payloads: list = [idr, codec.Authentication(method, data)]
+    _established(engine, sa, peer_id)
+    try:
+        child_payloads, _child = child_setup.answer(engine, sa, message, sa.nonce_i,
+                                                    sa.nonce_r, in_ike_auth=True)
+        payloads += child_payloads
+    except child_setup.ChildRefused as err:
+        engine.counters["child_failures"] += 1
+        log.warning("%s: first Child SA refused (%s): %s; the IKE SA stays up", sa,
+                    _notify_name(err.notify), err)
+        payloads.append(notify(err.notify, err.data))
+    engine.respond(sa, message, payloads, local, remote)

@@ -1,0 +1,193 @@
+"""Two espd IKE engines on loopback with a fake SA owner each: real datagrams, the real
+codec and crypto, and an owner that records what it was asked to install.
+
+    initiator 127.0.0.1:PORT  <-- UDP -->  responder 127.0.0.2:PORT
+              (and PORT+1 as each side's "4500", non-ESP marker included)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import os
+from dataclasses import dataclass, field, replace
+
+from espd.dataplane import Lifetime
+from espd.ike import proposals as p
+from espd.ike.engine.engine import IkeEngine
+from espd.ike.engine.transport import UdpTransport
+from espd.ike.sa.ike_sa import Endpoint
+from espd.ike.settings import (
+    ChildPolicy,
+    Identity,
+    IkeProposal,
+    IkeSettings,
+    Peer,
+    PresharedKey,
+)
+from espd.policy.selectors import TrafficSelector
+
+A, B = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.2")
+GCM_X25519 = IkeProposal(((p.ENCR_AES_GCM_16, 256),), (p.PRF_HMAC_SHA2_384,), (), (31,))
+CBC_MODP = IkeProposal(((p.ENCR_AES_CBC, 128),), (p.PRF_HMAC_SHA2_256,),
+                       (p.AUTH_HMAC_SHA2_256_128,), (14,))
+_ports = itertools.count(20000 + (os.getpid() % 500) * 40, 2)
+
+
+@dataclass(frozen=True)
+class ChildSaKeys:
+    """The shape of keying/owner.py's ChildSaKeys (TEAM.md's SA owner contract)."""
+
+    entry: tuple[str, int]
+    ike_sa: str
+    transform: str
+    mode: str
+    encap: str
+    local: str
+    peer: str
+    spi_in: int
+    key_in: bytearray = field(repr=False)
+    auth_key_in: bytearray | None = field(repr=False)
+    spi_out: int
+    key_out: bytearray = field(repr=False)
+    auth_key_out: bytearray | None = field(repr=False)
+    esn: bool = False
+    replay_window: int = 1024
+    soft: Lifetime = Lifetime()
+    hard: Lifetime = Lifetime()
+    local_port: int = 4500
+    remote_port: int = 4500
+    traffic_selectors: tuple = ()
+
+    def wipe(self) -> None:
+        for key in (self.key_in, self.auth_key_in, self.key_out, self.auth_key_out):
+            if isinstance(key, bytearray):
+                key[:] = bytes(len(key))
+
+
+@dataclass(frozen=True)
+class Handle:
+    id: int
+    entry: tuple[str, int]
+    spi_in: int
+    spi_out: int
+
+
+@dataclass
+class Installed:
+    """What the owner saw, with key copies taken before the engine wiped them."""
+
+    handle: Handle
+    spec: ChildSaKeys
+    key_in: bytes
+    key_out: bytes
+    auth_in: bytes
+    auth_out: bytes
+    replaced: Handle | None = None
+
+
+class FakeOwner:
+    """Records install/rekey/retire in order; the outbound slot per entry is tracked the
+    way keying/owner.py does it (rekey switches it, retire of its holder empties it)."""
+
+    def __init__(self) -> None:
+        self.installed: dict[int, Installed] = {}
+        self.retired: list[Handle] = []
+        self.log: list[tuple[str, int]] = []
+        self.slots: dict[tuple[str, int], Handle | None] = {}
+        self._ids = itertools.count(1)
+
+    def _record(self, keys: ChildSaKeys, replaced: Handle | None) -> Handle:
+        handle = Handle(next(self._ids), keys.entry, keys.spi_in, keys.spi_out)
+        self.installed[handle.id] = Installed(
+            handle, keys, bytes(keys.key_in), bytes(keys.key_out),
+            bytes(keys.auth_key_in or b""), bytes(keys.auth_key_out or b""), replaced)
+        self.slots[keys.entry] = handle
+        return handle
+
+    def install_child(self, keys: ChildSaKeys) -> Handle:
+        self.log.append(("install", keys.spi_in))
+        return self._record(keys, None)
+
+    def rekey_child(self, old: Handle, keys: ChildSaKeys) -> Handle:
+        assert old.id in self.installed and old not in self.retired
+        self.log.append(("rekey", keys.spi_in))
+        return self._record(keys, old)
+
+    def retire_child(self, handle: Handle) -> None:
+        assert handle not in self.retired, "retired twice"
+        self.log.append(("retire", handle.spi_in))
+        self.retired.append(handle)
+        if self.slots.get(handle.entry) == handle:
+            self.slots[handle.entry] = None
+
+    def child_usage(self, handle: Handle) -> dict:
+        return {"bytes_in": 0, "bytes_out": 0, "packets_in": 0, "packets_out": 0,
+                "last_in": None}
+
+    def live(self) -> list[Installed]:
+        gone = {h.id for h in self.retired}
+        return [i for i in self.installed.values() if i.handle.id not in gone]
+
+
+def policy(local: ipaddress.IPv4Address, peers: tuple, local_net: str, remote_net: str,
+           **kw) -> ChildPolicy:
+    base = dict(map_name="vpn", seq=10, peers=peers, local=local,
+                transforms=(("esp-gcm 256", "tunnel"),),
+                local_ts=(TrafficSelector.from_network(local_net),),
+                remote_ts=(TrafficSelector.from_network(remote_net),), start="manual")
+    base.update(kw)
+    return ChildPolicy(**base)
+
+
+@dataclass
+class Side:
+    engine: IkeEngine
+    owner: FakeOwner
+    transport: UdpTransport
+    settings: IkeSettings
+
+
+def settings_pair(port: int, **kw) -> tuple[IkeSettings, IkeSettings]:
+    key = bytearray(b"ikeprobe-secret-0123456789")
+    a_peer = Peer(B, PresharedKey(key, key), port=port, remote_id=Identity("ipv4", str(B)))
+    b_peer = Peer(A, PresharedKey(key, key), port=port)
+    common = dict(proposals=(GCM_X25519,), retransmit_timeout=0.05, retransmit_tries=4,
+                  port=port, nat_port=port + 1, half_open_timeout=5.0)
+    common.update(kw.pop("common", {}))
+    a = IkeSettings(peers=(a_peer,), children=(policy(A, (B,), "10.1.0.0/16",
+                                                      "10.2.0.0/16"),), **common)
+    b = IkeSettings(peers=(b_peer,), children=(policy(B, (A,), "10.2.0.0/16",
+                                                      "10.1.0.0/16"),), **common)
+    return a, b
+
+
+def side(loop: asyncio.AbstractEventLoop, address, settings: IkeSettings) -> Side:
+    transport = UdpTransport(loop, [Endpoint(address, settings.port),
+                                    Endpoint(address, settings.nat_port)],
+                             nat_ports=(settings.nat_port,))
+    owner = FakeOwner()
+    engine = IkeEngine(settings, owner, transport, loop, child_sa_keys=ChildSaKeys)
+    return Side(engine, owner, transport, settings)
+
+
+def pair(loop: asyncio.AbstractEventLoop, a: IkeSettings | None = None,
+         b: IkeSettings | None = None) -> tuple[Side, Side]:
+    port = next(_ports)
+    sa, sb = settings_pair(port)
+    a = replace(a, port=port, nat_port=port + 1, peers=tuple(
+        replace(x, port=port) for x in a.peers)) if a else sa
+    b = replace(b, port=port, nat_port=port + 1, peers=tuple(
+        replace(x, port=port) for x in b.peers)) if b else sb
+    return side(loop, A, a), side(loop, B, b)
+
+
+async def until(condition, timeout: float = 5.0, step: float = 0.005) -> None:
+    """Wait for ``condition()`` to be true; AssertionError after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)

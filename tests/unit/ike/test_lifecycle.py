@@ -1,0 +1,233 @@
+"""After IKE_AUTH: CREATE_CHILD_SA (new, rekey, PFS, IKE SA rekey, collisions), DELETE both
+ways, DPD, and hostile input — two espd engines over loopback, fake SA owners."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from support.ike_pair import pair, until
+
+from espd.ike.exchanges import create_child_sa
+from espd.ike.sa.child_sa import ChildState
+from espd.ike.sa.ike_sa import IkeState
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def up(loop, a_settings=None, b_settings=None, **kw):
+    a, b = pair(loop)
+    if a_settings:
+        a.engine.settings = a_settings(a.settings)
+    if b_settings:
+        b.engine.settings = b_settings(b.settings)
+    sa = a.engine.initiate(a.engine.settings.children[0])
+    await until(lambda: a.owner.live() and b.owner.live())
+    [peer_sa] = b.engine.sas.values()
+    return a, b, sa, peer_sa
+
+
+def crossed(a, b) -> None:
+    """Every live SA pair on one side has its mirror on the other, keys equal."""
+    live_a = {i.spec.spi_in: i for i in a.owner.live()}
+    live_b = {i.spec.spi_out: i for i in b.owner.live()}
+    assert live_a.keys() == live_b.keys()
+    for spi, ia in live_a.items():
+        assert ia.key_in == live_b[spi].key_out and ia.key_out == live_b[spi].key_in
+
+
+def test_child_rekey_is_make_before_break_and_deletes_the_old_sa():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [old] = sa.children.values()
+        old_handle = old.handle
+        create_child_sa.start_rekey(a.engine, sa, old)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        assert a.owner.log == [("install", old.spi_in), ("rekey", a.owner.log[1][1]),
+                               ("retire", old.spi_in)]
+        [new] = a.owner.live()
+        assert new.replaced == old_handle and a.owner.slots[("vpn", 10)] == new.handle
+        assert b.owner.live()[0].replaced is not None  # the responder rekeyed, too
+        crossed(a, b)
+        assert new.key_out != a.owner.installed[old_handle.id].key_out
+        assert a.engine.counters["child_rekeys"] == b.engine.counters["child_rekeys"] == 1
+    run(main())
+
+
+def test_pfs_rekey_and_a_new_child_sa():
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def pfs(s):
+            return replace(s, children=(replace(s.children[0], pfs=19),))
+        a, b, sa, _ = await up(loop, pfs, pfs)
+        [old] = sa.children.values()
+        create_child_sa.start_rekey(a.engine, sa, old)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+        create_child_sa.start_new_child(a.engine, sa, a.engine.settings.children[0])
+        await until(lambda: len(a.owner.live()) == 2 and len(b.owner.live()) == 2)
+        crossed(a, b)
+    run(main())
+
+
+def test_responder_rekeys_too_and_the_initiator_answers():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [old] = peer_sa.children.values()
+        create_child_sa.start_rekey(b.engine, peer_sa, old)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+    run(main())
+
+
+def test_simultaneous_child_rekeys_leave_one_pair_by_the_nonce_rule():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [old_a] = sa.children.values()
+        [old_b] = peer_sa.children.values()
+        create_child_sa.start_rekey(a.engine, sa, old_a)
+        create_child_sa.start_rekey(b.engine, peer_sa, old_b)
+        await until(lambda: len(a.owner.live()) == 1 and len(b.owner.live()) == 1
+                    and not sa.requests.busy and not peer_sa.requests.busy
+                    and all(c.state == ChildState.INSTALLED for c in sa.children.values())
+                    and all(c.state == ChildState.INSTALLED
+                            for c in peer_sa.children.values()), timeout=10)
+        crossed(a, b)
+        [survivor_a] = a.owner.live()
+        assert a.owner.slots[("vpn", 10)] == survivor_a.handle
+        assert b.owner.slots[("vpn", 10)] == b.owner.live()[0].handle
+        collided = a.engine.counters["rekey_collisions"] + b.engine.counters["rekey_collisions"]
+        assert collided >= 1
+    run(main())
+
+
+def test_ike_sa_rekey_moves_the_child_sas():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [child] = sa.children.values()
+        create_child_sa.start_ike_rekey(a.engine, sa)
+        await until(lambda: sa.state == IkeState.DELETED and peer_sa.state == IkeState.DELETED)
+        [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
+        assert new_a.spis == new_b.spis and new_a.spis != sa.spis
+        assert new_a.state == new_b.state == IkeState.ESTABLISHED
+        assert child.spi_in in new_a.children and not a.owner.retired  # children kept
+        # the new IKE SA works: rekey the child under it
+        create_child_sa.start_rekey(a.engine, new_a, child)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+    run(main())
+
+
+def test_delete_from_either_side_removes_the_sas_at_once():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [child] = peer_sa.children.values()
+        b.engine.delete_child(peer_sa, child, notify_peer=True, reason="test")
+        await until(lambda: not a.owner.live() and not b.owner.live())
+        assert a.owner.slots[("vpn", 10)] is None  # fail closed until a new child
+        assert sa.state == IkeState.ESTABLISHED
+        create_child_sa.start_new_child(a.engine, sa, a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        a.engine.delete_ike_sa(sa)
+        await until(lambda: not a.engine.sas and not b.engine.sas)
+        assert not a.owner.live() and not b.owner.live()
+    run(main())
+
+
+def test_dead_peer_detection_deletes_the_sas():
+    async def main():
+        loop = asyncio.get_running_loop()
+        from espd.ike.settings import Dpd
+
+        a, b, sa, _ = await up(loop, lambda s: replace(s, dpd=Dpd(interval=0.1)))
+        await asyncio.sleep(0.3)
+        assert a.engine.counters["dpd_sent"] >= 1 and b.engine.counters["dpd_answered"] >= 1
+        assert sa.state == IkeState.ESTABLISHED  # a live peer answers
+        b.transport.close()  # the peer dies
+        await until(lambda: sa.state == IkeState.DELETED, timeout=10)
+        assert not a.owner.live() and a.engine.counters["peers_dead"] == 1
+    run(main())
+
+
+def test_next_peer_is_tried_when_the_first_is_dead():
+    async def main():
+        import ipaddress
+
+        from espd.ike.settings import Peer
+
+        loop = asyncio.get_running_loop()
+        dead = ipaddress.ip_address("127.0.0.9")
+        a, b = pair(loop)
+        policy = replace(a.settings.children[0], peers=(dead, *a.settings.children[0].peers))
+        a.engine.settings = replace(a.settings, children=(policy,), peers=(
+            Peer(dead, a.settings.peers[0].psk, port=a.settings.port),
+            *a.settings.peers))
+        a.engine.initiate(policy)
+        await until(lambda: a.owner.live() and b.owner.live(), timeout=10)
+        assert a.engine.counters["peers_dead"] == 1
+    run(main())
+
+
+def test_acquire_starts_negotiation_on_demand():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        a.engine.settings = replace(a.settings, children=(replace(
+            a.settings.children[0], start="on-demand"),))
+        a.engine.on_acquire(("vpn", 10), "10.1.0.5", "10.2.0.7", 1, 0, 0)
+        a.engine.on_acquire(("vpn", 10), "10.1.0.5", "10.2.0.7", 1, 0, 0)  # no second SA
+        await until(lambda: a.owner.live() and b.owner.live())
+        assert len(a.engine.sas) == 1 and len(a.owner.installed) == 1
+    run(main())
+
+
+def test_malformed_replayed_and_forged_messages_change_nothing():
+    async def main():
+        from espd.ike import codec
+
+        loop = asyncio.get_running_loop()
+        captured = []
+        a, b = pair(loop)
+        send = a.transport.send
+
+        def tap(local, remote, data):
+            captured.append(data)
+            send(local, remote, data)
+        a.transport.send = tap
+        sa = a.engine.initiate(a.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        [peer_sa] = b.engine.sas.values()
+        here, there = sa.local, sa.remote
+        auth_request = captured[-1]
+        next_id = bytearray(auth_request)
+        next_id[20:24] = (2).to_bytes(4, "big")  # in window, but the ICV covers the header
+        for garbage in (b"", b"\x00" * 3, b"\xff" * 28, auth_request[:40], bytes(next_id),
+                        b"x" * 70000):
+            b.engine.receive(garbage, there, here)
+        b.engine.receive(auth_request, there, here)  # a replayed IKE_AUTH
+        forged = bytearray(auth_request)
+        forged[20:24] = (7).to_bytes(4, "big")  # message ID out of window
+        b.engine.receive(bytes(forged), there, here)
+        wrong_spi = bytes(8) + auth_request[8:]
+        b.engine.receive(wrong_spi, there, here)
+        await asyncio.sleep(0.05)
+        assert peer_sa.state == IkeState.ESTABLISHED and len(b.owner.installed) == 1
+        counters = b.engine.counters
+        assert counters["malformed"] >= 3 and counters["integrity_failures"] >= 1
+        assert counters["retransmitted_requests"] >= 1 and counters["stale_requests"] >= 1
+        assert counters["unknown_spi"] >= 1 and counters["internal_errors"] == 0
+        # a message nobody asked for: a response with no request outstanding
+        reply = codec.decode_message(auth_request)
+        header = reply.header.response(original_initiator=False)
+        b.engine.receive(codec.encode_message(codec.Message(header, reply.payloads)),
+                         there, here)
+        assert b.engine.counters["internal_errors"] == 0
+    run(main())
