@@ -1,0 +1,130 @@
+"""espd's IKE engine (standalone, a fake SA owner that prints the Child SA keys) against
+strongSwan charon 5.9.8 in namespaces, both directions: the Child SA keys espd derives
+are the ones charon logs at ``chd 4``, SPIs crossed.
+
+  [gwA 192.0.2.1 espd IKE engine] ==IKE 500 -> 4500 (charon's encap = yes)== [gwB 192.0.2.2 charon]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support import netns
+from support.strongswan import DEBIAN, Charon, site_to_site
+
+pytestmark = pytest.mark.netns
+
+SCRIPT = Path(__file__).resolve().parent.parent / "support" / "ike_standalone.py"
+
+
+@pytest.fixture
+def topology(netns_ok):
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-ik{secrets.randbelow(10**6)}", ipv6=False)
+    with topo:
+        yield topo
+
+
+class Engine:
+    """The standalone engine in a namespace, its JSON lines on a queue."""
+
+    def __init__(self, ns: str, conf: dict) -> None:
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(SCRIPT),
+                                      json.dumps(conf)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait("ready")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.put(json.loads(line))
+
+    def wait(self, event: str, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                item = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(item)
+            if item["event"] == event:
+                return item
+        raise AssertionError(f"no {event} from espd; saw {self.seen}")
+
+    def send(self, command: str) -> None:
+        self.proc.stdin.write(command + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def charon_child_keys(log: str) -> list[tuple[str, str]]:
+    """(initiator key, responder key) hex, per Child SA, from charon's chd 4 log."""
+    keys: list[str] = []
+    dump = r"\[CHD\] (?:<[^>]*> )?\s*\d+: "
+    for match in re.finditer(r"encryption (?:initiator|responder) key => (\d+) bytes.*\n"
+                             r"((?:.*" + dump + r"[0-9A-F ]+.*\n)+)", log):
+        hexes = re.findall(dump + r"((?:[0-9A-F]{2} ?){1,16})", match.group(2))
+        keys.append("".join(h.replace(" ", "") for h in hexes).lower()[:2 * int(match[1])])
+    return list(zip(keys[::2], keys[1::2], strict=True))
+
+
+@pytest.mark.parametrize("ike,esp", [
+    ("aes256gcm16-prfsha384-x25519", "aes256gcm16"),
+    ("aes256-sha256-modp2048", "aes128-sha256"),
+], ids=["gcm-x25519", "cbc-modp2048"])
+@pytest.mark.parametrize("initiator", ["espd", "charon"])
+def test_child_sa_keys_match_charons(topology, ike, esp, initiator):
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    psk = secrets.token_hex(16)
+    espd_esp = {"aes256gcm16": "esp-gcm 256", "aes128-sha256": "esp-aes 128 esp-sha256-hmac"}
+    charon = Charon(topology.gw_b, "gwb", DEBIAN, key_dump=True).start()
+    engine = None
+    try:
+        charon.load([site_to_site("b", psk, proposals=[ike], esp_proposals=[esp])])
+        engine = Engine(topology.gw_a, {
+            "local": "192.0.2.1", "peer": "192.0.2.2", "psk": psk, "local_id": "gwa",
+            "remote_id": "gwb", "proposals": [ike], "esp": [espd_esp[esp]],
+            "local_net": "10.1.0.0/16", "remote_net": "10.2.0.0/16"})
+        with charon.events() as events:
+            if initiator == "espd":
+                engine.send("initiate")
+            else:
+                charon.initiate("net")
+            installed = engine.wait("install")
+            events.wait_up("child-updown")
+        (ike_sa,) = charon.list_sas()
+        child = next(iter(ike_sa["gw"]["child-sas"].values()))
+        assert int(child["spi-in"], 16) == installed["spi_out"]
+        assert int(child["spi-out"], 16) == installed["spi_in"]
+        assert installed["encap"] == "udp" and installed["remote_port"] == 4500
+        (key_i, key_r), = charon_child_keys(charon.log())
+        ours_out = installed["key_out"]
+        if initiator == "espd":
+            assert (ours_out, installed["key_in"]) == (key_i, key_r)
+        else:
+            assert (installed["key_in"], ours_out) == (key_i, key_r)
+    finally:
+        if engine is not None:
+            engine.close()
+        print(charon.describe(tail=4000))
+        charon.close()

@@ -1,0 +1,113 @@
+"""espd's IKE engine alone in a namespace, for interop tests: no data plane, a fake SA
+owner that prints each installed Child SA (keys included: tests only) as a JSON line.
+
+    ip netns exec NS python ike_standalone.py '{"local": ..., "peer": ..., ...}'
+
+stdin commands, one per line: "initiate", "rekey-child", "rekey-ike", "delete", "quit".
+stdout: {"event": "ready"}, {"event": "install"|"rekey"|"retire", ...}, {"event": "log"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from espd.ike import proposals as p  # noqa: E402
+from espd.ike.engine.engine import IkeEngine  # noqa: E402
+from espd.ike.engine.transport import UdpTransport  # noqa: E402
+from espd.ike.exchanges import create_child_sa  # noqa: E402
+from espd.ike.sa.ike_sa import Endpoint  # noqa: E402
+from espd.ike.settings import (  # noqa: E402
+    ChildPolicy,
+    Identity,
+    IkeProposal,
+    IkeSettings,
+    Peer,
+    PresharedKey,
+)
+from espd.policy.selectors import TrafficSelector  # noqa: E402
+from support.ike_pair import ChildSaKeys, FakeOwner  # noqa: E402
+
+PROPOSALS = {
+    "aes128gcm16-prfsha256-x25519": IkeProposal(((p.ENCR_AES_GCM_16, 128),),
+                                                (p.PRF_HMAC_SHA2_256,), (), (31,)),
+    "aes256gcm16-prfsha384-x25519": IkeProposal(((p.ENCR_AES_GCM_16, 256),),
+                                                (p.PRF_HMAC_SHA2_384,), (), (31,)),
+    "aes128gcm16-prfsha256-ecp256": IkeProposal(((p.ENCR_AES_GCM_16, 128),),
+                                                (p.PRF_HMAC_SHA2_256,), (), (19,)),
+    "chacha20poly1305-prfsha256-x25519": IkeProposal(((p.ENCR_CHACHA20_POLY1305, 0),),
+                                                     (p.PRF_HMAC_SHA2_256,), (), (31,)),
+    "aes256-sha256-modp2048": IkeProposal(((p.ENCR_AES_CBC, 256),), (p.PRF_HMAC_SHA2_256,),
+                                          (p.AUTH_HMAC_SHA2_256_128,), (14,)),
+}
+
+
+def emit(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+class PrintingOwner(FakeOwner):
+    def _record(self, keys, replaced):
+        handle = super()._record(keys, replaced)
+        got = self.installed[handle.id]
+        emit(event="rekey" if replaced else "install", spi_in=keys.spi_in,
+             spi_out=keys.spi_out, transform=keys.transform, mode=keys.mode, encap=keys.encap,
+             key_in=got.key_in.hex(), key_out=got.key_out.hex(), auth_in=got.auth_in.hex(),
+             auth_out=got.auth_out.hex(), remote_port=keys.remote_port)
+        return handle
+
+    def retire_child(self, handle):
+        super().retire_child(handle)
+        emit(event="retire", spi_in=handle.spi_in)
+
+
+class Relay(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:  # type: ignore[override]
+        globals()["emit"](event="log", level=record.levelname, text=record.getMessage())
+
+
+async def main(conf: dict) -> None:
+    loop = asyncio.get_running_loop()
+    local, peer = ipaddress.ip_address(conf["local"]), ipaddress.ip_address(conf["peer"])
+    key = bytearray(conf["psk"].encode())
+    settings = IkeSettings(
+        proposals=tuple(PROPOSALS[name] for name in conf["proposals"]),
+        peers=(Peer(peer, PresharedKey(key, key), remote_id=Identity("fqdn", conf["remote_id"]),
+                    local_id=Identity("fqdn", conf["local_id"])),),
+        children=(ChildPolicy("vpn", 10, (peer,), local,
+                              tuple((t, conf.get("mode", "tunnel")) for t in conf["esp"]),
+                              (TrafficSelector.from_network(conf["local_net"]),),
+                              (TrafficSelector.from_network(conf["remote_net"]),),
+                              pfs=conf.get("pfs", 0), start="manual",
+                              encapsulation=conf.get("encapsulation", "auto")),),
+        key_log=conf.get("key_log"))
+    transport = UdpTransport(loop, [Endpoint(local, 500), Endpoint(local, 4500)])
+    engine = IkeEngine(settings, PrintingOwner(), transport, loop, child_sa_keys=ChildSaKeys)
+    logging.getLogger("espd.ike").addHandler(Relay())
+    logging.getLogger("espd.ike").setLevel(logging.INFO)
+    emit(event="ready")
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        sa = next(iter(engine.sas.values()), None)
+        if line == "initiate":
+            engine.initiate(settings.children[0])
+        elif line == "rekey-child" and sa is not None:
+            create_child_sa.start_rekey(engine, sa, next(iter(sa.children.values())))
+        elif line == "rekey-ike" and sa is not None:
+            create_child_sa.start_ike_rekey(engine, sa)
+        elif line == "delete" and sa is not None:
+            engine.delete_ike_sa(sa)
+        elif line == "quit":
+            break
+    engine.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
