@@ -128,3 +128,114 @@ def test_child_sa_keys_match_charons(topology, ike, esp, initiator):
             engine.close()
         print(charon.describe(tail=4000))
         charon.close()
+
+
+def _tunnel(topology, psk, **charon_conn):
+    charon = Charon(topology.gw_b, "gwb", DEBIAN, key_dump=True).start()
+    charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
+                              esp_proposals=["aes128gcm16-x25519"], **charon_conn)])
+    engine = Engine(topology.gw_a, {
+        "local": "192.0.2.1", "peer": "192.0.2.2", "psk": psk, "local_id": "gwa",
+        "remote_id": "gwb", "proposals": ["aes128gcm16-prfsha256-x25519"],
+        "esp": ["esp-gcm 128"], "pfs": 31, "local_net": "10.1.0.0/16",
+        "remote_net": "10.2.0.0/16"})
+    return charon, engine
+
+
+def _charon_spis(charon) -> set[tuple[int, int]]:
+    return {(int(c["spi-in"], 16), int(c["spi-out"], 16))
+            for sa in charon.list_sas() for ike in sa.values()
+            for c in ike["child-sas"].values() if c["state"] == "INSTALLED"}
+
+
+def test_rekeys_by_either_side_and_delete_from_charon(topology):
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    psk = secrets.token_hex(16)
+    charon, engine = _tunnel(topology, psk)
+    try:
+        with charon.events() as events:
+            engine.send("initiate")
+            first = engine.wait("install")
+            events.wait_up("child-updown")
+
+            engine.send("rekey-child")  # espd rekeys the Child SA, PFS with X25519
+            mine = engine.wait("rekey")
+            assert engine.wait("retire")["spi_in"] == first["spi_in"]
+            events.wait("child-rekey")
+            assert _wait_for(lambda: _charon_spis(charon) == {(mine["spi_out"],
+                                                               mine["spi_in"])})
+            assert mine["key_out"] != first["key_out"]
+
+            charon.rekey(child="net")  # charon rekeys it
+            theirs = engine.wait("rekey")
+            assert engine.wait("retire")["spi_in"] == mine["spi_in"]
+            assert _wait_for(lambda: _charon_spis(charon) == {(theirs["spi_out"],
+                                                               theirs["spi_in"])})
+
+            engine.send("rekey-ike")  # espd rekeys the IKE SA
+            events.wait("ike-rekey")
+            charon.rekey(ike="gw")  # and charon does
+            events.wait("ike-rekey")
+            charon.rekey(child="net")  # the Child SA under the twice-rekeyed IKE SA
+            after = engine.wait("rekey")
+            engine.wait("retire")
+            assert _wait_for(lambda: _charon_spis(charon) == {(after["spi_out"],
+                                                               after["spi_in"])})
+            keys = charon_child_keys(charon.log())
+            assert (keys[-1][1], keys[-1][0]) == (after["key_out"], after["key_in"])
+
+            charon.terminate(ike="gw")  # DELETE from charon removes espd's SAs at once
+            assert engine.wait("retire")["spi_in"] == after["spi_in"]
+        logs = [e["text"] for e in engine.seen if e["event"] == "log"]
+        assert any("deleted by the peer" in line for line in logs), logs
+        assert not any(e.get("level") == "ERROR" for e in engine.seen)
+    finally:
+        engine.close()
+        print(charon.describe(tail=4000))
+        charon.close()
+
+
+def _wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.parametrize("initiator", ["espd", "charon"])
+def test_wrong_psk_is_refused_both_ways(topology, initiator):
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    charon = Charon(topology.gw_b, "gwb", DEBIAN).start()
+    engine = None
+    try:
+        charon.load([site_to_site("b", "the-right-secret-0123",
+                                  proposals=["aes128gcm16-prfsha256-x25519"])])
+        engine = Engine(topology.gw_a, {
+            "local": "192.0.2.1", "peer": "192.0.2.2", "psk": "a-wrong-secret-4567",
+            "local_id": "gwa", "remote_id": "gwb",
+            "proposals": ["aes128gcm16-prfsha256-x25519"], "esp": ["esp-gcm 128"],
+            "local_net": "10.1.0.0/16", "remote_net": "10.2.0.0/16"})
+        if initiator == "espd":
+            engine.send("initiate")
+        else:
+            with pytest.raises(Exception):  # noqa: B017 - vici reports the failure
+                charon.initiate("net", timeout=5)
+        deadline = time.monotonic() + 10
+        lines: list[str] = []
+        while time.monotonic() < deadline and not lines:
+            engine.wait("log")
+            lines = [e["text"] for e in engine.seen
+                     if e["event"] == "log" and "AUTHENTICATION_FAILED" in e["text"]]
+        assert len(lines) == 1, lines
+        assert "secret" not in lines[0]  # neither key appears
+        assert not any(e["event"] == "install" for e in engine.seen)
+        assert "N(AUTH_FAILED)" in charon.log()  # sent or received by charon
+    finally:
+        if engine is not None:
+            engine.close()
+        print(charon.describe(tail=3000))
+        charon.close()
