@@ -239,3 +239,49 @@ def test_wrong_psk_is_refused_both_ways(topology, initiator):
             engine.close()
         print(charon.describe(tail=3000))
         charon.close()
+
+
+def test_key_log_lets_tshark_decrypt_the_exchange(topology, tmp_path):
+    """The opt-in key log, fed to tshark's IKEv2 decryption table, decrypts IKE_AUTH and
+    the CREATE_CHILD_SA of a captured exchange with charon (an independent dissector)."""
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    psk = secrets.token_hex(16)
+    key_log = tmp_path / "ike.keys"
+    charon = Charon(topology.gw_b, "gwb", DEBIAN).start()
+    engine = None
+    try:
+        charon.load([site_to_site("b", psk, proposals=["aes256gcm16-prfsha384-x25519"],
+                                  esp_proposals=["aes256gcm16"])])
+        with netns.Capture(topology.gw_a, netns.WAN_IF) as capture:
+            engine = Engine(topology.gw_a, {
+                "local": "192.0.2.1", "peer": "192.0.2.2", "psk": psk, "local_id": "gwa",
+                "remote_id": "gwb", "proposals": ["aes256gcm16-prfsha384-x25519"],
+                "esp": ["esp-gcm 256"], "local_net": "10.1.0.0/16",
+                "remote_net": "10.2.0.0/16", "key_log": str(key_log)})
+            engine.send("initiate")
+            engine.wait("install")
+            engine.send("rekey-child")
+            engine.wait("retire")
+        assert key_log.stat().st_mode & 0o777 == 0o600
+        lines = key_log.read_text().splitlines()
+        assert sum(line.startswith("uat:ikev2_decryption_table:") for line in lines) == 1
+        assert sum(line.startswith("uat:esp_sa:") for line in lines) == 4  # 2 SAs x 2 ways
+        pcap = tmp_path / "ike.pcap"
+        wrpcap(str(pcap), [Ether(frame) for _t, frame, _k in capture.frames])
+        args = ["tshark", "-n", "-r", str(pcap), "-V", "-Y", "isakmp"]
+        for line in lines:
+            args += ["-o", line]
+        decoded = subprocess.run(args, capture_output=True, text=True, timeout=60).stdout
+        assert "Identification - Initiator" in decoded and "gwa" in decoded
+        assert "Traffic Selector - Initiator" in decoded
+        assert decoded.count("Decrypted Data") >= 3, decoded[-3000:]
+        checks = [line for line in decoded.splitlines() if "Integrity Checksum Data" in line]
+        assert len(checks) >= 4 and all("[correct]" in line for line in checks), checks
+    finally:
+        if engine is not None:
+            engine.close()
+        charon.close()
