@@ -242,3 +242,31 @@ def test_forced_udp_encapsulation_floats_to_the_nat_port():
             assert spec.encap == "udp" and spec.remote_port == s.settings.nat_port
         keys_match(a, b)
     run(main())
+
+
+def test_nat_port_traffic_can_go_through_the_data_plane_path():
+    """The daemon's shape: UDP 4500 out through a send_ike callable (the data plane adds
+    the marker), in through the owner's on_ike_datagram."""
+    async def main():
+        from espd.ike.codec.natt import strip_non_esp_marker
+        from espd.ike.engine.transport import UdpTransport
+        from espd.ike.sa.ike_sa import Endpoint
+
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        a.engine.settings = replace(a.settings, children=(replace(
+            a.settings.children[0], encapsulation="udp"),))
+        punted = []
+
+        def send_ike(local, peer, port, data):  # what Dataplane.send_ike does, on loopback
+            punted.append(data)
+            a.transport.sockets[Endpoint(a.settings.children[0].local,
+                                         a.settings.nat_port)].sendto(
+                bytes(4) + data, (peer, port))
+        a.transport.send_nat = send_ike
+        a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        assert punted and all(strip_non_esp_marker(bytes(4) + d) == d for d in punted)
+        assert isinstance(a.transport, UdpTransport)
+        keys_match(a, b)
+    run(main())

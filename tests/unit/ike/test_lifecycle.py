@@ -231,3 +231,92 @@ def test_malformed_replayed_and_forged_messages_change_nothing():
                          there, here)
         assert b.engine.counters["internal_errors"] == 0
     run(main())
+
+
+def test_rekey_of_an_sa_the_peer_lacks_gets_child_sa_not_found_and_a_new_child():
+    async def main():
+        from espd.ike.sa.child_sa import ChildSa
+
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [real] = sa.children.values()
+        ghost = ChildSa(real.entry, a.engine.new_child_spi(), spi_out=0x4242,
+                        state=ChildState.INSTALLED, handle=real.handle)
+        sa.children[ghost.spi_in] = ghost
+        a.engine.children[ghost.spi_in] = (sa, ghost)
+        create_child_sa.start_rekey(a.engine, sa, ghost)
+        await until(lambda: ghost.state == ChildState.DELETED
+                    and len(a.owner.installed) == 2 and len(b.owner.installed) == 2)
+        assert ghost.spi_in not in sa.children
+    run(main())
+
+
+def test_rekey_of_an_sa_being_deleted_gets_temporary_failure():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [child] = sa.children.values()
+        [theirs] = peer_sa.children.values()
+        theirs.state = ChildState.DELETING  # the peer is about to delete it
+        create_child_sa.start_rekey(a.engine, sa, child)
+        await until(lambda: a.engine.counters["temporary_failures"] == 1)
+        assert child.state == ChildState.INSTALLED and len(a.owner.installed) == 1
+        assert sa.state == IkeState.ESTABLISHED
+    run(main())
+
+
+def test_hostile_ike_sa_init_requests_are_refused_without_state():
+    async def main():
+        import os
+
+        from support.ike_pair import GCM_X25519
+
+        from espd.ike import codec, proposals
+        from espd.ike.codec import ExchangeType, NotifyType
+        from espd.ike.exchanges.payloads import sa_payload
+
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        answers = []
+        send = b.transport.send
+        b.transport.send = lambda local, remote, data: (answers.append(
+            codec.decode_message(data)), send(local, remote, data))
+        here = next(e for e in b.transport.endpoints if e.port == b.settings.port)
+        there = next(e for e in a.transport.endpoints if e.port == a.settings.port)
+
+        def init(*payloads):
+            header = codec.request_header(codec.SpiPair(os.urandom(8)),
+                                          ExchangeType.IKE_SA_INIT, 0,
+                                          original_initiator=True)
+            b.engine.receive(codec.encode_message(codec.Message(header, payloads)),
+                             there, here)
+            return answers[-1].errors[0].type if answers else None
+
+        offer = sa_payload(proposals.ike_offer([GCM_X25519]))
+        nonce = codec.Nonce(os.urandom(32))
+        assert init(offer, codec.KeyExchange(31, b"short"), nonce) == \
+            NotifyType.INVALID_SYNTAX  # X25519 takes 32 bytes
+        assert init(offer, codec.KeyExchange(31, bytes(32)), nonce) == \
+            NotifyType.INVALID_SYNTAX  # the all-zero point (RFC 8031)
+        assert init(offer, nonce) == NotifyType.INVALID_SYNTAX  # no KE at all
+        assert init(offer, codec.KeyExchange(19, os.urandom(64)), nonce) == \
+            NotifyType.INVALID_KE_PAYLOAD
+        assert answers[-1].errors[0].data == (31).to_bytes(2, "big")
+        assert not b.engine.sas and not b.engine.half_open  # no state for any of them
+        assert b.engine.counters["internal_errors"] == 0
+    run(main())
+
+
+def test_delete_naming_someone_elses_spi_changes_nothing():
+    async def main():
+        from espd.ike import codec
+        from espd.ike.codec import ExchangeType, ProtocolId
+
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        a.engine.send_request(sa, ExchangeType.INFORMATIONAL,
+                              [codec.Delete(ProtocolId.ESP, ((0x12345678).to_bytes(4, "big"),))],
+                              lambda *_: None)
+        await until(lambda: not sa.requests.busy)
+        assert len(b.owner.live()) == 1 and len(a.owner.live()) == 1
+    run(main())

@@ -46,9 +46,15 @@ class UdpTransport(Transport):
     local endpoint (or the wildcard one of that port)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, bind: list[Endpoint],
-                 nat_ports: tuple[int, ...] = (4500,)) -> None:
+                 nat_ports: tuple[int, ...] = (4500,),
+                 send_nat: Callable[[str, str, int, bytes], None] | None = None) -> None:
+        """``send_nat`` (the daemon: ``Dataplane.send_ike(local, peer, port, data)``, which
+        adds the marker itself) sends what goes out from a NAT port; without it the engine
+        binds that port itself (standalone). Received NAT-port IKE then arrives through
+        the SA owner's ``on_ike_datagram``."""
         self.loop = loop
         self.nat_ports = nat_ports
+        self.send_nat = send_nat
         self.sockets: dict[Endpoint, socket.socket] = {}
         self.receiver: Receiver | None = None
         self.send_errors = 0
@@ -88,6 +94,13 @@ class UdpTransport(Transport):
                 self.receiver(data, local, remote)
 
     def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
+        if self.send_nat is not None and local.port in self.nat_ports:
+            try:
+                self.send_nat(str(local.address), str(remote.address), remote.port, data)
+            except (OSError, ValueError, RuntimeError) as err:
+                self.send_errors += 1
+                log.warning("IKE: send to %s through the data plane failed: %s", remote, err)
+            return
         sock = self.sockets.get(local) or next(
             (s for e, s in self.sockets.items() if e.port == local.port
              and e.address.version == remote.address.version), None)
