@@ -76,34 +76,47 @@ class Engine:
                 self.proc.wait()
 
 
-def charon_child_keys(log: str) -> list[tuple[str, str]]:
+def charon_child_keys(log: str, kind: str = "encryption") -> list[tuple[str, str]]:
     """(initiator key, responder key) hex, per Child SA, from charon's chd 4 log."""
     keys: list[str] = []
     dump = r"\[CHD\] (?:<[^>]*> )?\s*\d+: "
-    for match in re.finditer(r"encryption (?:initiator|responder) key => (\d+) bytes.*\n"
+    for match in re.finditer(kind + r" (?:initiator|responder) key => (\d+) bytes.*\n"
                              r"((?:.*" + dump + r"[0-9A-F ]+.*\n)+)", log):
         hexes = re.findall(dump + r"((?:[0-9A-F]{2} ?){1,16})", match.group(2))
         keys.append("".join(h.replace(" ", "") for h in hexes).lower()[:2 * int(match[1])])
     return list(zip(keys[::2], keys[1::2], strict=True))
 
 
+ESPD_ESP = {"aes256gcm16": "esp-gcm 256", "aes128gcm16": "esp-gcm 128",
+            "chacha20poly1305": "esp-chacha20-poly1305",
+            "aes128-sha256": "esp-aes 128 esp-sha256-hmac",
+            "aes256-sha512": "esp-aes 256 esp-sha512-hmac",
+            "aes192-sha384": "esp-aes 192 esp-sha384-hmac",
+            "aes128-sha1": "esp-aes 128 esp-sha-hmac"}
+
+
 @pytest.mark.parametrize("ike,esp", [
     ("aes256gcm16-prfsha384-x25519", "aes256gcm16"),
+    ("aes128gcm16-prfsha256-ecp256", "aes128gcm16"),
+    ("chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
     ("aes256-sha256-modp2048", "aes128-sha256"),
-], ids=["gcm-x25519", "cbc-modp2048"])
+    ("aes256gcm16-prfsha384-x25519", "aes256-sha512"),
+    ("aes256gcm16-prfsha384-x25519", "aes192-sha384"),
+    ("aes256gcm16-prfsha384-x25519", "aes128-sha1"),
+], ids=["gcm-x25519", "gcm128-ecp256", "chacha-x25519", "cbc-modp2048", "esp-cbc-sha512",
+        "esp-cbc192-sha384", "esp-cbc-sha1"])
 @pytest.mark.parametrize("initiator", ["espd", "charon"])
 def test_child_sa_keys_match_charons(topology, ike, esp, initiator):
     if DEBIAN.unavailable():
         pytest.skip(DEBIAN.unavailable())
     psk = secrets.token_hex(16)
-    espd_esp = {"aes256gcm16": "esp-gcm 256", "aes128-sha256": "esp-aes 128 esp-sha256-hmac"}
     charon = Charon(topology.gw_b, "gwb", DEBIAN, key_dump=True).start()
     engine = None
     try:
         charon.load([site_to_site("b", psk, proposals=[ike], esp_proposals=[esp])])
         engine = Engine(topology.gw_a, {
             "local": "192.0.2.1", "peer": "192.0.2.2", "psk": psk, "local_id": "gwa",
-            "remote_id": "gwb", "proposals": [ike], "esp": [espd_esp[esp]],
+            "remote_id": "gwb", "proposals": [ike], "esp": [ESPD_ESP[esp]],
             "local_net": "10.1.0.0/16", "remote_net": "10.2.0.0/16"})
         with charon.events() as events:
             if initiator == "espd":
@@ -117,12 +130,17 @@ def test_child_sa_keys_match_charons(topology, ike, esp, initiator):
         assert int(child["spi-in"], 16) == installed["spi_out"]
         assert int(child["spi-out"], 16) == installed["spi_in"]
         assert installed["encap"] == "udp" and installed["remote_port"] == 4500
+        assert installed["transform"] == ESPD_ESP[esp]
         (key_i, key_r), = charon_child_keys(charon.log())
         ours_out = installed["key_out"]
         if initiator == "espd":
             assert (ours_out, installed["key_in"]) == (key_i, key_r)
         else:
             assert (installed["key_in"], ours_out) == (key_i, key_r)
+        if "-sha" in esp:  # and the integrity keys: charon logs them as "integrity ..."
+            (auth_i, auth_r), = charon_child_keys(charon.log(), "integrity")
+            mine = (installed["auth_out"], installed["auth_in"])
+            assert mine == ((auth_i, auth_r) if initiator == "espd" else (auth_r, auth_i))
     finally:
         if engine is not None:
             engine.close()
@@ -281,6 +299,41 @@ def test_key_log_lets_tshark_decrypt_the_exchange(topology, tmp_path):
         assert decoded.count("Decrypted Data") >= 3, decoded[-3000:]
         checks = [line for line in decoded.splitlines() if "Integrity Checksum Data" in line]
         assert len(checks) >= 4 and all("[correct]" in line for line in checks), checks
+    finally:
+        if engine is not None:
+            engine.close()
+        charon.close()
+
+
+@pytest.mark.parametrize("initiator", ["espd", "charon"])
+def test_proposal_mismatch_is_no_proposal_chosen_with_both_offers_named(topology, initiator):
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    charon = Charon(topology.gw_b, "gwb", DEBIAN).start()
+    engine = None
+    try:
+        charon.load([site_to_site("b", "shared-secret-0123456789",
+                                  proposals=["aes256-sha256-modp2048"])])
+        engine = Engine(topology.gw_a, {
+            "local": "192.0.2.1", "peer": "192.0.2.2", "psk": "shared-secret-0123456789",
+            "local_id": "gwa", "remote_id": "gwb",
+            "proposals": ["aes128gcm16-prfsha256-x25519"], "esp": ["esp-gcm 128"],
+            "local_net": "10.1.0.0/16", "remote_net": "10.2.0.0/16"})
+        if initiator == "espd":
+            engine.send("initiate")
+        else:
+            with pytest.raises(Exception):  # noqa: B017 - vici reports the failure
+                charon.initiate("net", timeout=5)
+        deadline = time.monotonic() + 10
+        lines: list[str] = []
+        while time.monotonic() < deadline and not lines:
+            engine.wait("log")
+            lines = [e["text"] for e in engine.seen if e["event"] == "log"
+                     and ("NO_PROPOSAL_CHOSEN" in e["text"] or "no IKE proposal" in e["text"])]
+        assert lines, engine.seen
+        if initiator == "charon":  # espd chose: it names both offers
+            assert "AES_CBC_256" in lines[0] and "AES_GCM_16_128" in lines[0], lines
+        assert "NO_PROP" in charon.log()
     finally:
         if engine is not None:
             engine.close()
