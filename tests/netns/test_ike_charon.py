@@ -338,3 +338,47 @@ def test_proposal_mismatch_is_no_proposal_chosen_with_both_offers_named(topology
         if engine is not None:
             engine.close()
         charon.close()
+
+
+def test_simultaneous_child_rekeys_with_charon_leave_one_matching_pair(topology):
+    """Both ends rekey the same Child SA at once (RFC 7296 2.8.1): after the dust settles
+    espd and charon hold the same single Child SA, and espd's owner slot points at it."""
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    psk = secrets.token_hex(16)
+    charon, engine = _tunnel(topology, psk)
+    try:
+        with charon.events() as events:
+            engine.send("initiate")
+            engine.wait("install")
+            events.wait_up("child-updown")
+            for _round in range(3):
+                engine.send("rekey-child")
+                charon.rekey(child="net")
+                events.wait("child-rekey")
+                assert _wait_for(lambda: len(_charon_spis(charon)) == 1, 10)
+                time.sleep(0.5)  # let both DELETEs finish
+        live = _live_espd(engine)
+        assert len(live) == 1, live
+        assert _charon_spis(charon) == {(live[0]["spi_out"], live[0]["spi_in"])}
+        assert not any(e.get("level") == "ERROR" for e in engine.seen)
+    finally:
+        engine.close()
+        print(charon.describe(tail=6000))
+        charon.close()
+
+
+def _live_espd(engine: Engine) -> list[dict]:
+    """espd's installed Child SAs, from its install/rekey/retire lines so far."""
+    while True:
+        try:
+            engine.seen.append(engine.lines.get_nowait())
+        except queue.Empty:
+            break
+    live: dict[int, dict] = {}
+    for event in engine.seen:
+        if event["event"] in ("install", "rekey"):
+            live[event["spi_in"]] = event
+        elif event["event"] == "retire":
+            live.pop(event["spi_in"], None)
+    return list(live.values())
