@@ -4,9 +4,10 @@ fake SA owner that records the Child SA keys)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import replace
 
-from support.ike_pair import pair, until
+from support.ike_pair import B, pair, until
 
 from espd.ike.sa.ike_sa import IkeState
 
@@ -269,4 +270,32 @@ def test_nat_port_traffic_can_go_through_the_data_plane_path():
         assert punted and all(strip_non_esp_marker(bytes(4) + d) == d for d in punted)
         assert isinstance(a.transport, UdpTransport)
         keys_match(a, b)
+    run(main())
+
+
+def test_hosting_subscribes_the_engine_and_starts_immediate_entries():
+    async def main():
+        from support.ike_pair import ChildSaKeys, FakeOwner, settings_pair, side
+
+        from espd.ike.engine.hosting import host
+
+        loop = asyncio.get_running_loop()
+        port = 29000 + os.getpid() % 500 * 2
+        a_settings, b_settings = settings_pair(port)
+        a_settings = replace(a_settings, children=(replace(a_settings.children[0],
+                                                           start="immediate"),))
+        b = side(loop, B, b_settings)
+
+        class Owner(FakeOwner):
+            clients: list = []
+
+            def subscribe(self, client):
+                self.clients.append(client)
+        owner = Owner()
+        engine = host(loop, owner, a_settings, send_ike=None, child_sa_keys=ChildSaKeys)
+        assert owner.clients == [engine]
+        await until(lambda: owner.live() and b.owner.live())
+        engine.reconfigure(replace(a_settings, children=()))  # the map entry is removed
+        await until(lambda: not owner.live() and not b.owner.live())
+        engine.close()
     run(main())

@@ -141,9 +141,10 @@ class IkeEngine:
         raise KeyError(f"no crypto map entry {map_name} {seq} with keying = \"ike\"")
 
     def start_immediate(self) -> None:
-        """Bring up every map entry with ``start = "immediate"``."""
+        """Bring up every map entry with ``start = "immediate"`` that has no Child SA."""
         for policy in self.settings.children:
-            if policy.start == "immediate":
+            if policy.start == "immediate" and self.child_of(policy) is None \
+                    and self.sa_for(policy) is None:
                 self.initiate(policy)
 
     def sa_for(self, policy: ChildPolicy) -> IkeSa | None:
@@ -523,8 +524,24 @@ class IkeEngine:
     def jittered(self, lifetime: float) -> float:
         """When to rekey an SA of ``lifetime`` seconds: before the margin, minus jitter."""
         margin = self.settings.rekey_margin + random.random() * self.settings.rekey_jitter
-        return max(1.0, lifetime * (1.0 - margin)) if lifetime >= 10 else lifetime * (
-            1.0 - margin)
+        return lifetime * (1.0 - min(margin, 0.9))
+
+    def reconfigure(self, settings: IkeSettings) -> None:
+        """A reload: new settings for new negotiations; an IKE SA whose peer is gone, or a
+        Child SA whose crypto map entry is gone, is deleted (with a DELETE to the peer)."""
+        self.settings = settings
+        for sa in list(self.sas.values()):
+            if sa.state == IkeState.DELETED:
+                continue
+            if settings.peer(sa.remote.address) is None:
+                self.delete_ike_sa(sa, "peer removed from the configuration")
+                continue
+            keys = {policy.key for policy in settings.children}
+            for child in list(sa.children.values()):
+                if child.entry not in keys:
+                    self.delete_child(sa, child, notify_peer=True,
+                                      reason="crypto map entry removed")
+        self.start_immediate()
 
     def close(self) -> None:
         """Stop: every IKE SA forgotten (no DELETE), keys wiped, sockets closed."""

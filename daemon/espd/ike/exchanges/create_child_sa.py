@@ -41,6 +41,7 @@ log = logging.getLogger("espd.ike")
 
 NONCE_SIZE = 32
 RETRY_DELAY = (1.0, 3.0)  # seconds, after TEMPORARY_FAILURE
+OLD_IKE_SA_GRACE = 30.0  # seconds a rekeyed IKE SA waits for the peer's DELETE
 
 
 @dataclass
@@ -346,7 +347,10 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     engine.respond(sa, message, [sa_payload([reply]), codec.Nonce(nonce_r),
                                  codec.KeyExchange(suite.group.ident, public)], local, remote)
     _hand_over(engine, sa, new)
-    sa.state = IkeState.DELETING  # the initiator of the rekey deletes the old IKE SA
+    sa.state = IkeState.DELETING  # the initiator of the rekey deletes the old IKE SA...
+    sa.queue.clear()
+    engine.schedule(sa, "rekeyed", OLD_IKE_SA_GRACE,  # ...or we drop it ourselves
+                    lambda: engine.remove_ike_sa(sa))
 
 
 def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initiator: bool,

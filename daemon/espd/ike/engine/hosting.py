@@ -1,0 +1,41 @@
+"""How the daemon hosts the IKE engine: the one integration point.
+
+The service (service/main_loop.py), once the SA owner exists and the workers run, calls
+
+    engine = host(loop, owner, settings, send_ike=dataplane.send_ike)
+
+which binds UDP 500 on every local address of an IKE crypto map entry, sends UDP 4500
+IKE through the data plane's NAT-T socket (``send_ike``: the source port the peer's NAT
+knows), subscribes the engine to the owner (acquires, soft/hard expiries, and punted
+UDP 4500 IKE datagrams, which the owner drains from ``Dataplane.punted()`` and hands to
+``on_ike_datagram``), and starts the ``start = "immediate"`` entries. On reload the
+service builds new ``IkeSettings`` and calls ``engine.reconfigure(settings)``; on stop,
+``engine.close()`` (the owner retires what is left of the negotiated SAs with the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from espd.ike.engine.engine import IkeEngine
+from espd.ike.engine.transport import UdpTransport
+from espd.ike.sa.ike_sa import Endpoint
+from espd.ike.settings import IkeSettings
+
+
+def host(loop: asyncio.AbstractEventLoop, owner: object, settings: IkeSettings, *,
+         send_ike: Callable[[str, str, int, bytes], None] | None,
+         child_sa_keys: type | None = None) -> IkeEngine:
+    """The running engine; ``send_ike`` None binds UDP 4500 too (no data plane)."""
+    addresses = sorted({policy.local for policy in settings.children}, key=str)
+    bind = [Endpoint(address, settings.port) for address in addresses]
+    if send_ike is None:
+        bind += [Endpoint(address, settings.nat_port) for address in addresses]
+    transport = UdpTransport(loop, bind, nat_ports=(settings.nat_port,), send_nat=send_ike)
+    engine = IkeEngine(settings, owner, transport, loop, child_sa_keys=child_sa_keys)
+    subscribe = getattr(owner, "subscribe", None)
+    if subscribe is not None:
+        subscribe(engine)
+    engine.start_immediate()
+    return engine
