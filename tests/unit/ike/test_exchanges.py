@@ -299,3 +299,29 @@ def test_hosting_subscribes_the_engine_and_starts_immediate_entries():
         await until(lambda: not owner.live() and not b.owner.live())
         engine.close()
     run(main())
+
+
+def test_esn_is_negotiated_when_both_sides_allow_it():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        a.engine.settings = replace(a.settings, children=(replace(
+            a.settings.children[0], esn=True),))
+        b.engine.settings = replace(b.settings, children=(replace(
+            b.settings.children[0], esn=True),))
+        a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        assert a.owner.live()[0].spec.esn and b.owner.live()[0].spec.esn
+    run(main())
+
+
+def test_esn_falls_back_when_the_responder_does_not_offer_it():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        a.engine.settings = replace(a.settings, children=(replace(
+            a.settings.children[0], esn=True),))
+        a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        assert not a.owner.live()[0].spec.esn and not b.owner.live()[0].spec.esn
+    run(main())
