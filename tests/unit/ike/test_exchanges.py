@@ -40,6 +40,15 @@ def test_ike_sa_init_and_ike_auth_bring_up_a_child_sa():
         assert ia.spec.transform == "esp-gcm 256" and ia.spec.mode == "tunnel"
         assert ia.spec.encap == "esp" and ia.spec.entry == ("vpn", 10)
         assert all(k == bytearray(len(k)) for k in (ia.spec.key_in, ia.spec.key_out))
+        view = a.engine.snapshot()
+        [shown] = view.ike_sas
+        assert shown.state == "established" and shown.role == "initiator"
+        assert shown.suite == "aes256gcm16-prfsha384-x25519" and shown.remote.endswith(":" + str(
+            a.settings.port))
+        assert [c.transform for c in shown.children] == ["esp-gcm 256"]
+        assert view.by_state() == {"established": 1}
+        text = repr(view)
+        assert ia.key_out.hex() not in text and ia.key_in.hex() not in text
         a.engine.close()
         b.engine.close()
     run(main())

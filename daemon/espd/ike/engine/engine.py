@@ -36,6 +36,7 @@ from espd.ike import codec
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
 from espd.ike.engine.transport import Transport
+from espd.ike.engine.view import Snapshot, ike_sa_view
 from espd.ike.keylog import KeyLog
 from espd.ike.sa.child_sa import ChildSa, ChildState
 from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
@@ -525,6 +526,14 @@ class IkeEngine:
         """When to rekey an SA of ``lifetime`` seconds: before the margin, minus jitter."""
         margin = self.settings.rekey_margin + random.random() * self.settings.rekey_jitter
         return lifetime * (1.0 - min(margin, 0.9))
+
+    def snapshot(self) -> Snapshot:
+        """An immutable view for show and metrics (call on the loop; hand the result to
+        other threads)."""
+        now = self.now()
+        views = tuple(ike_sa_view(sa, now, self.settings.ike_lifetime)
+                      for sa in sorted(self.sas.values(), key=lambda s: s.ident))
+        return Snapshot(views, tuple(sorted(self.counters.items())))
 
     def reconfigure(self, settings: IkeSettings) -> None:
         """A reload: new settings for new negotiations; an IKE SA whose peer is gone, or a

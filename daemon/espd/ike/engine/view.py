@@ -1,0 +1,71 @@
+"""What ``show ike sa`` and the metrics read: immutable snapshots of the engine's state.
+
+The engine's objects live on the event loop and change there; other threads (the control
+socket, the metrics exporter) read a ``Snapshot`` that the loop replaced by one reference
+assignment, as keying/owner.py does for SAs. No key material is in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from espd.ike.sa.ike_sa import IkeSa
+
+
+@dataclass(frozen=True)
+class ChildView:
+    entry: tuple[str, int]
+    spi_in: int
+    spi_out: int
+    transform: str
+    mode: str
+    encap: str
+    state: str
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    age: float  # seconds since installed
+
+
+@dataclass(frozen=True)
+class IkeSaView:
+    """One IKE SA in the shape of IOS ``show crypto ikev2 sa``."""
+
+    tunnel_id: int
+    local: str
+    remote: str
+    state: str
+    role: str  # "initiator" | "responder" (of this IKE SA)
+    suite: str  # e.g. "aes256gcm16-prfsha384-x25519"
+    auth: str  # "psk"
+    peer_id: str
+    spi_i: str
+    spi_r: str
+    nat: bool
+    lifetime: int  # seconds
+    active: float  # seconds since established (0 while negotiating)
+    children: tuple[ChildView, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    ike_sas: tuple[IkeSaView, ...]
+    counters: tuple[tuple[str, int], ...]  # exchanges, failures, drops: "name" -> count
+
+    def by_state(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for sa in self.ike_sas:
+            out[sa.state] = out.get(sa.state, 0) + 1
+        return out
+
+
+def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
+    children = tuple(
+        ChildView(c.entry, c.spi_in, c.spi_out, c.transform, c.mode, c.encap, c.state.value,
+                  tuple(map(str, c.local_ts)), tuple(map(str, c.remote_ts)),
+                  now - c.created if c.created else 0.0)
+        for c in sa.children.values())
+    return IkeSaView(
+        sa.ident, str(sa.local), str(sa.remote), sa.state.value,
+        "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), "psk",
+        str(sa.peer_id or ""), sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
+        now - sa.established if sa.established else 0.0, children)
