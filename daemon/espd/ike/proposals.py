@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from espd.config.transforms import parse_transform
+from espd.ike.crypto import esp
 from espd.ike.settings import ChildPolicy, IkeProposal
 
 # Protocol ids (RFC 7296 3.3.1) and transform types (3.3.2)
@@ -148,47 +150,28 @@ def esp_offer(policy: ChildPolicy, spi: bytes, ke_group: int = 0) -> tuple[Propo
     )
 
 
-_ESP_CIPHERS = {
-    "esp-gcm": ENCR_AES_GCM_16,
-    "esp-aes": ENCR_AES_CBC,
-    "esp-chacha20-poly1305": ENCR_CHACHA20_POLY1305,
-    "esp-null": ENCR_NULL,
-}
-_ESP_INTEG = {
-    "esp-sha-hmac": AUTH_HMAC_SHA1_96,
-    "esp-sha256-hmac": AUTH_HMAC_SHA2_256_128,
-    "esp-sha384-hmac": AUTH_HMAC_SHA2_384_192,
-    "esp-sha512-hmac": AUTH_HMAC_SHA2_512_256,
-}
-
-
 def esp_transforms(name: str) -> tuple[Transform, ...]:
     """The ENCR (+INTEG) transforms of an espd transform name such as ``esp-aes 256
-    esp-sha256-hmac`` (the canonical names espd.config.transforms prints)."""
-    words = name.split()
-    if not words or words[0] not in _ESP_CIPHERS:
-        raise ProposalError(f"'{name}': not an espd ESP transform name")
-    cipher = _ESP_CIPHERS[words.pop(0)]
-    bits = 0
-    if cipher in (ENCR_AES_GCM_16, ENCR_AES_CBC):
-        bits = int(words.pop(0)) if words and words[0].isdigit() else 128
-    out = [Transform(ENCR, cipher, bits)]
-    out += [Transform(INTEG, _ESP_INTEG[w]) for w in words if w in _ESP_INTEG]
-    if len(out) != 1 + len(words):
-        raise ProposalError(f"'{name}': not an espd ESP transform name")
+    esp-sha256-hmac`` (the names espd.config.transforms parses)."""
+    try:
+        ids = esp.proposal_ids(parse_transform(name))
+    except ValueError as err:
+        raise ProposalError(f"'{name}': {err}") from None
+    out = [Transform(ENCR, ids.encr, ids.key_bits or 0)]
+    if ids.integ is not None:
+        out.append(Transform(INTEG, ids.integ))
     return tuple(out)
 
 
 def esp_transform_name(chosen: Proposal) -> str:
     """The espd transform name of a negotiated ESP proposal (the inverse of the above)."""
     encr, integ = chosen.one(ENCR), chosen.one(INTEG)
-    by_id = {v: k for k, v in _ESP_CIPHERS.items()}
-    if encr is None or encr.id not in by_id:
-        raise ProposalError(f"ESP proposal {chosen} has no cipher espd implements")
-    name = by_id[encr.id] + (f" {encr.key_bits}" if encr.key_bits else "")
-    if integ is not None and integ.id != NONE:
-        name += " " + {v: k for k, v in _ESP_INTEG.items()}[integ.id]
-    return name
+    found = esp.transform(encr.id, encr.key_bits or None,
+                          integ.id if integ is not None and integ.id != NONE else None
+                          ) if encr is not None else None
+    if found is None:
+        raise ProposalError(f"ESP proposal {chosen} has no transform espd implements")
+    return found.name
 
 
 # --- what this side accepts, and the choice -------------------------------------------

@@ -2,14 +2,14 @@
 
 Lifecycle: CREATING (our CREATE_CHILD_SA or IKE_AUTH in flight) -> INSTALLED (the owner
 holds it) -> REKEYING (a rekey of it in flight) -> REKEYED (a successor is installed; this
-one waits for its DELETE) -> DELETING -> DELETED. Keys are bytearrays, wiped by ``wipe``
-once the owner has installed them and again at delete.
+one waits for its DELETE) -> DELETING -> DELETED. The engine keeps no Child SA keys: they
+go from KEYMAT to the owner and are wiped once installed.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from espd.ike.proposals import Proposal
 from espd.policy.selectors import TrafficSelector
@@ -22,23 +22,6 @@ class ChildState(enum.Enum):
     REKEYED = "rekeyed"
     DELETING = "deleting"
     DELETED = "deleted"
-
-
-@dataclass(repr=False)
-class ChildKeys:
-    """ESP keys per direction; ``encr`` includes the AEAD salt (RFC 4106/7634)."""
-
-    encr_in: bytearray
-    integ_in: bytearray
-    encr_out: bytearray
-    integ_out: bytearray
-
-    def wipe(self) -> None:
-        for key in (self.encr_in, self.integ_in, self.encr_out, self.integ_out):
-            key[:] = bytes(len(key))
-
-    def __repr__(self) -> str:
-        return "ChildKeys(<wiped or hidden>)"
 
 
 @dataclass(eq=False)
@@ -56,7 +39,6 @@ class ChildSa:
     esn: bool = False
     local_ts: tuple[TrafficSelector, ...] = ()
     remote_ts: tuple[TrafficSelector, ...] = ()
-    keys: ChildKeys | None = field(default=None, repr=False)
     state: ChildState = ChildState.CREATING
     handle: object | None = None  # the SA owner's ChildHandle
     created: float = 0.0  # loop time
@@ -67,9 +49,8 @@ class ChildSa:
     collision: object | None = None  # the peer's rekey of it met ours (create_child_sa)
 
     def wipe(self) -> None:
-        if self.keys is not None:
-            self.keys.wipe()
-            self.keys = None
+        """Nothing to zero: a Child SA's keys go from KEYMAT to the owner and are wiped
+        there (exchanges/child_setup.py); the engine never keeps them."""
 
     def cancel_timers(self) -> None:
         for timer in (self.rekey_timer, self.expire_timer):

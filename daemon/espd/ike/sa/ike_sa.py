@@ -12,8 +12,9 @@ sends it. States in protocol order:
     DELETING      our DELETE in flight
     DELETED       gone: keys wiped, Child SAs retired
 
-Invariant: key material lives only in ``keys`` (bytearrays) and in the crypto objects
-made from it; ``wipe`` zeroes all of them.
+Invariant: key material lives only in ``keys`` (espd.ike.crypto.keymat.IkeKeys: SK_d,
+SK_a*, SK_e*, SK_p* as wipeable Secrets) and in the crypto objects made from it; ``wipe``
+zeroes all of them.
 """
 
 from __future__ import annotations
@@ -39,34 +40,6 @@ class IkeState(enum.Enum):
     DELETED = "deleted"
 
 
-@dataclass(repr=False)
-class IkeKeys:
-    """RFC 7296 2.14: SK_d, SK_ai/ar, SK_ei/er, SK_pi/pr (bytearrays; ai/ar empty for AEAD)."""
-
-    sk_d: bytearray
-    sk_ai: bytearray
-    sk_ar: bytearray
-    sk_ei: bytearray
-    sk_er: bytearray
-    sk_pi: bytearray
-    sk_pr: bytearray
-
-    def wipe(self) -> None:
-        for key in (
-            self.sk_d,
-            self.sk_ai,
-            self.sk_ar,
-            self.sk_ei,
-            self.sk_er,
-            self.sk_pi,
-            self.sk_pr,
-        ):
-            key[:] = bytes(len(key))
-
-    def __repr__(self) -> str:
-        return "IkeKeys(<hidden>)"
-
-
 @dataclass(frozen=True)
 class Endpoint:
     address: IPAddress
@@ -90,7 +63,7 @@ class IkeSa:
     proposal: Proposal | None = None
     nonce_i: bytes = b""
     nonce_r: bytes = b""
-    keys: IkeKeys | None = field(default=None, repr=False)
+    keys: object | None = field(default=None, repr=False)  # crypto.keymat.IkeKeys
     prf: object | None = None  # PRF object of the suite (crypto), for AUTH and Child keys
     suite: object | None = None  # the negotiated algorithms (exchanges.ike_sa_init.Suite)
     sk_out: object | None = field(default=None, repr=False)  # SK cipher we seal with
