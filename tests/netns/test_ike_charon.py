@@ -148,7 +148,7 @@ def test_child_sa_keys_match_charons(topology, ike, esp, initiator):
         charon.close()
 
 
-def _tunnel(topology, psk, **charon_conn):
+def _tunnel(topology, psk, engine_conf=None, **charon_conn):
     charon = Charon(topology.gw_b, "gwb", DEBIAN, key_dump=True).start()
     charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
                               esp_proposals=["aes128gcm16-x25519"], **charon_conn)])
@@ -156,7 +156,7 @@ def _tunnel(topology, psk, **charon_conn):
         "local": "192.0.2.1", "peer": "192.0.2.2", "psk": psk, "local_id": "gwa",
         "remote_id": "gwb", "proposals": ["aes128gcm16-prfsha256-x25519"],
         "esp": ["esp-gcm 128"], "pfs": 31, "local_net": "10.1.0.0/16",
-        "remote_net": "10.2.0.0/16"})
+        "remote_net": "10.2.0.0/16", **(engine_conf or {})})
     return charon, engine
 
 
@@ -382,3 +382,35 @@ def _live_espd(engine: Engine) -> list[dict]:
         elif event["event"] == "retire":
             live.pop(event["spi_in"], None)
     return list(live.values())
+
+
+def test_dead_peer_detection_when_charon_is_killed(topology):
+    """charon dies with SIGKILL: espd's DPD gets no answer, deletes the IKE SA and retires
+    its Child SA (the owner's slot empties: traffic blackholed, fail closed); with charon
+    back, the next initiation negotiates again."""
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    psk = secrets.token_hex(16)
+    charon, engine = _tunnel(topology, psk, {"dpd": 0.5, "retransmit_timeout": 0.2,
+                                             "retransmit_tries": 3})
+    try:
+        with charon.events() as events:
+            engine.send("initiate")
+            first = engine.wait("install")
+            events.wait_up("child-updown")
+        time.sleep(1.2)
+        dpds = [e for e in engine.seen if e["event"] == "log"]
+        assert not any("failed" in e["text"] for e in dpds)  # a live charon answers DPD
+        charon.kill()
+        assert engine.wait("retire", timeout=10)["spi_in"] == first["spi_in"]
+        logs = [e["text"] for e in engine.seen if e["event"] == "log"]
+        assert any("no answer to INFORMATIONAL" in line for line in logs), logs
+        charon.close()
+        charon = Charon(topology.gw_b, "gwb2", DEBIAN).start()
+        charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
+                                  esp_proposals=["aes128gcm16-x25519"])])
+        engine.send("initiate")
+        assert engine.wait("install")["spi_in"] != first["spi_in"]
+    finally:
+        engine.close()
+        charon.close()

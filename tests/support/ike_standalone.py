@@ -25,6 +25,7 @@ from espd.ike.exchanges import create_child_sa  # noqa: E402
 from espd.ike.sa.ike_sa import Endpoint  # noqa: E402
 from espd.ike.settings import (  # noqa: E402
     ChildPolicy,
+    Dpd,
     Identity,
     IkeProposal,
     IkeSettings,
@@ -86,7 +87,9 @@ async def main(conf: dict) -> None:
                               (TrafficSelector.from_network(conf["remote_net"]),),
                               pfs=conf.get("pfs", 0), start="manual",
                               encapsulation=conf.get("encapsulation", "auto")),),
-        key_log=conf.get("key_log"))
+        key_log=conf.get("key_log"), dpd=Dpd(interval=conf.get("dpd", 0.0)),
+        retransmit_timeout=conf.get("retransmit_timeout", 1.0),
+        retransmit_tries=conf.get("retransmit_tries", 5))
     transport = UdpTransport(loop, [Endpoint(local, 500), Endpoint(local, 4500)])
     engine = IkeEngine(settings, PrintingOwner(), transport, loop, child_sa_keys=ChildSaKeys)
     logging.getLogger("espd.ike").addHandler(Relay())
