@@ -414,3 +414,47 @@ def test_dead_peer_detection_when_charon_is_killed(topology):
     finally:
         engine.close()
         charon.close()
+
+
+@pytest.mark.parametrize("initiator", ["espd", "charon"])
+def test_ipv6_underlay_and_selectors(netns_ok, initiator):
+    """The same negotiation over IPv6 (fd00:ff::1 <-> fd00:ff::2) protecting IPv6
+    networks: ID_FQDN identities, TS_IPV6_ADDR_RANGE selectors, keys equal to charon's."""
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    from support.strongswan import Child, Connection
+
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-i6{secrets.randbelow(10**6)}", ipv6=True)
+    with topo:
+        psk = secrets.token_hex(16)
+        charon = Charon(topo.gw_b, "gwb", DEBIAN, key_dump=True).start()
+        engine = None
+        try:
+            charon.load([Connection(
+                local_addrs=[netns.GW_B_WAN6], remote_addrs=[netns.GW_A_WAN6],
+                local_id="gwb", remote_id="gwa", psk=psk,
+                proposals=["aes256gcm16-prfsha384-x25519"],
+                children=[Child(local_ts=["fd00:2::/64"], remote_ts=["fd00:1::/64"],
+                                esp_proposals=["aes256gcm16"])])])
+            engine = Engine(topo.gw_a, {
+                "local": netns.GW_A_WAN6, "peer": netns.GW_B_WAN6, "psk": psk,
+                "local_id": "gwa", "remote_id": "gwb",
+                "proposals": ["aes256gcm16-prfsha384-x25519"], "esp": ["esp-gcm 256"],
+                "local_net": "fd00:1::/64", "remote_net": "fd00:2::/64"})
+            with charon.events() as events:
+                if initiator == "espd":
+                    engine.send("initiate")
+                else:
+                    charon.initiate("net")
+                installed = engine.wait("install")
+                events.wait_up("child-updown")
+            (key_i, key_r), = charon_child_keys(charon.log())
+            pair = (installed["key_out"], installed["key_in"])
+            assert pair == ((key_i, key_r) if initiator == "espd" else (key_r, key_i))
+            (ike_sa,) = charon.list_sas()
+            child = next(iter(ike_sa["gw"]["child-sas"].values()))
+            assert child["local-ts"] == ["fd00:2::/64"] and child["remote-ts"] == ["fd00:1::/64"]
+        finally:
+            if engine is not None:
+                engine.close()
+            charon.close()
