@@ -320,3 +320,47 @@ def test_delete_naming_someone_elses_spi_changes_nothing():
         await until(lambda: not sa.requests.busy)
         assert len(b.owner.live()) == 1 and len(a.owner.live()) == 1
     run(main())
+
+
+def test_every_message_espd_emits_is_dissected_by_scapy():
+    """An independent parser (scapy.contrib.ikev2) reads every datagram of a whole life:
+    IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL; headers, lengths and the
+    payload chain of the clear messages."""
+    from scapy.contrib.ikev2 import IKEv2
+    from scapy.packet import Raw
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        sent: list[bytes] = []
+        for s in (a, b):
+            def tap(local, remote, data, send=s.transport.send):
+                sent.append(data)
+                send(local, remote, data)
+            s.transport.send = tap
+        sa = a.engine.initiate(a.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        [child] = sa.children.values()
+        create_child_sa.start_rekey(a.engine, sa, child)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        create_child_sa.start_ike_rekey(a.engine, sa)
+        await until(lambda: sa.state == IkeState.DELETED)
+        [new] = a.engine.sas.values()
+        a.engine.delete_ike_sa(new)
+        await until(lambda: not a.engine.sas and not b.engine.sas)
+        return sent
+
+    sent = run(main())
+    exchanges = set()
+    for data in sent:
+        packet = IKEv2(data)
+        assert packet.length == len(data)
+        exchanges.add(packet.exch_type)
+        if packet.exch_type == 34:  # clear: every payload must parse, nothing left over
+            names = [layer.__name__ for layer in packet.layers()]
+            assert "IKEv2_SA" in names or "IKEv2_Notify" in names, names
+            assert "IKEv2_KE" in names and "IKEv2_Nonce" in names
+            assert not packet.haslayer(Raw), packet.show(dump=True)
+        else:
+            assert packet.next_payload == 46  # SK
+    assert exchanges == {34, 35, 36, 37}
