@@ -336,7 +336,9 @@ class IkeEngine:
             sa.queue.pop(0)()
 
     def send_request(self, sa: IkeSa, exchange: ExchangeType, payloads: list,
-                     handler: ResponseHandler, *, clear: bool = False) -> None:
+                     handler: ResponseHandler, *, clear: bool = False) -> bytes:
+        """Seal and send a request on ``sa`` (its window must be free: queue_request);
+        ``handler`` gets the decrypted response. Returns the datagram as sent."""
         message_id = sa.requests.take_id()
         header = codec.request_header(codec.SpiPair(sa.spi_i, sa.spi_r), exchange, message_id,
                                       original_initiator=sa.initiator)
