@@ -458,3 +458,37 @@ def test_ipv6_underlay_and_selectors(netns_ok, initiator):
             if engine is not None:
                 engine.close()
             charon.close()
+
+
+def test_simultaneous_ike_sa_rekeys_with_charon_leave_one_ike_sa(topology):
+    """Both ends rekey the IKE SA at once: espd answers charon's rekey with
+    TEMPORARY_FAILURE while its own is in flight (RFC 7296 2.25), charon answers espd's by
+    the 2.8.1 rules; one IKE SA remains on each side, the Child SA under it still rekeys."""
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    psk = secrets.token_hex(16)
+    charon, engine = _tunnel(topology, psk)
+    try:
+        with charon.events() as events:
+            engine.send("initiate")
+            engine.wait("install")
+            events.wait_up("child-updown")
+            engine.send("rekey-ike")
+            charon.rekey(ike="gw")
+            events.wait("ike-rekey")
+            assert _wait_for(lambda: len(charon.list_sas()) == 1
+                             and next(iter(charon.list_sas()[0].values()))["state"]
+                             == "ESTABLISHED", 10)
+            time.sleep(3.5)  # a retried rekey (after TEMPORARY_FAILURE) has time to run
+            assert _wait_for(lambda: len(charon.list_sas()) == 1, 10)
+            charon.rekey(child="net")
+            engine.wait("rekey")
+            engine.wait("retire")
+        live = _live_espd(engine)
+        assert len(live) == 1 and _charon_spis(charon) == {(live[0]["spi_out"],
+                                                            live[0]["spi_in"])}
+        assert not any(e.get("level") == "ERROR" for e in engine.seen)
+    finally:
+        engine.close()
+        print(charon.describe(tail=6000))
+        charon.close()
