@@ -2,11 +2,11 @@
 
 The service (service/main_loop.py), once the SA owner exists and the workers run, calls
 
-    engine = host(loop, owner, settings, send_ike=dataplane.send_ike)
+    engine = host(loop, owner, settings, send_ike=owner.send_ike)
 
 which binds UDP 500 on every local address of an IKE crypto map entry, sends UDP 4500
-IKE through the data plane's NAT-T socket (``send_ike``: the source port the peer's NAT
-knows), subscribes the engine to the owner (acquires, soft/hard expiries, and punted
+IKE through the data plane's NAT-T socket (``owner.send_ike``: the source port the
+peer's NAT knows), subscribes the engine to the owner (acquires, soft/hard expiries, and punted
 UDP 4500 IKE datagrams, which the owner drains from ``Dataplane.punted()`` and hands to
 ``on_ike_datagram``), and starts the ``start = "immediate"`` entries. On reload the
 service builds new ``IkeSettings`` and calls ``engine.reconfigure(settings)``; on stop,
