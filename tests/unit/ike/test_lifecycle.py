@@ -364,3 +364,35 @@ def test_every_message_espd_emits_is_dissected_by_scapy():
         else:
             assert packet.next_payload == 46  # SK
     assert exchanges == {34, 35, 36, 37}
+
+
+def test_on_demand_dpd_stays_quiet_while_esp_comes_in():
+    async def main():
+        import time
+
+        from espd.ike.settings import Dpd
+
+        loop = asyncio.get_running_loop()
+        a, b, sa, _ = await up(loop, lambda s: replace(s, dpd=Dpd(interval=0.1,
+                                                                  mode="on-demand")))
+        a.owner.child_usage = lambda handle: {"last_in": time.monotonic()}  # ESP arrives
+        await asyncio.sleep(0.35)
+        assert a.engine.counters["dpd_sent"] == 0
+        a.owner.child_usage = lambda handle: {"last_in": None}  # ESP stops
+        await until(lambda: a.engine.counters["dpd_sent"] >= 1)
+        assert sa.state == IkeState.ESTABLISHED
+    run(main())
+
+
+def test_half_open_ike_sa_times_out_on_the_responder():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        b.engine.settings = replace(b.settings, half_open_timeout=0.2)
+        deliver = b.transport.receiver
+        b.transport.receiver = lambda data, local, remote: (
+            deliver(data, local, remote) if data[18] == 34 else None)  # IKE_SA_INIT only
+        a.engine.initiate(a.settings.children[0])
+        await until(lambda: len(b.engine.half_open) == 1)
+        await until(lambda: not b.engine.half_open and not b.engine.sas)
+    run(main())
