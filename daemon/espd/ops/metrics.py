@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from espd.dataplane import DROP_REASONS
+from espd.ops.ike_metrics import ike_metrics
 
 _SA_LABELS = ["map", "seq", "peer", "direction"]
 _IO_PATHS = ("tun_rx", "tun_tx", "net_rx", "net_tx")
@@ -54,6 +55,7 @@ class StateCollector:
         yield _drops(state.get("drops", {}))
         yield _acl_hits(state.get("acls", []))
         yield from _daemon_metrics(state)
+        yield from ike_metrics(state.get("ike"))
 
 
 def _sa_metrics(sas: list[dict]) -> Iterator[Metric]:

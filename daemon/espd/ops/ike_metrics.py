@@ -1,0 +1,60 @@
+"""Prometheus families for the IKE engine, from its snapshot (espd.ike.engine.view).
+
+Low-cardinality labels only: ``state`` (IKE SA states), ``exchange`` (IKE exchange
+names), ``event`` (the engine's fixed counter names). Peers and SPIs stay in show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+_STATES = ("init-sent", "init-done", "auth-sent", "established", "rekeying", "deleting")
+_EXCHANGES = ("IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA", "INFORMATIONAL")
+# engine counter -> (metric event label, help); the rest of the counters are not exported
+EVENTS = {
+    "ike_sas_established": "an IKE SA authenticated both ways",
+    "auth_failures": "AUTHENTICATION_FAILED, sent or received",
+    "child_failures": "a Child SA refused or failed to negotiate",
+    "child_rekeys": "Child SA rekeys completed",
+    "ike_rekeys": "IKE SA rekeys completed",
+    "rekey_collisions": "simultaneous Child SA rekeys (RFC 7296 2.8.1)",
+    "retransmissions": "requests sent again for lack of an answer",
+    "retransmitted_requests": "peer requests answered from the cached response",
+    "peers_dead": "peers that stopped answering (DPD or retransmissions)",
+    "dpd_sent": "liveness checks sent",
+    "no_proposal_chosen": "IKE_SA_INIT refused with NO_PROPOSAL_CHOSEN",
+    "invalid_ke_sent": "IKE_SA_INIT answered with INVALID_KE_PAYLOAD",
+    "cookies_honoured": "COOKIE challenges answered",
+    "temporary_failures": "TEMPORARY_FAILURE answers received",
+    "acquires": "negotiations started by traffic",
+    "malformed": "messages dropped as malformed",
+    "integrity_failures": "messages dropped for a bad ICV",
+    "unknown_spi": "messages for no IKE SA of ours",
+    "stale_requests": "requests outside the message ID window",
+    "unexpected_responses": "responses to no outstanding request",
+    "internal_errors": "engine errors (a bug: see the log)",
+}
+
+
+def ike_metrics(snapshot: object | None) -> Iterator[Metric]:
+    """Nothing when the daemon runs no IKE engine."""
+    if snapshot is None:
+        return
+    counters = dict(snapshot.counters)  # type: ignore[attr-defined]
+    sas = GaugeMetricFamily("espd_ike_sas", "IKE SAs, by state.", labels=["state"])
+    by_state = snapshot.by_state()  # type: ignore[attr-defined]
+    for state in _STATES:
+        sas.add_metric([state], by_state.get(state, 0))
+    children = GaugeMetricFamily("espd_ike_child_sas", "Child SAs negotiated by IKE.")
+    children.add_metric([], sum(len(sa.children) for sa in snapshot.ike_sas))  # type: ignore
+    requests = CounterMetricFamily("espd_ike_requests", "IKE requests sent, by exchange.",
+                                   labels=["exchange"])
+    for exchange in _EXCHANGES:
+        requests.add_metric([exchange], counters.get(f"requests_{exchange}", 0))
+    events = CounterMetricFamily("espd_ike_events", "IKE engine events, by kind: " + "; ".join(
+        f"{k}: {v}" for k, v in EVENTS.items()), labels=["event"])
+    for name in EVENTS:
+        events.add_metric([name], counters.get(name, 0))
+    yield from (sas, children, requests, events)
