@@ -33,3 +33,24 @@ def test_no_ike_engine_no_ike_metrics():
     registry = CollectorRegistry()
     registry.register(StateCollector(lambda: {}))
     assert "espd_ike" not in generate_latest(registry).decode()
+
+
+def test_show_ike_sa_in_the_ios_shape():
+    from espd.ike.engine.view import as_state
+    from espd.ops.show_ike import render_ike_sa
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        sa = a.engine.initiate(a.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        return a, sa, as_state(a.engine.snapshot())
+
+    a, sa, state = asyncio.run(main())
+    brief = render_ike_sa(state)
+    assert f"127.0.0.1/{a.settings.port}" in brief and "READY" in brief
+    assert "aes256gcm16-prfsha384-x25519" in brief and "Child SAs: 1" in brief
+    detail = render_ike_sa(state, detail=True)
+    assert sa.spi_i.hex().upper() in detail and "esp-gcm 256 tunnel" in detail
+    assert "remote selector 10.2.0.0/16" in detail
+    assert "no IKE SAs" in render_ike_sa([])

@@ -69,3 +69,10 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
         "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), "psk",
         str(sa.peer_id or ""), sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
         now - sa.established if sa.established else 0.0, children)
+
+
+def as_state(snapshot: Snapshot) -> list[dict]:
+    """The IKE SAs as plain data for the control socket's STATE (JSON-safe)."""
+    from dataclasses import asdict
+
+    return [asdict(sa) for sa in snapshot.ike_sas]

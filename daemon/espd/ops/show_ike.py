@@ -1,0 +1,53 @@
+"""``show ike sa [--detail]`` in the shape of IOS ``show crypto ikev2 sa [detailed]``.
+
+A pure function of the STATE's ``ike_sas`` list (espd.ike.engine.view.as_state); it holds
+no keys, so nothing here could print one.
+"""
+
+from __future__ import annotations
+
+_STATUS = {"established": "READY", "rekeying": "READY (rekeying)", "deleting": "DELETE",
+           "init-sent": "IN-NEG", "init-done": "IN-NEG", "auth-sent": "IN-NEG"}
+
+
+def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
+    lines = [" IKEv2 SAs:", "",
+             f"{'Tunnel-id':<10}{'Local':<24}{'Remote':<24}{'Status'}"]
+    if not ike_sas:
+        lines.append("    no IKE SAs")
+    for sa in ike_sas:
+        lines.append(f"{sa['tunnel_id']:<10}{_slash(sa['local']):<24}"
+                     f"{_slash(sa['remote']):<24}{_STATUS.get(sa['state'], sa['state'])}")
+        lines.append(f"      Suite: {sa['suite'] or '-'}, Auth sign: PSK, Auth verify: PSK")
+        lines.append(f"      Life/Active Time: {sa['lifetime']}/{int(sa['active'])} sec")
+        if detail:
+            lines.append(f"      Local spi: {_local_spi(sa)}       Remote spi: "
+                         f"{_remote_spi(sa)}")
+            lines.append(f"      Remote id: {sa['peer_id'] or '-'}, role: {sa['role']}"
+                         f"{', NAT-T detected' if sa['nat'] else ''}")
+            for child in sa["children"]:
+                lines.append(f"      Child sa: {child['entry'][0]} {child['entry'][1]}, "
+                             f"spi in 0x{child['spi_in']:08X} out 0x{child['spi_out']:08X}, "
+                             f"{child['transform']} {child['mode']}"
+                             f"{' udp' if child['encap'] == 'udp' else ''}, "
+                             f"{child['state']}")
+                lines.append(f"          local  selector {', '.join(child['local_ts'])}")
+                lines.append(f"          remote selector {', '.join(child['remote_ts'])}")
+        else:
+            lines.append(f"      Child SAs: {len(sa['children'])}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _slash(endpoint: str) -> str:
+    """IOS writes ADDRESS/PORT."""
+    host, _, port = endpoint.rpartition(":")
+    return f"{host.strip('[]')}/{port}"
+
+
+def _local_spi(sa: dict) -> str:
+    return (sa["spi_i"] if sa["role"] == "initiator" else sa["spi_r"]).upper()
+
+
+def _remote_spi(sa: dict) -> str:
+    return (sa["spi_r"] if sa["role"] == "initiator" else sa["spi_i"]).upper()
