@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 from support import netns, tshark
+from support.pki import Pki
 from support.strongswan import (
     DEBIAN,
     STRONGSWAN6,
@@ -98,6 +99,55 @@ def test_strongswan6_traps_and_sends_raw_esp(topology, charons, tmp_path):
     esp = [p for p in tshark.dissect(pcap) if "esp" in p.protocols]
     assert len(esp) >= 12 and all("udp" not in p.protocols for p in esp), \
         [p.protocols for p in esp[:3]]
+
+
+@pytest.mark.parametrize("version,kind,settings,method", [
+    ("5.9.8", "ecdsa-p256", {}, r"ECDSA_WITH_SHA256_DER"),
+    ("6.0.6", "ed25519", {}, r"ED25519"),
+    ("6.0.6", "rsa", {"rsa_pss": True}, r"RSA_EMSA_PSS"),
+], ids=["5.9.8-ecdsa", "6.0.6-ed25519", "6.0.6-rsa-pss"])
+def test_certificates_and_small_fragments(topology, charons, tmp_path, version, kind,
+                                          settings, method):
+    """Gateway certificates under an intermediate CA (support.pki), IKE_AUTH split into
+    RFC 7383 fragments of at most 400 bytes."""
+    pki = Pki(str(tmp_path / "pki"))
+    root = pki.ca("ca")
+    sub = pki.ca("sub", issuer=root)
+    gw = {side: pki.gateway(f"gw{side}", sub, kind, identity=f"gw{side}.ik.test")
+          for side in "ab"}
+    gwa, gwb = charons(topology, version, version,
+                       settings={"fragment_size": 400, **settings})
+    for charon, side, other in ((gwa, "a", "b"), (gwb, "b", "a")):
+        conn = site_to_site(side, None, local_auth="pubkey", remote_auth="pubkey",
+                            local_id=f"gw{side}.ik.test", remote_id=f"gw{other}.ik.test",
+                            local_certs=[f"gw{side}.pem"], remote_cacerts=["ca.pem"],
+                            fragmentation="yes")
+        charon.load([conn], certs=[gw[side].cert_path, sub.cert_path],
+                    cacerts=[root.cert_path], keys=[gw[side].key_path])
+    gwa.initiate("net")
+    ping_through(topology)
+    gwb.wait_log(rf"authentication of 'gwa.ik.test' with ({method})\S* successful")
+    gwa.wait_log(r"splitting IKE message \(\d+ bytes\) into \d+ fragments")
+    gwb.wait_log(r"IKE_AUTH request 1 \[ EF\(1/\d+\) \]")
+
+
+@pytest.mark.parametrize("version", ["5.9.8", "6.0.6"])
+def test_a_revoked_certificate_is_refused(topology, charons, tmp_path, version):
+    pki = Pki(str(tmp_path / "pki"))
+    root = pki.ca("ca")
+    gw = {side: pki.gateway(f"gw{side}", root, identity=f"gw{side}.ik.test") for side in "ab"}
+    crl = pki.crl(root, [gw["a"]])
+    gwa, gwb = charons(topology, version, version)
+    for charon, side, other in ((gwa, "a", "b"), (gwb, "b", "a")):
+        conn = site_to_site(side, None, local_auth="pubkey", remote_auth="pubkey",
+                            local_id=f"gw{side}.ik.test", remote_id=f"gw{other}.ik.test",
+                            local_certs=[f"gw{side}.pem"], remote_cacerts=["ca.pem"])
+        charon.load([conn], certs=[gw[side].cert_path], cacerts=[root.cert_path],
+                    keys=[gw[side].key_path], crls=[crl] if side == "b" else [])
+    with pytest.raises(CharonError, match="initiate net failed"):
+        gwa.initiate("net", timeout=5)
+    gwb.wait_log(r"certificate was revoked on .*, reason: unspecified")
+    gwa.wait_log(r"received AUTHENTICATION_FAILED notify error")
 
 
 def test_ipv6_tunnel_over_ipv6(make_topology, charons):

@@ -34,7 +34,8 @@ from typing import Any
 
 # what charon loads: libipsec first, so it, not kernel-netlink, owns the IPsec interface
 _PLUGINS_5 = ("random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey "
-              "constraints socket-default kernel-libipsec kernel-netlink vici updown")
+              "constraints revocation socket-default kernel-libipsec kernel-netlink vici "
+              "updown")
 _PLUGINS_6 = ("random nonce openssl aes sha1 sha2 hmac gcm kdf ml pem pkcs1 pkcs8 x509 pubkey "
               "constraints revocation counters socket-default kernel-libipsec kernel-netlink "
               "vici updown")
