@@ -265,13 +265,13 @@ BROKEN = [
                   'encapsulation = "ah"\nesn = "yes"'),
      ["15: crypto_map.replay_window must be from 0 to 65536, not 70000; write e.g. "
       "'replay_window = 1024'",
-      "16: unknown key 'crypto_map.lifetime.kb'; known keys: seconds, kilobytes",
+      "16: unknown key 'crypto_map.lifetime.kb'; known keys: seconds, kilobytes, packets",
       "16: crypto_map.lifetime.seconds must be positive, not 0; write e.g. 'seconds = 3600'",
       "17: crypto_map.encapsulation: 'ah' is not allowed; write \"esp\" or \"udp\"",
       "18: crypto_map.esn must be a boolean, not a string; write e.g. 'esn = true'"]),
     (('name = "armadillo"', 'name = "armadillo"\npfs = "group2"'),
-     ["14: unknown key 'crypto_map.pfs'; known keys: name, seq, peer, local, match_address, "
-      "transform_set, encapsulation, replay_window, esn, lifetime, inbound, outbound"]),
+     ["14: crypto_map armadillo 10: 'pfs' applies to keying = \"ike\"; a manually keyed entry "
+      "has no negotiation"]),
     (('name = "armadillo"', 'name = "arma dillo"'),
      ["13: crypto_map.name: 'arma dillo' is not a valid name; use 1-64 letters, digits, '_', "
       "'.', ':' or '-'"]),
@@ -280,7 +280,7 @@ BROKEN = [
       "config/espd.example.toml for the syntax"]),
     (("[transform_set.STRONG]", "[transform_sets.STRONG]"),
      ["9: unknown key 'transform_sets'; did you mean 'transform_set'? known keys: daemon, "
-      "access_list, transform_set, crypto_map, include_ios",
+      "access_list, transform_set, crypto_map, include_ios, ike, ike_peer",
       "17: crypto_map.transform_set: transform set 'STRONG' is not defined; define it under "
       "[transform_set.STRONG]"]),
 ]

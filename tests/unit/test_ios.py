@@ -67,35 +67,51 @@ TRANSFORM_REFUSALS = {
 }
 
 
-def ike(name: str, seq: int) -> str:
-    return (f"crypto map {name} {seq} ipsec-isakmp: this map needs IKE keying, which espd does "
-            f"not do yet; write 'crypto map {name} {seq} ipsec-manual' with 'set session-key "
-            f"inbound esp SPI cipher HEX' and 'set session-key outbound esp SPI cipher HEX', "
-            f"which works today")
+IKE_REFUSALS = {
+    "des": "des: ENCR_DES is MUST NOT in RFC 8247 (56-bit key); use 'aes256gcm16' (e.g. "
+           "'aes256gcm16-prfsha384-x25519') (IOS's default when no 'encryption' is written)",
+    "md5": "md5: AUTH_HMAC_MD5_96 is MUST NOT in RFC 8247; use 'sha256' (e.g. "
+           "'aes256gcm16-prfsha384-x25519')",
+    "group1": "modp768: group 1 (768-bit MODP) is MUST NOT in RFC 8247; use 'x25519' (e.g. "
+              "'aes256gcm16-prfsha384-x25519') (IOS's default when no 'group' is written)",
+    "group2": "modp1024: group 2 (1024-bit MODP) is MUST NOT in RFC 8247; use 'x25519' (e.g. "
+              "'aes256gcm16-prfsha384-x25519')",
+}
 
 
 @pytest.mark.parametrize(
-    ("name", "sets", "first_line", "map_line"),
+    ("name", "sets", "policy_line", "first_line", "group"),
     [
-        ("goss-e4-2513.ios", ("BearPapa", "BearMama", "BearBaby"), 20, 24),
-        ("goss-c2-2513.ios", ("PapaBear", "MamaBear", "BabyBear"), 22, 27),
-        ("dt3-45a-fragments.ios", ("PapaBear", "MamaBear", "BabyBear"), 24, 29),
+        ("goss-e4-2513.ios", ("BearPapa", "BearMama", "BearBaby"), 14, 20, "group1"),
+        ("goss-c2-2513.ios", ("PapaBear", "MamaBear", "BabyBear"), 16, 22, "group1"),
+        ("dt3-45a-fragments.ios", ("PapaBear", "MamaBear", "BabyBear"), 9, 24, "group2"),
     ],
 )
-def test_seed_routers_are_refused_with_exact_messages(name, sets, first_line, map_line):
+def test_seed_routers_are_refused_with_exact_messages(name, sets, policy_line, first_line,
+                                                      group):
+    """The ipsec-isakmp maps are read now; what is refused is what RFC 8247 and RFC 8221
+    forbid: the isakmp policy's DES (an IOS default), MD5 and group, and the transforms."""
     path = SEED / name
     with pytest.raises(ConfigError) as e:
         load(str(path))
-    seq = 10 if name.startswith("dt3") else 1
-    assert str(e.value).split("\n") == [
+    policy = f"{path}:{policy_line}: crypto isakmp policy 1: "
+    lines = str(e.value).split("\n")
+    session_key = [line for line in lines if "session-key" in line]
+    assert [line for line in lines if "session-key" not in line] == [
+        policy + IKE_REFUSALS["des"],
+        policy + IKE_REFUSALS["md5"],
+        policy + IKE_REFUSALS[group],
         f"{path}:{first_line}: crypto ipsec transform-set {sets[0]}: "
         + TRANSFORM_REFUSALS["esp-rfc1829"],
         f"{path}:{first_line + 1}: crypto ipsec transform-set {sets[1]}: "
         + TRANSFORM_REFUSALS["ah-md5-hmac"],
         f"{path}:{first_line + 2}: crypto ipsec transform-set {sets[2]}: "
         + TRANSFORM_REFUSALS["ah-rfc1828"],
-        f"{path}:{map_line}: {ike('armadillo', seq)}",
     ]
+    # dt3-45a typed the seed's "set session-key lifetime", which IOS itself does not take
+    assert session_key == ([f"{path}:31: crypto map armadillo 10: 'set session-key lifetime' "
+                            "is not an IOS command; write 'set security-association lifetime "
+                            "seconds 4000'"] if name.startswith("dt3") else [])
 
 
 def test_seed_rebuilds_keep_the_seed_commands_one_per_line():
@@ -299,13 +315,14 @@ BROKEN = [
       "'99999'",
       "9: crypto map M 10: lifetime seconds must be a decimal number from 1 to "
       "18446744073709551615, not '0'"]),
-    (("crypto map M 10 ipsec-manual", "crypto map M 10"),
-     ["4: crypto map M 10 (ipsec-isakmp, the IOS default): this map needs IKE keying, which "
-      "espd does not do yet; write 'crypto map M 10 ipsec-manual' with 'set session-key "
-      "inbound esp SPI cipher HEX' and 'set session-key outbound esp SPI cipher HEX', which "
-      "works today"]),
+    (("crypto map M 10 ipsec-manual", "crypto map M 10"),  # ipsec-isakmp, the IOS default
+     ["8: crypto map M 10: session keys belong to an ipsec-manual map; an ipsec-isakmp map "
+      "negotiates its keys with IKE (remove 'set session-key')",
+      "9: crypto map M 10: session keys belong to an ipsec-manual map; an ipsec-isakmp map "
+      "negotiates its keys with IKE (remove 'set session-key')"]),
     (("crypto map M 10 ipsec-manual", "crypto map M 10 ipsec-isakmp dynamic DYN"),
-     [f"4: {ike('M', 10)}"]),
+     ["4: crypto map M 10 ipsec-isakmp dynamic: dynamic crypto maps (peers that are not "
+      "listed) are not supported; list each peer with 'set peer' in an ipsec-isakmp entry"]),
     (("esp-gcm 256", "esp-gcm 256\n mode tunnel\n mode bogus"),
      ["4: crypto ipsec transform-set T: 'mode bogus' is not supported; write 'mode tunnel' or "
       "'mode transport'"]),

@@ -35,8 +35,17 @@ from espd.config.model import (
     assemble,
     check_manual_key,
 )
+from espd.config.ike_algorithms import parse_group_name
+from espd.config.ios_ike import IKE_MODES, IosIke
 from espd.config.transforms import RECOMMENDED, TransformError, parse_transform
+from espd.ike.crypto.suites import SuiteError
 
+_ISAKMP_MAP_COMMANDS = (
+    "set peer (several: tried in order), set transform-set A [B ...] (offered in order), "
+    "match address, set pfs groupN, set ikev2-profile NAME, set security-association "
+    "lifetime seconds|kilobytes N, set security-association replay window-size N|disable, "
+    "description"
+)
 _MAP_COMMANDS = (
     "set peer, set transform-set, match address, set security-association lifetime "
     "seconds|kilobytes N, set security-association replay window-size N|disable, "
@@ -76,8 +85,13 @@ class _Map:
     name: str
     seq: int
     where: Location
+    keying: str = "manual"  # "manual" (ipsec-manual) | "ike" (ipsec-isakmp)
     peer: tuple[IPAddress, Location] | None = None
+    more_peers: list[IPAddress] = field(default_factory=list)  # ipsec-isakmp failover
     transform_set: tuple[str, Location] | None = None
+    more_transform_sets: list[str] = field(default_factory=list)
+    pfs: str | None = None
+    profile: tuple[str, Location] | None = None
     match_address: tuple[str, Location] | None = None
     seconds: int | None = None
     kilobytes: int | None = None
@@ -103,6 +117,7 @@ class _Importer:
         self.local_interface: dict[str, str] = {}  # crypto map name -> interface name
         self.where = Location(path)
         self.mode: object = None  # what indented lines belong to: _Acl, TransformSet, ...
+        self.ike = IosIke(self)
 
     def error(self, message: str, where: Location | None = None) -> None:
         self.problems.append(Problem(where or self.where, message))
@@ -126,18 +141,32 @@ class _Importer:
             self.problems.extend(self.acls[name].errors)
         acls = {name: AccessList(name, tuple(acl.entries), acl.where)
                 for name, acl in self.acls.items() if not acl.errors}
+        ike_args = self.ike_args()
         try:
-            config = assemble(settings, acls, self.tsets, entries)
+            config = assemble(settings, acls, self.tsets, entries, *ike_args)
         except ConfigError as e:
             self.problems.extend(e.problems)
         if self.problems:
             raise ConfigError(sorted(self.problems, key=lambda p: p.where))
         return config
 
+    def ike_args(self) -> tuple:
+        """(warnings, IKE settings, IKE peers) for assemble; IKE is resolved (and its
+        problems reported) only when an ipsec-isakmp map needs it."""
+        if not any(m.keying == "ike" for m in self.maps.values()):
+            return ()
+        profiles = [m.profile[0] for m in self.maps.values() if m.profile]
+        ike = self.ike.settings(profiles)
+        peers = self.ike.peers(profiles)
+        return self.ike.warnings, ike, peers
+
     # -- global commands -------------------------------------------------------------------
 
     def command(self, words: list[str]) -> None:
-        if words[0] == "access-list" and len(words) > 2:
+        handled, mode = self.ike.command(words)
+        if handled:
+            self.mode = mode
+        elif words[0] == "access-list" and len(words) > 2:
             self.numbered_acl(words[1], words[2:])
         elif words[:2] == ["ip", "access-list"] and len(words) == 4:
             if words[2] in ("standard", "extended"):
@@ -193,19 +222,30 @@ class _Importer:
         if not 1 <= seq <= 65535:
             self.error(f"{spelled}: the sequence number must be from 1 to 65535")
             return None
-        if kind[:1] != ["ipsec-manual"]:
-            self.error(f"{spelled}: this map needs IKE keying, which espd does not do yet; "
-                       f"write 'crypto map {name} {seq} ipsec-manual' with 'set session-key "
-                       f"inbound esp SPI cipher HEX' and 'set session-key outbound esp SPI "
-                       f"cipher HEX', which works today")
+        if kind[:1] not in (["ipsec-manual"], ["ipsec-isakmp"], []):
+            self.error(f"{spelled}: espd reads 'crypto map {name} {seq} ipsec-isakmp' (keyed "
+                       f"by IKEv2) and 'crypto map {name} {seq} ipsec-manual'")
             return None
+        if kind[1:2] == ["dynamic"]:
+            self.error(f"{spelled} dynamic: dynamic crypto maps (peers that are not listed) "
+                       f"are not supported; list each peer with 'set peer' in an ipsec-isakmp "
+                       f"entry")
+            return None
+        keying = "manual" if kind[:1] == ["ipsec-manual"] else "ike"
         # as in IOS, entering an existing entry again adds to it
-        return self.maps.setdefault((name, seq), _Map(name, seq, self.where))
+        entry = self.maps.setdefault((name, seq), _Map(name, seq, self.where, keying))
+        if entry.keying != keying:
+            self.error(f"{spelled}: this entry is {'ipsec-manual' if entry.keying == 'manual' else 'ipsec-isakmp'} "
+                       f"at {entry.where}; an entry has one kind of keying")
+            return None
+        return entry
 
     # -- sub-mode commands -----------------------------------------------------------------
 
     def submode(self, words: list[str]) -> None:
-        if isinstance(self.mode, _Acl) and words[0] in ("set", "match"):
+        if isinstance(self.mode, IKE_MODES):
+            self.ike.submode(self.mode, words)
+        elif isinstance(self.mode, _Acl) and words[0] in ("set", "match"):
             self.error(f"access-list {self.mode.name}: '{' '.join(words[:2])} ...' is a "
                          "crypto map command; put it under 'crypto map NAME SEQ ipsec-manual'")
         elif isinstance(self.mode, _Acl):
@@ -253,27 +293,63 @@ class _Importer:
         if head == "set peer" and len(words) == 3:
             self.peer(entry, words[2])
         elif head == "set transform-set" and len(words) >= 3:
-            if len(words) > 3:
+            if len(words) > 3 and entry.keying == "manual":
                 self.error(f"crypto map {entry.name} {entry.seq}: an ipsec-manual map takes "
                            f"one transform set; write 'set transform-set {words[2]}'")
             entry.transform_set = words[2], self.where
+            if entry.keying == "ike":
+                entry.more_transform_sets = words[3:]
+        elif entry.keying == "ike" and head in ("set pfs", "set ikev2-profile",
+                                                "set session-key", "set isakmp-profile"):
+            self.isakmp_map_command(entry, words)
         elif head == "match address" and len(words) == 3:
             entry.match_address = words[2], self.where
         elif head == "set security-association" and len(words) > 2:
             self.security_association(entry, words[2:])
         elif head == "set session-key" and len(words) > 2:
             self.session_key(entry, words[2:])
+        elif entry.keying == "ike":
+            self.error(f"crypto map {entry.name} {entry.seq}: '{head}' is not supported in an "
+                       f"ipsec-isakmp map; espd reads: {_ISAKMP_MAP_COMMANDS}")
         else:
             self.error(f"crypto map {entry.name} {entry.seq}: '{head}' is not supported in an "
                        f"ipsec-manual map; espd reads: {_MAP_COMMANDS}")
 
+    def isakmp_map_command(self, entry: _Map, words: list[str]) -> None:
+        name = f"crypto map {entry.name} {entry.seq}"
+        if words[1] == "pfs" and len(words) in (2, 3):
+            group = words[2] if len(words) == 3 else "group2"  # IOS: bare "set pfs" = group2
+            try:
+                entry.pfs = parse_group_name(group)
+            except SuiteError as e:
+                self.error(f"{name}: set pfs: {e}")
+        elif words[1] == "ikev2-profile" and len(words) == 3:
+            entry.profile = words[2], self.where
+        elif words[1] == "isakmp-profile":
+            self.error(f"{name}: 'set isakmp-profile' is IKEv1; espd speaks IKEv2: write "
+                       f"'set ikev2-profile NAME' with a 'crypto ikev2 profile NAME'")
+        elif words[1] == "session-key" and words[2:3] == ["lifetime"]:
+            self.session_key(entry, words[2:])
+        elif words[1] == "session-key":
+            self.error(f"{name}: session keys belong to an ipsec-manual map; an ipsec-isakmp "
+                       f"map negotiates its keys with IKE (remove 'set session-key')")
+        else:
+            self.error(f"{name}: write 'set pfs groupN' or 'set ikev2-profile NAME'")
+
     def peer(self, entry: _Map, text: str) -> None:
-        if entry.peer is not None:
+        if entry.peer is not None and entry.keying == "manual":
             self.error(f"crypto map {entry.name} {entry.seq}: an ipsec-manual map takes one "
                        f"peer (the first is at {entry.peer[1]}); remove this 'set peer'")
             return
         try:
-            entry.peer = ipaddress.ip_address(text), self.where
+            address = ipaddress.ip_address(text)
+            if entry.peer is None:
+                entry.peer = address, self.where
+            elif address in (entry.peer[0], *entry.more_peers):
+                self.error(f"crypto map {entry.name} {entry.seq}: set peer {text} is listed "
+                           f"twice; list each peer once")
+            else:
+                entry.more_peers.append(address)  # IOS tries the peers in this order
         except ValueError:
             self.error(f"crypto map {entry.name} {entry.seq}: set peer '{text}' is not an "
                        f"IPv4 or IPv6 address; write e.g. 'set peer 192.0.2.2'")
@@ -361,48 +437,62 @@ class _Importer:
     # -- resolution ------------------------------------------------------------------------
 
     def entry(self, entry: _Map, settings: Settings) -> CryptoMapEntry | None:
-        """Resolve one ipsec-manual entry; report what is missing or undefined."""
+        """Resolve one crypto map entry; report what is missing or undefined."""
         name = f"crypto map {entry.name} {entry.seq}"
+        kind = "ipsec-manual" if entry.keying == "manual" else "ipsec-isakmp"
         before = len(self.problems)
         missing = [] if entry.broken else [
             (entry.peer, "'set peer 192.0.2.2'"),
             (entry.transform_set, "'set transform-set NAME'"),
             (entry.match_address, "'match address 101'"),
-            (entry.keys.get("inbound"), "'set session-key inbound esp 4096 cipher HEX'"),
-            (entry.keys.get("outbound"), "'set session-key outbound esp 8192 cipher HEX'"),
         ]
+        if entry.keying == "manual" and not entry.broken:
+            missing += [
+                (entry.keys.get("inbound"), "'set session-key inbound esp 4096 cipher HEX'"),
+                (entry.keys.get("outbound"), "'set session-key outbound esp 8192 cipher HEX'"),
+            ]
         for value, command in missing:
             if value is None:
-                self.error(f"{name} ipsec-manual is incomplete; add {command}", entry.where)
-        if entry.transform_set and entry.transform_set[0] not in self.tsets:
-            tset, where = entry.transform_set
-            if tset not in self.refused_tsets:
+                self.error(f"{name} {kind} is incomplete; add {command}", entry.where)
+        tsets = [entry.transform_set[0], *entry.more_transform_sets] if entry.transform_set \
+            else []
+        for tset in tsets:
+            if tset not in self.tsets and tset not in self.refused_tsets:
+                where = entry.transform_set[1] if entry.transform_set else entry.where
                 self.error(f"{name}: transform set '{tset}' is not defined; add "
                            f"'crypto ipsec transform-set {tset} {RECOMMENDED}'", where)
         if entry.match_address and entry.match_address[0] not in self.acls:
             acl, where = entry.match_address
             self.error(f"{name}: access list '{acl}' is not defined; add e.g. 'access-list "
                        f"{acl} permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255'", where)
+        if entry.profile and entry.profile[0] not in self.ike.profiles:
+            profile, where = entry.profile
+            self.error(f"{name}: set ikev2-profile {profile}: the profile is not defined; add "
+                       f"'crypto ikev2 profile {profile}'", where)
         if entry.transform_set and entry.transform_set[0] in self.tsets:
             transform = self.tsets[entry.transform_set[0]].transform
             for direction, (key, where) in entry.keys.items():
                 for message in check_manual_key(transform, direction, key):
                     self.error(f"{name}: {message}", where)
         acl = self.acls.get(entry.match_address[0]) if entry.match_address else None
-        if (acl is not None and acl.errors) or (
-                entry.transform_set and entry.transform_set[0] in self.refused_tsets):
+        if (acl is not None and acl.errors) or any(t in self.refused_tsets for t in tsets):
             return None  # the access list's or transform set's own errors say what is wrong
         local = self.local(entry, settings) if entry.peer else None
         if entry.broken or len(self.problems) != before or local is None or entry.peer is None:
             return None
         default = Lifetime()
+        manual = entry.keying == "manual"
         return CryptoMapEntry(
             map_name=entry.name, seq=entry.seq, peer=entry.peer[0], local=local,
             match_address=entry.match_address[0], transform_set=entry.transform_set[0],
-            inbound=entry.keys["inbound"][0], outbound=entry.keys["outbound"][0],
+            inbound=entry.keys["inbound"][0] if manual else None,
+            outbound=entry.keys["outbound"][0] if manual else None,
             replay_window=entry.replay_window,
             lifetime=Lifetime(entry.seconds or default.seconds,
                               entry.kilobytes or default.kilobytes),
+            keying=entry.keying, encapsulation="esp" if manual else "auto",
+            more_peers=tuple(entry.more_peers),
+            more_transform_sets=tuple(entry.more_transform_sets), pfs=entry.pfs,
             where=entry.where,
         )
 

@@ -36,6 +36,22 @@ def read_key_file(path: str, wanted: str = "the key in hex") -> bytearray:
 
     The file is read into a bytearray that is wiped before returning, so no str or bytes
     copy of the hex text is left behind; only the returned key exists."""
+    return _read_protected(path, wanted, lambda buf, size: _parse_hex(buf, size, path, wanted))
+
+
+def read_secret_file(path: str) -> bytearray:
+    """A pre-shared key (text, as IOS writes it) held by ``path``, with the same checks as
+    read_key_file; a trailing newline (and trailing whitespace) is not part of the key."""
+    def parse(buf: bytearray, size: int) -> bytearray:
+        while size and buf[size - 1] in _BLANKS:
+            size -= 1
+        with memoryview(buf) as view:
+            return bytearray(view[:size])  # the only copy: buf is wiped by the caller
+
+    return _read_protected(path, "the pre-shared key", parse)
+
+
+def _read_protected(path: str, wanted: str, parse) -> bytearray:
     try:
         mode = os.lstat(path).st_mode  # a device or FIFO is refused before it is opened
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
@@ -54,7 +70,7 @@ def read_key_file(path: str, wanted: str = "the key in hex") -> bytearray:
         if size > KEY_FILE_MAX:
             raise KeyFileError([f"key file {path} is larger than {KEY_FILE_MAX} bytes, too "
                                 f"large for a key; write only {wanted}"])
-        return _parse_hex(buf, size, path, wanted)
+        return parse(buf, size)
     finally:
         os.close(fd)
         wipe(buf)

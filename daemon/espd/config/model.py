@@ -158,6 +158,7 @@ class TransformSet:
 class Lifetime:
     seconds: int = DEFAULT_LIFETIME_SECONDS
     kilobytes: int = DEFAULT_LIFETIME_KILOBYTES
+    packets: int = 0  # 0: no limit in packets
 
 
 @dataclass(frozen=True, repr=False)
@@ -175,25 +176,47 @@ class ManualKey:
 
 @dataclass(frozen=True)
 class CryptoMapEntry:
-    """One crypto map entry with its pair of manually keyed SAs."""
+    """One crypto map entry: keyed by hand (a pair of ManualKeys) or by IKE.
+
+    Invariant: ``keying == "manual"`` has ``inbound`` and ``outbound`` and no ``more_*``;
+    ``keying == "ike"`` has neither key (IKE negotiates them) and may list more peers
+    (tried in order, IOS failover) and more transform sets (offered in order).
+    """
 
     map_name: str
     seq: int
-    peer: IPAddress
+    peer: IPAddress  # the first (or only) peer
     local: IPAddress
     match_address: str  # AccessList name
-    transform_set: str  # TransformSet name
-    inbound: ManualKey
-    outbound: ManualKey
-    encapsulation: str = "esp"  # "esp" (IP protocol 50) | "udp" (UDP 4500, RFC 3948)
+    transform_set: str  # TransformSet name: the first (or only) one
+    inbound: ManualKey | None = None
+    outbound: ManualKey | None = None
+    encapsulation: str = "esp"  # "esp" (IP 50) | "udp" (UDP 4500, RFC 3948) | "auto" (IKE)
     replay_window: int = DEFAULT_REPLAY_WINDOW  # 0 disables anti-replay
     esn: bool = False
     lifetime: Lifetime = Lifetime()
+    keying: str = "manual"  # "manual" | "ike"
+    more_peers: tuple[IPAddress, ...] = ()
+    more_transform_sets: tuple[str, ...] = ()
+    pfs: str | None = None  # IKE: key exchange of CREATE_CHILD_SA, e.g. "ecp256"
+    start: str = "on-demand"  # IKE: "on-demand" | "immediate" | "manual"
     where: Location = field(default=Location("<string>"), compare=False)
 
     @property
     def key(self) -> tuple[str, int]:
         return self.map_name, self.seq
+
+    @property
+    def peers(self) -> tuple[IPAddress, ...]:
+        return (self.peer, *self.more_peers)
+
+    @property
+    def transform_sets(self) -> tuple[str, ...]:
+        return (self.transform_set, *self.more_transform_sets)
+
+    @property
+    def manual(self) -> bool:
+        return self.keying == "manual"
 
 
 @dataclass(frozen=True)
@@ -216,6 +239,100 @@ class Settings:
         return host.strip("[]"), int(port)
 
 
+# --- IKE (crypto maps with keying = "ike") -------------------------------------------------
+
+DEFAULT_IKE_PROPOSALS = ("aes256gcm16-prfsha384-x25519", "aes128gcm16-prfsha256-ecp256",
+                         "aes256-sha256-prfsha256-modp2048")
+DEFAULT_IKE_LIFETIME = 86400  # IOS "crypto ikev2 profile ... lifetime" default
+IDENTITY_KINDS = ("ipv4", "ipv6", "fqdn", "rfc822", "key-id")
+
+
+@dataclass(frozen=True)
+class Dpd:
+    """Dead peer detection (IOS ``dpd INTERVAL RETRY on-demand|periodic``); 0 turns it off."""
+
+    interval: int = 0
+    retry: int = 2
+    mode: str = "periodic"  # "periodic" | "on-demand"
+
+
+@dataclass(frozen=True)
+class IkeIdentity:
+    """An IKE identity (RFC 7296 3.5); ``kind`` is one of IDENTITY_KINDS."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+def parse_identity(text: str) -> IkeIdentity:
+    """``fqdn:gw.example``, ``rfc822:ops@example``, ``key-id:0a1b``, ``ipv4:192.0.2.1``, or
+    bare: an address (ipv4/ipv6), a name with '@' (rfc822), else a host name (fqdn).
+    Raises ValueError with what to write."""
+    kind, sep, value = text.partition(":")
+    if sep and kind in IDENTITY_KINDS:
+        if kind in ("ipv4", "ipv6"):
+            try:
+                address = ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{quote(value)} is not an IP address") from None
+            if f"ipv{address.version}" != kind:
+                raise ValueError(f"{value} is IPv{address.version}; write 'ipv"
+                                 f"{address.version}:{value}'")
+            return IkeIdentity(kind, str(address))
+        if kind == "key-id" and not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", value):
+            raise ValueError("a key-id is written in hex, e.g. 'key-id:0a1b2c'")
+        if not value or len(value) > 255:
+            raise ValueError(f"the {kind} identity must have 1-255 characters")
+        return IkeIdentity(kind, value)
+    try:
+        address = ipaddress.ip_address(text)
+        return IkeIdentity(f"ipv{address.version}", str(address))
+    except ValueError:
+        pass
+    if not text or len(text) > 255 or any(c.isspace() for c in text):
+        raise ValueError(f"{quote(text)} is not an identity; write e.g. 'fqdn:gw.example.net',"
+                         f" 'rfc822:ops@example.net' or an IP address")
+    return IkeIdentity("rfc822" if "@" in text else "fqdn", text)
+
+
+@dataclass(frozen=True, repr=False)
+class IkePeer:
+    """A remote IKE gateway: its address, pre-shared keys and identities (IOS keyring peer
+    plus IKEv2 profile). ``psk_local`` signs what we send, ``psk_remote`` checks what the
+    peer sends (IOS ``pre-shared-key local|remote``); usually the same bytes. Keys never
+    appear in repr."""
+
+    name: str
+    address: IPAddress
+    psk_local: bytearray
+    psk_remote: bytearray
+    local_id: IkeIdentity | None = None  # None: our address
+    remote_id: IkeIdentity | None = None  # None: whatever ID the peer proves with the PSK
+    where: Location = field(default=Location("<string>"), compare=False)
+
+    def __repr__(self) -> str:
+        return (f"IkePeer({self.name!r}, {self.address}, local_id={self.local_id}, "
+                f"remote_id={self.remote_id}, psk=<{len(self.psk_local)}/"
+                f"{len(self.psk_remote)} bytes>)")
+
+
+@dataclass(frozen=True)
+class IkeSettings:
+    """What every IKE SA shares: proposals in preference order (strongSwan notation, checked
+    by espd.ike.crypto.suites), the IKE SA lifetime, DPD, retransmissions, the key log."""
+
+    proposals: tuple[str, ...] = DEFAULT_IKE_PROPOSALS
+    lifetime: int = DEFAULT_IKE_LIFETIME
+    dpd: Dpd = Dpd()
+    retransmit_timeout: float = 1.0
+    retransmit_tries: int = 5
+    key_log: str | None = None  # opt-in Wireshark key log (0600); None: none
+    where: Location = field(default=Location("<string>"), compare=False)
+
+
 @dataclass(frozen=True)
 class Config:
     settings: Settings
@@ -223,6 +340,11 @@ class Config:
     transform_sets: dict[str, TransformSet]
     crypto_maps: tuple[CryptoMapEntry, ...]  # sorted by (map name, seq): SPD order
     warnings: tuple[Problem, ...] = ()
+    ike: IkeSettings = IkeSettings()
+    ike_peers: tuple[IkePeer, ...] = ()
+
+    def ike_peer(self, address: IPAddress) -> IkePeer | None:
+        return next((p for p in self.ike_peers if p.address == address), None)
 
 
 def check_manual_key(transform: Transform, direction: str, key: ManualKey, *,
@@ -282,6 +404,8 @@ def assemble(
     transform_sets: dict[str, TransformSet],
     crypto_maps: list[CryptoMapEntry],
     warnings: list[Problem] | tuple[Problem, ...] = (),
+    ike: IkeSettings = IkeSettings(),
+    ike_peers: tuple[IkePeer, ...] | list[IkePeer] = (),
 ) -> Config:
     """Check what spans crypto map entries, then build the Config; raise ConfigError."""
     problems: list[Problem] = []
@@ -300,9 +424,14 @@ def assemble(
         if entry.match_address not in access_lists:
             problems.append(Problem(entry.where, f"{name}: access list "
                                     f"'{entry.match_address}' is not defined"))
-        if entry.transform_set not in transform_sets:
-            problems.append(Problem(entry.where, f"{name}: transform set "
-                                    f"'{entry.transform_set}' is not defined"))
+        for tset in entry.transform_sets:
+            if tset not in transform_sets:
+                problems.append(Problem(entry.where, f"{name}: transform set "
+                                        f"'{tset}' is not defined"))
+        if not entry.manual:
+            problems.extend(_check_ike_entry(name, entry, ike_peers))
+            continue
+        assert entry.inbound is not None and entry.outbound is not None
         other = inbound_spis.setdefault(entry.inbound.spi, entry)
         if other is not entry:
             problems.append(Problem(entry.where, (
@@ -330,7 +459,8 @@ def assemble(
         for rule in access_lists[name].entries:
             if rule.action == "permit" and (rule.src.is_any or rule.dst.is_any):
                 found_warnings.append(Problem(rule.where, f"access list {name} {ANY_WARNING}"))
-    referenced_sets = {e.transform_set for e in crypto_maps}
+    problems.extend(_check_ike_peers(ike_peers))
+    referenced_sets = {t for e in crypto_maps for t in e.transform_sets}
     for name in sorted(referenced_sets & transform_sets.keys()):
         tset = transform_sets[name]
         if tset.transform.integ == INTEG_SHA1_96:
@@ -346,4 +476,39 @@ def assemble(
         transform_sets=dict(transform_sets),
         crypto_maps=tuple(sorted(crypto_maps, key=lambda e: e.key)),
         warnings=tuple(sorted(found_warnings, key=lambda p: p.where)),
+        ike=ike,
+        ike_peers=tuple(ike_peers),
     )
+
+
+def _check_ike_entry(name: str, entry: CryptoMapEntry,
+                     ike_peers: tuple[IkePeer, ...] | list[IkePeer]) -> list[Problem]:
+    """An IKE-keyed entry needs an IKE peer (with its pre-shared key) for every peer."""
+    problems = []
+    known = {p.address for p in ike_peers}
+    for peer in entry.peers:
+        if peer not in known:
+            problems.append(Problem(entry.where, (
+                f"{name}: no pre-shared key for peer {peer}; add '[ike_peer.NAME]' with "
+                f"'address = \"{peer}\"' and 'psk_file = \"/etc/espd/NAME.psk\"' (IOS: "
+                f"'crypto ikev2 keyring' with 'peer', 'address {peer}' and "
+                f"'pre-shared-key ...')")))
+        elif peer.version != entry.local.version:
+            problems.append(Problem(entry.where, (
+                f"{name}: peer {peer} is IPv{peer.version} but the local address "
+                f"{entry.local} is IPv{entry.local.version}; use one IP version")))
+    if len(set(entry.peers)) != len(entry.peers):
+        problems.append(Problem(entry.where, f"{name} lists a peer twice; list each once"))
+    return problems
+
+
+def _check_ike_peers(ike_peers: tuple[IkePeer, ...] | list[IkePeer]) -> list[Problem]:
+    problems = []
+    seen: dict[IPAddress, IkePeer] = {}
+    for peer in ike_peers:
+        other = seen.setdefault(peer.address, peer)
+        if other is not peer:
+            problems.append(Problem(peer.where, (
+                f"IKE peer {peer.name}: address {peer.address} is also IKE peer {other.name} "
+                f"at {other.where}; one address has one set of keys")))
+    return problems

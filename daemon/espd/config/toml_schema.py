@@ -12,6 +12,7 @@ from typing import Any
 from espd.config import ios
 from espd.config.acl import AclError, parse_rule
 from espd.config.key_files import KeyFileError, read_key_file
+from espd.config.toml_ike import IKE_KNOWN, IkeSchema
 from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
@@ -38,16 +39,19 @@ from espd.config.toml_lines import Path, TomlLines
 from espd.config.transforms import RECOMMENDED, Transform, TransformError, parse_transform
 
 _KNOWN: dict[str, tuple[str, ...]] = {
-    "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios"),
+    **IKE_KNOWN,
+    "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios", "ike",
+         "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
                "offload", "user", "nat_keepalive"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
-        "name", "seq", "peer", "local", "match_address", "transform_set", "encapsulation",
-        "replay_window", "esn", "lifetime", "inbound", "outbound",
+        "name", "seq", "keying", "peer", "peers", "local", "match_address", "transform_set",
+        "transform_sets", "encapsulation", "replay_window", "esn", "lifetime", "inbound",
+        "outbound", "pfs", "start",
     ),
-    "lifetime": ("seconds", "kilobytes"),
+    "lifetime": ("seconds", "kilobytes", "packets"),
     "sa": ("spi", "key", "key_file", "auth_key", "auth_key_file"),
 }
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -66,7 +70,7 @@ def _type_name(value: object) -> str:
             list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
 
 
-class SchemaLoader:
+class SchemaLoader(IkeSchema):
     """Turns the tomllib document into model objects, collecting located problems."""
 
     def __init__(self, path: str, lines: TomlLines) -> None:
@@ -99,6 +103,9 @@ class SchemaLoader:
         for name, raw in self.table(document, ("transform_set",)).items():
             self.define(tsets, name, ("transform_set", name), "transform set",
                         self.transform_set(name, raw))
+        ike = self.ike_settings(self.table(document, ("ike",)))
+        ike_peers = [p for name, raw in self.table(document, ("ike_peer",)).items()
+                     if (p := self.ike_peer(name, raw)) is not None]
         raw_maps = document.get("crypto_map", [])
         if not isinstance(raw_maps, list):
             self.error(("crypto_map",), "crypto_map must be an array of tables; write each "
@@ -109,7 +116,7 @@ class SchemaLoader:
             if entry is not None:
                 maps.append(entry)
         try:
-            config = assemble(settings, acls, tsets, maps, warnings)
+            config = assemble(settings, acls, tsets, maps, warnings, ike, ike_peers)
         except ConfigError as e:
             self.problems.extend(e.problems)
         if self.problems:
@@ -336,35 +343,79 @@ class SchemaLoader:
         self.keys(raw, path, _KNOWN["crypto_map"])
         name = self.name(raw, path + ("name",), "armadillo")
         seq = self.integer(raw, path + ("seq",), 1, 65535, "10")
-        peer = self.address(raw, path + ("peer",), "192.0.2.2")
+        keying = self.choice(raw, path + ("keying",), ("manual", "ike"))
+        entry = f"crypto_map {name or '?'} {seq or '?'}"
+        ike = keying == "ike"
+        peers = self.several(raw, path, "peer", "peers", ike, entry,
+                             lambda t, p: self.address(t, p, "192.0.2.2"))
         local = self.address(raw, path + ("local",), "192.0.2.1", settings.local)
         acl = self.reference(raw, path + ("match_address",), acls, "access list")
-        tset_name = self.reference(raw, path + ("transform_set",), tsets, "transform set")
-        encapsulation = self.choice(raw, path + ("encapsulation",), ("esp", "udp"))
+        tset_names = self.several(raw, path, "transform_set", "transform_sets", ike, entry,
+                                  lambda t, p: self.reference(t, p, tsets, "transform set"))
+        encapsulation = self.choice(raw, path + ("encapsulation",),
+                                    ("auto", "esp", "udp") if ike else ("esp", "udp"))
         replay = self.integer(raw, path + ("replay_window",), 0, REPLAY_WINDOW_MAX, "1024",
                               DEFAULT_REPLAY_WINDOW)
         esn = self.get(raw, path + ("esn",), bool, "true", False)
         lifetime = self.lifetime(raw, path + ("lifetime",))
-        transform = tsets[tset_name].transform if tset_name else None
-        entry = f"crypto_map {name or '?'} {seq or '?'}"
-        inbound = self.manual_key(raw, path + ("inbound",), transform, entry, 0x1000)
-        outbound = self.manual_key(raw, path + ("outbound",), transform, entry, 0x2000)
+        if ike:
+            inbound = outbound = None
+            for direction in ("inbound", "outbound"):
+                if direction in raw:
+                    self.error(path + (direction,), f"{entry}: keying = \"ike\" negotiates "
+                               f"its keys; remove '{direction}' (or write keying = "
+                               f"\"manual\")")
+            pfs = self.pfs(raw, path + ("pfs",))
+            start = self.choice(raw, path + ("start",), ("on-demand", "immediate", "manual"))
+        else:
+            for key in ("pfs", "start"):
+                if key in raw:
+                    self.error(path + (key,), f"{entry}: '{key}' applies to keying = "
+                               f"\"ike\"; a manually keyed entry has no negotiation")
+            pfs, start = None, "on-demand"
+            transform = tsets[tset_names[0]].transform if tset_names else None
+            inbound = self.manual_key(raw, path + ("inbound",), transform, entry, 0x1000)
+            outbound = self.manual_key(raw, path + ("outbound",), transform, entry, 0x2000)
+        peer = peers[0] if peers else None
         if peer is not None and local is None and "local" not in raw:
             self.error(path, f"{entry} has no local address; set 'local' in [daemon] or in "
                              f"this crypto_map, e.g. 'local = \"192.0.2.1\"'")
         elif peer is not None and local is not None and peer.version != local.version:
             self.error(path + ("peer",), f"{entry}: peer {peer} is IPv{peer.version} but the "
                        f"local address {local} is IPv{local.version}; use one IP version")
-        values = (name, seq, peer, local, acl, tset_name, encapsulation, replay, esn, lifetime,
-                  inbound, outbound)
+        values = (name, seq, keying, peers, local, acl, tset_names, encapsulation, replay, esn,
+                  lifetime, start)
         if len(self.problems) != before or any(v is None for v in values):
             return None  # reported here, or where the access list or transform set is
         return CryptoMapEntry(
-            map_name=name, seq=seq, peer=peer, local=local, match_address=acl,
-            transform_set=tset_name, inbound=inbound, outbound=outbound,
+            map_name=name, seq=seq, peer=peers[0], local=local, match_address=acl,
+            transform_set=tset_names[0], inbound=inbound, outbound=outbound,
             encapsulation=encapsulation, replay_window=replay, esn=esn, lifetime=lifetime,
+            keying=keying, more_peers=tuple(peers[1:]),
+            more_transform_sets=tuple(tset_names[1:]), pfs=pfs, start=start,
             where=self.where(path),
         )
+
+    def several(self, raw: dict[str, Any], path: Path, one: str, many: str, allowed: bool,
+                entry: str, read: Any) -> list | None:
+        """``one = X`` or (IKE only) ``many = [X, Y, ...]``, each read by ``read``."""
+        if one in raw and many in raw:
+            self.error(path + (many,), f"{entry} has both '{one}' and '{many}'; keep one")
+            return None
+        if many not in raw:
+            value = read(raw, path + (one,))
+            return None if value is None else [value]
+        if not allowed:
+            self.error(path + (many,), f"{entry}: a manually keyed entry takes one {one}; "
+                       f"write '{one} = ...', or keying = \"ike\" to list several")
+            return None
+        items = self.get(raw, path + (many,), list, f'["{one}-1", "{one}-2"]')
+        if not items:
+            if items is not None:
+                self.error(path + (many,), f"{entry}: '{many}' is empty; list at least one")
+            return None
+        values = [read({many: item}, path + (many,)) for item in items]
+        return None if any(v is None for v in values) else values
 
     def lifetime(self, raw: dict[str, Any], path: Path) -> Lifetime | None:
         table = self.table(raw, path)
@@ -374,9 +425,11 @@ class SchemaLoader:
                                default.seconds)
         kilobytes = self.integer(table, path + ("kilobytes",), 1, LIFETIME_MAX, "4608000",
                                  default.kilobytes)
-        if seconds is None or kilobytes is None:
+        packets = self.integer(table, path + ("packets",), 0, LIFETIME_MAX, "1000000",
+                               default.packets)
+        if seconds is None or kilobytes is None or packets is None:
             return None
-        return Lifetime(seconds, kilobytes)
+        return Lifetime(seconds, kilobytes, packets)
 
     def manual_key(self, raw: dict[str, Any], path: Path, transform: Transform | None,
                    entry: str, example_spi: int) -> ManualKey | None:

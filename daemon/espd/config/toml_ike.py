@@ -1,0 +1,207 @@
+"""espd's TOML schema for IKE: ``[ike]``, ``[ike_peer.NAME]`` and a crypto map's ``pfs``.
+
+A mixin of SchemaLoader (toml_schema.py): it uses the loader's located checks (``get``,
+``integer``, ``choice``, ``keys``, ``error``) and its key-file reader, so every IKE problem
+is reported with FILE:LINE like the rest of the schema. Pre-shared keys are text (as IOS
+writes them), inline or in a file with the same permission checks as ESP keys; they are
+bytearrays, wiped once the IKE engine holds its copy, and never quoted in a message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from espd.config.key_files import KeyFileError, read_secret_file
+from espd.config.model import (
+    DEFAULT_IKE_LIFETIME,
+    DEFAULT_IKE_PROPOSALS,
+    Dpd,
+    IkeIdentity,
+    IkePeer,
+    IkeSettings,
+    parse_identity,
+    quote,
+)
+from espd.config.toml_lines import Path
+from espd.config.ike_algorithms import parse_group_name
+from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
+
+IKE_KNOWN: dict[str, tuple[str, ...]] = {
+    "ike": ("proposals", "lifetime", "dpd", "retransmit", "key_log"),
+    "dpd": ("interval", "retry", "mode"),
+    "retransmit": ("timeout", "tries"),
+    "ike_peer": ("address", "psk", "psk_file", "psk_local", "psk_local_file", "psk_remote",
+                 "psk_remote_file", "local_id", "remote_id"),
+}
+PSK_MIN = 8  # bytes; a shorter secret falls to an offline dictionary attack in seconds
+PSK_MAX = 1024
+
+
+class IkeSchema:
+    """The [ike] and [ike_peer.*] sections (mixed into SchemaLoader)."""
+
+    path: str
+
+    # the loader's located checks (toml_schema.SchemaLoader)
+    def error(self, path: Path, message: str) -> None: ...
+    def keys(self, table: dict[str, Any], path: Path, known: tuple[str, ...]) -> None: ...
+    def table(self, parent: dict[str, Any], path: Path) -> dict[str, Any]: ...
+    def get(self, table: dict[str, Any], path: Path, kind: type, example: str,
+            default: Any = ...) -> Any: ...
+    def integer(self, table: dict[str, Any], path: Path, low: int, high: int, example: str,
+                default: Any = ..., why: str = "") -> int | None: ...
+    def address(self, table: dict[str, Any], path: Path, example: str,
+                default: Any = ...) -> Any: ...
+    def choice(self, raw: dict[str, Any], path: Path, choices: tuple[str, ...]) -> str | None:
+        ...
+    def absolute(self, raw: dict[str, Any], path: Path, default: str) -> str | None: ...
+
+    def ike_settings(self, raw: dict[str, Any]) -> IkeSettings:
+        path: Path = ("ike",)
+        self.keys(raw, path, IKE_KNOWN["ike"])
+        default = IkeSettings()
+        proposals = self.proposals(raw, path + ("proposals",))
+        lifetime = self.integer(raw, path + ("lifetime",), 120, 31_536_000, "86400",
+                                DEFAULT_IKE_LIFETIME)
+        dpd = self.dpd(self.table(raw, path + ("dpd",)), path + ("dpd",))
+        retransmit = self.table(raw, path + ("retransmit",))
+        self.keys(retransmit, path + ("retransmit",), IKE_KNOWN["retransmit"])
+        timeout = self.get(retransmit, path + ("retransmit", "timeout"), (int, float), "1.0",
+                           default.retransmit_timeout)
+        if timeout is not None and not 0.05 <= timeout <= 60:
+            self.error(path + ("retransmit", "timeout"), "ike.retransmit.timeout must be "
+                       f"from 0.05 to 60 seconds, not {timeout}; write e.g. 'timeout = 1.0'")
+            timeout = None
+        tries = self.integer(retransmit, path + ("retransmit", "tries"), 1, 20, "5",
+                             default.retransmit_tries)
+        key_log = None
+        if "key_log" in raw:
+            key_log = self.absolute(raw, path + ("key_log",), "/var/lib/espd/ike-keys.log")
+        return IkeSettings(
+            proposals=proposals or DEFAULT_IKE_PROPOSALS,
+            lifetime=lifetime or DEFAULT_IKE_LIFETIME,
+            dpd=dpd or Dpd(),
+            retransmit_timeout=float(timeout or default.retransmit_timeout),
+            retransmit_tries=tries or default.retransmit_tries,
+            key_log=key_log,
+            where=self.where(path),  # type: ignore[attr-defined]
+        )
+
+    def proposals(self, raw: dict[str, Any], path: Path) -> tuple[str, ...] | None:
+        items = self.get(raw, path, list, f'["{RECOMMENDED}"]', None)
+        if items is None:
+            return None
+        if not items:
+            self.error(path, f"ike.proposals is empty; list at least one, e.g. "
+                             f"'proposals = [\"{RECOMMENDED}\"]'")
+            return None
+        names = []
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                self.error(path + (i,), "ike.proposals: each proposal is a string such as "
+                                        f"\"{RECOMMENDED}\"")
+                continue
+            try:
+                names.append(parse_suite(item).name)
+            except SuiteError as e:
+                self.error(path + (i,), f"ike.proposals: {e}")
+        return tuple(names) if len(names) == len(items) else None
+
+    def dpd(self, raw: dict[str, Any], path: Path) -> Dpd | None:
+        self.keys(raw, path, IKE_KNOWN["dpd"])
+        default = Dpd()
+        interval = self.integer(raw, path + ("interval",), 0, 3600, "30", default.interval)
+        retry = self.integer(raw, path + ("retry",), 1, 60, "2", default.retry)
+        mode = self.choice(raw, path + ("mode",), ("periodic", "on-demand"))
+        if interval is None or retry is None or mode is None:
+            return None
+        return Dpd(interval, retry, mode)
+
+    def pfs(self, raw: dict[str, Any], path: Path) -> str | None:
+        """A crypto map's ``pfs``: a key exchange name ("ecp256", "x25519") or IOS's
+        "group19"; absent: no PFS (the Child SA keys come from the IKE SA's SK_d)."""
+        value = self.get(raw, path, str, '"ecp256"', None)
+        if value is None:
+            return None
+        try:
+            return parse_group_name(value)
+        except SuiteError as e:
+            self.error(path, f"crypto_map pfs: {e}")
+            return None
+
+    def ike_peer(self, name: str, raw: Any) -> IkePeer | None:
+        path: Path = ("ike_peer", name)
+        if not isinstance(raw, dict):
+            self.error(path, f"ike_peer.{name} must be a table; write '[ike_peer.{name}]' "
+                             f"with 'address' and 'psk_file' under it")
+            return None
+        before = len(self.problems)  # type: ignore[attr-defined]
+        self.keys(raw, path, IKE_KNOWN["ike_peer"])
+        address = self.address(raw, path + ("address",), "192.0.2.2")
+        local_id = self.identity(raw, path + ("local_id",))
+        remote_id = self.identity(raw, path + ("remote_id",))
+        both = self.secret(raw, path, "psk")
+        local = self.secret(raw, path, "psk_local")
+        remote = self.secret(raw, path, "psk_remote")
+        if both is not None and (local is not None or remote is not None):
+            self.error(path, f"ike_peer.{name} has 'psk' and 'psk_local'/'psk_remote'; write "
+                             f"one key, or a local and a remote key")
+        elif both is None and (local is None) != (remote is None):
+            self.error(path, f"ike_peer.{name}: write both 'psk_local' and 'psk_remote' (or "
+                             f"one 'psk' for both directions)")
+        elif both is None and local is None and len(self.problems) == before:  # type: ignore
+            self.error(path, f"ike_peer.{name} needs a pre-shared key: 'psk_file = "
+                             f"\"/etc/espd/{name}.psk\"' (a file only root can read), or "
+                             f"'psk_local' and 'psk_remote'")
+        if len(self.problems) != before or address is None:  # type: ignore[attr-defined]
+            return None
+        psk_local, psk_remote = (both, both) if both is not None else (local, remote)
+        return IkePeer(name, address, psk_local, psk_remote, local_id, remote_id,
+                       self.where(path))  # type: ignore[attr-defined]
+
+    def identity(self, raw: dict[str, Any], path: Path) -> IkeIdentity | None:
+        value = self.get(raw, path, str, '"fqdn:gw.example.net"', None)
+        if value is None:
+            return None
+        try:
+            return parse_identity(value)
+        except ValueError as e:
+            self.error(path, f"{'.'.join(str(p) for p in path)}: {e}")
+            return None
+
+    def secret(self, raw: dict[str, Any], path: Path, name: str) -> bytearray | None:
+        """``name = "text"`` or ``name_file = "/path"``; None when neither is written (a
+        refusal is reported, and then None too)."""
+        file_key = f"{name}_file"
+        where = ".".join(str(p) for p in path)
+        if name in raw and file_key in raw:
+            self.error(path + (file_key,), f"{where} has both '{name}' and '{file_key}'; "
+                                           f"keep one")
+            return None
+        if name in raw:
+            value = raw[name]
+            if not isinstance(value, str):
+                self.error(path + (name,), f"{where}.{name} must be a string")
+                return None
+            secret = bytearray(value.encode())
+        elif file_key in raw:
+            value = self.get(raw, path + (file_key,), str, f'"/etc/espd/{path[-1]}.psk"')
+            if value is None:
+                return None
+            full = os.path.normpath(os.path.join(os.path.dirname(self.path), value))
+            try:
+                secret = read_secret_file(full)
+            except KeyFileError as e:
+                for problem in e.problems:
+                    self.error(path + (file_key,), f"{where}.{file_key}: {problem}")
+                return None
+        else:
+            return None
+        if not PSK_MIN <= len(secret) <= PSK_MAX:
+            self.error(path + (file_key if file_key in raw else name,), (
+                f"{where}: the pre-shared key has {len(secret)} bytes; use {PSK_MIN} to "
+                f"{PSK_MAX} (a short key falls to an offline guess from one captured "
+                f"exchange), e.g. from 'head -c 24 /dev/urandom | base64'"))
+            return None
+        return secret
