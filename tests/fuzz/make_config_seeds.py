@@ -16,6 +16,7 @@ SOURCES = {
     "config": ["config/espd.example.toml", "config/demo/gateway-a.toml",
                "config/demo/gateway-b.toml"],
     "ios": ["config/router.example.ios", "config/goss-c2-2513.ios", "config/goss-e4-2513.ios",
+            "config/goss-e4-2513-manual.ios",
             "config/demo/gateway-a.ios", "config/seed/dt3-45a-fragments.ios"],
 }
 SMALL_IOS = """\

@@ -79,6 +79,8 @@ EXAMPLES = {  # file -> number of crypto map entries it defines
     "router.example.ios": 3,
     "goss-e4-2513.ios": 1,
     "goss-c2-2513.ios": 1,
+    "goss-e4-2513-manual.ios": 1,
+    "goss-c2-2513-manual.ios": 1,
 }
 
 
@@ -448,7 +450,7 @@ def test_format_is_detected_by_content(text, ios):
 
 
 def test_ios_file_with_toml_extension_is_read_as_ios(tmp_path):
-    config, _ = load_text(tmp_path, (CONFIG / "goss-e4-2513.ios").read_text(), "router.toml")
+    config, _ = load_text(tmp_path, (CONFIG / "goss-e4-2513-manual.ios").read_text(), "router.toml")
     assert config.crypto_maps[0].map_name == "armadillo"
 
 

@@ -134,8 +134,8 @@ def test_seed_rebuilds_keep_the_seed_commands_one_per_line():
 
 
 def test_modernised_seed_routers_are_mirror_images():
-    e4 = load(str(CONFIG / "goss-e4-2513.ios"))
-    c2 = load(str(CONFIG / "goss-c2-2513.ios"))
+    e4 = load(str(CONFIG / "goss-e4-2513-manual.ios"))
+    c2 = load(str(CONFIG / "goss-c2-2513-manual.ios"))
     (a,), (b,) = e4.crypto_maps, c2.crypto_maps
     assert (a.map_name, a.seq, b.map_name, b.seq) == ("armadillo", 1, "armadillo", 1)
     assert (str(a.local), str(a.peer)) == ("20.20.20.20", "20.20.20.21")

@@ -124,19 +124,33 @@ def _check(args: argparse.Namespace) -> int:
 def _summary(path: str, config: Config) -> str:
     rules = sum(len(acl.entries) for acl in config.access_lists.values())
     maps = len(config.crypto_maps)
+    manual = sum(1 for e in config.crypto_maps if e.manual)
     lines = [
-        f"{path}: OK: {maps} crypto map entr{'y' if maps == 1 else 'ies'} ({2 * maps} SAs), "
+        f"{path}: OK: {maps} crypto map entr{'y' if maps == 1 else 'ies'} ({2 * manual} SAs"
+        + (f", {maps - manual} keyed by IKEv2" if manual != maps else "") + "), "
         f"{len(config.access_lists)} access lists ({rules} rules), "
         f"{len(config.transform_sets)} transform sets"
     ]
     for entry in config.crypto_maps:
-        tset = config.transform_sets[entry.transform_set]
+        tsets = [config.transform_sets[name] for name in entry.transform_sets]
+        transforms = " | ".join(f"{t.transform.name}, {t.mode}" for t in tsets)
+        if entry.manual:
+            assert entry.inbound is not None and entry.outbound is not None
+            keying = f"SPI in 0x{entry.inbound.spi:08X} out 0x{entry.outbound.spi:08X}"
+        else:
+            pfs = f", pfs {entry.pfs}" if entry.pfs else ""
+            keying = f"IKEv2 ({entry.start}{pfs})"
+        peers = ", ".join(str(p) for p in entry.peers)
         lines.append(
-            f"  crypto map {entry.map_name} {entry.seq}: {entry.local} -> {entry.peer}, "
-            f"{tset.transform.name}, {tset.mode}, {entry.encapsulation}, match address "
-            f"{entry.match_address}, SPI in 0x{entry.inbound.spi:08X} "
-            f"out 0x{entry.outbound.spi:08X}"
+            f"  crypto map {entry.map_name} {entry.seq}: {entry.local} -> {peers}, "
+            f"{transforms}, {entry.encapsulation}, match address "
+            f"{entry.match_address}, {keying}"
         )
+    if any(not e.manual for e in config.crypto_maps):
+        lines.append(f"  IKE proposals: {', '.join(config.ike.proposals)}; lifetime "
+                     f"{config.ike.lifetime} s; peers: "
+                     + (", ".join(f"{p.name} ({p.address})" for p in config.ike_peers)
+                        or "none"))
     return "\n".join(lines)
 
 

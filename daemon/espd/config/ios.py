@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from espd.config.acl import AclError, parse_rule
+from espd.config.ike_algorithms import parse_group_name
+from espd.config.ios_ike import IKE_MODES, IosIke
 from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
@@ -35,8 +37,6 @@ from espd.config.model import (
     assemble,
     check_manual_key,
 )
-from espd.config.ike_algorithms import parse_group_name
-from espd.config.ios_ike import IKE_MODES, IosIke
 from espd.config.transforms import RECOMMENDED, TransformError, parse_transform
 from espd.ike.crypto.suites import SuiteError
 
@@ -235,8 +235,9 @@ class _Importer:
         # as in IOS, entering an existing entry again adds to it
         entry = self.maps.setdefault((name, seq), _Map(name, seq, self.where, keying))
         if entry.keying != keying:
-            self.error(f"{spelled}: this entry is {'ipsec-manual' if entry.keying == 'manual' else 'ipsec-isakmp'} "
-                       f"at {entry.where}; an entry has one kind of keying")
+            first = "ipsec-manual" if entry.keying == "manual" else "ipsec-isakmp"
+            self.error(f"{spelled}: this entry is {first} at {entry.where}; an entry has one "
+                       f"kind of keying")
             return None
         return entry
 

@@ -35,7 +35,6 @@ from espd.ike.crypto.suites import (
     IOS_ENCRYPTION,
     IOS_INTEGRITY,
     IOS_PRF,
-    RECOMMENDED,
     SuiteError,
     ios_group,
     parse_suite,

@@ -430,6 +430,13 @@ def assemble(
                                         f"'{tset}' is not defined"))
         if not entry.manual:
             problems.extend(_check_ike_entry(name, entry, ike_peers))
+            acl = access_lists.get(entry.match_address)
+            for rule in acl.entries if acl else ():
+                if rule.action == "permit" and None in (rule.src.prefixlen, rule.dst.prefixlen):
+                    problems.append(Problem(rule.where, (
+                        f"{name}: access list {acl.name}: '{rule.text}' has a non-contiguous "
+                        f"wildcard; IKE traffic selectors are address ranges, so an "
+                        f"IKE-keyed entry needs prefixes (e.g. 0.0.0.255)")))
             continue
         assert entry.inbound is not None and entry.outbound is not None
         other = inbound_spis.setdefault(entry.inbound.spi, entry)

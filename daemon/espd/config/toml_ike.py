@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from espd.config.ike_algorithms import parse_group_name
 from espd.config.key_files import KeyFileError, read_secret_file
 from espd.config.model import (
     DEFAULT_IKE_LIFETIME,
@@ -21,10 +22,8 @@ from espd.config.model import (
     IkePeer,
     IkeSettings,
     parse_identity,
-    quote,
 )
 from espd.config.toml_lines import Path
-from espd.config.ike_algorithms import parse_group_name
 from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {

@@ -12,7 +12,6 @@ from typing import Any
 from espd.config import ios
 from espd.config.acl import AclError, parse_rule
 from espd.config.key_files import KeyFileError, read_key_file
-from espd.config.toml_ike import IKE_KNOWN, IkeSchema
 from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
@@ -35,6 +34,7 @@ from espd.config.model import (
     quote,
 )
 from espd.config.read import read_text
+from espd.config.toml_ike import IKE_KNOWN, IkeSchema
 from espd.config.toml_lines import Path, TomlLines
 from espd.config.transforms import RECOMMENDED, Transform, TransformError, parse_transform
 

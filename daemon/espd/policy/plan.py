@@ -180,7 +180,8 @@ def build_plan(config: Config) -> Plan:
     routes: dict[str, None] = {}
     unroutable: dict[str, None] = {}
     for policy, entry in enumerate(config.crypto_maps, start=1):
-        sas.extend(_sa_specs(config, entry, policy))
+        if entry.manual:  # IKE-keyed entries get their SAs when a negotiation installs them
+            sas.extend(_sa_specs(config, entry, policy))
         acl = config.access_lists[entry.match_address]
         for index, acl_entry in enumerate(acl.entries):
             for rule in compile_entry(acl_entry, policy):

@@ -82,7 +82,9 @@ def maps_state(config: Config) -> list[dict]:
             "lifetime_seconds": entry.lifetime.seconds,
             "lifetime_kilobytes": entry.lifetime.kilobytes,
             "replay_window": entry.replay_window, "esn": entry.esn,
-            "inbound_spi": entry.inbound.spi, "outbound_spi": entry.outbound.spi,
+            "inbound_spi": entry.inbound.spi if entry.inbound else None,
+            "outbound_spi": entry.outbound.spi if entry.outbound else None,
+            "keying": entry.keying, "peers": [str(p) for p in entry.peers],
             "local_ident": [str(e.src) for e in permits],
             "remote_ident": [str(e.dst) for e in permits],
         })
