@@ -22,6 +22,7 @@ def keys_match(a, b) -> None:
     assert ia.spec.spi_out == ib.spec.spi_in and ia.spec.spi_in == ib.spec.spi_out
     assert ia.key_out == ib.key_in and ia.key_in == ib.key_out
     assert ia.auth_out == ib.auth_in
+    assert ia.spec.encap == ib.spec.encap and ia.spec.mode == ib.spec.mode
     assert len(ia.key_out) == 36  # esp-gcm 256: key + 4-byte salt
     assert ia.key_out != ia.key_in
 
@@ -39,6 +40,7 @@ def test_ike_sa_init_and_ike_auth_bring_up_a_child_sa():
         [ia] = a.owner.live()
         assert ia.spec.transform == "esp-gcm 256" and ia.spec.mode == "tunnel"
         assert ia.spec.encap == "esp" and ia.spec.entry == ("vpn", 10)
+        assert not sa.nat and not peer_sa.nat  # loopback: no NAT either way
         assert all(k == bytearray(len(k)) for k in (ia.spec.key_in, ia.spec.key_out))
         view = a.engine.snapshot()
         [shown] = view.ike_sas

@@ -283,7 +283,9 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     sa.created = sa.last_heard = engine.now()
     sa.peer = engine.settings.peer(remote.address)
     sa.init_request = data
-    sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, sa.spi_r, local, remote)
+    # the request's NAT_DETECTION hashes cover its own header: SPIr still zero
+    sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, header.spis.responder,
+                                               local, remote)
     derive(engine, sa, suite, shared)
     fake = any(p.encapsulation == "udp" for p in engine.settings.children_for(remote.address))
     response_header = codec.Header(codec.SpiPair(sa.spi_i, sa.spi_r),

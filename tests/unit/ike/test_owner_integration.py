@@ -1,0 +1,136 @@
+"""The IKE engine with the real SA owner on a real data plane (no workers, so Python may
+push packets): what two engines negotiate over loopback UDP goes into each side's data
+plane, and packets sealed by one open at the other, both ways, through rekeys; the
+first packet with no SA raises an acquire that starts the negotiation (IOS on-demand)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import struct
+from dataclasses import replace
+
+import pytest
+from support.ike_pair import pair, until
+
+from espd.dataplane import Dataplane, DropError, Rule
+from espd.ike.exchanges import create_child_sa
+from espd.keying.manual import ManualKeying
+from espd.keying.owner import ChildSaKeys, SaOwner
+from espd.keying.sequence_store import SequenceStore
+from espd.policy.plan import Plan, RuleSpec
+
+
+def _csum(b: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def inner(src: str, dst: str) -> bytes:
+    udp = struct.pack("!HHHH", 1234, 80, 8 + 32, 0) + bytes(32)
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                              ipaddress.IPv4Address(src).packed,
+                              ipaddress.IPv4Address(dst).packed))
+    struct.pack_into("!H", h, 10, _csum(bytes(h)))
+    return bytes(h) + udp
+
+
+def owner_for(tmp_path, name: str, local_net: str, remote_net: str) -> SaOwner:
+    """An owner whose crypto map entry vpn 10 has a PROTECT rule and no SA yet."""
+    owner = SaOwner(Dataplane(), SequenceStore(str(tmp_path / name)), reserve_block=64)
+    rule = Rule.from_prefixes(local_net, remote_net, policy=7)
+    ManualKeying(owner).apply(Plan(sas=(), rules=(
+        RuleSpec(rule, "vpn", 10, "LAN", 0, "permit ip any any", True),),
+        routes=(remote_net,), unroutable=()))
+    return owner
+
+
+def spi_of(wire: bytes) -> int:
+    return struct.unpack("!I", wire[20:24])[0]
+
+
+def real_pair(loop, tmp_path, **policy):
+    a, b = pair(loop)
+    for s, name, nets in ((a, "a", ("10.1.0.0/16", "10.2.0.0/16")),
+                          (b, "b", ("10.2.0.0/16", "10.1.0.0/16"))):
+        s.owner = owner_for(tmp_path, name, *nets)
+        s.engine.owner = s.owner
+        s.engine.child_sa_keys = ChildSaKeys
+        s.owner.subscribe(s.engine)
+        if policy:
+            s.engine.settings = replace(s.settings, children=(replace(
+                s.settings.children[0], **policy),))
+    return a, b
+
+
+def passes_both_ways(a, b) -> tuple[int, int]:
+    there = a.owner.dp.protect(inner("10.1.0.10", "10.2.0.10"))
+    assert b.owner.dp.decap(there) == inner("10.1.0.10", "10.2.0.10")
+    back = b.owner.dp.protect(inner("10.2.0.10", "10.1.0.10"))
+    assert a.owner.dp.decap(back) == inner("10.2.0.10", "10.1.0.10")
+    return spi_of(there), spi_of(back)
+
+
+def test_negotiated_child_sas_carry_packets_both_ways_through_a_rekey(tmp_path):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = real_pair(loop, tmp_path)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.snapshot.sas and b.owner.snapshot.sas)
+        first = passes_both_ways(a, b)
+        [child] = sa.children.values()
+        assert first == (child.spi_out, child.spi_in)
+        old_back = b.owner.dp.protect(inner("10.2.0.10", "10.1.0.10"))
+        create_child_sa.start_rekey(a.engine, sa, child)
+        await until(lambda: len(a.owner.snapshot.sas) == 2 and len(b.owner.snapshot.sas) == 2
+                    and not sa.requests.busy)
+        second = passes_both_ways(a, b)
+        assert second[0] != first[0] and second[1] != first[1]
+        with pytest.raises(DropError, match="unknown_spi"):
+            a.owner.dp.decap(old_back)  # the old inbound SA went with its DELETE
+        assert {v.origin for v in a.owner.snapshot.sas} == {"ike"}
+        assert {v.ike_sa for v in a.owner.snapshot.sas} == {str(sa.ident)}
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_cbc_hmac_and_transport_mode_through_the_data_plane(tmp_path):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = real_pair(loop, tmp_path,
+                         transforms=(("esp-aes 256 esp-sha512-hmac", "tunnel"),))
+        a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.snapshot.sas and b.owner.snapshot.sas)
+        passes_both_ways(a, b)
+        assert {v.spec.transform for v in a.owner.snapshot.sas} == \
+            {"esp-aes 256 esp-sha512-hmac"}
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_first_packet_without_an_sa_negotiates_one(tmp_path):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = real_pair(loop, tmp_path, start="on-demand")
+        with pytest.raises(DropError, match="no_sa"):
+            a.owner.dp.protect(inner("10.1.0.10", "10.2.0.10"))  # fail closed...
+        a.owner.drain_events()  # ...and the acquire reaches the engine
+        assert a.engine.counters["acquires"] == 1 and len(a.engine.sas) == 1
+        await until(lambda: a.owner.snapshot.sas and b.owner.snapshot.sas)
+        passes_both_ways(a, b)
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_delete_from_the_peer_empties_the_slot(tmp_path):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = real_pair(loop, tmp_path)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.snapshot.sas and b.owner.snapshot.sas)
+        [peer_sa] = b.engine.sas.values()
+        b.engine.delete_ike_sa(peer_sa)
+        await until(lambda: not a.owner.snapshot.sas and not b.owner.snapshot.sas)
+        with pytest.raises(DropError, match="no_sa"):
+            a.owner.dp.protect(inner("10.1.0.10", "10.2.0.10"))
+        assert not a.engine.sas and sa.keys is None
+    asyncio.run(asyncio.wait_for(main(), 20))
