@@ -336,3 +336,20 @@ def test_esn_falls_back_when_the_responder_does_not_offer_it():
         await until(lambda: a.owner.live() and b.owner.live())
         assert not a.owner.live()[0].spec.esn and not b.owner.live()[0].spec.esn
     run(main())
+
+
+def test_the_engine_keeps_its_own_copy_of_the_psk():
+    """The configuration's key buffers are wiped once the engine started (as the daemon
+    does); authentication still works, from the engine's copies."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        for s in (a, b):
+            for peer in s.settings.peers:
+                peer.psk.local[:] = bytes(len(peer.psk.local))
+                peer.psk.remote[:] = bytes(len(peer.psk.remote))
+        a.engine.initiate(a.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        a.engine.close()
+        assert not a.engine._authenticators  # wiped and dropped at close
+    run(main())

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from espd.ike import codec
+from espd.ike.auth import PskAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
 from espd.ike.engine.transport import Transport
@@ -86,7 +87,8 @@ class IkeEngine:
                  child_sa_keys: type | None = None) -> None:
         """``child_sa_keys`` is the owner's ChildSaKeys class (keying/owner.py; a test's
         fake owner brings its own)."""
-        self.settings = settings
+        self._authenticators: dict[object, PskAuthenticator] = {}
+        self.settings = settings  # takes the engine's own copies of the keys
         self.owner = owner
         if child_sa_keys is None:
             from espd.keying.owner import ChildSaKeys as child_sa_keys
@@ -103,6 +105,27 @@ class IkeEngine:
         self.keylog = KeyLog(settings.key_log) if settings.key_log else None
         self._ident = 0
         transport.attach(self.receive)
+
+    # --- keys ----------------------------------------------------------------------
+
+    @property
+    def settings(self) -> IkeSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: IkeSettings) -> None:
+        """New settings take effect for new negotiations; the engine keeps its own copies
+        of the pre-shared keys, one authenticator per peer, so the configuration's
+        buffers may be wiped once this returns."""
+        self._settings = settings
+        old, self._authenticators = self._authenticators, {
+            peer.address: PskAuthenticator(peer.psk.local, peer.psk.remote)
+            for peer in settings.peers}
+        for authenticator in old.values():
+            authenticator.wipe()
+
+    def authenticator(self, peer: object) -> PskAuthenticator:
+        return self._authenticators[peer.address]  # type: ignore[attr-defined]
 
     # --- identifiers ---------------------------------------------------------------
 
@@ -559,6 +582,9 @@ class IkeEngine:
         for sa in list(self.sas.values()) + list(self.half_open.values()):
             self.remove_ike_sa(sa)
         self.transport.close()
+        for authenticator in self._authenticators.values():
+            authenticator.wipe()
+        self._authenticators.clear()
         if self.keylog is not None:
             self.keylog.close()
 

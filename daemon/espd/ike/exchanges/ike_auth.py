@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from espd.ike import codec
-from espd.ike.auth import AuthenticationFailed, PskAuthenticator, signed_octets
+from espd.ike.auth import AuthenticationFailed, signed_octets
 from espd.ike.codec import ExchangeType, NotifyType
 from espd.ike.exchanges import child_setup
 from espd.ike.exchanges.payloads import (
@@ -50,18 +50,6 @@ def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes):
     return signed_octets(sa.prf, sa.init_response, sa.nonce_i, sa.keys.sk_pr, id_body)
 
 
-def _authenticator(peer: Peer) -> PskAuthenticator:
-    return PskAuthenticator(peer.psk.local, peer.psk.remote)
-
-
-def _use(authenticator: PskAuthenticator, call):
-    """Run one call on an authenticator, then wipe its copies of the keys."""
-    try:
-        return call(authenticator)
-    finally:
-        authenticator.wipe()
-
-
 def _established(engine: IkeEngine, sa: IkeSa, peer_id) -> None:
     sa.state = IkeState.ESTABLISHED
     sa.established = sa.last_heard = engine.now()
@@ -85,7 +73,7 @@ def start(engine: IkeEngine, sa: IkeSa) -> None:
     policy: ChildPolicy = sa.policy  # type: ignore[assignment]
     idi = identity_payload(codec.IdInitiator, _local_identity(sa, peer))
     octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
-    method, data = _use(_authenticator(peer), lambda a: a.build(octets))
+    method, data = engine.authenticator(peer).build(octets)
     payloads: list = [idi]
     if peer.remote_id is not None:
         payloads.append(identity_payload(codec.IdResponder, peer.remote_id))
@@ -115,7 +103,7 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
     if problem is None:
         octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
         try:
-            _use(_authenticator(peer), lambda a: a.verify(octets, auth.method, auth.data))
+            engine.authenticator(peer).verify(octets, auth.method, auth.data)
         except AuthenticationFailed as err:
             problem = str(err)
     if problem is not None:
@@ -184,7 +172,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     if problem is None:
         octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
         try:
-            _use(_authenticator(peer), lambda a: a.verify(octets, auth.method, auth.data))
+            engine.authenticator(peer).verify(octets, auth.method, auth.data)
         except AuthenticationFailed as err:
             problem = str(err)
     if problem is not None:
@@ -196,7 +184,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     sa.peer = peer
     idr = identity_payload(codec.IdResponder, _local_identity(sa, peer))
     octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
-    method, data = _use(_authenticator(peer), lambda a: a.build(octets))
+    method, data = engine.authenticator(peer).build(octets)
     payloads: list = [idr, codec.Authentication(method, data)]
     _established(engine, sa, peer_id)
     try:
