@@ -1,11 +1,14 @@
 /* dp: the data plane instance and its table sets (internal to native/).
  *
  * Publication and reclamation (epoch based, no locks on the packet path):
- *   - a worker entering a batch stores the global epoch in its slot, then loads `live`;
- *     leaving, it stores EPOCH_OFFLINE. All with sequentially consistent atomics.
- *   - publish swaps `live`, then bumps the epoch to R and retires the old table with R.
- *   - a retired table is freed once every worker is offline or shows an epoch >= R:
- *     such a worker loaded `live` after the swap and cannot hold the old table.
+ *   - a worker entering a batch stores the global epoch in its slot, then loads `live`
+ *     (and, during the batch, rule SA pointers and SAD entries); leaving, it stores
+ *     EPOCH_OFFLINE. All with sequentially consistent atomics.
+ *   - a writer unlinks an object (publish swaps `live`; an incremental change swaps a
+ *     rule's SA, a SAD entry or the SAD array), then bumps the epoch to R and retires
+ *     the object with R.
+ *   - a retired object is freed once every worker is offline or shows an epoch >= R:
+ *     such a worker loaded its pointers after the unlink and cannot hold the object.
  */
 #ifndef ESPD_DP_H
 #define ESPD_DP_H
@@ -25,7 +28,7 @@
 #define ACQUIRE_INTERVAL_NS 1000000000LL /* at most one acquire event per rule and second */
 
 struct table_rule {
-	espdp_sa *sa; /* referenced; NULL for DISCARD or an unavailable SA */
+	espdp_sa *sa; /* referenced; NULL for DISCARD or no SA (yet); atomic (incremental) */
 	int64_t acquire_ns; /* when this rule last raised acquire (atomic; rate limit) */
 	uint32_t policy;
 	uint8_t action;
@@ -38,11 +41,25 @@ struct espdp_table {
 	struct table_rule *rules;
 	size_t nrules, cap_rules;
 	uint64_t *hits; /* per rule, relaxed atomics */
+	uint32_t *by_policy; /* PROTECT rules with a policy, grouped by policy (table.c) */
+	struct policy_run *policy_runs; /* hash: policy -> its run in by_policy */
+	uint32_t policy_mask;
 	struct spd *spd;
 	struct sad sad;
 	int published;
-	uint64_t retire_epoch;
-	struct espdp_table *next_retired;
+};
+
+struct policy_run {
+	uint32_t policy;
+	uint32_t first, count; /* count 0: empty slot */
+};
+
+/* Something unlinked, waiting until no worker can hold it (see the protocol above). */
+struct retired {
+	uint64_t epoch;
+	void *obj;
+	void (*destroy)(void *obj);
+	struct retired *next;
 };
 
 struct workers;
@@ -82,8 +99,8 @@ struct espdp {
 	struct espdp_table *live;
 	uint64_t epoch;
 	struct worker_slot *workers; /* nworkers + 1: the last is the control plane's */
-	pthread_mutex_t publish_lock;
-	struct espdp_table *retired;
+	pthread_mutex_t publish_lock; /* the one writer of the tables at a time (table.c) */
+	struct retired *retired;
 	int64_t test_clock_ns; /* < 0: CLOCK_MONOTONIC */
 	uint64_t drops[2][ESPD_DROP_SLOTS]; /* [direction][reason] */
 	struct events events;

@@ -60,7 +60,7 @@ static int out_classify(espdp *dp, struct espdp_table *t, const uint8_t *pkt, ui
 	ctr_add(&t->hits[r], 1);
 	if (t->rules[r].action != ESPDP_ACTION_PROTECT)
 		return ESPD_DROP_policy_deny;
-	*sa = __atomic_load_n(&t->rules[r].sa, __ATOMIC_ACQUIRE);
+	*sa = __atomic_load_n(&t->rules[r].sa, __ATOMIC_SEQ_CST); /* swapped by table.c */
 	if (*sa)
 		return 0;
 	out_acquire(dp, &t->rules[r], (uint32_t)r, &key, now);

@@ -221,7 +221,28 @@ int espdp_table_add_sa(espdp_table *t, espdp_sa *sa);
 int espdp_table_add_rule(espdp_table *t, const struct espdp_rule *rule, espdp_sa *sa);
 /* Compile t and make it the live table in one atomic step. */
 int espdp_publish(espdp *dp, espdp_table *t);
-/* Free retired tables that no worker can still see. Returns how many are still pending. */
+/* --- Incremental changes to the live table set (IKE: one Child SA at a time) ---
+ * Single writer: only the control plane's SA owner calls these and espdp_publish (they
+ * take publish_lock, so a second caller waits, never corrupts). Each change is validated
+ * and allocated first and fails whole (nothing changed) or succeeds whole; workers see the
+ * state before it or after it, never between, and never a freed SA (epochs, dp.h).
+ * An outbound SA serves the PROTECT rules of the live set whose policy is its
+ * cfg.policy (the crypto map entry); an inbound SA enters the SAD.
+ *
+ * install: in (may be NULL) enters the SAD, then out (may be NULL) is bound to its
+ *   policy's rules. ESPDP_ERR_EXISTS if in's SPI + destination is taken or a rule of
+ *   that policy has an SA already (replace it); ESPDP_ERR_INVALID if no rule has the policy.
+ * replace: make-before-break rekey: the new in enters the SAD first, then the rules of
+ *   out's policy switch to out in one store each; the old outbound SA is released once no
+ *   worker holds it. The old inbound SA stays until retired (packets in flight).
+ * retire: an inbound SA leaves the SAD; an outbound SA leaves the rules it serves (which
+ *   then drop no_sa and raise acquire). ESPDP_ERR_INVALID if it is not installed.
+ * A later espdp_publish replaces all of this with what its table set holds. */
+int espdp_sa_install(espdp *dp, espdp_sa *in, espdp_sa *out);
+int espdp_sa_replace(espdp *dp, espdp_sa *in, espdp_sa *out);
+int espdp_sa_retire(espdp *dp, espdp_sa *sa);
+/* Free retired objects (tables, SAs, SAD arrays) that no worker can still see. Returns
+ * how many are still pending. */
 size_t espdp_reclaim(espdp *dp);
 /* Hit counts of the live table's rules, in rule order; returns the number of rules. */
 size_t espdp_rule_hits(espdp *dp, uint64_t *out, size_t n);

@@ -29,7 +29,7 @@ SOURCE = Path(__file__).resolve().parent / "bench_dp.c"
 BINARY = ROOT / "build" / "bench_dp"
 WORKERS_SOURCE = Path(__file__).resolve().parent / "bench_workers.c"
 WORKERS_BINARY = ROOT / "build" / "bench_workers"
-SECTIONS = ("rss", "crypto", "classify", "sad")
+SECTIONS = ("rss", "crypto", "classify", "sad", "tables")
 
 TRANSFORMS = (
     "esp-gcm 128",
@@ -176,6 +176,25 @@ def report(res: dict) -> list[tuple[str, str, float | None, bool | None]]:
         v = r["ns"] / base["ns"] if r and base else None
         targets.append((name, "<= 2x" if a == n else "(info)", v,
                         None if v is None or a != n else v <= 2.0))
+
+    tables = {(r["tunnels"], r["op"]): r for r in res.get("tables", [])}
+    if tables:
+        print("\nSA changes: one pair changed in the live set vs the whole set republished "
+              "(us; SA keying not included)")
+        print(f"  {'tunnels':>8} {'SAs':>6} | {'op':<8} {'median':>9} {'p99':>9} {'max':>9}")
+        print("  " + "-" * 58)
+        for (n, op), r in sorted(tables.items()):
+            print(f"  {n:>8} {2 * n:>6} | {op:<8} {r['median_ns'] / 1e3:9.2f} "
+                  f"{r['p99_ns'] / 1e3:9.2f} {r['max_ns'] / 1e3:9.2f}")
+    for op in ("install", "replace", "retire"):
+        small, big = tables.get((10, op)), tables.get((10000, op))
+        v = big["median_ns"] / small["median_ns"] if small and big else None
+        targets.append((f"{op} at 10,000 vs 10 tunnels (median)", "<= 2x", v,
+                        None if v is None else v <= 2.0))
+        pub = tables.get((10000, "publish"))
+        v = pub["median_ns"] / big["median_ns"] if pub and big else None
+        targets.append((f"republish / {op} at 10,000 tunnels", ">= 50x", v,
+                        None if v is None else v >= 50.0))
 
     rss = res.get("rss")
     if rss:

@@ -4,8 +4,20 @@ Everything above this module (the daemon, tools, tests) speaks in SAs, rules and
 Every C status is checked and turned into an exception; C objects are owned through
 ``ffi.gc``. Key bytes go straight into the data plane and are never kept here.
 
-Changes (``add_sa``, ``remove_sa``, ``add_rule``) are staged and become live together in
-one atomic table swap at ``commit()``; packet operations commit pending changes first.
+Two ways to change what the data plane does:
+
+- Staged, whole: ``add_sa``, ``remove_sa``, ``add_rule`` are staged and become live together
+  in one atomic table swap at ``commit()`` (or ``publish`` of a complete set); packet
+  operations commit pending changes first. Manual keying and reloads use this.
+- Incremental, one SA at a time: ``install``, ``replace``, ``retire`` change the live set
+  in place, O(1) at any number of SAs (IKE: a Child SA created, rekeyed, deleted). They
+  keep this object's view (``sas``, the rules' SAs) in step, so a later commit or
+  publish carries them.
+
+Ownership: one thread, the control plane's SA owner (``espd.keying``), makes every change
+of either kind; the C side serialises writers with a lock, but the order of installs,
+rekeys and retires is the owner's to keep. Packet calls, stats, events and punted
+datagrams may be read from the owner's thread; worker threads run in C.
 
 Packets pushed from Python (``encap``/``decap`` and their batches) run on a worker's slot
 (its epoch and its OpenSSL contexts), so they are refused while the C workers run: a
@@ -282,6 +294,58 @@ class Dataplane:
         self._staged()
         return len(self._rules) - 1
 
+    # --- incremental changes (the SA owner's calls; see the module docstring) ---
+
+    def install(self, inbound: SA | None, outbound: SA | None) -> None:
+        """Make an SA pair live without rebuilding anything: `inbound` enters the SAD, then
+        `outbound` serves every PROTECT rule whose policy is its policy (which must have
+        no SA yet: use replace). Either may be None. Both come from create_sa.
+        Fails whole (DataplaneError, nothing changed) or succeeds whole."""
+        self._ensure_committed()
+        _check(lib.espdp_sa_install(self._dp, _handle(inbound), _handle(outbound)),
+               f"installing {_pair(inbound, outbound)}")
+        self._adopt(inbound, outbound)
+
+    def replace(self, inbound: SA | None, outbound: SA) -> None:
+        """Rekey make-before-break: the new `inbound` is live first, then the rules of
+        `outbound`'s policy switch to `outbound`. The old outbound SA stops sending at
+        once (it stays in ``sas`` until retired); the old inbound SA keeps accepting
+        packets in flight until ``retire``."""
+        self._ensure_committed()
+        _check(lib.espdp_sa_replace(self._dp, _handle(inbound), outbound._handle),
+               f"replacing with {_pair(inbound, outbound)}")
+        self._adopt(inbound, outbound)
+
+    def retire(self, sa: SA) -> None:
+        """Take one SA out of the live set: inbound leaves the SAD, outbound leaves the
+        rules it serves (their packets then drop no_sa and raise acquire). Freed once no
+        worker can hold it."""
+        self._ensure_committed()
+        bound = any(s is sa for _, s in self._rules)
+        if sa.direction == "out" and not bound:
+            if sa in self._sas:  # replaced earlier: serves no rule, only forget it
+                self._sas.remove(sa)
+                return
+        _check(lib.espdp_sa_retire(self._dp, sa._handle), f"retiring {sa}")
+        if sa in self._sas:
+            self._sas.remove(sa)
+        self._rules = [(r, s if s is not sa else None) for r, s in self._rules]
+
+    @property
+    def sas(self) -> tuple[SA, ...]:
+        """Every SA of the set (live, or staged for the next commit)."""
+        return tuple(self._sas)
+
+    def _adopt(self, inbound: SA | None, outbound: SA | None) -> None:
+        for sa in (inbound, outbound):
+            if sa is not None and sa not in self._sas:
+                self._sas.append(sa)
+        if outbound is not None:
+            self._rules = [
+                (r, outbound if r.action == "protect" and r.policy == outbound.policy else s)
+                for r, s in self._rules
+            ]
+
     def commit(self) -> None:
         """Make the staged SAs and rules live in one atomic swap. On failure the live set
         stays as it was and the staged changes stay staged, to be fixed; packet calls then
@@ -530,6 +594,14 @@ class Dataplane:
     @staticmethod
     def crypto_features() -> str:
         return ffi.string(lib.espdp_crypto_features()).decode().strip()
+
+
+def _handle(sa: SA | None):
+    return sa._handle if sa is not None else ffi.NULL
+
+
+def _pair(inbound: SA | None, outbound: SA | None) -> str:
+    return " and ".join(str(sa) for sa in (inbound, outbound) if sa is not None) or "nothing"
 
 
 def _c_rule(rule: Rule):
