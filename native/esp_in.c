@@ -7,13 +7,14 @@
  *   3. in_length     ESP header + IV + ICV present, payload a multiple of the block
  *   4. in_precheck   hard lifetime; anti-replay pre-check that changes nothing (ESN inferred)
  *   5. in_open       ICV verified in constant time, then the payload decrypted
- *   6. in_advance    anti-replay window advanced: only authenticated packets move it
+ *   6. sa_replay_advance (sa.c)  anti-replay window advanced: only authenticated
+ *                    packets move it
  *   7. in_trailer    pad length, padding bytes 1, 2, 3, ..., next header (59: dummy);
  *                    the packet's inner bytes count against the SA's lifetime either way
- *   8. in_inner      tunnel: the inner packet, ECN decapsulated per RFC 6040;
- *                    transport: the IP header restored in front of the payload
+ *   8. in_tunnel_inner     tunnel: the inner packet, ECN decapsulated per RFC 6040;
+ *      in_transport_inner  transport: the IP header restored in front of the payload
  *   9. in_selector   the inner packet must be traffic that the SA's access list protects
- *  10. account       counters
+ *  10. in_account    counters
  */
 #include <string.h>
 
@@ -215,6 +216,16 @@ static int in_selector(const struct espdp_table *t, const espdp_sa *sa, const st
 	return 0;
 }
 
+static void in_account(espdp_sa *sa, const struct espdp_pkt *p)
+{
+	ctr_add(&sa->ctr.decaps, 1);
+	if (sa->alg.cipher != ESPDP_CIPHER_NULL)
+		ctr_add(&sa->ctr.decrypt, 1);
+	ctr_add(&sa->ctr.verify, 1);
+	ctr_add(&sa->ctr.packets, 1);
+	ctr_add(&sa->ctr.bytes, p->len);
+}
+
 /* Stages 2 to 10 for one packet whose outer header (stage 1) gave `r`. */
 static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct espdp_pkt *p,
 		     struct in_pkt *in, int r, int64_t now)
@@ -240,12 +251,7 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 						 in_transport_inner(sa, in, p);
 	if (r || (r = in_selector(t, sa, p)))
 		goto drop;
-	ctr_add(&sa->ctr.decaps, 1);
-	if (sa->alg.cipher != ESPDP_CIPHER_NULL)
-		ctr_add(&sa->ctr.decrypt, 1);
-	ctr_add(&sa->ctr.verify, 1);
-	ctr_add(&sa->ctr.packets, 1);
-	ctr_add(&sa->ctr.bytes, p->len);
+	in_account(sa, p);
 	return 0;
 drop:
 	sa_drop(sa, r);

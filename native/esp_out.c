@@ -2,13 +2,15 @@
  *
  *   1. out_classify  SPD lookup (when the caller named no SA): PROTECT(sa) or drop;
  *                    a PROTECT rule without an SA raises acquire (out_acquire)
- *   2. out_admit     hard lifetime, next sequence number (never cycles)
- *   3. out_place     where ESP goes: in front of the whole packet (tunnel) or after its
+ *   2. out_place     where ESP goes: in front of the whole packet (tunnel) or after its
  *                    IP header(s) (transport); room checks
+ *   3. out_admit     hard lifetime, next sequence number (never cycles)
  *   4. out_trailer   padding 1, 2, 3, ..., pad length, next header
  *   5. out_seal      SPI, sequence number, IV, encryption, ICV
- *   6. out_header    outer IPv4/IPv6 (+ UDP, RFC 3948) with DSCP and ECN copied
- *                    (RFC 6040 normal mode), or the packet's own header re-pointed at ESP
+ *   6. out_tunnel_header     outer IPv4/IPv6 with DSCP and ECN copied (RFC 6040 normal
+ *                            mode), or
+ *      out_transport_header  the packet's own header re-pointed at ESP;
+ *      out_udp               then the UDP header (RFC 3948) for a UDP-encapsulated SA
  *   7. out_account   counters, lifetime usage, soft-expiry event
  *
  * Invariant: a packet either leaves this file sealed, or it is dropped and counted. There
@@ -175,6 +177,17 @@ static void out_transport_header(const espdp_sa *sa, const struct out_plan *o, u
 	}
 }
 
+static void out_account(espdp_sa *sa, uint32_t inner_len, int64_t now)
+{
+	ctr_add(&sa->ctr.encaps, 1);
+	if (sa->alg.cipher != ESPDP_CIPHER_NULL)
+		ctr_add(&sa->ctr.encrypt, 1);
+	ctr_add(&sa->ctr.digest, 1);
+	ctr_add(&sa->ctr.packets, 1);
+	ctr_add(&sa->ctr.bytes, inner_len);
+	sa_use(sa, inner_len, now); /* lifetime usage; may raise soft/hard expiry */
+}
+
 static int encap_one(espdp *dp, struct espdp_table *t, unsigned w, struct espdp_pkt *p,
 		     int64_t now)
 {
@@ -219,14 +232,7 @@ static int encap_one(espdp *dp, struct espdp_table *t, unsigned w, struct espdp_
 			udp6_set_checksum(start, udp, (size_t)(start + total - udp));
 	}
 
-	/* account */
-	ctr_add(&sa->ctr.encaps, 1);
-	if (sa->alg.cipher != ESPDP_CIPHER_NULL)
-		ctr_add(&sa->ctr.encrypt, 1);
-	ctr_add(&sa->ctr.digest, 1);
-	ctr_add(&sa->ctr.packets, 1);
-	ctr_add(&sa->ctr.bytes, inner_len);
-	sa_use(sa, inner_len, now);
+	out_account(sa, inner_len, now);
 	p->off = (uint32_t)(start - p->buf);
 	p->len = total;
 	return 0;

@@ -5,6 +5,17 @@
 
 #include "crypto.h"
 #include "dp.h"
+#include "offload.h"
+#include "proto.h"
+
+_Static_assert(ESPDP_HEADROOM == ESPD_HEADROOM && ESPDP_TAILROOM == ESPD_TAILROOM,
+	       "espdp.h and proto.h disagree on buffer room");
+_Static_assert(ESPDP_DROP_SLOTS == ESPD_DROP_SLOTS, "espdp.h and drops.h disagree on slots");
+_Static_assert(ESPDP_NATT_PORT == NATT_PORT, "espdp.h and proto.h disagree on the NAT-T port");
+_Static_assert(ESPDP_TUN_F_CSUM == TUN_OFFLOAD_CSUM && ESPDP_TUN_F_TSO4 == TUN_OFFLOAD_TSO4 &&
+		       ESPDP_TUN_F_TSO6 == TUN_OFFLOAD_TSO6 && ESPDP_TUN_F_USO4 == TUN_OFFLOAD_USO4 &&
+		       ESPDP_TUN_F_USO6 == TUN_OFFLOAD_USO6,
+	       "espdp.h and offload.h disagree on TUN offload bits");
 
 #define ESPD_NAME(name, help) #name,
 #define ESPD_HELP(name, help) help,
@@ -64,6 +75,7 @@ unsigned espdp_nworkers(const espdp *dp)
 	return dp->nworkers;
 }
 
+/* test hook (espdp.h: not part of the API) */
 void espdp_set_clock(espdp *dp, int64_t now_ns)
 {
 	__atomic_store_n(&dp->test_clock_ns, now_ns < 0 ? -1 : now_ns, __ATOMIC_RELAXED);
@@ -140,6 +152,23 @@ unsigned espdp_event_kind_count(void)
 const char *espdp_event_name(unsigned kind)
 {
 	return kind < ESPD_EVENT__COUNT ? event_names[kind] : "unknown";
+}
+
+int espdp_transform_info(unsigned cipher, unsigned key_bits, unsigned integ,
+			 struct espdp_transform *out)
+{
+	struct crypto_alg alg;
+	int err = crypto_alg_init(&alg, cipher, key_bits, integ);
+
+	memset(out, 0, sizeof(*out));
+	if (err)
+		return err;
+	out->key_len = alg.key_len;
+	out->auth_key_len = alg.auth_key_len;
+	out->iv_len = alg.iv_len;
+	out->icv_len = alg.icv_len;
+	out->block = alg.block;
+	return ESPDP_OK;
 }
 
 const char *espdp_crypto_features(void)

@@ -49,6 +49,41 @@ enum espdp_integ {
 	ESPDP_INTEG_HMAC_SHA512_256 = 4
 };
 
+/* Numbers Python reads from here instead of copying them (static asserts in espdp.c tie
+ * them to proto.h, sa.h and offload.h). */
+enum espdp_const {
+	ESPDP_HEADROOM = 128,       /* bytes a packet buffer keeps free before the packet */
+	ESPDP_TAILROOM = 64,        /* and after it */
+	ESPDP_DROP_SLOTS = 32,      /* entries of every drops[] array */
+	ESPDP_NATT_PORT = 4500      /* RFC 3948 */
+};
+
+/* espdp_sa_stats.flags */
+enum espdp_sa_flag {
+	ESPDP_SA_SOFT_EXPIRED = 1,
+	ESPDP_SA_HARD_EXPIRED = 2,
+	ESPDP_SA_SEQ_CYCLED = 4
+};
+
+/* TUNSETOFFLOAD bits the workers can take (espdp_io_config.tun_vnet_hdr) */
+enum espdp_tun_offload {
+	ESPDP_TUN_F_CSUM = 0x01,
+	ESPDP_TUN_F_TSO4 = 0x02,
+	ESPDP_TUN_F_TSO6 = 0x04,
+	ESPDP_TUN_F_USO4 = 0x20,    /* Linux 6.2 */
+	ESPDP_TUN_F_USO6 = 0x40
+};
+
+/* The byte lengths of one transform (espdp_transform_info). */
+struct espdp_transform {
+	uint16_t key_len;           /* cipher key, AEAD salt included */
+	uint16_t auth_key_len;      /* HMAC key; 0 for an AEAD */
+	uint8_t iv_len;
+	uint8_t icv_len;
+	uint8_t block;              /* the payload + trailer is padded to a multiple of it */
+	uint8_t pad;
+};
+
 enum espdp_dir { ESPDP_DIR_IN = 0, ESPDP_DIR_OUT = 1 };
 enum espdp_mode { ESPDP_MODE_TUNNEL = 0, ESPDP_MODE_TRANSPORT = 1 };
 enum espdp_encap { ESPDP_ENCAP_ESP = 0, ESPDP_ENCAP_UDP = 1 };
@@ -183,8 +218,6 @@ struct espdp_punt_stats {
 espdp *espdp_new(unsigned nworkers);
 void espdp_free(espdp *dp);
 unsigned espdp_nworkers(const espdp *dp);
-/* Replace the clock (tests): now_ns >= 0 freezes time there; -1 returns to CLOCK_MONOTONIC. */
-void espdp_set_clock(espdp *dp, int64_t now_ns);
 /* Global drop counters (drops before an SA is known), by enum espd_drop. */
 void espdp_global_drops(const espdp *dp, uint64_t *out, size_t n);
 const char *espdp_status_str(int status);
@@ -193,6 +226,9 @@ const char *espdp_drop_name(unsigned reason);
 const char *espdp_drop_help(unsigned reason);
 unsigned espdp_event_kind_count(void);
 const char *espdp_event_name(unsigned kind);
+/* The lengths of a transform; ESPDP_ERR_INVALID for one the data plane refuses. */
+int espdp_transform_info(unsigned cipher, unsigned key_bits, unsigned integ,
+			 struct espdp_transform *out);
 /* The CPU features OpenSSL uses (for `espd stats`). */
 const char *espdp_crypto_features(void);
 
@@ -208,9 +244,6 @@ void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out);
  * (drop seq_unreserved), and raises a seq_reserve event once it reaches `warn_at`.
  * Without a call, an SA may use its whole sequence space. */
 int espdp_sa_reserve(espdp_sa *sa, uint64_t resume_after, uint64_t limit, uint64_t warn_at);
-/* Test hooks: put runtime state near the edges. */
-void espdp_sa_test_set_seq(espdp_sa *sa, uint64_t seq);
-void espdp_sa_test_set_usage(espdp_sa *sa, uint64_t bytes, uint64_t packets);
 
 /* --- Tables (SPD + SAD) and their publication --- */
 espdp_table *espdp_table_new(espdp *dp);
@@ -312,5 +345,15 @@ int espdp_replay_check(const espdp_replay *r, uint32_t seql, uint64_t *seq);
 /* Record an authenticated sequence number; returns 0 or ESPD_DROP_replay_dup/_old. */
 int espdp_replay_advance(espdp_replay *r, uint64_t seq);
 uint64_t espdp_replay_top(const espdp_replay *r);
+
+/* ===== Test hooks: NOT part of the data plane's API. ========================================
+ * They put runtime state where a test needs it (near the edges of a sequence space, a
+ * lifetime, the clock). The daemon never calls them; the binding keeps its wrappers in a
+ * section of their own (Dataplane.test_*). */
+/* Freeze the data plane's clock at now_ns >= 0; -1 returns to CLOCK_MONOTONIC. */
+void espdp_set_clock(espdp *dp, int64_t now_ns);
+/* Outbound: the last sequence number used; inbound: an empty window with its top at seq. */
+void espdp_sa_test_set_seq(espdp_sa *sa, uint64_t seq);
+void espdp_sa_test_set_usage(espdp_sa *sa, uint64_t bytes, uint64_t packets);
 
 #endif

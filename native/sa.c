@@ -248,6 +248,8 @@ void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out)
 	out->refs = __atomic_load_n(&sa->refs, __ATOMIC_RELAXED);
 }
 
+/* --- test hooks (espdp.h: not part of the API) --- */
+
 void espdp_sa_test_set_seq(espdp_sa *sa, uint64_t seq)
 {
 	if (sa->cfg.direction == ESPDP_DIR_OUT)

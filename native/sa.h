@@ -17,12 +17,11 @@
 #include "proto.h"
 #include "replay.h"
 
-enum sa_flag {
-	SA_SOFT_EXPIRED = 1u << 0,
-	SA_HARD_EXPIRED = 1u << 1,
-	SA_SEQ_CYCLED = 1u << 2,
-	SA_RESERVE_LOW = 1u << 3, /* seq_reserve event raised; cleared by a new reservation */
-};
+/* The first three are the ones espdp_sa_stats reports (enum espdp_sa_flag). */
+#define SA_SOFT_EXPIRED ((uint32_t)ESPDP_SA_SOFT_EXPIRED)
+#define SA_HARD_EXPIRED ((uint32_t)ESPDP_SA_HARD_EXPIRED)
+#define SA_SEQ_CYCLED ((uint32_t)ESPDP_SA_SEQ_CYCLED)
+#define SA_RESERVE_LOW (1u << 3) /* seq_reserve event raised; cleared by a new reservation */
 
 struct sa_counters {
 	uint64_t packets, bytes;
@@ -46,7 +45,7 @@ struct espdp_sa {
 
 	/* hot */
 	uint32_t refs;
-	uint32_t flags; /* enum sa_flag, set once each */
+	uint32_t flags; /* SA_* bits, each set once */
 	uint64_t seq; /* out: last sequence number handed out */
 	uint64_t seq_limit; /* out: last sequence number persisted as reserved (see below) */
 	uint64_t seq_warn; /* out: raise seq_reserve once seq reaches this */

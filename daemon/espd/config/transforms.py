@@ -14,9 +14,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# enum espdp_cipher / enum espdp_integ (native/espdp.h)
-CIPHER_NULL, CIPHER_AES_CBC, CIPHER_AES_GCM, CIPHER_CHACHA20_POLY1305 = 0, 1, 2, 3
-INTEG_NONE, INTEG_SHA1_96, INTEG_SHA256_128, INTEG_SHA384_192, INTEG_SHA512_256 = 0, 1, 2, 3, 4
+# enum espdp_cipher / enum espdp_integ, and every length, come from the data plane
+from espd.dataplane.constants import (
+    CIPHER_AES_CBC,
+    CIPHER_AES_GCM,
+    CIPHER_CHACHA20_POLY1305,
+    CIPHER_NULL,
+    INTEG_NONE,
+    INTEG_SHA1_96,
+    INTEG_SHA256_128,
+    INTEG_SHA384_192,
+    INTEG_SHA512_256,
+    transform_lengths,
+)
 
 RECOMMENDED = "esp-gcm 256"
 
@@ -50,18 +60,11 @@ class Transform:
         return self.name
 
 
-@dataclass(frozen=True)
-class _Integ:
-    ident: int
-    key_len: int
-    icv_len: int
-
-
 _INTEG = {
-    "esp-sha-hmac": _Integ(INTEG_SHA1_96, 20, 12),  # RFC 2404, HMAC-SHA1-96
-    "esp-sha256-hmac": _Integ(INTEG_SHA256_128, 32, 16),  # RFC 4868
-    "esp-sha384-hmac": _Integ(INTEG_SHA384_192, 48, 24),
-    "esp-sha512-hmac": _Integ(INTEG_SHA512_256, 64, 32),
+    "esp-sha-hmac": INTEG_SHA1_96,  # RFC 2404, HMAC-SHA1-96
+    "esp-sha256-hmac": INTEG_SHA256_128,  # RFC 4868
+    "esp-sha384-hmac": INTEG_SHA384_192,
+    "esp-sha512-hmac": INTEG_SHA512_256,
 }
 
 _AES_BITS = (128, 192, 256)
@@ -85,8 +88,8 @@ def _refuse_ah(word: str) -> TransformError:
     )
 
 
-def _cipher(words: list[str]) -> tuple[int, int, int, int, int]:
-    """Consume the cipher words; return (cipher, key bits, key_len, iv_len, icv_len)."""
+def _cipher(words: list[str]) -> tuple[int, int]:
+    """Consume the cipher words; return (cipher, key bits)."""
     head = words.pop(0)
     bits = 128
     if head in ("esp-aes", "esp-gcm") and words and words[0].isdigit():
@@ -94,13 +97,13 @@ def _cipher(words: list[str]) -> tuple[int, int, int, int, int]:
         if bits not in _AES_BITS:
             raise TransformError(f"{head} {bits}: AES key size must be 128, 192 or 256")
     if head == "esp-gcm":
-        return CIPHER_AES_GCM, bits, bits // 8 + 4, 8, 16  # RFC 4106: key || 4-byte salt
+        return CIPHER_AES_GCM, bits  # RFC 4106: key || 4-byte salt
     if head == "esp-chacha20-poly1305":
-        return CIPHER_CHACHA20_POLY1305, 256, 36, 8, 16  # RFC 7634: key || 4-byte salt
+        return CIPHER_CHACHA20_POLY1305, 256  # RFC 7634: key || 4-byte salt
     if head == "esp-aes":
-        return CIPHER_AES_CBC, bits, bits // 8, 16, 0  # RFC 3602
+        return CIPHER_AES_CBC, bits  # RFC 3602
     if head == "esp-null":
-        return CIPHER_NULL, 0, 0, 0, 0
+        return CIPHER_NULL, 0
     raise TransformError(f"{head}: unknown ESP cipher; use '{RECOMMENDED}'")
 
 
@@ -121,7 +124,7 @@ def parse_transform(spec: str | Iterable[str]) -> Transform:
             f"{' '.join(words)}: an integrity-only set needs 'esp-null' to say so, "
             f"e.g. 'esp-null {integ_words[0]}'; better, use '{RECOMMENDED}'"
         )
-    cipher, bits, key_len, iv_len, icv_len = _cipher(cipher_words)
+    cipher, bits = _cipher(cipher_words)
     if cipher_words:
         raise TransformError(
             f"{' '.join(cipher_words)}: unexpected in transform set '{' '.join(words)}'"
@@ -142,15 +145,20 @@ def parse_transform(spec: str | Iterable[str]) -> Transform:
                 f"{canonical} {integ_words[0]}: {canonical} is an AEAD and carries its own "
                 f"integrity check; drop '{integ_words[0]}'"
             )
-        return Transform(canonical, cipher, bits, INTEG_NONE, key_len, 0, iv_len, icv_len)
+        return _transform(canonical, cipher, bits, INTEG_NONE)
     if not integ_words:
         what = "ENCR_NULL" if cipher == CIPHER_NULL else "a non-AEAD cipher"
         raise TransformError(
             f"{canonical}: RFC 8221 forbids {what} without integrity; "
             f"add 'esp-sha256-hmac', or use '{RECOMMENDED}'"
         )
-    integ = _INTEG[integ_words[0]]
-    return Transform(
-        f"{canonical} {integ_words[0]}", cipher, bits, integ.ident, key_len, integ.key_len,
-        iv_len, integ.icv_len,
-    )
+    return _transform(f"{canonical} {integ_words[0]}", cipher, bits, _INTEG[integ_words[0]])
+
+
+def _transform(name: str, cipher: int, bits: int, integ: int) -> Transform:
+    """The Transform with the lengths the data plane uses for it."""
+    lengths = transform_lengths(cipher, bits, integ)
+    if lengths is None:  # parse_transform only builds what the data plane implements
+        raise TransformError(f"{name}: not supported by the data plane; use '{RECOMMENDED}'")
+    return Transform(name, cipher, bits, integ, lengths.key_len, lengths.auth_key_len,
+                     lengths.iv_len, lengths.icv_len)

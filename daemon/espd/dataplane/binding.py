@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 from espd import _native  # type: ignore[attr-defined]
 from espd.config.transforms import Transform, parse_transform
+from espd.dataplane.constants import DROP_SLOTS as _DROP_SLOTS
+from espd.dataplane.constants import HEADROOM, TAILROOM
+from espd.dataplane.constants import SA_FLAGS as _SA_FLAGS
 
 ffi, lib = _native.ffi, _native.lib
-
-HEADROOM = 128  # proto.h ESPD_HEADROOM
-TAILROOM = 64  # proto.h ESPD_TAILROOM
 
 DROP_REASONS: tuple[str, ...] = tuple(
     ffi.string(lib.espdp_drop_name(i)).decode() for i in range(lib.espdp_drop_count())
@@ -48,12 +48,10 @@ DROP_HELP: dict[str, str] = {
 EVENT_KINDS: tuple[str, ...] = tuple(
     ffi.string(lib.espdp_event_name(i)).decode() for i in range(lib.espdp_event_kind_count())
 )
-_DROP_SLOTS = 32  # espdp.h: uint64_t drops[32]
 
 _DIRECTIONS = {"in": lib.ESPDP_DIR_IN, "out": lib.ESPDP_DIR_OUT}
 _MODES = {"tunnel": lib.ESPDP_MODE_TUNNEL, "transport": lib.ESPDP_MODE_TRANSPORT}
 _ENCAPS = {"esp": lib.ESPDP_ENCAP_ESP, "udp": lib.ESPDP_ENCAP_UDP}
-_SA_FLAGS = ("soft_expired", "hard_expired", "seq_cycled")
 
 
 class DataplaneError(Exception):
@@ -455,8 +453,8 @@ class Dataplane:
         out["age_seconds"] = s.age_ns / 1e9
         out["lifetime_bytes"] = s.life_bytes
         out["lifetime_packets"] = s.life_packets
-        for bit, name in enumerate(_SA_FLAGS):
-            out[name] = bool(s.flags & (1 << bit))
+        for name, bit in _SA_FLAGS.items():
+            out[name] = bool(s.flags & bit)
         out["drops"] = {DROP_REASONS[i]: s.drops[i]
                         for i in range(1, len(DROP_REASONS)) if s.drops[i]}
         return out
@@ -575,25 +573,30 @@ class Dataplane:
             raise OSError(err, f"send_ike to {peer}:{port}: {os.strerror(err)}")
         _check(status, f"send_ike to {peer}:{port}")
 
-    def set_clock(self, now_ns: int | None) -> None:
-        """Freeze the data plane's clock at now_ns (tests); None returns to the real clock."""
-        lib.espdp_set_clock(self._dp, -1 if now_ns is None else now_ns)
-
     def reserve(self, sa: SA, *, resume_after: int, limit: int, warn_at: int) -> None:
         """Let `sa` send sequence numbers above `resume_after` up to `limit` (persisted by
         the caller first), raising a seq_reserve event at `warn_at` (see seqstore.py)."""
         _check(lib.espdp_sa_reserve(sa._handle, resume_after, limit, warn_at), str(sa))
 
-    # test hooks: state near the edges
-    def test_set_seq(self, sa: SA, seq: int) -> None:
-        lib.espdp_sa_test_set_seq(sa._handle, seq)
-
-    def test_set_usage(self, sa: SA, bytes_: int, packets: int) -> None:
-        lib.espdp_sa_test_set_usage(sa._handle, bytes_, packets)
-
     @staticmethod
     def crypto_features() -> str:
         return ffi.string(lib.espdp_crypto_features()).decode().strip()
+
+    # --- test hooks: NOT for the daemon (native/espdp.h, "Test hooks") -------------------
+    # They put state where a test needs it: the clock, sequence numbers, lifetime usage.
+
+    def set_clock(self, now_ns: int | None) -> None:
+        """Test hook: freeze the data plane's clock at now_ns; None returns to the real one."""
+        lib.espdp_set_clock(self._dp, -1 if now_ns is None else now_ns)
+
+    def test_set_seq(self, sa: SA, seq: int) -> None:
+        """Test hook: outbound, the last sequence number used; inbound, an empty window
+        with its top at seq."""
+        lib.espdp_sa_test_set_seq(sa._handle, seq)
+
+    def test_set_usage(self, sa: SA, bytes_: int, packets: int) -> None:
+        """Test hook: the lifetime usage counted so far."""
+        lib.espdp_sa_test_set_usage(sa._handle, bytes_, packets)
 
 
 def _handle(sa: SA | None):

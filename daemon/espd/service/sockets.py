@@ -7,12 +7,13 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from espd.dataplane import constants
 from espd.policy.plan import Plan
 
 log = logging.getLogger("espd")
 
 
-NATT_PORT = 4500
+NATT_PORT = constants.NATT_PORT  # RFC 3948, as native/espdp.h fixes it
 SOCKET_BUFFER = 4 << 20
 
 

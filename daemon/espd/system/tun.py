@@ -8,14 +8,14 @@ import os
 import socket
 import struct
 
+from espd.dataplane.constants import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6
+
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
-TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
-TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40  # UDP segmentation offload, Linux 6.2+
 TSO = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 # what native/offload.h's tun_vnet_hdr says: 1 = vnet headers with TSO, 3 = and USO
 VNET_TSO, VNET_TSO_USO = 1, 3
