@@ -8,7 +8,7 @@
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
 #   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
-#   make fuzz       libFuzzer (inbound path) and atheris (config parsers), FUZZ_SECONDS each
+#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 
 SHELL := /bin/bash
