@@ -35,9 +35,11 @@ from espd.ike.codec import (
 from espd.ike.codec.limits import (
     MAX_ATTRIBUTES,
     MAX_DELETE_SPIS,
+    MAX_ELEMENTS,
     MAX_MESSAGE_SIZE,
     MAX_PAYLOADS,
     MAX_PROPOSALS,
+    MAX_SA_TRANSFORMS,
     MAX_SELECTORS,
     MAX_TRANSFORMS,
 )
@@ -396,3 +398,23 @@ def test_transform_and_selector_lengths_beyond_their_container_are_refused():
     selector[2:4] = struct.pack("!H", 17)
     with pytest.raises(ParseError, match="selector length 17"):
         decode_chain(44, generic(0, b"\x01\x00\x00\x00" + bytes(selector)))
+
+
+def test_too_many_transforms_across_proposals_are_refused():
+    sixty = _transform(3) * 59 + _transform(0)
+    five = _proposal(sixty, 60, last=2) * 4 + _proposal(sixty, 60, last=0)
+    with pytest.raises(ParseError, match=f"more than {MAX_SA_TRANSFORMS} transforms"):
+        decode_chain(33, _sa_chain(five))
+    four = _proposal(sixty, 60, last=2) * 3 + _proposal(sixty, 60, last=0)
+    assert len(decode_chain(33, _sa_chain(four))[0].proposals) == 4
+
+
+def test_the_work_of_one_chain_is_bounded_by_its_element_count():
+    selector = TrafficSelector.from_network("10.0.0.0/8").encode()
+    ts = generic(44, bytes([63, 0, 0, 0]) + selector * 63)  # 64 elements each
+    over = MAX_ELEMENTS // 64 + 1
+    chain = ts * (over - 1) + generic(0, ts[4:])
+    with pytest.raises(ParseError, match=f"more than {MAX_ELEMENTS}"):
+        decode_chain(44, chain)
+    fits = ts * (over - 2) + generic(0, ts[4:])
+    assert len(decode_chain(44, fits)) == over - 1

@@ -4,8 +4,11 @@
 
 Decoding is one linear walk over the bytes that remain, each step consuming a payload
 length of at least 4: it ends within ``len(data) / 4`` steps (and at MAX_PAYLOADS), so a
-chain that loops or never ends cannot exist. SK and SKF end the chain: their next-payload
-field names the first payload inside them, and nothing may follow them.
+chain that loops or never ends cannot exist. Its cost is bounded too: every payload and
+the proposals, transforms and selectors it holds count against MAX_ELEMENTS, checked
+after each payload (whose own limits bound its size), so a 64 KiB message of nothing but
+traffic selectors is refused after a few hundred. SK and SKF end the chain: their
+next-payload field names the first payload inside them, and nothing may follow them.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ from .encrypted import Encrypted, EncryptedFragment
 from .errors import ParseError
 from .ident import IdInitiator, IdResponder
 from .ke import KeyExchange
-from .limits import MAX_PAYLOADS
+from .limits import MAX_ELEMENTS, MAX_PAYLOADS
 from .nonce import Nonce
 from .notify import Notify
 from .payload import CRITICAL, GENERIC_HEADER_SIZE, Payload, UnknownPayload
 from .sa import SecurityAssociation
 from .ts import TsInitiator, TsResponder
 from .vendor import VendorId
-from .wire import need
+from .wire import need_at
 
 _GENERIC = struct.Struct("!BBH")
 
@@ -88,11 +91,11 @@ def decode_chain(first: int, data: bytes, *, framed: bool = True) -> tuple[Paylo
     Unknown types: kept as UnknownPayload when non-critical, else ParseError with
     UNSUPPORTED_CRITICAL_PAYLOAD and the type as data. Raises only ParseError."""
     payloads: list[Payload] = []
-    offset, kind = 0, first
+    offset, kind, elements = 0, first, 0
     while kind != PayloadType.NONE:
         if len(payloads) == MAX_PAYLOADS:
             raise ParseError(f"more than {MAX_PAYLOADS} payloads in one chain")
-        need(data[offset:], GENERIC_HEADER_SIZE, f"payload {len(payloads) + 1} header")
+        need_at(data, offset, GENERIC_HEADER_SIZE, f"payload {len(payloads) + 1} header")
         next_kind, flags, length = _GENERIC.unpack_from(data, offset)
         if not GENERIC_HEADER_SIZE <= length <= len(data) - offset:
             raise ParseError(
@@ -120,6 +123,11 @@ def decode_chain(first: int, data: bytes, *, framed: bool = True) -> tuple[Paylo
             )
         else:
             payloads.append(UnknownPayload(kind, body, critical=False))
+        elements += payloads[-1].elements
+        if elements > MAX_ELEMENTS:
+            raise ParseError(
+                f"more than {MAX_ELEMENTS} payloads, proposals, transforms and selectors"
+            )
         kind = next_kind
     if offset != len(data):
         raise ParseError(f"{len(data) - offset} bytes after the last payload")

@@ -18,13 +18,16 @@ IKE_MAJOR_VERSION = 2
 E = TypeVar("E", bound=IntEnum)
 
 
+_MEMBERS: dict[type[IntEnum], dict[int, IntEnum]] = {}
+
+
 def known(enum: type[E], value: int) -> E | int:
     """``value`` as a member of ``enum`` when the registry subset here names it, else the
-    int unchanged."""
-    try:
-        return enum(value)
-    except ValueError:
-        return value
+    int unchanged (a dict lookup: decoding calls this for every typed field)."""
+    members = _MEMBERS.get(enum)
+    if members is None:
+        members = _MEMBERS[enum] = {member.value: member for member in enum}
+    return members.get(value, value)  # type: ignore[return-value]
 
 
 class ExchangeType(IntEnum):

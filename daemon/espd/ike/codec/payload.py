@@ -26,6 +26,12 @@ class Payload:
     def payload_type(self) -> int:
         return self.TYPE
 
+    @property
+    def elements(self) -> int:
+        """What decoding this payload cost, counted against the chain's MAX_ELEMENTS: one,
+        plus one per proposal, transform or selector it holds."""
+        return 1
+
     def encode_body(self) -> bytes:
         raise NotImplementedError
 

@@ -20,9 +20,9 @@ from typing import ClassVar, Self
 
 from .constants import TRANSFORM_IDS, PayloadType, ProtocolId, TransformAttr, TransformType, known
 from .errors import ParseError
-from .limits import MAX_ATTRIBUTES, MAX_PROPOSALS, MAX_TRANSFORMS
+from .limits import MAX_ATTRIBUTES, MAX_PROPOSALS, MAX_SA_TRANSFORMS, MAX_TRANSFORMS
 from .payload import Payload
-from .wire import check_u8, check_u16, need
+from .wire import check_u8, check_u16, need_at
 
 _PROPOSAL = struct.Struct("!BBHBBBB")
 _TRANSFORM = struct.Struct("!BBHBBH")
@@ -54,7 +54,7 @@ def _decode_attributes(data: bytes) -> tuple[Attribute, ...]:
     while offset < len(data):
         if len(attributes) == MAX_ATTRIBUTES:
             raise ParseError(f"more than {MAX_ATTRIBUTES} attributes in one transform")
-        need(data[offset:], _ATTR.size, "transform attribute")
+        need_at(data, offset, _ATTR.size, "transform attribute")
         kind, field = _ATTR.unpack_from(data, offset)
         offset += _ATTR.size
         if kind & _AF_TV:
@@ -93,21 +93,21 @@ class Transform:
         return fixed + attributes
 
     @classmethod
-    def decode(cls, data: bytes) -> tuple[Self, bool, int]:
-        """One transform at the start of ``data``: (transform, is last, bytes used)."""
-        need(data, _TRANSFORM.size, "transform")
-        marker, _, length, kind, _, transform_id = _TRANSFORM.unpack_from(data)
+    def decode(cls, data: bytes, offset: int) -> tuple[Self, bool, int]:
+        """The transform at ``offset`` of ``data``: (transform, is last, end offset)."""
+        need_at(data, offset, _TRANSFORM.size, "transform")
+        marker, _, length, kind, _, transform_id = _TRANSFORM.unpack_from(data, offset)
         if marker not in (_LAST, _MORE_TRANSFORMS):
             raise ParseError(f"transform 'last substruc' is {marker} (0 or 3 expected)")
-        if not _TRANSFORM.size <= length <= len(data):
-            raise ParseError(f"transform length {length} with {len(data)} bytes left")
+        if not _TRANSFORM.size <= length <= len(data) - offset:
+            raise ParseError(f"transform length {length} with {len(data) - offset} bytes left")
         ids = TRANSFORM_IDS.get(kind)
         transform = cls(
             known(TransformType, kind),
             known(ids, transform_id) if ids else transform_id,
-            _decode_attributes(data[_TRANSFORM.size : length]),
+            _decode_attributes(data[offset + _TRANSFORM.size : offset + length]),
         )
-        return transform, marker == _LAST, length
+        return transform, marker == _LAST, offset + length
 
 
 @dataclass(frozen=True)
@@ -141,35 +141,33 @@ class Proposal:
         return fixed + self.spi + body
 
     @classmethod
-    def decode(cls, data: bytes) -> tuple[Self, bool, int]:
-        """One proposal at the start of ``data``: (proposal, is last, bytes used)."""
-        need(data, _PROPOSAL.size, "proposal")
-        marker, _, length, number, protocol, spi_size, count = _PROPOSAL.unpack_from(data)
+    def decode(cls, data: bytes, offset: int) -> tuple[Self, bool, int]:
+        """The proposal at ``offset`` of ``data``: (proposal, is last, end offset)."""
+        need_at(data, offset, _PROPOSAL.size, "proposal")
+        marker, _, length, number, protocol, spi_size, count = _PROPOSAL.unpack_from(data, offset)
         if marker not in (_LAST, _MORE_PROPOSALS):
             raise ParseError(f"proposal 'last substruc' is {marker} (0 or 2 expected)")
-        if not _PROPOSAL.size + spi_size <= length <= len(data):
-            raise ParseError(f"proposal length {length} with {len(data)} bytes left")
+        if not _PROPOSAL.size + spi_size <= length <= len(data) - offset:
+            raise ParseError(f"proposal length {length} with {len(data) - offset} bytes left")
         if count > MAX_TRANSFORMS:
             raise ParseError(f"proposal with {count} transforms (limit {MAX_TRANSFORMS})")
-        spi_end = _PROPOSAL.size + spi_size
-        body = data[spi_end:length]
+        spi_end = offset + _PROPOSAL.size + spi_size
+        body = data[spi_end : offset + length]  # one copy; transforms are read in place
         transforms: list[Transform] = []
-        offset, last = 0, count == 0
+        at, last = 0, count == 0
         while not last:
             if len(transforms) == count:
                 raise ParseError(f"proposal {number} has more transforms than its count {count}")
-            transform, last, used = Transform.decode(body[offset:])
+            transform, last, at = Transform.decode(body, at)
             transforms.append(transform)
-            offset += used
-        if len(transforms) != count or offset != len(body):
+        if len(transforms) != count or at != len(body):
             raise ParseError(
-                f"proposal {number}: {len(transforms)} transforms in {offset} of {len(body)} "
+                f"proposal {number}: {len(transforms)} transforms in {at} of {len(body)} "
                 f"bytes, count says {count}"
             )
-        proposal = cls(
-            number, known(ProtocolId, protocol), data[_PROPOSAL.size : spi_end], tuple(transforms)
-        )
-        return proposal, marker == _LAST, length
+        spi = data[offset + _PROPOSAL.size : spi_end]
+        proposal = cls(number, known(ProtocolId, protocol), spi, tuple(transforms))
+        return proposal, marker == _LAST, offset + length
 
 
 @dataclass(frozen=True)
@@ -180,6 +178,10 @@ class SecurityAssociation(Payload):
 
     TYPE: ClassVar[int] = PayloadType.SA
 
+    @property
+    def elements(self) -> int:
+        return 1 + sum(1 + len(p.transforms) for p in self.proposals)
+
     def encode_body(self) -> bytes:
         if not 1 <= len(self.proposals) <= MAX_PROPOSALS:
             raise ValueError(f"an SA payload holds 1-{MAX_PROPOSALS} proposals")
@@ -189,13 +191,15 @@ class SecurityAssociation(Payload):
     @classmethod
     def decode_body(cls, body: bytes) -> Self:
         proposals: list[Proposal] = []
-        offset, last = 0, False
+        offset, last, transforms = 0, False, 0
         while not last:
             if len(proposals) == MAX_PROPOSALS:
                 raise ParseError(f"more than {MAX_PROPOSALS} proposals in one SA payload")
-            proposal, last, used = Proposal.decode(body[offset:])
+            proposal, last, offset = Proposal.decode(body, offset)
             proposals.append(proposal)
-            offset += used
+            transforms += len(proposal.transforms)
+            if transforms > MAX_SA_TRANSFORMS:
+                raise ParseError(f"more than {MAX_SA_TRANSFORMS} transforms in one SA payload")
         if offset != len(body):
             raise ParseError(f"{len(body) - offset} bytes after the last proposal")
         return cls(tuple(proposals))

@@ -19,7 +19,7 @@ from .constants import PayloadType, TsType, known
 from .errors import ParseError
 from .limits import MAX_SELECTORS
 from .payload import Payload
-from .wire import check_u8, check_u16, need, u16
+from .wire import check_u8, check_u16, need, need_at, u16
 
 _FIXED = struct.Struct("!B3x")
 _SELECTOR = struct.Struct("!BBHHH")
@@ -83,26 +83,35 @@ class OpaqueSelector:
 Selector = TrafficSelector | OpaqueSelector
 
 
-def _decode_selector(data: bytes) -> tuple[Selector, int]:
-    need(data, 4, "traffic selector")
-    kind, protocol, length = data[0], data[1], u16(data, 2)
-    if not 4 <= length <= len(data):
-        raise ParseError(f"traffic selector length {length} with {len(data)} bytes left")
+def _decode_selector(data: bytes, offset: int) -> tuple[Selector, int]:
+    """The selector at ``offset`` of ``data`` and the offset after it."""
+    need_at(data, offset, 4, "traffic selector")
+    kind, protocol, length = data[offset], data[offset + 1], u16(data, offset + 2)
+    end_offset = offset + length
+    if not 4 <= length <= len(data) - offset:
+        raise ParseError(f"traffic selector length {length} with {len(data) - offset} bytes left")
     size = _SIZES.get(kind)  # type: ignore[call-overload]
     if size is None:
-        return OpaqueSelector(known(TsType, kind), protocol, data[4:length]), length
+        body = data[offset + 4 : end_offset]
+        return OpaqueSelector(known(TsType, kind), protocol, body), end_offset
     if length != size:
         raise ParseError(f"traffic selector of type {kind} has length {length}, must be {size}")
-    _, _, _, start_port, end_port = _SELECTOR.unpack_from(data)
+    _, _, _, start_port, end_port = _SELECTOR.unpack_from(data, offset)
+    first = offset + _SELECTOR.size
     half = (size - _SELECTOR.size) // 2
-    start = ipaddress.ip_address(data[_SELECTOR.size : _SELECTOR.size + half])
-    end = ipaddress.ip_address(data[_SELECTOR.size + half : size])
-    return TrafficSelector(start, end, protocol, start_port, end_port), length
+    address = ipaddress.IPv4Address if kind == TsType.IPV4_ADDR_RANGE else ipaddress.IPv6Address
+    start = address(data[first : first + half])
+    end = address(data[first + half : end_offset])
+    return TrafficSelector(start, end, protocol, start_port, end_port), end_offset
 
 
 @dataclass(frozen=True)
 class _TrafficSelectors(Payload):
     selectors: tuple[Selector, ...]
+
+    @property
+    def elements(self) -> int:
+        return 1 + len(self.selectors)
 
     def encode_body(self) -> bytes:
         if not 1 <= len(self.selectors) <= MAX_SELECTORS:
@@ -118,9 +127,8 @@ class _TrafficSelectors(Payload):
         selectors: list[Selector] = []
         offset = _FIXED.size
         for _ in range(count):
-            selector, used = _decode_selector(body[offset:])
+            selector, offset = _decode_selector(body, offset)
             selectors.append(selector)
-            offset += used
         if offset != len(body):
             raise ParseError(f"{len(body) - offset} bytes after the last traffic selector")
         return cls(tuple(selectors))

@@ -16,6 +16,12 @@ def need(data: bytes, size: int, what: str) -> None:
         raise ParseError(f"{what}: {len(data)} bytes, need at least {size}")
 
 
+def need_at(data: bytes, offset: int, size: int, what: str) -> None:
+    """Fail unless ``data`` holds ``size`` bytes from ``offset`` on (no copy is made)."""
+    if len(data) - offset < size:
+        raise ParseError(f"{what}: {len(data) - offset} bytes, need at least {size}")
+
+
 def u16(data: bytes, offset: int) -> int:
     """Big-endian 16-bit field at ``offset`` (the caller has checked the length)."""
     return U16.unpack_from(data, offset)[0]
