@@ -10,6 +10,10 @@
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
 #   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
+#   make install    espd in a venv from the system Python under PREFIX/lib/espd, the unit,
+#                   man pages, completion, /etc/espd/espd.toml (PREFIX, DESTDIR, SYSCONFDIR)
+#   make uninstall  removes what make install put there (its manifest), nothing else
+#   make deb        build/espd_VERSION_ARCH.deb (dpkg-deb over the same install), lintian
 
 SHELL := /bin/bash
 VENV := .venv
@@ -20,7 +24,8 @@ STAMP := $(VENV)/.installed
 # the team's shared folder (CI: a read-only copy beside the clone): strongSwan 6.0.6 source
 SHARED ?= ../shared
 
-.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean
+.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean \
+	wheelhouse install uninstall deb deb-deps
 
 build: $(STAMP)
 
@@ -80,6 +85,48 @@ soak: build
 
 lint: build
 	$(PY) -m ruff check daemon tests native/build.py
+
+# --- install and the Debian package ---
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+SYSTEM_PYTHON ?= /usr/bin/python3
+WHEELHOUSE := build/wheelhouse
+PKG_VENV := build/pkg-venv
+DEB_APT_PACKAGES := lintian
+SOURCES := pyproject.toml setup.py native/build.py $(wildcard native/*.c native/*.h) \
+	$(shell find daemon/espd -name '*.py')
+
+# espd's wheel, built by the system Python with Debian's hardening flags, and the wheels of
+# its PyPI dependencies: what both install paths put into their venv, without network.
+$(WHEELHOUSE)/.stamp: $(SOURCES) | deps
+	rm -rf $(WHEELHOUSE)
+	@test -x $(PKG_VENV)/bin/pip || $(SYSTEM_PYTHON) -m venv $(PKG_VENV)
+	eval "$$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --export=sh)" && \
+		$(PKG_VENV)/bin/pip wheel -q --wheel-dir $(WHEELHOUSE) .
+	@touch $@
+
+wheelhouse: $(WHEELHOUSE)/.stamp
+
+install: wheelhouse
+	$(SYSTEM_PYTHON) packaging/install.py install --destdir "$(DESTDIR)" --prefix "$(PREFIX)" \
+		--sysconfdir "$(SYSCONFDIR)" --python "$(SYSTEM_PYTHON)" --wheelhouse $(WHEELHOUSE)
+
+uninstall:
+	$(SYSTEM_PYTHON) packaging/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)" \
+		--sysconfdir "$(SYSCONFDIR)"
+
+deb-deps:
+	@missing=""; for p in $(DEB_APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	fi
+
+deb: wheelhouse deb-deps
+	$(SYSTEM_PYTHON) packaging/build_deb.py --wheelhouse $(WHEELHOUSE) --out build --lintian
 
 clean:
 	rm -rf $(VENV) build *.egg-info daemon/*.egg-info daemon/espd/_native*.so daemon/espd/_native.c
