@@ -203,7 +203,7 @@ def _venv(layout: Layout, record: Manifest, interpreter: str, wheelhouse: Path, 
     if strip:
         _strip(venv)
     if pyc:
-        _compile(layout, venv)
+        _compile(layout, venv, interpreter)
     for directory, dirs, files in os.walk(venv):
         for name in sorted(dirs) + sorted(files):
             full = Path(directory) / name
@@ -247,12 +247,13 @@ def _strip(venv: Path) -> None:
             path.chmod(0o644)
 
 
-def _compile(layout: Layout, venv: Path) -> None:
+def _compile(layout: Layout, venv: Path, interpreter: str) -> None:
     """Byte-compile now: under ProtectSystem=strict espd could never write its .pyc files.
     The recorded source paths are the target's, not DESTDIR's."""
     staging = ["-s", layout.destdir, "-p", "/"] if layout.destdir else []
     site = venv / "lib"
-    subprocess.run([str(venv / "bin/python"), "-m", "compileall", "-q", *staging, str(site)],
+    # The system interpreter: the venv's links are relative to the target, not the stage.
+    subprocess.run([interpreter, "-m", "compileall", "-q", *staging, str(site)],
                    check=True, stdout=subprocess.DEVNULL)
 
 
