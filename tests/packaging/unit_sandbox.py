@@ -47,9 +47,9 @@ def as_unit(unit: Path, argv: list[str]) -> str:
     settings = unit_settings(unit)
     caps = _caps(unit)
     umask = settings.get("UMask", ["0022"])[0]
-    return (f"(umask {umask}; exec setpriv --no-new-privs --bounding-set={caps} "
-            f"--inh-caps={caps} --ambient-caps={caps} "
-            f"env -i PATH={SYSTEMD_PATH} {shlex.join(argv)})")
+    return (f"setpriv --no-new-privs --bounding-set={caps} --inh-caps={caps} "
+            f"--ambient-caps={caps} env -i PATH={SYSTEMD_PATH} "
+            f"/bin/sh -c 'umask {umask}; exec \"$0\" \"$@\"' {shlex.join(argv)}")
 
 
 # $R is the root the unit sees ("" or a chroot); $R/var/lib/espd must exist.
