@@ -25,7 +25,7 @@ STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
 .PHONY: build deps peers demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean \
-	wheelhouse install uninstall deb deb-deps
+	wheelhouse install uninstall deb deb-deps promtool
 
 build: $(STAMP)
 
@@ -51,7 +51,7 @@ peers: deps
 	@if [ "$$(id -u)" = 0 ]; then tests/support/install-peers.sh "$(SHARED)"; \
 	else echo "make peers: not root, nothing installed (the strongSwan tests skip)"; fi
 
-test: build peers
+test: build peers deb-deps promtool
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-asan: deps
@@ -84,7 +84,7 @@ soak: build
 	$(PY) tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 lint: build
-	$(PY) -m ruff check daemon tests native/build.py
+	$(PY) -m ruff check daemon tests native/build.py packaging
 
 # --- install and the Debian package ---
 PREFIX ?= /usr/local
@@ -124,6 +124,19 @@ deb-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $$missing; \
 	fi
+
+# promtool from Debian's prometheus package, unpacked into build/tools: the package itself
+# would start a Prometheus server on install, and the tests only need its rule checker.
+PROMTOOL := build/tools/usr/bin/promtool
+$(PROMTOOL):
+	mkdir -p build/tools/deb
+	cd build/tools/deb && { apt-get download prometheus 2>/dev/null || \
+		{ apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb --fsys-tarfile build/tools/deb/prometheus_*.deb | \
+		tar -x -C build/tools ./usr/bin/promtool
+	rm -rf build/tools/deb
+
+promtool: $(PROMTOOL)
 
 deb: wheelhouse deb-deps
 	$(SYSTEM_PYTHON) packaging/build_deb.py --wheelhouse $(WHEELHOUSE) --out build --lintian
