@@ -11,7 +11,8 @@
 #   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 #   make install    espd in a venv from the system Python under PREFIX/lib/espd, the unit,
-#                   man pages, completion, /etc/espd/espd.toml (PREFIX, DESTDIR, SYSCONFDIR)
+#                   man pages, completion, /etc/espd/espd.toml (PREFIX, DESTDIR, SYSCONFDIR,
+#                   UNITDIR: default PREFIX/lib/systemd/system)
 #   make uninstall  removes what make install put there (its manifest), nothing else
 #   make deb        build/espd_VERSION_ARCH.deb (dpkg-deb over the same install), lintian
 
@@ -90,6 +91,7 @@ lint: build
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc
+UNITDIR ?=
 SYSTEM_PYTHON ?= /usr/bin/python3
 WHEELHOUSE := build/wheelhouse
 PKG_VENV := build/pkg-venv
@@ -110,7 +112,8 @@ wheelhouse: $(WHEELHOUSE)/.stamp
 
 install: wheelhouse
 	$(SYSTEM_PYTHON) packaging/install.py install --destdir "$(DESTDIR)" --prefix "$(PREFIX)" \
-		--sysconfdir "$(SYSCONFDIR)" --python "$(SYSTEM_PYTHON)" --wheelhouse $(WHEELHOUSE)
+		--sysconfdir "$(SYSCONFDIR)" --unitdir "$(UNITDIR)" --python "$(SYSTEM_PYTHON)" \
+		--wheelhouse $(WHEELHOUSE)
 
 uninstall:
 	$(SYSTEM_PYTHON) packaging/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)" \

@@ -43,6 +43,8 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parent.parent
 MANIFEST = "install-manifest"
 HIDDEN_PYTHON = ("/home/", "/root/", "/tmp/", "/var/tmp/", "/run/user/")  # ProtectHome etc.
+SYSTEMD_UNIT_PATH = ("/etc/systemd/system", "/usr/local/lib/systemd/system",
+                     "/lib/systemd/system", "/usr/lib/systemd/system")
 SHIPPED_UNIT_BINDIR = "/usr/local/bin"  # what systemd/espd.service names; rewritten per PREFIX
 NOTIFY_RELOAD_SYSTEMD = 253  # Type=notify-reload appeared in systemd 253
 
@@ -153,6 +155,9 @@ def install(layout: Layout, python: str, wheelhouse: Path, *, pyc: bool, strip: 
     _config(layout, record)
     if manifest:
         record.write()
+    if layout.unitdir not in SYSTEMD_UNIT_PATH:
+        print(f"note: systemd does not look in {layout.unitdir}; pass "
+              f"UNITDIR=/etc/systemd/system, or link the unit there")
     print(f"espd {version()} installed under {layout.destdir or '/'} "
           f"(venv {layout.libdir}, from {interpreter})")
 
@@ -253,7 +258,7 @@ def _compile(layout: Layout, venv: Path, interpreter: str) -> None:
     staging = ["-s", layout.destdir, "-p", "/"] if layout.destdir else []
     site = venv / "lib"
     # The system interpreter: the venv's links are relative to the target, not the stage.
-    subprocess.run([interpreter, "-m", "compileall", "-q", *staging, str(site)],
+    subprocess.run([interpreter, "-m", "compileall", "-q", "-j", "0", *staging, str(site)],
                    check=True, stdout=subprocess.DEVNULL)
 
 

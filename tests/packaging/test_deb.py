@@ -33,7 +33,8 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["make", "-s", "-C", str(REPO), "wheelhouse"], check=True,
                    stdout=subprocess.DEVNULL)
     out = tmp_path_factory.mktemp("deb")
-    return build_deb.build(REPO / "build/wheelhouse", out)
+    # as make deb builds it, but gzip instead of xz: 1.5 s instead of 30 on two cores
+    return build_deb.build(REPO / "build/wheelhouse", out, compression="gzip")
 
 
 def test_control_fields(deb: Path) -> None:
