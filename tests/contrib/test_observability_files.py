@@ -33,7 +33,7 @@ def run(*args: str) -> str:
 
 
 def test_rules_check(promtool: Path) -> None:
-    assert "SUCCESS: 13 rules found" in run(promtool, "check", "rules", RULES)
+    assert "SUCCESS: 14 rules found" in run(promtool, "check", "rules", RULES)
 
 
 def test_rules_unit_tests(promtool: Path) -> None:

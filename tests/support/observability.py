@@ -1,9 +1,11 @@
 """What contrib/ asks of espd's exporter: the metric names its Grafana dashboard and its
 Prometheus alert rules query, and which of them are still to come.
 
-FUTURE names metrics that other parts of espd will export (the IKE issues 11-13). Each is
-allowed to be missing only while the module that will export it does not exist yet; once
-that module is in the tree, the scrape test demands the metric.
+IKE metrics (``espd_ike_*``) come from espd.ops.ike_metrics, and only from a daemon that
+runs the IKE engine; their names and labels are checked against that module's output now
+(tests/unit/test_ike_metric_names.py), and the scrape test demands all of them from any
+daemon whose scrape has one. FUTURE names metrics no module exports yet: each may be
+missing only while the module that will export it does not exist.
 """
 
 from __future__ import annotations
@@ -15,19 +17,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "contrib/grafana/espd-dashboard.json"
 RULES = REPO / "contrib/prometheus/espd-alerts.yml"
+IKE_PREFIX = "espd_ike_"
 
 # metric -> the module whose arrival makes it due
 FUTURE = {
-    "espd_ike_sas": "espd.ike.engine",
-    "espd_ike_exchanges_total": "espd.ike.engine",
-    "espd_ike_auth_failures_total": "espd.ike.engine",
-    "espd_ike_rekeys_total": "espd.ike.engine",
-    "espd_ike_half_open_sas": "espd.ike.engine",
-    "espd_ike_retransmissions_total": "espd.ike.engine",
     "espd_certificate_expiry_seconds": "espd.ike.auth.certificates",
 }
 
 _METRIC = re.compile(r"\bespd_[a-z0-9_]+")
+SELECTOR = re.compile(r"\b(espd_[a-z0-9_]+)\{([^}]*)\}")
+MATCHER = re.compile(r"([a-z_]+)\s*(?:=~|!~|!=|=)")
 # Grafana's variables, as a query would be sent for the last hour with a 15 s step
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s",
                      "$instance": ".*"}
