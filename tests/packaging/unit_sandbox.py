@@ -76,7 +76,7 @@ echo "== version"; {prefix}{as_unit(unit, [espd, "--version"])}
 echo "== run"
 {prefix}{as_unit(unit, start)} >"$LOG" 2>&1 &
 daemon=$!
-for i in $(seq 100); do [ -S "$R/run/espd/control.sock" ] && break; sleep 0.1; done
+for i in $(seq 300); do [ -S "$R/run/espd/control.sock" ] && break; sleep 0.1; done
 echo "== reload"; {prefix}{reload_}; echo "== reload rc=$?"
 echo "== stats"; {prefix}{as_unit(unit, [espd, "stats"])}
 kill -TERM $daemon; wait $daemon; echo "== run rc=$?"
