@@ -13,16 +13,13 @@ the Child SA and IKE SA rekeys) with 6.0.6.
 
 from __future__ import annotations
 
-import os
 import secrets
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from support import netns
 from support.ike_capture import HEADER, charon_dumps, payload_chain
-from support.strongswan import DEBIAN, STRONGSWAN6, Charon, Peer, site_to_site
+from support.strongswan import DEBIAN, STRONGSWAN6, Peer, site_to_site
 
 from espd.config.transforms import parse_transform
 from espd.ike.auth import PskAuthenticator, int_auth, int_auth_trailer, signed_octets
@@ -60,13 +57,6 @@ CASES = {
 }
 
 
-@pytest.fixture
-def topology(netns_ok) -> Iterator[netns.Topology]:
-    topo = netns.Topology(tag=f"espd-{os.getpid()}-kc{secrets.randbelow(10**6)}", ipv6=False)
-    with topo:
-        yield topo
-
-
 class Dumps:
     """The initiator's key dumps, consumed in log order."""
 
@@ -89,26 +79,26 @@ class Dumps:
         return None
 
 
-def _run(topology: netns.Topology, case: Case) -> tuple[str, dict]:
-    why = case.peer.unavailable()
-    if why:
-        pytest.skip(why)
+def _run(make_topology, make_charon, case: Case) -> tuple[str, dict]:
+    """Two charons, gwA initiating with key dumps on: IKE SA, Child SA rekey (and IKE SA
+    rekey); returns gwA's log, the PSK and gwA's IKE SAs at the end."""
+    topology = make_topology(ipv6=False)
     psk = secrets.token_hex(16)
-    with Charon(topology.gw_a, "gwa", case.peer, key_dump=True) as gwa, \
-            Charon(topology.gw_b, "gwb", case.peer) as gwb:
-        for charon, side in ((gwa, "a"), (gwb, "b")):
-            charon.load([site_to_site(side, psk, proposals=[case.ike],
-                                      esp_proposals=[case.esp])])
-        with gwa.events() as events:
-            gwa.initiate("net")
-            events.wait_up("child-updown")
-            gwa.rekey(child="net")
-            events.wait("child-rekey", timeout=10)
-            if case.rekey_ike:
-                gwa.rekey(ike="gw")
-                events.wait("ike-rekey", timeout=10)
-        sas = [entry["gw"] for entry in gwa.list_sas()]  # the rekeyed one may linger
-        return gwa.log(), {"psk": psk.encode(), "sas": sas}
+    version = case.peer.version
+    gwa = make_charon(topology.gw_a, "gwa", version, key_dump=True)
+    gwb = make_charon(topology.gw_b, "gwb", version)
+    for charon, side in ((gwa, "a"), (gwb, "b")):
+        charon.load([site_to_site(side, psk, proposals=[case.ike], esp_proposals=[case.esp])])
+    with gwa.events() as events:
+        gwa.initiate("net")
+        events.wait_up("child-updown")
+        gwa.rekey(child="net")
+        events.wait("child-rekey", timeout=10)
+        if case.rekey_ike:
+            gwa.rekey(ike="gw")
+            events.wait("ike-rekey", timeout=10)
+    sas = [entry["gw"] for entry in gwa.list_sas()]  # the rekeyed one may linger
+    return gwa.log(), {"psk": psk.encode(), "sas": sas}
 
 
 def _nonce(message: bytes) -> bytes:
@@ -117,9 +107,9 @@ def _nonce(message: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_every_key_charon_printed_is_derived_again(topology, name):
+def test_every_key_charon_printed_is_derived_again(make_topology, make_charon, name):
     case = CASES[name]
-    log, info = _run(topology, case)
+    log, info = _run(make_topology, make_charon, case)
     suite, esp = parse_suite(case.ike), parse_transform(case.transform)
     prf, lengths, v6 = suite.prf, suite.lengths, case.peer.major >= 6
     dumps = Dumps(log)

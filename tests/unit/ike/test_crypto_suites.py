@@ -131,3 +131,17 @@ def test_esp_ids_the_data_plane_cannot_run_map_to_none():
     assert esp.transform(12, None, 12) is None  # AES-CBC without Key Length
     assert esp.transform(12, 128, 1) is None  # HMAC-MD5
     assert esp.transform(11, None, None) is None  # NULL without integrity
+
+
+def test_negotiated_ids_make_a_suite_or_say_which_transform_is_refused():
+    s = suites.negotiated(20, 256, None, 6, 31)
+    assert s.name == "aes256gcm16-prfsha384-x25519"
+    assert suites.negotiated(28, 0, 0, 5, 19, (36,)).name == \
+        "chacha20poly1305-prfsha256-ecp256-ke1_mlkem768"
+    assert suites.negotiated(12, 128, 12, 5, 14).name == "aes128-sha256-prfsha256-modp2048"
+    for ids, reason in (((3, None, 12, 5, 14), "3DES"), ((12, 128, 1, 5, 14), "MD5"),
+                        ((12, 128, 12, 2, 14), "PRF_HMAC_SHA1"), ((12, 128, 12, 5, 2), "group 2"),
+                        ((20, 256, None, 5, 31, (35,)), "ML-KEM-512"),
+                        ((20, 256, 12, 5, 31), "AEAD")):
+        with pytest.raises(SuiteError, match=reason):
+            suites.negotiated(*ids)

@@ -71,9 +71,9 @@ class IkeSuite:
 # --- lookups by negotiated id -------------------------------------------------------------
 
 def encr(ident: int, key_bits: int | None) -> Encr | None:
-    """ENCR transform `ident` with its Key Length attribute (None when absent: the only
+    """ENCR transform `ident` with its Key Length attribute (None or 0 when absent: the only
     fixed-length cipher espd takes is ChaCha20-Poly1305, RFC 7634 2)."""
-    if key_bits is None:
+    if not key_bits:
         candidates = [e for (i, _), e in ENCRS.items() if i == ident]
         return candidates[0] if len(candidates) == 1 else None
     return ENCRS.get((ident, key_bits))
@@ -89,6 +89,29 @@ def prf(ident: int) -> Prf | None:
 
 def group(ident: int) -> KeyExchange | None:
     return GROUPS.get(ident)
+
+
+def negotiated(encr_id: int, key_bits: int | None, integ_id: int | None, prf_id: int,
+               ke_id: int, additional: tuple[int, ...] = ()) -> IkeSuite:
+    """The IKE suite of a negotiated proposal (transform ids as on the wire; `key_bits` 0 or
+    None when the proposal has no Key Length attribute, `integ_id` 0 or None for an AEAD);
+    SuiteError names the first transform espd does not take, with the RFC 8247 reason."""
+    chosen_encr = encr(encr_id, key_bits)
+    if chosen_encr is None:
+        raise SuiteError(refusal(ENCR, encr_id, key_bits))
+    chosen_integ = integ(integ_id) if integ_id else None
+    if integ_id and chosen_integ is None:
+        raise SuiteError(refusal(INTEG, integ_id))
+    chosen_prf = prf(prf_id)
+    if chosen_prf is None:
+        raise SuiteError(refusal(PRF, prf_id))
+    methods = []
+    for ident in (ke_id, *additional):
+        method = group(ident)
+        if method is None:
+            raise SuiteError(refusal(KE, ident))
+        methods.append(method)
+    return IkeSuite(chosen_encr, chosen_integ, chosen_prf, methods[0], tuple(methods[1:]))
 
 
 # --- refusals (RFC 8247 status, or not implemented) -----------------------------------------
