@@ -197,3 +197,32 @@ def test_additional_key_exchange_skeyseeds_follow_rfc9370():
     # IKE SA rekey with IKE_FOLLOWUP_KE: prf(SK_d, g^ir | Ni | Nr | SK(1) | SK(2))
     assert rekey_skeyseed(prf, sk_d, g, ni, nr, (k1, k2)) == hmac.digest(
         sk_d, g + ni + nr + k1 + k2, "sha256")
+
+
+def test_derived_child_keys_open_charons_esp_in_the_real_data_plane():
+    """The Child SA keys espd derives, in the shape the data plane takes, decapsulate the
+    ESP packets charon sent under them (tunnel mode, AES-GCM-128), and keep doing so
+    after the Python copies are wiped (the data plane holds its own)."""
+    from scapy.all import IP, Raw
+    from support.ike_capture import esp_packets
+
+    from espd.dataplane import Dataplane
+
+    ni, nr, _, keys = _initial_keys()
+    esp = parse_transform("esp-gcm 128")
+    child = child_keys(PRF_HMAC_SHA2_256, keys.sk_d, ni, nr, esp)
+    sender_keys = {"192.0.2.1": child.initiator_to_responder,
+                   "192.0.2.2": child.responder_to_initiator}
+    opened = 0
+    for src, packet in esp_packets("psk-trap-ike.pcap"):
+        dst = "192.0.2.2" if src == "192.0.2.1" else "192.0.2.1"
+        dp = Dataplane()
+        dp.add_sa(spi=struct.unpack("!I", packet[:4])[0], direction="in", transform=esp,
+                  key=sender_keys[src].key, mode="tunnel", local=dst, peer=src)
+        dp.commit()
+        sender_keys[src].wipe()
+        inner = IP(dp.decap(bytes(IP(src=src, dst=dst, proto=50) / Raw(packet))))
+        expected = ("10.1.0.1", "10.2.0.1") if src == "192.0.2.1" else ("10.2.0.1", "10.1.0.1")
+        assert (inner.src, inner.dst) == expected  # the ping between the two sites
+        opened += 1
+    assert opened == 2 and not any(child.initiator_to_responder.key)
