@@ -145,3 +145,14 @@ def test_negotiated_ids_make_a_suite_or_say_which_transform_is_refused():
                         ((20, 256, 12, 5, 31), "AEAD")):
         with pytest.raises(SuiteError, match=reason):
             suites.negotiated(*ids)
+
+
+def test_a_kem_this_cryptography_cannot_run_is_refused_at_config_and_negotiation(monkeypatch):
+    from espd.ike.crypto.dh import ML_KEM_1024
+
+    monkeypatch.setitem(ML_KEM_1024.__dict__, "available", False)  # as before cryptography 47
+    with pytest.raises(SuiteError, match="needs cryptography >= 47"):
+        parse_suite("aes256gcm16-prfsha384-x25519-ke1_mlkem1024")
+    with pytest.raises(SuiteError, match="needs cryptography >= 47"):
+        suites.negotiated(20, 256, None, 6, 31, (37,))
+    assert parse_suite("aes256gcm16-prfsha384-x25519-ke1_mlkem768").additional == (ML_KEM_768,)

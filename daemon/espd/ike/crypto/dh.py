@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -67,6 +68,7 @@ class KeyExchange(Protocol):
     initiator_size: int  # bytes of KEi data
     responder_size: int  # bytes of KEr data
     kem: bool
+    available: bool  # False: this cryptography cannot run it (ML-KEM before 47)
 
     def generate(self) -> KePrivate: ...
 
@@ -82,6 +84,7 @@ class _DhGroup:
     """Diffie-Hellman: the responder generates a key of its own and combines."""
 
     kem = False
+    available = True  # OpenSSL has every DH group espd offers
     initiator_size: int
 
     def generate(self) -> KePrivate:
@@ -278,9 +281,9 @@ class MlKemGroup:
         return (getattr(mlkem, f"{self.parameter_set}PrivateKey"),
                 getattr(mlkem, f"{self.parameter_set}PublicKey"))
 
-    @property
-    def available(self) -> bool:
-        """Whether this cryptography and its backend can run the KEM."""
+    @cached_property
+    def available(self) -> bool:  # type: ignore[override]
+        """Whether this cryptography and its backend can run the KEM (asked once)."""
         try:
             self._classes()[0].generate()
         except Exception:  # UnsupportedAlgorithm on a backend without ML-KEM

@@ -110,6 +110,8 @@ def negotiated(encr_id: int, key_bits: int | None, integ_id: int | None, prf_id:
         method = group(ident)
         if method is None:
             raise SuiteError(refusal(KE, ident))
+        if not method.available:
+            raise SuiteError(f"{method.name} needs cryptography >= 47 with ML-KEM support")
         methods.append(method)
     return IkeSuite(chosen_encr, chosen_integ, chosen_prf, methods[0], tuple(methods[1:]))
 
@@ -232,7 +234,11 @@ _BY_NAME: dict[str, tuple[int, Any]] = {
 def _lookup(word: str, proposal: str) -> tuple[int, Any]:
     word = _ALIASES.get(word, word)
     if word in _BY_NAME:
-        return _BY_NAME[word]
+        kind, value = _BY_NAME[word]
+        if kind == KE and not value.available:
+            raise SuiteError(f"{word}: needs cryptography >= 47 with ML-KEM support "
+                             f"(this one has {_cryptography_version()}); leave it out")
+        return kind, value
     if word in _NOT_OFFERED:
         raise SuiteError(f"{word}: {_NOT_OFFERED[word]}")
     refused = _REFUSED_BY_NAME.get(word)
@@ -241,6 +247,12 @@ def _lookup(word: str, proposal: str) -> tuple[int, Any]:
                          f"(e.g. '{RECOMMENDED}')")
     raise SuiteError(f"{word}: unknown IKE algorithm in '{proposal}'; write e.g. "
                      f"'{RECOMMENDED}' or 'aes256-sha256-prfsha256-modp2048'")
+
+
+def _cryptography_version() -> str:
+    import cryptography
+
+    return cryptography.__version__
 
 
 def parse_suite(text: str) -> IkeSuite:
