@@ -28,6 +28,7 @@ from espd.ike.crypto.keymat import (
     child_keys,
     ike_keys,
     initial_skeyseed,
+    ppk_keys,
     rekey_skeyseed,
 )
 from espd.ike.crypto.suites import parse_suite
@@ -202,3 +203,53 @@ def _check_child(dumps: Dumps, prf, sk_d: bytes, esp, expect_secret: bool, v6: b
         assert child.initiator_to_responder.auth_key == dumps.next("integrity initiator key")
         assert child.responder_to_initiator.auth_key == dumps.next("integrity responder key")
 
+
+
+def test_ppk_keys_match_strongswan6(make_topology, make_charon):
+    """RFC 8784: with a post-quantum preshared key required on both sides, charon 6.0.6
+    replaces SK_d, SK_pi and SK_pr by prf+(PPK, ...): espd derives the same, and its PSK
+    AUTH over octets MACed with the PPK-derived SK_pi is the AUTH charon sent."""
+    if STRONGSWAN6.unavailable():
+        pytest.skip(STRONGSWAN6.unavailable())
+    topology = make_topology(ipv6=False)
+    psk, ppk = secrets.token_hex(16), secrets.token_bytes(32)
+    suite = parse_suite("aes256gcm16-prfsha384-x25519")
+    gwa = make_charon(topology.gw_a, "gwa", "6.0.6", key_dump=True)
+    gwb = make_charon(topology.gw_b, "gwb", "6.0.6")
+    for charon, side in ((gwa, "a"), (gwb, "b")):
+        charon.load([site_to_site(side, psk, proposals=[suite.name],
+                                  extra={"ppk_id": "espd-ppk", "ppk_required": "yes"})])
+        conf = f"{charon.swanctl_dir}/swanctl.conf"
+        with open(conf, "a") as f:
+            f.write(f"secrets {{\n  ppk-espd {{\n    secret = 0x{ppk.hex()}\n"
+                    f"    id = espd-ppk\n  }}\n}}\n")
+        charon.swanctl("--load-creds", "--noprompt", "--file", conf)
+    with gwa.events() as events:
+        gwa.initiate("net")
+        events.wait_up("child-updown")
+    dumps = Dumps(gwa.log())
+    prf = suite.prf
+    dumps.next("key exchange secret")
+    nonces = dumps.next("nonces")
+    skeyseed = dumps.next("SKEYSEED")
+    sk = _sk_dumps(dumps, suite)
+    assert dumps.next("PPK") == ppk  # 6.0.6 prints it where AUTH is built with it
+    id_i, sk_p = dumps.next("IDx'"), dumps.next("SK_p")
+    octets_i = dumps.next("octets = message + nonce + prf(Sk_px, IDx') + IntAuth")
+    auth_i = dumps.next("AUTH = prf(prf(secret, keypad), octets)")
+    assert dumps.next("derive keys using PPK") == ppk
+    mixed = {f"sk_{n}": dumps.next(f"Sk_{n} secret") for n in ("d", "pi", "pr")}
+    message1 = octets_i[:struct.unpack_from("!I", octets_i, 24)[0]]
+    ni = _nonce(message1)
+    nr = nonces[len(ni):]
+    (sa,) = [e["gw"] for e in gwa.list_sas()]
+    keys = ike_keys(prf, skeyseed, ni, nr, message1[0:8], bytes.fromhex(sa["responder-spi"]),
+                    suite.lengths)
+    assert {field: getattr(keys, field) for field in sk} == sk
+    new = ppk_keys(prf, ppk, keys)
+    keys.wipe()  # the mixed keys are copies of their own
+    assert {field: getattr(new, field) for field in mixed} == mixed
+    assert new.sk_ei == sk["sk_ei"] and new.sk_er == sk["sk_er"] and sk_p == new.sk_pi
+    octets = signed_octets(prf, message1, nr, new.sk_pi, id_i)
+    assert octets.octets == octets_i
+    assert PskAuthenticator(psk.encode()).build(octets)[1] == auth_i

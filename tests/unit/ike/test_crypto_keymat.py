@@ -32,6 +32,7 @@ from espd.ike.crypto.keymat import (
     ike_ciphers,
     ike_keys,
     initial_skeyseed,
+    ppk_keys,
     rekey_skeyseed,
 )
 from espd.ike.crypto.prf import PRF_HMAC_SHA2_256, Prf
@@ -226,3 +227,13 @@ def test_derived_child_keys_open_charons_esp_in_the_real_data_plane():
         assert (inner.src, inner.dst) == expected  # the ping between the two sites
         opened += 1
     assert opened == 2 and not any(child.initiator_to_responder.key)
+
+
+def test_ppk_mixes_sk_d_and_sk_p_only_into_copies_of_their_own():
+    _, _, _, keys = _initial_keys()
+    ppk = b"P" * 32
+    mixed = ppk_keys(PRF_HMAC_SHA2_256, ppk, keys)
+    for name in ("sk_d", "sk_pi", "sk_pr"):  # RFC 8784 3: prf+(PPK, key), same length
+        assert getattr(mixed, name) == PRF_HMAC_SHA2_256.plus(ppk, getattr(keys, name), 32)
+    keys.wipe()
+    assert mixed.sk_ei == KEYS["ike1.sk_ei"] and mixed.sk_ai == KEYS["ike1.sk_ai"]

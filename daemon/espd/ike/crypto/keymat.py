@@ -7,6 +7,7 @@ In protocol order:
     IKE SA rekey       SKEYSEED = prf(SK_d(old), g^ir | Ni | Nr [| SK(1)..])   rekey_skeyseed
     every IKE SA       {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
                          = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)                     ike_keys
+    RFC 8784 PPK       SK_d, SK_pi, SK_pr = prf+(PPK, each)                        ppk_keys
     Child SA           KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr [| SK(1)..])           child_keys
 
 Nonces and shared secrets enter as the bytes on the wire (the KE data's secret as the group
@@ -208,3 +209,16 @@ def child_keys(prf: Prf, sk_d: Bytes, nonce_i: Bytes, nonce_r: Bytes, esp: EspKe
     finally:
         keymat.wipe()
     return ChildKeys(*directions)
+
+
+def ppk_keys(prf: Prf, ppk: Bytes, keys: IkeKeys) -> IkeKeys:
+    """Mix an RFC 8784 post-quantum preshared key into an IKE SA's keys (section 3):
+
+        SK_d' = prf+(PPK, SK_d),  SK_pi' = prf+(PPK, SK_pi),  SK_pr' = prf+(PPK, SK_pr)
+
+    each as long as before; SK_a and SK_e are kept. The result holds copies of its own, so
+    wiping `keys` afterwards (as the caller should) leaves it whole."""
+    return IkeKeys(prf.plus(ppk, keys.sk_d, len(keys.sk_d)), Secret(keys.sk_ai),
+                   Secret(keys.sk_ar), Secret(keys.sk_ei), Secret(keys.sk_er),
+                   prf.plus(ppk, keys.sk_pi, len(keys.sk_pi)),
+                   prf.plus(ppk, keys.sk_pr, len(keys.sk_pr)))
