@@ -37,10 +37,3 @@ class Secret(bytearray):
         with memoryview(self) as view:
             view[:] = bytes(len(self))
 
-
-def wipe_all(*secrets: Secret | bytearray | None) -> None:
-    """Wipe each secret given; None and immutable bytes are skipped."""
-    for secret in secrets:
-        if isinstance(secret, bytearray):
-            with memoryview(secret) as view:
-                view[:] = bytes(len(secret))

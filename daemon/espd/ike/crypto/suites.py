@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cryptography
+
 from espd.ike.crypto.cipher import ENCRS, INTEGS, Encr, Integ, SkCipher
 from espd.ike.crypto.dh import GROUPS, KeyExchange
 from espd.ike.crypto.keymat import IkeKeys, IkeLengths, ike_ciphers
@@ -237,7 +239,7 @@ def _lookup(word: str, proposal: str) -> tuple[int, Any]:
         kind, value = _BY_NAME[word]
         if kind == KE and not value.available:
             raise SuiteError(f"{word}: needs cryptography >= 47 with ML-KEM support "
-                             f"(this one has {_cryptography_version()}); leave it out")
+                             f"(this one has {cryptography.__version__}); leave it out")
         return kind, value
     if word in _NOT_OFFERED:
         raise SuiteError(f"{word}: {_NOT_OFFERED[word]}")
@@ -247,12 +249,6 @@ def _lookup(word: str, proposal: str) -> tuple[int, Any]:
                          f"(e.g. '{RECOMMENDED}')")
     raise SuiteError(f"{word}: unknown IKE algorithm in '{proposal}'; write e.g. "
                      f"'{RECOMMENDED}' or 'aes256-sha256-prfsha256-modp2048'")
-
-
-def _cryptography_version() -> str:
-    import cryptography
-
-    return cryptography.__version__
 
 
 def parse_suite(text: str) -> IkeSuite:
