@@ -8,6 +8,7 @@ the server answers each with one JSON object on one line, ``{"ok": true, ...}`` 
   show_sa     {"text": ..., "sas": [SA, ...]}       show crypto ipsec sa, and its JSON
   show_map    {"text": ...}                         show crypto map
   show_acl    {"text": ...}                         access lists with hit counts
+  show_ike_sa {"text": ..., "ike_sas": [...]}       show crypto ikev2 sa ("detail": true)
   stats       {"text": ...}                         global counters
   reload      {"changes": [...]}                    reload the daemon's config file
   plan_diff   {"changes": [...]}                    what reloading "config" would change
@@ -233,6 +234,12 @@ def make_handler(
                 current = state()
                 return {"ok": True, "text": show.render_sa(current),
                         "sas": show.sa_json(current)}
+            if command == "show_ike_sa":
+                from espd.ops.show_ike import render_ike_sa
+
+                ike_sas = state().get("ike", {}).get("sas", [])
+                return {"ok": True, "ike_sas": ike_sas,
+                        "text": render_ike_sa(ike_sas, bool(request.get("detail")))}
             if command in renderers:
                 return {"ok": True, "text": renderers[command](state())}
             if command == "reload":
@@ -247,7 +254,7 @@ def make_handler(
             return {"ok": False, "error": f"the configuration has {count} "
                     f"problem{'s' if count != 1 else ''}",
                     "errors": [str(p) for p in e.problems]}
-        known = "state, show_sa, show_map, show_acl, stats, reload, plan_diff"
+        known = "state, show_sa, show_ike_sa, show_map, show_acl, stats, reload, plan_diff"
         return _refusal(f"unknown command {command!r}; known: {known}")
 
     return handle

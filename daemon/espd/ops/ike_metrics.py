@@ -38,17 +38,19 @@ EVENTS = {
 }
 
 
-def ike_metrics(snapshot: object | None) -> Iterator[Metric]:
-    """Nothing when the daemon runs no IKE engine."""
-    if snapshot is None:
+def ike_metrics(ike: dict | None) -> Iterator[Metric]:
+    """From STATE["ike"] (espd.ike.engine.view.plain_state); nothing without an engine."""
+    if ike is None:
         return
-    counters = dict(snapshot.counters)  # type: ignore[attr-defined]
+    counters = ike.get("counters", {})
     sas = GaugeMetricFamily("espd_ike_sas", "IKE SAs, by state.", labels=["state"])
-    by_state = snapshot.by_state()  # type: ignore[attr-defined]
+    by_state: dict[str, int] = {}
+    for sa in ike.get("sas", []):
+        by_state[sa["state"]] = by_state.get(sa["state"], 0) + 1
     for state in _STATES:
         sas.add_metric([state], by_state.get(state, 0))
     children = GaugeMetricFamily("espd_ike_child_sas", "Child SAs negotiated by IKE.")
-    children.add_metric([], sum(len(sa.children) for sa in snapshot.ike_sas))  # type: ignore
+    children.add_metric([], sum(len(sa["children"]) for sa in ike.get("sas", [])))
     requests = CounterMetricFamily("espd_ike_requests", "IKE requests sent, by exchange.",
                                    labels=["exchange"])
     for exchange in _EXCHANGES:

@@ -80,3 +80,10 @@ def wipe_ike_keys(config: Config) -> None:
     for peer in config.ike_peers:
         wipe(peer.psk_local)
         wipe(peer.psk_remote)
+
+
+def ike_udp_families(config: Config) -> set[int]:
+    """IP versions whose IKE-keyed entries may use UDP 4500 (encapsulation auto or udp):
+    the daemon opens the data plane's NAT-T socket for them."""
+    return {e.local.version for e in config.crypto_maps
+            if not e.manual and e.encapsulation != "esp"}

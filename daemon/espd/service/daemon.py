@@ -30,11 +30,15 @@ from espd import __version__
 from espd.config.load import load
 from espd.config.model import Config
 from espd.dataplane import Dataplane
+from espd.ike.engine.engine import IkeEngine
+from espd.ike.engine.hosting import host
+from espd.ike.engine.view import plain_state as ike_plain_state
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import SaOwner, Snapshot
 from espd.keying.sequence_store import SequenceStore
 from espd.ops.control import ControlServer, make_handler
 from espd.ops.metrics import start_exporter
+from espd.policy.ike_plan import ike_settings, ike_udp_families, wipe_ike_keys
 from espd.policy.plan import Plan, build_plan, wipe_keys
 from espd.service import reload, state_view
 from espd.service.instance_lock import InstanceLock
@@ -56,6 +60,7 @@ DEFAULT_TUN_MTU = 1400
 MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
 RELOAD_TIMEOUT = 60.0  # seconds a control-socket reload may take (cli.RELOAD_TIMEOUT too)
 DRAIN_TIMEOUT = 5.0  # seconds shutdown waits for readers still in flight
+IKE_VIEW_INTERVAL = 1.0  # seconds between refreshes of what show ike sa reads
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ class Daemon:
         self.sockets = Sockets()
         self.control: ControlServer | None = None
         self.stop_metrics = None
+        self.ike: IkeEngine | None = None  # hosted once the loop serves (start_ike)
+        self.ike_state: dict | None = None  # the engine's last snapshot, as plain data
         plan = build_plan(config)
         try:
             self.manual.apply(plan)
@@ -148,8 +155,54 @@ class Daemon:
         self.publish_view()
         self.owner.on_change = lambda _snapshot: self.publish_view()  # e.g. IKE's children
 
+    # --- IKE (espd.ike; docs/ike-engine.md) ---
+
+    def start_ike(self) -> None:
+        """Host the IKE engine when the config has IKE-keyed entries (on the loop, once
+        the SA owner serves): UDP 500 of its own, UDP 4500 through the data plane."""
+        settings = ike_settings(self.config)
+        if settings is None:
+            return
+        self.ike = host(self.loop or asyncio.get_event_loop(), self.owner, settings,
+                        send_ike=self.owner.send_ike)
+        wipe_ike_keys(self.config)  # the engine holds its own copies
+        self.ike.observers.append(lambda _event: self._refresh_ike_state())
+        self._ike_view_turn()
+        log.info("IKE: %d crypto map entries keyed by IKEv2, %d peers",
+                 len(settings.children), len(settings.peers))
+
+    def reconfigure_ike(self, config: Config) -> None:
+        """After a reload: the engine follows the new config (or stops, or starts)."""
+        settings = ike_settings(config)
+        if self.ike is not None and settings is None:
+            self.stop_ike()
+        elif self.ike is not None and settings is not None:
+            self.ike.reconfigure(settings)
+            wipe_ike_keys(config)
+        elif settings is not None:
+            self.start_ike()
+
+    def stop_ike(self) -> None:
+        if self.ike is not None:
+            self.ike.close()
+            self.ike = None
+        self.ike_state = None
+
+    def _ike_view_turn(self) -> None:
+        """Refresh what show and metrics read of the engine (its state changes without
+        the SA owner's noticing, e.g. while an IKE SA is negotiated)."""
+        if self.ike is None:
+            return
+        self._refresh_ike_state()
+        self.ike.loop.call_later(IKE_VIEW_INTERVAL, self._ike_view_turn)
+
+    def _refresh_ike_state(self) -> None:
+        if self.ike is not None:
+            self.ike_state = ike_plain_state(self.ike.snapshot())
+
     def publish_view(self) -> None:
         """Replace the View readers see (after every change, on the loop's thread)."""
+        self._refresh_ike_state()
         self.view = View(self.config, self.plan, self.owner.snapshot,
                          (self.reloads["success"], self.reloads["failure"]), self.mtu,
                          self.routes)
@@ -173,7 +226,7 @@ class Daemon:
             self.pinned, covered = pin_peers(self.peers(self.plan), self.plan.routes)
             self.pinned_peers = set(covered)
             self.routes = tuple(install_routes(settings.interface, self.plan.routes))
-            self.sockets = open_sockets(self.plan)
+            self.sockets = open_sockets(self.plan, ike_udp_families(self.config))
             handler = make_handler(self.state, lambda: self.post_reload("control socket"),
                                    self.plan_diff)
             self.control = ControlServer(settings.control_socket, handler)
@@ -246,6 +299,7 @@ class Daemon:
         if not self.readers.close(DRAIN_TIMEOUT):
             log.warning("a state reader is still running after %.0f s; stopping anyway",
                         DRAIN_TIMEOUT)
+        self.stop_ike()
         self.dp.stop_workers()
         self.owner.record_last_used()
         self.sockets.close()

@@ -115,6 +115,10 @@ async def apply(daemon: Daemon, config: Config, plan: Plan, source: str) -> list
         log.error("reload (%s) failed, old configuration still running: %s", source, e)
         raise ReloadFailed(str(e)) from e
     daemon.reloads["success"] += 1
+    try:
+        daemon.reconfigure_ike(config)
+    except Exception:  # the SAs reloaded fine; IKE keeps its old settings
+        log.exception("reload (%s): the IKE engine could not take the new settings", source)
     daemon.publish_view()
     daemon.warn(config, plan)
     log.info("reload (%s): %s", source, "; ".join(changes) or "no changes")

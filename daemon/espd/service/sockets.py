@@ -42,10 +42,11 @@ def udp_families(plan: Plan) -> set[int]:
     return {6 if ":" in sa.peer else 4 for sa in plan.sas if sa.encap == "udp"}
 
 
-def open_sockets(plan: Plan) -> Sockets:
+def open_sockets(plan: Plan, ike_udp: frozenset[int] | set[int] = frozenset()) -> Sockets:
     """Raw ESP receive and raw send sockets for both IP versions (a reload may add a peer
-    of either), UDP 4500 only for the versions the plan encapsulates in UDP."""
-    udp = udp_families(plan)
+    of either), UDP 4500 only for the versions the plan encapsulates in UDP or IKE may
+    (``ike_udp``: NAT traversal floats IKE and ESP there)."""
+    udp = udp_families(plan) | set(ike_udp)
     s = Sockets()
     try:
         for fam, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):

@@ -47,6 +47,7 @@ def state(daemon: Daemon, view: View) -> dict:
         "reloads": {"success": success, "failure": failure},
         "io": dp.io_stats(), "drops": dp.global_drops(),
         "maps": maps_state(view.config), "sas": sas, "acls": acls,
+        **({"ike": daemon.ike_state} if daemon.ike_state is not None else {}),
     }
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from prometheus_client import CollectorRegistry, generate_latest
 from support.ike_pair import pair, until
 
+from espd.ike.engine.view import plain_state
 from espd.ops.metrics import StateCollector
 
 
@@ -16,11 +18,12 @@ def test_ike_metrics_count_sas_exchanges_and_events():
         a, b = pair(loop)
         a.engine.initiate(a.settings.children[0])
         await until(lambda: a.owner.live() and b.owner.live())
-        return a.engine.snapshot()
+        return plain_state(a.engine.snapshot())
 
-    snapshot = asyncio.run(main())
+    ike = asyncio.run(main())
+    json.dumps(ike)  # what the control socket sends: plain data
     registry = CollectorRegistry()
-    registry.register(StateCollector(lambda: {"ike": snapshot}))
+    registry.register(StateCollector(lambda: {"ike": ike}))
     text = generate_latest(registry).decode()
     assert 'espd_ike_sas{state="established"} 1.0' in text
     assert "espd_ike_child_sas 1.0" in text

@@ -76,3 +76,8 @@ def as_state(snapshot: Snapshot) -> list[dict]:
     from dataclasses import asdict
 
     return [asdict(sa) for sa in snapshot.ike_sas]
+
+
+def plain_state(snapshot: Snapshot) -> dict:
+    """The whole snapshot as plain data: STATE["ike"], what show and the metrics read."""
+    return {"sas": as_state(snapshot), "counters": dict(snapshot.counters)}

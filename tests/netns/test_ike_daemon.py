@@ -1,0 +1,128 @@
+"""espd the daemon, keyed by IKEv2, against strongSwan charon 5.9.8: the negotiated Child
+SA goes through the SA owner into the data plane and carries traffic both ways.
+
+  [hostA 10.1.0.10] -- [gwA espd daemon] ==IKE + ESP in UDP 4500== [gwB charon] --
+  [hostB 10.2.0.10]
+
+charon initiates (espd answers), and espd initiates on the first packet (start =
+"on-demand": the acquire from the data plane, as IOS does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from support import netns
+from support.strongswan import DEBIAN, Charon, site_to_site
+
+pytestmark = pytest.mark.netns
+
+
+def config(psk: str, start: str, tmp: Path) -> str:
+    return f"""
+[daemon]
+interface = "espd0"
+local = "192.0.2.1"
+workers = 1
+control_socket = "{tmp}/gwA.sock"
+metrics = ""
+state_dir = "{tmp}/gwA-state"
+
+[access_list.LAN]
+rules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]
+
+[transform_set.GCM]
+transforms = ["esp-gcm 128"]
+
+[ike]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+
+[ike_peer.gwb]
+address = "192.0.2.2"
+psk = "{psk}"
+local_id = "fqdn:gwa"
+remote_id = "fqdn:gwb"
+
+[[crypto_map]]
+name = "VPN"
+seq = 10
+keying = "ike"
+peer = "192.0.2.2"
+match_address = "LAN"
+transform_sets = ["GCM"]
+start = "{start}"
+"""
+
+
+def espd_show(ns: str, sock: str, *what: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "espd", "show",
+                           *what, "--socket", sock], capture_output=True, text=True,
+                          timeout=20).stdout
+
+
+@pytest.mark.parametrize("initiator", ["charon", "espd-on-demand"])
+def test_daemon_negotiates_with_charon_and_carries_traffic(netns_ok, initiator):
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-id{secrets.randbelow(10**6)}", ipv6=False)
+    tmp = Path(tempfile.mkdtemp(prefix="espd-ike-"))
+    psk = secrets.token_hex(16)
+    with topo:
+        charon = Charon(topo.gw_b, "gwb", DEBIAN).start()
+        daemon = None
+        try:
+            charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
+                                      esp_proposals=["aes128gcm16"])])
+            path = tmp / "gwA.toml"
+            path.write_text(config(psk, "on-demand" if initiator != "charon" else "manual",
+                                   tmp))
+            path.chmod(0o600)
+            sock = str(tmp / "gwA.sock")
+            daemon = netns.Daemon(topo.gw_a, str(path), sock, str(tmp / "gwA.log"), "gwA")
+            daemon.start()
+            daemon.wait_ready(timeout=30)
+            with charon.events() as events:
+                if initiator == "charon":
+                    charon.initiate("net")
+                else:  # the first packet hits the PROTECT rule without an SA: acquire
+                    netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=1)
+                events.wait_up("child-updown", timeout=15)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                result = netns.ping(topo.host_a, netns.HOST_B4, count=3, interval=0.05,
+                                    timeout=2)
+                if result.received == 3:
+                    break
+            assert result.received == 3, (result, daemon.log())
+            back = netns.ping(topo.host_b, netns.HOST_A4, count=3, interval=0.05, timeout=2)
+            assert back.received == 3, back
+            state = daemon.state()
+            assert {sa["encap"] for sa in state["sas"]} == {"udp"}
+            assert len(state["sas"]) == 2 and state["ike"]["sas"][0]["state"] == "established"
+            shown = espd_show(topo.gw_a, sock, "ike", "sa", "--detail")
+            assert "READY" in shown and "192.0.2.2/4500" in shown, shown
+            assert "esp-gcm 128" in shown, shown
+            as_json = json.loads(espd_show(topo.gw_a, sock, "ike", "sa", "--json"))
+            assert as_json[0]["peer_id"] == "fqdn:gwb"
+            (ike_sa,) = charon.list_sas()
+            child = next(iter(ike_sa["gw"]["child-sas"].values()))
+            spis = {sa["spi"] for sa in state["sas"]}
+            assert {int(child["spi-in"], 16), int(child["spi-out"], 16)} == spis
+            assert psk not in daemon.log()
+        finally:
+            if daemon is not None:
+                status = daemon.stop()
+                print(daemon.log())
+                assert status == 0
+            print(charon.describe(tail=3000))
+            charon.close()
+            shutil.rmtree(tmp, ignore_errors=True)
