@@ -114,3 +114,28 @@ def test_pcap_writer_round_trips_through_tshark(tmp_path):
     assert tshark.ike_integrity(again).correct == [3, 4]
     assert [p.first("frame.time_epoch")[:13] for p in again] == [
         "1700000000.00", "1700000000.25", "1700000000.50", "1700000000.75"]
+
+
+def test_espd_key_log_lines_convert_to_the_same_options(tmp_path):
+    """espd's key log: one ``uat:TABLE:ROW`` tshark preference a line."""
+    log = tmp_path / "keys.log"
+    log.write_text(f"uat:ikev2_decryption_table:{IKE_SA.row()}\n"
+                   + "".join(f"uat:esp_sa:{sa.row()}\n" for sa in ESP_SAS))
+    opts = tshark.options_from_keylog(str(log))
+    assert opts == tshark.options([IKE_SA], ESP_SAS)
+    check = tshark.esp_decrypted(tshark.dissect(ESP_PCAP, opts), INNER)
+    assert check.decrypted == [5, 6, 7, 8, 9, 10], check
+
+
+def test_a_key_log_row_tshark_cannot_take_is_named(tmp_path):
+    chacha = EspSaKeys("192.0.2.1", "192.0.2.2", 0x1234, "ChaCha20 with Poly1305 [RFC7634]",
+                       bytes(36))
+    log = tmp_path / "keys.log"
+    log.write_text(f"uat:ikev2_decryption_table:{IKE_SA.row()}\nuat:esp_sa:{chacha.row()}\n")
+    with pytest.raises(tshark.TsharkError, match=r"keys.log:2: tshark 4.0 has no"):
+        tshark.options_from_keylog(str(log))
+    assert tshark.options_from_keylog(str(log), skip_unsupported=True) == \
+        tshark.options([IKE_SA])
+    # and tshark itself refuses the whole run on that name: the check above is not idle
+    with pytest.raises(tshark.TsharkError, match="invalid value"):
+        tshark.dissect(IKE_PCAP, ["-o", f"uat:esp_sa:{chacha.row()}"])

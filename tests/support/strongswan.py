@@ -256,9 +256,10 @@ class Event:
 class EventLog:
     """Every vici event of the given kinds from the moment it is opened, in order.
 
-    A thread reads a vici session of its own; ``wait`` returns the first event after a
-    position (default: after the last one already returned) that matches, or raises.
-    Open it BEFORE the action whose events it waits for.
+    A thread reads a vici session of its own; ``wait`` returns the earliest matching event
+    that no earlier ``wait`` returned (so two waits for child-updown get two events, and
+    the order of waits for different kinds does not matter), or raises. Open it BEFORE the
+    action whose events it waits for.
     """
 
     def __init__(self, socket_path: str, kinds: Iterable[str] = VICI_EVENTS,
@@ -271,7 +272,7 @@ class EventLog:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._next = 0
+        self._taken: set[int] = set()  # indices wait() has returned
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(socket_path)
         self._session = vici.Session(sock)
@@ -302,15 +303,16 @@ class EventLog:
 
     def wait(self, kind: str, match: Callable[[Event], bool] = lambda e: True,
              timeout: float = 10.0, after: int | None = None) -> Event:
-        """The first ``kind`` event (index > ``after``) for which ``match`` holds."""
+        """The earliest ``kind`` event not yet returned (at index >= ``after``, if given)
+        for which ``match`` holds."""
         deadline = time.monotonic() + timeout
-        start = self._next if after is None else after
+        start = after or 0
         with self._cond:
             while True:
                 for i in range(start, len(self.events)):
                     event = self.events[i]
-                    if event.kind == kind and match(event):
-                        self._next = i + 1
+                    if i not in self._taken and event.kind == kind and match(event):
+                        self._taken.add(i)
                         return event
                 start = len(self.events)
                 left = deadline - time.monotonic()

@@ -19,6 +19,7 @@ decryption tables know no ChaCha20-Poly1305 (neither for IKE nor for ESP).
 
 from __future__ import annotations
 
+import csv
 import os
 import shlex
 import shutil
@@ -159,6 +160,50 @@ def options_from_uat_file(path: str, table: str) -> list[str]:
                 out += ["-o", f"uat:{table}:{line}"]
     if table == "esp_sa" and out:
         out = ["-o", "esp.enable_encryption_decode:TRUE", "-o", ESP_AUTH_CHECK, *out]
+    return out
+
+
+KNOWN = {  # what tshark 4.0 takes in each table's algorithm columns (0-based)
+    "ikev2_decryption_table": {4: set(IKE_ENCR.values()), 7: set(IKE_INTEG.values())},
+    "esp_sa": {4: set(ESP_ENCR.values()), 6: set(ESP_AUTH.values())},
+}
+
+
+def _uat_fields(row: str) -> list[str]:
+    return next(csv.reader([row], skipinitialspace=False))
+
+
+def options_from_keylog(path: str, skip_unsupported: bool = False) -> list[str]:
+    """tshark options from espd's key log: one ``uat:TABLE:ROW`` preference a line.
+
+    tshark refuses the whole run on an algorithm name it does not know (4.0 has no
+    ChaCha20-Poly1305 in either table): such a row raises TsharkError, naming it, or with
+    ``skip_unsupported`` is left out (its packets then stay encrypted)."""
+    ike: list[str] = []
+    esp: list[str] = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            prefix, _, rest = line.partition(":")
+            table, _, row = rest.partition(":")
+            if prefix != "uat" or table not in KNOWN:
+                raise TsharkError(f"{path}:{number}: not a 'uat:ikev2_decryption_table:' or "
+                                  f"'uat:esp_sa:' line: {line[:60]!r}")
+            fields = _uat_fields(row)
+            unknown = [fields[i] for i, names in KNOWN[table].items()
+                       if i >= len(fields) or fields[i] not in names]
+            if unknown:
+                if skip_unsupported:
+                    continue
+                raise TsharkError(f"{path}:{number}: tshark 4.0 has no {unknown} in "
+                                  f"{table}; known: {sorted(set().union(*KNOWN[table].values()))}")
+            (ike if table == "ikev2_decryption_table" else esp).append(f"uat:{table}:{row}")
+    out = [w for pref in ike for w in ("-o", pref)]
+    if esp:
+        out += ["-o", "esp.enable_encryption_decode:TRUE", "-o", ESP_AUTH_CHECK]
+        out += [w for pref in esp for w in ("-o", pref)]
     return out
 
 
