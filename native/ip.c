@@ -18,17 +18,34 @@ static int ip4_parse(const uint8_t *p, size_t len, struct ip_info *o)
 	o->tos = p[1];
 	o->df = !!(p[6] & 0x40);
 	o->frag = (rd16(p + 6) & 0x3fff) != 0;
-	o->proto = p[9];
+	o->proto = o->upper = p[9];
 	o->nh_off = 9;
 	o->hdr_len = (uint16_t)ihl;
+	o->upper_off = ihl;
+	o->later_fragment = (rd16(p + 6) & 0x1fff) != 0;
+	o->upper_ok = 1;
 	o->total_len = total;
 	return 0;
 }
 
+static int ip6_ext(uint8_t nh)
+{
+	return nh == IPPROTO_NUM_HOPOPTS || nh == IPPROTO_NUM_ROUTING || nh == IPPROTO_NUM_DSTOPTS ||
+	       nh == IPPROTO_NUM_AH || nh == IPPROTO_NUM_FRAGMENT;
+}
+
+/* One walk of the IPv6 header chain, with two results:
+ *   placement (proto, nh_off, hdr_len): where ESP transport mode goes, after hop-by-hop,
+ *     routing, and destination options met before a routing header (RFC 4303 3.1.1);
+ *     a malformed header inside that part fails the parse;
+ *   upper layer (upper, upper_off, later_fragment, upper_ok): after every extension
+ *     header, fragment and AH included; a malformed header past the placement point only
+ *     clears upper_ok (the packet can still be sealed; it cannot be classified). */
 static int ip6_parse(const uint8_t *p, size_t len, struct ip_info *o)
 {
-	uint32_t off = IPV6_HDR_LEN, total;
-	int seen_routing = 0;
+	uint32_t off = IPV6_HDR_LEN, total, hlen;
+	int seen_routing = 0, placing = 1;
+	uint8_t nh;
 
 	if (len < IPV6_HDR_LEN)
 		return -1;
@@ -39,28 +56,50 @@ static int ip6_parse(const uint8_t *p, size_t len, struct ip_info *o)
 	o->tos = (uint8_t)(rd16(p) >> 4);
 	o->df = 0;
 	o->frag = 0;
-	o->proto = p[6];
+	o->proto = nh = p[6];
 	o->nh_off = 6;
-	for (int hops = 0; hops < 8; hops++) {
-		uint8_t nh = o->proto;
-
-		if (nh != IPPROTO_NUM_HOPOPTS && nh != IPPROTO_NUM_ROUTING &&
-		    !(nh == IPPROTO_NUM_DSTOPTS && !seen_routing))
-			break;
-		if (nh == IPPROTO_NUM_HOPOPTS && off != IPV6_HDR_LEN)
-			return -1; /* hop-by-hop must come first */
-		if (off + 8 > total)
-			return -1;
-		seen_routing |= nh == IPPROTO_NUM_ROUTING;
-		o->proto = p[off];
-		o->nh_off = (uint16_t)off;
-		off += (p[off + 1] + 1u) * 8;
-		if (off > total)
-			return -1;
-	}
-	o->hdr_len = (uint16_t)off;
+	o->hdr_len = IPV6_HDR_LEN;
 	o->total_len = total;
-	return 0;
+	o->later_fragment = 0;
+	o->upper_ok = 0;
+	for (unsigned n = 0; n < IPV6_EXT_MAX; n++) {
+		if (placing && (n == IPV6_PLACE_MAX ||
+				!(nh == IPPROTO_NUM_HOPOPTS || nh == IPPROTO_NUM_ROUTING ||
+				  (nh == IPPROTO_NUM_DSTOPTS && !seen_routing))))
+			placing = 0; /* ESP goes here: proto, nh_off and hdr_len stay */
+		if (!ip6_ext(nh)) {
+			o->upper = nh;
+			o->upper_off = off;
+			o->upper_ok = 1;
+			return 0;
+		}
+		if ((nh == IPPROTO_NUM_HOPOPTS && off != IPV6_HDR_LEN) || total - off < 8)
+			return placing ? -1 : 0; /* hop-by-hop must come first; every header has 8 */
+		if (nh == IPPROTO_NUM_FRAGMENT)
+			hlen = 8;
+		else if (nh == IPPROTO_NUM_AH)
+			hlen = (p[off + 1] + 2u) * 4;
+		else
+			hlen = (p[off + 1] + 1u) * 8;
+		if (total - off < hlen)
+			return placing ? -1 : 0;
+		if (nh == IPPROTO_NUM_FRAGMENT && (rd16(p + off + 2) & 0xfff8)) {
+			o->upper = p[off]; /* a non-first fragment: nothing after it to read */
+			o->upper_off = off + hlen;
+			o->later_fragment = 1;
+			o->upper_ok = 1;
+			return 0;
+		}
+		seen_routing |= nh == IPPROTO_NUM_ROUTING;
+		nh = p[off];
+		if (placing) {
+			o->proto = nh;
+			o->nh_off = (uint16_t)off;
+			o->hdr_len = (uint16_t)(off + hlen);
+		}
+		off += hlen;
+	}
+	return placing ? -1 : 0; /* too many extension headers: no upper layer */
 }
 
 int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out)

@@ -142,7 +142,10 @@ struct flow {
 	uint8_t closed;
 };
 
-/* Is pkt[0..len) TCP or UDP, and if so where do its ports start? Its protocol, or 0. */
+/* Is pkt[0..len) TCP or UDP, and if so where do its ports start? Its protocol, or 0.
+ * Not ip_parse, on purpose: this names the connection of any packet, a malformed one
+ * too (a length that lies, a fragment), so that gro_close_connection keeps later
+ * packets of that connection from overtaking it; gro_candidate then checks the rest. */
 static uint8_t ports_at(const uint8_t *ip, uint32_t len, uint32_t *l4)
 {
 	uint8_t proto;

@@ -14,6 +14,7 @@
 #define IPPROTO_NUM_ROUTING 43
 #define IPPROTO_NUM_FRAGMENT 44
 #define IPPROTO_NUM_ESP 50
+#define IPPROTO_NUM_AH 51
 #define IPPROTO_NUM_ICMPV6 58
 #define IPPROTO_NUM_NONE 59 /* RFC 4303 2.6: dummy packet, drop silently */
 #define IPPROTO_NUM_DSTOPTS 60

@@ -1,4 +1,4 @@
-// sources: native/spd.c
+// sources: native/spd.c native/ip.c
 /* test_spd: the compiled SPD against a brute-force linear matcher, and the packet parser
  * against hand-built packets (every truncation, every malformation).
  *

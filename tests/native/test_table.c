@@ -1,5 +1,6 @@
 // sources: native/crypto.c native/esp_in.c native/esp_out.c native/espdp.c native/events.c native/io.c native/ip.c native/offload.c native/punt.c native/replay.c native/sa.c native/sad.c native/sock.c native/spd.c native/table.c native/worker.c
 // libs: -lcrypto -lpthread
+// tsan: yes
 /* test_table: the SAD against a reference model, and the incremental table path
  * (espdp_sa_install / _replace / _retire) functionally and under concurrent readers.
  *
