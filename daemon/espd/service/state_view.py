@@ -67,6 +67,7 @@ def sa_state(daemon: Daemon, view: SaView) -> dict:
         "lifetime_remaining_seconds": remaining_s, "lifetime_remaining_bytes": remaining_b,
         "soft_expired": st["soft_expired"], "hard_expired": st["hard_expired"],
         "seq_cycled": st["seq_cycled"],
+        "origin": view.origin, "ike_sa": view.ike_sa,  # "manual" | "ike", and which IKE SA
     }
 
 def maps_state(config: Config) -> list[dict]:
