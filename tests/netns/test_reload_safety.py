@@ -184,9 +184,9 @@ def test_a_big_reload_is_parsed_while_the_daemon_keeps_serving(watchdog, make_tu
         time.sleep(0.05)
     took = time.monotonic() - started
     assert state["reloads"] == {"success": 1, "failure": 0}, gw_a.log()
-    assert took > 1.0, f"the reload took only {took:.2f} s: too quick to show anything"
-    assert max(latencies) < 1.0, f"the control socket stalled {max(latencies):.2f} s " \
-                                 f"during a {took:.2f} s reload"
+    assert took > 0.5, f"the reload took only {took:.2f} s: too quick to show anything"
+    assert max(latencies) < min(1.0, took / 2), \
+        f"the control socket stalled {max(latencies):.2f} s during a {took:.2f} s reload"
     during = [t for pid, t in watchdog if pid == gw_a.pid and started <= t <= started + took]
     gaps = [b - a for a, b in zip([started, *during], [*during, started + took], strict=False)]
     assert len(during) >= 2 and max(gaps) < 1.0, \
