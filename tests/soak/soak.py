@@ -613,8 +613,10 @@ class Soak:
             f"{ready - began:.2f} s (pid {daemon.pid})")
 
     def _wait_reloads(self, gateway: Gateway) -> dict | None:
-        """The state once every reload sent to the current process has finished."""
-        deadline = time.monotonic() + 5
+        """The state once every reload sent to the current process has finished. Reloads
+        run on the daemon's event loop, one after another, and `state` no longer waits for
+        the one under way: on a loaded machine the last few may need a while."""
+        deadline = time.monotonic() + 20
         state = None
         while time.monotonic() < deadline:
             try:
