@@ -358,3 +358,23 @@ def test_an_acquire_names_the_entry_to_subscribers(owner):
         owner.dp.protect(inner())
     owner.drain_events()
     assert heard == [(IKE_ENTRY, "10.1.0.10", "10.2.0.10", 17, 1234, 80)]
+
+
+def test_child_changes_never_republish_the_table_set(owner, monkeypatch):
+    """install, rekey and retire change the live set in place (Dataplane.install, replace,
+    retire): a full publish would cost O(table) per Child SA change."""
+    apply(owner, ike_plan())
+
+    def no_publish(*args, **kwargs):
+        raise AssertionError("a Child SA change republished the whole table set")
+
+    monkeypatch.setattr(owner.dp, "publish", no_publish)
+    old = owner.install_child(child_keys(0x5001, 0x6001))
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6001
+    new = owner.rekey_child(old, child_keys(0x5002, 0x6002))
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+    owner.retire_child(old)
+    owner.retire_child(new)
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())
+    assert owner.snapshot.sas == ()

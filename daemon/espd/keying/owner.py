@@ -46,8 +46,9 @@ The IKE engine's calls (TEAM.md's contract), all on the loop:
   - ``send_ike(local, peer, port, data)``: an IKE message out of the data plane's NAT-T
     socket (UDP 500 is the engine's own socket).
 
-Until the data plane takes SA changes one at a time (issue 9 section 2), every change is a
-full `publish` of the table set: correct, and O(table) per change.
+A reload (manual keys) publishes a whole table set; a Child SA's install, rekey and retire
+change the live set in place (Dataplane.install/replace/retire: O(1) at any number of
+SAs, never a half-built policy), and the owner's records follow either way.
 """
 
 from __future__ import annotations
@@ -284,6 +285,11 @@ class SaOwner:
     def commit(self, change: Change) -> Snapshot:
         """Swap in the table set `change` leads to (rule 5). On a data-plane error the
         change is aborted, the live tables untouched, and the error raised."""
+        return self._finish(change, None)
+
+    def _finish(self, change: Change, in_place: Callable[[], None] | None) -> Snapshot:
+        """Make `change` live: one full publish, or `in_place`, the data plane's
+        incremental call(s) that do the same to the live set (install/replace/retire)."""
         self._owned()
         sas = [i for i in self._sas if i not in change.removed] + change.added
         rules = self._rules if change.rules is None else change.rules
@@ -294,7 +300,11 @@ class SaOwner:
             else:
                 slots[slot] = installed
         try:
-            self._publish(sas, rules, slots)
+            if in_place is None:
+                self._publish(sas, rules, slots)
+            else:
+                in_place()
+                self.dp.reclaim()
         except BaseException:
             self.abort(change)
             raise
@@ -507,9 +517,13 @@ class SaOwner:
             change = self.begin()
             try:
                 inbound, outbound = self._add_pair(change, keys, child)
+                holder = self._slots.get(keys.entry)
                 change.bind(keys.entry, outbound)
                 self._children[child] = (inbound, outbound)
-                self.commit(change)
+                if holder is None:  # the inbound SA, then the rules' empty slot
+                    self._finish(change, lambda: self.dp.install(inbound.sa, outbound.sa))
+                else:  # a second child for the entry: it takes over the slot
+                    self._finish(change, lambda: self.dp.replace(inbound.sa, outbound.sa))
             except BaseException:
                 self._children.pop(child, None)
                 self.abort(change)
@@ -529,17 +543,17 @@ class SaOwner:
             change = self.begin()
             try:
                 inbound, outbound = self._add_pair(change, keys, child)
+                change.bind(keys.entry, outbound)
                 self._children[child] = (inbound, outbound)
-                self.commit(change)  # make: the new inbound SA accepts first
+                # make-before-break in the data plane: the new inbound SA is live before
+                # the rules switch to the new outbound; the old pair stays until retired
+                self._finish(change, lambda: self.dp.replace(inbound.sa, outbound.sa))
             except BaseException:
                 self._children.pop(child, None)
                 self.abort(change)
                 raise
         finally:
             keys.wipe()
-        switch = self.begin()  # then the outbound switches; the old pair stays for now
-        switch.bind(old.entry, outbound)
-        self.commit(switch)
         return ChildHandle(child, keys.entry, keys.ike_sa, keys.spi_in, keys.spi_out)
 
     def retire_child(self, handle: ChildHandle) -> None:
@@ -552,7 +566,12 @@ class SaOwner:
             change.remove(installed)
         if self._slots.get(handle.entry) is pair[1]:
             change.bind(handle.entry, None)  # fail closed until a new child arrives
-        self.commit(change)
+
+        def retire() -> None:
+            for installed in pair:  # the inbound SA leaves the SAD; the outbound, its rules
+                self.dp.retire(installed.sa)
+
+        self._finish(change, retire)
         del self._children[handle.id]
         self._inbound_seen.pop(handle.id, None)
 
