@@ -712,6 +712,8 @@ class Soak:
             delay = next_tick - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            else:  # behind (a restart, a stall): no catching up with SIGHUPs back to back,
+                next_tick = time.monotonic()  # which the kernel may merge into one signal
             next_tick += a.reload_every
             if a.reload_every:
                 tick += 1
