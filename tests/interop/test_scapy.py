@@ -30,6 +30,7 @@ from scapy.layers.ipsec import (
     _ESPPlain,
 )
 from scapy.packet import Raw
+from support.packets import checksum, udp
 
 from espd.config.transforms import parse_transform
 from espd.dataplane import Dataplane, DropError
@@ -225,15 +226,6 @@ def espd_plain(tf: Tf, key: bytes, auth_key: bytes, esp_bytes: bytes, *, esn: in
     return sa.crypt_algo.decrypt(sa, esp, sa.crypt_key, icv, esn_en=esn_en, esn=esn)
 
 
-def rfc1071(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def ip_split(wire: bytes) -> tuple[int, int]:
     """(bytes of IP header(s) in front of ESP, the protocol after them), walking IPv6
     extension headers the way transport-mode ESP places itself (RFC 4303 3.1.1)."""
@@ -254,16 +246,16 @@ def ip_hdr_len(wire: bytes) -> int:
 def check_udp(geo: Geo, wire: bytes, sport: int = NATT, dport: int = NATT) -> None:
     """RFC 3948 UDP header: ports, length, zero checksum over IPv4, a valid one over IPv6."""
     off = ip_hdr_len(wire)
-    udp = wire[off:]
-    s, d, length, chk = struct.unpack("!HHHH", udp[:8])
+    dgram = wire[off:]
+    s, d, length, chk = struct.unpack("!HHHH", dgram[:8])
     assert (s, d) == (sport, dport)
-    assert length == len(udp)
+    assert length == len(dgram)
     if geo.outer == 4:
         assert chk == 0, "RFC 3948 2.1: the UDP checksum over IPv4 is sent as zero"
     else:
         assert chk != 0, "RFC 8200 8.1: a UDP checksum over IPv6 must not be zero"
-        pseudo = wire[8:40] + struct.pack("!IxxxB", len(udp), 17)
-        assert rfc1071(pseudo + udp) == 0, "UDP checksum over IPv6 does not verify"
+        pseudo = wire[8:40] + struct.pack("!IxxxB", len(dgram), 17)
+        assert checksum(pseudo + dgram) == 0, "UDP checksum over IPv6 does not verify"
         # and scapy, computing it from scratch, agrees
         p = IPv6(wire)
         want = p[UDP].chksum
@@ -514,7 +506,7 @@ def test_tunnel_outer_header(geo: Geo, ecn: int) -> None:
                 assert not h.flags.MF and h.frag == 0
                 assert h.ttl == 64 and h.proto == proto
                 assert (h.src, h.dst) == (LOCAL[4], PEER[4])
-                assert rfc1071(wire[:20]) == 0, "outer IPv4 header checksum"
+                assert checksum(wire[:20]) == 0, "outer IPv4 header checksum"
             else:
                 h = IPv6(wire)
                 assert h.version == 6
@@ -542,7 +534,7 @@ def test_transport_header(geo: Geo) -> None:
         for f in ("tos", "id", "flags", "frag", "ttl", "src", "dst"):
             assert getattr(b, f) == getattr(a, f), f
         assert b.proto == proto and b.len == len(wire)
-        assert rfc1071(wire[:20]) == 0
+        assert checksum(wire[:20]) == 0
     else:
         for f in ("tc", "fl", "hlim", "src", "dst"):
             assert getattr(b, f) == getattr(a, f), f
@@ -700,9 +692,9 @@ def _v6_udp_from_raw(wire: bytes) -> bytes:
     hdr = bytearray(wire[:hl])
     hdr[nh_off] = 17
     struct.pack_into("!H", hdr, 4, len(hdr) - 40 + 8 + len(esp))
-    udp = struct.pack("!HHHH", NATT, NATT, 8 + len(esp), 0) + esp
-    chk = rfc1071(bytes(hdr[8:40]) + struct.pack("!IxxxB", len(udp), 17) + udp) or 0xFFFF
-    return bytes(hdr) + udp[:6] + struct.pack("!H", chk) + udp[8:]
+    dgram = udp(NATT, NATT, esp)
+    chk = checksum(bytes(hdr[8:40]) + struct.pack("!IxxxB", len(dgram), 17) + dgram) or 0xFFFF
+    return bytes(hdr) + dgram[:6] + struct.pack("!H", chk) + dgram[8:]
 
 
 @pytest.mark.parametrize("encap", ["esp", "udp"])
@@ -786,4 +778,4 @@ def test_ecn_decap_rfc6040(geo: Geo, inner_ecn: int, outer_ecn: int) -> None:
     expected = bytes(ip_of(geo.inner, bytes(p)))
     assert got == expected
     if geo.inner == 4:
-        assert rfc1071(got[:20]) == 0, "inner IPv4 checksum after the ECN update"
+        assert checksum(got[:20]) == 0, "inner IPv4 checksum after the ECN update"

@@ -57,9 +57,9 @@ from espd.cli.demo.namespaces import (  # noqa: F401  (re-exported for the tests
 )
 from espd.cli.demo.traffic import (  # noqa: F401  (re-exported for the tests)
     PingResult,
-    internet_checksum,
     ping,
 )
+from support.packets import checksum
 
 PROTECTED = ("10.1.0.0/16", "10.2.0.0/16", "fd00:1::/64", "fd00:2::/64")
 _PROTECTED_NETS = [ipaddress.ip_network(n) for n in PROTECTED]
@@ -212,7 +212,7 @@ def wire_frames(data: bytes) -> list[bytes]:
             struct.pack_into("!H", hdr, 18, 8 + len(piece))
         else:
             struct.pack_into("!HH", hdr, 16, ip_len + 8 + len(piece), 0)
-            struct.pack_into("!H", hdr, 24, internet_checksum(bytes(hdr[14:14 + ip_len])))
+            struct.pack_into("!H", hdr, 24, checksum(bytes(hdr[14:14 + ip_len])))
         out.append(bytes(hdr) + piece)
     return out
 

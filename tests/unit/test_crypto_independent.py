@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from support.packets import checksum, ipv4, ipv6, udp
 
 from espd.dataplane import Dataplane
 
@@ -121,33 +122,6 @@ class Suite:
         return body + bytes(range(1, pad + 1)) + bytes([pad, nh])
 
 
-def csum(b: bytes, start: int = 0) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = start + sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def ipv4(src, dst, proto, payload, tos=0, df=False):
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(payload), 0x1234,
-                              0x4000 if df else 0, 64, proto, 0,
-                              ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
-    struct.pack_into("!H", h, 10, csum(bytes(h)))
-    return bytes(h) + payload
-
-
-def ipv6(src, dst, nh, payload):
-    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, 64,
-                       ipaddress.IPv6Address(src).packed,
-                       ipaddress.IPv6Address(dst).packed) + payload
-
-
-def udp(sport, dport, payload):
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
 def inner4(n=1, size=100):
     body = struct.pack("!I", n % M32) + os.urandom(size - 32)
     return ipv4("10.0.0.1", "10.1.0.1", 17, udp(1234, 80, body))
@@ -196,7 +170,7 @@ def test_espd_output_opens_independently(name, esn):
         # outer IPv4
         assert hdr[0] == 0x45 and hdr[9] == 50 and hdr[8] == 64
         assert struct.unpack("!H", hdr[2:4])[0] == len(pkt)
-        assert csum(hdr) == 0
+        assert checksum(hdr) == 0
         assert hdr[12:16] == ipaddress.IPv4Address(A4).packed
         assert hdr[16:20] == ipaddress.IPv4Address(B4).packed
         assert struct.unpack("!I", esp[:4])[0] == SPI
@@ -295,7 +269,7 @@ def test_espd_transport_and_udp_open_independently(name, family, encap):
             assert hdr[9 if family == 4 else 6] == 17
             if family == 6:  # RFC 768/8200: the checksum over the pseudo-header verifies
                 ph = hdr[8:40] + struct.pack("!IxxxB", 8 + len(esp), 17)
-                assert csum(ph + u + esp) == 0
+                assert checksum(ph + u + esp) == 0
         else:
             assert hdr[9 if family == 4 else 6] == 50
         pt = s.open(esp, 1, False)
@@ -358,7 +332,7 @@ def test_independent_transport_mode_accepted(name):
     esp = s.seal(SPI, 1, s.trailer(seg, 17), False)
     got = b.decap(ipv4(A4, B4, 50, esp))
     assert got[9] == 17 and got[20:] == seg
-    assert struct.unpack("!H", got[2:4])[0] == 20 + len(seg) and csum(got[:20]) == 0
+    assert struct.unpack("!H", got[2:4])[0] == 20 + len(seg) and checksum(got[:20]) == 0
     esp6 = s.seal(SPI, 1, s.trailer(seg, 17), False)
     a6, o6, b6, i6 = endpoints(s, mode="transport", family=6)
     got6 = b6.decap(ipv6(A6, B6, 50, esp6))

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from support.packets import checksum, ipv4
 
 from espd.config.transforms import TransformError, parse_transform
 from espd.dataplane import Dataplane, DataplaneError, DropError
@@ -116,21 +117,6 @@ def test_every_kat_file_is_listed_in_the_readme_and_names_its_source():
 # --- packets ------------------------------------------------------------------------
 
 
-def ip_checksum(hdr: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 0x1234,
-         ttl: int = 64, tos: int = 0) -> bytes:
-    """An IPv4 packet with a correct header checksum."""
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(payload), ident, 0, ttl, proto, 0,
-                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
-    return hdr[:10] + struct.pack("!H", ip_checksum(hdr)) + hdr[12:] + payload
-
-
 def reheader(hdr: bytes, *, total_len: int | None = None, proto: int | None = None) -> bytes:
     """A copy of an IPv4 header with a new total length and/or protocol, checksum redone."""
     h = bytearray(hdr)
@@ -139,7 +125,7 @@ def reheader(hdr: bytes, *, total_len: int | None = None, proto: int | None = No
     if proto is not None:
         h[9] = proto
     h[10:12] = b"\0\0"
-    h[10:12] = struct.pack("!H", ip_checksum(bytes(h)))
+    h[10:12] = struct.pack("!H", checksum(bytes(h)))
     return bytes(h)
 
 
@@ -393,7 +379,7 @@ def test_rfc7634_encap_matches_cryptography():
     out = dp.encap(sa, inner)
     hdr, esp = out[:20], out[20:]
     assert hdr[9] == PROTO_ESP and addr(hdr, 12) == LOCAL and addr(hdr, 16) == PEER
-    assert ip_checksum(hdr) == 0
+    assert checksum(hdr) == 0
     iv = struct.pack("!Q", p["seq"])  # espd's IV; the vector's is 1011121314151617
     assert esp[:8] == p["spi_bytes"] + p["seq_bytes"]
     assert esp[8:16] == iv
@@ -442,11 +428,11 @@ def test_rfc3602_esp_transcription_matches_cryptography(name):
         assert padding == val(c["padding"]) and len(padding) == num(c["pad_len"])
     if "esp_ip" in c:
         hdr = val(c["esp_ip"])
-        assert ip_checksum(hdr) == 0 and hdr[9] == PROTO_ESP
+        assert checksum(hdr) == 0 and hdr[9] == PROTO_ESP
         assert int.from_bytes(hdr[2:4], "big") == 20 + len(p["esp"])
     if "outer_ip" in c:  # the original packet's header: the ESP one minus ESP
         hdr = val(c["outer_ip"])
-        assert ip_checksum(hdr) == 0
+        assert checksum(hdr) == 0
         assert hdr == reheader(val(c["esp_ip"]), total_len=20 + len(payload),
                                proto=next_header)
 

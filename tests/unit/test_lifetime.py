@@ -8,11 +8,11 @@ direction, and nothing it refuses comes back in clear. Each event is raised once
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 
 import pytest
+from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.dataplane import Dataplane, DropError, Lifetime
 
@@ -21,23 +21,9 @@ T0 = 1_000 * SEC
 M32 = 1 << 32
 
 
-def csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def inner(n: int = 0, size: int = 100) -> bytes:
     payload = struct.pack("!I", n % M32) + bytes(size - 32)
-    udp = struct.pack("!HHHH", 1234, 80, 8 + len(payload), 0) + payload
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                              ipaddress.IPv4Address("10.0.0.1").packed,
-                              ipaddress.IPv4Address("10.1.0.1").packed))
-    struct.pack_into("!H", h, 10, csum(bytes(h)))
-    return bytes(h) + udp
+    return ipv4("10.0.0.1", "10.1.0.1", IPPROTO_UDP, udp(1234, 80, payload), ident=0)
 
 
 def pair(*, soft_out=None, hard_out=None, soft_in=None, hard_in=None, esn=False,

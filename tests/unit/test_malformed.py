@@ -7,7 +7,6 @@ plane's checks after authentication are reached.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 
@@ -15,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.packets import checksum, ipv4, ipv6, udp
 
 from espd.dataplane import Dataplane, DropError
 
@@ -33,35 +33,6 @@ TRANSFORMS = {  # name: (key bytes, auth key bytes, IV, ICV, block)
 # --- packet building ---------------------------------------------------------------
 
 
-def csum(b: bytes, start: int = 0) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = start + sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def ipv4(src: str, dst: str, proto: int, payload: bytes, *, flags_frag: int = 0,
-         options: bytes = b"", tos: int = 0) -> bytes:
-    ihl = 5 + len(options) // 4
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, tos, ihl * 4 + len(payload), 7,
-                              flags_frag, 64, proto, 0, ipaddress.IPv4Address(src).packed,
-                              ipaddress.IPv4Address(dst).packed) + options)
-    struct.pack_into("!H", h, 10, csum(bytes(h)))
-    return bytes(h) + payload
-
-
-def ipv6(src: str, dst: str, nh: int, payload: bytes) -> bytes:
-    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, 64,
-                       ipaddress.IPv6Address(src).packed,
-                       ipaddress.IPv6Address(dst).packed) + payload
-
-
-def udp(sport: int, dport: int, payload: bytes) -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
 def inner4(n: int = 1, size: int = 64, src: str = "10.0.0.1", dst: str = "10.1.0.1") -> bytes:
     return ipv4(src, dst, 17, udp(1234, 80, struct.pack("!I", n) + bytes(size - 32)))
 
@@ -77,7 +48,7 @@ def fix_len(pkt: bytes) -> bytes:
         hl = (q[0] & 15) * 4
         struct.pack_into("!H", q, 2, len(q))
         struct.pack_into("!H", q, 10, 0)
-        struct.pack_into("!H", q, 10, csum(bytes(q[:hl])))
+        struct.pack_into("!H", q, 10, checksum(bytes(q[:hl])))
         if q[9] == 17 and len(q) >= hl + 8:
             struct.pack_into("!H", q, hl + 4, len(q) - hl)
     else:
@@ -262,7 +233,7 @@ def test_bad_next_header_transport():
         assert drop_reason(b, crafted(key, seq, trailer(seg, nh))) == "bad_next_header"
     got = b.decap(crafted(key, 3, trailer(seg, 17)))
     assert got[9] == 17 and got[20:] == seg and len(got) == 20 + len(seg)
-    assert csum(got[:20]) == 0
+    assert checksum(got[:20]) == 0
 
 
 @pytest.mark.parametrize("mode", ["tunnel", "transport"])
@@ -298,7 +269,7 @@ def test_outer_ipv4_fragments(flags_frag):
     pkt = bytearray(a.encap(out, inner4()))
     struct.pack_into("!H", pkt, 6, flags_frag)
     struct.pack_into("!H", pkt, 10, 0)
-    struct.pack_into("!H", pkt, 10, csum(bytes(pkt[:20])))
+    struct.pack_into("!H", pkt, 10, checksum(bytes(pkt[:20])))
     assert drop_reason(b, bytes(pkt)) == "malformed"
     assert b.global_drops()["in"] == {"malformed": 1}
 
@@ -308,7 +279,7 @@ def test_outer_ipv4_df_is_not_a_fragment():
     pkt = bytearray(a.encap(out, inner4()))
     struct.pack_into("!H", pkt, 6, 0x4000)
     struct.pack_into("!H", pkt, 10, 0)
-    struct.pack_into("!H", pkt, 10, csum(bytes(pkt[:20])))
+    struct.pack_into("!H", pkt, 10, checksum(bytes(pkt[:20])))
     assert b.decap(bytes(pkt)) == inner4()
 
 

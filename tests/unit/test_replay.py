@@ -17,6 +17,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.dataplane import Dataplane, DataplaneError, DropError, Replay
 
@@ -348,22 +349,9 @@ def test_big_window_functional(window):
 # --- through the data plane (VPP's cases) ------------------------------------------
 
 
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def inner_packet(n: int = 0, size: int = 64) -> bytes:
     payload = struct.pack("!I", n) + bytes(size - 32)
-    udp = struct.pack("!HHHH", 1234, 80, 8 + len(payload), 0) + payload
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
-                              bytes([10, 0, 0, 1]), bytes([10, 1, 0, 1])))
-    struct.pack_into("!H", h, 10, _csum(bytes(h)))
-    return bytes(h) + udp
+    return ipv4("10.0.0.1", "10.1.0.1", IPPROTO_UDP, udp(1234, 80, payload), ident=n)
 
 
 def pair(window=64, esn=False, transform="esp-gcm 256", key=None):

@@ -19,6 +19,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.packets import ipv4, ipv6, tcp_syn, udp
 
 from espd.dataplane import Dataplane, DataplaneError, DropError, Rule
 
@@ -26,38 +27,23 @@ TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 A4, B4 = "192.0.2.1", "192.0.2.2"
 
 
-def csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def l4(proto: int, sport: int, dport: int, size: int = 20) -> bytes:
     if proto == TCP:
-        return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 1024, 0, 0) + bytes(size)
+        return tcp_syn(sport, dport, bytes(size))
     if proto == UDP:
-        return struct.pack("!HHHH", sport, dport, 8 + size, 0) + bytes(size)
+        return udp(sport, dport, bytes(size))
     return bytes([8, 0, 0, 0, 0, 1, 0, 1]) + bytes(size)  # echo request
 
 
 def ip4(src: str, dst: str, proto: int = UDP, sport: int = 1234, dport: int = 80,
         frag: int = 0) -> bytes:
-    body = l4(proto, sport, dport)
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, frag, 64, proto, 0,
-                              ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
-    struct.pack_into("!H", h, 10, csum(bytes(h)))
-    return bytes(h) + body
+    return ipv4(src, dst, proto, l4(proto, sport, dport), ident=1, flags_frag=frag)
 
 
 def ip6(src: str, dst: str, proto: int = UDP, sport: int = 1234, dport: int = 80,
         ext: bytes = b"", first_nh: int | None = None) -> bytes:
-    body = ext + l4(proto, sport, dport)
     nh = proto if first_nh is None else first_nh
-    return struct.pack("!IHBB16s16s", 6 << 28, len(body), nh, 64,
-                       ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed) + body
+    return ipv6(src, dst, nh, ext + l4(proto, sport, dport))
 
 
 def out_sa(dp: Dataplane, spi: int, *, key: bytes, policy: int = 0, family: int = 4):

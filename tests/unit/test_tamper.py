@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
+from support.packets import IPPROTO_UDP, checksum, ipv4, udp
 
 from espd.dataplane import Dataplane, DropError
 
@@ -35,22 +36,9 @@ TRANSFORMS = {
 }
 
 
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def inner_packet(n: int, size: int = 60) -> bytes:
     payload = struct.pack("!I", n % M32) + os.urandom(size - 32)
-    udp = struct.pack("!HHHH", 5000, 53, 8 + len(payload), 0) + payload
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
-                              bytes([10, 0, 0, 1]), bytes([10, 1, 0, 1])))
-    struct.pack_into("!H", h, 10, _csum(bytes(h)))
-    return bytes(h) + udp
+    return ipv4("10.0.0.1", "10.1.0.1", IPPROTO_UDP, udp(5000, 53, payload), ident=n)
 
 
 @dataclass
@@ -192,7 +180,7 @@ def test_truncated_icv_and_appended_bytes_rejected():
         q = bytearray(p)
         struct.pack_into("!H", q, 2, len(q))
         struct.pack_into("!H", q, 10, 0)
-        struct.pack_into("!H", q, 10, _csum(bytes(q[:20])))
+        struct.pack_into("!H", q, 10, checksum(bytes(q[:20])))
         return bytes(q)
 
     last_flipped = pkt[:-1] + bytes([pkt[-1] ^ 1])
