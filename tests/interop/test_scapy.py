@@ -34,6 +34,7 @@ from support.packets import checksum, udp
 
 from espd.config.transforms import parse_transform
 from espd.dataplane import Dataplane, DropError
+from espd.dataplane.testing import set_seq
 
 # --- the matrix ---------------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ def test_espd_encap_scapy_decrypt(tf: Tf, geo: Geo) -> None:
 
     # sequence numbers further out (the counter placed by the test hook)
     for start in (2**16 - 1, 2**31 - 1, 2**32 - 2):
-        dp.test_set_seq(out, start)
+        set_seq(out, start)
         inner = make_inner(geo, 77, toward_espd=False, ident=start % 1000)
         wire = dp.encap(out, inner)
         assert scapy_open(peer, geo, wire, spi=SPI_OUT, seq=start + 1) == inner
@@ -327,7 +328,7 @@ def test_esn_espd_encap_scapy_decrypt(tf: Tf, geo: Geo, start_hi: int) -> None:
     dp, out = espd_sa(tf, geo, "out", key, akey, esn=True)
     peer = scapy_sa(tf, geo, key, akey, toward_espd=False, esn_en=True)
     base = (start_hi << 32) + 2**32 - 2
-    dp.test_set_seq(out, base)
+    set_seq(out, base)
     ivs = set()
     for k, seq in enumerate(range(base + 1, base + 5)):
         inner = make_inner(geo, 40 + k, toward_espd=False, ident=k)
@@ -350,7 +351,7 @@ def test_esn_scapy_encrypt_espd_decap(tf: Tf, geo: Geo) -> None:
     key, akey = keys(tf, "esn-in")
     dp, sa_in = espd_sa(tf, geo, "in", key, akey, esn=True, replay_window=1024)
     peer = scapy_sa(tf, geo, key, akey, toward_espd=True, esn_en=True)
-    dp.test_set_seq(sa_in, 2**32 - 2)  # window top just below the boundary
+    set_seq(sa_in, 2**32 - 2)  # window top just below the boundary
 
     def send(seq: int, size: int = 33) -> tuple[bytes, bytes]:
         inner = make_inner(geo, size, toward_espd=True, ident=seq % 997)
@@ -376,7 +377,7 @@ def test_esn_scapy_encrypt_espd_decap(tf: Tf, geo: Geo) -> None:
     assert e.value.reason == "replay_dup"
 
     # far up: window top 7 * 2^32 + 10, the window spans the previous subspace
-    dp.test_set_seq(sa_in, 7 * 2**32 + 10)
+    set_seq(sa_in, 7 * 2**32 + 10)
     for seq in (7 * 2**32 - 5, 7 * 2**32 + 11, 7 * 2**32 + 2):
         inner, wire = send(seq)
         assert dp.decap(wire) == inner, f"seq {seq:#x}"
@@ -389,7 +390,7 @@ def test_no_esn_sequence_number_never_cycles(tf: Tf) -> None:
     key, akey = keys(tf)
     dp, out = espd_sa(tf, geo, "out", key, akey)
     peer = scapy_sa(tf, geo, key, akey, toward_espd=False)
-    dp.test_set_seq(out, 2**32 - 2)
+    set_seq(out, 2**32 - 2)
     inner = make_inner(geo, 10, toward_espd=False)
     assert scapy_open(peer, geo, dp.encap(out, inner), spi=SPI_OUT, seq=2**32 - 1) == inner
     with pytest.raises(DropError) as e:

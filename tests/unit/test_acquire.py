@@ -15,6 +15,7 @@ import struct
 import pytest
 
 from espd.dataplane import Dataplane, DropError, Rule
+from espd.dataplane.testing import set_clock
 
 SEC = 1_000_000_000
 T0 = 1_000 * SEC
@@ -44,7 +45,7 @@ def ip6(src: str, dst: str, proto: int = 17, sport: int = 1234, dport: int = 80)
 
 def dataplane() -> Dataplane:
     dp = Dataplane()
-    dp.set_clock(T0)
+    set_clock(dp, T0)
     dp.add_rule(Rule.from_prefixes("10.9.0.0/16", "10.8.0.0/16", action="discard"))
     dp.add_rule(Rule.from_prefixes("10.1.0.0/16", "10.2.0.0/16", policy=7))  # no SA yet
     dp.add_rule(Rule.from_prefixes("2001:db8:1::/48", "2001:db8:2::/48", policy=8))
@@ -71,7 +72,7 @@ def test_first_packet_raises_acquire_with_rule_and_selector() -> None:
         2, 8, 17, "2001:db8:1::5", "2001:db8:2::6", 500, 4500)
 
     assert dropped(dp, ip4("10.1.2.3", "10.2.3.4", 1)) == "no_sa"  # ICMP: no ports
-    dp.set_clock(T0 + 5 * SEC)
+    set_clock(dp, T0 + 5 * SEC)
     assert dropped(dp, ip4("10.1.2.3", "10.2.3.4", 1)) == "no_sa"
     (e,) = dp.events()
     assert (e.proto, e.sport, e.dport) == (1, 0, 0)
@@ -84,10 +85,10 @@ def test_rate_limit_is_per_rule_and_per_second() -> None:
     assert [e.kind for e in dp.events()] == ["acquire"]
     dropped(dp, ip6("2001:db8:1::1", "2001:db8:2::1"))  # another rule: its own limit
     assert [e.policy for e in dp.events()] == [8]
-    dp.set_clock(T0 + SEC - 1)
+    set_clock(dp, T0 + SEC - 1)
     dropped(dp, ip4("10.1.0.1", "10.2.0.1"))
     assert dp.events() == []
-    dp.set_clock(T0 + SEC)
+    set_clock(dp, T0 + SEC)
     dropped(dp, ip4("10.1.0.9", "10.2.0.9"))
     (e,) = dp.events()
     assert (e.policy, e.src) == (7, "10.1.0.9")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from support.packets import checksum, ipv4, ipv6, udp
 
 from espd.dataplane import Dataplane
+from espd.dataplane.testing import set_seq
 
 SPI = 0xC0DE1234
 M32 = 1 << 32
@@ -159,8 +160,8 @@ def test_espd_output_opens_independently(name, esn):
     a, out, b, inb = endpoints(s, esn=esn)
     start = M32 - 3 if esn else 0  # ESN: cross 2^32 so seq_hi is exercised both ways
     if start:
-        a.test_set_seq(out, start)
-        b.test_set_seq(inb, start)
+        set_seq(out, start)
+        set_seq(inb, start)
     ivs = set()
     for i, size in enumerate([40, 41, 42, 43, 44, 45, 46, 47, 100, 1400]):
         seq = start + i + 1
@@ -195,7 +196,7 @@ def test_aead_esn_aad_is_spi_seqhi_seqlo(name):
     s = Suite(name)
     a, out, b, inb = endpoints(s, esn=True)
     seq = 7 * M32 + 9
-    a.test_set_seq(out, seq - 1)
+    set_seq(out, seq - 1)
     inner = inner4()
     esp = split_outer(a.encap(out, inner), 4, "esp")[1]
     iv, body = esp[8:16], esp[16:]
@@ -211,7 +212,7 @@ def test_aead_esn_aad_is_spi_seqhi_seqlo(name):
 def test_hmac_esn_appends_seq_hi(name):
     s = Suite(name)
     a, out, b, inb = endpoints(s, esn=True)
-    a.test_set_seq(out, 5 * M32 + 2)
+    set_seq(out, 5 * M32 + 2)
     esp = split_outer(a.encap(out, inner4()), 4, "esp")[1]
     icv = esp[-s.icv_len:]
     assert s._mac(esp[:-s.icv_len] + struct.pack("!I", 5)) == icv
@@ -225,7 +226,7 @@ def test_iv_construction_documented_in_crypto_c(name):
     AES_K(seq || "espd-iv\\0") (NIST SP 800-38A appendix C: unpredictable and unique)."""
     s = Suite(name)
     a, out, b, inb = endpoints(s, esn=True)
-    a.test_set_seq(out, 3 * M32 + 41)
+    set_seq(out, 3 * M32 + 41)
     esp = split_outer(a.encap(out, inner4()), 4, "esp")[1]
     seq = 3 * M32 + 42
     if s.aead:
@@ -289,7 +290,7 @@ def test_independent_esp_accepted_by_espd(name, esn):
     a, out, b, inb = endpoints(s, esn=esn)
     base = 9 * M32 - 2 if esn else 0
     if esn:
-        b.test_set_seq(inb, base)
+        set_seq(inb, base)
     for i in range(1, 7):
         seq = base + i
         inner = inner4(seq, 60 + i) if i % 2 else inner6(seq, 90 + i)

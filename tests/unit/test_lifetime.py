@@ -15,6 +15,7 @@ import pytest
 from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.dataplane import Dataplane, DropError, Lifetime
+from espd.dataplane.testing import set_clock, set_seq, set_usage
 
 SEC = 1_000_000_000
 T0 = 1_000 * SEC
@@ -30,8 +31,8 @@ def pair(*, soft_out=None, hard_out=None, soft_in=None, hard_in=None, esn=False,
          transform="esp-gcm 256", mode="tunnel"):
     key = os.urandom(36)
     a, b = Dataplane(), Dataplane()
-    a.set_clock(T0)
-    b.set_clock(T0)
+    set_clock(a, T0)
+    set_clock(b, T0)
     out = a.add_sa(spi=0x1001, direction="out", transform=transform, key=key, mode=mode,
                    local="192.0.2.1", peer="192.0.2.2", soft=soft_out, hard=hard_out, esn=esn,
                    cookie=0xC0FFEE)
@@ -108,7 +109,7 @@ def test_hard_bytes_crossing_packet_passes():
 def test_hard_bytes_near_edge_with_set_usage():
     big = 10**12
     a, out, b, inb = pair(hard_out=Lifetime(bytes=big), soft_out=Lifetime(bytes=big - 1000))
-    a.test_set_usage(out, big - 1150, 10**6)
+    set_usage(out, big - 1150, 10**6)
     a.encap(out, inner(1, 100))  # big - 1050: below both
     assert kinds(a) == []
     a.encap(out, inner(2, 100))  # big - 950: soft
@@ -125,7 +126,7 @@ def test_hard_bytes_near_edge_with_set_usage():
 def test_hard_packets_near_edge_with_set_usage():
     a, out, b, inb = pair(hard_in=Lifetime(packets=2**40))
     pkts = [a.encap(out, inner(i)) for i in range(3)]
-    b.test_set_usage(inb, 0, 2**40 - 2)
+    set_usage(inb, 0, 2**40 - 2)
     assert b.decap(pkts[0]) == inner(0)
     assert kinds(b) == []
     assert b.decap(pkts[1]) == inner(1)
@@ -140,12 +141,12 @@ def test_hard_seconds(direction):
                           hard_in=lim if direction == "in" else None)
     dp, sa = (a, out) if direction == "out" else (b, inb)
     pkts = [a.encap(out, inner(i)) for i in range(2)]
-    dp.set_clock(T0 + 10 * SEC - 1)  # one nanosecond before: still good
+    set_clock(dp, T0 + 10 * SEC - 1)  # one nanosecond before: still good
     p2 = a.encap(out, inner(2))
     assert b.decap(pkts[0]) == inner(0)
     assert dp.stats(sa)["age_seconds"] == pytest.approx(10, abs=1e-6)
     assert kinds(dp) == []
-    dp.set_clock(T0 + 10 * SEC)
+    set_clock(dp, T0 + 10 * SEC)
     if direction == "out":
         assert refused(a.encap, out, inner(3)) == "sa_expired"
     else:
@@ -154,7 +155,7 @@ def test_hard_seconds(direction):
         assert b.stats(inb)["seq"] == 1
     evs = dp.events()
     assert [(e.kind, e.value) for e in evs] == [("hard_expired", 10)]
-    dp.set_clock(T0 + 1000 * SEC)
+    set_clock(dp, T0 + 1000 * SEC)
     if direction == "out":
         assert refused(a.encap, out, inner(4)) == "sa_expired"
     else:
@@ -166,12 +167,12 @@ def test_hard_seconds(direction):
 def test_clock_set_before_sa_creation_counts():
     """The SA's age starts at the clock reading when add_sa ran."""
     a = Dataplane()
-    a.set_clock(T0 + 500 * SEC)
+    set_clock(a, T0 + 500 * SEC)
     out = a.add_sa(spi=0x1001, direction="out", transform="esp-gcm 256", key=os.urandom(36),
                    local="192.0.2.1", peer="192.0.2.2", hard=Lifetime(seconds=60))
-    a.set_clock(T0 + 559 * SEC)
+    set_clock(a, T0 + 559 * SEC)
     a.encap(out, inner())
-    a.set_clock(T0 + 560 * SEC)
+    set_clock(a, T0 + 560 * SEC)
     assert refused(a.encap, out, inner()) == "sa_expired"
 
 
@@ -214,14 +215,14 @@ def test_soft_packets_once_traffic_continues():
 def test_soft_seconds_once():
     a, out, b, inb = pair(soft_out=Lifetime(seconds=30), hard_out=Lifetime(seconds=60))
     a.encap(out, inner())
-    a.set_clock(T0 + 30 * SEC)
+    set_clock(a, T0 + 30 * SEC)
     a.encap(out, inner())  # soft: the packet still goes
     assert [(e.kind, e.value) for e in a.events()] == [("soft_expired", 30)]
     for t in range(31, 60):
-        a.set_clock(T0 + t * SEC)
+        set_clock(a, T0 + t * SEC)
         a.encap(out, inner())
     assert kinds(a) == []
-    a.set_clock(T0 + 60 * SEC)
+    set_clock(a, T0 + 60 * SEC)
     assert refused(a.encap, out, inner()) == "sa_expired"
     assert kinds(a) == ["hard_expired"]
 
@@ -244,7 +245,7 @@ def test_both_limits_passed_while_idle():
     """Time-based expiry is noticed on the next packet; both events come, once each."""
     a, out, b, inb = pair(soft_out=Lifetime(seconds=10), hard_out=Lifetime(seconds=20))
     a.encap(out, inner())
-    a.set_clock(T0 + 3600 * SEC)
+    set_clock(a, T0 + 3600 * SEC)
     assert refused(a.encap, out, inner()) == "sa_expired"
     assert sorted(kinds(a)) == ["hard_expired", "soft_expired"]
     assert refused(a.encap, out, inner()) == "sa_expired"
@@ -292,7 +293,7 @@ def test_inbound_hard_bytes_limit_matches_outbound():
 
 def test_seq_cycled():
     a, out, b, inb = pair()
-    a.test_set_seq(out, M32 - 1)
+    set_seq(out, M32 - 1)
     assert refused(a.encap, out, inner()) == "seq_cycled"
     evs = a.events()
     assert [(e.kind, e.spi, e.direction, e.value) for e in evs] == [
@@ -308,8 +309,8 @@ def test_seq_cycled():
 
 def test_last_sequence_number_is_used_then_cycled():
     a, out, b, inb = pair()
-    a.test_set_seq(out, M32 - 3)
-    b.test_set_seq(inb, M32 - 10)
+    set_seq(out, M32 - 3)
+    set_seq(inb, M32 - 10)
     for i in range(2):  # seq 2^32 - 2 and 2^32 - 1
         p = a.encap(out, inner(i))
         assert struct.unpack("!I", p[24:28])[0] == M32 - 2 + i
@@ -321,8 +322,8 @@ def test_last_sequence_number_is_used_then_cycled():
 
 def test_esn_continues_past_2_32():
     a, out, b, inb = pair(esn=True)
-    a.test_set_seq(out, M32 - 3)
-    b.test_set_seq(inb, M32 - 10)
+    set_seq(out, M32 - 3)
+    set_seq(inb, M32 - 10)
     wire = []
     for i in range(6):  # 2^32-2, 2^32-1, 2^32, 2^32+1, ...
         p = a.encap(out, inner(i))
@@ -337,8 +338,8 @@ def test_esn_continues_past_2_32():
 def test_esn_seq_cycled_at_its_end():
     """With ESN the space ends at 2^64 - 1, which is still sent; then seq_cycled."""
     a, out, b, inb = pair(esn=True)
-    a.test_set_seq(out, (1 << 64) - 3)
-    b.test_set_seq(inb, (1 << 64) - 10)
+    set_seq(out, (1 << 64) - 3)
+    set_seq(inb, (1 << 64) - 10)
     for i in range(2):
         p = a.encap(out, inner(i))
         assert struct.unpack("!I", p[24:28])[0] == M32 - 2 + i
@@ -356,7 +357,7 @@ def test_huge_seconds_limit_is_not_an_instant_expiry(seconds):
     """A limit of more seconds than fit in 64-bit nanoseconds means 'practically never'
     (the config accepts lifetimes up to 2^64 - 1): the SA must not expire after 1 day."""
     a, out, b, inb = pair(hard_out=Lifetime(seconds=seconds), soft_out=Lifetime(seconds=seconds))
-    a.set_clock(T0 + 86_400 * SEC)
+    set_clock(a, T0 + 86_400 * SEC)
     a.encap(out, inner())
     assert kinds(a) == []
     assert not a.stats(out)["hard_expired"]

@@ -23,6 +23,7 @@ import pytest
 from support.packets import IPPROTO_UDP, checksum, ipv4, udp
 
 from espd.dataplane import Dataplane, DropError
+from espd.dataplane.testing import set_seq
 
 M32 = 1 << 32
 WINDOW = 64
@@ -80,8 +81,8 @@ def setup(transform: str, esn: bool, base: int, size: int):
                    local="192.0.2.1", peer="192.0.2.2", esn=esn)
     inb = b.add_sa(spi=0x1001, direction="in", transform=transform, key=key, auth_key=auth,
                    local="192.0.2.2", peer="192.0.2.1", esn=esn, replay_window=WINDOW)
-    a.test_set_seq(out, base)
-    b.test_set_seq(inb, base)  # an empty window with its top at base
+    set_seq(out, base)
+    set_seq(inb, base)  # an empty window with its top at base
     inners = {base + i: inner_packet(base + i, size) for i in range(1, 41)}
     sealed = {s: a.encap(out, p) for s, p in inners.items()}
     for s in sealed:

@@ -2,14 +2,15 @@
 side fixes) is the only code that touches ffi.
 
 ``from espd.dataplane import Dataplane, DropError`` is the way in; everything above speaks
-in SAs, rules and bytes.
+in SAs, rules and bytes. Test hooks (a frozen clock, sequence numbers set from outside, the
+replay window alone) are fenced off in ``espd.dataplane.testing``.
 """
 
 from typing import Any
 
 _EXPORTS = (
     "DROP_HELP", "DROP_REASONS", "EVENT_KINDS", "HEADROOM", "SA", "TAILROOM", "Dataplane",
-    "DataplaneError", "DropError", "Event", "Lifetime", "PuntedDatagram", "Replay", "Rule",
+    "DataplaneError", "DropError", "Event", "Lifetime", "PuntedDatagram", "Rule",
 )
 
 

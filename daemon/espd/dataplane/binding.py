@@ -582,22 +582,6 @@ class Dataplane:
     def crypto_features() -> str:
         return ffi.string(lib.espdp_crypto_features()).decode().strip()
 
-    # --- test hooks: NOT for the daemon (native/espdp.h, "Test hooks") -------------------
-    # They put state where a test needs it: the clock, sequence numbers, lifetime usage.
-
-    def set_clock(self, now_ns: int | None) -> None:
-        """Test hook: freeze the data plane's clock at now_ns; None returns to the real one."""
-        lib.espdp_set_clock(self._dp, -1 if now_ns is None else now_ns)
-
-    def test_set_seq(self, sa: SA, seq: int) -> None:
-        """Test hook: outbound, the last sequence number used; inbound, an empty window
-        with its top at seq."""
-        lib.espdp_sa_test_set_seq(sa._handle, seq)
-
-    def test_set_usage(self, sa: SA, bytes_: int, packets: int) -> None:
-        """Test hook: the lifetime usage counted so far."""
-        lib.espdp_sa_test_set_usage(sa._handle, bytes_, packets)
-
 
 def _handle(sa: SA | None):
     return sa._handle if sa is not None else ffi.NULL
@@ -628,27 +612,3 @@ def _one(results: list[bytes | DropError]) -> bytes:
     if isinstance(result, DropError):
         raise result
     return result
-
-
-class Replay:
-    """A standalone anti-replay window (for property tests of the C implementation)."""
-
-    def __init__(self, window: int, esn: bool = False) -> None:
-        r = lib.espdp_replay_new(window, int(esn))
-        if r == ffi.NULL:
-            raise DataplaneError(f"replay window {window} is out of range")
-        self._r = ffi.gc(r, lib.espdp_replay_free)
-        self._seq = ffi.new("uint64_t *")
-
-    def check(self, seql: int) -> tuple[str | None, int]:
-        """(None or the drop reason, the inferred 64-bit sequence number)."""
-        r = lib.espdp_replay_check(self._r, seql, self._seq)
-        return (DROP_REASONS[r] if r else None), self._seq[0]
-
-    def advance(self, seq: int) -> str | None:
-        r = lib.espdp_replay_advance(self._r, seq)
-        return DROP_REASONS[r] if r else None
-
-    @property
-    def top(self) -> int:
-        return lib.espdp_replay_top(self._r)
