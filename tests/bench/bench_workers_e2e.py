@@ -79,8 +79,8 @@ for _path in (REPO / "daemon", REPO / "tests"):  # espd.ops.control; tests/suppo
         sys.path.append(str(_path))
 
 from support.netns import (  # noqa: E402
-    Daemon,
-    DaemonError,
+    EspdProcess,
+    EspdProcessError,
     NetnsError,
     add_netns,
     delete_netns,
@@ -475,7 +475,7 @@ class Espd:
         with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
             f.write(espd_config(workers, mode, self.sock, os.path.join(d, "state"), gw.peers))
         self.gw, self.workers = gw, workers
-        self.daemon = Daemon(gw.ns, path, self.sock, os.path.join(d, "espd.log"), name,
+        self.daemon = EspdProcess(gw.ns, path, self.sock, os.path.join(d, "espd.log"), name,
                              command=[espd_python(), "-m", "espd", "run"])
         self.packets = packets
         self.stopped = False
@@ -488,7 +488,7 @@ class Espd:
         self.daemon.start()
         try:
             self.daemon.wait_ready(30)
-        except DaemonError as e:
+        except EspdProcessError as e:
             raise BenchError(str(e)) from e
         # the TUN ring of every queue must hold the whole burst (workers=1: one queue)
         qlen = min(max(self.packets + 1024, 1000), MAX_TXQUEUELEN)
@@ -805,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted):
         log("interrupted; cleaning up")
         status = 130
-    except (BenchError, DaemonError, NetnsError, OSError, control.ControlError) as e:
+    except (BenchError, EspdProcessError, NetnsError, OSError, control.ControlError) as e:
         log(f"error: {e}")
         status = 1
     finally:

@@ -56,18 +56,18 @@ def variant(text: str, encapsulation: str = "esp", lifetime: str | None = None) 
 class Tunnel:
     topo: netns.Topology
     workdir: Path
-    gw_a: netns.Daemon
-    gw_b: netns.Daemon
+    gw_a: netns.EspdProcess
+    gw_b: netns.EspdProcess
     metrics_port: int
     kind: str
     encapsulation: str
     started: float = 0.0
 
     @property
-    def daemons(self) -> tuple[netns.Daemon, netns.Daemon]:
+    def daemons(self) -> tuple[netns.EspdProcess, netns.EspdProcess]:
         return self.gw_a, self.gw_b
 
-    def keys(self, daemon: netns.Daemon) -> dict[int, tuple[str, bytes]]:
+    def keys(self, daemon: netns.EspdProcess) -> dict[int, tuple[str, bytes]]:
         """SPI -> (direction, key) as ``daemon``'s config file says (the key incl. salt)."""
         loaded = load_config(daemon.config)
         out = {}
@@ -96,7 +96,7 @@ def _start(topo: netns.Topology, workdir: Path, kind: str, encapsulation: str,
         if extra and "user" in extra:  # a daemon that drops root must still read these
             workdir.chmod(0o755)
             path.chmod(0o644)
-        daemons.append(netns.Daemon(ns, str(path), sock, str(workdir / f"{name}.log"), name,
+        daemons.append(netns.EspdProcess(ns, str(path), sock, str(workdir / f"{name}.log"), name,
                                     command))
     tunnel = Tunnel(topo, workdir, daemons[0], daemons[1], port, kind, encapsulation)
     tunnel.started = time.monotonic()
@@ -110,7 +110,7 @@ def _start(topo: netns.Topology, workdir: Path, kind: str, encapsulation: str,
 @pytest.fixture
 def make_tunnel(netns_ok):
     """make_tunnel(kind="toml"|"ios", encapsulation="esp"|"udp", lifetime=None) -> Tunnel."""
-    made: list[tuple[netns.Topology, list[netns.Daemon], Path]] = []
+    made: list[tuple[netns.Topology, list[netns.EspdProcess], Path]] = []
 
     def make(kind: str = "toml", encapsulation: str = "esp",
              lifetime: str | None = None, extra: dict | None = None) -> Tunnel:

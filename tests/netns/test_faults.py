@@ -122,17 +122,17 @@ def wait_until(what: str, predicate, timeout: float = 5.0, daemon=None):
                          (f"; {daemon.name} log:\n{daemon.log()}" if daemon else ""))
 
 
-def alive(daemon: netns.Daemon) -> None:
+def alive(daemon: netns.EspdProcess) -> None:
     assert daemon.proc is not None and daemon.proc.poll() is None, \
         f"{daemon.name} exited ({daemon.proc.returncode}); log:\n{daemon.log()}"
 
 
-def out_sa(daemon: netns.Daemon, seq: int = 10) -> dict:
+def out_sa(daemon: netns.EspdProcess, seq: int = 10) -> dict:
     (sa,) = [s for s in daemon.state()["sas"] if s["seq"] == seq and s["direction"] == "out"]
     return sa
 
 
-def in_sa(daemon: netns.Daemon, seq: int = 10) -> dict:
+def in_sa(daemon: netns.EspdProcess, seq: int = 10) -> dict:
     (sa,) = [s for s in daemon.state()["sas"] if s["seq"] == seq and s["direction"] == "in"]
     return sa
 
@@ -147,7 +147,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def reload_and_wait(daemon: netns.Daemon, key: str) -> dict:
+def reload_and_wait(daemon: netns.EspdProcess, key: str) -> dict:
     before = daemon.state()["reloads"]
     daemon.reload()
     state = wait_until(f"{daemon.name}: a reload {key}",

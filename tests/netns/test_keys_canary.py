@@ -46,7 +46,7 @@ from support.netns import HOST_A4, HOST_A6, HOST_B4, HOST_B6, UdpFlow, udp_excha
 from espd.config.load import load as load_config
 from espd.config.model import ConfigError
 from espd.dataplane import SA, Dataplane
-from espd.dataplane import Lifetime as DpLifetime
+from espd.dataplane import Lifetime as SaLifetime
 from espd.ops import control
 from espd.policy.plan import build_plan, describe_changes
 
@@ -223,17 +223,17 @@ _counter = itertools.count(1)
 class CanaryTunnel:
     topo: netns.Topology
     workdir: Path
-    gw_a: netns.Daemon
-    gw_b: netns.Daemon
+    gw_a: netns.EspdProcess
+    gw_b: netns.EspdProcess
     port: int
     settings: dict[str, dict[str, str]] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)  # whole logs, once stopped
 
     @property
-    def daemons(self) -> tuple[netns.Daemon, netns.Daemon]:
+    def daemons(self) -> tuple[netns.EspdProcess, netns.EspdProcess]:
         return self.gw_a, self.gw_b
 
-    def write(self, daemon: netns.Daemon, **options) -> None:
+    def write(self, daemon: netns.EspdProcess, **options) -> None:
         side = SIDE_A if daemon is self.gw_a else SIDE_B
         text = gateway_toml(side, self.workdir, self.settings[daemon.name], **options)
         tmp = Path(daemon.config).with_suffix(".tmp")
@@ -251,14 +251,14 @@ def canary_tunnel(v6_lifetime: int | None = None) -> Iterator[CanaryTunnel]:
     topo = netns.Topology(tag=f"espd-{os.getpid()}-k{next(_counter)}")
     workdir = Path(tempfile.mkdtemp(prefix="espd-keys-"))
     port = 20000 + (os.getpid() * 11 + next(_counter)) % 20000
-    daemons: list[netns.Daemon] = []
+    daemons: list[netns.EspdProcess] = []
     problems = []
     tunnel = None
     try:
         topo.create()
         for name, ns in (("gwA", topo.gw_a), ("gwB", topo.gw_b)):
             sock = str(workdir / f"{name}.sock")
-            daemons.append(netns.Daemon(ns, str(workdir / f"{name}.toml"), sock,
+            daemons.append(netns.EspdProcess(ns, str(workdir / f"{name}.toml"), sock,
                                         str(workdir / f"{name}.log"), name, command))
         tunnel = CanaryTunnel(topo, workdir, daemons[0], daemons[1], port)
         for daemon in daemons:
@@ -323,14 +323,14 @@ def raw_request(sock: str, command: str, **args) -> str:
     return data.decode()
 
 
-def wait_reloads(daemon: netns.Daemon, key: str, before: int, timeout: float = 15) -> None:
+def wait_reloads(daemon: netns.EspdProcess, key: str, before: int, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while daemon.state()["reloads"][key] <= before:
         assert time.monotonic() < deadline, f"{daemon.name}: no {key} reload; {daemon.log()}"
         time.sleep(0.05)
 
 
-def wait_log(daemon: netns.Daemon, pattern: str, timeout: float, poke) -> None:
+def wait_log(daemon: netns.EspdProcess, pattern: str, timeout: float, poke) -> None:
     """Wait for ``pattern`` in the log, calling ``poke`` meanwhile (lifetimes are checked
     when an SA is used)."""
     deadline = time.monotonic() + timeout
@@ -466,7 +466,7 @@ def test_repr_and_str_of_every_object_built_from_canary_keys(tmp_path):
                           hard=spec.hard, policy=spec.policy, cookie=1)
         assert isinstance(sa, SA)
         texts += [repr(sa), str(sa), f"{sa}", repr(vars(sa)) if hasattr(sa, "__dict__") else ""]
-    texts.append(repr(DpLifetime(1, 2, 3)))
+    texts.append(repr(SaLifetime(1, 2, 3)))
     found = {text[:60]: hits for text in texts if (hits := leaks(text))}
     assert not found, found
 

@@ -18,7 +18,7 @@ from espd.keying.sequence_store import RESERVE_BLOCK
 pytestmark = pytest.mark.netns
 
 
-def _out_spis(daemon: netns.Daemon) -> set[int]:
+def _out_spis(daemon: netns.EspdProcess) -> set[int]:
     return {sa["spi"] for sa in daemon.state()["sas"] if sa["direction"] == "out"}
 
 

@@ -123,7 +123,7 @@ def _bursts(topo, dst: str, port: int, count: int = 3000, burst: int = 20) -> in
         tx.close()
 
 
-def _io(daemon: netns.Daemon) -> dict[str, int]:
+def _io(daemon: netns.EspdProcess) -> dict[str, int]:
     return daemon.state()["io"]
 
 
@@ -150,7 +150,7 @@ def test_udp_encapsulation_sends_gso_runs_and_receives_gro_aggregates(make_tunne
 
 # -- reloads under traffic --------------------------------------------------------------------
 
-def _wait_reload(daemon: netns.Daemon, key: str, before: int, timeout: float = 10) -> dict:
+def _wait_reload(daemon: netns.EspdProcess, key: str, before: int, timeout: float = 10) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = daemon.state()
@@ -167,7 +167,7 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _counters(daemon: netns.Daemon) -> dict[tuple, int]:
+def _counters(daemon: netns.EspdProcess) -> dict[tuple, int]:
     return {(sa["seq"], sa["direction"]): sa["packets"] for sa in daemon.state()["sas"]}
 
 

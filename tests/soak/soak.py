@@ -410,7 +410,7 @@ def write_atomically(path: Path, text: str) -> None:
 # -- the gateways -----------------------------------------------------------------------------
 
 @dataclass
-class Lifetime:
+class ProcessHistory:
     """One process of one gateway: its RSS samples and how it ended."""
 
     pid: int
@@ -422,7 +422,7 @@ class Lifetime:
 @dataclass
 class Gateway:
     side: str
-    daemon: netns.Daemon
+    daemon: netns.EspdProcess
     path: Path
     settings: dict
     extra_acl: bool = False
@@ -431,7 +431,7 @@ class Gateway:
     reloads_ok: int = 0  # finished processes, summed
     reloads_failed: int = 0
     reloads_sent_total: int = 0
-    lifetimes: list[Lifetime] = field(default_factory=list)
+    lifetimes: list[ProcessHistory] = field(default_factory=list)
     last_state: dict | None = None
 
     def write(self) -> None:
@@ -518,7 +518,7 @@ class Soak:
             if self.args.offload != "default":
                 settings["offload"] = TomlLiteral(str(self.args.offload == "on").lower())
             path = self.workdir / f"{name}.toml"
-            daemon = netns.Daemon(ns, str(path), settings["control_socket"],
+            daemon = netns.EspdProcess(ns, str(path), settings["control_socket"],
                                   str(self.workdir / f"{name}.log"), name, command)
             gateway = Gateway(side, daemon, path, settings)
             gateway.write()
@@ -531,7 +531,7 @@ class Soak:
         gateway.daemon.start()
         gateway.last_state = gateway.daemon.wait_ready(timeout=30)
         gateway.reloads_sent = 0
-        gateway.lifetimes.append(Lifetime(gateway.daemon.pid, self.now()))
+        gateway.lifetimes.append(ProcessHistory(gateway.daemon.pid, self.now()))
 
     def teardown(self) -> None:
         for flow in self.flows:
@@ -885,7 +885,7 @@ class Soak:
         return report
 
 
-def rss_summary(life: Lifetime, warmup: float) -> dict:
+def rss_summary(life: ProcessHistory, warmup: float) -> dict:
     samples = life.rss
     out: dict = {"pid": life.pid, "started_s": round(life.started, 1), "ended": life.ended or
                  "end of run", "samples": len(samples)}

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from espd.cli.demo.gateway import (  # noqa: F401  (re-exported for the tests)
-    Daemon,
-    DaemonError,
+    EspdProcess,
+    EspdProcessError,
     state_of,
     toml_string,
     with_daemon_settings,

@@ -59,7 +59,7 @@ transforms = ["esp-3des", "esp-md5-hmac"]
 """
 
 
-class Daemon:
+class StandInDaemon:
     """A real control server standing in for espd; records the requests it answered."""
 
     def __init__(self, path: str, reload_problems: list[Problem] | None = None) -> None:
@@ -85,8 +85,8 @@ def sock(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def daemon(sock: str) -> Iterator[Daemon]:
-    d = Daemon(sock)
+def daemon(sock: str) -> Iterator[StandInDaemon]:
+    d = StandInDaemon(sock)
     d.server.start()
     yield d
     d.server.stop()
@@ -146,7 +146,7 @@ def test_check_prints_warnings_with_their_line(
 
 
 def test_check_shows_what_a_reload_of_the_running_daemon_would_change(
-        daemon: Daemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        daemon: StandInDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(EXAMPLE.parent)
     assert cli.main(["check", "-c", EXAMPLE.name, "--socket", daemon.path]) == 0
@@ -157,7 +157,7 @@ def test_check_shows_what_a_reload_of_the_running_daemon_would_change(
 
 
 def test_check_finds_the_daemon_through_the_config_control_socket(
-        tmp_path: Path, daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, daemon: StandInDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     path = _config_with_socket(tmp_path, daemon.path)
     assert cli.main(["check", "-c", str(path)]) == 0
     assert "a reload would make 1 change:" in capsys.readouterr().out
@@ -180,7 +180,7 @@ def test_client_commands_exit_2_when_the_daemon_is_not_running(
 
 
 def test_client_commands_find_the_socket_through_the_config(
-        tmp_path: Path, daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, daemon: StandInDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     path = _config_with_socket(tmp_path, daemon.path)
     assert cli.main(["show", "sa", "-c", str(path)]) == 0
     out = capsys.readouterr().out
@@ -190,7 +190,7 @@ def test_client_commands_find_the_socket_through_the_config(
     assert daemon.requests == [{"command": "show_sa"}]
 
 
-def test_show_sa_json_prints_the_sa_list(daemon: Daemon,
+def test_show_sa_json_prints_the_sa_list(daemon: StandInDaemon,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["show", "sa", "--json", "--socket", daemon.path]) == 0
     assert json.loads(capsys.readouterr().out) == [SA]
@@ -202,13 +202,14 @@ def test_show_sa_json_prints_the_sa_list(daemon: Daemon,
     (["stats"], "espd 0.1.0, up 0:00:12, config /etc/espd/espd.toml"),
 ])
 def test_show_map_acl_and_stats_print_the_daemon_text(
-        command: list[str], first_line: str, daemon: Daemon,
+        command: list[str], first_line: str, daemon: StandInDaemon,
         capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*command, "--socket", daemon.path]) == 0
     assert capsys.readouterr().out.splitlines()[0] == first_line
 
 
-def test_reload_prints_the_changes(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reload_prints_the_changes(daemon: StandInDaemon,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["reload", "--socket", daemon.path]) == 0
     assert capsys.readouterr().out == (
         "reloaded: 1 change\n  replace crypto map armadillo 10 in SPI 0x00001000 (new key; "
@@ -217,7 +218,7 @@ def test_reload_prints_the_changes(daemon: Daemon, capsys: pytest.CaptureFixture
 
 def test_a_failed_reload_prints_every_problem_and_exits_1(
         sock: str, capsys: pytest.CaptureFixture[str]) -> None:
-    d = Daemon(sock, [Problem(Location("/etc/espd/espd.toml", 8), "esp-3des: refused")])
+    d = StandInDaemon(sock, [Problem(Location("/etc/espd/espd.toml", 8), "esp-3des: refused")])
     d.server.start()
     try:
         assert cli.main(["reload", "--socket", sock]) == 1
@@ -231,7 +232,7 @@ def test_a_failed_reload_prints_every_problem_and_exits_1(
 
 
 def test_client_output_never_carries_key_material(
-        daemon: Daemon, capsys: pytest.CaptureFixture[str],
+        daemon: StandInDaemon, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(SA, "key", CANARY)
     for command in (["show", "sa"], ["show", "sa", "--json"], ["show", "map"], ["show", "acl"],

@@ -28,9 +28,9 @@ from espd.config.model import (
     ConfigError,
     CryptoMapEntry,
     IPAddress,
-    Lifetime,
     Location,
     ManualKey,
+    MapLifetime,
     Problem,
     Settings,
     TransformSet,
@@ -481,7 +481,7 @@ class _Importer:
         local = self.local(entry, settings) if entry.peer else None
         if entry.broken or len(self.problems) != before or local is None or entry.peer is None:
             return None
-        default = Lifetime()
+        default = MapLifetime()
         manual = entry.keying == "manual"
         return CryptoMapEntry(
             map_name=entry.name, seq=entry.seq, peer=entry.peer[0], local=local,
@@ -489,7 +489,7 @@ class _Importer:
             inbound=entry.keys["inbound"][0] if manual else None,
             outbound=entry.keys["outbound"][0] if manual else None,
             replay_window=entry.replay_window,
-            lifetime=Lifetime(entry.seconds or default.seconds,
+            lifetime=MapLifetime(entry.seconds or default.seconds,
                               entry.kilobytes or default.kilobytes),
             keying=entry.keying, encapsulation="esp" if manual else "auto",
             more_peers=tuple(entry.more_peers),

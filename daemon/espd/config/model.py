@@ -155,7 +155,10 @@ class TransformSet:
 
 
 @dataclass(frozen=True)
-class Lifetime:
+class MapLifetime:
+    """A crypto map entry's configured SA lifetime (IOS units); the plan turns it into the
+    data plane's soft and hard ``espd.dataplane.Lifetime`` limits."""
+
     seconds: int = DEFAULT_LIFETIME_SECONDS
     kilobytes: int = DEFAULT_LIFETIME_KILOBYTES
     packets: int = 0  # 0: no limit in packets
@@ -194,7 +197,7 @@ class CryptoMapEntry:
     encapsulation: str = "esp"  # "esp" (IP 50) | "udp" (UDP 4500, RFC 3948) | "auto" (IKE)
     replay_window: int = DEFAULT_REPLAY_WINDOW  # 0 disables anti-replay
     esn: bool = False
-    lifetime: Lifetime = Lifetime()
+    lifetime: MapLifetime = MapLifetime()
     keying: str = "manual"  # "manual" | "ike"
     more_peers: tuple[IPAddress, ...] = ()
     more_transform_sets: tuple[str, ...] = ()

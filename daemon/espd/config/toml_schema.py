@@ -23,9 +23,9 @@ from espd.config.model import (
     ConfigError,
     CryptoMapEntry,
     IPAddress,
-    Lifetime,
     Location,
     ManualKey,
+    MapLifetime,
     Problem,
     Settings,
     TransformSet,
@@ -417,10 +417,10 @@ class SchemaLoader(IkeSchema):
         values = [read({many: item}, path + (many,)) for item in items]
         return None if any(v is None for v in values) else values
 
-    def lifetime(self, raw: dict[str, Any], path: Path) -> Lifetime | None:
+    def lifetime(self, raw: dict[str, Any], path: Path) -> MapLifetime | None:
         table = self.table(raw, path)
         self.keys(table, path, _KNOWN["lifetime"])
-        default = Lifetime()
+        default = MapLifetime()
         seconds = self.integer(table, path + ("seconds",), 1, LIFETIME_MAX, "3600",
                                default.seconds)
         kilobytes = self.integer(table, path + ("kilobytes",), 1, LIFETIME_MAX, "4608000",
@@ -429,7 +429,7 @@ class SchemaLoader(IkeSchema):
                                default.packets)
         if seconds is None or kilobytes is None or packets is None:
             return None
-        return Lifetime(seconds, kilobytes, packets)
+        return MapLifetime(seconds, kilobytes, packets)
 
     def manual_key(self, raw: dict[str, Any], path: Path, transform: Transform | None,
                    entry: str, example_spi: int) -> ManualKey | None:

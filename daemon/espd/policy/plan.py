@@ -27,13 +27,12 @@ from espd.config.model import (
     AddressMatch,
     Config,
     CryptoMapEntry,
-    Lifetime,
     ManualKey,
+    MapLifetime,
     PortRange,
     wipe,
 )
-from espd.dataplane import Lifetime as DpLifetime
-from espd.dataplane import Rule
+from espd.dataplane import Lifetime, Rule
 
 # Keys are compared across reloads through this process-local keyed hash, never stored twice.
 _FINGERPRINT_KEY = os.urandom(32)
@@ -55,8 +54,8 @@ class SaSpec:
     encap: str
     replay_window: int
     esn: bool
-    hard: DpLifetime
-    soft: DpLifetime
+    hard: Lifetime
+    soft: Lifetime
     policy: int
     # equality covers every field but the raw keys; the fingerprint stands in for them
     key: bytes | bytearray = field(repr=False, compare=False)
@@ -100,18 +99,18 @@ def _fingerprint(key: ManualKey) -> str:
     return fingerprint_keys(key.key, key.auth_key)
 
 
-def _lifetimes(entry: CryptoMapEntry) -> tuple[DpLifetime, DpLifetime]:
+def _lifetimes(entry: CryptoMapEntry) -> tuple[Lifetime, Lifetime]:
     """(hard, soft) limits. A manually keyed SA cannot be rekeyed by espd, so each IOS
     default (3600 s, 4608000 KB; IOS itself ignores lifetimes on manual SAs) only raises
     the soft warning; a value that differs from the default is enforced as a hard limit.
     (A value written equal to the default is indistinguishable from it: it warns.)"""
-    default = Lifetime()
+    default = MapLifetime()
     seconds, kilobytes = entry.lifetime.seconds, entry.lifetime.kilobytes
-    soft = DpLifetime(
+    soft = Lifetime(
         seconds=int(seconds * SOFT_LIFETIME_FRACTION),
         bytes=min(int(kilobytes * 1024 * SOFT_LIFETIME_FRACTION), 2**64 - 1),
     )
-    hard = DpLifetime(
+    hard = Lifetime(
         seconds=seconds if seconds != default.seconds else 0,
         bytes=min(kilobytes * 1024, 2**64 - 1) if kilobytes != default.kilobytes else 0,
     )

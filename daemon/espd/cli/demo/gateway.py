@@ -50,19 +50,19 @@ def with_daemon_settings(text: str, **settings: str | int) -> str:
 
 # -- the daemon ------------------------------------------------------------------------------
 
-class DaemonError(RuntimeError):
+class EspdProcessError(RuntimeError):
     pass
 
 
 def state_of(answer: dict) -> dict:
     """The state dict from a control-socket answer to "state" ({"state": ...} or flat)."""
     if answer.get("ok") is False:
-        raise DaemonError(f"espd refused 'state': {answer.get('error')}")
+        raise EspdProcessError(f"espd refused 'state': {answer.get('error')}")
     state = answer.get("state")
     return state if isinstance(state, dict) else answer
 
 
-class Daemon:
+class EspdProcess:
     """One ``espd run`` in a namespace, started and stopped by its pid."""
 
     def __init__(self, ns: str, config: str, control_socket: str, log_path: str,
@@ -104,7 +104,7 @@ class Daemon:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise DaemonError(f"{self.name} (pid {self.pid}) exited with status "
+                raise EspdProcessError(f"{self.name} (pid {self.pid}) exited with status "
                                   f"{self.proc.returncode} before it was ready; its log:\n"
                                   f"{self.log()}")
             if os.path.exists(self.control_socket):
@@ -113,7 +113,7 @@ class Daemon:
                 except Exception as e:  # not listening yet
                     last = e
             time.sleep(0.1)
-        raise DaemonError(f"{self.name} (pid {self.pid}) did not answer on "
+        raise EspdProcessError(f"{self.name} (pid {self.pid}) did not answer on "
                           f"{self.control_socket} within {timeout:.0f} s"
                           f"{f' (last error: {last})' if last else ''}; its log:\n{self.log()}")
 

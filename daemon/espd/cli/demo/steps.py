@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from espd.cli.demo import namespaces
-from espd.cli.demo.gateway import Daemon, DaemonError, with_daemon_settings
+from espd.cli.demo.gateway import EspdProcess, EspdProcessError, with_daemon_settings
 from espd.cli.demo.namespaces import Topology
 
 STEPS = 6
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] = ()) -> int:
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     topology = Topology(ipv6=not args.no_ipv6)
     workdir = Path(tempfile.mkdtemp(prefix="espd-demo-"))
-    daemons: list[Daemon] = []
+    daemons: list[EspdProcess] = []
     passed = False
     try:
         step(1, f"creating namespaces {', '.join(topology.namespaces)}...")
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] = ()) -> int:
             config = workdir / f"{name}.toml"
             write_config(template, config, interface="espd0", control_socket=sock,
                          metrics=f"127.0.0.1:{port}", state_dir=str(workdir / f"{name}-state"))
-            daemons.append(Daemon(ns, str(config), sock, str(workdir / f"{name}.log"), name))
+            daemons.append(EspdProcess(ns, str(config), sock, str(workdir / f"{name}.log"), name))
             say(f"{name}: {config} (control socket {sock}, metrics 127.0.0.1:{port})")
 
         step(3, "starting espd on gwA and gwB...")
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] = ()) -> int:
         passed = all(results)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-    except (namespaces.NetnsError, DaemonError, OSError) as e:
+    except (namespaces.NetnsError, EspdProcessError, OSError) as e:
         print(f"espd demo: {e}", file=sys.stderr)
     finally:
         print("cleaning up: stopping espd, deleting namespaces...", flush=True)
