@@ -9,10 +9,8 @@
 
 from __future__ import annotations
 
-import ipaddress
-import struct
-
 import pytest
+from support.packets import ipv4, ipv6, tcp_syn, udp
 
 from espd.dataplane import Dataplane, DropError, Rule
 from espd.dataplane.testing import set_clock
@@ -23,24 +21,18 @@ T0 = 1_000 * SEC
 
 def l4(proto: int, sport: int, dport: int) -> bytes:
     if proto == 6:
-        return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 1024, 0, 0)
+        return tcp_syn(sport, dport)
     if proto == 17:
-        return struct.pack("!HHHH", sport, dport, 8 + 12, 0) + bytes(12)
+        return udp(sport, dport, bytes(12))
     return bytes([8, 0, 0, 0, 0, 1, 0, 1]) + bytes(12)  # ICMP echo request
 
 
 def ip4(src: str, dst: str, proto: int = 17, sport: int = 1234, dport: int = 80) -> bytes:
-    body = l4(proto, sport, dport)
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, 0, 64, proto, 0,
-                       ipaddress.IPv4Address(src).packed,
-                       ipaddress.IPv4Address(dst).packed) + body
+    return ipv4(src, dst, proto, l4(proto, sport, dport), ident=1)
 
 
 def ip6(src: str, dst: str, proto: int = 17, sport: int = 1234, dport: int = 80) -> bytes:
-    body = l4(proto, sport, dport)
-    return struct.pack("!IHBB16s16s", 6 << 28, len(body), proto, 64,
-                       ipaddress.IPv6Address(src).packed,
-                       ipaddress.IPv6Address(dst).packed) + body
+    return ipv6(src, dst, proto, l4(proto, sport, dport))
 
 
 def dataplane() -> Dataplane:

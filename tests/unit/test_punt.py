@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import select
 import socket
 import struct
 
 import pytest
+from support.packets import DF, IPPROTO_UDP, ipv4, ipv6, udp
 
 from espd.dataplane import Dataplane, DataplaneError, DropError
 
@@ -25,17 +25,11 @@ MARKER = b"\0\0\0\0"
 
 
 def udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                       ipaddress.IPv4Address(src).packed,
-                       ipaddress.IPv4Address(dst).packed) + udp
+    return ipv4(src, dst, IPPROTO_UDP, udp(sport, dport, payload), ident=0, flags_frag=DF)
 
 
 def udp6(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    return struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, 64,
-                       ipaddress.IPv6Address(src).packed,
-                       ipaddress.IPv6Address(dst).packed) + udp
+    return ipv6(src, dst, IPPROTO_UDP, udp(sport, dport, payload))
 
 
 def ike(n: int, size: int = 60) -> bytes:
