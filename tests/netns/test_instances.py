@@ -27,7 +27,7 @@ def _second(tunnel, config: str, name: str) -> tuple[int, str]:
     """Run another espd in gwA's namespace on `config`; its exit status and log."""
     first = tunnel.gw_a
     log = str(Path(tunnel.workdir) / f"{name}.log")
-    second = netns.Daemon(first.ns, config, first.control_socket, log, name, first.command)
+    second = netns.EspdProcess(first.ns, config, first.control_socket, log, name, first.command)
     second.start()
     try:
         status = second.proc.wait(20)

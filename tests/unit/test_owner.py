@@ -11,12 +11,12 @@ real data plane without workers (so Python may push packets through it):
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 import threading
 
 import pytest
+from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.config.toml import parse_toml
 from espd.dataplane import Dataplane, DropError, Lifetime, Rule
@@ -57,20 +57,8 @@ outbound = {{ spi = 0x2001, key = "{KEY_OUT}" }}
 """
 
 
-def _csum(b: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def inner(src: str = "10.1.0.10", dst: str = "10.2.0.10") -> bytes:
-    udp = struct.pack("!HHHH", 1234, 80, 8 + 32, 0) + bytes(32)
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                              ipaddress.IPv4Address(src).packed,
-                              ipaddress.IPv4Address(dst).packed))
-    struct.pack_into("!H", h, 10, _csum(bytes(h)))
-    return bytes(h) + udp
+    return ipv4(src, dst, IPPROTO_UDP, udp(1234, 80, bytes(32)), ident=0)
 
 
 def spi_seq(wire: bytes) -> tuple[int, int]:
