@@ -15,12 +15,12 @@ policy 1, B the mirror. SAs are installed into the live sets without any republi
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 import threading
 
 import pytest
+from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.dataplane import Dataplane, DataplaneError, DropError, Rule
 
@@ -29,10 +29,8 @@ TF = "esp-gcm 128"
 
 
 def ip4(src: str, dst: str, n: int = 0) -> bytes:
-    body = struct.pack("!HHHH", 1000 + n % 1000, 2000, 8 + 16, 0) + n.to_bytes(16, "big")
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, 0, 64, 17, 0,
-                       ipaddress.IPv4Address(src).packed,
-                       ipaddress.IPv4Address(dst).packed) + body
+    body = udp(1000 + n % 1000, 2000, n.to_bytes(16, "big"))
+    return ipv4(src, dst, IPPROTO_UDP, body, ident=1)
 
 
 class Gateway:

@@ -6,12 +6,12 @@ first packet with no SA raises an acquire that starts the negotiation (IOS on-de
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import struct
 from dataclasses import replace
 
 import pytest
 from support.ike_pair import pair, until
+from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.dataplane import Dataplane, DropError, Rule
 from espd.ike.exchanges import create_child_sa
@@ -21,20 +21,8 @@ from espd.keying.sequence_store import SequenceStore
 from espd.policy.plan import Plan, RuleSpec
 
 
-def _csum(b: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def inner(src: str, dst: str) -> bytes:
-    udp = struct.pack("!HHHH", 1234, 80, 8 + 32, 0) + bytes(32)
-    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                              ipaddress.IPv4Address(src).packed,
-                              ipaddress.IPv4Address(dst).packed))
-    struct.pack_into("!H", h, 10, _csum(bytes(h)))
-    return bytes(h) + udp
+    return ipv4(src, dst, IPPROTO_UDP, udp(1234, 80, bytes(32)), ident=0)
 
 
 def owner_for(tmp_path, name: str, local_net: str, remote_net: str) -> SaOwner:
