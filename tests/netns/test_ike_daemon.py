@@ -87,7 +87,7 @@ def test_daemon_negotiates_with_charon_and_carries_traffic(netns_ok, initiator):
                                    tmp))
             path.chmod(0o600)
             sock = str(tmp / "gwA.sock")
-            daemon = netns.Daemon(topo.gw_a, str(path), sock, str(tmp / "gwA.log"), "gwA")
+            daemon = netns.EspdProcess(topo.gw_a, str(path), sock, str(tmp / "gwA.log"), "gwA")
             daemon.start()
             daemon.wait_ready(timeout=30)
             with charon.events() as events:
