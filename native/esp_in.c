@@ -4,6 +4,7 @@
  *                    (0xFF) and the non-ESP marker (IKE) are recognised, never parsed as ESP;
  *                    in_punt hands an IKE message to the control plane (punt.c)
  *   2. in_lookup     SA by SPI and outer destination; its encapsulation must match
+ *      in_source     the outer source must be the SA's peer (and port, per source_check)
  *   3. in_length     ESP header + IV + ICV present, payload a multiple of the block
  *   4. in_precheck   hard lifetime; anti-replay pre-check that changes nothing (ESN inferred)
  *   5. in_open       ICV verified in constant time, then the payload decrypted
@@ -96,6 +97,21 @@ static int in_lookup(const struct espdp_table *t, const struct in_pkt *in, espdp
 
 	*sa = spi > ESP_SPI_RESERVED_MAX && t ? sad_lookup(&t->sad, spi, in->outer.family, dst) : NULL;
 	return *sa ? 0 : ESPD_DROP_unknown_spi;
+}
+
+static int in_source(const espdp_sa *sa, const struct in_pkt *in)
+{
+	const uint8_t *src = in->pkt + (in->outer.family == 4 ? 12 : 8);
+
+	if (sa->cfg.source_check == ESPDP_SOURCE_ANY)
+		return 0;
+	if (sa->cfg.peer.family != in->outer.family ||
+	    memcmp(src, sa->cfg.peer.bytes, in->outer.family == 4 ? 4 : 16))
+		return ESPD_DROP_wrong_source;
+	if (sa->cfg.source_check == ESPDP_SOURCE_STRICT && in->encap == ESPDP_ENCAP_UDP &&
+	    in->encap == sa->cfg.encap && in->udp_sport != sa->cfg.dport)
+		return ESPD_DROP_wrong_source;
+	return 0;
 }
 
 static int in_length(const espdp_sa *sa, struct in_pkt *in)
@@ -240,7 +256,7 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 		return r;
 	}
 	p->sa = sa;
-	if ((r = in_length(sa, in)) || (r = in_precheck(sa, in, now)) || (r = in_open(sa, w, in)) ||
+	if ((r = in_source(sa, in)) || (r = in_length(sa, in)) || (r = in_precheck(sa, in, now)) || (r = in_open(sa, w, in)) ||
 	    (r = sa_replay_advance(sa, in->seq)))
 		goto drop;
 	r = in_trailer(sa, in); /* authenticated: it counts against the lifetime either way */

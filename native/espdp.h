@@ -87,6 +87,12 @@ struct espdp_transform {
 enum espdp_dir { ESPDP_DIR_IN = 0, ESPDP_DIR_OUT = 1 };
 enum espdp_mode { ESPDP_MODE_TUNNEL = 0, ESPDP_MODE_TRANSPORT = 1 };
 enum espdp_encap { ESPDP_ENCAP_ESP = 0, ESPDP_ENCAP_UDP = 1 };
+/* What an inbound SA requires of the outer source (drop reason wrong_source otherwise). */
+enum espdp_source_check {
+	ESPDP_SOURCE_STRICT = 0,    /* address is peer; UDP: source port is dport too */
+	ESPDP_SOURCE_ADDRESS = 1,   /* address is peer, any port (IKE behind a NAT) */
+	ESPDP_SOURCE_ANY = 2        /* any source (a peer whose address changes) */
+};
 enum espdp_action { ESPDP_ACTION_DISCARD = 0, ESPDP_ACTION_PROTECT = 1 };
 
 struct espdp_addr {
@@ -111,6 +117,7 @@ struct espdp_sa_config {
 	uint16_t cipher_key_bits;   /* 128/192/256 for AES; 256 for ChaCha20; 0 for NULL */
 	uint16_t sport;             /* UDP encapsulation ports (host order) */
 	uint16_t dport;
+	uint8_t source_check;       /* enum espdp_source_check (inbound only) */
 	uint32_t replay_window;     /* packets; 0 = anti-replay off (inbound only) */
 	uint32_t policy;            /* crypto map entry id for the inner selector check; 0 = none */
 	uint64_t cookie;            /* opaque id, echoed in events */

@@ -26,7 +26,7 @@ static int config_ok(const struct espdp_sa_config *cfg)
 {
 	return cfg->spi > ESP_SPI_RESERVED_MAX && cfg->direction <= ESPDP_DIR_OUT &&
 	       cfg->mode <= ESPDP_MODE_TRANSPORT && cfg->encap <= ESPDP_ENCAP_UDP &&
-	       cfg->esn <= 1 && cfg->replay_window <= ESPD_REPLAY_MAX && addr_ok(&cfg->local) &&
+	       cfg->esn <= 1 && cfg->source_check <= ESPDP_SOURCE_ANY && cfg->replay_window <= ESPD_REPLAY_MAX && addr_ok(&cfg->local) &&
 	       addr_ok(&cfg->peer) && cfg->local.family == cfg->peer.family &&
 	       (cfg->encap != ESPDP_ENCAP_UDP || (cfg->sport && cfg->dport));
 }

@@ -203,6 +203,10 @@ class CryptoMapEntry:
     more_transform_sets: tuple[str, ...] = ()
     pfs: str | None = None  # IKE: key exchange of CREATE_CHILD_SA, e.g. "ecp256"
     start: str = "on-demand"  # IKE: "on-demand" | "immediate" | "manual"
+    # what inbound ESP must come from: "strict" (the peer's address and, in UDP, its port),
+    # "address" (any port), "any" (a peer whose address changes); "auto": strict, but an
+    # IKE Child SA over UDP with NAT detected accepts a port change (see peer_source_check)
+    peer_source: str = "auto"
     where: Location = field(default=Location("<string>"), compare=False)
 
     @property
@@ -522,3 +526,15 @@ def _check_ike_peers(ike_peers: tuple[IkePeer, ...] | list[IkePeer]) -> list[Pro
                 f"IKE peer {peer.name}: address {peer.address} is also IKE peer {other.name} "
                 f"at {other.where}; one address has one set of keys")))
     return problems
+
+
+PEER_SOURCES = ("auto", "strict", "address", "any")
+
+
+def peer_source_check(peer_source: str, encap: str, nat_detected: bool) -> str:
+    """The data plane's source check for an inbound SA: ``peer_source`` as configured,
+    where "auto" is "strict" except for UDP encapsulation with NAT detected by IKE, where the
+    NAT may remap the peer's port (RFC 3948 / RFC 7296 2.23): then "address"."""
+    if peer_source != "auto":
+        return peer_source
+    return "address" if encap == "udp" and nat_detected else "strict"

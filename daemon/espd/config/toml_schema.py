@@ -15,6 +15,7 @@ from espd.config.key_files import KeyFileError, read_key_file
 from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
+    PEER_SOURCES,
     REPLAY_WINDOW_MAX,
     SPI_MAX,
     SPI_MIN,
@@ -49,7 +50,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "crypto_map": (
         "name", "seq", "keying", "peer", "peers", "local", "match_address", "transform_set",
         "transform_sets", "encapsulation", "replay_window", "esn", "lifetime", "inbound",
-        "outbound", "pfs", "start",
+        "outbound", "pfs", "start", "peer_source",
     ),
     "lifetime": ("seconds", "kilobytes", "packets"),
     "sa": ("spi", "key", "key_file", "auth_key", "auth_key_file"),
@@ -357,6 +358,7 @@ class SchemaLoader(IkeSchema):
         replay = self.integer(raw, path + ("replay_window",), 0, REPLAY_WINDOW_MAX, "1024",
                               DEFAULT_REPLAY_WINDOW)
         esn = self.get(raw, path + ("esn",), bool, "true", False)
+        peer_source = self.choice(raw, path + ("peer_source",), PEER_SOURCES)
         lifetime = self.lifetime(raw, path + ("lifetime",))
         if ike:
             inbound = outbound = None
@@ -384,7 +386,7 @@ class SchemaLoader(IkeSchema):
             self.error(path + ("peer",), f"{entry}: peer {peer} is IPv{peer.version} but the "
                        f"local address {local} is IPv{local.version}; use one IP version")
         values = (name, seq, keying, peers, local, acl, tset_names, encapsulation, replay, esn,
-                  lifetime, start)
+                  lifetime, start, peer_source)
         if len(self.problems) != before or any(v is None for v in values):
             return None  # reported here, or where the access list or transform set is
         return CryptoMapEntry(
@@ -393,7 +395,7 @@ class SchemaLoader(IkeSchema):
             encapsulation=encapsulation, replay_window=replay, esn=esn, lifetime=lifetime,
             keying=keying, more_peers=tuple(peers[1:]),
             more_transform_sets=tuple(tset_names[1:]), pfs=pfs, start=start,
-            where=self.where(path),
+            peer_source=peer_source, where=self.where(path),
         )
 
     def several(self, raw: dict[str, Any], path: Path, one: str, many: str, allowed: bool,

@@ -52,6 +52,9 @@ EVENT_KINDS: tuple[str, ...] = tuple(
 _DIRECTIONS = {"in": lib.ESPDP_DIR_IN, "out": lib.ESPDP_DIR_OUT}
 _MODES = {"tunnel": lib.ESPDP_MODE_TUNNEL, "transport": lib.ESPDP_MODE_TRANSPORT}
 _ENCAPS = {"esp": lib.ESPDP_ENCAP_ESP, "udp": lib.ESPDP_ENCAP_UDP}
+# what an inbound SA requires of the outer source: see enum espdp_source_check
+SOURCE_CHECKS = {"strict": lib.ESPDP_SOURCE_STRICT, "address": lib.ESPDP_SOURCE_ADDRESS,
+                 "any": lib.ESPDP_SOURCE_ANY}
 
 
 class DataplaneError(Exception):
@@ -230,6 +233,7 @@ class Dataplane:
         local: str,
         peer: str,
         encap: str = "esp",
+        source_check: str = "strict",
         sport: int = 4500,
         dport: int = 4500,
         replay_window: int = 1024,
@@ -242,7 +246,8 @@ class Dataplane:
         """Create an SA without staging it (``publish`` places it in a table set)."""
         t = transform if isinstance(transform, Transform) else parse_transform(transform)
         for name, table, value in (("direction", _DIRECTIONS, direction), ("mode", _MODES, mode),
-                                   ("encap", _ENCAPS, encap)):
+                                   ("encap", _ENCAPS, encap),
+                                   ("source_check", SOURCE_CHECKS, source_check)):
             if value not in table:
                 raise DataplaneError(f"{name} must be one of {', '.join(table)}, not {value!r}")
         if not 0 < spi < 2**32:
@@ -258,6 +263,7 @@ class Dataplane:
         cfg.direction = _DIRECTIONS[direction]
         cfg.mode = _MODES[mode]
         cfg.encap = _ENCAPS[encap]
+        cfg.source_check = SOURCE_CHECKS[source_check]
         cfg.esn = int(esn)
         cfg.cipher = t.cipher
         cfg.cipher_key_bits = t.cipher_key_bits

@@ -125,6 +125,7 @@ class ChildPolicy:
     encapsulation: str = "auto"  # "auto" (UDP when NAT is seen) | "esp" | "udp"
     replay_window: int = 64
     lifetime: ChildLifetime = ChildLifetime()
+    peer_source: str = "auto"  # see espd.config.model.CryptoMapEntry.peer_source
 
     @property
     def key(self) -> tuple[str, int]:

@@ -60,6 +60,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from espd.config.model import peer_source_check
 from espd.dataplane import SA, Dataplane, Event, Lifetime
 from espd.keying.sequence_store import RESERVE_BLOCK, SequenceStore
 from espd.policy.plan import RuleSpec, SaSpec, fingerprint_keys
@@ -105,6 +106,8 @@ class ChildSaKeys:
     local_port: int = 4500
     remote_port: int = 4500
     traffic_selectors: tuple = ()  # as negotiated (local TS, remote TS), for show
+    nat_detected: bool = False  # IKE saw a NAT: over UDP the peer's port may change
+    peer_source: str = "auto"  # the entry's setting (CryptoMapEntry.peer_source)
 
     def wipe(self) -> None:
         for key in (self.key_in, self.auth_key_in, self.key_out, self.auth_key_out):
@@ -264,7 +267,7 @@ class SaOwner:
         sa = self.dp.create_sa(
             spi=spec.spi, direction=spec.direction, transform=spec.transform, key=spec.key,
             auth_key=spec.auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
-            encap=spec.encap, sport=ports[0], dport=ports[1],
+            encap=spec.encap, source_check=spec.source_check, sport=ports[0], dport=ports[1],
             replay_window=spec.replay_window, esn=spec.esn, soft=spec.soft, hard=spec.hard,
             policy=spec.policy, cookie=cookie)
         installed = _Installed(spec, sa, origin, ports, ike_sa, child)
@@ -538,7 +541,8 @@ class SaOwner:
                 transform=keys.transform, mode=keys.mode, local=keys.local, peer=keys.peer,
                 encap=keys.encap, replay_window=keys.replay_window, esn=keys.esn,
                 hard=keys.hard, soft=keys.soft, policy=policy, key=key, auth_key=auth,
-                fingerprint=fingerprint_keys(key, auth)))
+                fingerprint=fingerprint_keys(key, auth),
+                source_check=peer_source_check(keys.peer_source, keys.encap, keys.nat_detected)))
         return specs[0], specs[1]
 
     def _add_pair(self, change: Change, keys: ChildSaKeys, child: int

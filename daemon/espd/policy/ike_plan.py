@@ -68,7 +68,7 @@ def _child(config: Config, entry: CryptoMapEntry) -> ike.ChildPolicy:
         map_name=entry.map_name, seq=entry.seq, peers=entry.peers, local=entry.local,
         transforms=transforms, local_ts=local_ts, remote_ts=remote_ts, pfs=pfs,
         esn=entry.esn, start=entry.start, encapsulation=entry.encapsulation,
-        replay_window=entry.replay_window,
+        replay_window=entry.replay_window, peer_source=entry.peer_source,
         lifetime=ike.ChildLifetime(seconds=entry.lifetime.seconds,
                                    kilobytes=entry.lifetime.kilobytes,
                                    packets=entry.lifetime.packets),

@@ -30,6 +30,7 @@ from espd.config.model import (
     ManualKey,
     MapLifetime,
     PortRange,
+    peer_source_check,
     wipe,
 )
 from espd.dataplane import Lifetime, Rule
@@ -61,6 +62,7 @@ class SaSpec:
     key: bytes | bytearray = field(repr=False, compare=False)
     auth_key: bytes | bytearray | None = field(repr=False, compare=False)
     fingerprint: str = field(repr=False, default="")
+    source_check: str = "strict"  # inbound: what the outer source must be (SOURCE_CHECKS)
 
     @property
     def label(self) -> str:
@@ -128,6 +130,7 @@ def _sa_specs(config: Config, entry: CryptoMapEntry, policy: int) -> tuple[SaSpe
             peer=str(entry.peer), encap=entry.encapsulation, replay_window=entry.replay_window,
             esn=entry.esn, hard=hard, soft=soft, policy=policy, key=key.key,
             auth_key=key.auth_key, fingerprint=_fingerprint(key),
+            source_check=peer_source_check(entry.peer_source, entry.encapsulation, False),
         ))
     return specs[0], specs[1]
 

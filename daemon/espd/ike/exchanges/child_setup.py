@@ -246,7 +246,8 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
         hard=Lifetime(life.seconds, life.kilobytes * 1024, life.packets),
         local_port=sa.local.port if child.encap == "udp" else 4500,
         remote_port=sa.remote.port if child.encap == "udp" else 4500,
-        traffic_selectors=(child.local_ts, child.remote_ts))
+        traffic_selectors=(child.local_ts, child.remote_ts), nat_detected=sa.nat,
+        peer_source=policy.peer_source)
     keys.wipe()
     try:
         if rekey_of is not None and rekey_of.handle is not None:
