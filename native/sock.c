@@ -243,9 +243,9 @@ unsigned sock_recv(int fd, enum io_source src, struct sock_pool *pool, struct io
 /* --- send ------------------------------------------------------------------------------- */
 
 /* A packet esp_out built for the NAT-T socket: outer IPv4 (no options, DF, not a
- * fragment) or IPv6, then UDP from port 4500, then a non-empty ESP payload. Returns the
- * outer IP header length, or 0. */
-static uint32_t udp_header_len(const uint8_t *pkt, uint32_t len, int family)
+ * fragment) or IPv6, then UDP from `port` (the socket's own), then a non-empty ESP
+ * payload. Returns the outer IP header length, or 0. */
+static uint32_t udp_header_len(const uint8_t *pkt, uint32_t len, int family, uint16_t port)
 {
 	uint32_t hl;
 
@@ -255,7 +255,7 @@ static uint32_t udp_header_len(const uint8_t *pkt, uint32_t len, int family)
 		hl = IPV6_HDR_LEN;
 	else
 		return 0;
-	return len > hl + UDP_HDR_LEN && rd16(pkt + hl) == NATT_PORT ? hl : 0;
+	return len > hl + UDP_HDR_LEN && rd16(pkt + hl) == port ? hl : 0;
 }
 
 /* Packets that may share one GSO run: same addresses, destination port and TOS. */
@@ -352,8 +352,8 @@ static void gso_header(struct gso_msg *m, struct msghdr *h, const uint8_t *pkt, 
 
 /* Send the UDP-encapsulated packets of one family in GSO runs on the NAT-T socket. The
  * packets of a run that fails are left to the raw path (raw[i] = 1). */
-static unsigned send_udp(int fd, int family, int *gso_off, const struct io_batch *b,
-			 uint8_t *raw, uint64_t *offloaded)
+static unsigned send_udp(int fd, int family, uint16_t port, int *gso_off,
+			 const struct io_batch *b, uint8_t *raw, uint64_t *offloaded)
 {
 	struct mmsghdr msgs[IO_BATCH_MAX];
 	struct gso_msg runs[IO_BATCH_MAX];
@@ -367,7 +367,7 @@ static unsigned send_udp(int fd, int family, int *gso_off, const struct io_batch
 		uint32_t payload;
 		struct gso_msg *r = nruns ? &runs[nruns - 1] : NULL;
 
-		if (!raw[i] || udp_header_len(pkt, p->len, family) != hl)
+		if (!raw[i] || udp_header_len(pkt, p->len, family, port) != hl)
 			continue;
 		raw[i] = 0;
 		payload = p->len - hl - UDP_HDR_LEN;
@@ -477,9 +477,9 @@ unsigned sock_send(struct sock_out *out, const struct io_batch *b, struct sock_c
 	for (unsigned i = 0; i < b->n; i++)
 		raw[i] = b->pkts[i].result == 0;
 	if (out->udp4 >= 0 && !__atomic_load_n(&out->gso_off4, __ATOMIC_RELAXED))
-		sent += send_udp(out->udp4, 4, &out->gso_off4, b, raw, c.offloaded);
+		sent += send_udp(out->udp4, 4, out->port4, &out->gso_off4, b, raw, c.offloaded);
 	if (out->udp6 >= 0 && !__atomic_load_n(&out->gso_off6, __ATOMIC_RELAXED))
-		sent += send_udp(out->udp6, 6, &out->gso_off6, b, raw, c.offloaded);
+		sent += send_udp(out->udp6, 6, out->port6, &out->gso_off6, b, raw, c.offloaded);
 	sent += send_raw(out->send4, 4, b, raw, c.errors);
 	sent += send_raw(out->send6, 6, b, raw, c.errors);
 	return sent;

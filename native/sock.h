@@ -52,7 +52,8 @@ struct sock_pool {
  * (4 or 6); that worker sends ESP in UDP on the raw socket from then on. */
 struct sock_out {
 	int send4, send6; /* SOCK_RAW IPPROTO_RAW */
-	int udp4, udp6;   /* the NAT-T sockets, bound to port 4500; -1: none */
+	int udp4, udp6;   /* the NAT-T sockets (usually port 4500); -1: none */
+	uint16_t port4, port6; /* the ports they are bound to: an SA's local port must be it */
 	int gso_off4, gso_off6;
 };
 

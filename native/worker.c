@@ -199,7 +199,9 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 	ws->net_fd[IO_UDP4] = io->udp4_fd;
 	ws->net_fd[IO_UDP6] = io->udp6_fd;
 	ws->out = (struct sock_out){ .send4 = io->send4_fd, .send6 = io->send6_fd,
-				     .udp4 = io->udp4_fd, .udp6 = io->udp6_fd };
+				     .udp4 = io->udp4_fd, .udp6 = io->udp6_fd,
+				     .port4 = io->udp4_fd >= 0 ? sock_port(io->udp4_fd) : 0,
+				     .port6 = io->udp6_fd >= 0 ? sock_port(io->udp6_fd) : 0 };
 	ws->n = dp->nworkers;
 	for (unsigned i = 0; i < ws->n; i++)
 		ws->w[i].epfd = -1;

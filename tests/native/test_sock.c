@@ -107,7 +107,8 @@ static uint64_t round_trip(const char *what, const struct spec *specs, unsigned 
 	static uint8_t *bufs[IO_BATCH_MAX];
 	static uint32_t lens[IO_BATCH_MAX];
 	uint64_t errors = 0, gso = 0, gro = 0;
-	struct sock_out o = { .send4 = sock_raw, .send6 = -1, .udp4 = sock_udp, .udp6 = -1 };
+	struct sock_out o = { .send4 = sock_raw, .send6 = -1, .udp4 = sock_udp, .udp6 = -1,
+				.port4 = NATT_PORT };
 	unsigned sent, got, seen[IO_BATCH_MAX] = { 0 };
 
 	if (!bufs[0])
@@ -229,7 +230,8 @@ int main(void)
 
 	/* a failed packet (result != 0) is not sent */
 	{
-		struct sock_out o = { .send4 = sock_raw, .send6 = -1, .udp4 = sock_udp, .udp6 = -1 };
+		struct sock_out o = { .send4 = sock_raw, .send6 = -1, .udp4 = sock_udp, .udp6 = -1,
+				.port4 = NATT_PORT };
 		uint64_t errors = 0, g = 0;
 
 		s[0] = (struct spec){ .payload = 100, .df = 1 };
@@ -250,7 +252,8 @@ int main(void)
 	off = 1;
 	CHECK(setsockopt(sock_udp, SOL_SOCKET, SO_NO_CHECK, &off, sizeof(off)) == 0, "SO_NO_CHECK");
 	{
-		struct sock_out o = { .send4 = sock_raw, .send6 = -1, .udp4 = sock_udp, .udp6 = -1 };
+		struct sock_out o = { .send4 = sock_raw, .send6 = -1, .udp4 = sock_udp, .udp6 = -1,
+				.port4 = NATT_PORT };
 		static uint8_t *bufs[IO_BATCH_MAX];
 		static uint32_t lens[IO_BATCH_MAX];
 		uint64_t errors = 0, g = 0, gro = 0;
