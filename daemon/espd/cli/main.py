@@ -167,6 +167,9 @@ def _compare_with_daemon(socket_path: str, config_path: str) -> int:
     except ControlError as e:
         print(f"not compared with a running daemon: {e}")
         return 0
+    if not answer.get("ok") and not answer.get("errors"):  # refused: another file
+        print(f"not compared with a running daemon: {answer.get('error')}")
+        return 0
     if not answer.get("ok"):
         _print_failure("the running daemon cannot use this config", answer)
         return 1

@@ -43,6 +43,10 @@ class ControlError(Exception):
     """The daemon cannot be reached or did not answer; the message says what to do."""
 
 
+class Refused(Exception):
+    """A request the daemon will not carry out; the message says why (the answer's error)."""
+
+
 class ControlServer:
     """Serves ``handler`` on a Unix socket at ``path``, one daemon thread per connection.
 
@@ -249,6 +253,8 @@ def make_handler(
                 if not isinstance(path, str) or not os.path.isabs(path):
                     return _refusal('plan_diff needs "config": an absolute path')
                 return {"ok": True, "changes": plan_diff(path)}
+        except Refused as e:
+            return _refusal(str(e))
         except ConfigError as e:
             count = len(e.problems)
             return {"ok": False, "error": f"the configuration has {count} "

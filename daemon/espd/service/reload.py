@@ -23,11 +23,13 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from espd.config.load import load
 from espd.config.model import Config, ConfigError, Location, Problem
+from espd.ops.control import Refused
 from espd.policy.plan import Plan, build_plan, describe_changes, wipe_keys
 from espd.service.sockets import NATT_PORT, udp_families
 from espd.system.routes import (
@@ -212,8 +214,16 @@ def check_reloadable(daemon: Daemon, config: Config, plan: Plan) -> None:
 
 def plan_diff(daemon: Daemon, path: str) -> list[str]:
     """What reloading `path` would change (ConfigError if it does not load). Runs on a
-    control-socket thread: it reads the View only."""
-    new = build_plan(load(path))
+    control-socket thread: it reads the View only.
+
+    Only the daemon's own configuration file is read (and, through it, what it includes):
+    a client must not make the daemon open other files with its privileges. `path` is
+    compared after resolving links; the daemon then reads its own path, not the client's."""
+    if os.path.realpath(path) != os.path.realpath(daemon.config_path):
+        raise Refused(f"this daemon compares only its own configuration "
+                      f"({daemon.config_path}), not {path}; run 'espd check -c "
+                      f"{daemon.config_path}'")
+    new = build_plan(load(daemon.config_path))
     try:
         return describe_changes(daemon.view.plan, new)
     finally:
