@@ -17,6 +17,7 @@ import sys
 from espd import __version__
 from espd.config.load import load
 from espd.config.model import SPI_MAX, SPI_MIN, Config, ConfigError
+from espd.config.read import MAX_CONFIG_BYTES
 from espd.config.transforms import Transform, TransformError, parse_transform
 from espd.ops.control import DEFAULT_SOCKET, ControlError, request
 
@@ -193,9 +194,30 @@ def _socket(args: argparse.Namespace) -> str:
     try:
         return load(args.config).settings.control_socket
     except ConfigError as e:
-        raise ControlError(f"cannot tell the control socket from {args.config}: "
-                           f"{e.problems[0]}; fix it (espd check -c {args.config}) or pass "
-                           f"--socket PATH") from None
+        # The daemon judges the file (a refused reload is counted there and exits 1 here):
+        # the client only needs the socket, read leniently from a file that does not load.
+        try:
+            with open(args.config, "rb") as f:
+                text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+        except OSError:
+            raise ControlError(f"cannot tell the control socket from {args.config}: "
+                               f"{e.problems[0]}; pass --socket PATH") from None
+        return _socket_setting(text) or DEFAULT_SOCKET
+
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]")
+_CONTROL_SOCKET = re.compile(r"""^\s*control_socket\s*=\s*(["'])([^"'\n]+)\1""")
+
+
+def _socket_setting(text: str) -> str | None:
+    """[daemon] control_socket from a TOML file that may not load as a whole (or None)."""
+    table = ""
+    for line in text.splitlines():
+        if m := _TABLE.match(line):
+            table = m.group(1)
+        elif table == "daemon" and (m := _CONTROL_SOCKET.match(line)):
+            return m.group(2)
+    return None
 
 
 def _ask(args: argparse.Namespace, command: str) -> dict | None:
