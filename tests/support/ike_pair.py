@@ -59,6 +59,8 @@ class ChildSaKeys:
     local_port: int = 4500
     remote_port: int = 4500
     traffic_selectors: tuple = ()
+    nat_detected: bool = False
+    peer_source: str = "auto"
 
     def wipe(self) -> None:
         for key in (self.key_in, self.auth_key_in, self.key_out, self.auth_key_out):
