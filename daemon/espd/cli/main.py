@@ -62,13 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     show_sa = what.add_parser("sa", parents=[client], help="show crypto ipsec sa")
     show_sa.add_argument("--json", action="store_true", help="the SAs as a JSON list")
     show_sa.set_defaults(func=_show_sa)
-    show_ike = what.add_parser("ike", help="IKEv2: show ike sa")
-    ike_what = show_ike.add_subparsers(dest="ike_what", required=True, metavar="WHAT")
-    show_ike_sa = ike_what.add_parser("sa", parents=[client], help="show crypto ikev2 sa")
-    show_ike_sa.add_argument("--detail", action="store_true",
-                             help="SPIs, identities and Child SAs too")
-    show_ike_sa.add_argument("--json", action="store_true", help="the IKE SAs as JSON")
-    show_ike_sa.set_defaults(func=_show_ike_sa)
+    show_ike = what.add_parser("ike", parents=[client], help="show crypto ikev2 sa")
+    show_ike.add_argument("target", choices=["sa"], help="sa: the IKE SAs")
+    show_ike.add_argument("--detail", action="store_true",
+                          help="SPIs, identities and Child SAs too")
+    show_ike.add_argument("--json", action="store_true", help="the IKE SAs as JSON")
+    show_ike.set_defaults(func=_show_ike_sa)
     for name, command, text in (("map", "show_map", "show crypto map"),
                                 ("acl", "show_acl", "access lists with hit counts")):
         sub = what.add_parser(name, parents=[client], help=text)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from espd.ike.engine.view import Snapshot, plain_state
+
 _STATES = ("init-sent", "init-done", "auth-sent", "established", "rekeying", "deleting")
 _EXCHANGES = ("IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA", "INFORMATIONAL")
 # engine counter -> (metric event label, help); the rest of the counters are not exported
@@ -38,10 +40,13 @@ EVENTS = {
 }
 
 
-def ike_metrics(ike: dict | None) -> Iterator[Metric]:
-    """From STATE["ike"] (espd.ike.engine.view.plain_state); nothing without an engine."""
+def ike_metrics(ike: dict | Snapshot | None) -> Iterator[Metric]:
+    """From STATE["ike"] (espd.ike.engine.view.plain_state) or the engine's Snapshot;
+    nothing without an engine."""
     if ike is None:
         return
+    if isinstance(ike, Snapshot):
+        ike = plain_state(ike)
     counters = ike.get("counters", {})
     sas = GaugeMetricFamily("espd_ike_sas", "IKE SAs, by state.", labels=["state"])
     by_state: dict[str, int] = {}
