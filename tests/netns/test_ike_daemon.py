@@ -182,7 +182,7 @@ def test_espd_with_espd_raw_esp_esn_on_demand(netns_ok):
                 path.write_text(espd_config(side, psk, tmp, encapsulation='"esp"',
                                             esn="true", start='"on-demand"'))
                 path.chmod(0o600)
-                daemon = netns.Daemon(ns, str(path), str(tmp / f"gw{side}.sock"),
+                daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
                                       str(tmp / f"gw{side}.log"), f"gw{side}")
                 daemons.append(daemon)
                 daemon.start()
@@ -228,7 +228,7 @@ def test_child_sa_rekeys_under_traffic_lose_nothing(netns_ok):
             path = tmp / "gwA.toml"
             path.write_text(config(psk, "manual", tmp))
             path.chmod(0o600)
-            daemon = netns.Daemon(topo.gw_a, str(path), str(tmp / "gwA.sock"),
+            daemon = netns.EspdProcess(topo.gw_a, str(path), str(tmp / "gwA.sock"),
                                   str(tmp / "gwA.log"), "gwA")
             daemon.start()
             daemon.wait_ready(timeout=30)
