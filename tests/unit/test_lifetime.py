@@ -361,3 +361,37 @@ def test_huge_seconds_limit_is_not_an_instant_expiry(seconds):
     a.encap(out, inner())
     assert kinds(a) == []
     assert not a.stats(out)["hard_expired"]
+
+
+def test_manual_sa_enforces_a_lifetime_in_packets(tmp_path):
+    """TOML `lifetime = { packets = N }`: the planned SAs stop after exactly N packets."""
+    from espd.config.load import load
+    from espd.policy.plan import build_plan
+
+    path = tmp_path / "espd.toml"
+    path.write_text(f"""\
+[daemon]
+local = "192.0.2.1"
+[access_list.101]
+rules = ["permit ip 10.0.0.0 0.0.255.255 10.1.0.0 0.0.255.255"]
+[transform_set.T]
+transforms = ["esp-gcm 256"]
+[[crypto_map]]
+name = "m"
+seq = 10
+peer = "192.0.2.2"
+match_address = "101"
+transform_set = "T"
+lifetime = {{ packets = 10 }}
+inbound = {{ spi = 0x1001, key = "{os.urandom(36).hex()}" }}
+outbound = {{ spi = 0x2001, key = "{os.urandom(36).hex()}" }}
+""")
+    plan = build_plan(load(str(path)))
+    out = next(s for s in plan.sas if s.direction == "out")
+    assert (out.hard.packets, out.soft.packets) == (10, 9)
+    dp = Dataplane()
+    sa = dp.add_sa(spi=out.spi, direction="out", transform=out.transform, key=bytes(out.key),
+                   local=out.local, peer=out.peer, hard=out.hard, soft=out.soft)
+    for i in range(10):
+        dp.encap(sa, inner(i))
+    assert refused(dp.encap, sa, inner(10)) == "sa_expired"

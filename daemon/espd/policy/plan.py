@@ -105,16 +105,20 @@ def _lifetimes(entry: CryptoMapEntry) -> tuple[Lifetime, Lifetime]:
     """(hard, soft) limits. A manually keyed SA cannot be rekeyed by espd, so each IOS
     default (3600 s, 4608000 KB; IOS itself ignores lifetimes on manual SAs) only raises
     the soft warning; a value that differs from the default is enforced as a hard limit.
-    (A value written equal to the default is indistinguishable from it: it warns.)"""
+    (A value written equal to the default is indistinguishable from it: it warns.)
+    Packets have no default (0: none); a packet count is a hard limit, warned at 90 %."""
     default = MapLifetime()
     seconds, kilobytes = entry.lifetime.seconds, entry.lifetime.kilobytes
+    packets = entry.lifetime.packets
     soft = Lifetime(
         seconds=int(seconds * SOFT_LIFETIME_FRACTION),
         bytes=min(int(kilobytes * 1024 * SOFT_LIFETIME_FRACTION), 2**64 - 1),
+        packets=max(int(packets * SOFT_LIFETIME_FRACTION), 1) if packets else 0,
     )
     hard = Lifetime(
         seconds=seconds if seconds != default.seconds else 0,
         bytes=min(kilobytes * 1024, 2**64 - 1) if kilobytes != default.kilobytes else 0,
+        packets=packets,
     )
     return hard, soft
 
