@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+from pathlib import Path
 
 from espd.ops import show
 
 CANARY = "c0ffee" * 12  # a key that must never reach any output
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _sa(direction: str, spi: int, **over: object) -> dict:
@@ -260,3 +263,43 @@ def test_no_key_material_reaches_any_output() -> None:
     for output in outputs:
         assert CANARY not in output
     assert all("key" not in sa and "auth_key" not in sa for sa in show.sa_json(state))
+
+
+def test_ident_lines_carry_mask_protocol_and_port_once_per_selector(tmp_path) -> None:
+    """`tcp ... eq 5201` prints /6/5201; a host /32; two rules with one selector one pair."""
+    from espd.config.toml import parse_toml
+    from espd.service.state_view import ident
+
+    config = parse_toml("""\
+[daemon]
+local = "192.0.2.1"
+[access_list.101]
+rules = ["permit tcp 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255 eq 5201",
+         "permit tcp 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255 eq 5201",
+         "permit udp host 10.1.0.10 range 1000 2000 any",
+         "permit ip 2001:db8:1::/48 2001:db8:2::/48"]
+""" + """[transform_set.T]
+transforms = ["esp-gcm 256"]
+""")
+    got = [(ident(e.src, e.protocol, e.src_ports), ident(e.dst, e.protocol, e.dst_ports))
+           for e in config.access_lists["101"].entries]
+    assert got == [
+        ("10.1.0.0/255.255.0.0/6/0", "10.2.0.0/255.255.0.0/6/5201"),
+        ("10.1.0.0/255.255.0.0/6/0", "10.2.0.0/255.255.0.0/6/5201"),
+        ("10.1.0.10/255.255.255.255/17/1000-2000", "0.0.0.0/0.0.0.0/17/0"),
+        ("2001:db8:1::/48/0/0", "2001:db8:2::/48/0/0"),
+    ]
+    from espd.service.state_view import maps_state
+
+    full = parse_toml((REPO / "config" / "espd.example.toml").read_text())
+    acl = full.access_lists[full.crypto_maps[0].match_address]
+    twice = dataclasses.replace(acl, entries=acl.entries + acl.entries)
+    doubled = dataclasses.replace(full, access_lists={**full.access_lists, acl.name: twice})
+    shown = maps_state(doubled)[0]
+    assert len(shown["local_ident"]) == len({e.text for e in acl.entries if e.action ==
+                                             "permit"})  # one pair per selector
+    state = make_state()
+    state["maps"][0]["local_ident"] = ["10.1.0.0/255.255.0.0/6/0"]
+    state["maps"][0]["remote_ident"] = ["10.2.0.0/255.255.0.0/6/5201"]
+    text = show.render_sa(state)
+    assert "   remote ident (addr/mask/prot/port): (10.2.0.0/255.255.0.0/6/5201)\n" in text

@@ -125,7 +125,9 @@ def _whole(seconds: float | None) -> str:
 
 
 def _ident(text: str) -> str:
-    """IOS '(addr/mask/prot/port)' for a prefix; other selectors as written."""
+    """IOS '(addr/mask/prot/port)': state_view.ident's text, or a bare prefix."""
+    if text.count("/") == 3:
+        return f"({text})"
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from espd import __version__
-from espd.config.model import Config
+from espd.config.model import AddressMatch, Config, PortRange
 from espd.keying.owner import SaView
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ def maps_state(config: Config) -> list[dict]:
     for entry in config.crypto_maps:
         tset = config.transform_sets[entry.transform_set]
         acl = config.access_lists[entry.match_address]
-        permits = [e for e in acl.entries if e.action == "permit"]
+        idents = list(dict.fromkeys(  # one pair per distinct selector, in ACL order
+            (ident(e.src, e.protocol, e.src_ports), ident(e.dst, e.protocol, e.dst_ports))
+            for e in acl.entries if e.action == "permit"))
         out.append({
             "map": entry.map_name, "seq": entry.seq, "peer": str(entry.peer),
             "local": str(entry.local), "match_address": entry.match_address,
@@ -87,7 +89,21 @@ def maps_state(config: Config) -> list[dict]:
             "inbound_spi": entry.inbound.spi if entry.inbound else None,
             "outbound_spi": entry.outbound.spi if entry.outbound else None,
             "keying": entry.keying, "peers": [str(p) for p in entry.peers],
-            "local_ident": [str(e.src) for e in permits],
-            "remote_ident": [str(e.dst) for e in permits],
+            "local_ident": [local for local, _ in idents],
+            "remote_ident": [remote for _, remote in idents],
         })
     return out
+
+
+def ident(match: AddressMatch, protocol: int | None, ports: tuple[PortRange, ...]) -> str:
+    """IOS's ``addr/mask/prot/port`` for one side of an ACL selector: the mask as a dotted
+    mask (IPv4) or a prefix length (IPv6), protocol and port 0 for any; a port range
+    prints as LOW-HIGH, several as a comma list."""
+    full = (1 << match.address.max_prefixlen) - 1
+    if match.version == 4:
+        mask = str(type(match.address)(full ^ int(match.wildcard)))
+    else:
+        mask = str(match.prefixlen) if match.prefixlen is not None else \
+            str(type(match.address)(full ^ int(match.wildcard)))
+    port = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ports) or "0"
+    return f"{match.address}/{mask}/{protocol or 0}/{port}"
