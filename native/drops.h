@@ -32,7 +32,8 @@
 	X(seq_unreserved, "sequence numbers past the persisted reservation; state_dir not writable?") \
 	X(internal, "not processed: the call named a worker the data plane does not have") \
 	X(punt_full, "IKE datagram on UDP 4500 dropped: the queue to the control plane is full") \
-	X(wrong_source, "outer source address (or UDP port) is not the inbound SA's peer")
+	X(wrong_source, "outer source address (or UDP port) is not the inbound SA's peer") \
+	X(link_local, "link-local multicast on the TUN device (the kernel's own MLD or IGMP), matches no entry")
 
 /* X(name, help) */
 #define ESPD_FOREACH_EVENT(X)                                                              \

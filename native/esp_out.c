@@ -46,6 +46,15 @@ static void out_acquire(espdp *dp, struct table_rule *rule, uint32_t index,
 		events_push_acquire(dp, index, rule->policy, key);
 }
 
+/* ff02::/16 or 224.0.0.0/24: never forwarded, so never a tunnel's traffic (the kernel's
+ * own MLD/IGMP on the TUN device); counted apart from no_policy. */
+static int link_scope_multicast(const uint8_t *pkt, uint32_t len)
+{
+	if (len >= IPV6_HDR_LEN && pkt[0] >> 4 == 6)
+		return pkt[24] == 0xff && (pkt[25] & 0x0f) == 2;
+	return len >= IPV4_HDR_MIN && pkt[0] >> 4 == 4 && pkt[16] == 224 && !pkt[17] && !pkt[18];
+}
+
 static int out_classify(espdp *dp, struct espdp_table *t, const uint8_t *pkt, uint32_t len,
 			int64_t now, espdp_sa **sa)
 {
@@ -57,6 +66,8 @@ static int out_classify(espdp *dp, struct espdp_table *t, const uint8_t *pkt, ui
 	if (spd_key_from_packet(pkt, len, 0, &key))
 		return ESPD_DROP_inner_malformed;
 	r = spd_classify(t->spd, &key);
+	if (r < 0 && link_scope_multicast(pkt, len))
+		return ESPD_DROP_link_local;
 	if (r < 0)
 		return ESPD_DROP_no_policy;
 	ctr_add(&t->hits[r], 1);

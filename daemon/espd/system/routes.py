@@ -101,9 +101,17 @@ def unpin_peers(hosts: Iterable[str]) -> None:
             _quiet(ipr.route, "del", dst=host, family=_family(host))
 
 
+IN6_ADDR_GEN_MODE_NONE = 1  # linux/if_link.h
+
+
 def bring_up(name: str, mtu: int) -> None:
+    """Up with `mtu`. No IPv6 link-local address first: the kernel would otherwise send its
+    own DAD, router solicitations and MLD reports into the tunnel (no_policy drops)."""
     with IPRoute() as ipr:
-        ipr.link("set", index=link_index(ipr, name), mtu=mtu, state="up")
+        index = link_index(ipr, name)
+        _quiet(ipr.link, "set", index=index, IFLA_AF_SPEC={"attrs": [("AF_INET6", {
+            "attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]})
+        ipr.link("set", index=index, mtu=mtu, state="up")
 
 
 def install_routes(name: str, prefixes: Iterable[str]) -> list[str]:
