@@ -315,7 +315,14 @@ def test_keygen_refuses_a_forbidden_transform(capsys: pytest.CaptureFixture[str]
 def test_keygen_refuses_peers_of_different_ip_versions(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["keygen", "--peer-a", "192.0.2.1", "--peer-b", "2001:db8::2"]) == 2
-    assert "same IP version" in capsys.readouterr().err
+    assert "--peer-a 192.0.2.1 is IPv4 but --peer-b 2001:db8::2 is IPv6" in \
+        capsys.readouterr().err
+
+
+def test_keygen_refuses_the_same_address_twice_saying_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["keygen", "--peer-a", "192.0.2.1", "--peer-b", "192.0.2.1"]) == 2
+    assert "are both 192.0.2.1; give each end its own" in capsys.readouterr().err
 
 
 # --- run and demo hand over to their modules ---

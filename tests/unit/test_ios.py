@@ -326,6 +326,9 @@ BROKEN = [
     (("esp-gcm 256", "esp-gcm 256\n mode tunnel\n mode bogus"),
      ["4: crypto ipsec transform-set T: 'mode bogus' is not supported; write 'mode tunnel' or "
       "'mode transport'"]),
+    (("esp-gcm 256", "esp-gcm 256\n mode transport require"),
+     ["3: crypto ipsec transform-set T: 'mode transport require' is not supported (espd has "
+      "no IOS 'require' fallback: it runs exactly the mode written); write 'mode transport'"]),
     (("esp-gcm 256", "esp-3des esp-sha-hmac"),
      ["2: crypto ipsec transform-set T: esp-3des: 3DES is SHOULD NOT in RFC 8221 (64-bit block, "
       "Sweet32) and espd does not offer it; use 'esp-gcm 256'"]),

@@ -286,9 +286,13 @@ def _keygen(args: argparse.Namespace) -> int:
     except (TransformError, ValueError) as e:
         print(f"espd keygen: {e}", file=sys.stderr)
         return 2
-    if peers[0].version != peers[1].version or peers[0] == peers[1]:
-        print("espd keygen: --peer-a and --peer-b must be two addresses of the same IP "
-              "version", file=sys.stderr)
+    if peers[0] == peers[1]:
+        print(f"espd keygen: --peer-a and --peer-b are both {peers[0]}; give each end its "
+              "own outer address", file=sys.stderr)
+        return 2
+    if peers[0].version != peers[1].version:
+        print(f"espd keygen: --peer-a {peers[0]} is IPv{peers[0].version} but --peer-b "
+              f"{peers[1]} is IPv{peers[1].version}; use one IP version", file=sys.stderr)
         return 2
     spi_a, spi_b = _spis()  # inbound SPI of end A, of end B
     key_a, key_b = _keys(transform), _keys(transform)  # what end A, end B receives with

@@ -261,6 +261,12 @@ class _Importer:
             self.interface_command(self.mode, words)
 
     def transform_mode(self, tset: TransformSet, words: list[str]) -> None:
+        if words[0] == "mode" and len(words) > 2 and words[1] in ("tunnel", "transport"):
+            self.error(f"crypto ipsec transform-set {tset.name}: 'mode {words[1]} "
+                       f"{' '.join(words[2:])}' is not supported (espd has no IOS "
+                       f"'require' fallback: it runs exactly the mode written); write "
+                       f"'mode {words[1]}'")
+            return
         if words[0] != "mode" or len(words) != 2 or words[1] not in ("tunnel", "transport"):
             self.error(f"crypto ipsec transform-set {tset.name}: '{' '.join(words[:2])}' is not "
                        f"supported; write 'mode tunnel' or 'mode transport'")
