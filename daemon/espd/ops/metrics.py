@@ -82,13 +82,27 @@ def _sa_metrics(sas: list[dict]) -> Iterator[Metric]:
     yield from (packets, octets, info, seconds, remaining)
 
 
+# the stage that can drop for a reason runs in one direction only (operations.md's "dir"
+# column); the other direction's series would be a zero that can never move
+OUTBOUND_ONLY = frozenset({"no_policy", "policy_deny", "no_sa", "too_big", "seq_cycled",
+                           "seq_unreserved", "link_local"})
+BOTH_WAYS = frozenset({"inner_malformed", "sa_expired", "crypto_error", "internal"})
+
+
+def drop_directions(reason: str) -> tuple[str, ...]:
+    """Where `reason` can happen: ("out",), ("in", "out"), or ("in",)."""
+    if reason in OUTBOUND_ONLY:
+        return ("out",)
+    return ("in", "out") if reason in BOTH_WAYS else ("in",)
+
+
 def _drops(drops: dict) -> Metric:
     family = CounterMetricFamily("espd_dropped_packets", "Packets dropped, by reason.",
                                  labels=["reason", "direction"])
     for direction in ("in", "out"):
         counts = drops.get(direction, {})
-        reasons = [r for r in DROP_REASONS if r != "none"]
-        reasons += sorted(set(counts) - set(reasons))
+        reasons = [r for r in DROP_REASONS if r != "none" and direction in drop_directions(r)]
+        reasons += sorted(set(counts) - set(reasons))  # a count is never hidden
         for reason in reasons:
             family.add_metric([reason, direction], counts.get(reason, 0))
     return family
