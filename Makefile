@@ -7,6 +7,7 @@
 #   make demo       two gateways in network namespaces passing traffic through espd (root)
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
 #   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
+#   make bench-ike   IKE SA setups/s: espd's engine vs charon as responder; bytes per IKE SA (root)
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
 #   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
@@ -25,7 +26,7 @@ STAMP := $(VENV)/.installed
 # the team's shared folder (CI: a read-only copy beside the clone): strongSwan 6.0.6 source
 SHARED ?= ../shared
 
-.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-workers fuzz soak lint clean \
+.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-ike bench-workers fuzz soak lint clean \
 	wheelhouse install uninstall deb deb-deps promtool
 
 build: $(STAMP)
@@ -71,6 +72,9 @@ bench: build
 
 bench-tunnel: build
 	$(PY) tests/bench/bench_tunnel.py
+
+bench-ike: build
+	$(PY) tests/bench/bench_ike.py
 
 bench-workers: build
 	$(PY) tests/bench/bench_workers_e2e.py
