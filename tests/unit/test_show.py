@@ -303,3 +303,32 @@ transforms = ["esp-gcm 256"]
     state["maps"][0]["remote_ident"] = ["10.2.0.0/255.255.0.0/6/5201"]
     text = show.render_sa(state)
     assert "   remote ident (addr/mask/prot/port): (10.2.0.0/255.255.0.0/6/5201)\n" in text
+
+
+def test_an_idle_sa_past_its_time_limit_shows_expired() -> None:
+    """No packet has met the inbound SA since its hard lifetime passed: still EXPIRED."""
+    import types
+
+    from espd.dataplane import Dataplane, Lifetime
+    from espd.dataplane.testing import set_clock
+    from espd.keying.owner import SaView
+    from espd.policy.plan import SaSpec
+    from espd.service.state_view import sa_state
+
+    dp = Dataplane()
+    sec = 1_000_000_000
+    set_clock(dp, 1000 * sec)
+    hard, soft = Lifetime(seconds=60), Lifetime(seconds=54)
+    sa = dp.add_sa(spi=0x1000, direction="in", transform="esp-gcm 256", key=bytes(36),
+                   local="192.0.2.1", peer="192.0.2.2", hard=hard, soft=soft)
+    spec = SaSpec(map_name="m", seq=10, direction="in", spi=0x1000, transform="esp-gcm 256",
+                  mode="tunnel", local="192.0.2.1", peer="192.0.2.2", encap="esp",
+                  replay_window=64, esn=False, hard=hard, soft=soft, policy=1, key=b"",
+                  auth_key=None)
+    daemon = types.SimpleNamespace(dp=dp)
+    view = SaView(spec, sa, "manual")
+    assert show._status(sa_state(daemon, view)) == "ACTIVE"
+    set_clock(dp, 1055 * sec)
+    assert show._status(sa_state(daemon, view)) == "ACTIVE (soft lifetime reached)"
+    set_clock(dp, 1061 * sec)
+    assert show._status(sa_state(daemon, view)) == "EXPIRED"

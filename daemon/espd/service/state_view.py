@@ -65,7 +65,11 @@ def sa_state(daemon: Daemon, view: SaView) -> dict:
         **{k: st[k] for k in ("encaps", "encrypt", "digest", "decaps", "decrypt", "verify")},
         "sequence": st["seq"], "drops": st["drops"],
         "lifetime_remaining_seconds": remaining_s, "lifetime_remaining_bytes": remaining_b,
-        "soft_expired": st["soft_expired"], "hard_expired": st["hard_expired"],
+        # the data plane marks an SA expired when a packet meets it; an idle SA past its
+        # time limit is expired all the same (the next packet is refused), so say so
+        "soft_expired": st["soft_expired"] or bool(
+            spec.soft.seconds and st["age_seconds"] >= spec.soft.seconds),
+        "hard_expired": st["hard_expired"] or remaining_s == 0,
         "seq_cycled": st["seq_cycled"],
         "origin": view.origin, "ike_sa": view.ike_sa,  # "manual" | "ike", and which IKE SA
     }
