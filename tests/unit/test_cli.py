@@ -319,6 +319,16 @@ def test_keygen_refuses_peers_of_different_ip_versions(
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--seq", "0"], "--seq 0 is out of range"),
+    (["--map", "bad name!"], "--map 'bad name!' is not a valid name"),
+    (["--acl", "a b"], "--acl 'a b' is not a valid name")])
+def test_keygen_refuses_what_check_would_reject(args, said,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["keygen", "--peer-a", "192.0.2.1", "--peer-b", "192.0.2.2", *args]) == 2
+    assert said in capsys.readouterr().err
+
+
 def test_keygen_refuses_the_same_address_twice_saying_so(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["keygen", "--peer-a", "192.0.2.1", "--peer-b", "192.0.2.1"]) == 2

@@ -286,6 +286,17 @@ def _keygen(args: argparse.Namespace) -> int:
     except (TransformError, ValueError) as e:
         print(f"espd keygen: {e}", file=sys.stderr)
         return 2
+    from espd.config.toml_schema import _NAME  # the loader's own rule: what check accepts
+
+    for flag, value in (("--map", args.map), ("--acl", args.acl)):
+        if not _NAME.fullmatch(value):
+            print(f"espd keygen: {flag} {value!r} is not a valid name; use 1-64 letters, "
+                  "digits, '_', '.', ':' or '-'", file=sys.stderr)
+            return 2
+    if not 1 <= args.seq <= 65535:
+        print(f"espd keygen: --seq {args.seq} is out of range; use 1 to 65535",
+              file=sys.stderr)
+        return 2
     if peers[0] == peers[1]:
         print(f"espd keygen: --peer-a and --peer-b are both {peers[0]}; give each end its "
               "own outer address", file=sys.stderr)
