@@ -150,6 +150,24 @@ def test_a_revoked_certificate_is_refused(topology, charons, tmp_path, version):
     gwa.wait_log(r"received AUTHENTICATION_FAILED notify error")
 
 
+def test_a_killed_peer_comes_back(topology, charons):
+    """kill() is a crash (no DELETE goes out); restart() brings the same charon back with
+    its connections, and the survivor's next initiate builds a new tunnel."""
+    gwa, gwb = charons(topology, "5.9.8", "5.9.8")
+    psk = secrets.token_hex(16)
+    for charon, side in ((gwa, "a"), (gwb, "b")):
+        charon.load([site_to_site(side, psk)])
+    gwa.initiate("net")
+    old_pid = gwb.pid
+    gwb.kill()
+    assert not gwb.alive() and len(gwa.list_sas()) == 1  # gwa never heard of it
+    gwb.restart()
+    assert gwb.pid != old_pid and gwb.list_sas() == []
+    gwa.terminate(ike="gw", force=True)  # the new charon would never answer the DELETE
+    gwa.initiate("net")
+    ping_through(topology)
+
+
 def test_ipv6_tunnel_over_ipv6(make_topology, charons):
     topo = make_topology(ipv6=True)
     gwa, gwb = charons(topo, "5.9.8", "5.9.8")

@@ -422,6 +422,8 @@ class Charon:
 
     def start(self, timeout: float = 15.0) -> Charon:
         """Start charon and wait until its vici socket answers."""
+        if self.alive():
+            raise CharonError(f"{self.name}: already running (pid {self.pid})")
         with open(self.conf, "w") as f:
             f.write(self.strongswan_conf())
         # own mount namespace, own pid-file directory; every exec in place, so the pid we
@@ -471,6 +473,16 @@ class Charon:
             os.kill(self.pid, signal.SIGKILL)
             assert self.proc is not None
             self.proc.wait(5)
+
+    def restart(self, timeout: float = 15.0) -> Charon:
+        """Start again after ``kill()`` or ``stop()``, and load what ``load`` last wrote
+        (a fresh charon knows no connections): the peer coming back after a crash."""
+        self.stop()
+        self.start(timeout)
+        conf = os.path.join(self.swanctl_dir, "swanctl.conf")
+        if os.path.exists(conf):
+            self.swanctl("--load-all", "--noprompt", "--file", conf)
+        return self
 
     def close(self) -> None:
         """Stop charon and remove the directory this instance made."""
@@ -592,8 +604,12 @@ class Charon:
         return self._streamed("initiate", message, f"initiate {child}")
 
     def terminate(self, ike: str | None = None, child: str | None = None,
-                  timeout: float = 10.0) -> list[str]:
+                  timeout: float = 10.0, force: bool = False) -> list[str]:
+        """Delete an SA; ``force`` drops it at once without waiting for the peer's answer
+        (a peer that is gone or restarted never answers)."""
         message: dict[str, Any] = {"timeout": int(timeout * 1000), "loglevel": 1}
+        if force:  # with a timeout, charon would still wait that long for the answer
+            message = {"force": "yes", "loglevel": 1}
         if ike:
             message["ike"] = ike
         if child:
