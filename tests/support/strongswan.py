@@ -76,8 +76,9 @@ class Peer:
                      os.path.join(self.plugin_dir, "libstrongswan-kernel-libipsec.so")):
             if not os.path.exists(path):
                 return f"strongSwan {self.version}: {path} is missing ('make peers' installs it)"
-        if shutil.which("unshare") is None:
-            return "needs util-linux's 'unshare'"
+        for tool in ("unshare", "setpriv"):
+            if shutil.which(tool) is None:
+                return f"needs util-linux's '{tool}'"
         return None
 
 
@@ -427,11 +428,13 @@ class Charon:
         with open(self.conf, "w") as f:
             f.write(self.strongswan_conf())
         # own mount namespace, own pid-file directory; every exec in place, so the pid we
-        # get is charon's: ip netns exec -> unshare -> sh -> charon
+        # get is charon's: ip netns exec -> setpriv -> unshare -> sh -> charon. The
+        # parent-death signal outlives those execs: if this process (strictly: the thread
+        # that calls start) dies without close(), charon gets SIGTERM, not an orphan's life
         script = 'mkdir -p "$1" && mount --bind "$0" "$1" && exec "$2"'
-        argv = ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation",
-                "private", "sh", "-c", script, self.run_dir, self.peer.pid_dir,
-                self.peer.charon]
+        argv = ["ip", "netns", "exec", self.ns, "setpriv", "--pdeathsig", "TERM",
+                "unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                self.run_dir, self.peer.pid_dir, self.peer.charon]
         with open(self.out_path, "ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=out, env=self.env(), start_new_session=True)
