@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     keygen.set_defaults(func=_keygen)
 
     demo = commands.add_parser("demo", help="two gateways in network namespaces (root)")
+    demo.add_argument("--keying", choices=("manual", "ike", "both"), default="both",
+                      help="keys written by hand, negotiated by IKEv2, or both in turn")
+    demo.add_argument("--no-ipv6", action="store_true", help="IPv4 traffic only")
+    demo.add_argument("--config-dir", metavar="DIR", help="where the demo configs are")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -107,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from espd.cli.demo import steps
 
-    return steps.main()
+    argv = ["--keying", args.keying, *(["--no-ipv6"] if args.no_ipv6 else []),
+            *(["--config-dir", args.config_dir] if args.config_dir else [])]
+    return steps.main(argv)
 
 
 # --- check ---

@@ -3,10 +3,13 @@
  [hostA 10.1.0.10] -- [10.1.0.1 gwA 192.0.2.1] ==ESP== [192.0.2.2 gwB 10.2.0.1] -- [10.2.0.10 hostB]
   fd00:1::10          fd00:1::1    fd00:ff::1          fd00:ff::2   fd00:2::1          fd00:2::10
 
-It builds the four namespaces, starts one real ``espd run`` per gateway with per-run
-copies of config/demo/gateway-{a,b}.toml, pings and transfers data both ways through the
-tunnel, prints ``espd show sa`` and an excerpt of the metrics, and removes everything it
-created, also on failure or Ctrl-C. Exit status 0 only if traffic passed both ways.
+It builds the four namespaces and runs the tunnel twice: first keyed by hand
+(config/demo/gateway-{a,b}.toml), then keyed by IKEv2 (gateway-{a,b}-ike.toml: the first
+packet negotiates the SAs with a pre-shared key). Each time it starts one real ``espd run``
+per gateway with per-run copies of the configs, pings and transfers data both ways
+through the tunnel, prints ``espd show sa`` (and ``espd show ike sa``) and an excerpt of
+the metrics, and stops the daemons. It removes everything it created, also on failure or
+Ctrl-C. Exit status 0 only if traffic passed both ways, both times.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from espd.cli.demo import namespaces
 from espd.cli.demo.gateway import EspdProcess, EspdProcessError, with_daemon_settings
 from espd.cli.demo.namespaces import Topology
 
-STEPS = 6
+STEPS = 5  # per keying
+KEYINGS = {"manual": ("gateway-a.toml", "gateway-b.toml"),
+           "ike": ("gateway-a-ike.toml", "gateway-b-ike.toml")}
 TRANSFER_BYTES = 512 * 1024
 TRAFFIC = "espd.cli.demo.traffic"  # python -m TRAFFIC: ping and TCP without the binaries
 METRIC_PREFIXES = ("espd_sa_packets_total", "espd_dropped_packets_total")
@@ -40,8 +45,8 @@ def default_config_dir() -> Path:
     return Path("/usr/share/espd/demo")
 
 
-def step(n: int, text: str) -> None:
-    print(f"[{n}/{STEPS}] {text}", flush=True)
+def step(n: int, text: str, keying: str = "") -> None:
+    print(f"[{keying + ' ' if keying else ''}{n}/{STEPS}] {text}", flush=True)
 
 
 def say(text: str) -> None:
@@ -92,8 +97,8 @@ def transfer(src_ns: str, dst_ns: str, dst: str, what: str, port: int) -> bool:
     return ok
 
 
-def show_sa(ns: str, control_socket: str) -> None:
-    result = namespaces.ns_run(ns, [sys.executable, "-m", "espd", "show", "sa", "--socket",
+def show_sa(ns: str, control_socket: str, what: Sequence[str] = ("sa",)) -> None:
+    result = namespaces.ns_run(ns, [sys.executable, "-m", "espd", "show", *what, "--socket",
                                control_socket], check=False, timeout=30)
     text = result.stdout if result.returncode == 0 else result.stdout + result.stderr
     for line in text.rstrip().splitlines():
@@ -133,7 +138,10 @@ def _interrupt(signum, frame) -> None:
 def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(prog="espd demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config-dir", type=Path, default=None,
-                        help="where gateway-a.toml and gateway-b.toml are")
+                        help="where gateway-a.toml, gateway-b.toml and their -ike twins are")
+    parser.add_argument("--keying", choices=("manual", "ike", "both"), default="both",
+                        help="keys written by hand, negotiated by IKEv2, or one after the "
+                             "other (the default)")
     parser.add_argument("--no-ipv6", action="store_true", help="IPv4 traffic only")
     args = parser.parse_args(list(argv))
     why = namespaces.unavailable()
@@ -141,11 +149,13 @@ def main(argv: Sequence[str] = ()) -> int:
         print(f"espd demo: {why}; run it as root, e.g. 'sudo make demo'", file=sys.stderr)
         return 2
     config_dir = args.config_dir or default_config_dir()
-    templates = [config_dir / "gateway-a.toml", config_dir / "gateway-b.toml"]
-    for template in templates:
-        if not template.is_file():
-            print(f"espd demo: {template} is missing; pass --config-dir", file=sys.stderr)
-            return 2
+    keyings = ["manual", "ike"] if args.keying == "both" else [args.keying]
+    for keying in keyings:
+        for name in KEYINGS[keying]:
+            if not (config_dir / name).is_file():
+                print(f"espd demo: {config_dir / name} is missing; pass --config-dir",
+                      file=sys.stderr)
+                return 2
 
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     topology = Topology(ipv6=not args.no_ipv6)
@@ -153,74 +163,103 @@ def main(argv: Sequence[str] = ()) -> int:
     daemons: list[EspdProcess] = []
     passed = False
     try:
-        step(1, f"creating namespaces {', '.join(topology.namespaces)}...")
+        print(f"creating namespaces {', '.join(topology.namespaces)}...", flush=True)
         topology.create()
         say(f"hostA {namespaces.HOST_A4} - gwA {namespaces.GW_A_LAN4}|{namespaces.GW_A_WAN4} == "
             f"gwB {namespaces.GW_B_WAN4}|{namespaces.GW_B_LAN4} - hostB {namespaces.HOST_B4}")
-
-        step(2, f"writing per-run configs to {workdir}...")
-        port = random.randint(20000, 40000)
-        for name, ns, template in (("gwA", topology.gw_a, templates[0]),
-                                   ("gwB", topology.gw_b, templates[1])):
-            sock = str(workdir / f"{name}.sock")
-            config = workdir / f"{name}.toml"
-            write_config(template, config, interface="espd0", control_socket=sock,
-                         metrics=f"127.0.0.1:{port}", state_dir=str(workdir / f"{name}-state"))
-            daemons.append(EspdProcess(ns, str(config), sock, str(workdir / f"{name}.log"), name))
-            say(f"{name}: {config} (control socket {sock}, metrics 127.0.0.1:{port})")
-
-        step(3, "starting espd on gwA and gwB...")
-        for daemon in daemons:
-            daemon.start()
-        for daemon in daemons:
-            state = daemon.wait_ready()
-            mtu = namespaces.link_mtu(daemon.ns, "espd0")
-            say(f"{daemon.name}: espd pid {daemon.pid} ready, {len(state.get('sas', []))} SAs, "
-                f"espd0 mtu {mtu}")
-
-        step(4, "ping through the tunnel, both ways...")
-        results = [
-            ping(topology.host_a, namespaces.HOST_B4, "hostA -> hostB (IPv4)"),
-            ping(topology.host_b, namespaces.HOST_A4, "hostB -> hostA (IPv4)"),
-        ]
-        if topology.ipv6:
-            results += [
-                ping(topology.host_a, namespaces.HOST_B6, "hostA -> hostB (IPv6)"),
-                ping(topology.host_b, namespaces.HOST_A6, "hostB -> hostA (IPv6)"),
-            ]
-
-        step(5, f"TCP transfer of {TRANSFER_BYTES // 1024} KiB, both ways...")
-        results += [
-            transfer(topology.host_a, topology.host_b, namespaces.HOST_B4, "hostA -> hostB", 5201),
-            transfer(topology.host_b, topology.host_a, namespaces.HOST_A4, "hostB -> hostA", 5202),
-        ]
-
-        step(6, "espd show sa on gwA, and its metrics...")
-        show_sa(topology.gw_a, daemons[0].control_socket)
-        say("")
-        metrics_excerpt(topology.gw_a, f"127.0.0.1:{port}")
-        passed = all(results)
+        passed = True
+        for keying in keyings:
+            passed &= run_tunnel(topology, workdir, daemons, keying,
+                                 [config_dir / name for name in KEYINGS[keying]])
     except KeyboardInterrupt:
+        passed = False
         print("\ninterrupted", file=sys.stderr)
     except (namespaces.NetnsError, EspdProcessError, OSError) as e:
+        passed = False
         print(f"espd demo: {e}", file=sys.stderr)
     finally:
         print("cleaning up: stopping espd, deleting namespaces...", flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
         try:
-            for daemon in daemons:
-                status = daemon.stop()
-                if status not in (None, 0):
-                    print(f"{daemon.name}: espd exited with status {status}; its log:\n"
-                          f"{daemon.log()}", file=sys.stderr)
+            stop_all(daemons)
             topology.destroy()
             shutil.rmtree(workdir, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, old_term)
-    print("demo passed: traffic went both ways through the tunnel" if passed
-          else "demo FAILED", flush=True)
+    print(f"demo passed: traffic went both ways through the tunnel ({' and '.join(keyings)} "
+          f"keys)" if passed else "demo FAILED", flush=True)
     return 0 if passed else 1
+
+
+def stop_all(daemons: list[EspdProcess]) -> bool:
+    """Stop every daemon started (by pid); True if each exited cleanly."""
+    clean = True
+    while daemons:
+        daemon = daemons.pop()
+        status = daemon.stop()
+        if status not in (None, 0):
+            clean = False
+            print(f"{daemon.name}: espd exited with status {status}; its log:\n"
+                  f"{daemon.log()}", file=sys.stderr)
+    return clean
+
+
+def run_tunnel(topology: Topology, workdir: Path, daemons: list[EspdProcess], keying: str,
+               templates: list[Path]) -> bool:
+    """One run of the tunnel with `keying`'s configs; the daemons are stopped after it."""
+    print(f"--- the tunnel keyed {'by hand' if keying == 'manual' else 'by IKEv2'} ---",
+          flush=True)
+    step(1, f"writing per-run configs to {workdir}...", keying)
+    port = random.randint(20000, 40000)
+    for name, ns, template in (("gwA", topology.gw_a, templates[0]),
+                               ("gwB", topology.gw_b, templates[1])):
+        sock = str(workdir / f"{name}-{keying}.sock")
+        config = workdir / f"{name}-{keying}.toml"
+        write_config(template, config, interface="espd0", control_socket=sock,
+                     metrics=f"127.0.0.1:{port}",
+                     state_dir=str(workdir / f"{name}-{keying}-state"))
+        daemons.append(EspdProcess(ns, str(config), sock, str(workdir / f"{name}-{keying}.log"),
+                              name))
+        say(f"{name}: {config} (control socket {sock}, metrics 127.0.0.1:{port})")
+
+    step(2, "starting espd on gwA and gwB...", keying)
+    for daemon in daemons:
+        daemon.start()
+    for daemon in daemons:
+        state = daemon.wait_ready()
+        mtu = namespaces.link_mtu(daemon.ns, "espd0")
+        say(f"{daemon.name}: espd pid {daemon.pid} ready, {len(state.get('sas', []))} SAs, "
+            f"espd0 mtu {mtu}")
+    if keying == "ike":
+        say("no SA yet: the first packet into espd0 starts the IKEv2 negotiation (on demand)")
+
+    step(3, "ping through the tunnel, both ways...", keying)
+    results = [
+        ping(topology.host_a, namespaces.HOST_B4, "hostA -> hostB (IPv4)"),
+        ping(topology.host_b, namespaces.HOST_A4, "hostB -> hostA (IPv4)"),
+    ]
+    if topology.ipv6:
+        results += [
+            ping(topology.host_a, namespaces.HOST_B6, "hostA -> hostB (IPv6)"),
+            ping(topology.host_b, namespaces.HOST_A6, "hostB -> hostA (IPv6)"),
+        ]
+
+    step(4, f"TCP transfer of {TRANSFER_BYTES // 1024} KiB, both ways...", keying)
+    results += [
+        transfer(topology.host_a, topology.host_b, namespaces.HOST_B4, "hostA -> hostB", 5201),
+        transfer(topology.host_b, topology.host_a, namespaces.HOST_A4, "hostB -> hostA", 5202),
+    ]
+
+    step(5, f"espd show {'ike sa and show ' if keying == 'ike' else ''}sa on gwA, and its "
+            f"metrics...", keying)
+    if keying == "ike":
+        show_sa(topology.gw_a, daemons[0].control_socket, ("ike", "sa", "--detail"))
+        say("")
+    show_sa(topology.gw_a, daemons[0].control_socket)
+    say("")
+    metrics_excerpt(topology.gw_a, f"127.0.0.1:{port}")
+    return all(results) & stop_all(daemons)
 
 
 if __name__ == "__main__":
