@@ -86,6 +86,7 @@ class Plan:
     rules: tuple[RuleSpec, ...]
     routes: tuple[str, ...]  # remote prefixes routed into the TUN device
     unroutable: tuple[str, ...]  # permitted destinations that are not prefixes
+    negotiated_peers: tuple[str, ...] = ()  # peers of IKE-keyed entries (no SAs planned)
 
 
 def fingerprint_keys(key: bytes | bytearray, auth_key: bytes | bytearray | None) -> str:
@@ -185,9 +186,12 @@ def build_plan(config: Config) -> Plan:
     rules: list[RuleSpec] = []
     routes: dict[str, None] = {}
     unroutable: dict[str, None] = {}
+    negotiated: dict[str, None] = {}
     for policy, entry in enumerate(config.crypto_maps, start=1):
         if entry.manual:  # IKE-keyed entries get their SAs when a negotiation installs them
             sas.extend(_sa_specs(config, entry, policy))
+        else:
+            negotiated.update((str(p), None) for p in entry.peers)
         acl = config.access_lists[entry.match_address]
         for index, acl_entry in enumerate(acl.entries):
             for rule in compile_entry(acl_entry, policy):
@@ -204,7 +208,7 @@ def build_plan(config: Config) -> Plan:
             # therefore neither replaces nor has to restore
             for half in net.subnets(1) if plen == 0 else (net,):
                 routes[str(half)] = None
-    return Plan(tuple(sas), tuple(rules), tuple(routes), tuple(unroutable))
+    return Plan(tuple(sas), tuple(rules), tuple(routes), tuple(unroutable), tuple(negotiated))
 
 
 def wipe_keys(plan: Plan) -> None:

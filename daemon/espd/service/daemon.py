@@ -158,8 +158,10 @@ class Daemon:
     # --- IKE (espd.ike; docs/ike-engine.md) ---
 
     def start_ike(self) -> None:
-        """Host the IKE engine when the config has IKE-keyed entries (on the loop, once
-        the SA owner serves): UDP 500 of its own, UDP 4500 through the data plane."""
+        """Host the IKE engine when the config has IKE-keyed entries (on the loop's
+        thread; at start, before privileges drop, since UDP 500 is a privileged port):
+        UDP 500 of its own, UDP 4500 through the data plane. What it starts before the
+        loop runs (start = "immediate") is answered once the loop serves."""
         settings = ike_settings(self.config)
         if settings is None:
             return
@@ -231,6 +233,7 @@ class Daemon:
                                    self.plan_diff)
             self.control = ControlServer(settings.control_socket, handler)
             self.control.bind()
+            self.start_ike()  # binds UDP 500, a privileged port: before root is dropped
             if settings.user:  # before any thread: capabilities are per thread
                 self._become(settings.user)
             s = self.sockets
@@ -268,7 +271,9 @@ class Daemon:
 
     @staticmethod
     def peers(plan: Plan) -> list[str]:
-        return sorted({spec.peer for spec in plan.sas})
+        """Every peer address: manual SAs' and (plan.negotiated_peers) IKE-keyed entries',
+        each kept out of the tunnel by a host route if a protected prefix covers it."""
+        return sorted({spec.peer for spec in plan.sas} | set(plan.negotiated_peers))
 
     @staticmethod
     def warn(config: Config, plan: Plan) -> None:

@@ -113,7 +113,6 @@ class MainLoop:
         owner.bind_thread()
         self.loop.add_reader(daemon.dp.event_fd(), owner.drain_events)
         self.loop.add_reader(daemon.dp.punt_fd(), owner.drain_punted)
-        daemon.start_ike()  # after the readers: its first acquires and punts are served
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec:
             sd_notify("WATCHDOG=1")
