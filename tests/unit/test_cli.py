@@ -350,8 +350,11 @@ def test_run_hands_the_config_path_to_the_service(monkeypatch: pytest.MonkeyPatc
 
 def test_demo_hands_over_to_the_demo_module(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = types.ModuleType("espd.cli.demo.steps")
-    steps.main = lambda: 3  # type: ignore[attr-defined]
+    seen: list = []
+    steps.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "espd.cli.demo.steps", steps)
     monkeypatch.setattr(importlib.import_module("espd.cli.demo"), "steps", steps,
                         raising=False)
     assert cli.main(["demo"]) == 3
+    assert cli.main(["demo", "--keying", "ike", "--no-ipv6"]) == 3
+    assert seen == [["--keying", "both"], ["--keying", "ike", "--no-ipv6"]]
