@@ -62,19 +62,39 @@ def _parser() -> argparse.ArgumentParser:
     show_sa = what.add_parser("sa", parents=[client], help="show crypto ipsec sa")
     show_sa.add_argument("--json", action="store_true", help="the SAs as a JSON list")
     show_sa.set_defaults(func=_show_sa)
-    show_ike = what.add_parser("ike", parents=[client], help="show crypto ikev2 sa")
-    show_ike.add_argument("target", choices=["sa"], help="sa: the IKE SAs")
+    show_ike = what.add_parser("ike", parents=[client],
+                               help="show crypto ikev2 sa | show crypto ikev2 proposal")
+    show_ike.add_argument("target", choices=["sa", "proposal"],
+                          help="sa: the IKE SAs; proposal: the configured IKE proposals")
     show_ike.add_argument("--detail", action="store_true",
                           help="SPIs, identities and Child SAs too")
     show_ike.add_argument("--json", action="store_true", help="the IKE SAs as JSON")
     show_ike.set_defaults(func=_show_ike_sa)
     for name, command, text in (("map", "show_map", "show crypto map"),
-                                ("acl", "show_acl", "access lists with hit counts")):
+                                ("acl", "show_acl", "access lists with hit counts"),
+                                ("transform-set", "show_transform_set",
+                                 "show crypto ipsec transform-set")):
         sub = what.add_parser(name, parents=[client], help=text)
         sub.set_defaults(func=_show_text, request=command)
 
     stats = commands.add_parser("stats", parents=[client], help="global counters and drops")
     stats.set_defaults(func=_show_text, request="stats")
+
+    initiate = commands.add_parser("initiate", parents=[client], help=(
+        "negotiate an IKE-keyed crypto map entry now (start = \"manual\" entries need it)"))
+    initiate.add_argument("map", metavar="MAP", help="crypto map name")
+    initiate.add_argument("seq", metavar="SEQ", type=int, help="crypto map entry seq")
+    initiate.set_defaults(func=_action, action="initiate")
+    clear = commands.add_parser("clear", help="delete negotiated SAs (IOS clear crypto ...)")
+    clear_what = clear.add_subparsers(dest="clear_what", required=True, metavar="WHAT")
+    for words, action, text in ((("sa",), "clear_sa", "Child SAs (IOS clear crypto sa)"),
+                                (("ike",), "clear_ike_sa",
+                                 "IKE SAs and their Child SAs (IOS clear crypto session)")):
+        sub = clear_what.add_parser(words[0], parents=[client], help=text)
+        if action == "clear_ike_sa":
+            sub.add_argument("object", choices=("sa",), help="sa")
+        sub.add_argument("peer", nargs="?", metavar="PEER", help="only this peer's")
+        sub.set_defaults(func=_action, action=action)
 
     reload = commands.add_parser("reload", parents=[client],
                                  help="ask the daemon to reload its config file")
@@ -251,7 +271,22 @@ def _show_sa(args: argparse.Namespace) -> int:
     return 0
 
 
+def _action(args: argparse.Namespace) -> int:
+    fields = ({"map": args.map, "seq": args.seq} if args.action == "initiate"
+              else {"peer": args.peer})
+    answer = request(_socket(args), args.action, **fields)
+    if not answer.get("ok"):
+        _print_failure(f"espd: {args.action.replace('_', ' ')} failed", answer)
+        return 1
+    for line in answer.get("done", []):
+        print(line)
+    return 0
+
+
 def _show_ike_sa(args: argparse.Namespace) -> int:
+    if args.target == "proposal":
+        args.request = "show_ike_proposal"
+        return _show_text(args)
     answer = request(_socket(args), "show_ike_sa", detail=args.detail)
     if not answer.get("ok"):
         _print_failure("espd: show ike sa failed", answer)

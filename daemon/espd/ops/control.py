@@ -9,6 +9,8 @@ the server answers each with one JSON object on one line, ``{"ok": true, ...}`` 
   show_map    {"text": ...}                         show crypto map
   show_acl    {"text": ...}                         access lists with hit counts
   show_ike_sa {"text": ..., "ike_sas": [...]}       show crypto ikev2 sa ("detail": true)
+  show_ike_proposal, show_transform_set {"text"}    the configured IKE proposals, sets
+  initiate, clear_ike_sa, clear_sa {"done": [...]}  IKE actions ("map"/"seq", "peer")
   stats       {"text": ...}                         global counters
   reload      {"changes": [...]}                    reload the daemon's config file
   plan_diff   {"changes": [...]}                    what reloading "config" would change
@@ -216,6 +218,7 @@ def make_handler(
     state: Callable[[], dict],
     reload: Callable[[], list[str]],
     plan_diff: Callable[[str], list[str]],
+    act: Callable[[str, dict], dict] | None = None,
 ) -> Handler:
     """The daemon's request handler over its three capabilities.
 
@@ -238,6 +241,14 @@ def make_handler(
                 current = state()
                 return {"ok": True, "text": show.render_sa(current),
                         "sas": show.sa_json(current)}
+            if command in ("show_ike_proposal", "show_transform_set"):
+                from espd.ops import show_ike
+
+                render = (show_ike.render_ike_proposal if command == "show_ike_proposal"
+                          else show_ike.render_transform_set)
+                return {"ok": True, "text": render(state())}
+            if command in ("initiate", "clear_ike_sa", "clear_sa") and act is not None:
+                return act(command, request)  # {"ok": ..., "done"|"error": ...}
             if command == "show_ike_sa":
                 from espd.ops.show_ike import render_ike_sa
 
@@ -260,7 +271,9 @@ def make_handler(
             return {"ok": False, "error": f"the configuration has {count} "
                     f"problem{'s' if count != 1 else ''}",
                     "errors": [str(p) for p in e.problems]}
-        known = "state, show_sa, show_ike_sa, show_map, show_acl, stats, reload, plan_diff"
+        known = ("state, show_sa, show_ike_sa, show_ike_proposal, show_transform_set, "
+                 "show_map, show_acl, stats, reload, plan_diff, initiate, clear_ike_sa, "
+                 "clear_sa")
         return _refusal(f"unknown command {command!r}; known: {known}")
 
     return handle

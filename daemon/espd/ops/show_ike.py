@@ -51,3 +51,33 @@ def _local_spi(sa: dict) -> str:
 
 def _remote_spi(sa: dict) -> str:
     return (sa["spi_r"] if sa["role"] == "initiator" else sa["spi_i"]).upper()
+
+
+def render_ike_proposal(state: dict) -> str:
+    """``show ike proposal``: IOS ``show crypto ikev2 proposal`` (and the seed's ``show crypto
+    isakmp policy``), one block per proposal in preference order, then lifetime and DPD."""
+    from espd.ike.crypto.suites import parse_suite
+
+    config = state.get("ike_config", {})
+    lines = []
+    for number, text in enumerate(config.get("proposals", []), 1):
+        suite = parse_suite(text)
+        lines += [f" IKEv2 proposal: {number} ({text})",
+                  f"     Encryption : {suite.encr.name.upper()}",
+                  f"     Integrity  : {suite.integ.name.upper() if suite.integ else '(AEAD)'}",
+                  f"     PRF        : {suite.prf.name.upper()}",
+                  f"     DH Group   : {suite.ke.name.upper()}/Group {suite.ke.ident}"]
+    dpd = config.get("dpd", {})
+    lines += [f" IKE SA lifetime: {config.get('lifetime', '-')} seconds",
+              " DPD: " + (f"{dpd['interval']} s, retry {dpd['retry']} s, {dpd['mode']}"
+                          if dpd.get("interval") else "off")]
+    return "\n".join(lines) + "\n"
+
+
+def render_transform_set(state: dict) -> str:
+    """``show transform-set``: IOS ``show crypto ipsec transform-set``."""
+    lines = []
+    for tset in state.get("ike_config", {}).get("transform_sets", []):
+        lines += [f"Transform set {tset['name']}: {{ {tset['transform']} }}",
+                  f"   will negotiate = {{ {tset['mode'].capitalize()},  }},", ""]
+    return "\n".join(lines) or "no transform sets\n"

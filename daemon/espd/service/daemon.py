@@ -40,7 +40,7 @@ from espd.ops.control import ControlServer, make_handler
 from espd.ops.metrics import start_exporter
 from espd.policy.ike_plan import ike_settings, ike_udp_families, wipe_ike_keys
 from espd.policy.plan import Plan, build_plan, wipe_keys
-from espd.service import reload, state_view
+from espd.service import ike_actions, reload, state_view
 from espd.service.instance_lock import InstanceLock
 from espd.service.sockets import NATT_PORT, Sockets, open_sockets
 from espd.system.privileges import drop_to, pwd_ids
@@ -59,6 +59,7 @@ log = logging.getLogger("espd")
 DEFAULT_TUN_MTU = 1400
 MIN_TUN_MTU = 1280  # IPv6's minimum: below it IPv6 inner traffic cannot pass
 RELOAD_TIMEOUT = 60.0  # seconds a control-socket reload may take (cli.RELOAD_TIMEOUT too)
+ACTION_TIMEOUT = 5.0  # seconds an IKE action (initiate, clear) may take to be started
 DRAIN_TIMEOUT = 5.0  # seconds shutdown waits for readers still in flight
 IKE_VIEW_INTERVAL = 1.0  # seconds between refreshes of what show ike sa reads
 
@@ -230,7 +231,7 @@ class Daemon:
             self.routes = tuple(install_routes(settings.interface, self.plan.routes))
             self.sockets = open_sockets(self.plan, ike_udp_families(self.config))
             handler = make_handler(self.state, lambda: self.post_reload("control socket"),
-                                   self.plan_diff)
+                                   self.plan_diff, self.post_action)
             self.control = ControlServer(settings.control_socket, handler)
             self.control.bind()
             self.start_ike()  # binds UDP 500, a privileged port: before root is dropped
@@ -340,6 +341,35 @@ class Daemon:
                                    "seconds; see the daemon's log") from None
             finally:
                 self._posted.discard(future)
+
+    def post_action(self, action: str, args: dict) -> dict:
+        """An operator's IKE action (service/ike_actions.py) run on the loop, from a
+        control-socket thread; waits for it. The answer is the control socket's."""
+        with self.readers:
+            with self._post_lock:
+                if self.loop is None or self.stopping:
+                    raise Stopping()
+                future = asyncio.run_coroutine_threadsafe(self._action(action, args),
+                                                          self.loop)
+                self._posted.add(future)
+            try:
+                return future.result(ACTION_TIMEOUT)
+            except concurrent.futures.CancelledError:
+                raise Stopping() from None
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                return {"ok": False, "error": f"{action} did not finish within "
+                        f"{ACTION_TIMEOUT:.0f} seconds; see the daemon's log"}
+            finally:
+                self._posted.discard(future)
+
+    async def _action(self, action: str, args: dict) -> dict:
+        try:
+            answer = {"ok": True, **ike_actions.run(self, action, args)}
+        except ike_actions.ActionError as e:
+            return {"ok": False, "error": str(e)}
+        self._refresh_ike_state()
+        return answer
 
     def plan_diff(self, path: str) -> list[str]:
         """What reloading `path` would change (service/reload.py); reads the View."""

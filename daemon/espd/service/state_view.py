@@ -47,6 +47,7 @@ def state(daemon: Daemon, view: View) -> dict:
         "reloads": {"success": success, "failure": failure},
         "io": dp.io_stats(), "drops": dp.global_drops(),
         "maps": maps_state(view.config), "sas": sas, "acls": acls,
+        "ike_config": ike_config_state(view.config),
         **({"ike": daemon.ike_state} if daemon.ike_state is not None else {}),
     }
 
@@ -73,6 +74,21 @@ def sa_state(daemon: Daemon, view: SaView) -> dict:
         "seq_cycled": st["seq_cycled"],
         "origin": view.origin, "ike_sa": view.ike_sa,  # "manual" | "ike", and which IKE SA
     }
+
+def ike_config_state(config: Config) -> dict:
+    """What show ike proposal and show transform-set print: configured, not negotiated."""
+    ike = config.ike
+    return {
+        "proposals": list(ike.proposals), "lifetime": ike.lifetime,
+        "dpd": {"interval": ike.dpd.interval, "retry": ike.dpd.retry, "mode": ike.dpd.mode},
+        "peers": [{"name": p.name, "address": str(p.address),
+                   "local_id": str(p.local_id) if p.local_id else None,
+                   "remote_id": str(p.remote_id) if p.remote_id else None}
+                  for p in config.ike_peers],
+        "transform_sets": [{"name": t.name, "transform": t.transform.name, "mode": t.mode}
+                           for t in config.transform_sets.values()],
+    }
+
 
 def maps_state(config: Config) -> list[dict]:
     out = []
