@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -106,3 +108,44 @@ def test_demo_ike_configs_negotiate_on_the_first_packet_and_nothing_leaves_in_cl
     assert "READY" in text and "192.0.2.2/500" in text
     assert PSK not in daemons[0].log() and PSK not in daemons[1].log()
     assert "running as nobody" in daemons[0].log()
+
+
+def espd_cli(daemon: netns.Daemon, *words: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "espd", *words, "--socket",
+                             daemon.control_socket], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_operator_commands_show_clear_and_initiate(site):
+    topo, workdir, daemons = site
+    gw_a = start_espd(topo.gw_a, "a", workdir)
+    daemons += [gw_a, start_espd(topo.gw_b, "b", workdir)]
+    proposals = espd_cli(gw_a, "show", "ike", "proposal")
+    assert "IKEv2 proposal: 1 (aes256gcm16-prfsha384-x25519)" in proposals
+    assert "DPD: 10 s, retry 2 s, periodic" in proposals
+    assert "Transform set GCM256: { esp-gcm 256 }" in espd_cli(gw_a, "show", "transform-set")
+    ping_until(topo.host_a, HOST_B4)
+
+    cleared = espd_cli(gw_a, "clear", "sa", "192.0.2.2")
+    assert "Child SA demo 10" in cleared and "deleted" in cleared
+    deadline = time.monotonic() + 5  # the view of the engine refreshes every second
+    while time.monotonic() < deadline and ike_state(gw_a)["sas"][0]["children"]:
+        time.sleep(0.1)
+    (ike_sa,) = ike_state(gw_a)["sas"]
+    assert ike_sa["children"] == []  # the IKE SA stays (IOS clear crypto sa)
+    negotiated = [s for s in control.request(gw_a.control_socket, "state")["state"]["sas"]
+                  if s.get("origin") == "ike"]
+    assert negotiated == []  # and its SAs are out of the data plane: fail closed
+
+    started = espd_cli(gw_a, "initiate", "demo", "10")
+    assert "initiating" in started or "Child SA already" in started
+    ping_until(topo.host_a, HOST_B4)
+
+    assert "deleted" in espd_cli(gw_a, "clear", "ike", "sa")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and ike_state(gw_a)["sas"]:
+        time.sleep(0.1)
+    assert ike_state(gw_a)["sas"] == []
+    ping_until(topo.host_a, HOST_B4)  # the next packet negotiates again (on demand)
