@@ -40,11 +40,11 @@ def ping_until(ns: str, dst: str, timeout: float = 10.0) -> netns.PingResult:
     raise AssertionError(f"ping {dst} from {ns} never got through: {result}")
 
 
-def ike_state(daemon: netns.Daemon) -> dict:
+def ike_state(daemon: netns.EspdProcess) -> dict:
     return control.request(daemon.control_socket, "state")["state"]["ike"]
 
 
-def start_espd(ns: str, side: str, workdir: Path, **extra: str) -> netns.Daemon:
+def start_espd(ns: str, side: str, workdir: Path, **extra: str) -> netns.EspdProcess:
     sock = str(workdir / f"gw{side}.sock")
     settings = dict(control_socket=sock, metrics="", state_dir=str(workdir / f"gw{side}"),
                     **extra)
@@ -54,7 +54,7 @@ def start_espd(ns: str, side: str, workdir: Path, **extra: str) -> netns.Daemon:
     path.write_text(netns.with_daemon_settings((DEMO / f"gateway-{side}-ike.toml").read_text(),
                                                **settings))
     path.chmod(0o644)
-    daemon = netns.Daemon(ns, str(path), sock, str(workdir / f"gw{side}.log"), f"gw{side}")
+    daemon = netns.EspdProcess(ns, str(path), sock, str(workdir / f"gw{side}.log"), f"gw{side}")
     daemon.start()
     daemon.wait_ready(timeout=30)
     return daemon
@@ -64,7 +64,7 @@ def start_espd(ns: str, side: str, workdir: Path, **extra: str) -> netns.Daemon:
 def site(netns_ok):
     topo = netns.Topology(tag=f"espd-{os.getpid()}-ikd{time.monotonic_ns() % 10**6}")
     workdir = Path(tempfile.mkdtemp(prefix="espd-ike-"))
-    daemons: list[netns.Daemon] = []
+    daemons: list[netns.EspdProcess] = []
     topo.create()
     try:
         yield topo, workdir, daemons
@@ -110,7 +110,7 @@ def test_demo_ike_configs_negotiate_on_the_first_packet_and_nothing_leaves_in_cl
     assert "running as nobody" in daemons[0].log()
 
 
-def espd_cli(daemon: netns.Daemon, *words: str) -> str:
+def espd_cli(daemon: netns.EspdProcess, *words: str) -> str:
     result = subprocess.run([sys.executable, "-m", "espd", *words, "--socket",
                              daemon.control_socket], capture_output=True, text=True,
                             timeout=30, check=False)
