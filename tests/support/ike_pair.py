@@ -11,9 +11,8 @@ import asyncio
 import ipaddress
 import itertools
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from espd.dataplane import Lifetime
 from espd.ike import proposals as p
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.transport import UdpTransport
@@ -26,6 +25,7 @@ from espd.ike.settings import (
     Peer,
     PresharedKey,
 )
+from espd.keying.owner import ChildSaKeys  # the real contract type, not a copy
 from espd.policy.selectors import TrafficSelector
 
 A, B = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.2")
@@ -33,39 +33,6 @@ GCM_X25519 = IkeProposal(((p.ENCR_AES_GCM_16, 256),), (p.PRF_HMAC_SHA2_384,), ()
 CBC_MODP = IkeProposal(((p.ENCR_AES_CBC, 128),), (p.PRF_HMAC_SHA2_256,),
                        (p.AUTH_HMAC_SHA2_256_128,), (14,))
 _ports = itertools.count(20000 + (os.getpid() % 500) * 40, 2)
-
-
-@dataclass(frozen=True)
-class ChildSaKeys:
-    """The shape of keying/owner.py's ChildSaKeys (TEAM.md's SA owner contract)."""
-
-    entry: tuple[str, int]
-    ike_sa: str
-    transform: str
-    mode: str
-    encap: str
-    local: str
-    peer: str
-    spi_in: int
-    key_in: bytearray = field(repr=False)
-    auth_key_in: bytearray | None = field(repr=False)
-    spi_out: int
-    key_out: bytearray = field(repr=False)
-    auth_key_out: bytearray | None = field(repr=False)
-    esn: bool = False
-    replay_window: int = 1024
-    soft: Lifetime = Lifetime()
-    hard: Lifetime = Lifetime()
-    local_port: int = 4500
-    remote_port: int = 4500
-    traffic_selectors: tuple = ()
-    nat_detected: bool = False
-    peer_source: str = "auto"
-
-    def wipe(self) -> None:
-        for key in (self.key_in, self.auth_key_in, self.key_out, self.auth_key_out):
-            if isinstance(key, bytearray):
-                key[:] = bytes(len(key))
 
 
 @dataclass(frozen=True)
