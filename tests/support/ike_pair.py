@@ -65,31 +65,49 @@ class FakeOwner:
         self.retired: list[Handle] = []
         self.log: list[tuple[str, int]] = []
         self.slots: dict[tuple[str, int], Handle | None] = {}
+        self.pending: dict[int, Handle] = {}  # successor id -> the SA it waits to replace
         self._ids = itertools.count(1)
 
-    def _record(self, keys: ChildSaKeys, replaced: Handle | None) -> Handle:
+    def _record(self, keys: ChildSaKeys, replaced: Handle | None, switch: bool = True
+                ) -> Handle:
         handle = Handle(next(self._ids), keys.entry, keys.spi_in, keys.spi_out)
         self.installed[handle.id] = Installed(
             handle, keys, bytes(keys.key_in), bytes(keys.key_out),
             bytes(keys.auth_key_in or b""), bytes(keys.auth_key_out or b""), replaced)
-        self.slots[keys.entry] = handle
+        if switch:
+            self.slots[keys.entry] = handle
+        else:  # a rekey responder's successor: the slot waits for the old one's DELETE
+            self.pending[handle.id] = replaced
         return handle
 
     def install_child(self, keys: ChildSaKeys) -> Handle:
         self.log.append(("install", keys.spi_in))
         return self._record(keys, None)
 
-    def rekey_child(self, old: Handle, keys: ChildSaKeys) -> Handle:
+    def rekey_child(self, old: Handle, keys: ChildSaKeys, *, switch: bool = True) -> Handle:
         assert old.id in self.installed and old not in self.retired
-        self.log.append(("rekey", keys.spi_in))
-        return self._record(keys, old)
+        self.log.append(("rekey" if switch else "rekey-pending", keys.spi_in))
+        return self._record(keys, old, switch)
 
-    def retire_child(self, handle: Handle) -> None:
+    def switch_child(self, handle: Handle) -> bool:
+        before = self.pending.pop(handle.id, None)
+        if before is None or self.slots.get(handle.entry) not in (before, None):
+            return False
+        self.slots[handle.entry] = handle
+        return True
+
+    def retire_child(self, handle: Handle, linger: float = 0.0) -> None:
         assert handle not in self.retired, "retired twice"
         self.log.append(("retire", handle.spi_in))
         self.retired.append(handle)
+        self.pending.pop(handle.id, None)
         if self.slots.get(handle.entry) == handle:
+            successor = next((c for c, before in self.pending.items() if before == handle),
+                             None)
             self.slots[handle.entry] = None
+            if successor is not None:
+                self.slots[handle.entry] = self.installed[successor].handle
+        self.pending = {c: b for c, b in self.pending.items() if b != handle}
 
     def child_usage(self, handle: Handle) -> dict:
         return {"bytes_in": 0, "bytes_out": 0, "packets_in": 0, "packets_out": 0,

@@ -54,8 +54,8 @@ def emit(**fields) -> None:
 
 
 class PrintingOwner(FakeOwner):
-    def _record(self, keys, replaced):
-        handle = super()._record(keys, replaced)
+    def _record(self, keys, replaced, switch=True):
+        handle = super()._record(keys, replaced, switch)
         got = self.installed[handle.id]
         emit(event="rekey" if replaced else "install", spi_in=keys.spi_in,
              spi_out=keys.spi_out, transform=keys.transform, mode=keys.mode, encap=keys.encap,
@@ -63,8 +63,8 @@ class PrintingOwner(FakeOwner):
              auth_out=got.auth_out.hex(), remote_port=keys.remote_port)
         return handle
 
-    def retire_child(self, handle):
-        super().retire_child(handle)
+    def retire_child(self, handle, linger=0.0):
+        super().retire_child(handle, linger)
         emit(event="retire", spi_in=handle.spi_in)
 
 

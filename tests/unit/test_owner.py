@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 
 import pytest
 from support.packets import IPPROTO_UDP, ipv4, udp
@@ -363,6 +364,105 @@ def test_child_changes_never_republish_the_table_set(owner, monkeypatch):
     assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
     owner.retire_child(old)
     owner.retire_child(new)
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())
+    assert owner.snapshot.sas == ()
+
+
+# --- the rekey responder's outbound switch (RFC 7296 2.8) ----------------------------------
+
+def test_a_rekey_responder_keeps_sending_on_the_old_sa_until_the_delete(owner):
+    """switch=False: the new inbound SA is live at once, but the rules send on the old
+    outbound SA (the initiator may not have the new inbound SA yet); the old SA's retire
+    (the peer's DELETE) moves them to the successor, never through an empty slot."""
+    apply(owner, ike_plan())
+    old = owner.install_child(child_keys(0x5001, 0x6001))
+    peer, _ = peer_of(owner, 0x5001, 0x6001)
+    new = owner.rekey_child(old, child_keys(0x5002, 0x6002), switch=False)
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6001  # not switched yet
+    peer_new = peer.add_sa(spi=0x5002, direction="out", transform="esp-gcm 256",
+                           key=bytes(36), local="192.0.2.2", peer="192.0.2.1", policy=8)
+    peer.reserve(peer_new, resume_after=0, limit=1000, warn_at=900)
+    peer.commit()
+    assert owner.dp.decap(peer.encap(peer_new, inner("10.2.0.10", "10.1.0.10")))  # live
+    owner.retire_child(old)  # the DELETE of the old SA
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+    assert [v.spec.spi for v in owner.snapshot.outbound()] == [0x6002]
+    owner.retire_child(new)
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())
+
+
+def test_a_pending_switch_happens_on_traffic_or_at_the_fallback(owner, monkeypatch):
+    from espd.keying import owner as owner_module
+
+    apply(owner, ike_plan())
+    old = owner.install_child(child_keys(0x5001, 0x6001))
+    peer, _ = peer_of(owner, 0x5001, 0x6001)
+    owner.rekey_child(old, child_keys(0x5002, 0x6002), switch=False)
+    owner.housekeeping()  # no sign yet: stays on the old SA
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6001
+    peer_new = peer.add_sa(spi=0x5002, direction="out", transform="esp-gcm 256",
+                           key=bytes(36), local="192.0.2.2", peer="192.0.2.1", policy=8)
+    peer.reserve(peer_new, resume_after=0, limit=1000, warn_at=900)
+    peer.commit()
+    owner.dp.decap(peer.encap(peer_new, inner("10.2.0.10", "10.1.0.10")))
+    owner.housekeeping()  # the peer sent on the new SA: it has it
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+
+    second = owner.rekey_child(old, child_keys(0x5003, 0x6003), switch=False)
+    owner.housekeeping()
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+    clock = time.monotonic() + owner_module.SWITCH_FALLBACK + 1
+    monkeypatch.setattr(owner_module.time, "monotonic", lambda: clock)
+    owner.housekeeping()  # due, but `old` no longer holds the slot: never taken back
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+    assert owner.switch_child(second) is False
+
+
+def test_the_fallback_switches_a_silent_peer_and_a_lingering_inbound_retires_later(
+        owner, monkeypatch):
+    from espd.keying import owner as owner_module
+
+    apply(owner, ike_plan())
+    old = owner.install_child(child_keys(0x5001, 0x6001))
+    peer, peer_old_out = peer_of(owner, 0x5001, 0x6001)
+    owner.rekey_child(old, child_keys(0x5002, 0x6002), switch=False)
+    start = time.monotonic()
+    monkeypatch.setattr(owner_module.time, "monotonic",
+                        lambda: start + owner_module.SWITCH_FALLBACK + 1)
+    owner.housekeeping()
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6002
+    owner.retire_child(old, linger=2.0)  # serves no rule: its inbound lingers
+    back = inner("10.2.0.10", "10.1.0.10")
+    assert owner.dp.decap(peer.encap(peer_old_out, back))
+    monkeypatch.setattr(owner_module.time, "monotonic",
+                        lambda: start + owner_module.SWITCH_FALLBACK + 4)
+    owner.housekeeping()
+    with pytest.raises(DropError, match="unknown_spi"):
+        owner.dp.decap(peer.encap(peer_old_out, back))
+    owner.retire_child(old)  # a second retire is a no-op
+
+
+def test_a_pair_still_holding_the_slot_never_lingers(owner):
+    apply(owner, ike_plan())
+    handle = owner.install_child(child_keys(0x5001, 0x6001))
+    owner.retire_child(handle, linger=5.0)
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())  # fail closed at once
+    assert owner.snapshot.sas == ()
+
+
+def test_a_successor_retired_before_its_switch_leaves_the_old_sa_sending(owner):
+    """The IKE SA goes while a rekey responder waits: its never-bound outbound SA leaves
+    without a data-plane call; the old pair keeps the slot until it is retired too."""
+    apply(owner, ike_plan())
+    old = owner.install_child(child_keys(0x5001, 0x6001))
+    new = owner.rekey_child(old, child_keys(0x5002, 0x6002), switch=False)
+    owner.retire_child(new)
+    assert spi_seq(owner.dp.protect(inner()))[0] == 0x6001
+    assert owner.switch_child(new) is False
+    owner.retire_child(old)
     with pytest.raises(DropError, match="no_sa"):
         owner.dp.protect(inner())
     assert owner.snapshot.sas == ()

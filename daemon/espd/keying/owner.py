@@ -28,11 +28,21 @@ The IKE engine's calls (TEAM.md's contract), all on the loop:
   - ``install_child(keys) -> ChildHandle``: the inbound SA, then the outbound SA bound to
     the rules of its crypto map entry (an entry without manual keys: its rules had an
     empty slot, so their packets were dropped as ``no_sa`` until now).
-  - ``rekey_child(old, keys) -> ChildHandle``: make-before-break: the new inbound SA is
-    published first, then the entry's outbound slot switches to the new outbound SA; the
-    old pair stays installed (its inbound still accepts) until ``retire_child(old)``.
-  - ``retire_child(handle)``: removes both SAs of the pair; if its outbound held the
-    entry's slot, the slot is empty again (fail closed: traffic dropped, ``no_sa``).
+  - ``rekey_child(old, keys, switch=True) -> ChildHandle``: make-before-break: the new
+    inbound SA is published first, then the entry's outbound slot switches to the new
+    outbound SA; the old pair stays installed (its inbound still accepts) until
+    ``retire_child(old)``. With ``switch=False`` (the responder of the rekey, RFC 7296
+    2.8: the initiator may not have the new inbound SA yet) only the new inbound SA goes
+    live and the slot keeps the old outbound SA until the first of: ``switch_child(new)``,
+    ``retire_child(old)`` (the peer's DELETE), packets arriving on the new inbound SA, or
+    SWITCH_FALLBACK seconds (both checked at ``housekeeping``). A pending successor only
+    ever takes the slot from its own predecessor: once another SA holds it, it never does.
+  - ``retire_child(handle, linger=0)``: removes both SAs of the pair; if its outbound held
+    the entry's slot, a successor pending its switch takes it, or else the slot is empty
+    again (fail closed: traffic dropped, ``no_sa``). ``linger`` (a rekeyed pair): once its
+    outbound serves no rule, the inbound SA keeps accepting packets still in flight for
+    that many seconds more (retired at the first ``housekeeping`` after); a pair whose
+    outbound still holds the slot is retired at once, never left sending.
   - ``child_usage(handle) -> dict``: bytes/packets in and out, and ``last_in``: the
     monotonic time at which inbound packets were last seen to move (found by comparing
     counters at each call, so as fine as the caller polls), or None if none came yet.
@@ -68,6 +78,7 @@ from espd.policy.plan import RuleSpec, SaSpec, fingerprint_keys
 log = logging.getLogger("espd")
 
 HANDOVER = 1 << 16  # sequence numbers an SA being replaced may still send meanwhile
+SWITCH_FALLBACK = 10.0  # seconds a rekey responder's new outbound SA waits for a sign
 Slot = tuple[str, int]  # a crypto map entry: (map name, seq)
 
 
@@ -166,6 +177,7 @@ class _Installed:
     limit: int = 0  # outbound: the highest sequence number persisted and granted
     capped: bool = False  # outbound: handed over; its limit never rises again (rule 4)
     reserve_failing: bool = False
+    never_bound: bool = False  # outbound: a rekey responder's, not yet switched to
     view: SaView | None = None  # what readers see of it; replaced when `capped` changes
 
     @property
@@ -236,6 +248,10 @@ class SaOwner:
         self._children: dict[int, tuple[_Installed, _Installed]] = {}
         self._child_ids = itertools.count(1)
         self._inbound_seen: dict[int, tuple[int, float | None]] = {}  # child -> (pkts, when)
+        # successor child -> (its predecessor child, when the fallback switches it):
+        # installed inbound-only by rekey_child(switch=False), its outbound not yet bound
+        self._pending_switch: dict[int, tuple[int, float]] = {}
+        self._lingering: dict[int, float] = {}  # retired child -> when its inbound goes
         self._clients: list[object] = []
         self._generation = 0
         self.on_change: Callable[[Snapshot], None] | None = None
@@ -432,9 +448,15 @@ class SaOwner:
             self._extend(installed)
 
     def housekeeping(self) -> None:
-        """The loop's periodic turn: failed reservations again, retired tables freed."""
+        """The loop's periodic turn: failed reservations again, pending rekey switches that
+        are due, retired tables freed."""
         self._owned()
         self.retry_reservations()
+        self._switch_due()
+        now = time.monotonic()
+        for child, when in list(self._lingering.items()):
+            if now >= when:
+                self._retire_pair(child)
         self.dp.reclaim()
 
     def record_last_used(self) -> None:
@@ -575,7 +597,8 @@ class SaOwner:
             keys.wipe()
         return ChildHandle(child, keys.entry, keys.ike_sa, keys.spi_in, keys.spi_out)
 
-    def rekey_child(self, old: ChildHandle, keys: ChildSaKeys) -> ChildHandle:
+    def rekey_child(self, old: ChildHandle, keys: ChildSaKeys, *, switch: bool = True
+                    ) -> ChildHandle:
         self._owned()
         try:
             if old.id not in self._children:
@@ -586,11 +609,18 @@ class SaOwner:
             change = self.begin()
             try:
                 inbound, outbound = self._add_pair(change, keys, child)
-                change.bind(keys.entry, outbound)
                 self._children[child] = (inbound, outbound)
-                # make-before-break in the data plane: the new inbound SA is live before
-                # the rules switch to the new outbound; the old pair stays until retired
-                self._finish(change, lambda: self.dp.replace(inbound.sa, outbound.sa))
+                if switch:
+                    # make-before-break in the data plane: the new inbound SA is live
+                    # before the rules switch to the new outbound; the old pair stays
+                    # until retired
+                    change.bind(keys.entry, outbound)
+                    self._finish(change, lambda: self.dp.replace(inbound.sa, outbound.sa))
+                else:  # only the inbound SA now; the outbound waits (_switch)
+                    outbound.never_bound = True
+                    self._finish(change, lambda: self.dp.install(inbound.sa, None))
+                    self._pending_switch[child] = (old.id,
+                                                   time.monotonic() + SWITCH_FALLBACK)
             except BaseException:
                 self._children.pop(child, None)
                 self.abort(change)
@@ -599,24 +629,86 @@ class SaOwner:
             keys.wipe()
         return ChildHandle(child, keys.entry, keys.ike_sa, keys.spi_in, keys.spi_out)
 
-    def retire_child(self, handle: ChildHandle) -> None:
+    def switch_child(self, handle: ChildHandle) -> bool:
+        """Bind a pending successor's outbound SA now (the rekey responder saw the sign
+        RFC 7296 2.8 waits for). False if nothing was pending or its predecessor no
+        longer holds the slot (another SA took it: the successor stays inbound-only)."""
+        self._owned()
+        return self._switch(handle.id)
+
+    def _switch(self, child: int) -> bool:
+        pending = self._pending_switch.pop(child, None)
+        pair = self._children.get(child)
+        if pending is None or pair is None:
+            return False
+        before = self._children.get(pending[0])
+        entry = (pair[1].spec.map_name, pair[1].spec.seq)
+        holder = self._slots.get(entry)
+        if holder is not None and (before is None or holder is not before[1]):
+            return False  # the slot moved on without it: never take it back
+        outbound = pair[1]
+        change = self.begin()
+        change.bind(entry, outbound)
+        if holder is None:  # the predecessor is gone: the rules' slot is empty
+            self._finish(change, lambda: self.dp.install(None, outbound.sa))
+        else:
+            self._finish(change, lambda: self.dp.replace(None, outbound.sa))
+        outbound.never_bound = False
+        return True
+
+    def _switch_due(self) -> None:
+        """Pending successors whose peer has sent on them, or whose fallback time came."""
+        now = time.monotonic()
+        for child, (_, deadline) in list(self._pending_switch.items()):
+            pair = self._children.get(child)
+            if pair is None:
+                self._pending_switch.pop(child, None)
+            elif now >= deadline or self.dp.stats(pair[0].sa)["packets"] > 0:
+                try:
+                    self._switch(child)
+                except Exception:
+                    log.exception("%s: could not switch to the rekeyed outbound SA",
+                                  pair[1].spec.label)
+
+    def retire_child(self, handle: ChildHandle, linger: float = 0.0) -> None:
         self._owned()
         pair = self._children.get(handle.id)
-        if pair is None:
+        if pair is None or handle.id in self._lingering:
             return  # retired already
+        self._pending_switch.pop(handle.id, None)
+        if self._slots.get(handle.entry) is pair[1]:
+            successor = next((c for c, (before, _) in self._pending_switch.items()
+                              if before == handle.id), None)
+            if successor is not None:
+                self._switch(successor)  # the peer's DELETE: the rekey is complete
+        for child, (before, _) in list(self._pending_switch.items()):
+            if before == handle.id:  # its predecessor leaves without holding the slot
+                del self._pending_switch[child]
+        if linger > 0 and self._slots.get(handle.entry) is not pair[1]:
+            self._lingering[handle.id] = time.monotonic() + linger
+            return
+        self._retire_pair(handle.id)
+
+    def _retire_pair(self, child: int) -> None:
+        self._lingering.pop(child, None)
+        pair = self._children.get(child)
+        if pair is None:
+            return
+        entry = (pair[1].spec.map_name, pair[1].spec.seq)
         change = self.begin()
         for installed in pair:
             change.remove(installed)
-        if self._slots.get(handle.entry) is pair[1]:
-            change.bind(handle.entry, None)  # fail closed until a new child arrives
+        if self._slots.get(entry) is pair[1]:
+            change.bind(entry, None)  # fail closed until a new child arrives
 
         def retire() -> None:
             for installed in pair:  # the inbound SA leaves the SAD; the outbound, its rules
-                self.dp.retire(installed.sa)
+                if not installed.never_bound:  # (one never bound is not in the live set)
+                    self.dp.retire(installed.sa)
 
         self._finish(change, retire)
-        del self._children[handle.id]
-        self._inbound_seen.pop(handle.id, None)
+        del self._children[child]
+        self._inbound_seen.pop(child, None)
 
     def child_usage(self, handle: ChildHandle) -> dict:
         self._owned()

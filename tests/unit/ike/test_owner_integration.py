@@ -14,7 +14,9 @@ from support.ike_pair import pair, until
 from support.packets import IPPROTO_UDP, ipv4, udp
 
 from espd.dataplane import Dataplane, DropError, Rule
+from espd.ike.engine import engine as engine_module
 from espd.ike.exchanges import create_child_sa
+from espd.ike.sa.child_sa import ChildState
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import ChildSaKeys, SaOwner
 from espd.keying.sequence_store import SequenceStore
@@ -61,7 +63,9 @@ def passes_both_ways(a, b) -> tuple[int, int]:
     return spi_of(there), spi_of(back)
 
 
-def test_negotiated_child_sas_carry_packets_both_ways_through_a_rekey(tmp_path):
+def test_negotiated_child_sas_carry_packets_both_ways_through_a_rekey(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "REKEYED_LINGER", 0.05)
+
     async def main():
         loop = asyncio.get_running_loop()
         a, b = real_pair(loop, tmp_path)
@@ -72,14 +76,46 @@ def test_negotiated_child_sas_carry_packets_both_ways_through_a_rekey(tmp_path):
         assert first == (child.spi_out, child.spi_in)
         old_back = b.owner.dp.protect(inner("10.2.0.10", "10.1.0.10"))
         create_child_sa.start_rekey(a.engine, sa, child)
-        await until(lambda: len(a.owner.snapshot.sas) == 2 and len(b.owner.snapshot.sas) == 2
-                    and not sa.requests.busy)
-        second = passes_both_ways(a, b)
+        await until(lambda: not sa.requests.busy and child.state == ChildState.DELETED)
+        second = passes_both_ways(a, b)  # b switched at a's DELETE of the old SA
         assert second[0] != first[0] and second[1] != first[1]
+        assert a.owner.dp.decap(old_back)  # the old inbound lingers for packets in flight
+        await asyncio.sleep(0.1)
+        a.owner.housekeeping()
+        b.owner.housekeeping()
+        assert len(a.owner.snapshot.sas) == 2 and len(b.owner.snapshot.sas) == 2
         with pytest.raises(DropError, match="unknown_spi"):
-            a.owner.dp.decap(old_back)  # the old inbound SA went with its DELETE
+            a.owner.dp.decap(old_back)  # ...and then goes
         assert {v.origin for v in a.owner.snapshot.sas} == {"ike"}
         assert {v.ike_sa for v in a.owner.snapshot.sas} == {str(sa.ident)}
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_rekey_responder_sends_on_the_old_sa_until_the_initiators_delete(tmp_path):
+    """RFC 7296 2.8: the responder of a Child SA rekey cannot know when the initiator has
+    the new inbound SA; it keeps its outbound on the old SA until the DELETE comes."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = real_pair(loop, tmp_path)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.snapshot.sas and b.owner.snapshot.sas)
+        first = passes_both_ways(a, b)
+        [child] = sa.children.values()
+        held: list = []
+        deliver = a.engine.delete_child
+        a.engine.delete_child = lambda *args, **kw: held.append((args, kw))
+        create_child_sa.start_rekey(a.engine, sa, child)
+        await until(lambda: held and not sa.requests.busy)
+        assert len(b.owner.snapshot.sas) == 4  # b's new inbound is live...
+        assert passes_both_ways(a, b)[1] == first[1]  # ...but it answers on the old SA
+        new_spi = next(c.spi_out for c in sa.children.values() if c is not child)
+        assert passes_both_ways(a, b)[0] == new_spi  # the initiator switched at once
+        del a.engine.delete_child
+        assert a.engine.delete_child == deliver
+        deliver(*held[0][0], **held[0][1])  # now the DELETE of the old SA goes out
+        await until(lambda: not sa.requests.busy and child.state == ChildState.DELETED)
+        second = passes_both_ways(a, b)
+        assert second[1] not in (first[1],) and second[0] == new_spi
     asyncio.run(asyncio.wait_for(main(), 20))
 
 

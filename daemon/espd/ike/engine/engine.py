@@ -44,6 +44,8 @@ from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
 from espd.ike.sa.windows import Outstanding
 from espd.ike.settings import ChildPolicy, IkeSettings
 
+REKEYED_LINGER = 2.0  # s a rekeyed Child SA's inbound still takes packets in flight
+
 log = logging.getLogger("espd.ike")
 
 ResponseHandler = Callable[["IkeEngine", IkeSa, codec.Message], None]
@@ -449,8 +451,11 @@ class IkeEngine:
         """Retire a Child SA from the owner and forget it (no DELETE sent)."""
         child.cancel_timers()
         if child.handle is not None:
+            # a rekeyed pair's inbound SA still takes the packets the peer sent before
+            # it switched; its outbound serves no rule by now (the successor does)
+            linger = REKEYED_LINGER if child.rekeyed_by is not None else 0.0
             try:
-                self.owner.retire_child(child.handle)
+                self.owner.retire_child(child.handle, linger=linger)
             except Exception:
                 log.exception("IKE: the SA owner could not retire %s", child)
             child.handle = None

@@ -251,7 +251,10 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
     keys.wipe()
     try:
         if rekey_of is not None and rekey_of.handle is not None:
-            child.handle = engine.owner.rekey_child(rekey_of.handle, spec)
+            # RFC 7296 2.8: the rekey's responder keeps sending on the old SA until the
+            # initiator shows it has the new one (its DELETE of the old, or traffic)
+            child.handle = engine.owner.rekey_child(rekey_of.handle, spec,
+                                                    switch=we_initiated)
         else:
             child.handle = engine.owner.install_child(spec)
     finally:
