@@ -259,3 +259,60 @@ def test_child_sa_rekeys_under_traffic_lose_nothing(netns_ok):
                 assert status == 0
             charon.close()
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("limit", [
+    pytest.param("{ seconds = 5 }", id="seconds"),
+    pytest.param("{ seconds = 3600, packets = 300 }", id="packets"),
+    pytest.param("{ seconds = 3600, kilobytes = 120 }", id="kilobytes"),
+])
+def test_espd_rekeys_on_its_own_lifetimes_under_traffic_lose_nothing(netns_ok, limit):
+    """Two espd daemons, each rekeying the Child SA on its own lifetime (a timer at 85-90%
+    of the seconds, or the data plane's soft event at 90% of the packets or kilobytes),
+    under a continuous ping: every echo comes back, nothing protected is in clear on the
+    underlay, and several rekeys (some of them colliding: both ends use the same lifetime)
+    went through."""
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-lt{secrets.randbelow(10**6)}", ipv6=False)
+    tmp = Path(tempfile.mkdtemp(prefix="espd-ike-"))
+    psk = secrets.token_hex(16)
+    daemons = []
+    with topo:
+        try:
+            for side, ns in (("a", topo.gw_a), ("b", topo.gw_b)):
+                path = tmp / f"gw{side}.toml"
+                path.write_text(espd_config(side, psk, tmp, lifetime=limit,
+                                            start='"immediate"' if side == "a" else
+                                            '"manual"'))
+                path.chmod(0o600)
+                daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
+                                           str(tmp / f"gw{side}.log"), f"gw{side}")
+                daemons.append(daemon)
+                daemon.start()
+            for daemon in daemons:
+                daemon.wait_ready(timeout=30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=0.5).received:
+                    break
+            with netns.Capture(topo.gw_b, netns.WAN_IF) as capture:
+                result = netns.ping(topo.host_a, netns.HOST_B4, count=1200, size=200,
+                                    interval=0.01, timeout=3)
+            logs = [d.log() for d in daemons]
+            assert result.received == 1200, (result, logs)
+            analysis = netns.analyze(capture.frames)
+            assert not analysis.cleartext, analysis.cleartext[:3]
+            spis = {p.spi for p in analysis.esp}
+            rekeys = sum(log.count(" rekeyed: ") for log in logs)
+            assert rekeys >= 2 and len(spis) >= 6, (rekeys, len(spis), logs)
+            for daemon in daemons:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and len(daemon.state()["sas"]) != 2:
+                    time.sleep(0.1)
+                assert len(daemon.state()["sas"]) == 2, daemon.state()["sas"]
+            print(f"{limit}: {rekeys} rekeys, {len(spis)} SPIs on the wire")
+        finally:
+            for daemon in daemons:
+                status = daemon.stop()
+                print(daemon.log())
+                assert status == 0
+            shutil.rmtree(tmp, ignore_errors=True)
