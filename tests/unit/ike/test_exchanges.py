@@ -353,3 +353,30 @@ def test_the_engine_keeps_its_own_copy_of_the_psk():
         a.engine.close()
         assert not a.engine._authenticators  # wiped and dropped at close
     run(main())
+
+
+def test_an_unknown_critical_payload_is_answered_naming_its_type():
+    """RFC 7296 2.5: UNSUPPORTED_CRITICAL_PAYLOAD carries the one-octet type of the
+    payload that was not understood; the IKE SA stays up."""
+    from espd.ike import codec
+    from espd.ike.codec import ExchangeType, NotifyType
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop)
+        sa = a.engine.initiate(a.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live() and not sa.requests.busy)
+        answers = []
+        a.engine.send_request(sa, ExchangeType.INFORMATIONAL,
+                              [codec.UnknownPayload(222, b"?", critical=True)],
+                              lambda engine, sa, message: answers.append(message))
+        await until(lambda: answers)
+        [answer] = answers
+        refused = answer.notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD)
+        assert refused is not None and refused.data == bytes([222])
+        assert b.engine.counters["malformed"] == 1
+        [peer_sa] = b.engine.sas.values()
+        assert peer_sa.state == IkeState.ESTABLISHED
+        a.engine.close()
+        b.engine.close()
+    run(main())

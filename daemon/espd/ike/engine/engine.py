@@ -301,7 +301,8 @@ class IkeEngine:
         except codec.ParseError as err:
             self._malformed(remote, str(err))
             if err.notify is not None and not header.is_response:
-                self.respond(sa, message, [codec.Notify(err.notify)], local, remote)
+                # (UNSUPPORTED_CRITICAL_PAYLOAD names the payload type in its data)
+                self.respond(sa, message, [codec.Notify(err.notify, err.data)], local, remote)
             return
         sa.last_heard = self.now()
         if header.is_response:
