@@ -135,6 +135,54 @@ def test_the_unit_commands_run_from_the_install(destdir: Path) -> None:
     assert "cannot turn off core dumps" not in log
 
 
+IKE_CONFIG = """
+[daemon]
+local = "192.0.2.1"
+metrics = ""
+
+[access_list.LAN]
+rules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]
+
+[transform_set.GCM]
+transforms = ["esp-gcm 256"]
+
+[ike_peer.b]
+address = "192.0.2.2"
+psk = "sandbox-test-key-0123456789"
+
+[[crypto_map]]
+name = "VPN"
+seq = 10
+keying = "ike"
+peer = "192.0.2.2"
+match_address = "LAN"
+transform_sets = ["GCM"]
+start = "manual"
+"""
+
+
+def test_the_unit_can_run_ike(destdir: Path) -> None:
+    """An IKE-keyed config under the unit: UDP 500 is a privileged port, so the unit's
+    capabilities must include CAP_NET_BIND_SERVICE (they once did not: bind refused)."""
+    unit = destdir / "usr/local/lib/systemd/system/espd.service"
+    config = f"""
+mount -t tmpfs -o mode=0755 tmpfs /etc/espd
+cat >/etc/espd/espd.toml <<'TOML'
+{IKE_CONFIG}
+TOML
+chmod 600 /etc/espd/espd.toml
+ip link add wan0 type veth peer name wan1 && ip addr add 192.0.2.1/24 dev wan0
+ip link set wan1 up && ip link set wan0 up
+"""
+    out = run_script(overlay(destdir) + config + daemon_round(unit))
+    assert "== pre rc=0" in out, out
+    assert "== run rc=0" in out, out
+    log = section(out, "log")
+    assert "IKE: 1 crypto map entries keyed by IKEv2, 1 peers" in log, out
+    assert "Permission denied" not in log, out
+    assert "sandbox-test-key" not in out
+
+
 def test_uninstall_removes_only_what_install_put_there(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "usr/local/bin").mkdir(parents=True)

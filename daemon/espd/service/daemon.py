@@ -31,7 +31,7 @@ from espd.config.load import load
 from espd.config.model import Config
 from espd.dataplane import Dataplane
 from espd.ike.engine.engine import IkeEngine
-from espd.ike.engine.hosting import host
+from espd.ike.engine.hosting import follow, host
 from espd.ike.engine.view import plain_state as ike_plain_state
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import SaOwner, Snapshot
@@ -180,6 +180,8 @@ class Daemon:
         if self.ike is not None and settings is None:
             self.stop_ike()
         elif self.ike is not None and settings is not None:
+            for problem in follow(self.ike, settings):  # e.g. a new local address
+                log.error("%s; restart espd to listen there", problem)
             self.ike.reconfigure(settings)
             wipe_ike_keys(config)
         elif settings is not None:

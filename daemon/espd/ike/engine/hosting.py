@@ -4,7 +4,8 @@ The service (service/main_loop.py), once the SA owner exists and the workers run
 
     engine = host(loop, owner, settings, send_ike=owner.send_ike)
 
-which binds UDP 500 on every local address of an IKE crypto map entry, sends UDP 4500
+which binds UDP 500 on every local address of an IKE crypto map entry (``follow`` moves
+those sockets with a reload's new addresses), sends UDP 4500
 IKE through the data plane's NAT-T socket (``owner.send_ike``: the source port the
 peer's NAT knows), subscribes the engine to the owner (acquires, soft/hard expiries, and punted
 UDP 4500 IKE datagrams, which the owner drains from ``Dataplane.punted()`` and hands to
@@ -28,14 +29,31 @@ def host(loop: asyncio.AbstractEventLoop, owner: object, settings: IkeSettings, 
          send_ike: Callable[[str, str, int, bytes], None] | None,
          child_sa_keys: type | None = None) -> IkeEngine:
     """The running engine; ``send_ike`` None binds UDP 4500 too (no data plane)."""
-    addresses = sorted({policy.local for policy in settings.children}, key=str)
-    bind = [Endpoint(address, settings.port) for address in addresses]
-    if send_ike is None:
-        bind += [Endpoint(address, settings.nat_port) for address in addresses]
-    transport = UdpTransport(loop, bind, nat_ports=(settings.nat_port,), send_nat=send_ike)
+    transport = UdpTransport(loop, endpoints(settings, own_nat_port=send_ike is None),
+                             nat_ports=(settings.nat_port,), send_nat=send_ike)
     engine = IkeEngine(settings, owner, transport, loop, child_sa_keys=child_sa_keys)
     subscribe = getattr(owner, "subscribe", None)
     if subscribe is not None:
         subscribe(engine)
     engine.start_immediate()
     return engine
+
+
+def endpoints(settings: IkeSettings, *, own_nat_port: bool) -> list[Endpoint]:
+    """UDP 500 on every local address of an IKE crypto map entry (and 4500 when the
+    engine has no data plane to receive it)."""
+    addresses = sorted({policy.local for policy in settings.children}, key=str)
+    bind = [Endpoint(address, settings.port) for address in addresses]
+    if own_nat_port:
+        bind += [Endpoint(address, settings.nat_port) for address in addresses]
+    return bind
+
+
+def follow(engine: IkeEngine, settings: IkeSettings) -> list[str]:
+    """After a reload: the engine listens on the new settings' addresses (an entry with a
+    new local address is answered there; one whose address went is no longer). Returns
+    what could not be bound, one line each."""
+    transport = engine.transport
+    if not isinstance(transport, UdpTransport):
+        return []
+    return transport.follow(endpoints(settings, own_nat_port=transport.send_nat is None))

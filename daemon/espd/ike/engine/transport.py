@@ -13,6 +13,7 @@ came from (RFC 7296 2.11); the engine passes both endpoints to ``send``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
@@ -25,6 +26,8 @@ log = logging.getLogger("espd.ike")
 
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
 MAX_DATAGRAM = 65535
+IP_FREEBIND = 15  # <linux/in.h>
+IPV6_FREEBIND = 78  # <linux/in6.h>
 
 
 class Transport:
@@ -58,15 +61,55 @@ class UdpTransport(Transport):
         self.sockets: dict[Endpoint, socket.socket] = {}
         self.receiver: Receiver | None = None
         self.send_errors = 0
-        for endpoint in bind:
-            family = socket.AF_INET if endpoint.address.version == 4 else socket.AF_INET6
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            for endpoint in bind:
+                self._bind(endpoint)
+        except OSError:
+            self.close()
+            raise
+
+    def _bind(self, endpoint: Endpoint) -> None:
+        """Listen on ``endpoint``. IP_FREEBIND: an address the host does not have yet (a
+        VRRP address, an interface still coming up) binds now and receives once it is
+        there. Raises OSError naming the endpoint."""
+        family = socket.AF_INET if endpoint.address.version == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:  # no SO_REUSEADDR: with it a second process could take over the port
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((str(endpoint.address), endpoint.port))
-            sock.setblocking(False)
-            bound = Endpoint(endpoint.address, sock.getsockname()[1])
-            self.sockets[bound] = sock
-            loop.add_reader(sock.fileno(), self._readable, sock, bound)
+        except OSError as err:
+            sock.close()
+            hint = " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)" if \
+                err.errno == errno.EACCES else ""
+            raise OSError(err.errno, f"IKE: cannot bind UDP {endpoint.port} on "
+                                     f"{endpoint.address}: {err.strerror}{hint}") from None
+        sock.setblocking(False)
+        bound = Endpoint(endpoint.address, sock.getsockname()[1])
+        self.sockets[bound] = sock
+        self.loop.add_reader(sock.fileno(), self._readable, sock, bound)
+
+    def follow(self, bind: list[Endpoint]) -> list[str]:
+        """A reload: listen on exactly ``bind`` (sockets for new endpoints opened, those
+        no longer wanted closed; the rest untouched). Returns one line per endpoint that
+        could not be bound (after privileges were dropped, a port below 1024 cannot be):
+        the others still apply."""
+        wanted = set(bind)
+        for endpoint in [e for e in self.sockets if e not in wanted]:
+            sock = self.sockets.pop(endpoint)
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        problems = []
+        for endpoint in bind:
+            if endpoint not in self.sockets:
+                try:
+                    self._bind(endpoint)
+                except OSError as err:
+                    problems.append(str(err.strerror if err.strerror else err))
+        return problems
 
     @property
     def endpoints(self) -> list[Endpoint]:
