@@ -7,7 +7,8 @@
 #   make demo       two gateways in network namespaces passing traffic through espd (root)
 #   make bench      data-plane microbenchmarks (one core, medians, ratios to bare OpenSSL)
 #   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
-#   make bench-ike   IKE SA setups/s: espd's engine vs charon as responder; bytes per IKE SA (root)
+#   make bench-ike   IKE SA setups/s: espd's engine vs charon as responder; bytes per IKE SA;
+#                    packet rate through Child SA rekeys (root)
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
 #   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
@@ -75,6 +76,7 @@ bench-tunnel: build
 
 bench-ike: build
 	$(PY) tests/bench/bench_ike.py
+	$(PY) tests/bench/bench_rekey.py
 
 bench-workers: build
 	$(PY) tests/bench/bench_workers_e2e.py
