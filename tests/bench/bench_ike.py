@@ -6,8 +6,9 @@ Two fresh namespaces (support.netns.Topology, no hosts used):
 
   [gwA 192.0.2.1 initiator: espd's IKE engine] ==UDP 500/4500== [gwB 192.0.2.2 responder]
 
-The responder in gwB is, in turn, espd's engine (tests/support/ike_standalone.py: no data
-plane, a fake SA owner) and charon (kernel-libipsec, so it also installs each Child SA in
+The responder in gwB is, in turn, espd's engine (tests/support/ike_standalone.py with
+espd's real SA owner over a real data plane, no workers: each Child SA gets its crypto
+contexts, its persisted sequence reservation and the PROTECT rule) and charon (kernel-libipsec, so it also installs each Child SA in
 its userspace data plane and a route). The SAME initiator process drives both: espd's
 engine, keeping --window IKE SAs in flight (charon blocks a peer with more than 5 half-open
 SAs by default), each an IKE_SA_INIT + IKE_AUTH with the first Child SA, PSK,
@@ -18,7 +19,8 @@ runs both responders, each started fresh, in alternating order, on one initiator
 
 Memory: a fresh espd responder's RSS (/proc/PID/status VmRSS) before and after --sas more IKE
 SAs (each with its Child SA) that stay up, divided by --sas: everything the Python process
-holds per IKE SA (engine state, keys, the fake owner's record of the Child SA).
+holds per IKE SA (engine state, keys, the owner's records, and the data plane's two SAs
+with their OpenSSL contexts).
 
 Run as root:  .venv/bin/python tests/bench/bench_ike.py [--rounds 5] [--count 300]
               [--window 4] [--sas 10000] [--json results.json]
@@ -35,6 +37,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -240,7 +243,9 @@ def main() -> int:
             proc = Proc(topo.gw_b, [sys.executable, str(STANDALONE), json.dumps({
                 "local": GW_B, "peer": GW_A, "psk": psk, "local_id": "gwb",
                 "remote_id": "gwa", "proposals": [IKE], "esp": [ESP_ESPD],
-                "local_net": "10.2.0.0/16", "remote_net": "10.1.0.0/16"})], workdir, name)
+                "local_net": "10.2.0.0/16", "remote_net": "10.1.0.0/16",
+                "owner": "dataplane", "state_dir": f"{workdir}/{name}-state"})],
+                workdir, name)
             procs.append(proc)
             proc.wait(("ready",))
             return proc
@@ -291,9 +296,7 @@ def main() -> int:
         if charon is not None:
             charon.close()
         topo.destroy()
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)  # ours: made by mkdtemp above
 
     espd, ours = median(results["espd"]), median(results["charon"])
     mem = results["memory"]

@@ -1,5 +1,6 @@
 """espd's IKE engine alone in a namespace, for interop tests: no data plane, a fake SA
-owner that prints each installed Child SA (keys included: tests only) as a JSON line.
+owner that prints each installed Child SA (keys included: tests only) as a JSON line; or,
+with "owner": "dataplane" (the benchmark), espd's real SA owner over a real data plane.
 
     ip netns exec NS python ike_standalone.py '{"local": ..., "peer": ..., ...}'
 
@@ -73,6 +74,31 @@ class Relay(logging.Handler):
         globals()["emit"](event="log", level=record.levelname, text=record.getMessage())
 
 
+def dataplane_owner(conf: dict):
+    """espd's real SA owner over a real data plane (no workers): every Child SA is
+    created with its crypto contexts, its sequence reservation persisted under
+    conf["state_dir"], and bound to the PROTECT rule of crypto map entry vpn 10, as in
+    the daemon. Prints one line per Child SA installed (no keys)."""
+    from espd.dataplane import Dataplane, Rule
+    from espd.keying.manual import ManualKeying
+    from espd.keying.owner import SaOwner
+    from espd.keying.sequence_store import SequenceStore
+    from espd.policy.plan import Plan, RuleSpec
+
+    class CountingOwner(SaOwner):
+        def install_child(self, keys):  # type: ignore[override]
+            handle = super().install_child(keys)
+            emit(event="install", spi_in=handle.spi_in)
+            return handle
+
+    owner = CountingOwner(Dataplane(), SequenceStore(conf["state_dir"]))
+    rule = Rule.from_prefixes(conf["local_net"], conf["remote_net"], policy=1)
+    ManualKeying(owner).apply(Plan(sas=(), rules=(
+        RuleSpec(rule, "vpn", 10, "LAN", 0, "permit ip any any", True),),
+        routes=(conf["remote_net"],), unroutable=()))
+    return owner
+
+
 async def main(conf: dict) -> None:
     loop = asyncio.get_running_loop()
     local, peer = ipaddress.ip_address(conf["local"]), ipaddress.ip_address(conf["peer"])
@@ -91,7 +117,8 @@ async def main(conf: dict) -> None:
         retransmit_timeout=conf.get("retransmit_timeout", 1.0),
         retransmit_tries=conf.get("retransmit_tries", 5))
     transport = UdpTransport(loop, [Endpoint(local, 500), Endpoint(local, 4500)])
-    engine = IkeEngine(settings, PrintingOwner(), transport, loop, child_sa_keys=ChildSaKeys)
+    owner = dataplane_owner(conf) if conf.get("owner") == "dataplane" else PrintingOwner()
+    engine = IkeEngine(settings, owner, transport, loop, child_sa_keys=ChildSaKeys)
     logging.getLogger("espd.ike").addHandler(Relay())
     logging.getLogger("espd.ike").setLevel(logging.INFO)
     emit(event="ready")

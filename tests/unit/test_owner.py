@@ -466,3 +466,16 @@ def test_a_successor_retired_before_its_switch_leaves_the_old_sa_sending(owner):
     with pytest.raises(DropError, match="no_sa"):
         owner.dp.protect(inner())
     assert owner.snapshot.sas == ()
+
+
+def test_an_ike_child_sa_persists_nothing_and_never_waits_for_a_reservation(owner, tmp_path):
+    """Rule 4: a negotiated Child SA's keys are new and die with the process, so its
+    sequence space is granted whole: no reservation file (one per rekey would pile up in
+    state_dir), no fsync per Child SA, no seq_reserve round trips."""
+    apply(owner, ike_plan())
+    owner.install_child(child_keys(0x5001, 0x6001))
+    assert send(owner, 3 * BLOCK) == list(range(1, 3 * BLOCK + 1))
+    assert list(tmp_path.rglob("*6001*")) == []
+    assert not owner.seqstore.path("192.0.2.2", 0x6001).exists()
+    owner.record_last_used()  # a clean stop writes nothing for it either
+    assert not owner.seqstore.path("192.0.2.2", 0x6001).exists()

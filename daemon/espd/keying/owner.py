@@ -14,8 +14,11 @@ down in docs/architecture.md, "Tables and threads"):
      SA handles in it keep their C objects alive, and the counters read through them are
      atomics. To change anything another thread posts a request to the loop
      (`loop.call_soon_threadsafe` / `asyncio.run_coroutine_threadsafe`) and waits on it.
-  4. Nonce safety: an outbound SA may use sequence numbers only up to a limit already
-     persisted (SequenceStore, which never lowers a limit on disk). An SA that was handed
+  4. Nonce safety: an outbound manual SA may use sequence numbers only up to a limit
+     already persisted (SequenceStore, which never lowers a limit on disk). An IKE Child
+     SA's keys are new (derived from fresh nonces), were never used before and die with
+     this process, so it may use its whole sequence space and nothing is persisted (the
+     data plane never wraps a counter: sequence numbers used up is a hard expiry). An SA that was handed
      over (a successor with the same peer, SPI and key took its place) is capped: no
      `seq_reserve` event, retry or later change lifts its limit again. Only `abort` of
      the change that capped it, whose successor therefore never sent, restores it.
@@ -288,7 +291,10 @@ class SaOwner:
             policy=spec.policy, cookie=cookie)
         installed = _Installed(spec, sa, origin, ports, ike_sa, child)
         installed.refresh_view()
-        if spec.direction == "out":
+        if spec.direction == "out" and origin == "ike":  # fresh keys: rule 4
+            installed.limit = seq_max = 2**64 - 1 if spec.esn else 2**32 - 1
+            self.dp.reserve(sa, resume_after=0, limit=seq_max, warn_at=seq_max)
+        elif spec.direction == "out":
             resume_after = self._hand_over(change, spec)
             if resume_after is None:
                 resume_after = self.seqstore.last(spec.peer, spec.spi)
@@ -427,8 +433,9 @@ class SaOwner:
         installed.limit = limit
 
     def _extend(self, installed: _Installed) -> None:
-        if installed.capped or self._by_cookie.get(installed.sa.cookie) is not installed:
-            return  # capped for good (rule 4), or no longer installed
+        if installed.capped or installed.origin == "ike" or \
+                self._by_cookie.get(installed.sa.cookie) is not installed:
+            return  # capped for good, granted all at once (rule 4), or no longer installed
         try:
             self._reserve(installed, 0)
         except OSError as e:
@@ -465,8 +472,8 @@ class SaOwner:
         process wrote itself and still stands on disk is lowered (SequenceStore.release)."""
         self._owned()
         for i in self._sas:
-            if i.spec.direction != "out" or i.capped:
-                continue
+            if i.spec.direction != "out" or i.capped or i.origin == "ike":
+                continue  # (an IKE Child SA persisted nothing: rule 4)
             try:
                 self.seqstore.release(i.spec.peer, i.spec.spi, used=self.dp.stats(i.sa)["seq"],
                                       granted=i.limit)
