@@ -310,6 +310,55 @@ def test_sha1_and_any_are_warnings_not_errors(tmp_path):
     assert config.crypto_maps[0].inbound.auth_key == bytes.fromhex(CANARY[:40])
 
 
+DENY = ("is a deny in a crypto ACL: IOS would send the traffic it matches in clear (and try "
+        "the next crypto map entry); espd discards it (outbound drop reason policy_deny; "
+        "inbound, mirrored, selector_mismatch) and tries no later entry; to send traffic in "
+        "clear, keep it out of the tunnel with a more specific route via another interface")
+
+
+def test_deny_rules_and_deny_only_access_lists_warn_what_happens(tmp_path):
+    text = edit('"permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255",',
+                '"deny ip host 10.1.0.9 any",\n    "deny ip any any",')
+    config, path = load_text(tmp_path, text)
+    assert [str(w) for w in config.warnings] == [
+        f"{path}:6: access list 101: 'deny ip host 10.1.0.9 any' {DENY}",
+        f"{path}:7: access list 101: 'deny ip any any' {DENY}",
+        f"{path}:13: crypto map armadillo 10: access list 101 permits nothing (it has only "
+        "deny rules), so this entry can never carry traffic; what its rules match is discarded",
+    ]
+
+
+def test_a_second_entry_with_the_same_rules_warns_that_it_never_carries_traffic(tmp_path):
+    second = (f'\n[access_list.COPY]\nrules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]\n'
+              f'\n[[crypto_map]]\nname = "armadillo"\nseq = 20\npeer = "192.0.2.3"\n'
+              f'match_address = "101"\ntransform_set = "STRONG"\n'
+              f'inbound = {{ spi = 0x1001, key = "{"11" * 36}" }}\n'
+              f'outbound = {{ spi = 0x2001, key = "{"22" * 36}" }}\n'
+              f'\n[[crypto_map]]\nname = "zebra"\nseq = 5\npeer = "192.0.2.4"\n'
+              f'match_address = "COPY"\ntransform_set = "STRONG"\n'
+              f'inbound = {{ spi = 0x1002, key = "{"33" * 36}" }}\n'
+              f'outbound = {{ spi = 0x2002, key = "{"44" * 36}" }}\n')
+    config, path = load_text(tmp_path, BASE + second)
+    tail = ("which comes first in the policy order (first match wins, across all crypto "
+            "maps): this entry can never carry traffic; give it traffic of its own or remove it")
+    assert [str(w) for w in config.warnings] == [
+        f"{path}:24: crypto map armadillo 20 uses access list 101, as crypto map armadillo 10 "
+        f"(at {path}:12), {tail}",
+        f"{path}:33: crypto map zebra 5 uses access list COPY, whose rules are those of access "
+        f"list 101 of crypto map armadillo 10 (at {path}:12), {tail}",
+    ]
+
+
+def test_different_rules_in_a_second_entry_do_not_warn(tmp_path):
+    second = (f'\n[access_list.OTHER]\nrules = ["permit ip 10.1.0.0/16 10.3.0.0/16"]\n'
+              f'\n[[crypto_map]]\nname = "armadillo"\nseq = 20\npeer = "192.0.2.3"\n'
+              f'match_address = "OTHER"\ntransform_set = "STRONG"\n'
+              f'inbound = {{ spi = 0x1001, key = "{"11" * 36}" }}\n'
+              f'outbound = {{ spi = 0x2001, key = "{"22" * 36}" }}\n')
+    config, _ = load_text(tmp_path, BASE + second)
+    assert config.warnings == ()
+
+
 def test_unused_access_list_with_any_does_not_warn(tmp_path):
     config, _ = load_text(tmp_path, BASE + '\n[access_list.OTHER]\nrules = ["permit ip any any"]\n')
     assert config.warnings == ()

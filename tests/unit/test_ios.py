@@ -365,6 +365,21 @@ def test_any_warning_names_the_line():
     assert warning.message.startswith("access list 101 uses 'any'; the IOS IPsec guide advises")
 
 
+def test_deny_lines_and_a_second_entry_on_the_same_acl_warn_in_ios_too():
+    second = (f"crypto map M 20 ipsec-manual\n set peer 192.0.2.3\n set transform-set T\n"
+              f" match address 101\n set session-key inbound esp 4097 cipher {'11' * 36}\n"
+              f" set session-key outbound esp 8193 cipher {'22' * 36}\n")
+    text = edit("access-list 101 permit", "access-list 101 deny ip host 10.1.0.9 any\n"
+                                          "access-list 101 permit") + second
+    warnings = [str(w) for w in parse_ios(text, "r.ios").warnings]
+    assert warnings[0].startswith("r.ios:15: access list 101: 'deny ip host 10.1.0.9 any' is a "
+                                  "deny in a crypto ACL: IOS would send the traffic it matches "
+                                  "in clear")
+    assert warnings[1].startswith("r.ios:18: crypto map M 20 uses access list 101, as crypto "
+                                  "map M 10 (at r.ios:4), which comes first in the policy order")
+    assert len(warnings) == 2
+
+
 def test_entering_a_map_entry_again_adds_to_it_as_in_ios():
     text = edit(" set transform-set T\n", "")
     text += "crypto map M 10 ipsec-manual\n set transform-set T\n"

@@ -415,6 +415,8 @@ def assemble(
     ike_peers: tuple[IkePeer, ...] | list[IkePeer] = (),
 ) -> Config:
     """Check what spans crypto map entries, then build the Config; raise ConfigError."""
+    from espd.config.traps import acl_warnings  # it builds on this module's classes
+
     problems: list[Problem] = []
     found_warnings = list(warnings)
     seen: dict[tuple[str, int], CryptoMapEntry] = {}
@@ -473,6 +475,7 @@ def assemble(
         for rule in access_lists[name].entries:
             if rule.action == "permit" and (rule.src.is_any or rule.dst.is_any):
                 found_warnings.append(Problem(rule.where, f"access list {name} {ANY_WARNING}"))
+    found_warnings.extend(acl_warnings(access_lists, crypto_maps))
     problems.extend(_check_ike_peers(ike_peers))
     referenced_sets = {t for e in crypto_maps for t in e.transform_sets}
     for name in sorted(referenced_sets & transform_sets.keys()):
