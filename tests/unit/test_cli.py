@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import subprocess
 import sys
+import tempfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +146,78 @@ def test_check_prints_warnings_with_their_line(
                                                    '                      # CIDR works too')
     assert cli.main(["check", "-c", str(path), "--socket", sock]) == 0
     assert capsys.readouterr().err.startswith(f"{path}:{line}: warning: access list 101 uses 'any'")
+
+
+def _with_state_dir(tmp_path: Path, state_dir: str) -> Path:
+    path = tmp_path / "espd.toml"
+    text = EXAMPLE.read_text()
+    assert 'state_dir = "/var/lib/espd"' in text
+    path.write_text(text.replace('state_dir = "/var/lib/espd"', f'state_dir = "{state_dir}"'))
+    return path
+
+
+@pytest.mark.parametrize("where, said", [
+    ("file/state", "{tmp}/file is not a directory, so {tmp}/file/state cannot be created"),
+    ("dir-with-file-seq", "{tmp}/dir-with-file-seq/seq exists and is not a directory"),
+    ("/proc/espd-state", "cannot create a directory in /proc ("),
+])
+def test_check_fails_on_a_state_dir_run_would_refuse(
+        tmp_path: Path, sock: str, where: str, said: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dir-with-file-seq").mkdir()
+    (tmp_path / "dir-with-file-seq" / "seq").write_text("")
+    state = where if where.startswith("/") else str(tmp_path / where)
+    path = _with_state_dir(tmp_path, state)
+    assert cli.main(["check", "-c", str(path), "--socket", sock]) == 1
+    captured = capsys.readouterr()
+    first, last = captured.err.splitlines()
+    assert first.startswith(f"{path}: state_dir {state} is not usable: "
+                            f"{said.format(tmp=tmp_path)}")
+    assert first.endswith("espd run would refuse it (it keeps its instance lock and "
+                          "sequence-number reservations there): set [daemon] state_dir to a "
+                          "writable directory")
+    assert last == f"{path}: 1 error; not usable"
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("made", ["", "state", "state/seq"])
+def test_check_accepts_a_usable_state_dir_and_leaves_nothing_behind(
+        tmp_path: Path, sock: str, made: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").mkdir()
+    if made:
+        (tmp_path / "run" / made).mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    path = _with_state_dir(tmp_path / "run", str(tmp_path / "run" / "state"))
+    assert cli.main(["check", "-c", str(path), "--socket", sock]) == 0
+    assert capsys.readouterr().err == ""
+    path.unlink()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_check_as_another_user_only_warns_about_a_state_dir_it_may_not_write() -> None:
+    """Root's /var/lib/espd (0700) is not a user's to probe: not an error for that user."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    with tempfile.TemporaryDirectory(prefix="espd-check-") as top:  # pytest's is root's only
+        _check_as_nobody(Path(top))
+
+
+def _check_as_nobody(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    tmp_path.chmod(0o755)
+    path = _with_state_dir(tmp_path, str(state))
+    path.chmod(0o644)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+         "espd", "check", "-c", str(path), "--socket", str(tmp_path / "none.sock")],
+        capture_output=True, text=True, timeout=60, cwd="/",
+        env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"{path}: warning: state_dir {state}: cannot write in {state} "
+                             "(Permission denied) as uid 65534; espd run, started as root, may "
+                             "still use it: run this check as root to know\n")
 
 
 def test_check_shows_what_a_reload_of_the_running_daemon_would_change(

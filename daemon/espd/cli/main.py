@@ -20,6 +20,7 @@ from espd.config.model import SPI_MAX, SPI_MIN, Config, ConfigError
 from espd.config.read import MAX_CONFIG_BYTES
 from espd.config.transforms import Transform, TransformError, parse_transform
 from espd.ops.control import DEFAULT_SOCKET, ControlError, request
+from espd.service import state_dir
 
 RELOAD_TIMEOUT = 60.0  # seconds: a reload rebuilds every table
 
@@ -148,8 +149,20 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {count} error{'s' if count != 1 else ''}; not usable",
               file=sys.stderr)
         return 1
+    state = state_dir.problem(config.settings.state_dir)
+    if state is not None and state_dir.fatal(state):
+        print(f"{args.config}: state_dir {config.settings.state_dir} is not usable: "
+              f"{state.strerror}; espd run would refuse it (it keeps its instance lock and "
+              "sequence-number reservations there): set [daemon] state_dir to a writable "
+              "directory", file=sys.stderr)
+        print(f"{args.config}: 1 error; not usable", file=sys.stderr)
+        return 1
     for warning in config.warnings:
         print(f"{warning.where}: warning: {warning.message}", file=sys.stderr)
+    if state is not None:
+        print(f"{args.config}: warning: state_dir {config.settings.state_dir}: "
+              f"{state.strerror} as uid {os.geteuid()}; espd run, started as root, may still "
+              "use it: run this check as root to know", file=sys.stderr)
     print(_summary(args.config, config))
     return _compare_with_daemon(args.socket or config.settings.control_socket, args.config)
 
