@@ -404,6 +404,25 @@ def test_keygen_refuses_what_check_would_reject(args, said,
     assert said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("fmt", ["toml", "ios"])
+def test_keygen_at_the_edge_of_what_it_accepts_writes_what_check_accepts(
+        fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name, acl = "a." + "x" * 58 + "_:-Z", "b." + "y" * 62
+    ends = _ends(_keygen(capsys, "--format", fmt, "--seq", "65535", "--map", name,
+                         "--acl", acl), "#" if fmt == "toml" else "!")
+    path = tmp_path / f"a.{fmt}"
+    if fmt == "toml":
+        path.write_text(f'[access_list."{acl}"]\nrules = ["permit ip 10.1.0.0/16 '
+                        f'10.2.0.0/16"]\n' + ends["192.0.2.1"])
+    else:
+        path.write_text("!\n" + ends["192.0.2.1"] + f"\nip access-list extended {acl}\n"
+                        " permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255\n"
+                        f"interface Gi0/0\n ip address 192.0.2.1 255.255.255.0\n"
+                        f" crypto map {name}\n")
+    assert cli.main(["check", "-c", str(path), "--socket", str(tmp_path / "none")]) == 0
+    assert load(str(path)).crypto_maps[0].key == (name, 65535)
+
+
 def test_keygen_refuses_the_same_address_twice_saying_so(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["keygen", "--peer-a", "192.0.2.1", "--peer-b", "192.0.2.1"]) == 2
