@@ -491,11 +491,33 @@ def test_unreadable_file(tmp_path):
         ("crypto map x 1 ipsec-manual\n", True), ("interface e0\n", True),
         ("Current configuration:\n!\n", True), ("# espd\n[daemon]\n", False),
         ('include_ios = ["r.ios"]\n', False), ("", False), ("version = 2\n", False),
-        ('"interface" = 1\n', False),
+        ('"interface" = 1\n', False), ("configure terminal\n", True), ("conf t\n", True),
+        ("int gi0/0\n", True), ("cry map M 10\n", True), ("i e0\n", True),
+        ("Router#show running-config\n", False), ("set peer 192.0.2.2\n", False),
     ],
 )
 def test_format_is_detected_by_content(text, ios):
     assert looks_like_ios(text) is ios
+
+
+def test_a_file_that_starts_like_neither_says_it_was_read_as_toml_and_why(tmp_path):
+    assert errors(tmp_path, "Router#show running-config\nBuilding configuration...\n!\n"
+                            "crypto map M 10 ipsec-manual\n") == [
+        "1: read as TOML (its first line, 'Router#show running-config', is no IOS command "
+        "espd knows and no TOML table or key): invalid TOML: Expected '=' after a key in a "
+        "key/value pair; see config/espd.example.toml for the syntax; from line 2 on it "
+        "reads like IOS ('Building configuration...'): for an IOS configuration, delete what "
+        "comes before that line or start the file with a '!' line"]
+    assert errors(tmp_path, "hello world\n") == [
+        "1: read as TOML (its first line, 'hello world', is no IOS command espd knows and no "
+        "TOML table or key): invalid TOML: Expected '=' after a key in a key/value pair; see "
+        "config/espd.example.toml for the syntax"]
+
+
+def test_a_pasted_ios_config_is_read_as_ios(tmp_path):
+    text = (CONFIG / "goss-e4-2513-manual.ios").read_text()
+    config, _ = load_text(tmp_path, "configure terminal\n" + text + "end\n", "pasted.conf")
+    assert config.crypto_maps[0].map_name == "armadillo"
 
 
 def test_ios_file_with_toml_extension_is_read_as_ios(tmp_path):

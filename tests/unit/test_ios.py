@@ -244,6 +244,109 @@ def test_esp_sha_hmac_warns():
     assert config.crypto_maps[0].outbound.auth_key == bytes.fromhex("66" * 20)
 
 
+# -- a config as typed into "configure terminal" -----------------------------------------------
+
+TYPED = f"""\
+conf t
+hostname r1
+cry ipsec transform-set T esp-gcm 256
+cry map M 10 ipsec-m
+set pe 192.0.2.2
+set trans T
+mat add 101
+set session-key inb esp 4096 ciph {CANARY}
+set session-key out esp 8192 cipher {OTHER}
+exit
+int ser0
+description WAN
+no shutdown
+ip add 192.0.2.1 255.255.255.0
+ip nat inside
+cry map M
+access-list 101 perm ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255
+end
+"""
+
+
+def test_a_config_typed_unindented_and_abbreviated_is_the_running_config():
+    typed, shown = parse_ios(TYPED, "t.ios"), parse_ios(BASE, "r.ios")
+    assert typed.crypto_maps == shown.crypto_maps
+    assert typed.access_lists == {"101": shown.access_lists["101"]}
+    assert typed.transform_sets == shown.transform_sets
+    assert typed.crypto_maps[0].where == Location("t.ios", 4)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG.glob("*.ios")))
+def test_every_example_reads_the_same_unindented_after_configure_terminal(name):
+    text = (CONFIG / name).read_text()
+    flat = "configure terminal\n" + "\n".join(line.strip() for line in text.splitlines())
+    assert parse_ios(flat + "\nend\n", name) == parse_ios(text, name)
+
+
+def test_unindented_lines_leave_an_interface_only_for_a_global_command():
+    text = edit(" ip address 192.0.2.1 255.255.255.0\n crypto map M\n",
+                "hostname again\nip address 192.0.2.1 255.255.255.0\ncrypto map M\n")
+    assert refusal(text) == [
+        "4: crypto map M 10: no local IPv4 address; apply the map to an interface that has one "
+        "('interface NAME', ' ip address A M', ' crypto map M')"]
+    for between in ("ip route 0.0.0.0 0.0.0.0 192.0.2.254", "router ospf 1",
+                    "ip access-list extended X", "line vty 0 4"):
+        assert "no local IPv4 address" in refusal(text.replace("hostname again", between))[-1]
+    for between in ("no ip redirects", "ip mtu 1400", "duplex auto", "ipv6 enable"):
+        (entry,) = parse_ios(text.replace("hostname again", between), "r.ios").crypto_maps
+        assert str(entry.local) == "192.0.2.1"
+
+
+def test_interface_names_are_matched_as_ios_spells_them_out():
+    text = (edit("interface Serial0", "interface gi 0/0").replace(" crypto map M\n", "")
+            + "crypto map M local-address GigabitEthernet0/0\n")
+    assert str(parse_ios(text, "r.ios").crypto_maps[0].local) == "192.0.2.1"
+    broken = edit("interface Serial0", "interface Gi0/9").replace("255.255.255.0", "255.0.255.0")
+    assert "12: interface GigabitEthernet0/9: '192.0.2.1/255.0.255.0' is not an address and " \
+           "mask; write e.g. 'ip address 192.0.2.1 255.255.255.0'" in refusal(broken)
+
+
+def test_exit_leaves_a_keyring_peer_for_the_keyring_as_in_ios():
+    text = (CONFIG / "goss-e4-2513.ios").read_text()
+    peer = " peer goss-c2-2513\n  address 20.20.20.21\n"
+    assert peer in text
+    config = parse_ios(text.replace(peer, " peer OLD\n  address 20.20.20.99\n  "
+                                          "pre-shared-key old-key-of-another\n exit\n" + peer),
+                       "e4.ios")
+    assert [p.name for p in config.ike_peers] == ["ARMADILLO/OLD", "ARMADILLO/goss-c2-2513"]
+    assert refusal(text.replace(peer, peer.replace("  address", " exit\n  address")))[:3] == [
+        "25: crypto ikev2 keyring ARMADILLO peer goss-c2-2513 needs 'address A' (espd matches "
+        "IKE peers by address)",
+        "27: crypto ikev2 keyring ARMADILLO: start a peer with 'peer NAME' first",
+        "28: crypto ikev2 keyring ARMADILLO: start a peer with 'peer NAME' first"]
+
+
+AMBIGUOUS = [
+    ("interface Serial0", "in Serial0", None),  # unique: interface
+    ("interface Serial0", "i Serial0",
+     "11: 'i' is ambiguous: it abbreviates interface, ip and ipv6; write more of the word"),
+    (" set peer 192.0.2.2", " set p 192.0.2.2",
+     "5: 'p' after 'set' is ambiguous: it abbreviates peer and pfs; write more of the word"),
+    ("crypto map M 10 ipsec-manual", "crypto i map M 10 ipsec-manual",
+     "4: 'i' after 'crypto' is ambiguous: it abbreviates ikev2, ipsec and isakmp; write more "
+     "of the word"),
+    ("crypto map M 10 ipsec-manual", "crypto map M 10 ipsec-",
+     "4: 'ipsec-' after 'crypto map M 10' is ambiguous: it abbreviates ipsec-isakmp and "
+     "ipsec-manual; write more of the word"),
+    (" set session-key inbound esp 4096 cipher", " set session-key inbound esp 4096 c",
+     None),  # cipher
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), AMBIGUOUS,
+                         ids=[a[1].strip()[:30] for a in AMBIGUOUS])
+def test_an_ambiguous_abbreviation_is_an_error_naming_what_it_could_be(old, new, expected):
+    if expected is None:
+        assert len(parse_ios(edit(old, new), "r.ios").crypto_maps) == 1
+    else:
+        assert expected in refusal(edit(old, new))
+
+
 # -- located errors ---------------------------------------------------------------------------
 
 BROKEN = [

@@ -1,7 +1,9 @@
 """Import the crypto parts of a Cisco IOS configuration into the espd model.
 
-The input is a config as IOS prints it, one command per line, sub-mode commands indented
-and ``!`` lines as comments. Read: ``access-list``, ``ip access-list standard|extended``,
+The input is a config as IOS prints it (sub-mode commands indented, ``!`` lines as
+comments) or as it is pasted into ``configure terminal``: unindented, abbreviated
+(ios_words decides which mode a line is in and spells the keywords out).
+Read: ``access-list``, ``ip access-list standard|extended``,
 ``ipv6 access-list``, ``crypto ipsec transform-set`` (sub-mode ``mode``), ``crypto map NAME
 SEQ ipsec-manual`` and its ``set``/``match`` commands, ``crypto map NAME local-address IF``,
 and ``interface`` with ``ip address``, ``ipv6 address`` and ``crypto map``. Everything else
@@ -13,9 +15,19 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from espd.config import ios_words
 from espd.config.acl import AclError, parse_rule
 from espd.config.ike_algorithms import parse_group_name
-from espd.config.ios_ike import IKE_MODES, IosIke
+from espd.config.ios_ike import (
+    IKE_MODES,
+    IkePolicyMode,
+    IkeProposalMode,
+    IosIke,
+    IsakmpPolicyMode,
+    KeyringMode,
+    ProfileMode,
+)
+from espd.config.ios_words import Ambiguous
 from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
@@ -100,6 +112,16 @@ class _Map:
     broken: bool = False  # a sub-command was refused (and reported)
 
 
+# the keywords each sub-mode knows (ios_words), by the class that holds it while it is read
+_MODE_TREES: tuple[tuple[type, dict], ...] = (
+    (_Acl, ios_words.ACL), (TransformSet, ios_words.TRANSFORM_SET),
+    (_Map, ios_words.CRYPTO_MAP), (_Interface, ios_words.INTERFACE),
+    (IkeProposalMode, ios_words.IKEV2_PROPOSAL), (IkePolicyMode, ios_words.IKEV2_POLICY),
+    (KeyringMode, ios_words.IKEV2_KEYRING), (ProfileMode, ios_words.IKEV2_PROFILE),
+    (IsakmpPolicyMode, ios_words.ISAKMP_POLICY),
+)
+
+
 def parse_ios(text: str, path: str = "<string>", settings: Settings | None = None) -> Config:
     """Import ``text`` (read from ``path``); maps not on any interface use settings.local."""
     return _Importer(path).run(text, settings or Settings())
@@ -128,13 +150,10 @@ class _Importer:
             if not words or words[0].startswith("!"):
                 continue  # comments do not end a sub-mode: IOS docs put them inside one
             self.where = Location(self.path, number)
-            if words == ["exit"]:
-                self.mode = None
-            elif line[0].isspace() or words[0] in ("set", "match", "mode"):
-                self.submode(words)
-            else:
-                self.mode = None
-                self.command(words)
+            try:
+                self.line(words, line[0].isspace())
+            except Ambiguous as e:
+                self.error(str(e))
         entries = [e for m in self.maps.values() if (e := self.entry(m, settings))]
         used = {m.match_address[0] for m in self.maps.values() if m.match_address}
         for name in used & self.acls.keys():
@@ -160,6 +179,38 @@ class _Importer:
         peers = self.ike.peers(profiles)
         return self.ike.warnings, ike, peers
 
+    def line(self, words: list[str], indented: bool) -> None:
+        """One command: of the current sub-mode if indented (as IOS prints it) or if IOS
+        would take it as one (ios_words: what the sub-mode knows), else a global one."""
+        if words[0].lower() == "exit" and len(words) == 1:
+            if isinstance(self.mode, KeyringMode) and self.mode.peer_open:
+                self.mode.peer_open = False  # IOS: from the keyring's peer to the keyring
+            else:
+                self.mode = None
+            return
+        tree = self.mode_tree()
+        if tree is not None and (indented or self.in_mode(words, tree)):
+            self.submode(ios_words.expand(words, tree))
+        elif not indented:
+            self.mode = None
+            self.command(ios_words.expand(words, ios_words.GLOBAL))
+
+    def mode_tree(self) -> dict | None:
+        for kind, tree in _MODE_TREES:
+            if isinstance(self.mode, kind):
+                return tree
+        return None
+
+    def in_mode(self, words: list[str], tree: dict) -> bool:
+        """Whether an unindented line belongs to the current sub-mode."""
+        if isinstance(self.mode, _Interface):
+            return not ios_words.ends_interface(words)
+        if words[0].lower() in ("set", "match", "mode"):
+            return True  # never global commands: a misplaced one is reported in the mode
+        if ios_words.ARG in tree and words[0].isdigit():
+            return True  # "10 permit ..." in an access list
+        return ios_words.first_keyword(words, tree) is not None
+
     # -- global commands -------------------------------------------------------------------
 
     def command(self, words: list[str]) -> None:
@@ -176,11 +227,11 @@ class _Importer:
         elif words[:3] == ["crypto", "ipsec", "transform-set"] and len(words) > 3:
             self.mode = self.transform_set(words[3], words[4:])
         elif words[:2] == ["crypto", "map"] and len(words) > 3 and words[3] == "local-address":
-            self.local_interface[words[2]] = " ".join(words[4:])
+            self.local_interface[words[2]] = ios_words.interface_name(" ".join(words[4:]))
         elif words[:2] == ["crypto", "map"] and len(words) > 3 and words[3].isdigit():
             self.mode = self.crypto_map(words[2], int(words[3]), words[4:])
         elif words[0] == "interface" and len(words) > 1:
-            name = " ".join(words[1:])
+            name = ios_words.interface_name(" ".join(words[1:]))
             self.mode = self.interfaces.setdefault(name, _Interface(name))
 
     def acl(self, name: str, kind: str, version: int | None) -> _Acl:

@@ -88,6 +88,7 @@ class KeyringMode:
     name: str
     where: Location
     peers: list[KeyringPeer] = field(default_factory=list)
+    peer_open: bool = False  # in IOS's keyring-peer sub-mode ('exit' leaves it)
 
 
 @dataclass
@@ -305,8 +306,9 @@ class IosIke:
         name = f"crypto ikev2 keyring {mode.name}"
         if words[0] == "peer" and len(words) == 2:
             mode.peers.append(KeyringPeer(words[1], self.where))
+            mode.peer_open = True
             return
-        if not mode.peers:
+        if not mode.peer_open:
             self.error(f"{name}: start a peer with 'peer NAME' first")
             return
         peer = mode.peers[-1]
