@@ -321,6 +321,16 @@ def test_exit_leaves_a_keyring_peer_for_the_keyring_as_in_ios():
         "28: crypto ikev2 keyring ARMADILLO: start a peer with 'peer NAME' first"]
 
 
+def test_banner_text_is_never_read_as_commands():
+    banner = ("banner motd ^C\nI manage this router: access only for staff\ninterface Serial0\n"
+              " crypto map OTHER\n^C\nbanner login #one line#\n")
+    config = parse_ios(banner + BASE, "r.ios")
+    assert config.crypto_maps == parse_ios(BASE, "r.ios").crypto_maps
+    assert refusal("banner exec %\n" + BASE)[-1] == (
+        "1: the banner's text is never ended with '%', so every line after it was taken as "
+        "banner text; end the banner with a line holding '%'")
+
+
 AMBIGUOUS = [
     ("interface Serial0", "in Serial0", None),  # unique: interface
     ("interface Serial0", "i Serial0",

@@ -145,7 +145,14 @@ class _Importer:
         self.problems.append(Problem(where or self.where, message))
 
     def run(self, text: str, settings: Settings) -> Config:
+        banner: str | None = None  # the delimiter that ends the banner text being skipped
         for number, line in enumerate(text.splitlines(), 1):
+            if banner is not None:
+                banner = None if banner in line else banner
+                continue
+            banner = ios_words.banner_opened(line)
+            if banner is not None:
+                opened = Location(self.path, number)
             words = line.split()
             if not words or words[0].startswith("!"):
                 continue  # comments do not end a sub-mode: IOS docs put them inside one
@@ -154,6 +161,10 @@ class _Importer:
                 self.line(words, line[0].isspace())
             except Ambiguous as e:
                 self.error(str(e))
+        if banner is not None:
+            self.error(f"the banner's text is never ended with {banner!r}, so every line after "
+                       f"it was taken as banner text; end the banner with a line holding "
+                       f"{banner!r}", opened)
         entries = [e for m in self.maps.values() if (e := self.entry(m, settings))]
         used = {m.match_address[0] for m in self.maps.values() if m.match_address}
         for name in used & self.acls.keys():

@@ -189,6 +189,27 @@ def ends_interface(words: list[str]) -> bool:
     return keyword is not None
 
 
+_BANNER_TYPES = ("motd", "login", "exec", "incoming", "slip-ppp", "prompt-timeout",
+                 "config-save")
+
+
+def banner_opened(line: str) -> str | None:
+    """For ``banner [TYPE] D text...``: the delimiter D if the banner's text goes on to
+    later lines (until one holds D), else None. The text is free: never read as commands.
+    ``show running-config`` writes the delimiter as ``^C``."""
+    words = line.split(maxsplit=1)
+    if len(words) < 2 or words[0].lower() != "banner":
+        return None
+    rest = words[1]
+    kind, _, text = rest.partition(" ")
+    if kind.lower() in _BANNER_TYPES:
+        rest = text.strip()
+    if not rest:
+        return None
+    delimiter = "^C" if rest.startswith("^C") else rest[0]
+    return None if delimiter in rest[len(delimiter):] else delimiter
+
+
 def interface_name(text: str) -> str:
     """IOS's name for an interface as written: ``gi0/0`` and ``Gi 0/0`` are
     GigabitEthernet0/0. A type that is unknown or ambiguous stays as written."""
