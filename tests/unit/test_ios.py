@@ -297,6 +297,16 @@ def test_unindented_lines_leave_an_interface_only_for_a_global_command():
         assert str(entry.local) == "192.0.2.1"
 
 
+def test_an_unindented_ios_map_command_espd_does_not_read_is_refused_in_the_map():
+    text = edit(" set peer 192.0.2.2\n", "reverse-route static\nset peer 192.0.2.2\n")
+    assert refusal(text) == [
+        "5: crypto map M 10: 'reverse-route static' is not supported in an ipsec-manual map; "
+        "espd reads: set peer, set transform-set, match address, set security-association "
+        "lifetime seconds|kilobytes N, set security-association replay window-size "
+        "N|disable, set session-key inbound|outbound esp SPI cipher HEX [authenticator HEX], "
+        "description"]
+
+
 def test_interface_names_are_matched_as_ios_spells_them_out():
     text = (edit("interface Serial0", "interface gi 0/0").replace(" crypto map M\n", "")
             + "crypto map M local-address GigabitEthernet0/0\n")

@@ -68,6 +68,7 @@ CRYPTO_MAP = {
     },
     "match": {"address": {ARG: END}},
     "description": REST,
+    **{w: REST for w in ("reverse-route", "qos", "dialer")},  # IOS's: espd refuses them
 }
 INTERFACE = {
     "ip": {"address": {ARG: {ARG: {"secondary": END}}}},
@@ -79,13 +80,16 @@ IKEV2_POLICY = {"proposal": {ARG: END}, "match": REST}
 IKEV2_KEYRING = {"peer": {ARG: END}, "address": REST, "pre-shared-key": REST,
                  "identity": _IDENTITY, "hostname": REST, "description": REST}
 IKEV2_PROFILE = {
-    "match": {"identity": {"remote": _IDENTITY}, "fvrf": REST},
+    "match": {"identity": {"remote": _IDENTITY}, "fvrf": REST, "address": REST,
+              "certificate": REST},
     "identity": {"local": _IDENTITY},
     "authentication": {"local": _AUTHENTICATION, "remote": _AUTHENTICATION},
     "keyring": {"local": {ARG: END}},
     "lifetime": REST,
     "dpd": REST,
     "description": REST,
+    **{w: REST for w in ("aaa", "config-exchange", "ivrf", "nat", "pki", "redirect",
+                         "virtual-template")},  # IOS's: espd refuses them
 }
 ISAKMP_POLICY = {
     "encryption": {"aes": REST, "des": END, "3des": END},  # IOS prints it as "encr"
