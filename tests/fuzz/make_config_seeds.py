@@ -33,6 +33,26 @@ interface eth0
  ip address 192.0.2.1 255.255.255.0
  crypto map m
 """.format(k1=CANARY[:40], k2="c0ffee01" + CANARY[8:40])
+PASTED_IOS = """\
+conf t
+cry ipsec trans GCM esp-gcm 128
+mode tun
+cry map m 10 ipsec-m
+set pe 198.51.100.1
+set trans GCM
+mat add 110
+set session-key inb esp 4352 ciph {k1}
+set session-key out esp 4608 cipher {k2}
+exit
+banner motd ^C
+interface text ^C
+int eth0
+no shut
+ip add 192.0.2.1 255.255.255.0
+cry map m
+access-list 110 perm ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255
+end
+""".format(k1="c0ffee02" + CANARY[8:40], k2="c0ffee03" + CANARY[8:40])
 SMALL_TOML = """\
 [daemon]
 local = "192.0.2.1"
@@ -85,7 +105,8 @@ def main() -> None:
             name = rel.replace("config/", "").replace("/", "-")
             with open(os.path.join(out, name), "w", encoding="utf-8") as f:
                 f.write(text)
-    extra = {("ios", "small.ios"): SMALL_IOS, ("config", "small.toml"): SMALL_TOML,
+    extra = {("ios", "small.ios"): SMALL_IOS, ("ios", "pasted.ios"): PASTED_IOS,
+             ("config", "small.toml"): SMALL_TOML,
              ("config", "include.toml"): INCLUDE_TOML, ("config", "key-file.toml"): KEYFILE_TOML}
     for (kind, name), text in extra.items():
         with open(os.path.join(HERE, "corpus", kind, name), "w", encoding="utf-8") as f:
