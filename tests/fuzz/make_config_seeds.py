@@ -33,26 +33,15 @@ interface eth0
  ip address 192.0.2.1 255.255.255.0
  crypto map m
 """.format(k1=CANARY[:40], k2="c0ffee01" + CANARY[8:40])
-PASTED_IOS = """\
-conf t
-cry ipsec trans GCM esp-gcm 128
-mode tun
-cry map m 10 ipsec-m
-set pe 198.51.100.1
-set trans GCM
-mat add 110
-set session-key inb esp 4352 ciph {k1}
-set session-key out esp 4608 cipher {k2}
-exit
-banner motd ^C
-interface text ^C
-int eth0
-no shut
-ip add 192.0.2.1 255.255.255.0
-cry map m
-access-list 110 perm ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255
-end
-""".format(k1="c0ffee02" + CANARY[8:40], k2="c0ffee03" + CANARY[8:40])
+# SMALL_IOS as typed into "configure terminal": unindented, abbreviated, with a banner
+_TYPED = (("crypto ipsec transform-set", "cry ipsec trans"), ("crypto map", "cry map"),
+          ("ipsec-manual", "ipsec-m"), ("set peer", "set pe"), ("set transform-set", "set trans"),
+          ("match address", "mat add"), ("inbound", "inb"), ("cipher", "ciph"),
+          ("interface", "int"), ("ip address", "ip add"), ("permit", "perm"))
+PASTED_IOS = "conf t\nbanner motd ^C\ninterface text ^C\n" + "".join(
+    line.strip() + "\n" for line in SMALL_IOS.splitlines()) + "end\n"
+for _whole, _short in _TYPED:
+    PASTED_IOS = PASTED_IOS.replace(_whole, _short)
 SMALL_TOML = """\
 [daemon]
 local = "192.0.2.1"
