@@ -11,6 +11,7 @@ traffic lose nothing; and two espd daemons negotiate raw ESP with ESN on demand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -168,47 +169,65 @@ transform_sets = ["GCM"]
 """
 
 
-def test_espd_with_espd_raw_esp_esn_on_demand(netns_ok):
-    """Two espd daemons keyed by IKEv2: raw ESP (encapsulation "esp"), ESN, and the first
-    packet from either side negotiates (what 5.9.8's charon cannot do)."""
-    topo = netns.Topology(tag=f"espd-{os.getpid()}-ee{secrets.randbelow(10**6)}", ipv6=False)
+@contextlib.contextmanager
+def espd_pair(tag: str, a: dict, b: dict):
+    """Two espd daemons in a fresh topology (espd_config with the entry settings `a` and
+    `b`), serving: yields (topology, [gwA, gwB]). Afterwards each is stopped by pid (and
+    must exit 0), its log printed, its files and the namespaces removed."""
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-{tag}{secrets.randbelow(10**6)}",
+                          ipv6=False)
     tmp = Path(tempfile.mkdtemp(prefix="espd-ike-"))
     psk = secrets.token_hex(16)
     daemons = []
     with topo:
         try:
-            for side, ns in (("a", topo.gw_a), ("b", topo.gw_b)):
+            for side, ns, entry in (("a", topo.gw_a, a), ("b", topo.gw_b, b)):
                 path = tmp / f"gw{side}.toml"
-                path.write_text(espd_config(side, psk, tmp, encapsulation='"esp"',
-                                            esn="true", start='"on-demand"'))
+                path.write_text(espd_config(side, psk, tmp, **entry))
                 path.chmod(0o600)
                 daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
-                                      str(tmp / f"gw{side}.log"), f"gw{side}")
+                                           str(tmp / f"gw{side}.log"), f"gw{side}")
                 daemons.append(daemon)
                 daemon.start()
             for daemon in daemons:
                 daemon.wait_ready(timeout=30)
-            netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=1)  # the acquire
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                result = netns.ping(topo.host_a, netns.HOST_B4, count=3, interval=0.05,
-                                    timeout=2)
-                if result.received == 3:
-                    break
-            assert result.received == 3, (result, daemons[0].log(), daemons[1].log())
-            back = netns.ping(topo.host_b, netns.HOST_A4, count=3, interval=0.05, timeout=2)
-            assert back.received == 3
-            for daemon in daemons:
-                state = daemon.state()
-                assert {(sa["encap"], sa["esn"]) for sa in state["sas"]} == {("esp", True)}
-            a_spis = {sa["spi"] for sa in daemons[0].state()["sas"]}
-            assert a_spis == {sa["spi"] for sa in daemons[1].state()["sas"]}
+            yield topo, daemons
         finally:
             for daemon in daemons:
                 status = daemon.stop()
                 print(daemon.log())
                 assert status == 0
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def first_echo(topo) -> None:
+    """Until an echo comes back through the tunnel (at most 10 s: the IKE SA comes up)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=0.5).received:
+            return
+
+
+def test_espd_with_espd_raw_esp_esn_on_demand(netns_ok):
+    """Two espd daemons keyed by IKEv2: raw ESP (encapsulation "esp"), ESN, and the first
+    packet from either side negotiates (what 5.9.8's charon cannot do)."""
+    entry = dict(encapsulation='"esp"', esn="true", start='"on-demand"')
+    with espd_pair("ee", a=entry, b=entry) as (topo, daemons):
+        netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=1)  # the acquire
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            result = netns.ping(topo.host_a, netns.HOST_B4, count=3, interval=0.05,
+                                timeout=2)
+            if result.received == 3:
+                break
+        assert result.received == 3, (result, daemons[0].log(), daemons[1].log())
+        back = netns.ping(topo.host_b, netns.HOST_A4, count=3, interval=0.05, timeout=2)
+        assert back.received == 3
+        for daemon in daemons:
+            state = daemon.state()
+            assert {(sa["encap"], sa["esn"]) for sa in state["sas"]} == {("esp", True)}
+        a_spis = {sa["spi"] for sa in daemons[0].state()["sas"]}
+        assert a_spis == {sa["spi"] for sa in daemons[1].state()["sas"]}
 
 
 def test_child_sa_rekeys_under_traffic_lose_nothing(netns_ok):
@@ -272,47 +291,23 @@ def test_espd_rekeys_on_its_own_lifetimes_under_traffic_lose_nothing(netns_ok, l
     under a continuous ping: every echo comes back, nothing protected is in clear on the
     underlay, and several rekeys (some of them colliding: both ends use the same lifetime)
     went through."""
-    topo = netns.Topology(tag=f"espd-{os.getpid()}-lt{secrets.randbelow(10**6)}", ipv6=False)
-    tmp = Path(tempfile.mkdtemp(prefix="espd-ike-"))
-    psk = secrets.token_hex(16)
-    daemons = []
-    with topo:
-        try:
-            for side, ns in (("a", topo.gw_a), ("b", topo.gw_b)):
-                path = tmp / f"gw{side}.toml"
-                path.write_text(espd_config(side, psk, tmp, lifetime=limit,
-                                            start='"immediate"' if side == "a" else
-                                            '"manual"'))
-                path.chmod(0o600)
-                daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
-                                           str(tmp / f"gw{side}.log"), f"gw{side}")
-                daemons.append(daemon)
-                daemon.start()
-            for daemon in daemons:
-                daemon.wait_ready(timeout=30)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=0.5).received:
-                    break
-            with netns.Capture(topo.gw_b, netns.WAN_IF) as capture:
-                result = netns.ping(topo.host_a, netns.HOST_B4, count=1200, size=200,
-                                    interval=0.01, timeout=3)
-            logs = [d.log() for d in daemons]
-            assert result.received == 1200, (result, logs)
-            analysis = netns.analyze(capture.frames)
-            assert not analysis.cleartext, analysis.cleartext[:3]
-            spis = {p.spi for p in analysis.esp}
-            rekeys = sum(log.count(" rekeyed: ") for log in logs)
-            assert rekeys >= 2 and len(spis) >= 6, (rekeys, len(spis), logs)
-            for daemon in daemons:
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and len(daemon.state()["sas"]) != 2:
-                    time.sleep(0.1)
-                assert len(daemon.state()["sas"]) == 2, daemon.state()["sas"]
-            print(f"{limit}: {rekeys} rekeys, {len(spis)} SPIs on the wire")
-        finally:
-            for daemon in daemons:
-                status = daemon.stop()
-                print(daemon.log())
-                assert status == 0
-            shutil.rmtree(tmp, ignore_errors=True)
+    with espd_pair("lt", a=dict(lifetime=limit, start='"immediate"'),
+                   b=dict(lifetime=limit, start='"manual"')) as (topo, daemons):
+        first_echo(topo)
+        with netns.Capture(topo.gw_b, netns.WAN_IF) as capture:
+            result = netns.ping(topo.host_a, netns.HOST_B4, count=1200, size=200,
+                                interval=0.01, timeout=3)
+        logs = [d.log() for d in daemons]
+        assert result.received == 1200, (result, logs)
+        analysis = netns.analyze(capture.frames)
+        assert not analysis.cleartext, analysis.cleartext[:3]
+        spis = {p.spi for p in analysis.esp}
+        rekeys = sum(log.count(" rekeyed: ") for log in logs)
+        assert rekeys >= 2 and len(spis) >= 6, (rekeys, len(spis), logs)
+        for daemon in daemons:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and len(daemon.state()["sas"]) != 2:
+                time.sleep(0.1)
+            assert len(daemon.state()["sas"]) == 2, daemon.state()["sas"]
+        print(f"{limit}: {rekeys} rekeys, {len(spis)} SPIs on the wire")
+
