@@ -6,7 +6,9 @@ SA goes through the SA owner into the data plane and carries traffic both ways.
 
 charon initiates (espd answers), and espd initiates on the first packet (start =
 "on-demand": the acquire from the data plane, as IOS does); Child SA rekeys under
-traffic lose nothing; and two espd daemons negotiate raw ESP with ESN on demand.
+traffic lose nothing; and two espd daemons negotiate raw ESP with ESN on demand. A reload
+that inserts an entry before the negotiated one keeps its Child SA and IKE SA, and the
+Child SA still carries traffic both ways (its inbound SA checks its own entry's rules).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 import pytest
 from support import netns
 from support.strongswan import DEBIAN, Charon, site_to_site
+
+from espd.ops import control
 
 pytestmark = pytest.mark.netns
 
@@ -311,3 +315,57 @@ def test_espd_rekeys_on_its_own_lifetimes_under_traffic_lose_nothing(netns_ok, l
             assert len(daemon.state()["sas"]) == 2, daemon.state()["sas"]
         print(f"{limit}: {rekeys} rekeys, {len(spis)} SPIs on the wire")
 
+
+def test_inserting_an_entry_keeps_the_negotiated_child_and_ike_sa(netns_ok):
+    """gwA reloads with an IKE-keyed VPN 5 before the negotiated VPN 10: VPN 10's Child SA
+    (its SPIs, counters going on exactly) and its IKE SA stay, and carry traffic both
+    ways; gwB sees nothing new."""
+    inserted = """
+[access_list.OTHER]
+rules = ["permit ip 10.1.0.0/16 10.7.0.0/16"]
+
+[[crypto_map]]
+name = "VPN"
+seq = 5
+keying = "ike"
+peer = "192.0.2.2"
+match_address = "OTHER"
+transform_sets = ["GCM"]
+start = "manual"
+"""
+
+    def entries(daemon) -> dict:
+        return {(sa["seq"], sa["direction"]): sa for sa in daemon.state()["sas"]}
+
+    def pings_both_ways(count: int = 5) -> None:
+        for ns, dst in ((topo.host_a, netns.HOST_B4), (topo.host_b, netns.HOST_A4)):
+            result = netns.ping(ns, dst, count=count, interval=0.05, timeout=2)
+            assert result.received == count, (dst, result, daemons[0].log())
+
+    with espd_pair("ri", a=dict(encapsulation='"esp"', start='"immediate"'),
+                   b=dict(encapsulation='"esp"', start='"manual"')) as (topo, daemons):
+        first_echo(topo)
+        gw_a = daemons[0]
+        pings_both_ways()
+        before, (ike_before,) = entries(gw_a), gw_a.state()["ike"]["sas"]
+        assert set(before) == {(10, "out"), (10, "in")}, before
+        peer_before = entries(daemons[1])
+
+        path = Path(gw_a.config)
+        path.write_text(path.read_text() + inserted)
+        answer = control.request(gw_a.control_socket, "reload", timeout=30)
+        assert answer["ok"] is True, (answer, gw_a.log())
+        pings_both_ways()
+        after, (ike_after,) = entries(gw_a), gw_a.state()["ike"]["sas"]
+        assert set(after) == set(before), after
+        for key, sa in before.items():  # 5 echo requests and 5 replies each way
+            went_on = (sa["spi"], sa["packets"] + 10, sa["sequence"] + 10)
+            assert (after[key]["spi"], after[key]["packets"], after[key]["sequence"]) \
+                == went_on, (key, sa, after[key])  # inbound: the highest seen
+        same = ("tunnel_id", "spi_i", "spi_r", "state")
+        assert {k: ike_after[k] for k in same} == {k: ike_before[k] for k in same}
+        (child,) = ike_after["children"]
+        assert (child["spi_in"], child["spi_out"]) == (before[(10, "in")]["spi"],
+                                                       before[(10, "out")]["spi"])
+        assert {k: sa["spi"] for k, sa in entries(daemons[1]).items()} == \
+            {k: sa["spi"] for k, sa in peer_before.items()}

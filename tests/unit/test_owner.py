@@ -6,11 +6,15 @@ real data plane without workers (so Python may push packets through it):
   aborted change gives the cap back; a change from another thread is refused;
 - IKE's Child SAs: install into an empty slot, rekey make-before-break, retire (fail
   closed), usage, and expiry events delivered to subscribers;
-- snapshots are immutable and replaced whole.
+- snapshots are immutable and replaced whole;
+- an SA's identity is its crypto map entry, not the entry's place: inserting and removing
+  other entries keeps a manual SA the same C object (its numbers go on), and keeps a Child
+  SA bound to its own entry's rules (inbound selector check, retire).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import threading
@@ -30,7 +34,8 @@ from espd.keying.owner import (
     SaOwner,
 )
 from espd.keying.sequence_store import SequenceStore
-from espd.policy.plan import Plan, RuleSpec, build_plan, wipe_keys
+from espd.policy.ids import PolicyIds
+from espd.policy.plan import Plan, RuleSpec, build_plan, describe_changes, wipe_keys
 
 KEY_OUT = "061f6eefba9eebfa62c0290523a528100efd8ee210954464d454b7798f970e12af413cff"
 KEY_IN = "29d5941440a2c92fc65b64b0d1b882064454ddadff4acea643ec22054982830cbb883fca"
@@ -479,3 +484,85 @@ def test_an_ike_child_sa_persists_nothing_and_never_waits_for_a_reservation(owne
     assert not owner.seqstore.path("192.0.2.2", 0x6001).exists()
     owner.record_last_used()  # a clean stop writes nothing for it either
     assert not owner.seqstore.path("192.0.2.2", 0x6001).exists()
+
+
+# --- identity across reloads: the entry, not its place (issue 10, item 5) -----------------
+
+def other_key(seq: int, direction: str) -> str:
+    return f"{seq:02x}{'a' if direction == 'in' else 'b'}c" * 18  # fixed per SA: unchanged
+
+
+def inserted(seq: int, keying: str, prefix: str = "") -> str:
+    """Entry VPN `seq` (5 sorts before VPN 10) for `prefix`, by default one nothing sends to."""
+    keys = (f'transform_set = "GCM"\n'
+            f'inbound = {{ spi = 0x{0x1000 + seq:x}, key = "{other_key(seq, "in")}" }}\n'
+            f'outbound = {{ spi = 0x{0x2000 + seq:x}, key = "{other_key(seq, "out")}" }}'
+            if keying == "manual" else 'keying = "ike"\ntransform_sets = ["GCM"]')
+    return f"""
+[access_list.OTHER{seq}]
+rules = ["permit ip 10.1.0.0/16 {prefix or f'10.{seq}.0.0/16'}"]
+
+[[crypto_map]]
+name = "VPN"
+seq = {seq}
+peer = "192.0.2.2"
+match_address = "OTHER{seq}"
+{keys}
+"""
+
+
+def sa_of(owner: SaOwner, seq: int, direction: str):
+    (view,) = [v for v in owner.snapshot.sas
+               if (v.spec.seq, v.spec.direction) == (seq, direction)]
+    return view.sa
+
+
+def test_an_unchanged_sa_keeps_its_state_wherever_entries_are_inserted(owner):
+    ids = PolicyIds()  # the daemon's, across its reloads
+    base = CONFIG.replace("WINDOW", "1024")
+    configs = [base, base + inserted(5, "manual"),
+               base + inserted(5, "manual") + inserted(7, "manual"), base + inserted(7, "manual"),
+               base]
+    apply(owner, build_plan(parse_toml(base), ids))
+    sa_out, sa_in = sa_of(owner, 10, "out"), sa_of(owner, 10, "in")
+    sent = send(owner, 3)
+    for before, after in zip(configs, configs[1:], strict=False):
+        old, new = (build_plan(parse_toml(text), ids) for text in (before, after))
+        changes = describe_changes(old, new)
+        wipe_keys(old)
+        assert not any("VPN 10" in line for line in changes), changes
+        apply(owner, new)
+        assert sa_of(owner, 10, "out") is sa_out and sa_of(owner, 10, "in") is sa_in
+        sent += send(owner, 2)
+    assert sent == list(range(1, 12))  # the very next numbers: no handover skip
+    assert owner.dp.stats(sa_out)["packets"] == 11
+
+
+IKE_CONFIG = CONFIG.split("[[crypto_map]]")[0] + """
+[ike]
+proposals = ["aes256gcm16-prfsha384-x25519"]
+
+[ike_peer.gwb]
+address = "192.0.2.2"
+psk = "not-a-secret-0123456789"
+""" + inserted(10, "ike", "10.2.0.0/16")  # VPN 10 keyed by IKE, for what inner() sends
+
+
+def test_a_child_sa_keeps_its_entry_when_an_entry_is_inserted_before_it(owner):
+    """The Child SA's inbound SA checks inner packets against its own entry's rules, and
+    its outbound SA is found by its entry's rules, after VPN 5 took VPN 10's old place."""
+    ids = PolicyIds()
+    apply(owner, build_plan(parse_toml(IKE_CONFIG), ids))
+    keys = child_keys(0x5001, 0x6001)
+    handle = owner.install_child(dataclasses.replace(keys, entry=("VPN", 10)))
+    peer, peer_out = peer_of(owner, 0x5001, 0x6001)
+    back = inner("10.2.0.10", "10.1.0.10")
+    assert owner.dp.decap(peer.encap(peer_out, back))
+    apply(owner, build_plan(parse_toml(IKE_CONFIG + inserted(5, "ike")), ids))
+    assert owner.dp.decap(peer.encap(peer_out, back))  # still its own entry's selectors
+    assert spi_seq(owner.dp.protect(inner())) == (0x6001, 1)
+    owner.retire_child(handle)  # its rules are found by its policy: the slot empties
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())
+    assert owner.snapshot.sas == ()
+

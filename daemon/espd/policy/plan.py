@@ -9,9 +9,11 @@ Pure functions over the frozen model. Policy semantics (fail closed):
     protected or dropped.)
 An inbound SA accepts only inner packets that its entry's ACL, mirrored, permits.
 
-Reloads carry SA state over: an SA whose identity (everything that shapes its packets,
-its keys included through a keyed fingerprint) did not change keeps its sequence number,
-replay window and counters.
+Reloads carry SA state over: an SA whose identity (its crypto map entry and everything
+that shapes its packets, its keys included through a keyed fingerprint) did not change
+keeps its sequence number, replay window and counters. An entry's position is no part of
+that identity: its policy id comes from a PolicyIds (policy/ids.py) the daemon keeps for
+its life, so inserting or removing other entries changes no unchanged entry's SAs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from espd.config.model import (
     wipe,
 )
 from espd.dataplane import Lifetime, Rule
+from espd.policy.ids import PolicyIds
 
 # Keys are compared across reloads through this process-local keyed hash, never stored twice.
 _FINGERPRINT_KEY = os.urandom(32)
@@ -181,13 +184,17 @@ def compile_entry(acl_entry: AclEntry, policy: int) -> list[Rule]:
     return rules
 
 
-def build_plan(config: Config) -> Plan:
+def build_plan(config: Config, ids: PolicyIds | None = None) -> Plan:
+    """`config` as the data plane runs it. `ids` numbers the entries (the daemon's own,
+    across reloads); without it, a fresh one: 1, 2, ... in SPD order."""
+    ids = ids if ids is not None else PolicyIds()
     sas: list[SaSpec] = []
     rules: list[RuleSpec] = []
     routes: dict[str, None] = {}
     unroutable: dict[str, None] = {}
     negotiated: dict[str, None] = {}
-    for policy, entry in enumerate(config.crypto_maps, start=1):
+    for entry in config.crypto_maps:
+        policy = ids.of((entry.map_name, entry.seq))
         if entry.manual:  # IKE-keyed entries get their SAs when a negotiation installs them
             sas.extend(_sa_specs(config, entry, policy))
         else:

@@ -38,6 +38,7 @@ from espd.keying.owner import SaOwner, Snapshot
 from espd.keying.sequence_store import SequenceStore
 from espd.ops.control import ControlServer, make_handler
 from espd.ops.metrics import start_exporter
+from espd.policy.ids import PolicyIds
 from espd.policy.ike_plan import ike_settings, ike_udp_families, wipe_ike_keys
 from espd.policy.plan import Plan, build_plan, wipe_keys
 from espd.service import ike_actions, reload, state_view
@@ -147,7 +148,8 @@ class Daemon:
         self.stop_metrics = None
         self.ike: IkeEngine | None = None  # hosted once the loop serves (start_ike)
         self.ike_state: dict | None = None  # the engine's last snapshot, as plain data
-        plan = build_plan(config)
+        self.policy_ids = PolicyIds()  # an entry's id for the daemon's life (policy/ids.py)
+        plan = build_plan(config, self.policy_ids)
         try:
             self.manual.apply(plan)
         finally:

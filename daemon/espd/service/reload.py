@@ -1,8 +1,9 @@
 """Reload: load the config again, refuse what a running daemon cannot apply, swap it in.
 
 A reload runs in three steps, and either applies completely or leaves everything as it was:
-  1. parse and plan, on a worker thread (`load_and_plan`: pure, touches nothing): the loop
-     keeps serving the watchdog, the control socket and data-plane events meanwhile;
+  1. parse and plan, on a worker thread (`load_and_plan`: touches nothing but the policy
+     ids it gives new entries): the loop keeps serving the watchdog, the control socket
+     and data-plane events meanwhile; unchanged entries keep their ids (policy/ids.py);
   2. on the loop: refuse what a running daemon cannot apply; prepare the owner's change
      (new SAs created, reservations persisted, handed-over SAs capped); add the routes of
      new prefixes (their packets meet the old tables and are dropped: fail closed) and
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 from espd.config.load import load
 from espd.config.model import Config, ConfigError, Location, Problem
 from espd.ops.control import Refused
+from espd.policy.ids import PolicyIds
 from espd.policy.plan import Plan, build_plan, describe_changes, wipe_keys
 from espd.service.sockets import NATT_PORT, udp_families
 from espd.system.routes import (
@@ -57,10 +59,12 @@ class ReloadFailed(Exception):
     """A reload that loaded but could not be applied; the old tables keep running."""
 
 
-def load_and_plan(path: str) -> tuple[Config, Plan]:
-    """Step 1, off the loop: read, validate and plan `path` (ConfigError if unusable)."""
+def load_and_plan(path: str, ids: PolicyIds) -> tuple[Config, Plan]:
+    """Step 1, off the loop: read, validate and plan `path` (ConfigError if unusable).
+    Entries keep their policy ids from `ids` (the daemon's); a new entry gets a new one,
+    kept even if this reload fails (unused, and never given to another entry)."""
     config = load(path)
-    return config, build_plan(config)
+    return config, build_plan(config, ids)
 
 
 async def reload(daemon: Daemon, source: str,
@@ -76,7 +80,7 @@ async def reload(daemon: Daemon, source: str,
         try:
             loop = asyncio.get_running_loop()
             config, plan = await loop.run_in_executor(_parser, load_and_plan,
-                                                      daemon.config_path)
+                                                      daemon.config_path, daemon.policy_ids)
         except ConfigError as e:
             _failed(daemon)
             for p in e.problems:
@@ -223,7 +227,7 @@ def plan_diff(daemon: Daemon, path: str) -> list[str]:
         raise Refused(f"this daemon compares only its own configuration "
                       f"({daemon.config_path}), not {path}; run 'espd check -c "
                       f"{daemon.config_path}'")
-    new = build_plan(load(daemon.config_path))
+    new = build_plan(load(daemon.config_path), daemon.policy_ids.copy())  # gives no ids
     try:
         return describe_changes(daemon.view.plan, new)
     finally:
