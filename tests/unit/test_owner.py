@@ -566,3 +566,21 @@ def test_a_child_sa_keeps_its_entry_when_an_entry_is_inserted_before_it(owner):
         owner.dp.protect(inner())
     assert owner.snapshot.sas == ()
 
+
+def test_an_acquire_queued_before_a_reload_names_its_own_entry(owner):
+    """The event names rule 0 of the old tables; after VPN 5 is inserted, rule 0 is VPN
+    5's: the entry comes from the event's policy id, which still names VPN 10."""
+    ids = PolicyIds()
+    apply(owner, build_plan(parse_toml(IKE_CONFIG), ids))
+    heard: list[tuple] = []
+
+    class Client:
+        def on_acquire(self, entry, *selector):
+            heard.append(entry)
+
+    owner.subscribe(Client())
+    with pytest.raises(DropError, match="no_sa"):
+        owner.dp.protect(inner())  # queued, not yet drained
+    apply(owner, build_plan(parse_toml(IKE_CONFIG + inserted(5, "ike")), ids))
+    owner.drain_events()
+    assert heard == [("VPN", 10)]

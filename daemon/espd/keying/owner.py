@@ -245,6 +245,7 @@ class SaOwner:
         self._outbound: dict[tuple[str, int, str], _Installed] = {}  # handover_key -> live
         self._rules: tuple[RuleSpec, ...] = ()
         self._entry_policy: dict[Slot, int] = {}  # crypto map entry -> its rules' policy
+        self._policy_entry: dict[int, Slot] = {}  # and back (acquire events name a policy)
         self._slots: dict[Slot, _Installed] = {}  # entry -> its outbound SA
         self._by_cookie: dict[int, _Installed] = {}
         self._cookies = itertools.count(1)
@@ -363,6 +364,7 @@ class SaOwner:
             self._entry_policy = {}
             for r in rules:
                 self._entry_policy.setdefault((r.map_name, r.seq), r.rule.policy)
+            self._policy_entry = {p: e for e, p in self._entry_policy.items()}
         self._rules, self._slots = rules, slots
         return self._announce()
 
@@ -508,9 +510,11 @@ class SaOwner:
             log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed", what)
             self._tell("on_hard_expired", handle)
         elif event.kind == "acquire":
-            rule = self._rules[event.value] if 0 <= event.value < len(self._rules) else None
-            if rule is not None:  # else: a rule of a table set replaced since
-                self._tell("on_acquire", (rule.map_name, rule.seq), event.src, event.dst,
+            # by its policy, not its rule index: an event from a table set replaced since
+            # may name an index another entry's rule holds now, never another's policy id
+            entry = self._policy_entry.get(event.policy)
+            if entry is not None:  # else: its entry is gone
+                self._tell("on_acquire", entry, event.src, event.dst,
                            event.proto, event.sport, event.dport)
         else:
             log.warning("data plane event %s (%d)", event.kind, event.value)
