@@ -20,10 +20,11 @@ import tempfile
 from espd.config.model import ConfigError
 
 # Key fields. TOML: key = "HEX" / auth_key = 'HEX' (also inline tables); IOS: the hex words
-# after "cipher" and "authenticator" on a "set session-key" line.
+# after "cipher" and "authenticator" on a "set session-key" line, each word also as the
+# IOS reader takes it abbreviated ("set ses inb esp 4096 ci HEX au HEX").
 _TOML_KEY = re.compile(r"""(?:^|[\s{,.])(?:auth_)?key\s*=\s*["']{1,3}([0-9A-Fa-f:\s-]+)""")
-_IOS_LINE = re.compile(r"(?m)^[ \t]*set[ \t]+session-key\b.*$")
-_IOS_KEY = re.compile(r"\b(?:cipher|authenticator)[ \t]+([0-9A-Fa-f]+)")
+_IOS_LINE = re.compile(r"(?mi)^[ \t]*set[ \t]+ses[\w-]*\b.*$")
+_IOS_KEY = re.compile(r"(?i)\b(?:c|ci[\w-]*|a|au[\w-]*)[ \t]+([0-9A-Fa-f]+)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 WINDOW = 16  # hex digits: 8 key bytes
 _LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>[1-9][0-9]*): \S")
