@@ -128,7 +128,7 @@ class Ambiguous(ValueError):
     """A prefix of more than one keyword valid at its place; says which."""
 
     def __init__(self, word: str, candidates: list[str], before: list[str]) -> None:
-        where = f" after '{' '.join(before)}'" if before else ""
+        where = f" after {quote(' '.join(before), 60)}" if before else ""  # hex: HEX
         *most, last = sorted(candidates)
         super().__init__(f"{quote(word)}{where} is ambiguous: it abbreviates "
                          f"{', '.join(most)} and {last}; write more of the word")
