@@ -294,3 +294,18 @@ def test_modernised_seed_twins_negotiate_with_each_other():
     assert bytes(e4.ike_peers[0].psk_local) == bytes(c2.ike_peers[0].psk_remote)
     sa, sb = ike_settings(e4), ike_settings(c2)
     assert sa.children[0].local_ts == sb.children[0].remote_ts
+
+
+def test_ike_limits_load_translate_and_refuse_out_of_range():
+    default = ike_settings(parse_toml(TOML, "c.toml"))
+    assert default.limits.cookie_threshold == 32
+    assert default.limits.cookie_threshold_per_source == 8
+    assert 'mode = "on-demand" }\n' in TOML
+    text = TOML.replace('mode = "on-demand" }', 'mode = "on-demand" }\nlimits = { '
+                        'cookie_threshold = 0, half_open_per_source = 5, ike_sas = 100 }')
+    limits = ike_settings(parse_toml(text, "c.toml")).limits
+    assert (limits.cookie_threshold, limits.half_open_per_source, limits.ike_sas) == (0, 5, 100)
+    assert limits.half_open == 1024 and limits.cookie_secret_lifetime == 120
+    bad = refusal_toml(text.replace("ike_sas = 100", "ike_sas = 0, cookies = 1"))
+    assert any("ike.limits" in line and "cookies" in line for line in bad)
+    assert any("ike_sas" in line for line in bad)

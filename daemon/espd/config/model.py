@@ -327,6 +327,18 @@ class IkePeer:
 
 
 @dataclass(frozen=True)
+class IkeLimits:
+    """``[ike.limits]``: responder admission (COOKIE thresholds, caps); see ike/settings.py."""
+
+    cookie_threshold: int = 32
+    cookie_threshold_per_source: int = 8
+    cookie_secret_lifetime: int = 120
+    half_open: int = 1024
+    half_open_per_source: int = 64
+    ike_sas: int = 20_000
+
+
+@dataclass(frozen=True)
 class IkeSettings:
     """What every IKE SA shares: proposals in preference order (strongSwan notation, checked
     by espd.ike.crypto.suites), the IKE SA lifetime, DPD, retransmissions, the key log."""
@@ -336,6 +348,7 @@ class IkeSettings:
     dpd: Dpd = Dpd()
     retransmit_timeout: float = 1.0
     retransmit_tries: int = 5
+    limits: IkeLimits = IkeLimits()
     key_log: str | None = None  # opt-in Wireshark key log (0600); None: none
     where: Location = field(default=Location("<string>"), compare=False)
 

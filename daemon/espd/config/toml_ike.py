@@ -19,6 +19,7 @@ from espd.config.model import (
     DEFAULT_IKE_PROPOSALS,
     Dpd,
     IkeIdentity,
+    IkeLimits,
     IkePeer,
     IkeSettings,
     parse_identity,
@@ -27,7 +28,9 @@ from espd.config.toml_lines import Path
 from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
-    "ike": ("proposals", "lifetime", "dpd", "retransmit", "key_log"),
+    "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log"),
+    "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
+               "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
     "retransmit": ("timeout", "tries"),
     "ike_peer": ("address", "psk", "psk_file", "psk_local", "psk_local_file", "psk_remote",
@@ -74,6 +77,7 @@ class IkeSchema:
             timeout = None
         tries = self.integer(retransmit, path + ("retransmit", "tries"), 1, 20, "5",
                              default.retransmit_tries)
+        limits = self.limits(self.table(raw, path + ("limits",)), path + ("limits",))
         key_log = None
         if "key_log" in raw:
             key_log = self.absolute(raw, path + ("key_log",), "/var/lib/espd/ike-keys.log")
@@ -83,6 +87,7 @@ class IkeSchema:
             dpd=dpd or Dpd(),
             retransmit_timeout=float(timeout or default.retransmit_timeout),
             retransmit_tries=tries or default.retransmit_tries,
+            limits=limits,
             key_log=key_log,
             where=self.where(path),  # type: ignore[attr-defined]
         )
@@ -106,6 +111,20 @@ class IkeSchema:
             except SuiteError as e:
                 self.error(path + (i,), f"ike.proposals: {e}")
         return tuple(names) if len(names) == len(items) else None
+
+    def limits(self, raw: dict[str, Any], path: Path) -> IkeLimits:
+        self.keys(raw, path, IKE_KNOWN["limits"])
+        default = IkeLimits()
+        ranges = {"cookie_threshold": (0, 1_000_000), "cookie_threshold_per_source":
+                  (0, 1_000_000), "cookie_secret_lifetime": (10, 86_400),
+                  "half_open": (1, 1_000_000), "half_open_per_source": (1, 1_000_000),
+                  "ike_sas": (1, 10_000_000)}
+        values = {}
+        for name, (low, high) in ranges.items():
+            value = self.integer(raw, path + (name,), low, high, str(getattr(default, name)),
+                                 getattr(default, name))
+            values[name] = getattr(default, name) if value is None else value
+        return IkeLimits(**values)
 
     def dpd(self, raw: dict[str, Any], path: Path) -> Dpd | None:
         self.keys(raw, path, IKE_KNOWN["dpd"])

@@ -133,6 +133,23 @@ class ChildPolicy:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Admission of new IKE SAs as responder (RFC 7296 2.6; espd.ike.engine.admission).
+
+    A COOKIE is demanded once half-open IKE SAs reach ``cookie_threshold`` in all or
+    ``cookie_threshold_per_source`` from the request's address (0: always); beyond the caps
+    a request is dropped.
+    """
+
+    cookie_threshold: int = 32
+    cookie_threshold_per_source: int = 8
+    cookie_secret_lifetime: float = 120.0  # seconds; the previous secret serves as long
+    half_open: int = 1024
+    half_open_per_source: int = 64
+    ike_sas: int = 20_000
+
+
+@dataclass(frozen=True)
 class IkeSettings:
     """Everything the IKE engine needs; one instance per configuration generation."""
 
@@ -144,6 +161,7 @@ class IkeSettings:
     retransmit_timeout: float = RETRANSMIT_TIMEOUT
     retransmit_tries: int = RETRANSMIT_TRIES
     half_open_timeout: float = HALF_OPEN_TIMEOUT
+    limits: Limits = Limits()
     rekey_margin: float = REKEY_MARGIN
     rekey_jitter: float = REKEY_JITTER
     key_log: str | None = None  # path of the Wireshark key log; None (default): none

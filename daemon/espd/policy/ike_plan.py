@@ -8,6 +8,8 @@ plan.wipe_keys does for manual keys.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from espd.config.model import Config, CryptoMapEntry, IkeIdentity, IkePeer, wipe
 from espd.ike import settings as ike
 from espd.ike.crypto.cipher import ENCR_CHACHA20_POLY1305
@@ -31,6 +33,7 @@ def ike_settings(config: Config) -> ike.IkeSettings | None:
                     mode=s.dpd.mode),
         retransmit_timeout=s.retransmit_timeout,
         retransmit_tries=s.retransmit_tries,
+        limits=ike.Limits(**asdict(s.limits)),
         key_log=s.key_log,
     )
 

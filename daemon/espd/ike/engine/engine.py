@@ -36,6 +36,7 @@ from espd.ike import codec
 from espd.ike.auth import PskAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
+from espd.ike.engine.admission import CookieJar
 from espd.ike.engine.transport import Transport
 from espd.ike.engine.view import Snapshot, ike_sa_view
 from espd.ike.keylog import KeyLog
@@ -99,6 +100,9 @@ class IkeEngine:
         self.loop = loop or asyncio.get_event_loop()
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
         self.half_open: dict[tuple[Endpoint, bytes], IkeSa] = {}  # responder: (peer, SPIi)
+        # half-open SAs per peer address; always the counts of half_open's keys
+        self.half_open_by_source: collections.Counter = collections.Counter()
+        self.cookies = CookieJar(settings.limits.cookie_secret_lifetime, self.now)
         self.children: dict[int, tuple[IkeSa, ChildSa]] = {}  # by our inbound SPI
         self.counters: collections.Counter[str] = collections.Counter()
         self.events: list[ChildEvent] = []
@@ -443,10 +447,20 @@ class IkeEngine:
         sa.state = IkeState.DELETED
         if self.sas.get(sa.local_spi) is sa:
             del self.sas[sa.local_spi]
+        self.forget_half_open(sa)
+        sa.wipe()
+
+    def add_half_open(self, sa: IkeSa) -> None:
+        self.half_open[(sa.remote, sa.spi_i)] = sa
+        self.half_open_by_source[sa.remote.address] += 1
+
+    def forget_half_open(self, sa: IkeSa) -> None:
         for key, half in list(self.half_open.items()):
             if half is sa:
                 del self.half_open[key]
-        sa.wipe()
+                self.half_open_by_source[key[0].address] -= 1
+                if self.half_open_by_source[key[0].address] <= 0:
+                    del self.half_open_by_source[key[0].address]
 
     def drop_child(self, sa: IkeSa, child: ChildSa, reason: str) -> None:
         """Retire a Child SA from the owner and forget it (no DELETE sent)."""
@@ -570,6 +584,7 @@ class IkeEngine:
         """A reload: new settings for new negotiations; an IKE SA whose peer is gone, or a
         Child SA whose crypto map entry is gone, is deleted (with a DELETE to the peer)."""
         self.settings = settings
+        self.cookies.lifetime = settings.limits.cookie_secret_lifetime
         for sa in list(self.sas.values()):
             if sa.state == IkeState.DELETED:
                 continue

@@ -55,9 +55,7 @@ def _established(engine: IkeEngine, sa: IkeSa, peer_id) -> None:
     sa.established = sa.last_heard = engine.now()
     sa.peer_id = peer_id
     sa.cancel_timer("half-open")
-    for key, half in list(engine.half_open.items()):
-        if half is sa:
-            del engine.half_open[key]
+    engine.forget_half_open(sa)
     suite = getattr(sa.suite, "name", "?")
     log.info("%s established (%s, peer id %s, local %s%s)", sa, suite, peer_id, sa.local,
              ", NAT detected" if sa.nat else "")

@@ -9,7 +9,8 @@
 
 As initiator: a COOKIE is echoed first in a retry, an INVALID_KE_PAYLOAD is honoured
 with the group asked for if we offered it; AUTH later covers the LAST request sent.
-As responder: no state is kept for a request that fails; the answer to a retransmitted
+As responder: espd.ike.engine.admission decides first (COOKIE, caps: no DH, no state);
+an INVALID_KE_PAYLOAD answer costs no DH either; no state is kept for a request that fails; the answer to a retransmitted
 request is the cached one (the half-open table is keyed by the peer and its SPI).
 """
 
@@ -23,6 +24,7 @@ from espd.ike import codec, proposals
 from espd.ike.codec import ExchangeType, NotifyType
 from espd.ike.crypto import keymat, suites
 from espd.ike.crypto.dh import InvalidKeyExchange
+from espd.ike.engine import admission
 from espd.ike.exchanges import ike_auth
 from espd.ike.exchanges.payloads import (
     nat_detected,
@@ -245,6 +247,8 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
                 engine.transport.send(local, remote, datagram)
         return
     engine.counters["ike_sa_init_requests"] += 1
+    if not admission.admit(engine, message, local, remote):
+        return  # a COOKIE sent or the request dropped: no DH, no state
 
     def refuse(kind: NotifyType, payload: bytes = b"") -> None:
         reply = codec.Message(header.response(original_initiator=False),
@@ -297,7 +301,7 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     sa.init_response = datagram
     sa.responses.answered(0, (datagram,))
     engine.register(sa)
-    engine.half_open[(remote, sa.spi_i)] = sa
+    engine.add_half_open(sa)
     engine.schedule(sa, "half-open", engine.settings.half_open_timeout,
                     lambda: engine.ike_failed(sa, "IKE_AUTH never came"))
     engine.transport.send(local, remote, datagram)
