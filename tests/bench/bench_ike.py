@@ -8,8 +8,8 @@ Two fresh namespaces (support.netns.Topology, no hosts used):
 
 The responder in gwB is, in turn, espd's engine (tests/support/ike_standalone.py with
 espd's real SA owner over a real data plane, no workers: each Child SA gets its crypto
-contexts, its persisted sequence reservation and the PROTECT rule) and charon (kernel-libipsec, so it also installs each Child SA in
-its userspace data plane and a route). The SAME initiator process drives both: espd's
+contexts and the PROTECT rule) and charon (kernel-libipsec, so it also installs each Child
+SA in its userspace data plane and a route). The SAME initiator process drives both: espd's
 engine, keeping --window IKE SAs in flight (charon blocks a peer with more than 5 half-open
 SAs by default), each an IKE_SA_INIT + IKE_AUTH with the first Child SA, PSK,
 aes256gcm16-prfsha384-x25519, ESP aes256gcm16. A round is --count establishments; the rate

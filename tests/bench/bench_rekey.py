@@ -100,8 +100,9 @@ def kernel_drops(topo) -> dict[str, int]:
     r = subprocess.run(netns.exec_argv(topo.host_b, ["cat", "/proc/net/snmp"]),
                        capture_output=True, text=True, timeout=10)
     udp = [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("Udp:")]
-    if len(udp) == 2 and int(dict(zip(*udp)).get("RcvbufErrors", 0)):
-        out["hb udp RcvbufErrors (the receiver was late)"] = int(dict(zip(*udp))["RcvbufErrors"])
+    counters = dict(zip(udp[0], udp[1], strict=True)) if len(udp) == 2 else {}
+    if int(counters.get("RcvbufErrors", 0)):
+        out["hb udp RcvbufErrors (the receiver was late)"] = int(counters["RcvbufErrors"])
     return out
 
 

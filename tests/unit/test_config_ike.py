@@ -309,3 +309,73 @@ def test_ike_limits_load_translate_and_refuse_out_of_range():
     bad = refusal_toml(text.replace("ike_sas = 100", "ike_sas = 0, cookies = 1"))
     assert any("ike.limits" in line and "cookies" in line for line in bad)
     assert any("ike_sas" in line for line in bad)
+
+
+# --- certificate authentication ([ike] certificate, private_key, ca, crl; auth) ----------
+
+def cert_toml(tmp_path: Path, **change: str) -> tuple[str, object]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from support.pki import Pki
+
+    pki = Pki(str(tmp_path / "pki"))
+    ca = pki.ca()
+    gw = pki.gateway("gwa.example", ca)
+    ike = (f'[ike]\ncertificate = "{gw.cert_path}"\nprivate_key = "{gw.key_path}"\n'
+           f'ca = "{ca.cert_path}"\n')
+    text = TOML.replace("[ike]\n", ike).replace(f'psk = "{CANARY_PSK}"', 'auth = "certificate"')
+    for old, new in change.items():
+        text = text.replace(old, new)
+    return text, (pki, ca, gw)
+
+
+def test_a_certificate_peer_loads_and_reaches_the_engine(tmp_path: Path):
+    text, (_, ca, gw) = cert_toml(tmp_path)
+    config = parse_toml(text, str(tmp_path / "c.toml"))
+    [peer] = config.ike_peers
+    assert peer.auth == "certificate" and peer.psk_local == bytearray()
+    assert str(peer.local_id) == "fqdn:gwa.example"  # the certificate's SAN
+    settings = ike_settings(config)
+    assert settings.peers[0].auth == "certificate" and settings.peers[0].psk is None
+    assert settings.certificate.certificate == gw.cert
+    assert settings.trust.anchors == (ca.cert,)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({'auth = "certificate"': 'auth = "certificate"\npsk = "abcdefghijkl"'},
+     "ike_peer.gwb authenticates with certificates (auth = \"certificate\"); remove 'psk'"),
+    ({'auth = "certificate"': 'auth = "certificate"\nlocal_id = "fqdn:other.example"'},
+     "ike_peer.gwb: local_id fqdn:other.example is not in espd's certificate (CN=gwa.example"),
+    ({'auth = "certificate"': 'auth = "rsa-sig"'},
+     "ike_peer.gwb.auth: 'rsa-sig' is not allowed; write \"psk\" or \"certificate\""),
+    ({"ca = ": "cax = "}, "unknown key 'ike.cax'; did you mean 'ca'?"),
+])
+def test_certificate_mistakes_are_refused_with_located_fixes(tmp_path: Path, change, expected):
+    text, _ = cert_toml(tmp_path, **change)
+    with pytest.raises(ConfigError) as e:
+        parse_toml(text, str(tmp_path / "c.toml"))
+    assert any(expected in p.message for p in e.value.problems), e.value.problems
+
+
+def test_certificate_files_are_checked(tmp_path: Path):
+    text, (pki, ca, gw) = cert_toml(tmp_path)
+    other = pki.gateway("other", ca)
+    wrong_key = text.replace(gw.key_path, other.key_path)
+    with pytest.raises(ConfigError, match="the private key does not belong to the certificate"):
+        parse_toml(wrong_key, str(tmp_path / "c.toml"))
+    os.chmod(gw.key_path, 0o644)
+    with pytest.raises(ConfigError, match=f"run 'chmod 600 {gw.key_path}'"):
+        parse_toml(text, str(tmp_path / "c.toml"))
+    os.chmod(gw.key_path, 0o600)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        parse_toml(text.replace(ca.cert_path, str(tmp_path / "junk.pem")),
+                   str(tmp_path / "c.toml"))
+    no_key = text.replace(f'private_key = "{gw.key_path}"\n', "")
+    with pytest.raises(ConfigError, match="needs 'certificate', 'private_key' and 'ca'; add "
+                                          "'private_key'"):
+        parse_toml(no_key, str(tmp_path / "c.toml"))
+    no_pki = TOML.replace(f'psk = "{CANARY_PSK}"', 'auth = "certificate"')
+    with pytest.raises(ConfigError, match="needs espd's certificate: set 'certificate'"):
+        parse_toml(no_pki, str(tmp_path / "c.toml"))

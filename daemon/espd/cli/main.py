@@ -195,8 +195,17 @@ def _summary(path: str, config: Config) -> str:
     if any(not e.manual for e in config.crypto_maps):
         lines.append(f"  IKE proposals: {', '.join(config.ike.proposals)}; lifetime "
                      f"{config.ike.lifetime} s; peers: "
-                     + (", ".join(f"{p.name} ({p.address})" for p in config.ike_peers)
-                        or "none"))
+                     + (", ".join(f"{p.name} ({p.address}"
+                                  f"{', certificate' if p.auth == 'certificate' else ''})"
+                                  for p in config.ike_peers) or "none"))
+    if config.ike.certificate is not None:
+        from espd.ike.auth.certificates import describe
+
+        own, trust = config.ike.certificate, config.ike.trust
+        lines.append(f"  IKE certificate: {describe(own.certificate)}; "
+                     f"{len(own.chain) - 1} intermediates; trusted CAs: "
+                     + "; ".join(a.subject.rfc4514_string() for a in trust.anchors)
+                     + (f"; {len(trust.crls)} CRLs" if trust.crls else ""))
     return "\n".join(lines)
 
 

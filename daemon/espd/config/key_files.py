@@ -51,6 +51,22 @@ def read_secret_file(path: str) -> bytearray:
     return _read_protected(path, "the pre-shared key", parse)
 
 
+def read_private_key_file(path: str):
+    """A PEM private key (certificate authentication) held by ``path``, with the same
+    checks as read_key_file. Returns the key object."""
+    from cryptography.hazmat.primitives import serialization
+
+    def parse(buf: bytearray, size: int):
+        try:
+            return serialization.load_pem_private_key(bytes(buf[:size]), password=None)
+        except (ValueError, TypeError) as e:
+            reason = "it is encrypted; store it without a passphrase" if \
+                isinstance(e, TypeError) else "it is not an unencrypted PEM private key"
+            raise KeyFileError([f"key file {path} cannot be used: {reason}"]) from None
+
+    return _read_protected(path, "the PEM private key", parse)
+
+
 def _read_protected(path: str, wanted: str, parse) -> bytearray:
     try:
         mode = os.lstat(path).st_mode  # a device or FIFO is refused before it is opened

@@ -317,12 +317,13 @@ class IkePeer:
     psk_local: bytearray
     psk_remote: bytearray
     local_id: IkeIdentity | None = None  # None: our address
-    remote_id: IkeIdentity | None = None  # None: whatever ID the peer proves with the PSK
+    remote_id: IkeIdentity | None = None  # None: whatever ID the peer proves
     where: Location = field(default=Location("<string>"), compare=False)
+    auth: str = "psk"  # "psk" | "certificate" (then both psk buffers are empty)
 
     def __repr__(self) -> str:
-        return (f"IkePeer({self.name!r}, {self.address}, local_id={self.local_id}, "
-                f"remote_id={self.remote_id}, psk=<{len(self.psk_local)}/"
+        return (f"IkePeer({self.name!r}, {self.address}, {self.auth}, local_id="
+                f"{self.local_id}, remote_id={self.remote_id}, psk=<{len(self.psk_local)}/"
                 f"{len(self.psk_remote)} bytes>)")
 
 
@@ -351,6 +352,9 @@ class IkeSettings:
     limits: IkeLimits = IkeLimits()
     key_log: str | None = None  # opt-in Wireshark key log (0600); None: none
     where: Location = field(default=Location("<string>"), compare=False)
+    # certificate authentication (espd.ike.auth.certificates): ours, and the CAs we trust
+    certificate: object | None = field(default=None, compare=False)  # OwnCertificate
+    trust: object | None = field(default=None, compare=False)  # TrustStore
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from espd.config.ike_algorithms import parse_group_name
-from espd.config.key_files import KeyFileError, read_secret_file
+from espd.config.key_files import KeyFileError, read_private_key_file, read_secret_file
 from espd.config.model import (
     DEFAULT_IKE_LIFETIME,
     DEFAULT_IKE_PROPOSALS,
@@ -25,19 +25,22 @@ from espd.config.model import (
     parse_identity,
 )
 from espd.config.toml_lines import Path
+from espd.ike.auth import certificates
 from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
-    "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log"),
+    "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log", "certificate",
+            "private_key", "ca", "crl"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
                "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
     "retransmit": ("timeout", "tries"),
     "ike_peer": ("address", "psk", "psk_file", "psk_local", "psk_local_file", "psk_remote",
-                 "psk_remote_file", "local_id", "remote_id"),
+                 "psk_remote_file", "local_id", "remote_id", "auth"),
 }
 PSK_MIN = 8  # bytes; a shorter secret falls to an offline dictionary attack in seconds
 PSK_MAX = 1024
+PKI_FILE_MAX = 1 << 20  # a certificate, CA bundle or CRL file
 
 
 class IkeSchema:
@@ -81,6 +84,8 @@ class IkeSchema:
         key_log = None
         if "key_log" in raw:
             key_log = self.absolute(raw, path + ("key_log",), "/var/lib/espd/ike-keys.log")
+        certificate, trust = self.pki(raw, path)
+        self.ike_pki = (certificate, trust)  # what ike_peer checks auth = "certificate" by
         return IkeSettings(
             proposals=proposals or DEFAULT_IKE_PROPOSALS,
             lifetime=lifetime or DEFAULT_IKE_LIFETIME,
@@ -90,7 +95,91 @@ class IkeSchema:
             limits=limits,
             key_log=key_log,
             where=self.where(path),  # type: ignore[attr-defined]
+            certificate=certificate,
+            trust=trust,
         )
+
+    # --- certificates ---
+
+    def pki(self, raw: dict[str, Any], path: Path) -> tuple[object | None, object | None]:
+        """``certificate`` (PEM: ours first, then intermediates to send), ``private_key``
+        (PEM, a file only root can read), ``ca`` (PEM files of the CAs we trust) and
+        ``crl`` (their CRLs): all or none of the first three."""
+        given = [k for k in ("certificate", "private_key", "ca") if k in raw]
+        self.ike_pki_written = bool(given) or "crl" in raw  # (its errors say what failed)
+        if not given and "crl" not in raw:
+            return None, None
+        missing = [k for k in ("certificate", "private_key", "ca") if k not in raw]
+        if missing:
+            self.error(path + (given[0] if given else "crl",),
+                       f"ike: certificate authentication needs 'certificate', 'private_key' "
+                       f"and 'ca'; add {', '.join(repr(m) for m in missing)}")
+            return None, None
+        chain = self.pem_certificates(raw, path + ("certificate",), "/etc/espd/gw.pem")
+        key = self.private_key(raw, path + ("private_key",))
+        anchors: list = []
+        for i, ca_path in enumerate(self.file_list(raw, path + ("ca",), "/etc/espd/ca.pem")):
+            anchors += self.read_pki(ca_path, path + ("ca", i),
+                                     certificates.load_certificates) or []
+        crls = [crl for i, crl_path in enumerate(self.file_list(
+                    raw, path + ("crl",), "/etc/espd/ca.crl"))
+                if (crl := self.read_pki(crl_path, path + ("crl", i),
+                                         certificates.load_crl)) is not None]
+        if chain is None or key is None or not anchors:
+            return None, None
+        try:
+            own = certificates.own_certificate(chain, key, "ike.certificate")
+        except certificates.CertificateError as e:
+            self.error(path + ("private_key",), str(e))
+            return None, None
+        return own, certificates.TrustStore(tuple(anchors), tuple(crls))
+
+    def file_list(self, raw: dict[str, Any], path: Path, example: str) -> list[str]:
+        value = raw.get(path[-1])
+        if value is None:
+            return []
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            self.error(path, f"{'.'.join(str(p) for p in path)} is a file name or a list of "
+                             f"them, e.g. '{path[-1]} = [\"{example}\"]'")
+            return []
+        return [os.path.normpath(os.path.join(os.path.dirname(self.path), v)) for v in items]
+
+    def read_pki(self, full: str, path: Path, load):
+        """A public PKI file (certificates, CRL): parsed by ``load``, or None after an
+        error at ``path``."""
+        where = ".".join(str(p) for p in path)
+        try:
+            with open(full, "rb") as f:
+                data = f.read(PKI_FILE_MAX + 1)
+        except OSError as e:
+            self.error(path, f"{where}: cannot read {full}: {e.strerror}")
+            return None
+        if len(data) > PKI_FILE_MAX:
+            self.error(path, f"{where}: {full} is larger than {PKI_FILE_MAX} bytes")
+            return None
+        try:
+            return load(data, full)
+        except certificates.CertificateError as e:
+            self.error(path, f"{where}: {e}")
+            return None
+
+    def pem_certificates(self, raw: dict[str, Any], path: Path, example: str):
+        [full] = self.file_list(raw, path, example)[:1] or [None]
+        return None if full is None else self.read_pki(full, path,
+                                                       certificates.load_certificates)
+
+    def private_key(self, raw: dict[str, Any], path: Path):
+        value = self.get(raw, path, str, '"/etc/espd/gw.key"')
+        if value is None:
+            return None
+        full = os.path.normpath(os.path.join(os.path.dirname(self.path), value))
+        try:
+            return read_private_key_file(full)
+        except KeyFileError as e:
+            for problem in e.problems:
+                self.error(path, f"ike.private_key: {problem}")
+            return None
 
     def proposals(self, raw: dict[str, Any], path: Path) -> tuple[str, ...] | None:
         items = self.get(raw, path, list, f'["{RECOMMENDED}"]', None)
@@ -159,6 +248,11 @@ class IkeSchema:
         address = self.address(raw, path + ("address",), "192.0.2.2")
         local_id = self.identity(raw, path + ("local_id",))
         remote_id = self.identity(raw, path + ("remote_id",))
+        if "auth" in raw:
+            auth = self.choice(raw, path + ("auth",), ("psk", "certificate"))
+            if auth == "certificate":
+                return self.certificate_peer(name, raw, path, address, local_id, remote_id,
+                                             before)
         both = self.secret(raw, path, "psk")
         local = self.secret(raw, path, "psk_local")
         remote = self.secret(raw, path, "psk_remote")
@@ -177,6 +271,36 @@ class IkeSchema:
         psk_local, psk_remote = (both, both) if both is not None else (local, remote)
         return IkePeer(name, address, psk_local, psk_remote, local_id, remote_id,
                        self.where(path))  # type: ignore[attr-defined]
+
+    def certificate_peer(self, name: str, raw: dict[str, Any], path: Path, address,
+                         local_id: IkeIdentity | None, remote_id: IkeIdentity | None,
+                         before: int) -> IkePeer | None:
+        """``auth = "certificate"``: no pre-shared key; our identity is one our certificate
+        names (by default its first subjectAltName, else its CN)."""
+        for key in ("psk", "psk_file", "psk_local", "psk_local_file", "psk_remote",
+                    "psk_remote_file"):
+            if key in raw:
+                self.error(path + (key,), f"ike_peer.{name} authenticates with certificates "
+                                          f"(auth = \"certificate\"); remove '{key}'")
+        own, _trust = getattr(self, "ike_pki", (None, None))
+        if own is None:
+            if not getattr(self, "ike_pki_written", False):
+                self.error(path + ("auth",), f"ike_peer.{name}: auth = \"certificate\" needs "
+                                             f"espd's certificate: set 'certificate', "
+                                             f"'private_key' and 'ca' in [ike]")
+            return None
+        cert = own.certificate
+        if local_id is None:
+            local_id = _identity_of_certificate(cert)
+        elif not certificates.identity_matches(cert, local_id.kind, local_id.value):
+            self.error(path + ("local_id",), f"ike_peer.{name}: local_id {local_id} is not "
+                                             f"in espd's certificate "
+                                             f"({certificates.describe(cert)}); write one "
+                                             f"it names, or leave local_id out")
+        if len(self.problems) != before or address is None or local_id is None:  # type: ignore
+            return None
+        return IkePeer(name, address, bytearray(), bytearray(), local_id, remote_id,
+                       self.where(path), auth="certificate")  # type: ignore[attr-defined]
 
     def identity(self, raw: dict[str, Any], path: Path) -> IkeIdentity | None:
         value = self.get(raw, path, str, '"fqdn:gw.example.net"', None)
@@ -223,3 +347,26 @@ class IkeSchema:
                 f"exchange), e.g. from 'head -c 24 /dev/urandom | base64'"))
             return None
         return secret
+
+
+def _identity_of_certificate(cert) -> IkeIdentity | None:
+    """The identity espd claims with ``cert`` when local_id is not written: the first
+    subjectAltName (DNS name, IP address, e-mail), else the CN as a host name."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        for name in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value:
+            if isinstance(name, x509.DNSName):
+                return IkeIdentity("fqdn", name.value)
+            if isinstance(name, x509.IPAddress) and isinstance(
+                    name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                return IkeIdentity(f"ipv{name.value.version}", str(name.value))
+            if isinstance(name, x509.RFC822Name):
+                return IkeIdentity("rfc822", name.value)
+    except x509.ExtensionNotFound:
+        pass
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return IkeIdentity("fqdn", str(cn[0].value)) if cn else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from espd.ike.auth.certificates import OwnCertificate, TrustStore
 from espd.policy.selectors import TrafficSelector
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -89,10 +90,11 @@ class Peer:
     """A remote gateway as IKE knows it (IOS keyring peer + IKEv2 profile)."""
 
     address: IPAddress
-    psk: PresharedKey
-    remote_id: Identity | None = None  # None: accept the ID the peer sends, if PSK checks
+    psk: PresharedKey | None  # None: auth = "certificate"
+    remote_id: Identity | None = None  # None: accept the ID the peer proves
     local_id: Identity | None = None  # None: our address as ID_IPV4_ADDR / ID_IPV6_ADDR
     port: int = 500
+    auth: str = "psk"  # "psk" | "certificate" (IkeSettings.certificate and .trust)
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ class IkeSettings:
     key_log: str | None = None  # path of the Wireshark key log; None (default): none
     port: int = 500  # our IKE port (4500 is the data plane's)
     nat_port: int = 4500
+    certificate: OwnCertificate | None = None  # ours, for peers with auth = "certificate"
+    trust: TrustStore | None = None  # the CAs (and CRLs) their certificates chain to
 
     def peer(self, address: IPAddress) -> Peer | None:
         for peer in self.peers:

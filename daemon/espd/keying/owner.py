@@ -18,8 +18,8 @@ down in docs/architecture.md, "Tables and threads"):
      already persisted (SequenceStore, which never lowers a limit on disk). An IKE Child
      SA's keys are new (derived from fresh nonces), were never used before and die with
      this process, so it may use its whole sequence space and nothing is persisted (the
-     data plane never wraps a counter: sequence numbers used up is a hard expiry). An SA that was handed
-     over (a successor with the same peer, SPI and key took its place) is capped: no
+     data plane never wraps a counter: sequence numbers used up is a hard expiry). An SA
+     that was handed over (a successor with the same peer, SPI and key took its place) is capped: no
      `seq_reserve` event, retry or later change lifts its limit again. Only `abort` of
      the change that capped it, whose successor therefore never sent, restores it.
   5. A change is built in a `Change`: new SAs are created, their reservations persisted

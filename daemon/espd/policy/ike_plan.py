@@ -35,6 +35,8 @@ def ike_settings(config: Config) -> ike.IkeSettings | None:
         retransmit_tries=s.retransmit_tries,
         limits=ike.Limits(**asdict(s.limits)),
         key_log=s.key_log,
+        certificate=s.certificate,  # type: ignore[arg-type]
+        trust=s.trust,  # type: ignore[arg-type]
     )
 
 
@@ -56,9 +58,11 @@ def _identity(identity: IkeIdentity | None) -> ike.Identity | None:
 def _peer(peer: IkePeer) -> ike.Peer:
     return ike.Peer(
         address=peer.address,
-        psk=ike.PresharedKey(local=peer.psk_local, remote=peer.psk_remote),
+        psk=ike.PresharedKey(local=peer.psk_local, remote=peer.psk_remote)
+        if peer.auth == "psk" else None,
         remote_id=_identity(peer.remote_id),
         local_id=_identity(peer.local_id),
+        auth=peer.auth,
     )
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from espd.ike import codec
 from espd.ike.auth import PskAuthenticator
+from espd.ike.auth.certificates import CertificateAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
 from espd.ike.engine.admission import CookieJar
@@ -125,12 +126,21 @@ class IkeEngine:
         buffers may be wiped once this returns."""
         self._settings = settings
         old, self._authenticators = self._authenticators, {
-            peer.address: PskAuthenticator(peer.psk.local, peer.psk.remote)
-            for peer in settings.peers}
+            peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
             authenticator.wipe()
 
-    def authenticator(self, peer: object) -> PskAuthenticator:
+    @staticmethod
+    def _authenticator_for(peer, settings: IkeSettings):
+        if peer.auth == "certificate":
+            if settings.certificate is None or settings.trust is None:
+                raise ValueError(f"peer {peer.address}: certificate authentication needs our "
+                                 "certificate and the trusted CAs")
+            return CertificateAuthenticator(settings.certificate, settings.trust)
+        return PskAuthenticator(peer.psk.local, peer.psk.remote)
+
+    def authenticator(self, peer: object):
+        """The peer's authenticator: PskAuthenticator or CertificateAuthenticator."""
         return self._authenticators[peer.address]  # type: ignore[attr-defined]
 
     # --- identifiers ---------------------------------------------------------------

@@ -71,8 +71,11 @@ def start(engine: IkeEngine, sa: IkeSa) -> None:
     policy: ChildPolicy = sa.policy  # type: ignore[assignment]
     idi = identity_payload(codec.IdInitiator, _local_identity(sa, peer))
     octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
-    method, data = engine.authenticator(peer).build(octets)
-    payloads: list = [idi]
+    authenticator = engine.authenticator(peer)
+    method, data = authenticator.build(octets)
+    payloads: list = [idi, *_certificates(authenticator)]
+    if hasattr(authenticator, "cert_request"):  # strongSwan sends its certificate if asked
+        payloads.append(authenticator.cert_request())
     if peer.remote_id is not None:
         payloads.append(identity_payload(codec.IdResponder, peer.remote_id))
     payloads.append(codec.Authentication(method, data))
@@ -89,7 +92,8 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
         engine.counters["auth_failures"] += 1
         engine.ike_failed(sa, f"peer {sa.remote.address} refused our authentication "
                               f"(AUTHENTICATION_FAILED): check that both sides have the same "
-                              f"pre-shared key and the identities each expects")
+                              f"pre-shared key (or trust each other's CA) and the identities "
+                              f"each expects")
         return
     idr, auth = message.first(codec.IdResponder), message.first(codec.Authentication)
     if idr is None or auth is None:
@@ -100,10 +104,7 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
     problem = _check_identity(peer, peer_id)
     if problem is None:
         octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
-        try:
-            engine.authenticator(peer).verify(octets, auth.method, auth.data)
-        except AuthenticationFailed as err:
-            problem = str(err)
+        problem = _verify(engine, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
         _tell_auth_failed(engine, sa)
@@ -143,9 +144,30 @@ def _errors(message: codec.Message) -> str:
     return errors_text(message)
 
 
+def _certificates(authenticator) -> list:
+    """Our CERT payloads (end certificate first), for certificate authentication."""
+    return authenticator.cert_payloads() if hasattr(authenticator, "cert_payloads") else []
+
+
+def _verify(engine: IkeEngine, peer: Peer, octets, auth, message: codec.Message,
+            peer_id) -> str | None:
+    """The peer's AUTH (and, with certificates, its CERT payloads and identity); what did
+    not hold, or None."""
+    authenticator = engine.authenticator(peer)
+    try:
+        if hasattr(authenticator, "cert_payloads"):
+            authenticator.verify(octets, auth.method, auth.data,
+                                 certificates=message.all(codec.Certificate), peer_id=peer_id)
+        else:
+            authenticator.verify(octets, auth.method, auth.data)
+    except AuthenticationFailed as err:
+        return str(err)
+    return None
+
+
 def _check_identity(peer: Peer | None, peer_id) -> str | None:
     if peer is None:
-        return "no pre-shared key is configured for this peer address"
+        return "no IKE peer is configured for this address"
     if peer.remote_id is not None:
         if peer_id is None or not same_identity(peer.remote_id, peer_id):
             return f"peer identifies as {peer_id}, but {peer.remote_id} is expected"
@@ -169,10 +191,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     problem = _check_identity(peer, peer_id)
     if problem is None:
         octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
-        try:
-            engine.authenticator(peer).verify(octets, auth.method, auth.data)
-        except AuthenticationFailed as err:
-            problem = str(err)
+        problem = _verify(engine, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
         engine.respond(sa, message, [notify(NotifyType.AUTHENTICATION_FAILED)], local, remote)
@@ -182,8 +201,9 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     sa.peer = peer
     idr = identity_payload(codec.IdResponder, _local_identity(sa, peer))
     octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
-    method, data = engine.authenticator(peer).build(octets)
-    payloads: list = [idr, codec.Authentication(method, data)]
+    authenticator = engine.authenticator(peer)
+    method, data = authenticator.build(octets)
+    payloads: list = [idr, *_certificates(authenticator), codec.Authentication(method, data)]
     _established(engine, sa, peer_id)
     try:
         child_payloads, _child = child_setup.answer(engine, sa, message, sa.nonce_i,

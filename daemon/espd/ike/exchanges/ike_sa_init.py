@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from espd.ike import codec, proposals
-from espd.ike.codec import ExchangeType, NotifyType
+from espd.ike.codec import ExchangeType, HashAlgorithm, NotifyType
 from espd.ike.crypto import keymat, suites
 from espd.ike.crypto.dh import InvalidKeyExchange
 from espd.ike.engine import admission
@@ -121,6 +121,22 @@ def start(engine: IkeEngine, policy: ChildPolicy, peer_index: int) -> IkeSa | No
     return sa
 
 
+def certificate_notifies(engine: IkeEngine, responder: bool = False) -> list:
+    """With a certificate configured: N(SIGNATURE_HASH_ALGORITHMS) (RFC 7427 4: without
+    it a peer signs with the older methods, not method 14), and, as responder, the CERTREQ
+    naming our CAs (RFC 7296 1.2; the initiator's goes in IKE_AUTH)."""
+    settings = engine.settings
+    if settings.certificate is None or settings.trust is None:
+        return []
+    hashes = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512,
+              HashAlgorithm.IDENTITY)
+    out: list = [notify(NotifyType.SIGNATURE_HASH_ALGORITHMS,
+                        b"".join(h.to_bytes(2, "big") for h in hashes))]
+    if responder:
+        out.append(codec.CertificateRequest.for_authorities(settings.trust.authority_hashes()))
+    return out
+
+
 def log_start(sa: IkeSa, policy: ChildPolicy) -> None:
     from espd.ike.engine.engine import log
 
@@ -137,6 +153,7 @@ def _send(engine: IkeEngine, sa: IkeSa, group_id: int) -> None:
         codec.KeyExchange(group_id, sa.ke_private.public_bytes),
         codec.Nonce(sa.nonce_i),
         *nat_notifies(sa.spi_i, sa.spi_r, sa.local, sa.remote, fake=fake),
+        *certificate_notifies(engine),
     ]
     header = codec.request_header(codec.SpiPair(sa.spi_i), ExchangeType.IKE_SA_INIT, 0,
                                   original_initiator=True)
@@ -296,7 +313,8 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
                                    ExchangeType.IKE_SA_INIT, 0, codec.HeaderFlags.RESPONSE)
     reply = codec.Message(response_header, (
         sa_payload([chosen]), codec.KeyExchange(suite.group.ident, public),
-        codec.Nonce(sa.nonce_r), *nat_notifies(sa.spi_i, sa.spi_r, local, remote, fake=fake)))
+        codec.Nonce(sa.nonce_r), *nat_notifies(sa.spi_i, sa.spi_r, local, remote, fake=fake),
+        *certificate_notifies(engine, responder=True)))
     datagram = codec.encode_message(reply)
     sa.init_response = datagram
     sa.responses.answered(0, (datagram,))

@@ -1,0 +1,183 @@
+"""Certificate authentication between two espd engines over loopback UDP (real codec,
+crypto and X.509 path validation; a throw-away PKI from support.pki): what establishes,
+and each way a certificate is refused, with the reason the log gives."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from support.ike_pair import pair, settings_pair, until
+from support.pki import Pki
+
+from espd.ike import codec
+from espd.ike.auth.certificates import (
+    CertificateError,
+    OwnCertificate,
+    TrustStore,
+    identity_matches,
+    load_crl,
+    own_certificate,
+)
+from espd.ike.sa.ike_sa import IkeState
+from espd.ike.settings import Identity
+
+
+def cert_settings(pki_a, pki_b, trust_a, trust_b, id_a="gwa", id_b="gwb"):
+    """Settings for sides a and b of ike_pair, authenticating with certificates."""
+    a, b = settings_pair(0)
+    a = replace(a, certificate=pki_a, trust=trust_a, peers=(replace(
+        a.peers[0], psk=None, auth="certificate", local_id=Identity("fqdn", id_a),
+        remote_id=Identity("fqdn", "gwb")),))
+    b = replace(b, certificate=pki_b, trust=trust_b, peers=(replace(
+        b.peers[0], psk=None, auth="certificate", local_id=Identity("fqdn", id_b),
+        remote_id=Identity("fqdn", "gwa")),))
+    return a, b
+
+
+def own(issued, *extra) -> OwnCertificate:
+    return own_certificate([issued.cert, *(e.cert for e in extra)], issued.key, issued.name)
+
+
+class Outcome:
+    def __init__(self, a, b, sa) -> None:
+        self.a, self.b, self.sa = a, b, sa
+        self.state, self.peer_id = sa.state, sa.peer_id  # before the engines close
+        self.children = (len(a.owner.live()), len(b.owner.live()))
+
+
+async def negotiate(a_settings, b_settings) -> Outcome:
+    loop = asyncio.get_running_loop()
+    a, b = pair(loop, a_settings, b_settings)
+    sa = a.engine.initiate(a.settings.children[0])
+    try:
+        await until(lambda: (a.owner.live() and b.owner.live()) or sa.state ==
+                    IkeState.DELETED, timeout=5)
+        return Outcome(a, b, sa)
+    finally:
+        a.engine.close()
+        b.engine.close()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(str(tmp_path / "pki"))
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "ecdsa-p384", "rsa", "ed25519"])
+def test_certificates_of_each_key_type_establish(pki, kind):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca, kind=kind)
+    trust = TrustStore((ca.cert,))
+    got = asyncio.run(negotiate(*cert_settings(own(gwa), own(gwb), trust, trust)))
+    assert got.state == IkeState.ESTABLISHED and got.children == (1, 1)
+    assert str(got.peer_id) == "fqdn:gwb"
+
+
+def test_an_intermediate_is_sent_and_the_chain_ends_at_the_root(pki, caplog):
+    root = pki.ca()
+    mid = pki.ca("mid", issuer=root)
+    gwa, gwb = pki.gateway("gwa", root), pki.gateway("gwb", mid)
+    trust = TrustStore((root.cert,))
+    got = asyncio.run(negotiate(*cert_settings(own(gwa), own(gwb, mid), trust, trust)))
+    assert got.state == IkeState.ESTABLISHED and got.children == (1, 1)
+    # without the intermediate in its CERT payloads b cannot be verified
+    got = asyncio.run(negotiate(*cert_settings(own(gwa), own(gwb), trust, trust)))
+    assert got.state == IkeState.DELETED and got.children == (0, 0)
+    assert "does not chain to a trusted CA" in caplog.text
+
+
+def refused(caplog, a_settings, b_settings) -> str:
+    got = asyncio.run(negotiate(a_settings, b_settings))
+    assert got.state == IkeState.DELETED and got.children == (0, 0)
+    assert got.a.engine.counters["auth_failures"] == 1
+    return caplog.text
+
+
+def test_a_certificate_from_a_ca_we_do_not_trust_is_refused(pki, caplog):
+    ca, other = pki.ca(), pki.ca("other")
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", other)
+    text = refused(caplog, *cert_settings(own(gwa), own(gwb), TrustStore((ca.cert,)),
+                                          TrustStore((ca.cert, other.cert))))
+    assert "peer's certificate (CN=gwb" in text and "does not chain to a trusted CA" in text
+
+
+def test_an_expired_certificate_is_refused(pki, caplog):
+    ca = pki.ca()
+    gwa = pki.gateway("gwa", ca)
+    gwb = pki.gateway("gwb", ca, days=1, not_before=pki.now - datetime.timedelta(days=3))
+    trust = TrustStore((ca.cert,))
+    text = refused(caplog, *cert_settings(own(gwa), own(gwb), trust, trust))
+    assert "certificate (CN=gwb,O=espd test,C=CH) expired on" in text
+
+
+def test_a_revoked_certificate_is_refused(pki, caplog):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
+    crl = load_crl(Path(pki.crl(ca, [gwb])).read_bytes(), "crl")
+    text = refused(caplog, *cert_settings(own(gwa), own(gwb), TrustStore((ca.cert,), (crl,)),
+                                          TrustStore((ca.cert,))))
+    assert "is revoked by CN=espd test ca" in text
+
+
+def test_an_identity_the_certificate_does_not_name_is_refused(pki, caplog):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwx", ca)  # a valid cert, not gwb's
+    trust = TrustStore((ca.cert,))
+    text = refused(caplog, *cert_settings(own(gwa), own(gwb), trust, trust, id_b="gwb"))
+    assert "peer identifies as fqdn:gwb, but its certificate (CN=gwx" in text
+    assert "SAN gwx) does not name it" in text
+
+
+def test_certificate_requests_name_the_trusted_cas(pki):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
+    trust = TrustStore((ca.cert,))
+    a_settings, b_settings = cert_settings(own(gwa), own(gwb), trust, trust)
+    seen: list[codec.Message] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = pair(loop, a_settings, b_settings)
+        deliver = a.transport.receiver
+
+        def spy(data, local, remote):
+            message = codec.decode_message(data)
+            if message.header.exchange == codec.ExchangeType.IKE_SA_INIT:
+                seen.append(message)
+            deliver(data, local, remote)
+        a.transport.receiver = spy
+        sa = a.engine.initiate(a.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        assert sa.state == IkeState.ESTABLISHED
+        a.engine.close()
+        b.engine.close()
+    asyncio.run(main())
+    [response] = seen
+    [request] = response.all(codec.CertificateRequest)
+    assert request.authorities == trust.authority_hashes()
+    assert response.notify(codec.NotifyType.SIGNATURE_HASH_ALGORITHMS).data == \
+        bytes.fromhex("0002000300040005")
+
+
+def test_identities_are_matched_in_the_san_or_else_the_common_name(pki):
+    ca = pki.ca()
+    dns, ip = pki.gateway("gw.example", ca), pki.gateway("ip", ca, identity="192.0.2.7")
+    mail, bare = pki.gateway("m", ca, identity="ops@example"), pki.gateway("b", ca, san=False)
+    assert identity_matches(dns.cert, "fqdn", "GW.example")
+    assert not identity_matches(dns.cert, "fqdn", "other.example")
+    assert identity_matches(ip.cert, "ipv4", "192.0.2.7")
+    assert not identity_matches(ip.cert, "ipv4", "192.0.2.8")
+    assert identity_matches(mail.cert, "rfc822", "ops@example")
+    assert identity_matches(bare.cert, "fqdn", "b")  # no SAN: the CN
+    assert not identity_matches(dns.cert, "key-id", "0a0b")
+
+
+def test_a_key_that_is_not_the_certificates_is_refused_at_load(pki):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
+    with pytest.raises(CertificateError, match="does not belong to the certificate"):
+        own_certificate([gwa.cert], gwb.key, "gwa.pem")
