@@ -23,6 +23,9 @@ from espd.ike.settings import ChildPolicy, IkeProposal
 # Protocol ids (RFC 7296 3.3.1) and transform types (3.3.2)
 PROTO_IKE, PROTO_ESP = 1, 3
 ENCR, PRF, INTEG, KE, ESN = 1, 2, 3, 4, 5
+# RFC 9370 additional key exchanges: transform types 6 (ADDKE1) to 12 (ADDKE7); a type
+# left out of a proposal means NONE (no such exchange), for IKE and ESP alike
+ADDKE = tuple(range(6, 13))
 
 ENCR_NULL, ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305 = 11, 12, 20, 28
 AEAD_CIPHERS = frozenset({18, 19, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305})
@@ -70,6 +73,9 @@ _NAMES = {
         21: "ECP_521",
         31: "CURVE25519",
         32: "CURVE448",
+        35: "ML_KEM_512",
+        36: "ML_KEM_768",
+        37: "ML_KEM_1024",
     },
     ESN: {0: "NO_ESN", 1: "ESN"},
 }
@@ -86,6 +92,8 @@ class Transform:
     key_bits: int = 0  # the Key Length attribute; 0 when the transform has none
 
     def __str__(self) -> str:
+        if self.type in ADDKE:  # ADDKE1_ML_KEM_768
+            return f"ADDKE{self.type - 5}_" + _NAMES[KE].get(self.id, str(self.id))
         name = _NAMES.get(self.type, {}).get(self.id, f"{self.type}:{self.id}")
         return f"{name}_{self.key_bits}" if self.key_bits else name
 
@@ -132,18 +140,24 @@ def ike_offer(proposals: Iterable[IkeProposal], spi: bytes = b"") -> tuple[Propo
         transforms += [Transform(PRF, ident) for ident in prop.prf]
         transforms += [Transform(INTEG, ident) for ident in prop.integrity]
         transforms += [Transform(KE, ident) for ident in prop.groups]
+        transforms += [Transform(kind, ident) for kind, idents in
+                       zip(ADDKE, prop.additional, strict=False) for ident in idents]
         out.append(Proposal(number, PROTO_IKE, spi, tuple(transforms)))
     return tuple(out)
 
 
-def esp_offer(policy: ChildPolicy, spi: bytes, ke_group: int = 0) -> tuple[Proposal, ...]:
+def esp_offer(policy: ChildPolicy, spi: bytes, ke_group: int = 0,
+              additional: tuple[int, ...] = ()) -> tuple[Proposal, ...]:
     """ESP proposals, one per transform set in ``set transform-set`` order.
 
     ``ke_group`` is the PFS group of a CREATE_CHILD_SA; 0 in IKE_AUTH (RFC 7296 1.2:
-    the first Child SA's keys come from the IKE SA's key exchange).
+    the first Child SA's keys come from the IKE SA's key exchange). ``additional`` are
+    RFC 9370 additional key exchanges (ADDKE1, ...), only with a PFS group.
     """
     esn = (Transform(ESN, 1), Transform(ESN, 0)) if policy.esn else (Transform(ESN, 0),)
     ke = (Transform(KE, ke_group),) if ke_group else ()
+    if ke_group:
+        ke += tuple(Transform(kind, ident) for kind, ident in zip(ADDKE, additional, strict=False))
     return tuple(
         Proposal(number, PROTO_ESP, spi, esp_transforms(name) + ke + esn)
         for number, (name, _mode) in enumerate(policy.transforms, 1)
@@ -213,14 +227,16 @@ def _pick(offer: Proposal, mine: Proposal) -> tuple[Transform, ...] | None:
         )
         if choice is None:
             return None
-        if choice.id != NONE or kind not in (KE, INTEG):
+        if choice.id != NONE or kind not in (KE, INTEG, *ADDKE):
             picked.append(choice)
     return tuple(picked)
 
 
 def _implicit(proposal: Proposal, kind: int) -> tuple[Transform, ...]:
     """What a proposal means by leaving a type out: no KE in an ESP proposal is KE NONE,
-    and ESP without ESN is ESN off."""
+    ESP without ESN is ESN off, and no additional key exchange type is NONE (RFC 9370)."""
+    if kind in ADDKE:
+        return (Transform(kind, NONE),)
     if kind == KE and proposal.protocol == PROTO_ESP:
         return (Transform(KE, NONE),)
     if kind == ESN and proposal.protocol == PROTO_ESP:
@@ -257,6 +273,12 @@ def ke_group(proposal: Proposal) -> int:
     """The KE transform id of a chosen proposal, 0 when there is none."""
     ke = proposal.one(KE)
     return ke.id if ke else 0
+
+
+def additional_groups(proposal: Proposal) -> tuple[int, ...]:
+    """The RFC 9370 additional key exchanges of a chosen proposal, in the order they run
+    (transform type 6, 7, ...); NONE is left out."""
+    return tuple(t.id for kind in ADDKE for t in proposal.of_type(kind)[:1] if t.id != NONE)
 
 
 def acceptable_groups(proposals: Iterable[Proposal]) -> tuple[int, ...]:

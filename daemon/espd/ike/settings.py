@@ -40,6 +40,9 @@ class IkeProposal:
     prf: tuple[int, ...]
     integrity: tuple[int, ...]
     groups: tuple[int, ...]  # KE transform ids; the first one is sent in IKE_SA_INIT
+    # RFC 9370 additional key exchanges: per transform type 6, 7, ... (ADDKE1, ADDKE2, ...)
+    # the KE ids accepted for it (0 is NONE: that exchange may be left out); () for none
+    additional: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class ChildPolicy:
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
     pfs: int = 0  # KE transform id for CREATE_CHILD_SA (IOS "set pfs group19"), 0: none
+    # RFC 9370: the additional key exchanges of CREATE_CHILD_SA (IKE_FOLLOWUP_KE), one KE
+    # id per transform type 6, 7, ...; only with a pfs group
+    pfs_additional: tuple[int, ...] = ()
     esn: bool = False  # offer ESN first; the responder accepts either when we allow it
     start: str = "on-demand"  # "on-demand" | "immediate" | "manual"
     encapsulation: str = "auto"  # "auto" (UDP when NAT is seen) | "esp" | "udp"

@@ -19,6 +19,8 @@ def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
         lines.append(f"{sa['tunnel_id']:<10}{_slash(sa['local']):<24}"
                      f"{_slash(sa['remote']):<24}{_STATUS.get(sa['state'], sa['state'])}")
         lines.append(f"      Suite: {sa['suite'] or '-'}, Auth sign: PSK, Auth verify: PSK")
+        if sa.get("key_exchanges"):
+            lines.append(f"      Key exchanges: {', '.join(sa['key_exchanges'])}")
         lines.append(f"      Life/Active Time: {sa['lifetime']}/{int(sa['active'])} sec")
         if detail:
             lines.append(f"      Local spi: {_local_spi(sa)}       Remote spi: "
@@ -31,6 +33,8 @@ def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
                              f"{child['transform']} {child['mode']}"
                              f"{' udp' if child['encap'] == 'udp' else ''}, "
                              f"{child['state']}")
+                if child.get("key_exchanges"):
+                    lines.append(f"          PFS: {', '.join(child['key_exchanges'])}")
                 lines.append(f"          local  selector {', '.join(child['local_ts'])}")
                 lines.append(f"          remote selector {', '.join(child['remote_ts'])}")
         else:

@@ -48,6 +48,7 @@ def _proposal(text: str) -> ike.IkeProposal:
         prf=(suite.prf.ident,),
         integrity=(suite.integ.ident,) if suite.integ else (),
         groups=(suite.ke.ident,),
+        additional=tuple((k.ident,) for k in suite.additional),
     )
 
 

@@ -331,11 +331,14 @@ class IkeEngine:
 
     def _request(self, sa: IkeSa, message: codec.Message, local: Endpoint,
                  remote: Endpoint) -> None:
-        from espd.ike.exchanges import create_child_sa, ike_auth, informational
+        from espd.ike.exchanges import create_child_sa, ike_auth, ike_intermediate, informational
 
         exchange = message.header.exchange
-        if exchange == ExchangeType.IKE_AUTH and sa.state == IkeState.INIT_DONE:
-            ike_auth.on_request(self, sa, message, local, remote)
+        if exchange == ExchangeType.IKE_INTERMEDIATE and sa.state == IkeState.INIT_DONE:
+            ike_intermediate.on_request(self, sa, message, local, remote)
+        elif exchange == ExchangeType.IKE_AUTH and sa.state == IkeState.INIT_DONE:
+            if ike_intermediate.auth_allowed(self, sa, message, local, remote):
+                ike_auth.on_request(self, sa, message, local, remote)
         elif sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.DELETING):
             self._malformed(remote, f"{_name(exchange)} request in state {sa.state.value}")
         elif exchange == ExchangeType.CREATE_CHILD_SA:

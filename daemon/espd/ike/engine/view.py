@@ -24,6 +24,7 @@ class ChildView:
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     age: float  # seconds since installed
+    key_exchanges: tuple[str, ...] = ()  # PFS methods of the exchange that made it
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class IkeSaView:
     lifetime: int  # seconds
     active: float  # seconds since established (0 while negotiating)
     children: tuple[ChildView, ...]
+    # the key exchanges that keyed it, in order: "x25519 (IKE_SA_INIT)",
+    # "mlkem768 (IKE_INTERMEDIATE)" (RFC 9370), or CREATE_CHILD_SA / IKE_FOLLOWUP_KE
+    key_exchanges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,13 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
     children = tuple(
         ChildView(c.entry, c.spi_in, c.spi_out, c.transform, c.mode, c.encap, c.state.value,
                   tuple(map(str, c.local_ts)), tuple(map(str, c.remote_ts)),
-                  now - c.created if c.created else 0.0)
+                  now - c.created if c.created else 0.0, tuple(c.key_exchanges))
         for c in sa.children.values())
     return IkeSaView(
         sa.ident, str(sa.local), str(sa.remote), sa.state.value,
         "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), "psk",
         str(sa.peer_id or ""), sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
-        now - sa.established if sa.established else 0.0, children)
+        now - sa.established if sa.established else 0.0, children, tuple(sa.key_exchanges))
 
 
 def as_state(snapshot: Snapshot) -> list[dict]:

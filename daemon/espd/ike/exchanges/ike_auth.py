@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from espd.ike import codec
 from espd.ike.auth import AuthenticationFailed, signed_octets
 from espd.ike.codec import ExchangeType, NotifyType
-from espd.ike.exchanges import child_setup
+from espd.ike.exchanges import child_setup, ike_intermediate
 from espd.ike.exchanges.payloads import (
     address_identity,
     identity_of,
@@ -42,12 +42,16 @@ def _local_identity(sa: IkeSa, peer: Peer | None):
     return peer.local_id if peer is not None and peer.local_id else address_identity(sa.local)
 
 
-def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes):
+def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: int):
     """The signed octets of one side (RFC 7296 2.15): its IKE_SA_INIT message, the other
-    side's nonce, prf(SK_p of that side, its ID body)."""
+    side's nonce, prf(SK_p of that side, its ID body) [, IntAuth (RFC 9242 3.3.2) after
+    IKE_INTERMEDIATE exchanges; ``message_id`` is IKE_AUTH's]."""
+    trailer = ike_intermediate.trailer(sa, message_id)
     if initiator_side:
-        return signed_octets(sa.prf, sa.init_request, sa.nonce_r, sa.keys.sk_pi, id_body)
-    return signed_octets(sa.prf, sa.init_response, sa.nonce_i, sa.keys.sk_pr, id_body)
+        return signed_octets(sa.prf, sa.init_request, sa.nonce_r, sa.keys.sk_pi, id_body,
+                             trailer)
+    return signed_octets(sa.prf, sa.init_response, sa.nonce_i, sa.keys.sk_pr, id_body,
+                         trailer)
 
 
 def _established(engine: IkeEngine, sa: IkeSa, peer_id) -> None:
@@ -70,7 +74,8 @@ def start(engine: IkeEngine, sa: IkeSa) -> None:
     peer: Peer = sa.peer  # type: ignore[assignment]
     policy: ChildPolicy = sa.policy  # type: ignore[assignment]
     idi = identity_payload(codec.IdInitiator, _local_identity(sa, peer))
-    octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
+    octets = _octets(sa, initiator_side=True, id_body=idi.encode_body(),
+                     message_id=sa.requests.next_id)
     authenticator = engine.authenticator(peer)
     method, data = authenticator.build(octets)
     payloads: list = [idi, *_certificates(authenticator)]
@@ -103,7 +108,8 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
     peer_id = identity_of(idr)
     problem = _check_identity(peer, peer_id)
     if problem is None:
-        octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
+        octets = _octets(sa, initiator_side=False, id_body=idr.encode_body(),
+                         message_id=message.header.message_id)
         problem = _verify(engine, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
@@ -190,7 +196,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     peer_id = identity_of(idi)
     problem = _check_identity(peer, peer_id)
     if problem is None:
-        octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
+        octets = _octets(sa, initiator_side=True, id_body=idi.encode_body(),
+                         message_id=message.header.message_id)
         problem = _verify(engine, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
@@ -200,7 +207,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
         return
     sa.peer = peer
     idr = identity_payload(codec.IdResponder, _local_identity(sa, peer))
-    octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
+    octets = _octets(sa, initiator_side=False, id_body=idr.encode_body(),
+                     message_id=message.header.message_id)
     authenticator = engine.authenticator(peer)
     method, data = authenticator.build(octets)
     payloads: list = [idr, *_certificates(authenticator), codec.Authentication(method, data)]

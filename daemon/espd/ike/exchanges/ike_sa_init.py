@@ -10,8 +10,10 @@
 As initiator: a COOKIE is echoed first in a retry, an INVALID_KE_PAYLOAD is honoured
 with the group asked for if we offered it; AUTH later covers the LAST request sent.
 As responder: espd.ike.engine.admission decides first (COOKIE, caps: no DH, no state);
-an INVALID_KE_PAYLOAD answer costs no DH either; no state is kept for a request that fails; the answer to a retransmitted
-request is the cached one (the half-open table is keyed by the peer and its SPI).
+an INVALID_KE_PAYLOAD answer costs no DH either; no state is kept for a request that
+fails; the answer to a retransmitted request is the cached one (the half-open table is
+keyed by the peer and its SPI). Additional key exchanges (RFC 9370) chosen here run in
+IKE_INTERMEDIATE (exchanges/ike_intermediate.py) before IKE_AUTH.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from espd.ike.codec import ExchangeType, HashAlgorithm, NotifyType
 from espd.ike.crypto import keymat, suites
 from espd.ike.crypto.dh import InvalidKeyExchange
 from espd.ike.engine import admission
-from espd.ike.exchanges import ike_auth
+from espd.ike.exchanges import ike_intermediate
 from espd.ike.exchanges.payloads import (
     nat_detected,
     nat_notifies,
@@ -53,11 +55,13 @@ class Suite:
     integ: object | None
     prf: object
     group: object
+    additional: tuple = ()  # RFC 9370 additional key exchanges, in the order they run
 
     @property
     def name(self) -> str:
         parts = [self.encr.name, *([self.integ.name] if self.integ else []),  # type: ignore
-                 self.prf.name, self.group.name]  # type: ignore[attr-defined]
+                 self.prf.name, self.group.name,  # type: ignore[attr-defined]
+                 *(f"ke{n}_{k.name}" for n, k in enumerate(self.additional, 1))]
         return "-".join(parts)
 
 
@@ -72,7 +76,10 @@ def suite_of(chosen: proposals.Proposal) -> Suite:
     if encr is None or prf is None or group is None or (integ_t and integ is None) \
             or (not encr.aead and integ is None):
         raise ProposalError(f"espd does not implement every algorithm of {chosen}")
-    return Suite(encr, integ, prf, group)
+    additional = tuple(suites.group(ident) for ident in proposals.additional_groups(chosen))
+    if any(k is None or not k.available for k in additional):
+        raise ProposalError(f"espd cannot run every key exchange of {chosen}")
+    return Suite(encr, integ, prf, group, additional)
 
 
 def derive(engine: IkeEngine, sa: IkeSa, suite: Suite, shared: bytearray) -> None:
@@ -154,6 +161,7 @@ def _send(engine: IkeEngine, sa: IkeSa, group_id: int) -> None:
         codec.Nonce(sa.nonce_i),
         *nat_notifies(sa.spi_i, sa.spi_r, sa.local, sa.remote, fake=fake),
         *certificate_notifies(engine),
+        *ike_intermediate.init_notifies(engine),
     ]
     header = codec.request_header(codec.SpiPair(sa.spi_i), ExchangeType.IKE_SA_INIT, 0,
                                   original_initiator=True)
@@ -230,6 +238,10 @@ def _established_init(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> N
     if ke.group != proposals.ke_group(chosen) or ke.group != sa.ke_group:
         engine.ike_failed(sa, f"responder's KE is group {ke.group}, not the one agreed")
         return
+    if suite.additional and not ike_intermediate.supported(message):
+        engine.ike_failed(sa, "responder chose additional key exchanges without "
+                              "INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9370 2.2.1)")
+        return
     try:
         shared = sa.ke_private.shared_secret(ke.data)
     except InvalidKeyExchange as err:
@@ -244,7 +256,8 @@ def _established_init(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> N
     if sa.nat or forced:  # RFC 7296 2.23: IKE_AUTH and later go to UDP 4500
         sa.local = Endpoint(sa.local.address, engine.settings.nat_port)
         sa.remote = Endpoint(sa.remote.address, engine.settings.nat_port)
-    ike_auth.start(engine, sa)
+    ike_intermediate.prepare(sa, suite)
+    ike_intermediate.advance(engine, sa)  # IKE_INTERMEDIATE exchanges, then IKE_AUTH
 
 
 # --- responder ---------------------------------------------------------------------
@@ -287,6 +300,13 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
         engine.counters["no_proposal_chosen"] += 1
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
         return
+    if suite.additional and not ike_intermediate.supported(message):
+        engine.rate_log.warning("noprop", "IKE: IKE_SA_INIT from %s: NO_PROPOSAL_CHOSEN: "
+                                "additional key exchanges offered without "
+                                "INTERMEDIATE_EXCHANGE_SUPPORTED", remote)
+        engine.counters["no_proposal_chosen"] += 1
+        refuse(NotifyType.NO_PROPOSAL_CHOSEN)
+        return
     if ke.group != suite.group.ident:
         engine.counters["invalid_ke_sent"] += 1
         refuse(NotifyType.INVALID_KE_PAYLOAD, suite.group.ident.to_bytes(2, "big"))
@@ -308,13 +328,15 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, header.spis.responder,
                                                local, remote)
     derive(engine, sa, suite, shared)
+    ike_intermediate.prepare(sa, suite)
     fake = any(p.encapsulation == "udp" for p in engine.settings.children_for(remote.address))
     response_header = codec.Header(codec.SpiPair(sa.spi_i, sa.spi_r),
                                    ExchangeType.IKE_SA_INIT, 0, codec.HeaderFlags.RESPONSE)
     reply = codec.Message(response_header, (
         sa_payload([chosen]), codec.KeyExchange(suite.group.ident, public),
         codec.Nonce(sa.nonce_r), *nat_notifies(sa.spi_i, sa.spi_r, local, remote, fake=fake),
-        *certificate_notifies(engine, responder=True)))
+        *certificate_notifies(engine, responder=True),
+        *ike_intermediate.init_notifies(engine, message)))
     datagram = codec.encode_message(reply)
     sa.init_response = datagram
     sa.responses.answered(0, (datagram,))

@@ -47,6 +47,7 @@ class ChildSa:
     rekeyed_by: ChildSa | None = None  # the successor, once a rekey made one
     initiated_by_us: bool = True  # who created it
     collision: object | None = None  # the peer's rekey of it met ours (create_child_sa)
+    key_exchanges: tuple[str, ...] = ()  # its PFS: "x25519 (CREATE_CHILD_SA)", ...
 
     def wipe(self) -> None:
         """Nothing to zero: a Child SA's keys go from KEYMAT to the owner and are wiped

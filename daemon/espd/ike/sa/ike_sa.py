@@ -93,6 +93,12 @@ class IkeSa:
     first_child: ChildSa | None = None  # the Child SA IKE_AUTH negotiates
     queue: list = field(default_factory=list)  # requests waiting for the window
     collision: object | None = None  # an IKE SA rekey of the peer's that met ours
+    # --- RFC 9242/9370 (exchanges/ike_intermediate.py) ---
+    additional_pending: list = field(default_factory=list)  # KE methods still to run
+    intermediates: int = 0  # IKE_INTERMEDIATE exchanges done
+    int_auth_i: bytes = field(default=b"", repr=False)  # IntAuth_iN (RFC 9242 3.3.1)
+    int_auth_r: bytes = field(default=b"", repr=False)
+    key_exchanges: tuple[str, ...] = ()  # what keyed it, for show: "x25519 (IKE_SA_INIT)"
 
     @property
     def spis(self) -> tuple[bytes, bytes]:
