@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from espd.config.ike_algorithms import pfs_ids
 from espd.config.model import Config, CryptoMapEntry, IkeIdentity, IkePeer, wipe
 from espd.ike import settings as ike
 from espd.ike.crypto.cipher import ENCR_CHACHA20_POLY1305
-from espd.ike.crypto.dh import GROUPS
 from espd.ike.crypto.suites import parse_suite
 from espd.policy.selectors import from_acl
 
@@ -71,10 +71,11 @@ def _child(config: Config, entry: CryptoMapEntry) -> ike.ChildPolicy:
     local_ts, remote_ts = from_acl(config.access_lists[entry.match_address].entries)
     transforms = tuple((config.transform_sets[name].transform.name,
                         config.transform_sets[name].mode) for name in entry.transform_sets)
-    pfs = next((g.ident for g in GROUPS.values() if g.name == entry.pfs), 0)
+    pfs, pfs_additional = pfs_ids(entry.pfs) if entry.pfs else (0, ())
     return ike.ChildPolicy(
         map_name=entry.map_name, seq=entry.seq, peers=entry.peers, local=entry.local,
         transforms=transforms, local_ts=local_ts, remote_ts=remote_ts, pfs=pfs,
+        pfs_additional=pfs_additional,
         esn=entry.esn, start=entry.start, encapsulation=entry.encapsulation,
         replay_window=entry.replay_window, peer_source=entry.peer_source,
         lifetime=ike.ChildLifetime(seconds=entry.lifetime.seconds,

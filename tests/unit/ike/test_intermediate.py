@@ -83,3 +83,161 @@ def test_additional_key_exchanges_run_in_ike_intermediate_before_ike_auth(offer,
         a.engine.close()
         b.engine.close()
     run(main())
+
+
+def crossed(a, b) -> None:
+    live_a = {i.spec.spi_in: i for i in a.owner.live()}
+    live_b = {i.spec.spi_out: i for i in b.owner.live()}
+    assert live_a.keys() == live_b.keys() and live_a
+    for spi, ia in live_a.items():
+        assert ia.key_in == live_b[spi].key_out and ia.key_out == live_b[spi].key_in
+
+
+async def hybrid_up(loop, pfs_additional=(36,)):
+    a, b = pair(loop)
+    for side in (a, b):
+        s = side.engine.settings
+        side.engine.settings = replace(s, proposals=(HYBRID_768,), children=(
+            replace(s.children[0], pfs=31, pfs_additional=pfs_additional),))
+    sa = a.engine.initiate(a.engine.settings.children[0])
+    await until(lambda: a.owner.live() and b.owner.live())
+    [peer_sa] = b.engine.sas.values()
+    return a, b, sa, peer_sa
+
+
+@pytest.mark.parametrize("who", ["initiator", "responder"])
+def test_child_rekey_with_pfs_runs_ike_followup_ke(who):
+    async def main():
+        a, b, sa, peer_sa = await hybrid_up(asyncio.get_running_loop())
+        seen_a, seen_b = exchanges_seen(a), exchanges_seen(b)
+        rekeyer, its_sa = (a, sa) if who == "initiator" else (b, peer_sa)
+        [old] = its_sa.children.values()
+        before = {i.key_out for i in a.owner.live()}
+        from espd.ike.exchanges import create_child_sa
+
+        create_child_sa.start_rekey(rekeyer.engine, its_sa, old)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+        assert not {i.key_out for i in a.owner.live()} & before
+        answering = seen_b if who == "initiator" else seen_a
+        requests = [x for x, _mid, resp in answering if not resp]
+        assert requests[:2] == [ExchangeType.CREATE_CHILD_SA, ExchangeType.IKE_FOLLOWUP_KE]
+        for side_sa in (sa, peer_sa):
+            [child] = side_sa.children.values()
+            assert child.key_exchanges == ("x25519 (CREATE_CHILD_SA)",
+                                           "mlkem768 (IKE_FOLLOWUP_KE)")
+            assert not side_sa.followups
+        [shown] = a.engine.snapshot().ike_sas
+        assert list(shown.children[0].key_exchanges) == [
+            "x25519 (CREATE_CHILD_SA)", "mlkem768 (IKE_FOLLOWUP_KE)"]
+        a.engine.close()
+        b.engine.close()
+    run(main())
+
+
+@pytest.mark.parametrize("who", ["initiator", "responder"])
+def test_ike_sa_rekey_runs_ike_followup_ke_and_moves_the_children(who):
+    async def main():
+        a, b, sa, peer_sa = await hybrid_up(asyncio.get_running_loop())
+        rekeyer, its_sa = (a, sa) if who == "initiator" else (b, peer_sa)
+        [child] = sa.children.values()
+        from espd.ike.exchanges import create_child_sa
+
+        create_child_sa.start_ike_rekey(rekeyer.engine, its_sa)
+        await until(lambda: sa.state == IkeState.DELETED and peer_sa.state == IkeState.DELETED)
+        [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
+        assert new_a.spis == new_b.spis != sa.spis
+        assert bytes(new_a.keys.sk_d) == bytes(new_b.keys.sk_d)
+        for new in (new_a, new_b):
+            assert new.key_exchanges == ("x25519 (CREATE_CHILD_SA)",
+                                         "mlkem768 (IKE_FOLLOWUP_KE)")
+            assert new.suite.name == "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
+        assert child.spi_in in new_a.children and not a.owner.retired
+        # one ML-KEM in IKE_INTERMEDIATE, one in the IKE SA rekey's IKE_FOLLOWUP_KE
+        assert a.engine.counters["additional_key_exchanges"] == 2
+        assert b.engine.counters["additional_key_exchanges"] == 2
+        # the new IKE SA carries a Child SA rekey (with its own IKE_FOLLOWUP_KE)
+        create_child_sa.start_rekey(a.engine, new_a, child)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+        a.engine.close()
+        b.engine.close()
+    run(main())
+
+
+def test_a_responder_without_additional_key_exchanges_takes_the_classic_offer():
+    async def main():
+        a, b = pair(asyncio.get_running_loop())
+        with_proposals(a, HYBRID_768, GCM_X25519)
+        with_proposals(b, GCM_X25519)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        assert sa.suite.name == "aes256gcm16-prfsha384-x25519"
+        assert sa.key_exchanges == ("x25519 (IKE_SA_INIT)",) and sa.intermediates == 0
+    run(main())
+
+
+def test_a_hybrid_only_offer_to_a_classic_responder_is_no_proposal_chosen():
+    async def main():
+        a, b = pair(asyncio.get_running_loop())
+        with_proposals(a, HYBRID_768)
+        with_proposals(b, GCM_X25519)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: sa.state == IkeState.DELETED)
+        assert "NO_PROPOSAL_CHOSEN" in sa.failure
+        assert not a.owner.installed and not b.owner.installed
+    run(main())
+
+
+def test_a_classic_answer_to_a_hybrid_only_offer_is_refused(monkeypatch):
+    """Fail closed: the initiator insists on the additional key exchange it asked for."""
+    async def main():
+        from espd.ike import proposals
+
+        a, b = pair(asyncio.get_running_loop())
+        with_proposals(a, HYBRID_768)
+        with_proposals(b, HYBRID_768)
+        real = proposals.choose
+
+        def strip_addke(offered, accepted, what="IKE"):  # a responder dropping ADDKE1
+            chosen = real(offered, accepted, what)
+            return proposals.Proposal(chosen.number, chosen.protocol, chosen.spi, tuple(
+                t for t in chosen.transforms if t.type not in proposals.ADDKE))
+        monkeypatch.setattr(proposals, "choose", strip_addke)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: sa.state == IkeState.DELETED)
+        assert "not what we offered" in sa.failure and not a.owner.installed
+    run(main())
+
+
+def test_ike_auth_before_the_additional_key_exchange_is_refused(monkeypatch):
+    async def main():
+        from espd.ike.exchanges import ike_auth, ike_intermediate
+
+        a, b = pair(asyncio.get_running_loop())
+        with_proposals(a, HYBRID_768)
+        with_proposals(b, HYBRID_768)
+        monkeypatch.setattr(ike_intermediate, "advance",  # an initiator skipping it
+                            lambda engine, sa: ike_auth.start(engine, sa))
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: sa.state == IkeState.DELETED and not b.engine.sas)
+        assert not a.owner.installed and not b.owner.installed
+    run(main())
+
+
+def test_ike_followup_ke_with_an_unknown_link_is_state_not_found():
+    async def main():
+        from espd.ike import codec
+        from espd.ike.codec import NotifyType
+
+        a, b, sa, peer_sa = await hybrid_up(asyncio.get_running_loop())
+        answers = []
+        a.engine.send_request(sa, ExchangeType.IKE_FOLLOWUP_KE, [
+            codec.KeyExchange(36, ML_KEM_768.generate().public_bytes),
+            codec.Notify(NotifyType.ADDITIONAL_KEY_EXCHANGE, b"forged!!")],
+            lambda engine, sa, message: answers.append(message))
+        await until(lambda: answers)
+        assert answers[0].notify(NotifyType.STATE_NOT_FOUND) is not None
+        assert b.engine.counters["followup_state_not_found"] == 1
+        assert peer_sa.state == IkeState.ESTABLISHED  # nothing else changed
+    run(main())

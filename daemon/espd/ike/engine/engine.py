@@ -345,6 +345,10 @@ class IkeEngine:
             create_child_sa.on_request(self, sa, message, local, remote)
         elif exchange == ExchangeType.INFORMATIONAL:
             informational.on_request(self, sa, message, local, remote)
+        elif exchange == ExchangeType.IKE_FOLLOWUP_KE:
+            from espd.ike.exchanges import followup_ke
+
+            followup_ke.on_request(self, sa, message, local, remote)
         else:
             self._malformed(remote, f"unexpected {_name(exchange)} request")
 
@@ -453,6 +457,9 @@ class IkeEngine:
 
     def remove_ike_sa(self, sa: IkeSa) -> None:
         """Forget an IKE SA: its Child SAs retired from the owner, every key wiped."""
+        from espd.ike.exchanges import followup_ke
+
+        followup_ke.abandon_all(sa, "IKE SA deleted")
         for child in list(sa.children.values()):
             self.drop_child(sa, child, "IKE SA deleted")
         sa.cancel_timers()

@@ -61,12 +61,12 @@ def policy_of(engine: IkeEngine, entry: tuple[str, int]) -> ChildPolicy | None:
 # --- initiator ------------------------------------------------------------------------
 
 
-def offer(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy, ke_group: int = 0
-          ) -> tuple[ChildSa, list]:
+def offer(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy, ke_group: int = 0,
+          additional: tuple[int, ...] = ()) -> tuple[ChildSa, list]:
     child = ChildSa(policy.key, engine.new_child_spi(), mode=policy.transforms[0][1],
                     local_ts=policy.local_ts, remote_ts=policy.remote_ts)
     spi = child.spi_in.to_bytes(4, "big")
-    payloads: list = [sa_payload(proposals.esp_offer(policy, spi, ke_group)),
+    payloads: list = [sa_payload(proposals.esp_offer(policy, spi, ke_group, additional)),
                       codec.TsInitiator(to_wire_selectors(policy.local_ts)),
                       codec.TsResponder(to_wire_selectors(policy.remote_ts))]
     if child.mode == "transport":
@@ -76,8 +76,10 @@ def offer(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy, ke_group: int = 0
 
 def accept(engine: IkeEngine, sa: IkeSa, child: ChildSa, message: codec.Message,
            nonce_i: bytes, nonce_r: bytes, *, ke_group: int = 0, shared: bytes | None = None,
-           rekey_of: ChildSa | None = None) -> None:
-    """Check the responder's answer and install; raises ChildRefused with the reason."""
+           rekey_of: ChildSa | None = None, additional: tuple[int, ...] = (),
+           secrets: tuple = ()) -> None:
+    """Check the responder's answer and install; raises ChildRefused with the reason.
+    ``additional`` are the RFC 9370 key exchanges we offered, ``secrets`` theirs."""
     policy = policy_of(engine, child.entry)
     if policy is None:
         raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN, "crypto map entry is gone")
@@ -89,12 +91,10 @@ def accept(engine: IkeEngine, sa: IkeSa, child: ChildSa, message: codec.Message,
     answer = message.first(codec.SecurityAssociation)
     if answer is None:
         raise ChildRefused(NotifyType.INVALID_SYNTAX, "answer has no SA payload")
-    spi = child.spi_in.to_bytes(4, "big")
-    try:
-        chosen = proposals.check_chosen(proposals.esp_offer(policy, spi, ke_group),
-                                        proposals_of(answer), "ESP")
-    except ProposalError as err:
-        raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN, str(err)) from None
+    chosen = chosen_answer(policy, child, answer, ke_group, additional)
+    if len(proposals.additional_groups(chosen)) != len(secrets):
+        raise ChildRefused(NotifyType.INVALID_SYNTAX, "the additional key exchanges did "
+                           "not all run")
     if len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
         raise ChildRefused(NotifyType.INVALID_SYNTAX, "peer's ESP SPI is invalid")
     tsi = from_wire_selectors(message.first(codec.TsInitiator))
@@ -110,7 +110,18 @@ def accept(engine: IkeEngine, sa: IkeSa, child: ChildSa, message: codec.Message,
     child.local_ts, child.remote_ts = tsi, tsr
     _settle(engine, sa, child, chosen, policy)
     install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=True, shared=shared,
-            rekey_of=rekey_of)
+            rekey_of=rekey_of, additional=secrets)
+
+
+def chosen_answer(policy: ChildPolicy, child: ChildSa, answer: codec.SecurityAssociation,
+                  ke_group: int, additional: tuple[int, ...]) -> proposals.Proposal:
+    """The responder's ESP choice, checked against our offer; ChildRefused otherwise."""
+    spi = child.spi_in.to_bytes(4, "big")
+    try:
+        return proposals.check_chosen(proposals.esp_offer(policy, spi, ke_group, additional),
+                                      proposals_of(answer), "ESP")
+    except ProposalError as err:
+        raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN, str(err)) from None
 
 
 # --- responder ------------------------------------------------------------------------
@@ -144,7 +155,7 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
     ke = message.first(codec.KeyExchange)
     child = ChildSa(policy.key, engine.new_child_spi(), initiated_by_us=False)
     spi = child.spi_in.to_bytes(4, "big")
-    accepted = _accepted(policy, spi, in_ike_auth, ke)
+    accepted = _accepted(policy, spi, in_ike_auth, ke, offered)
     try:
         chosen = proposals.choose(offered, accepted, "ESP")
     except ProposalError as err:
@@ -171,8 +182,19 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
                            "mode; the peer asked for tunnel mode")
     child.local_ts, child.remote_ts = narrowed[1], narrowed[0]
     _settle(engine, sa, child, chosen, policy)
-    install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=False, shared=shared,
-            rekey_of=rekey_of)
+    extra = [suites.group(ident) for ident in proposals.additional_groups(chosen)]
+    if group:
+        from espd.ike.exchanges.followup_ke import names
+
+        child.key_exchanges = names(suites.group(group), extra)
+    if extra:  # RFC 9370 2.2.4: installed once the IKE_FOLLOWUP_KE exchanges are done
+        def finish(secrets: list) -> None:
+            install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=False,
+                    shared=shared, rekey_of=rekey_of, additional=tuple(secrets))
+        child.deferred = (extra, finish)
+    else:
+        install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=False,
+                shared=shared, rekey_of=rekey_of)
     reply_sa = proposals.Proposal(chosen.number, chosen.protocol, spi, chosen.transforms)
     payloads = [sa_payload([reply_sa]), *payloads,
                 codec.TsInitiator(to_wire_selectors(narrowed[0])),
@@ -183,17 +205,34 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
 
 
 def _accepted(policy: ChildPolicy, spi: bytes, in_ike_auth: bool,
-              ke: codec.KeyExchange | None) -> tuple[proposals.Proposal, ...]:
-    """Our acceptable ESP proposals: without KE in IKE_AUTH; with our PFS group in
-    CREATE_CHILD_SA, or, if we require none, with or without the peer's group."""
+              ke: codec.KeyExchange | None, offered=()) -> tuple[proposals.Proposal, ...]:
+    """Our acceptable ESP proposals: without KE in IKE_AUTH; with our PFS group (and its
+    additional key exchanges) in CREATE_CHILD_SA, or, if we require none, with or without
+    the peer's group and the additional key exchanges it offers that we can run."""
     if in_ike_auth:
         return proposals.esp_offer(policy, spi)
     if policy.pfs:
-        return proposals.esp_offer(policy, spi, policy.pfs)
+        return proposals.esp_offer(policy, spi, policy.pfs, policy.pfs_additional)
     plain = proposals.esp_offer(policy, spi)
     if ke is not None and suites.group(int(ke.group)) is not None:
-        return plain + proposals.esp_offer(policy, spi, int(ke.group))
+        theirs = _runnable_additional(offered)
+        out = plain + proposals.esp_offer(policy, spi, int(ke.group))
+        return out + (proposals.esp_offer(policy, spi, int(ke.group), theirs)
+                      if theirs else ())
     return plain
+
+
+def _runnable_additional(offered) -> tuple[int, ...]:
+    """Per ADDKE type of the peer's first ESP proposal: its first method we can run."""
+    out: list[int] = []
+    first = next(iter(offered), None)
+    for kind in proposals.ADDKE if first is not None else ():
+        usable = [t.id for t in first.of_type(kind) if t.id and suites.group(t.id) is not None
+                  and suites.group(t.id).available]
+        if not usable:
+            break
+        out.append(usable[0])
+    return tuple(out)
 
 
 def _side(selectors) -> str:
@@ -217,15 +256,19 @@ def _settle(engine: IkeEngine, sa: IkeSa, child: ChildSa, chosen: proposals.Prop
 
 def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
             nonce_i: bytes, nonce_r: bytes, *, we_initiated: bool,
-            shared: bytes | bytearray | None, rekey_of: ChildSa | None) -> None:
-    """Derive the Child SA's keys and hand them to the owner (rekey: make-before-break)."""
+            shared: bytes | bytearray | None, rekey_of: ChildSa | None,
+            additional: tuple = ()) -> None:
+    """Derive the Child SA's keys and hand them to the owner (rekey: make-before-break);
+    ``additional`` are the secrets of RFC 9370 IKE_FOLLOWUP_KE exchanges, in order."""
     from espd.config.transforms import parse_transform
     from espd.dataplane import Lifetime
 
     shape = parse_transform(child.transform)
-    keys = keymat.child_keys(sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shape, shared)
-    if isinstance(shared, bytearray):
-        shared[:] = bytes(len(shared))
+    keys = keymat.child_keys(sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shape, shared,
+                             additional)
+    for secret in (shared, *additional):
+        if isinstance(secret, bytearray):
+            secret[:] = bytes(len(secret))
     out, into = keys.outbound(we_initiated), keys.inbound(we_initiated)
     if engine.keylog is not None:
         engine.keylog.esp_sa(sa.local.address, sa.remote.address, child.spi_out,

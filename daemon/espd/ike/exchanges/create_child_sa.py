@@ -4,6 +4,10 @@
     child rekey: HDR, SK{N(REKEY_SA), SA, Ni, [KEi,] TSi, TSr}  --> <-- the same answer
     IKE rekey:   HDR, SK{SA, Ni, KEi}                   --> <-- SK{SA, Nr, KEr}
 
+With RFC 9370 additional key exchanges in the chosen proposal, the answer also carries
+N(ADDITIONAL_KEY_EXCHANGE) and IKE_FOLLOWUP_KE exchanges follow (exchanges/followup_ke.py);
+the new SA is made from all the secrets once they are done.
+
 Make-before-break: a rekeyed Child SA's successor goes to the owner's ``rekey_child``
 (new inbound live first, then the outbound switches), and the initiator of the rekey
 deletes the old Child SA with an INFORMATIONAL afterwards.
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 from espd.ike import codec, proposals
 from espd.ike.codec import ExchangeType, NotifyType, ProtocolId
 from espd.ike.crypto import keymat, suites
-from espd.ike.exchanges import child_setup, ike_sa_init
+from espd.ike.exchanges import child_setup, followup_ke, ike_sa_init
 from espd.ike.exchanges.payloads import errors_text, notify, proposals_of, sa_payload
 from espd.ike.proposals import ProposalError
 from espd.ike.sa.child_sa import ChildSa, ChildState
@@ -64,6 +68,7 @@ class _Pending:
     ke_private: object | None = field(default=None, repr=False)
     rekey_of: ChildSa | None = None
     ke_retried: bool = False
+    additional: tuple[int, ...] = ()  # RFC 9370 additional key exchanges offered
 
 
 # --- initiator: new Child SA and Child SA rekey ----------------------------------------
@@ -90,9 +95,10 @@ def _send(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy, rekey_of: ChildSa |
     if sa.state != IkeState.ESTABLISHED or (rekey_of is not None
                                             and rekey_of.state != ChildState.REKEYING):
         return
-    child, child_payloads = child_setup.offer(engine, sa, policy, group)
+    additional = policy.pfs_additional if group and group == policy.pfs else ()
+    child, child_payloads = child_setup.offer(engine, sa, policy, group, additional)
     pending = _Pending(policy, child, secrets.token_bytes(NONCE_SIZE), group,
-                       rekey_of=rekey_of, ke_retried=ke_retried)
+                       rekey_of=rekey_of, ke_retried=ke_retried, additional=additional)
     payloads: list = [child_setup.rekey_notify(rekey_of)] if rekey_of is not None else []
     payloads += [child_payloads[0], codec.Nonce(pending.nonce_i)]
     if group:
@@ -146,18 +152,61 @@ def _on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
         if nonce is None:
             raise child_setup.ChildRefused(NotifyType.INVALID_SYNTAX, "answer has no nonce")
         shared = _pfs_secret(pending, message)
+        extra = _additional_chosen(pending, message)
+    except child_setup.ChildRefused as err:
+        _child_failed(engine, sa, pending, what, str(err))
+        return
+    if shared is not None:
+        pending.child.key_exchanges = followup_ke.names(suites.group(pending.group), extra)
+    if extra:
+        followup_ke.run(
+            engine, sa, extra, message,
+            lambda found: _complete(engine, sa, message, pending, nonce, shared, found),
+            lambda why: _child_failed(engine, sa, pending, what, why))
+        return
+    _complete(engine, sa, message, pending, nonce, shared, [])
+
+
+def _child_failed(engine: IkeEngine, sa: IkeSa, pending: _Pending, what: str,
+                  why: str) -> None:
+    engine.counters["child_failures"] += 1
+    log.warning("%s: %s failed: %s", sa, what, why)
+    engine.emit("failed", sa, pending.child, why)
+    old = pending.rekey_of
+    if old is not None and old.state == ChildState.REKEYING:
+        old.state = ChildState.INSTALLED  # it runs on to its hard limit
+
+
+def _additional_chosen(pending: _Pending, message: codec.Message) -> list:
+    """The RFC 9370 additional key exchanges the answer chose (run by IKE_FOLLOWUP_KE)."""
+    if not pending.additional:
+        return []
+    answer = message.first(codec.SecurityAssociation)
+    if answer is None:
+        raise child_setup.ChildRefused(NotifyType.INVALID_SYNTAX, "answer has no SA payload")
+    chosen = child_setup.chosen_answer(pending.policy, pending.child, answer, pending.group,
+                                       pending.additional)
+    return [suites.group(ident) for ident in proposals.additional_groups(chosen)]
+
+
+def _complete(engine: IkeEngine, sa: IkeSa, message: codec.Message, pending: _Pending,
+              nonce: codec.Nonce, shared, found: list) -> None:
+    """The CREATE_CHILD_SA answer (and its IKE_FOLLOWUP_KE secrets) is in: settle a
+    collision, check the answer and install."""
+    old = pending.rekey_of
+    what = f"rekey of {old}" if old is not None else \
+        f"new Child SA for {pending.policy.map_name} {pending.policy.seq}"
+    try:
         if old is not None and old.collision is not None and _we_lose(pending, nonce.data,
                                                                         old.collision):
             _lost_collision(engine, sa, pending, old)
             return
         child_setup.accept(engine, sa, pending.child, message, pending.nonce_i, nonce.data,
-                           ke_group=pending.group, shared=shared, rekey_of=old)
+                           ke_group=pending.group, shared=shared, rekey_of=old,
+                           additional=pending.additional, secrets=tuple(found))
     except child_setup.ChildRefused as err:
-        engine.counters["child_failures"] += 1
-        log.warning("%s: %s failed: %s", sa, what, err)
-        engine.emit("failed", sa, pending.child, str(err))
-        if old is not None and old.state == ChildState.REKEYING:
-            old.state = ChildState.INSTALLED  # it runs on to its hard limit
+        followup_ke.wipe(found)
+        _child_failed(engine, sa, pending, what, str(err))
         return
     if old is not None:
         engine.counters["child_rekeys"] += 1
@@ -244,13 +293,37 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
         engine.respond(sa, message, [notify(err.notify, err.data)], local, remote)
         return
     payloads.insert(1, codec.Nonce(nonce_r))
-    if old is not None:
-        if old.state == ChildState.REKEYING:  # both ends rekey it: settle at our answer
-            old.collision = Collision(nonce.data, nonce_r, child)
-            engine.counters["rekey_collisions"] += 1
-        else:
-            old.state, old.rekeyed_by = ChildState.REKEYED, child
-        engine.counters["child_rekeys"] += 1
+
+    def made() -> None:
+        if old is not None:
+            if old.state == ChildState.REKEYING:  # both ends rekey it: settle at our answer
+                old.collision = Collision(nonce.data, nonce_r, child)
+                engine.counters["rekey_collisions"] += 1
+            else:
+                old.state, old.rekeyed_by = ChildState.REKEYED, child
+            engine.counters["child_rekeys"] += 1
+
+    if child.deferred is not None:  # RFC 9370: IKE_FOLLOWUP_KE exchanges come first
+        methods, install = child.deferred
+        child.deferred = None
+
+        def finish(found: list) -> list:
+            if old is not None and old.state in (ChildState.DELETING, ChildState.DELETED):
+                return [notify(NotifyType.TEMPORARY_FAILURE)]
+            try:
+                install(found)
+            except child_setup.ChildRefused as err:
+                return [notify(err.notify, err.data)]
+            made()
+            return []
+
+        def abort(why: str) -> None:
+            engine.counters["child_failures"] += 1
+            log.warning("%s: peer's CREATE_CHILD_SA abandoned: %s", sa, why)
+
+        payloads.insert(2, followup_ke.expect(sa, methods, finish, abort))
+    else:
+        made()
     engine.respond(sa, message, payloads, local, remote)
 
 
@@ -306,10 +379,24 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     except (ProposalError, ValueError) as err:
         log.warning("%s: IKE SA rekey failed: %s", sa, err)
         return
-    new = _new_ike_sa(engine, sa, spi, chosen.spi, True, chosen, nonce_i, nonce.data,
-                      suite, shared)
-    _hand_over(engine, sa, new)
-    engine.delete_ike_sa(sa, "rekeyed")
+
+    def done(found: list) -> None:
+        sa.state = IkeState.ESTABLISHED
+        new = _new_ike_sa(engine, sa, spi, chosen.spi, True, chosen, nonce_i, nonce.data,
+                          suite, shared, found)
+        _hand_over(engine, sa, new)
+        engine.delete_ike_sa(sa, "rekeyed")
+
+    def failed(why: str) -> None:
+        sa.state = IkeState.ESTABLISHED
+        shared[:] = bytes(len(shared))
+        log.warning("%s: IKE SA rekey failed: %s; the IKE SA runs on", sa, why)
+
+    if suite.additional:  # RFC 9370 2.2.4: IKE_FOLLOWUP_KE exchanges, then the new SA
+        sa.state = IkeState.REKEYING
+        followup_ke.run(engine, sa, list(suite.additional), message, done, failed)
+        return
+    done([])
 
 
 def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
@@ -342,23 +429,46 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
         return
     spi, nonce_r = engine.new_ike_spi(), secrets.token_bytes(NONCE_SIZE)
     reply = proposals.Proposal(chosen.number, chosen.protocol, spi, chosen.transforms)
-    new = _new_ike_sa(engine, sa, chosen.spi, spi, False, chosen, nonce_i, nonce_r, suite,
-                      shared)
-    engine.respond(sa, message, [sa_payload([reply]), codec.Nonce(nonce_r),
-                                 codec.KeyExchange(suite.group.ident, public)], local, remote)
-    _hand_over(engine, sa, new)
-    sa.state = IkeState.DELETING  # the initiator of the rekey deletes the old IKE SA...
-    sa.queue.clear()
-    engine.schedule(sa, "rekeyed", OLD_IKE_SA_GRACE,  # ...or we drop it ourselves
-                    lambda: engine.remove_ike_sa(sa))
+
+    def finish(found: list) -> list:
+        if sa.state != IkeState.ESTABLISHED:
+            shared[:] = bytes(len(shared))
+            return [notify(NotifyType.TEMPORARY_FAILURE)]
+        new = _new_ike_sa(engine, sa, chosen.spi, spi, False, chosen, nonce_i, nonce_r,
+                          suite, shared, found)
+        _hand_over(engine, sa, new)
+        sa.state = IkeState.DELETING  # the initiator of the rekey deletes the old IKE SA...
+        sa.queue.clear()
+        engine.schedule(sa, "rekeyed", OLD_IKE_SA_GRACE,  # ...or we drop it ourselves
+                        lambda: engine.remove_ike_sa(sa))
+        return []
+
+    def abort(why: str) -> None:
+        shared[:] = bytes(len(shared))
+        log.warning("%s: peer's IKE SA rekey abandoned: %s", sa, why)
+
+    payloads: list = [sa_payload([reply]), codec.Nonce(nonce_r)]
+    if suite.additional:  # RFC 9370 2.2.4: the new SA once IKE_FOLLOWUP_KE is done
+        payloads.append(followup_ke.expect(sa, list(suite.additional), finish, abort))
+    payloads.append(codec.KeyExchange(suite.group.ident, public))
+    if not suite.additional:
+        finish([])
+    engine.respond(sa, message, payloads, local, remote)
 
 
 def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initiator: bool,
-                chosen, nonce_i: bytes, nonce_r: bytes, suite, shared: bytearray) -> IkeSa:
-    """The rekeyed IKE SA: SKEYSEED = prf_old(SK_d_old, g^ir | Ni | Nr)."""
+                chosen, nonce_i: bytes, nonce_r: bytes, suite, shared: bytearray,
+                additional: list = ()) -> IkeSa:
+    """The rekeyed IKE SA: SKEYSEED = prf_old(SK_d_old, g^ir | Ni | Nr [| SK(1)..SK(n)])
+    (RFC 9370 2.2.4: the secrets of the IKE_FOLLOWUP_KE exchanges, in order)."""
     new = IkeSa(spi_i, spi_r, initiator, old.local, old.remote, IkeState.ESTABLISHED,
                 ident=engine.new_ident(), proposal=chosen, nonce_i=nonce_i, nonce_r=nonce_r)
-    skeyseed = keymat.rekey_skeyseed(old.prf, old.keys.sk_d, shared, nonce_i, nonce_r)
+    new.key_exchanges = followup_ke.names(suite.group, suite.additional)
+    try:
+        skeyseed = keymat.rekey_skeyseed(old.prf, old.keys.sk_d, shared, nonce_i, nonce_r,
+                                         additional)
+    finally:
+        followup_ke.wipe(list(additional))
     try:
         new.keys = keymat.ike_keys(suite.prf, skeyseed, nonce_i, nonce_r, spi_i, spi_r,
                                    keymat.IkeLengths.of(suite.prf, suite.encr, suite.integ))

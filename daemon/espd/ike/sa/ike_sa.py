@@ -99,6 +99,7 @@ class IkeSa:
     int_auth_i: bytes = field(default=b"", repr=False)  # IntAuth_iN (RFC 9242 3.3.1)
     int_auth_r: bytes = field(default=b"", repr=False)
     key_exchanges: tuple[str, ...] = ()  # what keyed it, for show: "x25519 (IKE_SA_INIT)"
+    followups: dict = field(default_factory=dict)  # link -> exchanges/followup_ke.Waiting
 
     @property
     def spis(self) -> tuple[bytes, bytes]:
