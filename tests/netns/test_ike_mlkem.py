@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,8 +36,9 @@ CLASSIC = "aes256gcm16-prfsha384-x25519"
 
 
 def config(psk: str, start: str, tmp: Path, proposals: list[str], pfs: str = "",
-           encapsulation: str = "auto") -> str:
+           encapsulation: str = "auto", lifetime: str = "") -> str:
     pfs_line = f'pfs = "{pfs}"' if pfs else ""
+    pfs_line += f"\nlifetime = {lifetime}" if lifetime else ""
     return f"""
 [daemon]
 interface = "espd0"
@@ -184,6 +186,114 @@ def test_hybrid_offer_to_charon5_falls_back_to_the_classic_proposal(netns_ok):
             [shown] = site.daemon.state()["ike"]["sas"]
             assert shown["suite"] == CLASSIC and shown["key_exchanges"] == [
                 "x25519 (IKE_SA_INIT)"], shown
+        finally:
+            site.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_rekeys_with_ike_followup_ke_by_either_side_give_charons_keys(netns_ok):
+    """espd's engine (standalone) and charon 6.0.6 with PFS X25519 + ML-KEM-768: each side
+    rekeys the Child SA and the IKE SA (CREATE_CHILD_SA + IKE_FOLLOWUP_KE), and every
+    Child SA's keys are the ones charon derived (its key dump), so the IKE_FOLLOWUP_KE
+    secret went into KEYMAT, and the rekeyed IKE SAs' SK_d are right."""
+    if STRONGSWAN6.unavailable():
+        pytest.skip(STRONGSWAN6.unavailable())
+    from test_ike_charon import Engine, charon_child_keys
+
+    topo, tmp, psk = _site(STRONGSWAN6, "pqr")
+    with topo:
+        charon = Charon(topo.gw_b, "gwb", STRONGSWAN6, key_dump=True).start()
+        engine = None
+        try:
+            charon.load([site_to_site("b", psk, proposals=[HYBRID],
+                                      esp_proposals=["aes256gcm16-x25519-ke1_mlkem768"])])
+            engine = Engine(topo.gw_a, {
+                "local": "192.0.2.1", "peer": "192.0.2.2", "psk": psk, "local_id": "gwa",
+                "remote_id": "gwb", "proposals": [HYBRID], "esp": ["esp-gcm 256"],
+                "pfs": 31, "pfs_additional": [36], "local_net": "10.1.0.0/16",
+                "remote_net": "10.2.0.0/16"})
+            children = []  # (espd initiated the exchange, install/rekey event)
+            with charon.events() as events:
+                started = time.monotonic()
+                engine.send("initiate")
+                children.append((True, engine.wait("install")))
+                took = time.monotonic() - started
+                events.wait_up("child-updown")
+                engine.send("rekey-child")  # espd: CREATE_CHILD_SA + IKE_FOLLOWUP_KE
+                children.append((True, engine.wait("rekey")))
+                engine.wait("retire")
+                events.wait("child-rekey")
+                charon.rekey(child="net")  # charon does
+                children.append((False, engine.wait("rekey")))
+                engine.wait("retire")
+                engine.send("rekey-ike")  # espd rekeys the IKE SA, ML-KEM in IKE_FOLLOWUP_KE
+                events.wait("ike-rekey")
+                charon.rekey(ike="gw")  # and charon does
+                events.wait("ike-rekey")
+                charon.rekey(child="net")  # a Child SA keyed from the twice-rekeyed SK_d
+                children.append((False, engine.wait("rekey")))
+                engine.wait("retire")
+            keys = charon_child_keys(charon.log())
+            assert len(keys) == len(children), (keys, children)
+            for (ours, child), (key_i, key_r) in zip(children, keys, strict=True):
+                assert (child["key_out"], child["key_in"]) == \
+                    ((key_i, key_r) if ours else (key_r, key_i))
+            log = charon.log()
+            assert log.count("IKE_FOLLOWUP_KE request") >= 5, log[-3000:]  # 3 Child, 2 IKE
+            (ike_sa,) = charon.list_sas()
+            assert ike_sa["gw"]["ake1"] == "ML_KEM_768", ike_sa
+            assert not any(e.get("level") == "ERROR" for e in engine.seen)
+            print(f"espd-initiated IKE_SA_INIT + IKE_INTERMEDIATE(ML-KEM-768) + IKE_AUTH "
+                  f"to the first Child SA: {took * 1000:.1f} ms")
+        finally:
+            if engine is not None:
+                engine.close()
+            print(charon.describe(tail=4000))
+            charon.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_rekeys_under_traffic_with_ml_kem_followups_lose_nothing(netns_ok):
+    """The daemon with pfs = "x25519-ke1_mlkem768" and a 6 s Child SA lifetime under a
+    continuous ping: charon rekeys the Child SA and the IKE SA, espd rekeys the Child SA on
+    its own lifetime, each with IKE_FOLLOWUP_KE; every echo comes back."""
+    if STRONGSWAN6.unavailable():
+        pytest.skip(STRONGSWAN6.unavailable())
+    topo, tmp, psk = _site(STRONGSWAN6, "pqt")
+    with topo:
+        site = Site(STRONGSWAN6, psk, tmp, topo)
+        try:
+            site.charon.load([site_to_site(
+                "b", psk, proposals=[HYBRID], esp_proposals=["aes256gcm16-x25519-ke1_mlkem768"])])
+            site.start_espd(config(psk, "manual", tmp, [HYBRID], pfs="x25519-ke1_mlkem768",
+                                   lifetime="{ seconds = 6 }"))
+            with site.charon.events() as events:
+                site.charon.initiate("net")
+                events.wait_up("child-updown", timeout=15)
+                site.pings()
+                results = []
+                pinger = threading.Thread(target=lambda: results.append(netns.ping(
+                    topo.host_a, netns.HOST_B4, count=800, interval=0.01, timeout=3)))
+                pinger.start()
+                time.sleep(0.5)
+                site.charon.rekey(child="net")
+                events.wait("child-rekey", timeout=10)
+                time.sleep(0.5)
+                site.charon.rekey(ike="gw")
+                events.wait("ike-rekey", timeout=10)
+                # espd's own rekey, at 85-90% of 6 s after the last Child SA came up
+                events.wait("child-rekey", timeout=10)
+                pinger.join(30)
+            assert results and results[0].received == 800, (results, site.daemon.log())
+            log = site.daemon.log()
+            assert log.count(" rekeyed: ") >= 2 and " rekeyed as " in log, log
+            [shown] = site.daemon.state()["ike"]["sas"]
+            assert shown["key_exchanges"] == ["x25519 (CREATE_CHILD_SA)",
+                                              "mlkem768 (IKE_FOLLOWUP_KE)"], shown
+            assert [c["key_exchanges"] for c in shown["children"]] == [
+                ["x25519 (CREATE_CHILD_SA)", "mlkem768 (IKE_FOLLOWUP_KE)"]], shown
+            text = espd_show(topo.gw_a, site.sock, "ike", "sa", "--detail")
+            assert "PFS: x25519 (CREATE_CHILD_SA), mlkem768 (IKE_FOLLOWUP_KE)" in text, text
         finally:
             site.close()
             shutil.rmtree(tmp, ignore_errors=True)

@@ -50,6 +50,13 @@ PROPOSALS = {
 }
 
 
+def suite_proposal(name: str) -> IkeProposal:
+    """Any suite name the config takes ("...-x25519-ke1_mlkem768"), as the daemon maps it."""
+    from espd.policy.ike_plan import _proposal
+
+    return _proposal(name)
+
+
 def emit(**fields) -> None:
     print(json.dumps(fields), flush=True)
 
@@ -104,7 +111,8 @@ async def main(conf: dict) -> None:
     local, peer = ipaddress.ip_address(conf["local"]), ipaddress.ip_address(conf["peer"])
     key = bytearray(conf["psk"].encode())
     settings = IkeSettings(
-        proposals=tuple(PROPOSALS[name] for name in conf["proposals"]),
+        proposals=tuple(PROPOSALS.get(name) or suite_proposal(name)
+                        for name in conf["proposals"]),
         peers=(Peer(peer, PresharedKey(key, key), remote_id=Identity("fqdn", conf["remote_id"]),
                     local_id=Identity("fqdn", conf["local_id"])),),
         children=(ChildPolicy("vpn", 10, (peer,), local,
@@ -112,6 +120,7 @@ async def main(conf: dict) -> None:
                               (TrafficSelector.from_network(conf["local_net"]),),
                               (TrafficSelector.from_network(conf["remote_net"]),),
                               pfs=conf.get("pfs", 0), start="manual",
+                              pfs_additional=tuple(conf.get("pfs_additional", ())),
                               encapsulation=conf.get("encapsulation", "auto")),),
         key_log=conf.get("key_log"), dpd=Dpd(interval=conf.get("dpd", 0.0)),
         retransmit_timeout=conf.get("retransmit_timeout", 1.0),
