@@ -379,3 +379,28 @@ def test_certificate_files_are_checked(tmp_path: Path):
     no_pki = TOML.replace(f'psk = "{CANARY_PSK}"', 'auth = "certificate"')
     with pytest.raises(ConfigError, match="needs espd's certificate: set 'certificate'"):
         parse_toml(no_pki, str(tmp_path / "c.toml"))
+
+
+def test_hybrid_proposals_and_pfs_with_additional_key_exchanges_reach_the_engine():
+    """RFC 9370 in the config: `ke1_mlkem768` in [ike] proposals becomes an ADDKE1
+    transform, a crypto map's pfs "x25519-ke1_mlkem1024" a PFS group plus ADDKE1."""
+    from espd.ike.crypto.dh import ML_KEM_768
+
+    if not ML_KEM_768.available:
+        pytest.skip("this cryptography has no ML-KEM")
+    text = TOML.replace('"aes256-sha256-modp2048"',
+                        '"aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024"').replace(
+        'pfs = "group19"', 'pfs = "X25519-ke1_mlkem1024"')
+    settings = ike_settings(parse_toml(text, "c.toml"))
+    classic, hybrid = settings.proposals
+    assert classic.additional == () and hybrid.additional == ((36,), (37,))
+    assert hybrid.groups == (31,)
+    [child] = settings.children
+    assert (child.pfs, child.pfs_additional) == (31, (37,))
+    assert refusal_toml(TOML.replace('pfs = "group19"', 'pfs = "x25519-ke2_mlkem768"')) == [
+        "30: crypto_map pfs: 'x25519-ke2_mlkem768': additional key exchanges are written "
+        "ke1_NAME, ke2_NAME, ... in order, e.g. 'x25519-ke1_mlkem768'"]
+    assert refusal_toml(TOML.replace('"aes256-sha256-modp2048"',
+                                     '"aes256gcm16-prfsha384-x25519-ke1_mlkem512"')) == [
+        "5: ike.proposals: mlkem512: ML-KEM-512 (35) is not implemented by espd; use "
+        "'mlkem768' (e.g. 'aes256gcm16-prfsha384-x25519')"]

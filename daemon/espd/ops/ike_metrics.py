@@ -13,7 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from espd.ike.engine.view import Snapshot, plain_state
 
 _STATES = ("init-sent", "init-done", "auth-sent", "established", "rekeying", "deleting")
-_EXCHANGES = ("IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA", "INFORMATIONAL")
+_EXCHANGES = ("IKE_SA_INIT", "IKE_INTERMEDIATE", "IKE_AUTH", "CREATE_CHILD_SA",
+              "IKE_FOLLOWUP_KE", "INFORMATIONAL")
 # engine counter -> (metric event label, help); the rest of the counters are not exported
 EVENTS = {
     "ike_sas_established": "an IKE SA authenticated both ways",
@@ -35,6 +36,8 @@ EVENTS = {
     "half_open_refused": "IKE_SA_INIT dropped: half-open cap, in all or per source",
     "ike_sas_refused": "IKE_SA_INIT dropped: IKE SA cap",
     "temporary_failures": "TEMPORARY_FAILURE answers received",
+    "additional_key_exchanges": "RFC 9370 additional key exchanges completed (ML-KEM)",
+    "followup_state_not_found": "IKE_FOLLOWUP_KE with an unknown link (STATE_NOT_FOUND)",
     "acquires": "negotiations started by traffic",
     "malformed": "messages dropped as malformed",
     "integrity_failures": "messages dropped for a bad ICV",

@@ -71,6 +71,8 @@ def render_ike_proposal(state: dict) -> str:
                   f"     Integrity  : {suite.integ.name.upper() if suite.integ else '(AEAD)'}",
                   f"     PRF        : {suite.prf.name.upper()}",
                   f"     DH Group   : {suite.ke.name.upper()}/Group {suite.ke.ident}"]
+        lines += [f"     Additional KE {n}: {k.name.upper()}/Group {k.ident} (RFC 9370)"
+                  for n, k in enumerate(suite.additional, 1)]
     dpd = config.get("dpd", {})
     lines += [f" IKE SA lifetime: {config.get('lifetime', '-')} seconds",
               " DPD: " + (f"{dpd['interval']} s, retry {dpd['retry']} s, {dpd['mode']}"

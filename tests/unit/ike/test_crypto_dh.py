@@ -90,7 +90,7 @@ def test_both_sides_agree_and_sizes_are_the_ke_payloads(group):
 
 
 def test_mlkem_768_and_1024_are_available_in_this_venv():
-    """cryptography >= 47 (see pyproject); the venv's 50 has both parameter sets."""
+    """cryptography >= 48 (the pq extra in pyproject); the venv's 50 has both parameter sets."""
     assert ML_KEM_768.available and ML_KEM_1024.available
     assert (ML_KEM_768.initiator_size, ML_KEM_768.responder_size) == (1184, 1088)
     assert ML_KEM_768.kem and not CURVE25519.kem

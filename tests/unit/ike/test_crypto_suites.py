@@ -151,8 +151,8 @@ def test_a_kem_this_cryptography_cannot_run_is_refused_at_config_and_negotiation
     from espd.ike.crypto.dh import ML_KEM_1024
 
     monkeypatch.setitem(ML_KEM_1024.__dict__, "available", False)  # as before cryptography 47
-    with pytest.raises(SuiteError, match="needs cryptography >= 47"):
+    with pytest.raises(SuiteError, match="needs cryptography >= 48"):
         parse_suite("aes256gcm16-prfsha384-x25519-ke1_mlkem1024")
-    with pytest.raises(SuiteError, match="needs cryptography >= 47"):
+    with pytest.raises(SuiteError, match="needs cryptography >= 48"):
         suites.negotiated(20, 256, None, 6, 31, (37,))
     assert parse_suite("aes256gcm16-prfsha384-x25519-ke1_mlkem768").additional == (ML_KEM_768,)

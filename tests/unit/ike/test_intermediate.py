@@ -241,3 +241,65 @@ def test_ike_followup_ke_with_an_unknown_link_is_state_not_found():
         assert b.engine.counters["followup_state_not_found"] == 1
         assert peer_sa.state == IkeState.ESTABLISHED  # nothing else changed
     run(main())
+
+
+def test_the_keys_are_rfc9370s_from_the_secrets_of_both_exchanges(monkeypatch):
+    """In-process KDF check: the responder's X25519 and ML-KEM secrets are recorded as
+    they are made; SKEYSEED, SKEYSEED(1) and SK_* derived from them by hand are the keys
+    both engines hold, and the PSK AUTH verified over octets ending in IntAuth."""
+    from espd.ike.crypto import dh, keymat
+
+    made = []
+    for cls in (dh.X25519Group, dh.MlKemGroup):
+        real = cls.respond
+
+        def spy(self, peer, real=real):
+            public, secret = real(self, peer)
+            made.append(bytes(secret))
+            return public, secret
+        monkeypatch.setattr(cls, "respond", spy)
+
+    async def main():
+        a, b = pair(asyncio.get_running_loop())
+        with_proposals(a, HYBRID_768)
+        with_proposals(b, HYBRID_768)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        x25519, mlkem = made
+        assert len(x25519) == 32 and len(mlkem) == 32
+        prf, lengths = sa.suite.prf, keymat.IkeLengths.of(sa.suite.prf, sa.suite.encr, None)
+        ni, nr, spis = sa.nonce_i, sa.nonce_r, sa.spis
+        first = keymat.ike_keys(prf, keymat.initial_skeyseed(prf, ni, nr, x25519), ni, nr,
+                                *spis, lengths)
+        final = keymat.ike_keys(prf, keymat.additional_skeyseed(prf, first.sk_d, mlkem, ni, nr),
+                                ni, nr, *spis, lengths)
+        [peer_sa] = b.engine.sas.values()
+        for held in (sa.keys, peer_sa.keys):
+            assert bytes(held.sk_d) == bytes(final.sk_d) != bytes(first.sk_d)
+            assert bytes(held.sk_pi) == bytes(final.sk_pi)
+            assert bytes(held.sk_ei) == bytes(final.sk_ei)
+        assert len(sa.int_auth_i) == len(sa.int_auth_r) == prf.size
+        assert (sa.int_auth_i, sa.int_auth_r) == (peer_sa.int_auth_i, peer_sa.int_auth_r)
+    run(main())
+
+
+def test_show_names_the_key_exchanges_and_the_proposal_its_additional_ones():
+    from espd.ops.show_ike import render_ike_proposal, render_ike_sa
+
+    sa = {"tunnel_id": 1, "local": "192.0.2.1:4500", "remote": "192.0.2.2:4500",
+          "state": "established", "role": "initiator", "suite": "x", "auth": "psk",
+          "peer_id": "fqdn:gwb", "spi_i": "00" * 8, "spi_r": "11" * 8, "nat": False,
+          "lifetime": 86400, "active": 3.0,
+          "key_exchanges": ["x25519 (IKE_SA_INIT)", "mlkem768 (IKE_INTERMEDIATE)"],
+          "children": [{"entry": ["VPN", 10], "spi_in": 256, "spi_out": 257,
+                        "transform": "esp-gcm 256", "mode": "tunnel", "encap": "udp",
+                        "state": "installed", "local_ts": [], "remote_ts": [], "age": 1.0,
+                        "key_exchanges": ["x25519 (CREATE_CHILD_SA)",
+                                          "mlkem768 (IKE_FOLLOWUP_KE)"]}]}
+    assert "Key exchanges: x25519 (IKE_SA_INIT), mlkem768 (IKE_INTERMEDIATE)" in \
+        render_ike_sa([sa])
+    assert "PFS: x25519 (CREATE_CHILD_SA), mlkem768 (IKE_FOLLOWUP_KE)" in \
+        render_ike_sa([sa], detail=True)
+    text = render_ike_proposal({"ike_config": {"proposals": [
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem1024"]}})
+    assert "Additional KE 1: MLKEM1024/Group 37 (RFC 9370)" in text

@@ -40,12 +40,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from espd.ike.crypto.secret import Secret
 
-try:  # cryptography >= 47 (ML-KEM-768 and -1024), with a backend that has ML-KEM
+try:  # cryptography >= 47 has the API (ML-KEM-768 and -1024 both); 47 runs it only on
+    # AWS-LC/BoringSSL builds, so its PyPI wheels (OpenSSL) refuse; 48.0 is the first
+    # whose wheels run both (checked with 46.0.7, 47.0.0, 48.0.0, 49.0.0, 50.0.2)
     from cryptography.hazmat.primitives.asymmetric import mlkem
 except ImportError:  # pragma: no cover - older cryptography
     mlkem = None
 
-MLKEM_MIN_CRYPTOGRAPHY = "47.0"
+MLKEM_MIN_CRYPTOGRAPHY = "48.0"
 
 
 class InvalidKeyExchange(ValueError):
@@ -68,7 +70,7 @@ class KeyExchange(Protocol):
     initiator_size: int  # bytes of KEi data
     responder_size: int  # bytes of KEr data
     kem: bool
-    available: bool  # False: this cryptography cannot run it (ML-KEM before 47)
+    available: bool  # False: this cryptography cannot run it (ML-KEM before 48)
 
     def generate(self) -> KePrivate: ...
 

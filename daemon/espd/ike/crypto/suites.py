@@ -20,7 +20,7 @@ from typing import Any
 import cryptography
 
 from espd.ike.crypto.cipher import ENCRS, INTEGS, Encr, Integ, SkCipher
-from espd.ike.crypto.dh import GROUPS, KeyExchange
+from espd.ike.crypto.dh import GROUPS, MLKEM_MIN_CRYPTOGRAPHY, KeyExchange
 from espd.ike.crypto.keymat import IkeKeys, IkeLengths, ike_ciphers
 from espd.ike.crypto.prf import PRFS, Prf
 
@@ -113,7 +113,8 @@ def negotiated(encr_id: int, key_bits: int | None, integ_id: int | None, prf_id:
         if method is None:
             raise SuiteError(refusal(KE, ident))
         if not method.available:
-            raise SuiteError(f"{method.name} needs cryptography >= 47 with ML-KEM support")
+            raise SuiteError(f"{method.name} needs cryptography >= "
+                             f"{MLKEM_MIN_CRYPTOGRAPHY} with ML-KEM support")
         methods.append(method)
     return IkeSuite(chosen_encr, chosen_integ, chosen_prf, methods[0], tuple(methods[1:]))
 
@@ -238,7 +239,8 @@ def _lookup(word: str, proposal: str) -> tuple[int, Any]:
     if word in _BY_NAME:
         kind, value = _BY_NAME[word]
         if kind == KE and not value.available:
-            raise SuiteError(f"{word}: needs cryptography >= 47 with ML-KEM support "
+            raise SuiteError(f"{word}: needs cryptography >= {MLKEM_MIN_CRYPTOGRAPHY} "
+                             f"with ML-KEM support "
                              f"(this one has {cryptography.__version__}); leave it out")
         return kind, value
     if word in _NOT_OFFERED:
