@@ -9,6 +9,9 @@ exists) and appended to; each line is one ``-o`` preference value for tshark:
 
 (``tshark -r x.pcap $(sed 's/^/-o /' keylog)``, or one ``-o`` argument per line.) Key
 material reaches this file and nowhere else: it is written for packet analysis in a lab.
+An IKE SA keyed again by IKE_INTERMEDIATE (RFC 9370) gets one row, its final keys (the
+table takes one per SPI pair): IKE_AUTH and later decrypt, the IKE_INTERMEDIATE
+messages (their KE payloads are public values) stay encrypted.
 """
 
 from __future__ import annotations

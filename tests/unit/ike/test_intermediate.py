@@ -303,3 +303,51 @@ def test_show_names_the_key_exchanges_and_the_proposal_its_additional_ones():
     text = render_ike_proposal({"ike_config": {"proposals": [
         "aes256gcm16-prfsha384-x25519-ke1_mlkem1024"]}})
     assert "Additional KE 1: MLKEM1024/Group 37 (RFC 9370)" in text
+
+
+def test_the_key_log_holds_the_final_keys_once(tmp_path):
+    async def main():
+        a, b = pair(asyncio.get_running_loop())
+        path = tmp_path / "keys"
+        a.engine.close()
+        from support.ike_pair import side
+
+        a = side(asyncio.get_running_loop(), a.settings.children[0].local,
+                 replace(a.settings, proposals=(HYBRID_768,), key_log=str(path)))
+        with_proposals(b, HYBRID_768)
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        rows = [line for line in path.read_text().splitlines() if "ikev2_decryption" in line]
+        assert len(rows) == 1 and bytes(sa.keys.sk_ei).hex() in rows[0]
+        a.engine.close()
+        b.engine.close()
+    run(main())
+
+
+def test_a_lost_ike_intermediate_response_is_answered_again_from_the_cache():
+    """The responder has already moved to the new keys when the retransmission comes:
+    it answers from its cache (under the old keys), it does not exchange again."""
+    async def main():
+        from espd.ike import codec
+
+        a, b = pair(asyncio.get_running_loop())
+        with_proposals(a, HYBRID_768)
+        with_proposals(b, HYBRID_768)
+        dropped = []
+        deliver = a.transport.receiver
+
+        def lossy(data, local, remote):
+            exchange = codec.decode_message(data).header.exchange
+            if exchange == ExchangeType.IKE_INTERMEDIATE and len(dropped) < 2:
+                dropped.append(data)
+                return
+            deliver(data, local, remote)
+        a.transport.receiver = lossy
+        sa = a.engine.initiate(a.engine.settings.children[0])
+        await until(lambda: a.owner.live() and b.owner.live())
+        keys_match(a, b)
+        assert len(dropped) == 2 and dropped[0] == dropped[1]
+        assert b.engine.counters["retransmitted_requests"] == 2
+        assert b.engine.counters["additional_key_exchanges"] == 1
+        assert sa.intermediates == 1
+    run(main())

@@ -109,8 +109,8 @@ def _rekey(engine: IkeEngine, sa: IkeSa, method, shared) -> None:
         if wipe is not None:
             wipe()
     old.wipe()
-    ike_sa_init.install_keys(engine, sa, suite)
     sa.additional_pending.pop(0)
+    ike_sa_init.install_keys(engine, sa, suite)  # (the key log: once none is pending)
     sa.intermediates += 1
     sa.key_exchanges += (f"{method.name} (IKE_INTERMEDIATE)",)
     engine.counters["additional_key_exchanges"] += 1

@@ -99,7 +99,7 @@ def install_keys(engine: IkeEngine, sa: IkeSa, suite: Suite) -> None:
     sa.prf = suite.prf
     sa.suite = suite
     sa.sk_out, sa.sk_in = keymat.ike_ciphers(sa.keys, suite.encr, suite.integ, sa.initiator)
-    if engine.keylog is not None:
+    if engine.keylog is not None and not sa.additional_pending:  # the final keys only
         engine.keylog.ike_sa(sa.spi_i, sa.spi_r, suite.encr.name,
                              suite.integ.name if suite.integ else None, sa.keys)
 
@@ -249,6 +249,7 @@ def _established_init(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> N
         return
     sa.ke_private = None
     sa.spi_r, sa.nonce_r, sa.proposal = message.header.spis.responder, nonce.data, chosen
+    ike_intermediate.prepare(sa, suite)
     derive(engine, sa, suite, shared)
     sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, sa.spi_r, sa.local,
                                                sa.remote)
@@ -256,7 +257,6 @@ def _established_init(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> N
     if sa.nat or forced:  # RFC 7296 2.23: IKE_AUTH and later go to UDP 4500
         sa.local = Endpoint(sa.local.address, engine.settings.nat_port)
         sa.remote = Endpoint(sa.remote.address, engine.settings.nat_port)
-    ike_intermediate.prepare(sa, suite)
     ike_intermediate.advance(engine, sa)  # IKE_INTERMEDIATE exchanges, then IKE_AUTH
 
 
@@ -327,8 +327,8 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     # the request's NAT_DETECTION hashes cover its own header: SPIr still zero
     sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, header.spis.responder,
                                                local, remote)
-    derive(engine, sa, suite, shared)
     ike_intermediate.prepare(sa, suite)
+    derive(engine, sa, suite, shared)
     fake = any(p.encapsulation == "udp" for p in engine.settings.children_for(remote.address))
     response_header = codec.Header(codec.SpiPair(sa.spi_i, sa.spi_r),
                                    ExchangeType.IKE_SA_INIT, 0, codec.HeaderFlags.RESPONSE)
