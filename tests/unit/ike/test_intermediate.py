@@ -351,3 +351,21 @@ def test_a_lost_ike_intermediate_response_is_answered_again_from_the_cache():
         assert b.engine.counters["additional_key_exchanges"] == 1
         assert sa.intermediates == 1
     run(main())
+
+
+def test_a_responder_drops_its_followup_state_when_no_ike_followup_ke_comes(monkeypatch):
+    async def main():
+        from espd.ike.exchanges import create_child_sa, followup_ke
+
+        a, b, sa, peer_sa = await hybrid_up(asyncio.get_running_loop())
+        monkeypatch.setattr(followup_ke, "WAIT_TIMEOUT", 0.2)
+        monkeypatch.setattr(followup_ke, "run", lambda *args: None)  # a silent initiator
+        [old] = sa.children.values()
+        create_child_sa.start_rekey(a.engine, sa, old)
+        await until(lambda: peer_sa.followups)
+        await until(lambda: not peer_sa.followups, timeout=3)
+        assert b.engine.counters["child_failures"] == 1
+        assert len(b.owner.installed) == 1 and not b.owner.retired  # nothing half-made
+        [kept] = peer_sa.children.values()
+        assert kept.state.value == "installed"
+    run(main())

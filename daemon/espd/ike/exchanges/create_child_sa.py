@@ -321,7 +321,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
             engine.counters["child_failures"] += 1
             log.warning("%s: peer's CREATE_CHILD_SA abandoned: %s", sa, why)
 
-        payloads.insert(2, followup_ke.expect(sa, methods, finish, abort))
+        payloads.insert(2, followup_ke.expect(engine, sa, methods, finish, abort))
     else:
         made()
     engine.respond(sa, message, payloads, local, remote)
@@ -449,7 +449,8 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
 
     payloads: list = [sa_payload([reply]), codec.Nonce(nonce_r)]
     if suite.additional:  # RFC 9370 2.2.4: the new SA once IKE_FOLLOWUP_KE is done
-        payloads.append(followup_ke.expect(sa, list(suite.additional), finish, abort))
+        payloads.append(followup_ke.expect(engine, sa, list(suite.additional), finish,
+                                            abort))
     payloads.append(codec.KeyExchange(suite.group.ident, public))
     if not suite.additional:
         finish([])

@@ -12,8 +12,9 @@
 The SA the CREATE_CHILD_SA negotiated is made only when the last exchange is done, its
 keys from all the secrets (keymat: SK(1) | ... | SK(n) after the nonces). The responder
 keeps the exchange's state under a random link (bounded per IKE SA); an IKE_FOLLOWUP_KE
-with an unknown link gets STATE_NOT_FOUND. Any failure abandons the SA being made (fail
-closed): nothing half-keyed is installed.
+with an unknown link gets STATE_NOT_FOUND, and a state is dropped after WAIT_TIMEOUT
+without one. Any failure abandons the SA being made (fail closed): nothing half-keyed is
+installed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger("espd.ike")
 
 LINK_SIZE = 8
 MAX_PENDING = 4  # responder states per IKE SA (a window of one needs one)
+WAIT_TIMEOUT = 30.0  # seconds a responder state waits for the next IKE_FOLLOWUP_KE
 
 Done = Callable[[list], None]  # the secrets SK(1)..SK(n), in order
 Failed = Callable[[str], None]
@@ -114,16 +116,29 @@ class Waiting:
     collected: list = field(default_factory=list, repr=False)
 
 
-def expect(sa: IkeSa, methods: list, finish: Callable[[list], list],
+def expect(engine: IkeEngine, sa: IkeSa, methods: list, finish: Callable[[list], list],
            abort: Failed) -> codec.Notify:
     """Keep the state of an answered CREATE_CHILD_SA; the N(ADDITIONAL_KEY_EXCHANGE)
     to put in its response."""
     while len(sa.followups) >= MAX_PENDING:  # the oldest is abandoned
-        oldest = next(iter(sa.followups))
-        sa.followups.pop(oldest).abort("superseded by newer IKE_FOLLOWUP_KE state")
+        _drop(sa, next(iter(sa.followups)), "superseded by newer IKE_FOLLOWUP_KE state")
     link = secrets.token_bytes(LINK_SIZE)
     sa.followups[link] = Waiting(list(methods), finish, abort)
+    _wait(engine, sa, link)
     return notify(NotifyType.ADDITIONAL_KEY_EXCHANGE, link)
+
+
+def _wait(engine: IkeEngine, sa: IkeSa, link: bytes) -> None:
+    engine.schedule(sa, f"followup-{link.hex()}", WAIT_TIMEOUT,
+                    lambda: _drop(sa, link, "no IKE_FOLLOWUP_KE came in time"))
+
+
+def _drop(sa: IkeSa, link: bytes, why: str) -> None:
+    waiting = sa.followups.pop(link, None)
+    sa.cancel_timer(f"followup-{link.hex()}")
+    if waiting is not None:
+        wipe(waiting.collected)
+        waiting.abort(why)
 
 
 def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endpoint,
@@ -141,9 +156,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
             raise InvalidKeyExchange(f"no {method.name} KE in IKE_FOLLOWUP_KE")
         public, secret = method.respond(ke.data)
     except InvalidKeyExchange as err:
-        del sa.followups[link.data]
-        wipe(waiting.collected)
-        waiting.abort(str(err))
+        _drop(sa, link.data, str(err))
         engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
         return
     engine.counters["additional_key_exchanges"] += 1
@@ -152,8 +165,10 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     payloads: list = [codec.KeyExchange(method.ident, public)]
     if waiting.methods:
         payloads.append(notify(NotifyType.ADDITIONAL_KEY_EXCHANGE, link.data))
+        _wait(engine, sa, link.data)
     else:
         del sa.followups[link.data]
+        sa.cancel_timer(f"followup-{link.data.hex()}")
         errors = waiting.finish(waiting.collected)
         wipe(waiting.collected)
         if errors:
