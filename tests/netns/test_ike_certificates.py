@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import netns
 from support.pki import Pki
 from support.strongswan import DEBIAN, STRONGSWAN6, Charon, CharonError, site_to_site
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.netns
 
 
 def espd_config(tmp: Path, cert: str, key: str, ca: str, start: str,
-                crl: str | None = None) -> str:
+                crl: str | None = None, metrics: str = "") -> str:
     crl_line = f'crl = ["{crl}"]' if crl else ""
     return f"""
 [daemon]
@@ -35,7 +38,7 @@ interface = "espd0"
 local = "192.0.2.1"
 workers = 1
 control_socket = "{tmp}/gwA.sock"
-metrics = ""
+metrics = "{metrics}"
 state_dir = "{tmp}/gwA-state"
 
 [access_list.LAN]
@@ -81,6 +84,29 @@ def site(tmp: Path, version, *, espd_revoked: bool = False, charon_revoked: bool
     return pki, root, sub, gwa, gwb, chain, crl
 
 
+def check_certificates_shown(ns: str, port: int, sock: Path, gwa, sub, root) -> None:
+    """The expiry metric has a series per loaded certificate, counting down to its
+    notAfter; ``espd show certificates`` lists the same three."""
+    expiry = {}
+    for family in text_string_to_metric_families(netns.scrape_metrics(ns, port)):
+        for sample in family.samples:
+            if sample.name == "espd_certificate_expiry_seconds":
+                expiry[sample.labels["role"]] = sample
+    assert set(expiry) == {"local", "intermediate", "ca"}, expiry
+    now = time.time()
+    for role, issued in (("local", gwa), ("intermediate", sub), ("ca", root)):
+        assert expiry[role].labels["subject"] == issued.cert.subject.rfc4514_string()
+        left = issued.cert.not_valid_after_utc.timestamp() - now
+        assert abs(expiry[role].value - left) < 30, (role, expiry[role], left)
+    shown = subprocess.run([sys.executable, "-m", "espd", "show", "certificates",
+                            "--socket", str(sock)], capture_output=True, text=True, timeout=20)
+    assert shown.returncode == 0, shown.stderr
+    for title, issued in (("Certificate", gwa), ("Intermediate CA Certificate (sent)", sub),
+                          ("CA Certificate (trusted)", root)):
+        assert f"{title}\n  Status: Available, expires in " in shown.stdout, shown.stdout
+        assert f"Serial Number (hex): {issued.cert.serial_number:X}" in shown.stdout
+
+
 @pytest.mark.parametrize("initiator", ["charon", "espd"])
 @pytest.mark.parametrize("peer", [DEBIAN, STRONGSWAN6], ids=["5.9.8", "6.0.6"])
 def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, initiator):
@@ -101,8 +127,10 @@ def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, 
                         certs=[gwb.cert_path, sub.cert_path], cacerts=[root.cert_path],
                         keys=[gwb.key_path])
             path = tmp / "gwA.toml"
+            port = 20000 + (os.getpid() * 11 + secrets.randbelow(1000)) % 20000
             path.write_text(espd_config(tmp, str(chain), gwa.key_path, root.cert_path,
-                                        "manual" if initiator == "charon" else "on-demand"))
+                                        "manual" if initiator == "charon" else "on-demand",
+                                        metrics=f"127.0.0.1:{port}"))
             daemon = netns.EspdProcess(topo.gw_a, str(path), str(tmp / "gwA.sock"),
                                        str(tmp / "gwA.log"), "gwA")
             daemon.start()
@@ -124,6 +152,7 @@ def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, 
                             r"(ECDSA_WITH_SHA256_DER|ECDSA-256 signature)\S* successful")
             state = daemon.state()
             assert state["ike"]["sas"][0]["peer_id"] == "fqdn:gwb.ik.test", state["ike"]
+            check_certificates_shown(topo.gw_a, port, tmp / "gwA.sock", gwa, sub, root)
         finally:
             if daemon is not None:
                 status = daemon.stop()

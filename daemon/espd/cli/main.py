@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, command, text in (("map", "show_map", "show crypto map"),
                                 ("acl", "show_acl", "access lists with hit counts"),
                                 ("transform-set", "show_transform_set",
-                                 "show crypto ipsec transform-set")):
+                                 "show crypto ipsec transform-set"),
+                                ("certificates", "show_certificates",
+                                 "show crypto pki certificates: loaded, with expiry")):
         sub = what.add_parser(name, parents=[client], help=text)
         sub.set_defaults(func=_show_text, request=command)
 

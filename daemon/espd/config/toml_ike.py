@@ -297,6 +297,8 @@ class IkeSchema:
                                              f"in espd's certificate "
                                              f"({certificates.describe(cert)}); write one "
                                              f"it names, or leave local_id out")
+        elif local_id.kind == "dn" and cert.subject.rdns:  # send it as the certificate has it
+            local_id = IkeIdentity("dn", cert.subject.rfc4514_string())
         if len(self.problems) != before or address is None or local_id is None:  # type: ignore
             return None
         return IkePeer(name, address, bytearray(), bytearray(), local_id, remote_id,
