@@ -76,7 +76,9 @@ def start(engine: IkeEngine, sa: IkeSa) -> None:
     payloads: list = [idi, *_certificates(authenticator)]
     if hasattr(authenticator, "cert_request"):  # strongSwan sends its certificate if asked
         payloads.append(authenticator.cert_request())
-    if peer.remote_id is not None:
+    # IDr (optional) names whom we want; a DN we may hold in either spelling (auth/names.py)
+    # would be sent in one of them, so a DN is only checked when the responder sends it
+    if peer.remote_id is not None and peer.remote_id.kind != "dn":
         payloads.append(identity_payload(codec.IdResponder, peer.remote_id))
     payloads.append(codec.Authentication(method, data))
     child, child_payloads = child_setup.offer(engine, sa, policy)
