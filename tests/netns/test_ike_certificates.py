@@ -108,6 +108,12 @@ def check_certificates_shown(ns: str, port: int, sock: Path, gwa, sub, root) -> 
                           ("CA Certificate (trusted)", root)):
         assert f"{title}\n  Status: Available, expires in " in shown.stdout, shown.stdout
         assert f"Serial Number (hex): {issued.cert.serial_number:X}" in shown.stdout
+    detail = subprocess.run([sys.executable, "-m", "espd", "show", "ike", "sa", "--detail",
+                             "--socket", str(sock)], capture_output=True, text=True, timeout=20)
+    assert detail.returncode == 0, detail.stderr
+    assert "Auth sign: CERT (RFC 7427 signature)" in detail.stdout, detail.stdout
+    assert "Remote certificate: CN=gwb.ik.test" in detail.stdout, detail.stdout
+    assert f"issuer {sub.cert.subject.rfc4514_string()}, valid " in detail.stdout
 
 
 @pytest.mark.parametrize("ids", ["fqdn", "dn"])

@@ -22,13 +22,21 @@ def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
     for sa in ike_sas:
         lines.append(f"{sa['tunnel_id']:<10}{_slash(sa['local']):<24}"
                      f"{_slash(sa['remote']):<24}{_STATUS.get(sa['state'], sa['state'])}")
-        lines.append(f"      Suite: {sa['suite'] or '-'}, Auth sign: PSK, Auth verify: PSK")
+        auth = "PSK" if sa.get("auth", "psk") == "psk" else "CERT (RFC 7427 signature)"
+        lines.append(f"      Suite: {sa['suite'] or '-'}, Auth sign: {auth}, "
+                     f"Auth verify: {auth}")
         lines.append(f"      Life/Active Time: {sa['lifetime']}/{int(sa['active'])} sec")
         if detail:
             lines.append(f"      Local spi: {_local_spi(sa)}       Remote spi: "
                          f"{_remote_spi(sa)}")
             lines.append(f"      Remote id: {sa['peer_id'] or '-'}, role: {sa['role']}"
                          f"{', NAT-T detected' if sa['nat'] else ''}")
+            cert = sa.get("peer_certificate")
+            if cert:
+                lines.append(f"      Remote certificate: {cert['subject']}, serial "
+                             f"{cert['serial']}")
+                lines.append(f"          issuer {cert['issuer']}, valid "
+                             f"{_utc(cert['not_before'])} to {_utc(cert['not_after'])}")
             for child in sa["children"]:
                 lines.append(f"      Child sa: {child['entry'][0]} {child['entry'][1]}, "
                              f"spi in 0x{child['spi_in']:08X} out 0x{child['spi_out']:08X}, "

@@ -169,7 +169,8 @@ class CertificateAuthenticator:
         return self._signer.build(octets)
 
     def verify(self, octets: SignedOctets, method: int, data: bytes, *,
-               certificates: Sequence[Certificate] = (), peer_id=None) -> None:
+               certificates: Sequence[Certificate] = (), peer_id=None) -> x509.Certificate:
+        """The peer's end certificate, verified; else AuthenticationFailed."""
         x509s = [c for c in certificates if c.encoding == CertEncoding.X509_SIGNATURE]
         if not x509s:
             raise AuthenticationFailed("peer sent no X.509 certificate (CERT payload); it "
@@ -186,6 +187,7 @@ class CertificateAuthenticator:
             raise AuthenticationFailed(f"peer identifies as {peer_id}, but its certificate "
                                        f"({_subject(leaf)}{_san_text(leaf)}) does not name it")
         SignatureAuthenticator(peer_key=leaf.public_key()).verify(octets, method, data)
+        return leaf
 
     def wipe(self) -> None:
         """Nothing to zero here: the key object belongs to the configuration generation."""

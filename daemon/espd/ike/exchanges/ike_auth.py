@@ -106,7 +106,7 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
     problem = _check_identity(peer, peer_id)
     if problem is None:
         octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
-        problem = _verify(engine, peer, octets, auth, message, peer_id)
+        problem = _verify(engine, sa, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
         _tell_auth_failed(engine, sa)
@@ -151,15 +151,16 @@ def _certificates(authenticator) -> list:
     return authenticator.cert_payloads() if hasattr(authenticator, "cert_payloads") else []
 
 
-def _verify(engine: IkeEngine, peer: Peer, octets, auth, message: codec.Message,
+def _verify(engine: IkeEngine, sa: IkeSa, peer: Peer, octets, auth, message: codec.Message,
             peer_id) -> str | None:
     """The peer's AUTH (and, with certificates, its CERT payloads and identity); what did
-    not hold, or None."""
+    not hold, or None. A verified certificate is kept on the SA (public: for show)."""
     authenticator = engine.authenticator(peer)
     try:
         if hasattr(authenticator, "cert_payloads"):
-            authenticator.verify(octets, auth.method, auth.data,
-                                 certificates=message.all(codec.Certificate), peer_id=peer_id)
+            sa.peer_certificate = authenticator.verify(
+                octets, auth.method, auth.data, certificates=message.all(codec.Certificate),
+                peer_id=peer_id)
         else:
             authenticator.verify(octets, auth.method, auth.data)
     except AuthenticationFailed as err:
@@ -193,7 +194,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     problem = _check_identity(peer, peer_id)
     if problem is None:
         octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
-        problem = _verify(engine, peer, octets, auth, message, peer_id)
+        problem = _verify(engine, sa, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
         engine.respond(sa, message, [notify(NotifyType.AUTHENTICATION_FAILED)], local, remote)
