@@ -247,11 +247,9 @@ def test_ios_isakmp_policy_is_mapped_onto_ikev2_with_a_warning():
 
 @pytest.mark.parametrize(("change", "expected"), [
     ((" authentication remote pre-share", " authentication remote rsa-sig"),
-     ["17: crypto ikev2 profile C2: 'authentication remote rsa-sig': certificate "
-      "authentication is not supported by espd yet; authenticate with a pre-shared key "
-      "('authentication pre-share' with 'crypto isakmp key KEY address PEER', or "
-      "'authentication local pre-share' and 'authentication remote pre-share' with a "
-      "'crypto ikev2 keyring')"]),
+     ["17: crypto ikev2 profile C2: authentication local pre-share and remote rsa-sig: "
+      "espd authenticates both ways alike; write 'authentication local rsa-sig' and "
+      "'authentication remote rsa-sig' (or pre-share for both)"]),
     ((" keyring local PEERS", " keyring local NOPE"),
      ["18: crypto ikev2 profile C2: keyring 'NOPE' is not defined; add 'crypto ikev2 keyring "
       "NOPE'",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from espd.config.certificate_identity import certificate_identity
 from espd.config.ike_algorithms import parse_group_name
 from espd.config.key_files import KeyFileError, read_private_key_file, read_secret_file
 from espd.config.model import (
@@ -289,14 +290,9 @@ class IkeSchema:
                                              f"espd's certificate: set 'certificate', "
                                              f"'private_key' and 'ca' in [ike]")
             return None
-        cert = own.certificate
-        if local_id is None:
-            local_id = _identity_of_certificate(cert)
-        elif not certificates.identity_matches(cert, local_id.kind, local_id.value):
-            self.error(path + ("local_id",), f"ike_peer.{name}: local_id {local_id} is not "
-                                             f"in espd's certificate "
-                                             f"({certificates.describe(cert)}); write one "
-                                             f"it names, or leave local_id out")
+        local_id, problem = certificate_identity(own.certificate, local_id)
+        if problem:
+            self.error(path + ("local_id",), f"ike_peer.{name}: local_id {problem}")
         if len(self.problems) != before or address is None or local_id is None:  # type: ignore
             return None
         return IkePeer(name, address, bytearray(), bytearray(), local_id, remote_id,
@@ -347,26 +343,3 @@ class IkeSchema:
                 f"exchange), e.g. from 'head -c 24 /dev/urandom | base64'"))
             return None
         return secret
-
-
-def _identity_of_certificate(cert) -> IkeIdentity | None:
-    """The identity espd claims with ``cert`` when local_id is not written: the first
-    subjectAltName (DNS name, IP address, e-mail), else the CN as a host name."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    try:
-        for name in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value:
-            if isinstance(name, x509.DNSName):
-                return IkeIdentity("fqdn", name.value)
-            if isinstance(name, x509.IPAddress) and isinstance(
-                    name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                return IkeIdentity(f"ipv{name.value.version}", str(name.value))
-            if isinstance(name, x509.RFC822Name):
-                return IkeIdentity("rfc822", name.value)
-    except x509.ExtensionNotFound:
-        pass
-    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return IkeIdentity("fqdn", str(cn[0].value)) if cn else None

@@ -47,9 +47,10 @@ class IkeProposal:
 
 @dataclass(frozen=True)
 class Identity:
-    """An IKE identity (RFC 7296 3.5): ``kind`` is ipv4 | ipv6 | fqdn | rfc822 | key-id.
+    """An IKE identity (RFC 7296 3.5): ``kind`` is ipv4 | ipv6 | fqdn | rfc822 | key-id | dn.
 
-    For ipv4/ipv6 ``value`` is the address text, for key-id hex digits, else the name.
+    For ipv4/ipv6 ``value`` is the address text, for key-id hex digits, for dn the RFC 4514
+    text of the name, else the name.
     """
 
     kind: str

@@ -73,6 +73,7 @@ class IkeSa:
     init_request: bytes = b""  # the IKE_SA_INIT request as sent (the last one: AUTH signs it)
     init_response: bytes = b""
     peer_id: object | None = None  # the peer's authenticated identity
+    peer_certificate: object | None = None  # its verified end certificate (x509), if any
     nat_local: bool = False  # we are behind a NAT (NAT_DETECTION_DESTINATION_IP mismatch)
     nat_remote: bool = False  # the peer is behind a NAT
     children: dict[int, ChildSa] = field(default_factory=dict)  # by our inbound SPI
