@@ -297,3 +297,46 @@ def test_rekeys_under_traffic_with_ml_kem_followups_lose_nothing(netns_ok):
         finally:
             site.close()
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("initiator", ["charon", "espd"])
+def test_certificates_with_a_hybrid_key_exchange_against_charon6(netns_ok, initiator):
+    """RFC 7427 ECDSA signatures over the IntAuth octets: charon verifies espd's, espd
+    charon's, with an intermediate CA sent in CERT payloads, then traffic."""
+    if STRONGSWAN6.unavailable():
+        pytest.skip(STRONGSWAN6.unavailable())
+    from test_ike_certificates import espd_config
+    from test_ike_certificates import site as pki_site
+
+    topo, tmp, _ = _site(STRONGSWAN6, "pqc")
+    with topo:
+        site = Site(STRONGSWAN6, "", tmp, topo)
+        try:
+            _, root, sub, gwa, gwb, chain, _ = pki_site(tmp, STRONGSWAN6)
+            site.charon.load([site_to_site(
+                "b", None, local_auth="pubkey", remote_auth="pubkey", local_id="gwb.ik.test",
+                remote_id="gwa.ik.test", local_certs=["gwb.pem"], remote_cacerts=["ca.pem"],
+                proposals=[HYBRID], esp_proposals=["aes128gcm16"])],
+                certs=[gwb.cert_path, sub.cert_path], cacerts=[root.cert_path],
+                keys=[gwb.key_path])
+            text = espd_config(tmp, str(chain), gwa.key_path, root.cert_path,
+                               "manual" if initiator == "charon" else "on-demand")
+            assert 'proposals = ["aes128gcm16-prfsha256-x25519"]' in text
+            site.start_espd(text.replace('proposals = ["aes128gcm16-prfsha256-x25519"]',
+                                         f'proposals = ["{HYBRID}"]'))
+            with site.charon.events() as events:
+                if initiator == "charon":
+                    site.charon.initiate("net")
+                else:
+                    netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=1)
+                events.wait_up("child-updown", timeout=15)
+            site.pings()
+            site.charon.wait_log(r"authentication of 'gwa.ik.test' with "
+                                 r"(ECDSA_WITH_SHA256_DER|ECDSA-256 signature)\S* successful")
+            [shown] = site.daemon.state()["ike"]["sas"]
+            assert shown["key_exchanges"] == ["x25519 (IKE_SA_INIT)",
+                                              "mlkem768 (IKE_INTERMEDIATE)"], shown
+            assert shown["peer_id"] == "fqdn:gwb.ik.test"
+        finally:
+            site.close()
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -369,3 +369,20 @@ def test_a_responder_drops_its_followup_state_when_no_ike_followup_ke_comes(monk
         [kept] = peer_sa.children.values()
         assert kept.state.value == "installed"
     run(main())
+
+
+def test_certificate_signatures_cover_the_int_auth_octets_too(tmp_path):
+    """RFC 7427 signature AUTH (ECDSA) signs the same octets, IntAuth trailer included."""
+    from support.pki import Pki
+    from test_certificates import cert_settings, negotiate, own
+
+    from espd.ike.auth.certificates import TrustStore
+
+    pki = Pki(str(tmp_path / "pki"))
+    ca = pki.ca()
+    trust = TrustStore((ca.cert,))
+    a, b = cert_settings(own(pki.gateway("gwa", ca)), own(pki.gateway("gwb", ca)), trust, trust)
+    a, b = (replace(s, proposals=(HYBRID_768,)) for s in (a, b))
+    got = asyncio.run(negotiate(a, b))
+    assert got.state == IkeState.ESTABLISHED and got.children == (1, 1)
+    assert got.sa.intermediates == 1 and str(got.peer_id) == "fqdn:gwb"
