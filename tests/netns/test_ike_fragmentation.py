@@ -1,0 +1,243 @@
+"""RFC 7383 IKE fragmentation between the espd daemon and strongSwan charon 5.9.8 and
+6.0.6, each side initiating, with certificate authentication (so IKE_AUTH is large) and
+``fragment_size = 400`` on both sides.
+
+  [hostA] -- [gwA espd daemon] ==IKEv2 in SKF fragments, ESP in UDP== [gwB charon] -- [hostB]
+
+What is checked on the wire (an AF_PACKET capture on gwA's WAN side): IKE_AUTH went both
+ways as SKF fragments 1..N, no IP datagram of IKE was larger than 400 bytes and none was
+an IP fragment; espd's fragments open, one by one, with the SK_e keys charon logged (AES-GCM
+from ``cryptography``, not espd's code), and their reassembled payload chain is IKE_AUTH's.
+Both daemons report fragmenting and reassembling, and the tunnel passes traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import netns
+from support.ike_capture import payload_chain
+from support.pki import Pki
+from support.strongswan import DEBIAN, STRONGSWAN6, Charon, first_sa_keys, site_to_site
+
+pytestmark = pytest.mark.netns
+
+FRAGMENT_SIZE = 400
+IKE_AUTH, SKF = 35, 53
+ESPD, CHARON = "192.0.2.1", "192.0.2.2"
+
+
+def espd_config(tmp: Path, cert: str, key: str, ca: str, start: str) -> str:
+    return f"""
+[daemon]
+interface = "espd0"
+local = "{ESPD}"
+workers = 1
+control_socket = "{tmp}/gwA.sock"
+metrics = ""
+state_dir = "{tmp}/gwA-state"
+
+[access_list.LAN]
+rules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]
+
+[transform_set.GCM]
+transforms = ["esp-gcm 128"]
+
+[ike]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+certificate = "{cert}"
+private_key = "{key}"
+ca = ["{ca}"]
+fragment_size = {FRAGMENT_SIZE}
+
+[ike_peer.gwb]
+address = "{CHARON}"
+auth = "certificate"
+remote_id = "fqdn:gwb.ik.test"
+
+[[crypto_map]]
+name = "VPN"
+seq = 10
+keying = "ike"
+peer = "{CHARON}"
+match_address = "LAN"
+transform_sets = ["GCM"]
+start = "{start}"
+"""
+
+
+@dataclass(frozen=True)
+class WireIke:
+    """One IKE message as captured: its IP datagram's facts and the IKE bytes."""
+
+    src: str
+    ip_length: int
+    ip_fragment: bool  # MF set or a fragment offset: the IP layer split it
+    ike: bytes
+
+    @property
+    def exchange(self) -> int:
+        return self.ike[18]
+
+    @property
+    def response(self) -> bool:
+        return bool(self.ike[19] & 0x20)
+
+    @property
+    def from_initiator(self) -> bool:
+        return bool(self.ike[19] & 0x08)
+
+    @property
+    def skf(self) -> tuple[int, int] | None:
+        """(fragment number, total) when the message is one SKF fragment."""
+        if self.ike[16] != SKF:
+            return None
+        return struct.unpack_from("!HH", self.ike, 32)
+
+
+def ike_on_the_wire(frames) -> list[WireIke]:
+    """Every IPv4 UDP 500/4500 IKE message of the capture (ESP in UDP left out), and every
+    IP fragment of the gateways' traffic (``ike`` empty: its UDP header may be elsewhere)."""
+    out = []
+    for _, frame, _ in frames:
+        if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        length, flags = struct.unpack_from("!H2xH", frame, 16)
+        src = ".".join(str(b) for b in frame[26:30])
+        fragment = bool(flags & 0x2000) or bool(flags & 0x1FFF)
+        if fragment:
+            out.append(WireIke(src, length, True, b""))
+            continue
+        sport, dport = struct.unpack_from("!HH", frame, 14 + ihl)
+        payload = frame[14 + ihl + 8:14 + length]
+        if 4500 in (sport, dport):
+            if payload[:4] != bytes(4):
+                continue  # ESP in UDP, or a keepalive
+            payload = payload[4:]
+        elif 500 not in (sport, dport):
+            continue
+        if len(payload) >= 28:
+            out.append(WireIke(src, length, False, payload))
+    return out
+
+
+def open_fragment(message: WireIke, keys) -> tuple[int, int, int, bytes]:
+    """(number, total, first inner payload type, inner bytes) of one SKF fragment, opened
+    with AES-GCM-16 and the SK_e charon derived (RFC 5282: 4-byte salt after the key, 8-byte
+    IV, AAD from the IKE header through the SKF fragment fields)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    data = message.ike
+    sk_e = keys.sk_ei if message.from_initiator else keys.sk_er
+    key, salt = sk_e[:-4], sk_e[-4:]
+    number, total = struct.unpack_from("!HH", data, 32)
+    aad, iv, sealed = data[:36], data[36:44], data[44:]
+    plaintext = AESGCM(key).decrypt(salt + iv, sealed, aad)
+    inner = plaintext[:len(plaintext) - plaintext[-1] - 1]
+    return number, total, data[28], inner
+
+
+@pytest.mark.parametrize("initiator", ["charon", "espd"])
+@pytest.mark.parametrize("peer", [DEBIAN, STRONGSWAN6], ids=["5.9.8", "6.0.6"])
+def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, peer, initiator):
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-fr{secrets.randbelow(10**6)}", ipv6=False)
+    tmp = Path(tempfile.mkdtemp(prefix="espd-frag-"))
+    with topo:
+        charon = Charon(topo.gw_b, "gwb", peer, key_dump=True,
+                        settings={"fragment_size": FRAGMENT_SIZE}).start()
+        daemon = None
+        try:
+            pki = Pki(str(tmp / "pki"))
+            root = pki.ca("ca")
+            sub = pki.ca("sub", issuer=root)
+            gwa = pki.gateway("gwa", sub, identity="gwa.ik.test")
+            gwb = pki.gateway("gwb", sub, identity="gwb.ik.test")
+            chain = tmp / "gwa-chain.pem"  # ours, then the intermediate: a large IKE_AUTH
+            chain.write_bytes(Path(gwa.cert_path).read_bytes() + Path(sub.cert_path).read_bytes())
+            charon.load([site_to_site("b", None, local_auth="pubkey", remote_auth="pubkey",
+                                      local_id="gwb.ik.test", remote_id="gwa.ik.test",
+                                      local_certs=["gwb.pem"], remote_cacerts=["ca.pem"],
+                                      proposals=["aes128gcm16-prfsha256-x25519"],
+                                      esp_proposals=["aes128gcm16"], fragmentation="yes")],
+                        certs=[gwb.cert_path, sub.cert_path], cacerts=[root.cert_path],
+                        keys=[gwb.key_path])
+            path = tmp / "gwA.toml"
+            path.write_text(espd_config(tmp, str(chain), gwa.key_path, root.cert_path,
+                                        "manual" if initiator == "charon" else "on-demand"))
+            daemon = netns.EspdProcess(topo.gw_a, str(path), str(tmp / "gwA.sock"),
+                                       str(tmp / "gwA.log"), "gwA")
+            daemon.start()
+            daemon.wait_ready(timeout=30)
+            with netns.Capture(topo.gw_a, netns.WAN_IF) as capture, \
+                    charon.events() as events:
+                if initiator == "charon":
+                    charon.initiate("net")
+                else:
+                    netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=1)
+                events.wait_up("child-updown", timeout=15)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    result = netns.ping(topo.host_a, netns.HOST_B4, count=3, interval=0.05,
+                                        timeout=2)
+                    if result.received == 3:
+                        break
+            assert result.received == 3, (result, daemon.log())
+            wire = ike_on_the_wire(capture.frames)
+
+            # no IP fragment, no IKE datagram above the fragment size, either way
+            assert not [m for m in wire if m.ip_fragment], "IP fragments on the wire"
+            assert max(m.ip_length for m in wire) <= FRAGMENT_SIZE, \
+                sorted((m.src, m.ip_length) for m in wire)
+            # IKE_AUTH both ways in fragments 1..N (N >= 2), each set from its sender
+            auth = [m for m in wire if m.exchange == IKE_AUTH]
+            espd_auth = [m for m in auth if m.src == ESPD]
+            charon_auth = [m for m in auth if m.src == CHARON]
+            for sent in (espd_auth, charon_auth):
+                numbers = {m.skf for m in sent}
+                assert None not in numbers, "an IKE_AUTH message went out whole"
+                total = next(iter(numbers))[1]
+                assert total >= 2 and numbers == {(n, total) for n in range(1, total + 1)}
+            assert all(m.response == (initiator == "charon") for m in espd_auth)
+
+            # espd's fragments open one by one with charon's keys; together: IKE_AUTH
+            keys, _ = first_sa_keys(charon)
+            opened = sorted({open_fragment(m, keys) for m in espd_auth})
+            assert [n for n, *_ in opened] == list(range(1, len(opened) + 1))
+            first_type = opened[0][2]
+            assert all(t == 0 for _, _, t, _ in opened[1:])  # RFC 7383 2.5
+            chain_types = [t for t, _ in payload_chain(first_type,
+                                                       b"".join(i for *_, i in opened))]
+            id_type, cert, auth_type = (36, 37, 39) if initiator == "charon" else (35, 37, 39)
+            assert chain_types[0] == id_type and chain_types.count(cert) == 2, chain_types
+            assert auth_type in chain_types and 44 in chain_types and 45 in chain_types
+
+            deadline = time.monotonic() + 5  # the daemon refreshes its IKE view every few s
+            while True:
+                counters = daemon.state()["ike"]["counters"]
+                if "messages_fragmented" in counters or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert counters.get("messages_fragmented", 0) >= 1, counters
+            assert counters.get("messages_reassembled", 0) >= 1, counters
+            assert counters.get("fragments_sent", 0) == len({m.skf for m in espd_auth})
+            charon.wait_log(r"splitting IKE message \(\d+ bytes\) into \d+ fragments")
+            charon.wait_log(r"reassembled fragmented IKE message")
+        finally:
+            if daemon is not None:
+                status = daemon.stop()
+                print(daemon.log())
+                assert status == 0
+            print(charon.describe(tail=3000))
+            charon.close()
+            shutil.rmtree(tmp, ignore_errors=True)
