@@ -266,3 +266,25 @@ def test_the_fragment_size_counts_the_whole_ip_datagram(size, local, nat, expect
     from espd.ike.sa.ike_sa import Endpoint
     endpoint = Endpoint(ipaddress.ip_address(local), 4500 if nat else 500)
     assert fragmentation.message_limit(size, endpoint, 4500) == expected
+
+
+def test_a_rekeyed_ike_sa_keeps_fragmentation_and_its_rekeys_go_in_fragments():
+    async def main():
+        from espd.ike.exchanges import create_child_sa
+
+        a, b = pair(asyncio.get_running_loop(), *small(150))
+        sa, peer = await established(a, b)
+        [child] = sa.children.values()
+        create_child_sa.start_ike_rekey(a.engine, sa)  # SA, KE, Nonce: several fragments
+        await until(lambda: sa.state == IkeState.DELETED and peer.state == IkeState.DELETED)
+        [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
+        assert new_a.fragmentation and new_b.fragmentation
+        assert a.engine.counters["messages_fragmented"] >= 2  # IKE_AUTH and the rekey
+        assert b.engine.counters["messages_reassembled"] >= 2
+        reassembled = b.engine.counters["messages_reassembled"]
+        create_child_sa.start_rekey(a.engine, new_a, child)  # under the new IKE SA's keys
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        assert b.engine.counters["messages_reassembled"] > reassembled
+        a.engine.close()
+        b.engine.close()
+    run(main())
