@@ -45,6 +45,7 @@ class IkeSaView:
     lifetime: int  # seconds
     active: float  # seconds since established (0 while negotiating)
     children: tuple[ChildView, ...]
+    fragmentation: bool = False  # RFC 7383 negotiated both ways
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
         "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), auth,
         str(sa.peer_id or ""), _certificate(cert) if cert is not None else None,
         sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
-        now - sa.established if sa.established else 0.0, children)
+        now - sa.established if sa.established else 0.0, children, sa.fragmentation)
 
 
 def _certificate(cert) -> dict:
