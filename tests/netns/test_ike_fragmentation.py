@@ -209,6 +209,9 @@ def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, pee
                 total = next(iter(numbers))[1]
                 assert total >= 2 and numbers == {(n, total) for n in range(1, total + 1)}
             assert all(m.response == (initiator == "charon") for m in espd_auth)
+            for who, sent in (("espd", espd_auth), ("charon", charon_auth)):
+                print(f"{who} IKE_AUTH: {len(sent)} SKF datagrams, IP sizes "
+                      f"{[m.ip_length for m in sent]}")
 
             # espd's fragments open one by one with charon's keys; together: IKE_AUTH
             keys, _ = first_sa_keys(charon)
