@@ -8,11 +8,13 @@ What is checked on the wire (an AF_PACKET capture on gwA's WAN side): IKE_AUTH w
 ways as SKF fragments 1..N, no IP datagram of IKE was larger than 400 bytes and none was
 an IP fragment; espd's fragments open, one by one, with the SK_e keys charon logged (AES-GCM
 from ``cryptography``, not espd's code), and their reassembled payload chain is IKE_AUTH's.
-Both daemons report fragmenting and reassembling, and the tunnel passes traffic.
+Both daemons report fragmenting and reassembling, and the tunnel passes traffic. Over an
+IPv6 underlay (charon 5.9.8) the same holds with the 40-byte IPv6 header counted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
@@ -32,21 +34,25 @@ pytestmark = pytest.mark.netns
 
 FRAGMENT_SIZE = 400
 IKE_AUTH, SKF = 35, 53
-ESPD, CHARON = "192.0.2.1", "192.0.2.2"
 
 
-def espd_config(tmp: Path, cert: str, key: str, ca: str, start: str) -> str:
+SITES = {4: ("192.0.2.1", "192.0.2.2", "10.1.0.0/16", "10.2.0.0/16", netns.HOST_B4),
+         6: (netns.GW_A_WAN6, netns.GW_B_WAN6, "fd00:1::/64", "fd00:2::/64", netns.HOST_B6)}
+
+
+def espd_config(tmp: Path, cert: str, key: str, ca: str, start: str, ip: int = 4) -> str:
+    espd, charon, local_net, remote_net, _ = SITES[ip]
     return f"""
 [daemon]
 interface = "espd0"
-local = "{ESPD}"
+local = "{espd}"
 workers = 1
 control_socket = "{tmp}/gwA.sock"
 metrics = ""
 state_dir = "{tmp}/gwA-state"
 
 [access_list.LAN]
-rules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]
+rules = ["permit ip {local_net} {remote_net}"]
 
 [transform_set.GCM]
 transforms = ["esp-gcm 128"]
@@ -59,7 +65,7 @@ ca = ["{ca}"]
 fragment_size = {FRAGMENT_SIZE}
 
 [ike_peer.gwb]
-address = "{CHARON}"
+address = "{charon}"
 auth = "certificate"
 remote_id = "fqdn:gwb.ik.test"
 
@@ -67,7 +73,7 @@ remote_id = "fqdn:gwb.ik.test"
 name = "VPN"
 seq = 10
 keying = "ike"
-peer = "{CHARON}"
+peer = "{charon}"
 match_address = "LAN"
 transform_sets = ["GCM"]
 start = "{start}"
@@ -104,21 +110,28 @@ class WireIke:
 
 
 def ike_on_the_wire(frames) -> list[WireIke]:
-    """Every IPv4 UDP 500/4500 IKE message of the capture (ESP in UDP left out), and every
-    IP fragment of the gateways' traffic (``ike`` empty: its UDP header may be elsewhere)."""
+    """Every UDP 500/4500 IKE message of the capture, IPv4 or IPv6 (ESP in UDP left out),
+    and every IP fragment (``ike`` empty: its UDP header may be in another one)."""
     out = []
     for _, frame, _ in frames:
-        if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        if frame[12:14] == b"\x08\x00" and len(frame) >= 34:
+            ihl = (frame[14] & 0x0F) * 4
+            length, flags = struct.unpack_from("!H2xH", frame, 16)
+            src = str(ipaddress.ip_address(frame[26:30]))
+            fragment, proto, udp = bool(flags & 0x3FFF), frame[23], 14 + ihl
+        elif frame[12:14] == b"\x86\xdd" and len(frame) >= 54:
+            length = 40 + struct.unpack_from("!H", frame, 18)[0]
+            src = str(ipaddress.ip_address(frame[22:38]))
+            fragment, proto, udp = frame[20] == 44, frame[20], 54  # no other extension here
+        else:
             continue
-        ihl = (frame[14] & 0x0F) * 4
-        length, flags = struct.unpack_from("!H2xH", frame, 16)
-        src = ".".join(str(b) for b in frame[26:30])
-        fragment = bool(flags & 0x2000) or bool(flags & 0x1FFF)
         if fragment:
             out.append(WireIke(src, length, True, b""))
             continue
-        sport, dport = struct.unpack_from("!HH", frame, 14 + ihl)
-        payload = frame[14 + ihl + 8:14 + length]
+        if proto != 17:
+            continue
+        sport, dport = struct.unpack_from("!HH", frame, udp)
+        payload = frame[udp + 8:14 + length]
         if 4500 in (sport, dport):
             if payload[:4] != bytes(4):
                 continue  # ESP in UDP, or a keepalive
@@ -149,9 +162,21 @@ def open_fragment(message: WireIke, keys) -> tuple[int, int, int, bytes]:
 @pytest.mark.parametrize("initiator", ["charon", "espd"])
 @pytest.mark.parametrize("peer", [DEBIAN, STRONGSWAN6], ids=["5.9.8", "6.0.6"])
 def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, peer, initiator):
+    fragmented_site(peer, initiator, ip=4)
+
+
+@pytest.mark.parametrize("initiator", ["charon", "espd"])
+def test_over_ipv6_the_fragment_size_counts_the_ipv6_header(netns_ok, initiator):
+    """The same over an IPv6 underlay: 40 bytes of IP header come off the 400, not 20."""
+    fragmented_site(DEBIAN, initiator, ip=6)
+
+
+def fragmented_site(peer, initiator: str, ip: int) -> None:
     if peer.unavailable():
         pytest.skip(peer.unavailable())
-    topo = netns.Topology(tag=f"espd-{os.getpid()}-fr{secrets.randbelow(10**6)}", ipv6=False)
+    espd_address, charon_address, _, _, host_b = SITES[ip]
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-fr{secrets.randbelow(10**6)}",
+                          ipv6=ip == 6)
     tmp = Path(tempfile.mkdtemp(prefix="espd-frag-"))
     with topo:
         charon = Charon(topo.gw_b, "gwb", peer, key_dump=True,
@@ -165,7 +190,7 @@ def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, pee
             gwb = pki.gateway("gwb", sub, identity="gwb.ik.test")
             chain = tmp / "gwa-chain.pem"  # ours, then the intermediate: a large IKE_AUTH
             chain.write_bytes(Path(gwa.cert_path).read_bytes() + Path(sub.cert_path).read_bytes())
-            charon.load([site_to_site("b", None, local_auth="pubkey", remote_auth="pubkey",
+            charon.load([site_to_site("b", None, ip, local_auth="pubkey", remote_auth="pubkey",
                                       local_id="gwb.ik.test", remote_id="gwa.ik.test",
                                       local_certs=["gwb.pem"], remote_cacerts=["ca.pem"],
                                       proposals=["aes128gcm16-prfsha256-x25519"],
@@ -174,7 +199,8 @@ def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, pee
                         keys=[gwb.key_path])
             path = tmp / "gwA.toml"
             path.write_text(espd_config(tmp, str(chain), gwa.key_path, root.cert_path,
-                                        "manual" if initiator == "charon" else "on-demand"))
+                                        "manual" if initiator == "charon" else "on-demand",
+                                        ip))
             daemon = netns.EspdProcess(topo.gw_a, str(path), str(tmp / "gwA.sock"),
                                        str(tmp / "gwA.log"), "gwA")
             daemon.start()
@@ -184,11 +210,11 @@ def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, pee
                 if initiator == "charon":
                     charon.initiate("net")
                 else:
-                    netns.ping(topo.host_a, netns.HOST_B4, count=1, timeout=1)
+                    netns.ping(topo.host_a, host_b, count=1, timeout=1)
                 events.wait_up("child-updown", timeout=15)
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
-                    result = netns.ping(topo.host_a, netns.HOST_B4, count=3, interval=0.05,
+                    result = netns.ping(topo.host_a, host_b, count=3, interval=0.05,
                                         timeout=2)
                     if result.received == 3:
                         break
@@ -201,8 +227,8 @@ def test_ike_auth_with_certificates_crosses_in_fragments_both_ways(netns_ok, pee
                 sorted((m.src, m.ip_length) for m in wire)
             # IKE_AUTH both ways in fragments 1..N (N >= 2), each set from its sender
             auth = [m for m in wire if m.exchange == IKE_AUTH]
-            espd_auth = [m for m in auth if m.src == ESPD]
-            charon_auth = [m for m in auth if m.src == CHARON]
+            espd_auth = [m for m in auth if m.src == espd_address]
+            charon_auth = [m for m in auth if m.src == charon_address]
             for sent in (espd_auth, charon_auth):
                 numbers = {m.skf for m in sent}
                 assert None not in numbers, "an IKE_AUTH message went out whole"
