@@ -373,7 +373,7 @@ class IkeEngine:
                 local: Endpoint, remote: Endpoint) -> None:
         """Seal and send the response to ``request`` where it came from; cache it."""
         header = request.header.response(original_initiator=sa.initiator)
-        datagrams = fragmentation.seal(self, sa, header, payloads)
+        datagrams = fragmentation.seal(self, sa, header, payloads, local)
         sa.responses.answered(request.header.message_id, datagrams)
         for datagram in datagrams:
             self.transport.send(local, remote, datagram)

@@ -51,14 +51,16 @@ def message_limit(fragment_size: int, local: Endpoint, nat_port: int) -> int:
     return fragment_size - ip_header - UDP_HEADER - marker
 
 
-def seal(engine: IkeEngine, sa: IkeSa, header: codec.Header, payloads) -> tuple[bytes, ...]:
-    """The datagrams that carry ``payloads`` under SK: one SK message, or, when the peer
-    negotiated fragmentation and that message is larger than the fragment size allows,
-    SKF fragments (RFC 7383 2.5)."""
+def seal(engine: IkeEngine, sa: IkeSa, header: codec.Header, payloads,
+         local: Endpoint | None = None) -> tuple[bytes, ...]:
+    """The datagrams that carry ``payloads`` under SK from ``local`` (default: the SA's
+    endpoint): one SK message, or, when the peer negotiated fragmentation and that message
+    is larger than the fragment size allows, SKF fragments (RFC 7383 2.5)."""
     whole = codec.encrypt_message(header, payloads, sa.sk_out)
     if not sa.fragmentation or header.exchange == ExchangeType.IKE_SA_INIT:
         return (whole,)
-    limit = message_limit(engine.settings.fragment_size, sa.local, engine.settings.nat_port)
+    limit = message_limit(engine.settings.fragment_size, local or sa.local,
+                          engine.settings.nat_port)
     if len(whole) <= limit:
         return (whole,)
     try:
