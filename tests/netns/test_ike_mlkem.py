@@ -1,7 +1,7 @@
 """Post-quantum hybrid key exchange (RFC 9370 over RFC 9242 IKE_INTERMEDIATE) between the
 espd daemon and strongSwan charon 6.0.6, each side initiating: X25519 in IKE_SA_INIT,
-ML-KEM-768 (or -1024) in IKE_INTERMEDIATE, traffic both ways through the data plane, and
-``show ike sa`` naming the key exchanges that ran. Charon 5.9.8 knows no additional key
+ML-KEM-768 (or -1024, in RFC 7383 fragments) in IKE_INTERMEDIATE, traffic both ways through
+the data plane, and ``show ike sa`` naming the key exchanges that ran. Charon 5.9.8 knows no additional key
 exchanges: offered a hybrid and a classic proposal, it settles on the classic one.
 
   [hostA 10.1.0.10] -- [gwA espd daemon] ==IKE + ESP in UDP 4500== [gwB charon] --
@@ -36,7 +36,7 @@ CLASSIC = "aes256gcm16-prfsha384-x25519"
 
 
 def config(psk: str, start: str, tmp: Path, proposals: list[str], pfs: str = "",
-           encapsulation: str = "auto", lifetime: str = "") -> str:
+           lifetime: str = "") -> str:
     pfs_line = f'pfs = "{pfs}"' if pfs else ""
     pfs_line += f"\nlifetime = {lifetime}" if lifetime else ""
     return f"""
@@ -71,7 +71,6 @@ peer = "192.0.2.2"
 match_address = "LAN"
 transform_sets = ["GCM"]
 start = "{start}"
-encapsulation = "{encapsulation}"
 {pfs_line}
 """
 
@@ -85,9 +84,9 @@ def espd_show(ns: str, sock: str, *what: str) -> str:
 class Site:
     """espd in gwA, a charon in gwB, torn down by pid and name afterwards."""
 
-    def __init__(self, peer, psk: str, tmp: Path, topo, raw_esp: bool = False) -> None:
+    def __init__(self, peer, psk: str, tmp: Path, topo) -> None:
         self.peer, self.psk, self.tmp, self.topo = peer, psk, tmp, topo
-        self.charon = Charon(topo.gw_b, "gwb", peer, raw_esp=raw_esp).start()
+        self.charon = Charon(topo.gw_b, "gwb", peer).start()
         self.daemon = None
         self.sock = str(tmp / "gwA.sock")
 
@@ -136,17 +135,15 @@ def test_hybrid_key_exchange_with_charon6_both_ways_carries_traffic(netns_ok, in
         pytest.skip(STRONGSWAN6.unavailable())
     topo, tmp, psk = _site(STRONGSWAN6, "pq")
     suite = f"{CLASSIC}-ke1_{kem}"
-    # ML-KEM-1024's KE payloads (1568 bytes) do not fit a 1500-byte MTU: IKE stays on UDP
-    # 500 (raw ESP, no NAT), where the kernel IP-fragments them; the data plane's UDP 4500
-    # socket sends with DF, so over NAT-T they need RFC 7383 fragmentation
-    raw = kem == "mlkem1024"
+    # ML-KEM-1024's KE payloads (1568 bytes) do not fit a 1500-byte MTU, and the data
+    # plane's UDP 4500 socket sends with DF: both sides send them in RFC 7383 fragments
     with topo:
-        site = Site(STRONGSWAN6, psk, tmp, topo, raw_esp=raw)
+        site = Site(STRONGSWAN6, psk, tmp, topo)
         try:
-            site.charon.load([site_to_site("b", psk, proposals=[suite], encap=not raw,
+            site.charon.load([site_to_site("b", psk, proposals=[suite],
                                            esp_proposals=["aes256gcm16"])])
             site.start_espd(config(psk, "manual" if initiator == "charon" else "on-demand",
-                                   tmp, [suite], encapsulation="esp" if raw else "auto"))
+                                   tmp, [suite]))
             with site.charon.events() as events:
                 if initiator == "charon":
                     site.charon.initiate("net")
@@ -163,6 +160,10 @@ def test_hybrid_key_exchange_with_charon6_both_ways_carries_traffic(netns_ok, in
             text = espd_show(topo.gw_a, site.sock, "ike", "sa")
             assert f"Key exchanges: x25519 (IKE_SA_INIT), {kem} (IKE_INTERMEDIATE)" in text
             site.charon.wait_log(r"IKE_INTERMEDIATE")
+            counters = site.daemon.state()["ike"]["counters"]
+            if kem == "mlkem1024":  # KEi or KEr from espd, and charon's the other way
+                assert counters.get("messages_fragmented", 0) >= 1, counters
+                assert counters.get("messages_reassembled", 0) >= 1, counters
             assert psk not in site.daemon.log()
         finally:
             site.close()

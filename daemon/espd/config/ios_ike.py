@@ -3,8 +3,9 @@
 Read: ``crypto ikev2 proposal`` (encryption/integrity/prf/group), ``crypto ikev2 policy``
 (proposal), ``crypto ikev2 keyring`` (peer, address, pre-shared-key [local|remote],
 identity), ``crypto ikev2 profile`` (match identity remote, identity local, authentication
-local|remote pre-share, keyring local, lifetime, dpd), ``crypto ikev2 dpd``; and the IKEv1
-commands of older configs (the seed's): ``crypto isakmp policy N`` (encr|encryption, hash,
+local|remote pre-share, keyring local, lifetime, dpd), ``crypto ikev2 dpd``, ``crypto ikev2
+fragmentation [mtu N]``; and the IKEv1 commands of older configs (the seed's): ``crypto
+isakmp policy N`` (encr|encryption, hash,
 group, authentication, lifetime), ``crypto isakmp key KEY address PEER`` and ``crypto
 isakmp keepalive``. IKEv1 is deprecated (RFC 9395): espd speaks IKEv2 only, so an isakmp
 policy becomes an IKEv2 proposal, with a warning that the peer must speak IKEv2 too.
@@ -48,6 +49,7 @@ IKEV1_WARNING = ("IKEv1 is deprecated (RFC 9395) and espd speaks IKEv2 only: thi
                  "policy is offered as the IKEv2 proposal '{suite}'; the peer must speak IKEv2 "
                  "too (IOS: 'crypto ikev2 proposal', 'crypto ikev2 policy', 'crypto ikev2 "
                  "keyring' and 'crypto ikev2 profile')")
+IOS_FRAGMENT_MTU = 576  # IOS's 'crypto ikev2 fragmentation' without 'mtu'
 CERT_REFUSAL = ("an isakmp policy maps onto IKEv2 with a pre-shared key only ('authentication "
                 "pre-share' with 'crypto isakmp key KEY address PEER'); for certificates "
                 "write a 'crypto ikev2 profile' with 'authentication local rsa-sig', "
@@ -144,6 +146,7 @@ class IosIke:
         self.isakmp: dict[int, IsakmpPolicyMode] = {}
         self.isakmp_keys: list[KeyringPeer] = []
         self.keepalive: Dpd | None = None
+        self.fragment_size: int | None = None  # crypto ikev2 fragmentation [mtu N]
         self.warnings: list[Problem] = []
         self.pki = IosPki(self)
         self.credentials: tuple[object | None, object | None] = (None, None)
@@ -185,13 +188,31 @@ class IosIke:
         if what == "dpd" and len(words) >= 3:
             self.keepalive = self.dpd(words[1:], "crypto ikev2 dpd")
             return None
-        if what in ("cookie-challenge", "limit", "nat", "fragmentation", "window",
+        if what == "fragmentation":
+            self.fragment_size = self.fragmentation(words[1:])
+            return None
+        if what in ("cookie-challenge", "limit", "nat", "window",
                     "diagnose", "http-url", "redirect", "certificate-cache"):
             self.warn(f"'crypto ikev2 {what}' is not read by espd; it is ignored")
             return None
         self.error(f"'crypto ikev2 {' '.join(words[:2])}' is not supported; espd reads "
                    f"'crypto ikev2 proposal|policy|keyring|profile NAME' and 'crypto ikev2 "
                    f"dpd INTERVAL RETRY on-demand|periodic'")
+        return None
+
+    def fragmentation(self, words: list[str]) -> int | None:
+        """``crypto ikev2 fragmentation [mtu N]``: RFC 7383 fragments of N bytes (IOS's
+        default 576). espd offers fragmentation without the command too, at 1280 bytes."""
+        from espd.config.toml_ike import FRAGMENT_SIZE_MIN
+
+        if not words:
+            return IOS_FRAGMENT_MTU
+        if len(words) == 2 and words[0] == "mtu" and words[1].isdigit() and \
+                FRAGMENT_SIZE_MIN <= int(words[1]) <= 1500:
+            return int(words[1])
+        self.error(f"'crypto ikev2 fragmentation {' '.join(words)}': write 'crypto ikev2 "
+                   f"fragmentation' or 'crypto ikev2 fragmentation mtu N' with N from "
+                   f"{FRAGMENT_SIZE_MIN} to 1500 (bytes of each fragment's IP datagram)")
         return None
 
     def isakmp_command(self, words: list[str]) -> object:
@@ -454,7 +475,8 @@ class IosIke:
         self.credentials = self.certificate(profiles_used)
         own, trust = self.credentials
         return IkeSettings(proposals=tuple(dict.fromkeys(suites)), lifetime=lifetime,
-                           dpd=dpd or Dpd(), certificate=own, trust=trust)
+                           dpd=dpd or Dpd(), certificate=own, trust=trust,
+                           fragment_size=self.fragment_size or IkeSettings().fragment_size)
 
     def certificate(self, profiles_used: list[str]) -> tuple[object | None, object | None]:
         """Our certificate and trusted CAs, from the one trustpoint the profiles in use

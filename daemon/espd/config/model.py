@@ -356,6 +356,7 @@ class IkeSettings:
     retransmit_timeout: float = 1.0
     retransmit_tries: int = 5
     limits: IkeLimits = IkeLimits()
+    fragment_size: int = 1280  # RFC 7383: IP bytes per IKE fragment (charon's default)
     key_log: str | None = None  # opt-in Wireshark key log (0600); None: none
     where: Location = field(default=Location("<string>"), compare=False)
     # certificate authentication (espd.ike.auth.certificates): ours, and the CAs we trust

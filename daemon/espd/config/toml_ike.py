@@ -31,7 +31,7 @@ from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
     "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log", "certificate",
-            "private_key", "ca", "crl"),
+            "private_key", "ca", "crl", "fragment_size"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
                "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
@@ -42,6 +42,9 @@ IKE_KNOWN: dict[str, tuple[str, ...]] = {
 PSK_MIN = 8  # bytes; a shorter secret falls to an offline dictionary attack in seconds
 PSK_MAX = 1024
 PKI_FILE_MAX = 1 << 20  # a certificate, CA bundle or CRL file
+# [ike] fragment_size: below 256 bytes an IPv6 fragment with the largest IV and ICV holds
+# about 100 bytes of payload, too few for a certificate chain in 64 fragments
+FRAGMENT_SIZE_MIN, FRAGMENT_SIZE_MAX = 256, 65535
 
 
 class IkeSchema:
@@ -82,6 +85,9 @@ class IkeSchema:
         tries = self.integer(retransmit, path + ("retransmit", "tries"), 1, 20, "5",
                              default.retransmit_tries)
         limits = self.limits(self.table(raw, path + ("limits",)), path + ("limits",))
+        fragment_size = self.integer(
+            raw, path + ("fragment_size",), FRAGMENT_SIZE_MIN, FRAGMENT_SIZE_MAX, "1280",
+            default.fragment_size, " bytes (an RFC 7383 fragment's whole IP datagram)")
         key_log = None
         if "key_log" in raw:
             key_log = self.absolute(raw, path + ("key_log",), "/var/lib/espd/ike-keys.log")
@@ -94,6 +100,7 @@ class IkeSchema:
             retransmit_timeout=float(timeout or default.retransmit_timeout),
             retransmit_tries=tries or default.retransmit_tries,
             limits=limits,
+            fragment_size=fragment_size or default.fragment_size,
             key_log=key_log,
             where=self.where(path),  # type: ignore[attr-defined]
             certificate=certificate,

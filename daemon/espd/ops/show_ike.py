@@ -32,7 +32,8 @@ def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
             lines.append(f"      Local spi: {_local_spi(sa)}       Remote spi: "
                          f"{_remote_spi(sa)}")
             lines.append(f"      Remote id: {sa['peer_id'] or '-'}, role: {sa['role']}"
-                         f"{', NAT-T detected' if sa['nat'] else ''}")
+                         f"{', NAT-T detected' if sa['nat'] else ''}"
+                         f"{', fragmentation' if sa.get('fragmentation') else ''}")
             cert = sa.get("peer_certificate")
             if cert:
                 lines.append(f"      Remote certificate: {cert['subject']}, serial "

@@ -46,6 +46,7 @@ class IkeSaView:
     lifetime: int  # seconds
     active: float  # seconds since established (0 while negotiating)
     children: tuple[ChildView, ...]
+    fragmentation: bool = False  # RFC 7383 negotiated both ways
     # the key exchanges that keyed it, in order: "x25519 (IKE_SA_INIT)",
     # "mlkem768 (IKE_INTERMEDIATE)" (RFC 9370), or CREATE_CHILD_SA / IKE_FOLLOWUP_KE
     key_exchanges: tuple[str, ...] = ()
@@ -76,7 +77,7 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
         "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), auth,
         str(sa.peer_id or ""), _certificate(cert) if cert is not None else None,
         sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
-        now - sa.established if sa.established else 0.0, children,
+        now - sa.established if sa.established else 0.0, children, sa.fragmentation,
         tuple(sa.key_exchanges))
 
 
