@@ -1,8 +1,9 @@
 """Post-quantum hybrid key exchange (RFC 9370 over RFC 9242 IKE_INTERMEDIATE) between the
 espd daemon and strongSwan charon 6.0.6, each side initiating: X25519 in IKE_SA_INIT,
 ML-KEM-768 (or -1024, in RFC 7383 fragments) in IKE_INTERMEDIATE, traffic both ways through
-the data plane, and ``show ike sa`` naming the key exchanges that ran. Charon 5.9.8 knows no additional key
-exchanges: offered a hybrid and a classic proposal, it settles on the classic one.
+the data plane, and ``show ike sa`` naming the key exchanges that ran. Charon 5.9.8 knows
+no additional key exchanges: offered a hybrid and a classic proposal, it settles on the
+classic one.
 
   [hostA 10.1.0.10] -- [gwA espd daemon] ==IKE + ESP in UDP 4500== [gwB charon] --
   [hostB 10.2.0.10]

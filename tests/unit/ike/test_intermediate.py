@@ -390,3 +390,20 @@ def test_certificate_signatures_cover_the_int_auth_octets_too(tmp_path):
     got = asyncio.run(negotiate(a, b))
     assert got.state == IkeState.ESTABLISHED and got.children == (1, 1)
     assert got.sa.intermediates == 1 and str(got.peer_id) == "fqdn:gwb"
+
+
+def test_a_responder_without_pfs_takes_the_initiators_additional_key_exchange():
+    async def main():
+        from espd.ike.exchanges import create_child_sa
+
+        a, b, sa, peer_sa = await hybrid_up(asyncio.get_running_loop())
+        s = b.engine.settings
+        b.engine.settings = replace(s, children=(replace(s.children[0], pfs=0,
+                                                         pfs_additional=()),))
+        [old] = sa.children.values()
+        create_child_sa.start_rekey(a.engine, sa, old)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+        [child] = peer_sa.children.values()
+        assert child.key_exchanges == ("x25519 (CREATE_CHILD_SA)", "mlkem768 (IKE_FOLLOWUP_KE)")
+    run(main())

@@ -191,7 +191,11 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
         def finish(secrets: list) -> None:
             install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=False,
                     shared=shared, rekey_of=rekey_of, additional=tuple(secrets))
-        child.deferred = (extra, finish)
+
+        def discard() -> None:
+            if isinstance(shared, bytearray):
+                shared[:] = bytes(len(shared))
+        child.deferred = (extra, finish, discard)
     else:
         install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=False,
                 shared=shared, rekey_of=rekey_of)
@@ -215,10 +219,9 @@ def _accepted(policy: ChildPolicy, spi: bytes, in_ike_auth: bool,
         return proposals.esp_offer(policy, spi, policy.pfs, policy.pfs_additional)
     plain = proposals.esp_offer(policy, spi)
     if ke is not None and suites.group(int(ke.group)) is not None:
-        theirs = _runnable_additional(offered)
-        out = plain + proposals.esp_offer(policy, spi, int(ke.group))
-        return out + (proposals.esp_offer(policy, spi, int(ke.group), theirs)
-                      if theirs else ())
+        theirs = _runnable_additional(offered)  # first: the peer may offer them or NONE
+        hybrid = proposals.esp_offer(policy, spi, int(ke.group), theirs) if theirs else ()
+        return plain + hybrid + proposals.esp_offer(policy, spi, int(ke.group))
     return plain
 
 

@@ -304,7 +304,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
             engine.counters["child_rekeys"] += 1
 
     if child.deferred is not None:  # RFC 9370: IKE_FOLLOWUP_KE exchanges come first
-        methods, install = child.deferred
+        methods, install, discard = child.deferred
         child.deferred = None
 
         def finish(found: list) -> list:
@@ -318,6 +318,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
             return []
 
         def abort(why: str) -> None:
+            discard()
             engine.counters["child_failures"] += 1
             log.warning("%s: peer's CREATE_CHILD_SA abandoned: %s", sa, why)
 

@@ -48,7 +48,8 @@ class ChildSa:
     initiated_by_us: bool = True  # who created it
     collision: object | None = None  # the peer's rekey of it met ours (create_child_sa)
     key_exchanges: tuple[str, ...] = ()  # its PFS: "x25519 (CREATE_CHILD_SA)", ...
-    # a responder's Child SA waiting for IKE_FOLLOWUP_KE: (methods, install(secrets))
+    # a responder's Child SA waiting for IKE_FOLLOWUP_KE: (methods, install(secrets),
+    # discard() wiping the CREATE_CHILD_SA secret if it never comes)
     deferred: object | None = None
 
     def wipe(self) -> None:
