@@ -1,6 +1,7 @@
 """The IKE engine: one object on the daemon's event loop that owns every IKE SA.
 
-Receive path, in order (``receive``):
+Receive path, in order (``receive``), after the intake (engine/intake.py: per loop turn,
+configured peers' datagrams first, the others on a time budget, the rest shed):
     decode  -> any ParseError: counted, logged rate-limited, dropped (never raised)
     find    -> IKE_SA_INIT requests make or find a half-open SA; everything else is looked
                up by our SPI (the responder SPI if the peer is the original initiator)
@@ -38,6 +39,7 @@ from espd.ike.auth.certificates import CertificateAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
 from espd.ike.engine.admission import CookieJar
+from espd.ike.engine.intake import Intake
 from espd.ike.engine.transport import Transport
 from espd.ike.engine.view import Snapshot, ike_sa_view
 from espd.ike.keylog import KeyLog
@@ -92,6 +94,7 @@ class IkeEngine:
         """``child_sa_keys`` is the owner's ChildSaKeys class (keying/owner.py; a test's
         fake owner brings its own)."""
         self._authenticators: dict[object, PskAuthenticator] = {}
+        self.peer_addresses: frozenset = frozenset()  # the settings' peers (setter)
         self.settings = settings  # takes the engine's own copies of the keys
         self.owner = owner
         if child_sa_keys is None:
@@ -111,7 +114,10 @@ class IkeEngine:
         self.rate_log = RateLimitedLog()
         self.keylog = KeyLog(settings.key_log) if settings.key_log else None
         self._ident = 0
-        transport.attach(self.receive)
+        # received IKE per loop turn: configured peers first, the rest on a budget
+        self.intake = Intake(self.loop, lambda address: address in self.peer_addresses,
+                             self.counters)
+        transport.attach(self.receive, self.intake)
 
     # --- keys ----------------------------------------------------------------------
 
@@ -125,6 +131,7 @@ class IkeEngine:
         of the pre-shared keys, one authenticator per peer, so the configuration's
         buffers may be wiped once this returns."""
         self._settings = settings
+        self.peer_addresses = frozenset(peer.address for peer in settings.peers)
         old, self._authenticators = self._authenticators, {
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
@@ -237,15 +244,22 @@ class IkeEngine:
     def on_ike_datagram(self, local: object, lport: int, remote: object, rport: int,
                         data: bytes) -> None:
         """UDP 4500 IKE punted by the data plane (non-ESP marker already stripped)."""
+        self.on_ike_datagrams([(local, lport, remote, rport, data)])
+
+    def on_ike_datagrams(self, batch: list[tuple[object, int, object, int, bytes]]) -> None:
+        """One loop turn's batch of punted UDP 4500 IKE, through the intake."""
         import ipaddress
 
-        try:
-            here = Endpoint(ipaddress.ip_address(local), lport)
-            there = Endpoint(ipaddress.ip_address(remote), rport)
-        except ValueError:
-            self.counters["malformed"] += 1
-            return
-        self.receive(data, here, there)
+        datagrams = []
+        for local, lport, remote, rport, data in batch:
+            try:
+                here = Endpoint(ipaddress.ip_address(local), lport)
+                there = Endpoint(ipaddress.ip_address(remote), rport)
+            except ValueError:
+                self.counters["malformed"] += 1
+                continue
+            datagrams.append((data, here, there))
+        self.intake.take(datagrams, self.receive)
 
     def _by_handle(self, handle: object) -> tuple[IkeSa, ChildSa] | None:
         for sa, child in self.children.values():

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 
 from espd.ike.codec.natt import add_non_esp_marker, strip_non_esp_marker
+from espd.ike.engine.intake import READ_BATCH, Intake
 from espd.ike.sa.ike_sa import Endpoint
 
 log = logging.getLogger("espd.ike")
@@ -33,7 +34,7 @@ IPV6_FREEBIND = 78  # <linux/in6.h>
 class Transport:
     """The interface the engine sends through."""
 
-    def attach(self, receiver: Receiver) -> None:
+    def attach(self, receiver: Receiver, intake: Intake | None = None) -> None:
         raise NotImplementedError
 
     def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
@@ -60,6 +61,7 @@ class UdpTransport(Transport):
         self.send_nat = send_nat
         self.sockets: dict[Endpoint, socket.socket] = {}
         self.receiver: Receiver | None = None
+        self.intake: Intake | None = None
         self.send_errors = 0
         try:
             for endpoint in bind:
@@ -115,26 +117,38 @@ class UdpTransport(Transport):
     def endpoints(self) -> list[Endpoint]:
         return list(self.sockets)
 
-    def attach(self, receiver: Receiver) -> None:
-        self.receiver = receiver
+    def attach(self, receiver: Receiver, intake: Intake | None = None) -> None:
+        """``intake`` (the engine's) orders and budgets what one loop turn handles;
+        without it every datagram read is handled."""
+        self.receiver, self.intake = receiver, intake
 
     def _readable(self, sock: socket.socket, local: Endpoint) -> None:
-        for _ in range(64):  # bound the work per loop turn
+        """One batch per loop turn (engine/intake.py): what is left waits in the socket."""
+        batch = []
+        for _ in range(READ_BATCH):
             try:
                 data, address = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as err:
                 log.warning("IKE: receive error on %s: %s", local, err)
-                return
+                break
             if local.port in self.nat_ports:
                 stripped = strip_non_esp_marker(data)
                 if stripped is None:  # a keepalive, or ESP where none is expected
                     continue
                 data = stripped
             remote = Endpoint(ipaddress.ip_address(address[0].split("%")[0]), address[1])
-            if self.receiver is not None:
-                self.receiver(data, local, remote)
+            batch.append((data, local, remote))
+        if self.intake is not None:
+            self.intake.take(batch, self._deliver)
+        else:
+            for datagram in batch:
+                self._deliver(*datagram)
+
+    def _deliver(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        if self.receiver is not None:  # looked up each time: tests wrap it
+            self.receiver(data, local, remote)
 
     def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
         if self.send_nat is not None and local.port in self.nat_ports:

@@ -10,8 +10,9 @@
 As initiator: a COOKIE is echoed first in a retry, an INVALID_KE_PAYLOAD is honoured
 with the group asked for if we offered it; AUTH later covers the LAST request sent.
 As responder: espd.ike.engine.admission decides first (COOKIE, caps: no DH, no state);
-an INVALID_KE_PAYLOAD answer costs no DH either; no state is kept for a request that fails; the answer to a retransmitted
-request is the cached one (the half-open table is keyed by the peer and its SPI).
+an INVALID_KE_PAYLOAD answer costs no DH either; no state is kept for a request that
+fails; the answer to a retransmitted request is the cached one (the half-open table is
+keyed by the peer and its SPI).
 """
 
 from __future__ import annotations
