@@ -613,7 +613,12 @@ class IkeEngine:
             if sa.state == IkeState.DELETED:
                 continue
             if settings.peer(sa.remote.address) is None:
-                self.delete_ike_sa(sa, "peer removed from the configuration")
+                if sa.state in (IkeState.INIT_SENT, IkeState.INIT_DONE):
+                    # never authenticated (a half-open SA from a flood's spoofed
+                    # source, say): nobody to tell, nothing to retransmit
+                    self.remove_ike_sa(sa)
+                else:
+                    self.delete_ike_sa(sa, "peer removed from the configuration")
                 continue
             keys = {policy.key for policy in settings.children}
             for child in list(sa.children.values()):
