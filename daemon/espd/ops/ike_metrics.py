@@ -34,8 +34,8 @@ EVENTS = {
     "cookies_rejected": "IKE_SA_INIT requests with a wrong or stale cookie",
     "half_open_refused": "IKE_SA_INIT dropped: half-open cap, in all or per source",
     "ike_sas_refused": "IKE_SA_INIT dropped: IKE SA cap",
-    "shed": "IKE datagrams from no configured peer dropped unhandled: over the per-turn "
-            "budget (a flood)",
+    "shed": "IKE datagrams from no configured peer dropped unhandled: their backlog "
+            "was full (a flood)",
     "temporary_failures": "TEMPORARY_FAILURE answers received",
     "acquires": "negotiations started by traffic",
     "malformed": "messages dropped as malformed",

@@ -43,7 +43,7 @@ class Clock:
         return handle
 
 
-def test_peers_first_the_rest_on_the_turns_budget_then_shed():
+def test_peers_first_the_rest_on_the_turns_budget_then_in_later_turns():
     async def main():
         loop = asyncio.get_running_loop()
         clock, counters, got = Clock(0.004), collections.Counter(), []
@@ -53,23 +53,42 @@ def test_peers_first_the_rest_on_the_turns_budget_then_shed():
         batch.append(datagram(PEER, b"p2"))
         intake.take(batch, clock.handler(got))
         # the peer's datagrams went first (in order) whatever they cost; strangers were
-        # handled at 0, 4 and 8 ms of the budget; at 12 ms the other two were shed
+        # handled at 0, 4 and 8 ms of the budget; at 12 ms the other two wait
         assert got == [b"p1", b"p2", b"s0", b"s1", b"s2"]
-        assert counters["shed"] == 2
-        got.clear()  # same turn: the budget is spent, a peer still gets through
-        intake.take([datagram(STRANGER, b"late"), datagram(PEER, b"p3")], clock.handler(got))
-        assert got == [b"p3"] and counters["shed"] == 3
-        await asyncio.sleep(0)  # the next loop turn refills the budget
-        got.clear()
-        intake.take([datagram(STRANGER, b"next")], clock.handler(got))
-        assert got == [b"next"] and counters["shed"] == 3
+        assert len(intake.backlog) == 2 and not counters["shed"]
+        got.clear()  # same turn: the budget is spent, a peer still gets through at once
+        intake.take([datagram(STRANGER, b"s5"), datagram(PEER, b"p3")], clock.handler(got))
+        assert got == [b"p3"]
+        await asyncio.sleep(0)  # the next turn: a budget for the backlog, oldest first
+        assert got == [b"p3", b"s3", b"s4", b"s5"] and not intake.backlog
+        assert not counters["shed"]
+        intake.close()
+    asyncio.run(main())
+
+
+def test_the_backlog_is_bounded_in_datagrams_and_bytes_and_sheds_the_oldest():
+    async def main():
+        loop = asyncio.get_running_loop()
+        counters, got = collections.Counter(), []
+        intake = Intake(loop, {PEER}.__contains__, counters, budget=0.0, backlog=3,
+                        backlog_bytes=10)
+        handle = Clock(0.0).handler(got)
+        intake.take([datagram(STRANGER, b"%d" % i) for i in range(5)], handle)
+        assert [d[0] for d, _ in intake.backlog] == [b"2", b"3", b"4"]
+        assert counters["shed"] == 2 and intake.backlog_bytes == 3
+        intake.take([datagram(STRANGER, b"x" * 9)], handle)  # 12 bytes: two go
+        assert [d[0] for d, _ in intake.backlog] == [b"4", b"x" * 9]
+        assert counters["shed"] == 4 and intake.backlog_bytes == 10 and not got
+        intake.close()
+        assert not intake.backlog and intake._resume is None
     asyncio.run(main())
 
 
 def test_a_peers_datagram_behind_a_flood_is_read_and_handled_in_the_same_turn():
     """Hundreds of strangers' datagrams wait in the socket ahead of the peer's: one turn
-    reads a batch of them, the peer's is handled although the strangers' budget is
-    nothing, and what the turn did not read waits for the next turn."""
+    reads a batch of them and the peer's is handled in it, although the strangers get
+    no budget (nor backlog: each is shed); what the turn did not read waits for the
+    next turn."""
     async def main():
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -80,7 +99,7 @@ def test_a_peers_datagram_behind_a_flood_is_read_and_handled_in_the_same_turn():
             socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         counters, got = collections.Counter(), []
         turns: list[int] = []
-        intake = Intake(loop, {PEER}.__contains__, counters, budget=0.0)
+        intake = Intake(loop, {PEER}.__contains__, counters, budget=0.0, backlog=0)
         transport.attach(lambda data, local, remote: got.append(data), intake)
         real_take = intake.take
         intake.take = lambda batch, handle: (turns.append(len(batch)),
@@ -112,13 +131,14 @@ def init_request() -> bytes:
 
 def test_the_engine_puts_punted_udp_4500_through_its_intake():
     """The SA owner's batch of punted datagrams: the configured peer's IKE_SA_INIT is
-    answered, a stranger's beyond the budget is shed (counted, exported as `shed`)."""
+    answered at once, a stranger's with no budget or backlog left is shed (counted,
+    exported as `shed`)."""
     async def main():
         loop = asyncio.get_running_loop()
         a, b = pair(loop)
         sent = []
         b.engine.transport.send = lambda local, remote, data: sent.append(remote)
-        b.engine.intake.budget = 0.0
+        b.engine.intake.budget, b.engine.intake.limit = 0.0, 0
         local = b.settings.children[0].local
         peer = a.settings.children[0].local
         b.engine.on_ike_datagrams([

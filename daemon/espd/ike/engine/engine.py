@@ -629,6 +629,7 @@ class IkeEngine:
 
     def close(self) -> None:
         """Stop: every IKE SA forgotten (no DELETE), keys wiped, sockets closed."""
+        self.intake.close()
         for sa in list(self.sas.values()) + list(self.half_open.values()):
             self.remove_ike_sa(sa)
         self.transport.close()

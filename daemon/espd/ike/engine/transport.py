@@ -28,6 +28,8 @@ log = logging.getLogger("espd.ike")
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
 MAX_DATAGRAM = 65535
 IP_FREEBIND = 15  # <linux/in.h>
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: past net.core.rmem_max (CAP_NET_ADMIN)
+RECEIVE_BUFFER = 2 << 20  # bytes: a flood's burst queues here while a turn runs
 IPV6_FREEBIND = 78  # <linux/in6.h>
 
 
@@ -90,6 +92,7 @@ class UdpTransport(Transport):
             raise OSError(err.errno, f"IKE: cannot bind UDP {endpoint.port} on "
                                      f"{endpoint.address}: {err.strerror}{hint}") from None
         sock.setblocking(False)
+        _large_receive_buffer(sock)
         bound = Endpoint(endpoint.address, sock.getsockname()[1])
         self.sockets[bound] = sock
         self.loop.add_reader(sock.fileno(), self._readable, sock, bound)
@@ -178,3 +181,16 @@ class UdpTransport(Transport):
             self.loop.remove_reader(sock.fileno())
             sock.close()
         self.sockets.clear()
+
+
+def _large_receive_buffer(sock: socket.socket) -> None:
+    """Room for a flood's burst between two loop turns, so a peer's datagram behind it
+    is still there to be read (engine/intake.py reads ahead for it). Without the
+    privilege to force it, the most net.core.rmem_max allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except OSError:
+            pass  # the default buffer then
