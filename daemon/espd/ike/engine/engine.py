@@ -94,7 +94,7 @@ class IkeEngine:
         """``child_sa_keys`` is the owner's ChildSaKeys class (keying/owner.py; a test's
         fake owner brings its own)."""
         self._authenticators: dict[object, PskAuthenticator] = {}
-        self.peer_addresses: frozenset = frozenset()  # the settings' peers (setter)
+        self.peer_addresses: frozenset[str] = frozenset()  # the settings' peers, as text
         self.settings = settings  # takes the engine's own copies of the keys
         self.owner = owner
         if child_sa_keys is None:
@@ -115,7 +115,7 @@ class IkeEngine:
         self.keylog = KeyLog(settings.key_log) if settings.key_log else None
         self._ident = 0
         # received IKE per loop turn: configured peers first, the rest on a budget
-        self.intake = Intake(self.loop, lambda address: address in self.peer_addresses,
+        self.intake = Intake(self.loop, lambda host: host in self.peer_addresses,
                              self.counters)
         transport.attach(self.receive, self.intake)
 
@@ -131,7 +131,7 @@ class IkeEngine:
         of the pre-shared keys, one authenticator per peer, so the configuration's
         buffers may be wiped once this returns."""
         self._settings = settings
-        self.peer_addresses = frozenset(peer.address for peer in settings.peers)
+        self.peer_addresses = frozenset(str(peer.address) for peer in settings.peers)
         old, self._authenticators = self._authenticators, {
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
@@ -246,20 +246,21 @@ class IkeEngine:
         """UDP 4500 IKE punted by the data plane (non-ESP marker already stripped)."""
         self.on_ike_datagrams([(local, lport, remote, rport, data)])
 
-    def on_ike_datagrams(self, batch: list[tuple[object, int, object, int, bytes]]) -> None:
+    def on_ike_datagrams(self, batch: list[tuple[str, int, str, int, bytes]]) -> None:
         """One loop turn's batch of punted UDP 4500 IKE, through the intake."""
+        self.intake.take([(data, (local, lport), (remote, rport))
+                          for local, lport, remote, rport, data in batch], self._punted)
+
+    def _punted(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         import ipaddress
 
-        datagrams = []
-        for local, lport, remote, rport, data in batch:
-            try:
-                here = Endpoint(ipaddress.ip_address(local), lport)
-                there = Endpoint(ipaddress.ip_address(remote), rport)
-            except ValueError:
-                self.counters["malformed"] += 1
-                continue
-            datagrams.append((data, here, there))
-        self.intake.take(datagrams, self.receive)
+        try:
+            here = Endpoint(ipaddress.ip_address(local[0]), local[1])
+            there = Endpoint(ipaddress.ip_address(remote[0]), remote[1])
+        except ValueError:
+            self.counters["malformed"] += 1
+            return
+        self.receive(data, here, there)
 
     def _by_handle(self, handle: object) -> tuple[IkeSa, ChildSa] | None:
         for sa, child in self.children.values():

@@ -141,17 +141,17 @@ class UdpTransport(Transport):
                 if stripped is None:  # a keepalive, or ESP where none is expected
                     continue
                 data = stripped
-            remote = Endpoint(ipaddress.ip_address(address[0].split("%")[0]), address[1])
-            batch.append((data, local, remote))
+            batch.append((data, local, (address[0].split("%")[0], address[1])))
         if self.intake is not None:
             self.intake.take(batch, self._deliver)
         else:
             for datagram in batch:
                 self._deliver(*datagram)
 
-    def _deliver(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+    def _deliver(self, data: bytes, local: Endpoint, address: tuple[str, int]) -> None:
         if self.receiver is not None:  # looked up each time: tests wrap it
-            self.receiver(data, local, remote)
+            self.receiver(data, local, Endpoint(ipaddress.ip_address(address[0]),
+                                                address[1]))
 
     def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
         if self.send_nat is not None and local.port in self.nat_ports:
