@@ -1,7 +1,7 @@
 """The IKE engine: one object on the daemon's event loop that owns every IKE SA.
 
 Receive path, in order (``receive``), after the intake (engine/intake.py: per loop turn,
-configured peers' datagrams first, the others on a time budget, the rest shed):
+configured peers' datagrams at once, the others from a bounded backlog on a CPU budget):
     decode  -> any ParseError: counted, logged rate-limited, dropped (never raised)
     find    -> IKE_SA_INIT requests make or find a half-open SA; everything else is looked
                up by our SPI (the responder SPI if the peer is the original initiator)

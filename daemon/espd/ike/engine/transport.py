@@ -28,9 +28,9 @@ log = logging.getLogger("espd.ike")
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
 MAX_DATAGRAM = 65535
 IP_FREEBIND = 15  # <linux/in.h>
+IPV6_FREEBIND = 78  # <linux/in6.h>
 SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: past net.core.rmem_max (CAP_NET_ADMIN)
 RECEIVE_BUFFER = 2 << 20  # bytes: a flood's burst queues here while a turn runs
-IPV6_FREEBIND = 78  # <linux/in6.h>
 
 
 class Transport:
