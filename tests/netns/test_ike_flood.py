@@ -11,7 +11,9 @@ floods gwA (tests/support/ike_flood.py): IKE_SA_INIT requests from spoofed sourc
 garbage to UDP 500 and 4500. During the flood: no datagram of the tunnel is lost, gwC
 negotiates an IKE SA and its Child SA with gwA within 2 s (through gwA's cookie), gwA
 answers show, metrics and a reload, its engine refreshes the view (a loop timer), and it
-answered the flood with cookies. gwA's CPU and RSS are measured and printed.
+answered the flood with cookies. gwA's CPU, RSS and latencies are printed as one
+"IKE flood bench" line (docs/operations.md, "Under attack"); ESPD_FLOOD_SCALE=3 runs
+the same with three times the flood.
 """
 
 from __future__ import annotations
