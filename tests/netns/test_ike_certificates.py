@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import netns
 from support.pki import Pki
 from support.strongswan import DEBIAN, STRONGSWAN6, Charon, CharonError, site_to_site
@@ -27,7 +30,9 @@ pytestmark = pytest.mark.netns
 
 
 def espd_config(tmp: Path, cert: str, key: str, ca: str, start: str,
-                crl: str | None = None) -> str:
+                crl: str | None = None, metrics: str = "",
+                local_id: str | None = None, remote_id: str = "fqdn:gwb.ik.test") -> str:
+    local_line = f'local_id = "{local_id}"' if local_id else ""
     crl_line = f'crl = ["{crl}"]' if crl else ""
     return f"""
 [daemon]
@@ -35,7 +40,7 @@ interface = "espd0"
 local = "192.0.2.1"
 workers = 1
 control_socket = "{tmp}/gwA.sock"
-metrics = ""
+metrics = "{metrics}"
 state_dir = "{tmp}/gwA-state"
 
 [access_list.LAN]
@@ -54,7 +59,8 @@ ca = ["{ca}"]
 [ike_peer.gwb]
 address = "192.0.2.2"
 auth = "certificate"
-remote_id = "fqdn:gwb.ik.test"
+remote_id = "{remote_id}"
+{local_line}
 
 [[crypto_map]]
 name = "VPN"
@@ -81,9 +87,42 @@ def site(tmp: Path, version, *, espd_revoked: bool = False, charon_revoked: bool
     return pki, root, sub, gwa, gwb, chain, crl
 
 
+def check_certificates_shown(ns: str, port: int, sock: Path, gwa, sub, root) -> None:
+    """The expiry metric has a series per loaded certificate, counting down to its
+    notAfter; ``espd show certificates`` lists the same three."""
+    expiry = {}
+    for family in text_string_to_metric_families(netns.scrape_metrics(ns, port)):
+        for sample in family.samples:
+            if sample.name == "espd_certificate_expiry_seconds":
+                expiry[sample.labels["role"]] = sample
+    assert set(expiry) == {"local", "intermediate", "ca"}, expiry
+    now = time.time()
+    for role, issued in (("local", gwa), ("intermediate", sub), ("ca", root)):
+        assert expiry[role].labels["subject"] == issued.cert.subject.rfc4514_string()
+        left = issued.cert.not_valid_after_utc.timestamp() - now
+        assert abs(expiry[role].value - left) < 30, (role, expiry[role], left)
+    shown = subprocess.run([sys.executable, "-m", "espd", "show", "certificates",
+                            "--socket", str(sock)], capture_output=True, text=True, timeout=20)
+    assert shown.returncode == 0, shown.stderr
+    for title, issued in (("Certificate", gwa), ("Intermediate CA Certificate (sent)", sub),
+                          ("CA Certificate (trusted)", root)):
+        assert f"{title}\n  Status: Available, expires in " in shown.stdout, shown.stdout
+        assert f"Serial Number (hex): {issued.cert.serial_number:X}" in shown.stdout
+    detail = subprocess.run([sys.executable, "-m", "espd", "show", "ike", "sa", "--detail",
+                             "--socket", str(sock)], capture_output=True, text=True, timeout=20)
+    assert detail.returncode == 0, detail.stderr
+    assert "Auth sign: CERT (RFC 7427 signature)" in detail.stdout, detail.stdout
+    assert "Remote certificate: CN=gwb.ik.test" in detail.stdout, detail.stdout
+    assert f"issuer {sub.cert.subject.rfc4514_string()}, valid " in detail.stdout
+
+
+@pytest.mark.parametrize("ids", ["fqdn", "dn"])
 @pytest.mark.parametrize("initiator", ["charon", "espd"])
 @pytest.mark.parametrize("peer", [DEBIAN, STRONGSWAN6], ids=["5.9.8", "6.0.6"])
-def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, initiator):
+def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, initiator,
+                                                                ids):
+    """ids "dn": both sides identify by subject DN (ID_DER_ASN1_DN); espd's are written as
+    strongSwan writes them (C=..., CN=... last), its own local_id in RFC 4514 order."""
     if peer.unavailable():
         pytest.skip(peer.unavailable())
     topo = netns.Topology(tag=f"espd-{os.getpid()}-ct{secrets.randbelow(10**6)}", ipv6=False)
@@ -93,16 +132,22 @@ def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, 
         daemon = None
         try:
             _, root, sub, gwa, gwb, chain, _ = site(tmp, peer)
+            dn = ids == "dn"
             charon.load([site_to_site("b", None, local_auth="pubkey", remote_auth="pubkey",
-                                      local_id="gwb.ik.test", remote_id="gwa.ik.test",
+                                      local_id=gwb.subject if dn else "gwb.ik.test",
+                                      remote_id=gwa.subject if dn else "gwa.ik.test",
                                       local_certs=["gwb.pem"], remote_cacerts=["ca.pem"],
                                       proposals=["aes128gcm16-prfsha256-x25519"],
                                       esp_proposals=["aes128gcm16"])],
                         certs=[gwb.cert_path, sub.cert_path], cacerts=[root.cert_path],
                         keys=[gwb.key_path])
             path = tmp / "gwA.toml"
-            path.write_text(espd_config(tmp, str(chain), gwa.key_path, root.cert_path,
-                                        "manual" if initiator == "charon" else "on-demand"))
+            port = 20000 + (os.getpid() * 11 + secrets.randbelow(1000)) % 20000
+            path.write_text(espd_config(
+                tmp, str(chain), gwa.key_path, root.cert_path,
+                "manual" if initiator == "charon" else "on-demand", metrics=f"127.0.0.1:{port}",
+                local_id=f"dn:{gwa.cert.subject.rfc4514_string()}" if dn else None,
+                remote_id=f"dn:{gwb.subject}" if dn else "fqdn:gwb.ik.test"))
             daemon = netns.EspdProcess(topo.gw_a, str(path), str(tmp / "gwA.sock"),
                                        str(tmp / "gwA.log"), "gwA")
             daemon.start()
@@ -120,10 +165,13 @@ def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, 
                 if result.received == 3:
                     break
             assert result.received == 3, (result, daemon.log())
-            charon.wait_log(r"authentication of 'gwa.ik.test' with "
-                            r"(ECDSA_WITH_SHA256_DER|ECDSA-256 signature)\S* successful")
+            charon.wait_log(rf"authentication of '{gwa.subject if dn else 'gwa.ik.test'}' "
+                            r"with (ECDSA_WITH_SHA256_DER|ECDSA-256 signature)\S* successful")
             state = daemon.state()
-            assert state["ike"]["sas"][0]["peer_id"] == "fqdn:gwb.ik.test", state["ike"]
+            expected = (f"dn:{gwb.cert.subject.rfc4514_string()}" if dn
+                        else "fqdn:gwb.ik.test")
+            assert state["ike"]["sas"][0]["peer_id"] == expected, state["ike"]
+            check_certificates_shown(topo.gw_a, port, tmp / "gwA.sock", gwa, sub, root)
         finally:
             if daemon is not None:
                 status = daemon.stop()

@@ -5,7 +5,8 @@ IKE metrics (``espd_ike_*``) come from espd.ops.ike_metrics, and only from a dae
 runs the IKE engine; their names and labels are checked against that module's output now
 (tests/unit/test_ike_metric_names.py), and the scrape test demands all of them from any
 daemon whose scrape has one. FUTURE names metrics no module exports yet: each may be
-missing only while the module that will export it does not exist.
+missing only while the module that will export it does not exist. PER_CERTIFICATE metrics
+exist only where certificates are loaded.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ DASHBOARD = REPO / "contrib/grafana/espd-dashboard.json"
 RULES = REPO / "contrib/prometheus/espd-alerts.yml"
 IKE_PREFIX = "espd_ike_"
 
-# metric -> the module whose arrival makes it due
-FUTURE = {
-    "espd_certificate_expiry_seconds": "espd.ike.auth.certificates",
-}
+# metric -> the module whose arrival makes it due (none at the moment)
+FUTURE: dict[str, str] = {}
+# One series per loaded certificate: a daemon that loads none exports none of them. The
+# scrape test skips them on such a daemon; tests/netns/test_ike_certificates.py demands
+# them, with their labels and values, from one that loads certificates.
+PER_CERTIFICATE = {"espd_certificate_expiry_seconds"}
 
 _METRIC = re.compile(r"\bespd_[a-z0-9_]+")
 SELECTOR = re.compile(r"\b(espd_[a-z0-9_]+)\{([^}]*)\}")

@@ -451,4 +451,4 @@ def test_demo_hands_over_to_the_demo_module(monkeypatch: pytest.MonkeyPatch) -> 
                         raising=False)
     assert cli.main(["demo"]) == 3
     assert cli.main(["demo", "--keying", "ike", "--no-ipv6"]) == 3
-    assert seen == [["--keying", "both"], ["--keying", "ike", "--no-ipv6"]]
+    assert seen == [["--keying", "all"], ["--keying", "ike", "--no-ipv6"]]

@@ -247,11 +247,9 @@ def test_ios_isakmp_policy_is_mapped_onto_ikev2_with_a_warning():
 
 @pytest.mark.parametrize(("change", "expected"), [
     ((" authentication remote pre-share", " authentication remote rsa-sig"),
-     ["17: crypto ikev2 profile C2: 'authentication remote rsa-sig': certificate "
-      "authentication is not supported by espd yet; authenticate with a pre-shared key "
-      "('authentication pre-share' with 'crypto isakmp key KEY address PEER', or "
-      "'authentication local pre-share' and 'authentication remote pre-share' with a "
-      "'crypto ikev2 keyring')"]),
+     ["17: crypto ikev2 profile C2: authentication local pre-share and remote rsa-sig: "
+      "espd authenticates both ways alike; write 'authentication local rsa-sig' and "
+      "'authentication remote rsa-sig' (or pre-share for both)"]),
     ((" keyring local PEERS", " keyring local NOPE"),
      ["18: crypto ikev2 profile C2: keyring 'NOPE' is not defined; add 'crypto ikev2 keyring "
       "NOPE'",
@@ -309,6 +307,32 @@ def test_ike_limits_load_translate_and_refuse_out_of_range():
     bad = refusal_toml(text.replace("ike_sas = 100", "ike_sas = 0, cookies = 1"))
     assert any("ike.limits" in line and "cookies" in line for line in bad)
     assert any("ike_sas" in line for line in bad)
+
+
+def test_fragment_size_loads_translates_and_refuses_out_of_range():
+    assert ike_settings(parse_toml(TOML, "c.toml")).fragment_size == 1280  # charon's default
+    text = TOML.replace("lifetime = 28800\n", "lifetime = 28800\nfragment_size = 400\n", 1)
+    assert ike_settings(parse_toml(text, "c.toml")).fragment_size == 400
+    assert refusal_toml(text.replace("= 400", "= 100")) == [
+        "7: ike.fragment_size must be from 256 to 65535 bytes (an RFC 7383 fragment's whole IP "
+        "datagram), not 100; write e.g. 'fragment_size = 1280'"]
+    assert refusal_toml(text.replace("= 400", '= "big"'))[0].startswith("7: ike.fragment_size")
+
+
+def test_ios_crypto_ikev2_fragmentation_sets_the_fragment_size():
+    assert parse_ios(IOS, "r.ios").ike.fragment_size == 1280  # espd's default without it
+    assert "crypto ikev2 proposal MODERN\n" in IOS
+    with_mtu = IOS.replace("crypto ikev2 proposal MODERN\n",
+                           "crypto ikev2 fragmentation mtu 1000\ncrypto ikev2 proposal MODERN\n")
+    assert parse_ios(with_mtu, "r.ios").ike.fragment_size == 1000
+    bare = with_mtu.replace(" mtu 1000", "")
+    assert parse_ios(bare, "r.ios").ike.fragment_size == 576  # IOS's default
+    with pytest.raises(ConfigError) as e:
+        parse_ios(with_mtu.replace("mtu 1000", "mtu 100"), "r.ios")
+    assert [f"{p.where.line}: {p.message}" for p in e.value.problems] == [
+        "2: 'crypto ikev2 fragmentation mtu 100': write 'crypto ikev2 fragmentation' or "
+        "'crypto ikev2 fragmentation mtu N' with N from 256 to 1500 (bytes of each fragment's "
+        "IP datagram)"]
 
 
 # --- certificate authentication ([ike] certificate, private_key, ca, crl; auth) ----------

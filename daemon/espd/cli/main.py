@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import sys
+from pathlib import Path
 
 from espd import __version__
 from espd.config.load import load
@@ -74,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, command, text in (("map", "show_map", "show crypto map"),
                                 ("acl", "show_acl", "access lists with hit counts"),
                                 ("transform-set", "show_transform_set",
-                                 "show crypto ipsec transform-set")):
+                                 "show crypto ipsec transform-set"),
+                                ("certificates", "show_certificates",
+                                 "show crypto pki certificates: loaded, with expiry")):
         sub = what.add_parser(name, parents=[client], help=text)
         sub.set_defaults(func=_show_text, request=command)
 
@@ -112,11 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("--seq", type=int, default=10, metavar="N", help="crypto map seq")
     keygen.add_argument("--acl", default="101", metavar="NAME",
                         help="the access list the entries match (define it on both ends)")
+    keygen.add_argument("--pki", metavar="DIR", type=Path, help=(
+        "instead: write a lab CA and a certificate for each end into DIR (keys 0600, "
+        "nothing overwritten) and print each end's [ike] and [ike_peer] lines"))
+    keygen.add_argument("--name-a", default="gw-a.example", metavar="DNS",
+                        help="with --pki: end A's name (CN, SAN, IKE identity)")
+    keygen.add_argument("--name-b", default="gw-b.example", metavar="DNS",
+                        help="with --pki: end B's name")
     keygen.set_defaults(func=_keygen)
 
     demo = commands.add_parser("demo", help="two gateways in network namespaces (root)")
-    demo.add_argument("--keying", choices=("manual", "ike", "both"), default="both",
-                      help="keys written by hand, negotiated by IKEv2, or both in turn")
+    demo.add_argument("--keying", choices=("manual", "ike", "certificate", "both", "all"),
+                      default="all", help="keys written by hand, negotiated by IKEv2 with a "
+                      "pre-shared key or with certificates; both: the first two in turn; "
+                      "all (default): the three")
     demo.add_argument("--no-ipv6", action="store_true", help="IPv4 traffic only")
     demo.add_argument("--config-dir", metavar="DIR", help="where the demo configs are")
     demo.set_defaults(func=_demo)
@@ -368,6 +380,8 @@ def _keygen(args: argparse.Namespace) -> int:
         print(f"espd keygen: --peer-a {peers[0]} is IPv{peers[0].version} but --peer-b "
               f"{peers[1]} is IPv{peers[1].version}; use one IP version", file=sys.stderr)
         return 2
+    if args.pki is not None:
+        return _keygen_pki(args, peers)
     spi_a, spi_b = _spis()  # inbound SPI of end A, of end B
     key_a, key_b = _keys(transform), _keys(transform)  # what end A, end B receives with
     ends = [(peers[0], peers[1], (spi_a, key_a), (spi_b, key_b)),
@@ -381,6 +395,35 @@ def _keygen(args: argparse.Namespace) -> int:
     for local, peer, inbound, outbound in ends:
         print(f"\n{mark} ==== on {local} ====")
         print(render(args, transform, local, peer, inbound, outbound))
+    return 0
+
+
+def _keygen_pki(args: argparse.Namespace, peers: list) -> int:
+    from espd.cli import pki
+
+    for flag, name in (("--name-a", args.name_a), ("--name-b", args.name_b)):
+        if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+                            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*", name):
+            print(f"espd keygen: {flag} {name!r} is not a DNS name", file=sys.stderr)
+            return 2
+    if args.name_a.lower() == args.name_b.lower():
+        print(f"espd keygen: --name-a and --name-b are both {args.name_a}; give each end its "
+              f"own name", file=sys.stderr)
+        return 2
+    directory = args.pki.resolve()
+    a, b = pki.Gateway(args.name_a, peers[0]), pki.Gateway(args.name_b, peers[1])
+    try:
+        pki.make_pki(directory, a, b)
+    except pki.PkiError as e:
+        print(f"espd keygen: {e}", file=sys.stderr)
+        return 1
+    print(f"# espd keygen --pki: a lab CA and certificates for {a.name} ({a.address}) and "
+          f"{b.name} ({b.address})\n# in {directory}: {', '.join(pki.FILES)} (keys 0600; "
+          f"ca.key only signs, keep it away from the gateways).\n# Copy each end's .pem, "
+          f".key and ca.pem to it; each crypto map entry needs keying = \"ike\".")
+    for stem, me, other in (("gw-a", a, b), ("gw-b", b, a)):
+        print(f"\n# ==== on {me.name} ({me.address}) ====")
+        print(pki.ike_lines(directory, stem, other))
     return 0
 
 

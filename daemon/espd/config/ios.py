@@ -27,6 +27,7 @@ from espd.config.ios_ike import (
     KeyringMode,
     ProfileMode,
 )
+from espd.config.ios_pki import ChainMode, TrustpointMode
 from espd.config.ios_words import Ambiguous
 from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
@@ -119,6 +120,7 @@ _MODE_TREES: tuple[tuple[type, dict], ...] = (
     (IkeProposalMode, ios_words.IKEV2_PROPOSAL), (IkePolicyMode, ios_words.IKEV2_POLICY),
     (KeyringMode, ios_words.IKEV2_KEYRING), (ProfileMode, ios_words.IKEV2_PROFILE),
     (IsakmpPolicyMode, ios_words.ISAKMP_POLICY),
+    (TrustpointMode, ios_words.PKI_TRUSTPOINT), (ChainMode, ios_words.PKI_CHAIN),
 )
 
 
@@ -193,6 +195,9 @@ class _Importer:
     def line(self, words: list[str], indented: bool) -> None:
         """One command: of the current sub-mode if indented (as IOS prints it) or if IOS
         would take it as one (ios_words: what the sub-mode knows), else a global one."""
+        if self.ike.pki.in_chain(self.mode):  # a certificate's hex, up to its 'quit'
+            self.ike.pki.chain_line(self.mode, words)
+            return
         if words[0].lower() == "exit" and len(words) == 1:
             if isinstance(self.mode, KeyringMode) and self.mode.peer_open:
                 self.mode.peer_open = False  # IOS: from the keyring's peer to the keyring

@@ -3,13 +3,16 @@
 Read: ``crypto ikev2 proposal`` (encryption/integrity/prf/group), ``crypto ikev2 policy``
 (proposal), ``crypto ikev2 keyring`` (peer, address, pre-shared-key [local|remote],
 identity), ``crypto ikev2 profile`` (match identity remote, identity local, authentication
-local|remote pre-share, keyring local, lifetime, dpd), ``crypto ikev2 dpd``; and the IKEv1
-commands of older configs (the seed's): ``crypto isakmp policy N`` (encr|encryption, hash,
+local|remote pre-share, keyring local, lifetime, dpd), ``crypto ikev2 dpd``, ``crypto ikev2
+fragmentation [mtu N]``; and the IKEv1 commands of older configs (the seed's): ``crypto
+isakmp policy N`` (encr|encryption, hash,
 group, authentication, lifetime), ``crypto isakmp key KEY address PEER`` and ``crypto
 isakmp keepalive``. IKEv1 is deprecated (RFC 9395): espd speaks IKEv2 only, so an isakmp
 policy becomes an IKEv2 proposal, with a warning that the peer must speak IKEv2 too.
 Algorithms RFC 8247 forbids are refused with the replacement named (espd.ike.crypto.suites).
-Certificates (rsa-sig, ecdsa-sig, crypto ca / pki) are refused with a clear message.
+Certificates: an IKEv2 profile's ``authentication local|remote rsa-sig|ecdsa-sig`` and ``pki
+trustpoint NAME``, with the trustpoint and its chain read by ios_pki.py; an isakmp policy
+with ``rsa-sig`` (IOS's default) is refused with what to write.
 Keys are never echoed in messages.
 """
 
@@ -19,6 +22,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from itertools import product
 
+from espd.config.certificate_identity import certificate_identity
+from espd.config.ios_pki import ChainMode, IosPki, TrustpointMode
 from espd.config.model import (
     DEFAULT_IKE_LIFETIME,
     DEFAULT_IKE_PROPOSALS,
@@ -44,10 +49,11 @@ IKEV1_WARNING = ("IKEv1 is deprecated (RFC 9395) and espd speaks IKEv2 only: thi
                  "policy is offered as the IKEv2 proposal '{suite}'; the peer must speak IKEv2 "
                  "too (IOS: 'crypto ikev2 proposal', 'crypto ikev2 policy', 'crypto ikev2 "
                  "keyring' and 'crypto ikev2 profile')")
-CERT_REFUSAL = ("certificate authentication is not supported by espd yet; authenticate with "
-                "a pre-shared key ('authentication pre-share' with 'crypto isakmp key KEY "
-                "address PEER', or 'authentication local pre-share' and 'authentication "
-                "remote pre-share' with a 'crypto ikev2 keyring')")
+IOS_FRAGMENT_MTU = 576  # IOS's 'crypto ikev2 fragmentation' without 'mtu'
+CERT_REFUSAL = ("an isakmp policy maps onto IKEv2 with a pre-shared key only ('authentication "
+                "pre-share' with 'crypto isakmp key KEY address PEER'); for certificates "
+                "write a 'crypto ikev2 profile' with 'authentication local rsa-sig', "
+                "'authentication remote rsa-sig' and 'pki trustpoint NAME'")
 # IKEv1 isakmp words -> IKEv2 (strongSwan notation); IOS defaults: des, sha, group 1
 _ISAKMP_ENCR = {("aes",): "aes128", ("aes", "128"): "aes128", ("aes", "192"): "aes192",
                 ("aes", "256"): "aes256", ("des",): "des", ("3des",): "3des"}
@@ -101,6 +107,14 @@ class ProfileMode:
     keyring: tuple[str, Location] | None = None
     lifetime: int | None = None
     dpd: Dpd | None = None
+    local_dn: bool = False  # "identity local dn": the certificate's subject
+    authentication: dict[str, str] = field(default_factory=dict)  # local|remote -> method
+    authentication_where: Location | None = None  # the last 'authentication' line
+    trustpoint: tuple[str, Location] | None = None
+
+    def certificates(self) -> bool:
+        return bool(self.authentication) and all(
+            m in SIGNATURE_METHODS for m in self.authentication.values())
 
 
 @dataclass
@@ -115,7 +129,9 @@ class IsakmpPolicyMode:
     written: set[str] = field(default_factory=set)  # which of the above the config set
 
 
-IKE_MODES = (IkeProposalMode, IkePolicyMode, KeyringMode, ProfileMode, IsakmpPolicyMode)
+IKE_MODES = (IkeProposalMode, IkePolicyMode, KeyringMode, ProfileMode, IsakmpPolicyMode,
+             TrustpointMode, ChainMode)
+SIGNATURE_METHODS = ("rsa-sig", "ecdsa-sig")  # both: espd's RFC 7427 signature authentication
 
 
 class IosIke:
@@ -130,7 +146,10 @@ class IosIke:
         self.isakmp: dict[int, IsakmpPolicyMode] = {}
         self.isakmp_keys: list[KeyringPeer] = []
         self.keepalive: Dpd | None = None
+        self.fragment_size: int | None = None  # crypto ikev2 fragmentation [mtu N]
         self.warnings: list[Problem] = []
+        self.pki = IosPki(self)
+        self.credentials: tuple[object | None, object | None] = (None, None)
 
     @property
     def where(self) -> Location:
@@ -150,9 +169,8 @@ class IosIke:
             return True, self.ikev2(words[2:])
         if words[:2] == ["crypto", "isakmp"] and len(words) >= 3:
             return True, self.isakmp_command(words[2:])
-        if words[:2] in (["crypto", "ca"], ["crypto", "pki"]):
-            self.error(f"'{' '.join(words[:3])}': {CERT_REFUSAL}")
-            return True, None
+        if words[:2] in (["crypto", "ca"], ["crypto", "pki"]) and len(words) >= 3:
+            return True, self.pki.command(words)
         return False, None
 
     def ikev2(self, words: list[str]) -> object:
@@ -170,13 +188,31 @@ class IosIke:
         if what == "dpd" and len(words) >= 3:
             self.keepalive = self.dpd(words[1:], "crypto ikev2 dpd")
             return None
-        if what in ("cookie-challenge", "limit", "nat", "fragmentation", "window",
+        if what == "fragmentation":
+            self.fragment_size = self.fragmentation(words[1:])
+            return None
+        if what in ("cookie-challenge", "limit", "nat", "window",
                     "diagnose", "http-url", "redirect", "certificate-cache"):
             self.warn(f"'crypto ikev2 {what}' is not read by espd; it is ignored")
             return None
         self.error(f"'crypto ikev2 {' '.join(words[:2])}' is not supported; espd reads "
                    f"'crypto ikev2 proposal|policy|keyring|profile NAME' and 'crypto ikev2 "
                    f"dpd INTERVAL RETRY on-demand|periodic'")
+        return None
+
+    def fragmentation(self, words: list[str]) -> int | None:
+        """``crypto ikev2 fragmentation [mtu N]``: RFC 7383 fragments of N bytes (IOS's
+        default 576). espd offers fragmentation without the command too, at 1280 bytes."""
+        from espd.config.toml_ike import FRAGMENT_SIZE_MIN
+
+        if not words:
+            return IOS_FRAGMENT_MTU
+        if len(words) == 2 and words[0] == "mtu" and words[1].isdigit() and \
+                FRAGMENT_SIZE_MIN <= int(words[1]) <= 1500:
+            return int(words[1])
+        self.error(f"'crypto ikev2 fragmentation {' '.join(words)}': write 'crypto ikev2 "
+                   f"fragmentation' or 'crypto ikev2 fragmentation mtu N' with N from "
+                   f"{FRAGMENT_SIZE_MIN} to 1500 (bytes of each fragment's IP datagram)")
         return None
 
     def isakmp_command(self, words: list[str]) -> object:
@@ -261,6 +297,10 @@ class IosIke:
             self.profile_command(mode, words)
         elif isinstance(mode, IsakmpPolicyMode):
             self.isakmp_policy_command(mode, words)
+        elif isinstance(mode, TrustpointMode):
+            self.pki.trustpoint_command(mode, words)
+        elif isinstance(mode, ChainMode):
+            self.pki.chain_line(mode, words)
 
     def proposal_command(self, mode: IkeProposalMode, words: list[str]) -> None:
         name = f"crypto ikev2 proposal {mode.name}"
@@ -363,12 +403,19 @@ class IosIke:
                     mode.remote_addresses.append(address)
             else:
                 mode.remote_id = self.identity(words[3:5], f"{name}: match identity remote")
+        elif words == ["identity", "local", "dn"]:
+            mode.local_dn = True
         elif words[:2] == ["identity", "local"] and len(words) == 4:
             mode.local_id = self.identity(words[2:], f"{name}: identity local")
         elif words[0] == "authentication" and len(words) == 3 and words[1] in ("local",
                                                                               "remote"):
-            if words[2] != "pre-share":
-                self.error(f"{name}: '{text}': {CERT_REFUSAL}")
+            if words[2] not in ("pre-share", *SIGNATURE_METHODS):
+                self.error(f"{name}: '{text}': write 'authentication {words[1]} pre-share', "
+                           f"'rsa-sig' or 'ecdsa-sig'")
+            mode.authentication[words[1]] = words[2]
+            mode.authentication_where = self.where
+        elif words[:2] == ["pki", "trustpoint"] and len(words) in (3, 4):
+            mode.trustpoint = words[2], self.where
         elif words[:2] == ["keyring", "local"] and len(words) == 3:
             mode.keyring = words[2], self.where
         elif words[0] == "lifetime" and len(words) == 2 and words[1].isdigit() and (
@@ -425,8 +472,33 @@ class IosIke:
                 dpd = profile.dpd
         if not self.ikev2_suites() and self.isakmp:
             lifetime = min(p.lifetime for p in self.isakmp.values())
+        self.credentials = self.certificate(profiles_used)
+        own, trust = self.credentials
         return IkeSettings(proposals=tuple(dict.fromkeys(suites)), lifetime=lifetime,
-                           dpd=dpd or Dpd())
+                           dpd=dpd or Dpd(), certificate=own, trust=trust,
+                           fragment_size=self.fragment_size or IkeSettings().fragment_size)
+
+    def certificate(self, profiles_used: list[str]) -> tuple[object | None, object | None]:
+        """Our certificate and trusted CAs, from the one trustpoint the profiles in use
+        that authenticate with signatures name (espd holds one certificate)."""
+        named = {}
+        for name in dict.fromkeys(profiles_used):
+            profile = self.profiles.get(name)
+            if profile is None or not profile.certificates():
+                continue
+            if profile.trustpoint is None:
+                self.error(f"crypto ikev2 profile {name}: authentication with signatures "
+                           f"needs 'pki trustpoint NAME'", profile.where)
+                continue
+            named.setdefault(profile.trustpoint[0], profile.trustpoint[1])
+        if len(named) > 1:
+            self.error(f"the IKEv2 profiles in use name trustpoints {', '.join(named)}: espd "
+                       f"holds one certificate; name the same trustpoint in each",
+                       list(named.values())[1])
+            return None, None
+        for trustpoint, where in named.items():
+            return self.pki.credentials(trustpoint, where, self.importer.path)
+        return None, None
 
     def ikev2_suites(self) -> list[str]:
         order: list[IkeProposalMode] = []
@@ -541,6 +613,10 @@ class IosIke:
                 self.error(f"crypto ikev2 profile {profile.name}: keyring '{name}' is not "
                            f"defined; add 'crypto ikev2 keyring {name}'",
                            profile.keyring[1] if profile.keyring else profile.where)
+        for name in dict.fromkeys(profiles_used):
+            profile = self.profiles.get(name)
+            if profile is not None and profile.authentication:
+                out += self.certificate_peers(profile)
         for ring in self.keyrings.values():
             profile = keyrings.get(ring.name)
             if profiles_used and profile is None:
@@ -550,6 +626,40 @@ class IosIke:
                 if made:
                     out.append(made)
         return out
+
+    def certificate_peers(self, profile: ProfileMode) -> list[IkePeer]:
+        """One certificate-authenticated peer per 'match identity remote address' of a
+        profile with 'authentication local|remote rsa-sig|ecdsa-sig'."""
+        name = f"crypto ikev2 profile {profile.name}"
+        methods = profile.authentication
+        if not profile.certificates():
+            if any(m in SIGNATURE_METHODS for m in methods.values()):
+                self.error(f"{name}: authentication local {methods.get('local', '(none)')} "
+                           f"and remote {methods.get('remote', '(none)')}: espd "
+                           f"authenticates both ways alike; write 'authentication local "
+                           f"rsa-sig' and 'authentication remote rsa-sig' (or pre-share "
+                           f"for both)", profile.authentication_where)
+            return []
+        if len(methods) != 2:
+            self.error(f"{name}: write both 'authentication local rsa-sig' and "
+                       f"'authentication remote rsa-sig'", profile.authentication_where)
+            return []
+        own = self.credentials[0]
+        if own is None:
+            return []  # certificate() said why
+        if not profile.remote_addresses:
+            self.error(f"{name}: certificate authentication needs 'match identity remote "
+                       f"address A' (espd matches IKE peers by address)", profile.where)
+            return []
+        written = (IkeIdentity("dn", own.certificate.subject.rfc4514_string())  # type: ignore
+                   if profile.local_dn else profile.local_id)
+        local_id, problem = certificate_identity(own.certificate, written)  # type: ignore
+        if problem:
+            self.error(f"{name}: identity local {problem}", profile.where)
+            return []
+        return [IkePeer(f"{profile.name}/{address}", address, bytearray(), bytearray(),
+                        local_id, profile.remote_id, profile.where, auth="certificate")
+                for address in profile.remote_addresses]
 
     def keyring_peer(self, ring: KeyringMode, peer: KeyringPeer,
                      profile: ProfileMode | None) -> IkePeer | None:

@@ -25,7 +25,7 @@ _SESSION_KEY_PAIR.update({"cipher": {ARG: _SESSION_KEY_PAIR},
                           "authenticator": {ARG: _SESSION_KEY_PAIR}})
 _SESSION_KEY = {"esp": {ARG: _SESSION_KEY_PAIR}, "ah": REST}
 _ACL_RULE = {"permit": REST, "deny": REST, "remark": REST}
-_IDENTITY = {"address": REST, "fqdn": REST, "email": REST, "key-id": REST}
+_IDENTITY = {"address": REST, "fqdn": REST, "email": REST, "key-id": REST, "dn": END}
 _AUTHENTICATION = {"pre-share": END, "rsa-sig": END, "ecdsa-sig": END}
 
 GLOBAL = {
@@ -43,7 +43,9 @@ GLOBAL = {
         "isakmp": {w: REST for w in ("policy", "key", "keepalive", "identity", "nat",
                                      "invalid-spi-recovery", "aggressive-mode")},
         "ca": REST,
-        "pki": REST,
+        "pki": {"trustpoint": {ARG: END}, "certificate": {"chain": {ARG: END}, "map": REST},
+                **{w: REST for w in ("token", "server", "profile", "crl", "import",
+                                     "export", "authenticate", "enroll")}},
     },
     "interface": REST,
     "configure": {"terminal": END},  # a pasted config's first line
@@ -88,9 +90,16 @@ IKEV2_PROFILE = {
     "lifetime": REST,
     "dpd": REST,
     "description": REST,
-    **{w: REST for w in ("aaa", "config-exchange", "ivrf", "nat", "pki", "redirect",
+    "pki": {"trustpoint": REST},
+    **{w: REST for w in ("aaa", "config-exchange", "ivrf", "nat", "redirect",
                          "virtual-template")},  # IOS's: espd refuses them
 }
+PKI_TRUSTPOINT = {w: REST for w in ("enrollment", "revocation-check", "rsakeypair",
+                                    "eckeypair", "subject-name", "subject-alt-name", "fqdn",
+                                    "ip-address", "serial-number", "password", "usage",
+                                    "auto-enroll", "hash", "description", "chain-validation",
+                                    "crl", "ocsp", "match", "source")}
+PKI_CHAIN = {"certificate": {"ca": REST, ARG: END}, "quit": END}
 ISAKMP_POLICY = {
     "encryption": {"aes": REST, "des": END, "3des": END},  # IOS prints it as "encr"
     "hash": {w: END for w in ("sha", "md5", "sha256", "sha384", "sha512")},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import time
 from dataclasses import dataclass, field
 
 from espd.config.transforms import INTEG_SHA1_96, RECOMMENDED, Transform
@@ -251,7 +252,7 @@ class Settings:
 DEFAULT_IKE_PROPOSALS = ("aes256gcm16-prfsha384-x25519", "aes128gcm16-prfsha256-ecp256",
                          "aes256-sha256-prfsha256-modp2048")
 DEFAULT_IKE_LIFETIME = 86400  # IOS "crypto ikev2 profile ... lifetime" default
-IDENTITY_KINDS = ("ipv4", "ipv6", "fqdn", "rfc822", "key-id")
+IDENTITY_KINDS = ("ipv4", "ipv6", "fqdn", "rfc822", "key-id", "dn")
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,8 @@ class IkeIdentity:
 
 
 def parse_identity(text: str) -> IkeIdentity:
-    """``fqdn:gw.example``, ``rfc822:ops@example``, ``key-id:0a1b``, ``ipv4:192.0.2.1``, or
+    """``fqdn:gw.example``, ``rfc822:ops@example``, ``key-id:0a1b``, ``ipv4:192.0.2.1``,
+    ``dn:CN=gw,O=Example,C=CH`` (a subject DN, RFC 4514 or as strongSwan writes it), or
     bare: an address (ipv4/ipv6), a name with '@' (rfc822), else a host name (fqdn).
     Raises ValueError with what to write."""
     kind, sep, value = text.partition(":")
@@ -291,6 +293,10 @@ def parse_identity(text: str) -> IkeIdentity:
             return IkeIdentity(kind, str(address))
         if kind == "key-id" and not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", value):
             raise ValueError("a key-id is written in hex, e.g. 'key-id:0a1b2c'")
+        if kind == "dn":
+            from espd.ike.auth.names import parse_dn
+
+            return IkeIdentity(kind, parse_dn(value).rfc4514_string())
         if not value or len(value) > 255:
             raise ValueError(f"the {kind} identity must have 1-255 characters")
         return IkeIdentity(kind, value)
@@ -350,6 +356,7 @@ class IkeSettings:
     retransmit_timeout: float = 1.0
     retransmit_tries: int = 5
     limits: IkeLimits = IkeLimits()
+    fragment_size: int = 1280  # RFC 7383: IP bytes per IKE fragment (charon's default)
     key_log: str | None = None  # opt-in Wireshark key log (0600); None: none
     where: Location = field(default=Location("<string>"), compare=False)
     # certificate authentication (espd.ike.auth.certificates): ours, and the CAs we trust
@@ -433,6 +440,7 @@ def assemble(
 ) -> Config:
     """Check what spans crypto map entries, then build the Config; raise ConfigError."""
     from espd.config.traps import acl_warnings  # it builds on this module's classes
+    from espd.ike.auth.inventory import certificate_inventory, expiry_warnings
 
     problems: list[Problem] = []
     found_warnings = list(warnings)
@@ -493,6 +501,8 @@ def assemble(
             if rule.action == "permit" and (rule.src.is_any or rule.dst.is_any):
                 found_warnings.append(Problem(rule.where, f"access list {name} {ANY_WARNING}"))
     found_warnings.extend(acl_warnings(access_lists, crypto_maps))
+    found_warnings.extend(Problem(ike.where, text) for text in expiry_warnings(
+        certificate_inventory(ike.certificate, ike.trust), time.time()))
     problems.extend(_check_ike_peers(ike_peers))
     referenced_sets = {t for e in crypto_maps for t in e.transform_sets}
     for name in sorted(referenced_sets & transform_sets.keys()):

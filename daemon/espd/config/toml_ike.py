@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from espd.config.certificate_identity import certificate_identity
 from espd.config.ike_algorithms import parse_group_name
 from espd.config.key_files import KeyFileError, read_private_key_file, read_secret_file
 from espd.config.model import (
@@ -30,7 +31,7 @@ from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
     "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log", "certificate",
-            "private_key", "ca", "crl"),
+            "private_key", "ca", "crl", "fragment_size"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
                "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
@@ -41,6 +42,9 @@ IKE_KNOWN: dict[str, tuple[str, ...]] = {
 PSK_MIN = 8  # bytes; a shorter secret falls to an offline dictionary attack in seconds
 PSK_MAX = 1024
 PKI_FILE_MAX = 1 << 20  # a certificate, CA bundle or CRL file
+# [ike] fragment_size: below 256 bytes an IPv6 fragment with the largest IV and ICV holds
+# about 100 bytes of payload, too few for a certificate chain in 64 fragments
+FRAGMENT_SIZE_MIN, FRAGMENT_SIZE_MAX = 256, 65535
 
 
 class IkeSchema:
@@ -81,6 +85,9 @@ class IkeSchema:
         tries = self.integer(retransmit, path + ("retransmit", "tries"), 1, 20, "5",
                              default.retransmit_tries)
         limits = self.limits(self.table(raw, path + ("limits",)), path + ("limits",))
+        fragment_size = self.integer(
+            raw, path + ("fragment_size",), FRAGMENT_SIZE_MIN, FRAGMENT_SIZE_MAX, "1280",
+            default.fragment_size, " bytes (an RFC 7383 fragment's whole IP datagram)")
         key_log = None
         if "key_log" in raw:
             key_log = self.absolute(raw, path + ("key_log",), "/var/lib/espd/ike-keys.log")
@@ -93,6 +100,7 @@ class IkeSchema:
             retransmit_timeout=float(timeout or default.retransmit_timeout),
             retransmit_tries=tries or default.retransmit_tries,
             limits=limits,
+            fragment_size=fragment_size or default.fragment_size,
             key_log=key_log,
             where=self.where(path),  # type: ignore[attr-defined]
             certificate=certificate,
@@ -289,14 +297,9 @@ class IkeSchema:
                                              f"espd's certificate: set 'certificate', "
                                              f"'private_key' and 'ca' in [ike]")
             return None
-        cert = own.certificate
-        if local_id is None:
-            local_id = _identity_of_certificate(cert)
-        elif not certificates.identity_matches(cert, local_id.kind, local_id.value):
-            self.error(path + ("local_id",), f"ike_peer.{name}: local_id {local_id} is not "
-                                             f"in espd's certificate "
-                                             f"({certificates.describe(cert)}); write one "
-                                             f"it names, or leave local_id out")
+        local_id, problem = certificate_identity(own.certificate, local_id)
+        if problem:
+            self.error(path + ("local_id",), f"ike_peer.{name}: local_id {problem}")
         if len(self.problems) != before or address is None or local_id is None:  # type: ignore
             return None
         return IkePeer(name, address, bytearray(), bytearray(), local_id, remote_id,
@@ -347,26 +350,3 @@ class IkeSchema:
                 f"exchange), e.g. from 'head -c 24 /dev/urandom | base64'"))
             return None
         return secret
-
-
-def _identity_of_certificate(cert) -> IkeIdentity | None:
-    """The identity espd claims with ``cert`` when local_id is not written: the first
-    subjectAltName (DNS name, IP address, e-mail), else the CN as a host name."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    try:
-        for name in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value:
-            if isinstance(name, x509.DNSName):
-                return IkeIdentity("fqdn", name.value)
-            if isinstance(name, x509.IPAddress) and isinstance(
-                    name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                return IkeIdentity(f"ipv{name.value.version}", str(name.value))
-            if isinstance(name, x509.RFC822Name):
-                return IkeIdentity("rfc822", name.value)
-    except x509.ExtensionNotFound:
-        pass
-    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return IkeIdentity("fqdn", str(cn[0].value)) if cn else None

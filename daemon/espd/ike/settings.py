@@ -26,6 +26,8 @@ REKEY_JITTER = 0.05  # ...minus up to 5% more, at random, so both ends rarely co
 HALF_OPEN_TIMEOUT = 30.0  # seconds an IKE SA may stay unauthenticated
 RETRANSMIT_TIMEOUT = 1.0  # first retransmission after this many seconds, then doubling
 RETRANSMIT_TRIES = 5  # requests sent in all before the peer is declared dead
+FRAGMENT_SIZE = 1280  # bytes of IP datagram per RFC 7383 fragment (charon's default)
+FRAGMENT_TIMEOUT = 30.0  # seconds an incomplete fragmented message is kept
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ class IkeProposal:
 
 @dataclass(frozen=True)
 class Identity:
-    """An IKE identity (RFC 7296 3.5): ``kind`` is ipv4 | ipv6 | fqdn | rfc822 | key-id.
+    """An IKE identity (RFC 7296 3.5): ``kind`` is ipv4 | ipv6 | fqdn | rfc822 | key-id | dn.
 
-    For ipv4/ipv6 ``value`` is the address text, for key-id hex digits, else the name.
+    For ipv4/ipv6 ``value`` is the address text, for key-id hex digits, for dn the RFC 4514
+    text of the name, else the name.
     """
 
     kind: str
@@ -169,6 +172,9 @@ class IkeSettings:
     key_log: str | None = None  # path of the Wireshark key log; None (default): none
     port: int = 500  # our IKE port (4500 is the data plane's)
     nat_port: int = 4500
+    # RFC 7383: larger encrypted messages go out in fragments of at most this many IP bytes
+    fragment_size: int = FRAGMENT_SIZE
+    fragment_timeout: float = FRAGMENT_TIMEOUT
     certificate: OwnCertificate | None = None  # ours, for peers with auth = "certificate"
     trust: TrustStore | None = None  # the CAs (and CRLs) their certificates chain to
 

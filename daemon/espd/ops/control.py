@@ -241,12 +241,15 @@ def make_handler(
                 current = state()
                 return {"ok": True, "text": show.render_sa(current),
                         "sas": show.sa_json(current)}
-            if command in ("show_ike_proposal", "show_transform_set"):
+            if command in ("show_ike_proposal", "show_transform_set", "show_certificates"):
                 from espd.ops import show_ike
 
-                render = (show_ike.render_ike_proposal if command == "show_ike_proposal"
-                          else show_ike.render_transform_set)
-                return {"ok": True, "text": render(state())}
+                render = {"show_ike_proposal": show_ike.render_ike_proposal,
+                          "show_transform_set": show_ike.render_transform_set,
+                          "show_certificates": show_ike.render_certificates}[command]
+                current = state()
+                return {"ok": True, "text": render(current),
+                        "certificates": current.get("certificates", [])}
             if command in ("initiate", "clear_ike_sa", "clear_sa") and act is not None:
                 return act(command, request)  # {"ok": ..., "done"|"error": ...}
             if command == "show_ike_sa":
@@ -272,8 +275,8 @@ def make_handler(
                     f"problem{'s' if count != 1 else ''}",
                     "errors": [str(p) for p in e.problems]}
         known = ("state, show_sa, show_ike_sa, show_ike_proposal, show_transform_set, "
-                 "show_map, show_acl, stats, reload, plan_diff, initiate, clear_ike_sa, "
-                 "clear_sa")
+                 "show_certificates, show_map, show_acl, stats, reload, plan_diff, initiate, "
+                 "clear_ike_sa, clear_sa")
         return _refusal(f"unknown command {command!r}; known: {known}")
 
     return handle

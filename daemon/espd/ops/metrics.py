@@ -9,6 +9,7 @@ or not, so that ``rate()`` sees a counter's first increment.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -56,6 +57,7 @@ class StateCollector:
         yield _acl_hits(state.get("acls", []))
         yield from _daemon_metrics(state)
         yield from ike_metrics(state.get("ike"))
+        yield _certificate_expiry(state.get("certificates", []))
 
 
 def _sa_metrics(sas: list[dict]) -> Iterator[Metric]:
@@ -114,6 +116,20 @@ def _acl_hits(acls: list[dict]) -> Metric:
     for acl in acls:
         family.add_metric([str(acl["acl"]), str(acl["index"]), str(acl["map"]),
                            str(acl["seq"])], acl.get("hits", 0))
+    return family
+
+
+def _certificate_expiry(certificates: list[dict]) -> Metric:
+    """Seconds to each loaded certificate's notAfter (negative once expired), at scrape
+    time; only public facts (subject, role, serial) as labels."""
+    family = GaugeMetricFamily(
+        "espd_certificate_expiry_seconds",
+        "Seconds until a loaded certificate's notAfter (negative once expired).",
+        labels=["subject", "role", "serial"])
+    now = time.time()
+    for cert in certificates:
+        family.add_metric([cert["subject"], cert["role"], cert["serial"]],
+                          round(cert["not_after"] - now))
     return family
 
 

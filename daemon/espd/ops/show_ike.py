@@ -1,10 +1,14 @@
-"""``show ike sa [--detail]`` in the shape of IOS ``show crypto ikev2 sa [detailed]``.
+"""``show ike sa [--detail]`` in the shape of IOS ``show crypto ikev2 sa [detailed]``, and
+the IKE configuration's shows: proposals, transform sets, certificates.
 
 A pure function of the STATE's ``ike_sas`` list (espd.ike.engine.view.as_state); it holds
 no keys, so nothing here could print one.
 """
 
 from __future__ import annotations
+
+import datetime
+import time
 
 _STATUS = {"established": "READY", "rekeying": "READY (rekeying)", "deleting": "DELETE",
            "init-sent": "IN-NEG", "init-done": "IN-NEG", "auth-sent": "IN-NEG"}
@@ -18,13 +22,22 @@ def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
     for sa in ike_sas:
         lines.append(f"{sa['tunnel_id']:<10}{_slash(sa['local']):<24}"
                      f"{_slash(sa['remote']):<24}{_STATUS.get(sa['state'], sa['state'])}")
-        lines.append(f"      Suite: {sa['suite'] or '-'}, Auth sign: PSK, Auth verify: PSK")
+        auth = "PSK" if sa.get("auth", "psk") == "psk" else "CERT (RFC 7427 signature)"
+        lines.append(f"      Suite: {sa['suite'] or '-'}, Auth sign: {auth}, "
+                     f"Auth verify: {auth}")
         lines.append(f"      Life/Active Time: {sa['lifetime']}/{int(sa['active'])} sec")
         if detail:
             lines.append(f"      Local spi: {_local_spi(sa)}       Remote spi: "
                          f"{_remote_spi(sa)}")
             lines.append(f"      Remote id: {sa['peer_id'] or '-'}, role: {sa['role']}"
-                         f"{', NAT-T detected' if sa['nat'] else ''}")
+                         f"{', NAT-T detected' if sa['nat'] else ''}"
+                         f"{', fragmentation' if sa.get('fragmentation') else ''}")
+            cert = sa.get("peer_certificate")
+            if cert:
+                lines.append(f"      Remote certificate: {cert['subject']}, serial "
+                             f"{cert['serial']}")
+                lines.append(f"          issuer {cert['issuer']}, valid "
+                             f"{_utc(cert['not_before'])} to {_utc(cert['not_after'])}")
             for child in sa["children"]:
                 lines.append(f"      Child sa: {child['entry'][0]} {child['entry'][1]}, "
                              f"spi in 0x{child['spi_in']:08X} out 0x{child['spi_out']:08X}, "
@@ -81,3 +94,52 @@ def render_transform_set(state: dict) -> str:
         lines += [f"Transform set {tset['name']}: {{ {tset['transform']} }}",
                   f"   will negotiate = {{ {tset['mode'].capitalize()},  }},", ""]
     return "\n".join(lines) or "no transform sets\n"
+
+
+def render_certificates(state: dict, now: float | None = None) -> str:
+    """``show certificates``: IOS ``show crypto pki certificates``, ours first, then the
+    intermediates we send, then the CAs we trust with their CRLs; status at this moment."""
+    from espd.ike.auth.inventory import EXPIRY_WARNING_DAYS
+
+    now = time.time() if now is None else now
+    certificates = state.get("certificates", [])
+    if not certificates:
+        return "no certificates loaded (the configuration's [ike] has no certificate)\n"
+    title = {"local": "Certificate", "intermediate": "Intermediate CA Certificate (sent)",
+             "ca": "CA Certificate (trusted)"}
+    lines = []
+    for cert in certificates:
+        left = cert["not_after"] - now
+        if left < 0:
+            status = f"Expired {_span(-left)} ago"
+        elif cert["not_before"] > now:
+            status = f"Not yet valid (for {_span(cert['not_before'] - now)})"
+        elif left < EXPIRY_WARNING_DAYS * 86400:
+            status = f"Available, expires in {_span(left)}: renew it"
+        else:
+            status = f"Available, expires in {_span(left)}"
+        lines += [title[cert["role"]],
+                  f"  Status: {status}",
+                  f"  Certificate Serial Number (hex): {cert['serial']}",
+                  f"  Subject: {cert['subject']}",
+                  f"  Issuer:  {cert['issuer']}"]
+        if cert["san"]:
+            lines.append(f"  Subject Alternative Names: {', '.join(cert['san'])}")
+        lines += [f"  Public key: {cert['key']}",
+                  f"  Validity: {_utc(cert['not_before'])} to {_utc(cert['not_after'])}"]
+        for crl in cert.get("crls", ()):
+            nxt = crl["next_update"]
+            due = "" if nxt is None else (f", next update {_utc(nxt)}"
+                                          + (" (overdue)" if nxt < now else ""))
+            lines.append(f"  CRL: {crl['revoked']} revoked, issued {_utc(crl['last_update'])}"
+                         f"{due}")
+    return "\n".join(lines) + "\n"
+
+
+def _utc(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _span(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    return f"{days} d {rest // 3600} h" if days else f"{rest // 3600} h {rest % 3600 // 60} min"

@@ -34,6 +34,7 @@ def ike_settings(config: Config) -> ike.IkeSettings | None:
         retransmit_timeout=s.retransmit_timeout,
         retransmit_tries=s.retransmit_tries,
         limits=ike.Limits(**asdict(s.limits)),
+        fragment_size=s.fragment_size,
         key_log=s.key_log,
         certificate=s.certificate,  # type: ignore[arg-type]
         trust=s.trust,  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from espd import __version__
 from espd.config.model import AddressMatch, Config, PortRange
+from espd.ike.auth.inventory import certificate_inventory
 from espd.keying.owner import SaView
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ def state(daemon: Daemon, view: View) -> dict:
         "io": dp.io_stats(), "drops": dp.global_drops(),
         "maps": maps_state(view.config), "sas": sas, "acls": acls,
         "ike_config": ike_config_state(view.config),
+        "certificates": certificate_inventory(view.config.ike.certificate,
+                                              view.config.ike.trust),
         **({"ike": daemon.ike_state} if daemon.ike_state is not None else {}),
     }
 

@@ -56,6 +56,11 @@ async def negotiate(a_settings, b_settings) -> Outcome:
     try:
         await until(lambda: (a.owner.live() and b.owner.live()) or sa.state ==
                     IkeState.DELETED, timeout=5)
+        if sa.state == IkeState.DELETED:  # the responder installed before we refused it:
+            try:                          # our DELETE is on its way to it
+                await until(lambda: not b.owner.live(), timeout=2)
+            except AssertionError:
+                pass  # Outcome.children says it stayed
         return Outcome(a, b, sa)
     finally:
         a.engine.close()
@@ -181,3 +186,66 @@ def test_a_key_that_is_not_the_certificates_is_refused_at_load(pki):
     gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
     with pytest.raises(CertificateError, match="does not belong to the certificate"):
         own_certificate([gwa.cert], gwb.key, "gwa.pem")
+
+
+@pytest.mark.parametrize("spelling", ["rfc4514", "strongswan"])
+def test_distinguished_name_identities_establish_in_either_spelling(pki, spelling):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
+    trust = TrustStore((ca.cert,))
+    dn_b = gwb.cert.subject.rfc4514_string() if spelling == "rfc4514" else gwb.subject
+    a, b = cert_settings(own(gwa), own(gwb), trust, trust)
+    a = replace(a, peers=(replace(a.peers[0], local_id=Identity(
+        "dn", gwa.cert.subject.rfc4514_string()), remote_id=Identity("dn", dn_b)),))
+    b = replace(b, peers=(replace(b.peers[0], local_id=Identity(
+        "dn", gwb.cert.subject.rfc4514_string()), remote_id=Identity("dn", gwa.subject)),))
+    got = asyncio.run(negotiate(a, b))
+    assert got.state == IkeState.ESTABLISHED and got.children == (1, 1)
+    assert str(got.peer_id) == f"dn:{gwb.cert.subject.rfc4514_string()}"
+
+
+def test_a_distinguished_name_the_certificate_does_not_carry_is_refused(pki, caplog):
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
+    trust = TrustStore((ca.cert,))
+    a, b = cert_settings(own(gwa), own(gwb), trust, trust)
+    # gwb claims gwa's DN: its certificate does not name it
+    b = replace(b, peers=(replace(b.peers[0], local_id=Identity(
+        "dn", gwa.cert.subject.rfc4514_string())),))
+    a = replace(a, peers=(replace(a.peers[0], remote_id=Identity(
+        "dn", gwa.cert.subject.rfc4514_string())),))
+    got = asyncio.run(negotiate(a, b))
+    assert got.state == IkeState.DELETED and got.children == (0, 0)
+    assert "does not name it" in caplog.text
+
+
+def test_dn_identities_match_the_subject_or_a_directory_name(pki):
+    ca = pki.ca()
+    gw = pki.gateway("gw.example", ca)
+    subject = gw.cert.subject.rfc4514_string()
+    assert identity_matches(gw.cert, "dn", subject)
+    assert identity_matches(gw.cert, "dn", gw.subject)  # C=..., O=..., CN=... (strongSwan)
+    assert not identity_matches(gw.cert, "dn", "CN=gw.example,O=espd test,C=DE")
+    assert not identity_matches(gw.cert, "dn", "CN=gw.example")  # a part is not the name
+
+
+def test_show_ike_sa_detail_names_the_peers_verified_certificate(pki):
+    from dataclasses import asdict
+
+    from espd.ike.engine.view import ike_sa_view
+    from espd.ops.show_ike import render_ike_sa
+
+    ca = pki.ca()
+    gwa, gwb = pki.gateway("gwa", ca), pki.gateway("gwb", ca)
+    trust = TrustStore((ca.cert,))
+    got = asyncio.run(negotiate(*cert_settings(own(gwa), own(gwb), trust, trust)))
+    assert got.state == IkeState.ESTABLISHED
+    view = ike_sa_view(got.sa, 0.0, 3600)
+    assert view.auth == "certificate"
+    assert view.peer_certificate["serial"] == f"{gwb.cert.serial_number:X}"
+    assert view.peer_certificate["issuer"] == ca.cert.subject.rfc4514_string()
+    text = render_ike_sa([asdict(view)], detail=True)
+    assert "Auth sign: CERT (RFC 7427 signature), Auth verify: CERT" in text
+    assert f"Remote certificate: {gwb.cert.subject.rfc4514_string()}, serial " \
+           f"{gwb.cert.serial_number:X}" in text
+    assert f"issuer {ca.cert.subject.rfc4514_string()}, valid " in text

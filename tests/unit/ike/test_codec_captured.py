@@ -85,8 +85,9 @@ def cipher_for(run: str, raw: bytes) -> CapturedCbcHmac:
 
 
 def test_the_captures_are_all_there():
-    assert len(MESSAGES) == 48
-    assert {p.name.rsplit("-", 3)[0] for p in MESSAGES} == {"psk-trap", "cert", "cookie", "ke-frag"}
+    assert len(MESSAGES) == 56
+    assert {p.name.rsplit("-", 3)[0] for p in MESSAGES} == {"psk-trap", "cert", "cookie", "ke-frag",
+                                                            "frag"}
 
 
 @pytest.mark.parametrize("path", MESSAGES, ids=lambda p: p.name)

@@ -56,4 +56,6 @@ def test_show_ike_sa_in_the_ios_shape():
     detail = render_ike_sa(state, detail=True)
     assert sa.spi_i.hex().upper() in detail and "esp-gcm 256 tunnel" in detail
     assert "remote selector 10.2.0.0/16" in detail
+    assert "role: initiator, fragmentation" in detail  # RFC 7383 negotiated
+    assert "fragmentation" not in render_ike_sa([{**state[0], "fragmentation": False}], True)
     assert "no IKE SAs" in render_ike_sa([])

@@ -3,13 +3,15 @@
  [hostA 10.1.0.10] -- [10.1.0.1 gwA 192.0.2.1] ==ESP== [192.0.2.2 gwB 10.2.0.1] -- [10.2.0.10 hostB]
   fd00:1::10          fd00:1::1    fd00:ff::1          fd00:ff::2   fd00:2::1          fd00:2::10
 
-It builds the four namespaces and runs the tunnel twice: first keyed by hand
-(config/demo/gateway-{a,b}.toml), then keyed by IKEv2 (gateway-{a,b}-ike.toml: the first
-packet negotiates the SAs with a pre-shared key). Each time it starts one real ``espd run``
-per gateway with per-run copies of the configs, pings and transfers data both ways
-through the tunnel, prints ``espd show sa`` (and ``espd show ike sa``) and an excerpt of
-the metrics, and stops the daemons. It removes everything it created, also on failure or
-Ctrl-C. Exit status 0 only if traffic passed both ways, both times.
+It builds the four namespaces and runs the tunnel three times: keyed by hand
+(config/demo/gateway-{a,b}.toml), by IKEv2 with a pre-shared key (gateway-{a,b}-ike.toml:
+the first packet negotiates the SAs), and by IKEv2 with certificates (gateway-{a,b}-
+cert.toml, with a lab CA that ``espd keygen --pki`` makes for the run). Each time it
+starts one real ``espd run`` per gateway with per-run copies of the configs, pings and
+transfers data both ways through the tunnel, prints ``espd show sa`` (and ``espd show ike
+sa``) and an excerpt of the metrics, and stops the daemons. It removes everything it
+created, also on failure or Ctrl-C. Exit status 0 only if traffic passed both ways, every
+time.
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ from pathlib import Path
 from espd.cli.demo import namespaces
 from espd.cli.demo.gateway import EspdProcess, EspdProcessError, with_daemon_settings
 from espd.cli.demo.namespaces import Topology
+from espd.cli.pki import PkiError
 
 STEPS = 5  # per keying
 KEYINGS = {"manual": ("gateway-a.toml", "gateway-b.toml"),
-           "ike": ("gateway-a-ike.toml", "gateway-b-ike.toml")}
+           "ike": ("gateway-a-ike.toml", "gateway-b-ike.toml"),
+           "certificate": ("gateway-a-cert.toml", "gateway-b-cert.toml")}
+RUNS = {"both": ("manual", "ike"), "all": ("manual", "ike", "certificate")}
+BY = {"manual": "by hand", "ike": "by IKEv2 (pre-shared key)",
+      "certificate": "by IKEv2 (certificates)"}
+DEMO_NAMES = ("gwa.demo.test", "gwb.demo.test")  # the names the -cert configs expect
 TRANSFER_BYTES = 512 * 1024
 TRAFFIC = "espd.cli.demo.traffic"  # python -m TRAFFIC: ping and TCP without the binaries
 METRIC_PREFIXES = ("espd_sa_packets_total", "espd_dropped_packets_total")
@@ -131,6 +139,19 @@ def write_config(template: Path, out: Path, **settings: str | int) -> None:
     out.write_text(with_daemon_settings(template.read_text(), **settings))
 
 
+def make_demo_pki(directory: Path) -> None:
+    """What ``espd keygen --pki`` makes, for the -cert configs (paths relative to them)."""
+    import ipaddress
+
+    from espd.cli import pki
+
+    pki.make_pki(directory, pki.Gateway(DEMO_NAMES[0], ipaddress.ip_address(
+        namespaces.GW_A_WAN4)), pki.Gateway(DEMO_NAMES[1], ipaddress.ip_address(
+            namespaces.GW_B_WAN4)), organization="espd demo")
+    say(f"espd keygen --pki {directory}: a lab CA and certificates for {DEMO_NAMES[0]} and "
+        f"{DEMO_NAMES[1]}")
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -139,9 +160,10 @@ def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(prog="espd demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config-dir", type=Path, default=None,
                         help="where gateway-a.toml, gateway-b.toml and their -ike twins are")
-    parser.add_argument("--keying", choices=("manual", "ike", "both"), default="both",
-                        help="keys written by hand, negotiated by IKEv2, or one after the "
-                             "other (the default)")
+    parser.add_argument("--keying", choices=(*KEYINGS, *RUNS), default="all",
+                        help="keys written by hand, negotiated by IKEv2 with a pre-shared "
+                             "key or with certificates; 'both' the first two, 'all' (the "
+                             "default) the three one after the other")
     parser.add_argument("--no-ipv6", action="store_true", help="IPv4 traffic only")
     args = parser.parse_args(list(argv))
     why = namespaces.unavailable()
@@ -149,7 +171,7 @@ def main(argv: Sequence[str] = ()) -> int:
         print(f"espd demo: {why}; run it as root, e.g. 'sudo make demo'", file=sys.stderr)
         return 2
     config_dir = args.config_dir or default_config_dir()
-    keyings = ["manual", "ike"] if args.keying == "both" else [args.keying]
+    keyings = list(RUNS.get(args.keying, (args.keying,)))
     for keying in keyings:
         for name in KEYINGS[keying]:
             if not (config_dir / name).is_file():
@@ -174,7 +196,7 @@ def main(argv: Sequence[str] = ()) -> int:
     except KeyboardInterrupt:
         passed = False
         print("\ninterrupted", file=sys.stderr)
-    except (namespaces.NetnsError, EspdProcessError, OSError) as e:
+    except (namespaces.NetnsError, EspdProcessError, OSError, PkiError) as e:
         passed = False
         print(f"espd demo: {e}", file=sys.stderr)
     finally:
@@ -208,9 +230,10 @@ def stop_all(daemons: list[EspdProcess]) -> bool:
 def run_tunnel(topology: Topology, workdir: Path, daemons: list[EspdProcess], keying: str,
                templates: list[Path]) -> bool:
     """One run of the tunnel with `keying`'s configs; the daemons are stopped after it."""
-    print(f"--- the tunnel keyed {'by hand' if keying == 'manual' else 'by IKEv2'} ---",
-          flush=True)
+    print(f"--- the tunnel keyed {BY[keying]} ---", flush=True)
     step(1, f"writing per-run configs to {workdir}...", keying)
+    if keying == "certificate":
+        make_demo_pki(workdir / "pki")
     port = random.randint(20000, 40000)
     for name, ns, template in (("gwA", topology.gw_a, templates[0]),
                                ("gwB", topology.gw_b, templates[1])):
@@ -231,7 +254,7 @@ def run_tunnel(topology: Topology, workdir: Path, daemons: list[EspdProcess], ke
         mtu = namespaces.link_mtu(daemon.ns, "espd0")
         say(f"{daemon.name}: espd pid {daemon.pid} ready, {len(state.get('sas', []))} SAs, "
             f"espd0 mtu {mtu}")
-    if keying == "ike":
+    if keying != "manual":
         say("no SA yet: the first packet into espd0 starts the IKEv2 negotiation (on demand)")
 
     step(3, "ping through the tunnel, both ways...", keying)
@@ -251,9 +274,9 @@ def run_tunnel(topology: Topology, workdir: Path, daemons: list[EspdProcess], ke
         transfer(topology.host_b, topology.host_a, namespaces.HOST_A4, "hostB -> hostA", 5202),
     ]
 
-    step(5, f"espd show {'ike sa and show ' if keying == 'ike' else ''}sa on gwA, and its "
+    step(5, f"espd show {'ike sa and show ' if keying != 'manual' else ''}sa on gwA, and its "
             f"metrics...", keying)
-    if keying == "ike":
+    if keying != "manual":
         show_sa(topology.gw_a, daemons[0].control_socket, ("ike", "sa", "--detail"))
         say("")
     show_sa(topology.gw_a, daemons[0].control_socket)

@@ -14,6 +14,7 @@ not in the certificate), never key material. The private key never leaves this o
 Identities matched against the end certificate: ``fqdn`` a SAN dNSName, ``ipv4``/``ipv6``
 a SAN iPAddress, ``rfc822`` a SAN rfc822Name (case-insensitive for names, as RFC 5280
 compares them); with no SAN of that kind, the subject's CN (what IOS certificates carry).
+``dn`` the subject DN, or a SAN directoryName (auth/names.py: either spelling).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
 from espd.ike.auth.base import AuthenticationFailed, SignedOctets
+from espd.ike.auth.names import dn_matches
 from espd.ike.auth.signature import AUTH_DIGITAL_SIGNATURE, PrivateKey, SignatureAuthenticator
 from espd.ike.codec.cert import Certificate, CertificateRequest
 from espd.ike.codec.constants import CertEncoding
@@ -130,6 +132,9 @@ def identity_matches(cert: x509.Certificate, kind: str, value: str) -> bool:
         wanted = ipaddress.ip_address(value)
         names = san.get_values_for_type(x509.IPAddress) if san else []
         return wanted in names if names else _cn(cert) == str(wanted)
+    if kind == "dn":
+        directories = san.get_values_for_type(x509.DirectoryName) if san else []
+        return any(dn_matches(value, name) for name in (cert.subject, *directories))
     general = {"fqdn": x509.DNSName, "rfc822": x509.RFC822Name}.get(kind)
     if general is None:
         return False  # key-id: a certificate cannot vouch for one
@@ -164,7 +169,8 @@ class CertificateAuthenticator:
         return self._signer.build(octets)
 
     def verify(self, octets: SignedOctets, method: int, data: bytes, *,
-               certificates: Sequence[Certificate] = (), peer_id=None) -> None:
+               certificates: Sequence[Certificate] = (), peer_id=None) -> x509.Certificate:
+        """The peer's end certificate, verified; else AuthenticationFailed."""
         x509s = [c for c in certificates if c.encoding == CertEncoding.X509_SIGNATURE]
         if not x509s:
             raise AuthenticationFailed("peer sent no X.509 certificate (CERT payload); it "
@@ -181,6 +187,7 @@ class CertificateAuthenticator:
             raise AuthenticationFailed(f"peer identifies as {peer_id}, but its certificate "
                                        f"({_subject(leaf)}{_san_text(leaf)}) does not name it")
         SignatureAuthenticator(peer_key=leaf.public_key()).verify(octets, method, data)
+        return leaf
 
     def wipe(self) -> None:
         """Nothing to zero here: the key object belongs to the configuration generation."""

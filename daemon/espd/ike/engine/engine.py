@@ -5,7 +5,9 @@ configured peers' datagrams at once, the others from a bounded backlog on a CPU 
     decode  -> any ParseError: counted, logged rate-limited, dropped (never raised)
     find    -> IKE_SA_INIT requests make or find a half-open SA; everything else is looked
                up by our SPI (the responder SPI if the peer is the original initiator)
-    open    -> SK decrypted with the SA's inbound cipher; a bad ICV is counted and dropped
+    open    -> SK decrypted with the SA's inbound cipher; a bad ICV is counted and dropped;
+               an SKF fragment is opened alone and held until its message is complete
+               (engine/fragmentation.py: RFC 7383)
     window  -> a response must answer our outstanding request; a request is new (handled),
                a retransmission (answered from the cached response) or stale (dropped)
     handle  -> the exchange module's handler; what it returns is sealed, sent to where the
@@ -38,6 +40,7 @@ from espd.ike.auth import PskAuthenticator
 from espd.ike.auth.certificates import CertificateAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
+from espd.ike.engine import fragmentation
 from espd.ike.engine.admission import CookieJar
 from espd.ike.engine.intake import Intake
 from espd.ike.engine.transport import Transport
@@ -310,9 +313,12 @@ class IkeEngine:
         if header.is_response and not sa.requests.matches(header.message_id):
             self.counters["unexpected_responses"] += 1
             return
+        number = fragmentation.number_of(message)
         if not header.is_response:
             verdict = sa.responses.classify(header.message_id)
             if verdict == "retransmit":
+                if number not in (None, 1):  # RFC 7383 2.6.1: fragment 1 alone answers
+                    return
                 self.counters["retransmitted_requests"] += 1
                 for datagram in sa.responses.last_response:
                     self.transport.send(local, remote, datagram)
@@ -321,7 +327,13 @@ class IkeEngine:
                 self.counters["stale_requests"] += 1
                 return
         try:
-            message = codec.decrypt_message(data, sa.sk_in)
+            if number is None:
+                message = codec.decrypt_message(data, sa.sk_in)
+            else:
+                whole = fragmentation.receive(self, sa, data, header.is_response)
+                if whole is None:
+                    return  # more fragments to come
+                message = whole
         except IntegrityError:
             self.counters["integrity_failures"] += 1
             self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped",
@@ -362,6 +374,7 @@ class IkeEngine:
 
     def _response(self, sa: IkeSa, message: codec.Message, data: bytes) -> None:
         done = sa.requests.done()
+        fragmentation.discard(self, sa, True)  # a response is in: no other is pending
         if done is None or done.handler is None:
             return
         if done.exchange == ExchangeType.IKE_SA_INIT:
@@ -375,9 +388,10 @@ class IkeEngine:
                 local: Endpoint, remote: Endpoint) -> None:
         """Seal and send the response to ``request`` where it came from; cache it."""
         header = request.header.response(original_initiator=sa.initiator)
-        datagram = codec.encrypt_message(header, payloads, sa.sk_out)
-        sa.responses.answered(request.header.message_id, (datagram,))
-        self.transport.send(local, remote, datagram)
+        datagrams = fragmentation.seal(self, sa, header, payloads, local)
+        sa.responses.answered(request.header.message_id, datagrams)
+        for datagram in datagrams:
+            self.transport.send(local, remote, datagram)
 
     def queue_request(self, sa: IkeSa, start: Callable[[], None]) -> None:
         """Run ``start`` (which calls send_request) once the window is free."""
@@ -391,21 +405,23 @@ class IkeEngine:
             sa.queue.pop(0)()
 
     def send_request(self, sa: IkeSa, exchange: ExchangeType, payloads: list,
-                     handler: ResponseHandler, *, clear: bool = False) -> bytes:
+                     handler: ResponseHandler, *, clear: bool = False) -> tuple[bytes, ...]:
         """Seal and send a request on ``sa`` (its window must be free: queue_request);
-        ``handler`` gets the decrypted response. Returns the datagram as sent."""
+        ``handler`` gets the decrypted response. Returns the datagrams as sent (several:
+        RFC 7383 fragments, retransmitted as a set)."""
         message_id = sa.requests.take_id()
         header = codec.request_header(codec.SpiPair(sa.spi_i, sa.spi_r), exchange, message_id,
                                       original_initiator=sa.initiator)
         if clear:
-            datagram = codec.encode_message(codec.Message(header, tuple(payloads)))
+            datagrams: tuple[bytes, ...] = (
+                codec.encode_message(codec.Message(header, tuple(payloads))),)
         else:
-            datagram = codec.encrypt_message(header, payloads, sa.sk_out)
-        outstanding = Outstanding(message_id, exchange, (datagram,), handler=handler)
+            datagrams = fragmentation.seal(self, sa, header, payloads)
+        outstanding = Outstanding(message_id, exchange, datagrams, handler=handler)
         sa.requests.sent(outstanding)
         self._transmit(sa, outstanding)
         self.counters[f"requests_{_name(exchange)}"] += 1
-        return datagram
+        return datagrams
 
     def resend_init(self, sa: IkeSa, datagram: bytes, handler: ResponseHandler) -> None:
         """IKE_SA_INIT again with message ID 0 (after COOKIE or INVALID_KE_PAYLOAD)."""

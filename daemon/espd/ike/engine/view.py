@@ -36,14 +36,16 @@ class IkeSaView:
     state: str
     role: str  # "initiator" | "responder" (of this IKE SA)
     suite: str  # e.g. "aes256gcm16-prfsha384-x25519"
-    auth: str  # "psk"
+    auth: str  # "psk" | "certificate"
     peer_id: str
+    peer_certificate: dict | None  # subject, issuer, serial, not_before/after (POSIX s)
     spi_i: str
     spi_r: str
     nat: bool
     lifetime: int  # seconds
     active: float  # seconds since established (0 while negotiating)
     children: tuple[ChildView, ...]
+    fragmentation: bool = False  # RFC 7383 negotiated both ways
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,21 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
                   tuple(map(str, c.local_ts)), tuple(map(str, c.remote_ts)),
                   now - c.created if c.created else 0.0)
         for c in sa.children.values())
+    auth = getattr(sa.peer, "auth", "psk")
+    cert = sa.peer_certificate
     return IkeSaView(
         sa.ident, str(sa.local), str(sa.remote), sa.state.value,
-        "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), "psk",
-        str(sa.peer_id or ""), sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
-        now - sa.established if sa.established else 0.0, children)
+        "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), auth,
+        str(sa.peer_id or ""), _certificate(cert) if cert is not None else None,
+        sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
+        now - sa.established if sa.established else 0.0, children, sa.fragmentation)
+
+
+def _certificate(cert) -> dict:
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "serial": f"{cert.serial_number:X}",
+            "not_before": cert.not_valid_before_utc.timestamp(),
+            "not_after": cert.not_valid_after_utc.timestamp()}
 
 
 def as_state(snapshot: Snapshot) -> list[dict]:

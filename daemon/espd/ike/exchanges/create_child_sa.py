@@ -367,7 +367,9 @@ def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initi
         shared[:] = bytes(len(shared))
     ike_sa_init.install_keys(engine, new, suite)
     new.peer, new.policy, new.peer_id = old.peer, old.policy, old.peer_id
+    new.peer_certificate = old.peer_certificate  # a rekey does not authenticate again
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+    new.fragmentation = old.fragmentation  # RFC 7383 2.3: a rekeyed IKE SA keeps it
     new.created = new.established = new.last_heard = engine.now()
     engine.register(new)
     engine.counters["ike_rekeys"] += 1

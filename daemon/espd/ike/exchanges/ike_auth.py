@@ -76,7 +76,9 @@ def start(engine: IkeEngine, sa: IkeSa) -> None:
     payloads: list = [idi, *_certificates(authenticator)]
     if hasattr(authenticator, "cert_request"):  # strongSwan sends its certificate if asked
         payloads.append(authenticator.cert_request())
-    if peer.remote_id is not None:
+    # IDr (optional) names whom we want; a DN we may hold in either spelling (auth/names.py)
+    # would be sent in one of them, so a DN is only checked when the responder sends it
+    if peer.remote_id is not None and peer.remote_id.kind != "dn":
         payloads.append(identity_payload(codec.IdResponder, peer.remote_id))
     payloads.append(codec.Authentication(method, data))
     child, child_payloads = child_setup.offer(engine, sa, policy)
@@ -104,7 +106,7 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
     problem = _check_identity(peer, peer_id)
     if problem is None:
         octets = _octets(sa, initiator_side=False, id_body=idr.encode_body())
-        problem = _verify(engine, peer, octets, auth, message, peer_id)
+        problem = _verify(engine, sa, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
         _tell_auth_failed(engine, sa)
@@ -149,15 +151,16 @@ def _certificates(authenticator) -> list:
     return authenticator.cert_payloads() if hasattr(authenticator, "cert_payloads") else []
 
 
-def _verify(engine: IkeEngine, peer: Peer, octets, auth, message: codec.Message,
+def _verify(engine: IkeEngine, sa: IkeSa, peer: Peer, octets, auth, message: codec.Message,
             peer_id) -> str | None:
     """The peer's AUTH (and, with certificates, its CERT payloads and identity); what did
-    not hold, or None."""
+    not hold, or None. A verified certificate is kept on the SA (public: for show)."""
     authenticator = engine.authenticator(peer)
     try:
         if hasattr(authenticator, "cert_payloads"):
-            authenticator.verify(octets, auth.method, auth.data,
-                                 certificates=message.all(codec.Certificate), peer_id=peer_id)
+            sa.peer_certificate = authenticator.verify(
+                octets, auth.method, auth.data, certificates=message.all(codec.Certificate),
+                peer_id=peer_id)
         else:
             authenticator.verify(octets, auth.method, auth.data)
     except AuthenticationFailed as err:
@@ -191,7 +194,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     problem = _check_identity(peer, peer_id)
     if problem is None:
         octets = _octets(sa, initiator_side=True, id_body=idi.encode_body())
-        problem = _verify(engine, peer, octets, auth, message, peer_id)
+        problem = _verify(engine, sa, peer, octets, auth, message, peer_id)
     if problem is not None:
         engine.counters["auth_failures"] += 1
         engine.respond(sa, message, [notify(NotifyType.AUTHENTICATION_FAILED)], local, remote)

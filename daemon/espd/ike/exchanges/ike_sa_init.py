@@ -2,8 +2,10 @@
 
     initiator                                 responder
     HDR, [N(COOKIE),] SAi1, KEi, Ni,
-         N(NAT_D_SRC), N(NAT_D_DST)   -->
-                                      <--  HDR, SAr1, KEr, Nr, N(NAT_D_SRC), N(NAT_D_DST)
+         N(NAT_D_SRC), N(NAT_D_DST),
+         N(FRAGMENTATION_SUPPORTED)   -->
+                                      <--  HDR, SAr1, KEr, Nr, N(NAT_D_SRC), N(NAT_D_DST),
+                                               [N(FRAGMENTATION_SUPPORTED)]
                                       <--  or HDR, N(COOKIE) / N(INVALID_KE_PAYLOAD) /
                                                N(NO_PROPOSAL_CHOSEN)
 
@@ -12,7 +14,8 @@ with the group asked for if we offered it; AUTH later covers the LAST request se
 As responder: espd.ike.engine.admission decides first (COOKIE, caps: no DH, no state);
 an INVALID_KE_PAYLOAD answer costs no DH either; no state is kept for a request that
 fails; the answer to a retransmitted request is the cached one (the half-open table is
-keyed by the peer and its SPI).
+keyed by the peer and its SPI). N(IKEV2_FRAGMENTATION_SUPPORTED) goes out in every request
+and in a response to a request that had it (engine/fragmentation.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from espd.ike import codec, proposals
 from espd.ike.codec import ExchangeType, HashAlgorithm, NotifyType
 from espd.ike.crypto import keymat, suites
 from espd.ike.crypto.dh import InvalidKeyExchange
-from espd.ike.engine import admission
+from espd.ike.engine import admission, fragmentation
 from espd.ike.exchanges import ike_auth
 from espd.ike.exchanges.payloads import (
     nat_detected,
@@ -154,6 +157,7 @@ def _send(engine: IkeEngine, sa: IkeSa, group_id: int) -> None:
         codec.KeyExchange(group_id, sa.ke_private.public_bytes),
         codec.Nonce(sa.nonce_i),
         *nat_notifies(sa.spi_i, sa.spi_r, sa.local, sa.remote, fake=fake),
+        fragmentation.supported(),
         *certificate_notifies(engine),
     ]
     header = codec.request_header(codec.SpiPair(sa.spi_i), ExchangeType.IKE_SA_INIT, 0,
@@ -238,6 +242,7 @@ def _established_init(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> N
         return
     sa.ke_private = None
     sa.spi_r, sa.nonce_r, sa.proposal = message.header.spis.responder, nonce.data, chosen
+    sa.fragmentation = fragmentation.offered(message)  # we offered it in our request
     derive(engine, sa, suite, shared)
     sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, sa.spi_r, sa.local,
                                                sa.remote)
@@ -310,11 +315,13 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
                                                local, remote)
     derive(engine, sa, suite, shared)
     fake = any(p.encapsulation == "udp" for p in engine.settings.children_for(remote.address))
+    sa.fragmentation = fragmentation.offered(message)
     response_header = codec.Header(codec.SpiPair(sa.spi_i, sa.spi_r),
                                    ExchangeType.IKE_SA_INIT, 0, codec.HeaderFlags.RESPONSE)
     reply = codec.Message(response_header, (
         sa_payload([chosen]), codec.KeyExchange(suite.group.ident, public),
         codec.Nonce(sa.nonce_r), *nat_notifies(sa.spi_i, sa.spi_r, local, remote, fake=fake),
+        *([fragmentation.supported()] if sa.fragmentation else []),
         *certificate_notifies(engine, responder=True)))
     datagram = codec.encode_message(reply)
     sa.init_response = datagram

@@ -7,7 +7,9 @@ import hashlib
 import ipaddress
 
 from espd.ike import codec
+from espd.ike.auth.names import dn_matches, parse_dn
 from espd.ike.codec import NotifyType, TransformAttr
+from espd.ike.codec.dn import decode_dn
 from espd.ike.proposals import Proposal, Transform
 from espd.ike.sa.ike_sa import Endpoint
 from espd.ike.settings import Identity
@@ -15,7 +17,7 @@ from espd.policy.selectors import TrafficSelector
 
 _ID_TYPES = {"ipv4": codec.IdType.IPV4_ADDR, "ipv6": codec.IdType.IPV6_ADDR,
              "fqdn": codec.IdType.FQDN, "rfc822": codec.IdType.RFC822_ADDR,
-             "key-id": codec.IdType.KEY_ID}
+             "key-id": codec.IdType.KEY_ID, "dn": codec.IdType.DER_ASN1_DN}
 
 
 def to_wire_proposal(proposal: Proposal) -> codec.Proposal:
@@ -70,6 +72,8 @@ def identity_payload(cls: type, identity: Identity):
         return cls(kind, ipaddress.ip_address(identity.value).packed)
     if kind == codec.IdType.KEY_ID:
         return cls(kind, bytes.fromhex(identity.value))
+    if kind == codec.IdType.DER_ASN1_DN:
+        return cls(kind, parse_dn(identity.value).public_bytes())
     return cls(kind, identity.value.encode("ascii"))
 
 
@@ -81,9 +85,11 @@ def identity_of(payload) -> Identity | None:
             return Identity(kind, str(ipaddress.ip_address(payload.data)))
         if kind == "key-id":
             return Identity(kind, payload.data.hex())
+        if kind == "dn":
+            return Identity(kind, decode_dn(payload.data).rfc4514_string())
         if kind is not None:
             return Identity(kind, payload.data.decode("ascii"))
-    except ValueError:
+    except ValueError:  # codec.ParseError is one too
         return None
     return None
 
@@ -95,6 +101,8 @@ def same_identity(a: Identity, b: Identity) -> bool:
         return ipaddress.ip_address(a.value) == ipaddress.ip_address(b.value)
     if a.kind == "key-id":
         return a.value.lower() == b.value.lower()
+    if a.kind == "dn":  # a is what we expect, b what the peer sent (decoded, RFC 4514)
+        return dn_matches(a.value, parse_dn(b.value))
     return a.value.lower() == b.value.lower() if a.kind == "fqdn" else a.value == b.value
 
 

@@ -73,8 +73,12 @@ class IkeSa:
     init_request: bytes = b""  # the IKE_SA_INIT request as sent (the last one: AUTH signs it)
     init_response: bytes = b""
     peer_id: object | None = None  # the peer's authenticated identity
+    peer_certificate: object | None = None  # its verified end certificate (x509), if any
     nat_local: bool = False  # we are behind a NAT (NAT_DETECTION_DESTINATION_IP mismatch)
     nat_remote: bool = False  # the peer is behind a NAT
+    fragmentation: bool = False  # both sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
+    # RFC 7383 reassembly per direction: False = the peer's request, True = its response
+    reassembly: dict[bool, object] = field(default_factory=dict, repr=False)
     children: dict[int, ChildSa] = field(default_factory=dict)  # by our inbound SPI
     created: float = 0.0  # loop time of IKE_SA_INIT
     established: float = 0.0
@@ -136,6 +140,7 @@ class IkeSa:
             if wipe is not None:
                 wipe()
         self.sk_out = self.sk_in = self.prf = None
+        self.reassembly.clear()  # decrypted fragments
         for child in self.children.values():
             child.wipe()
 
