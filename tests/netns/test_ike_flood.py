@@ -10,10 +10,11 @@ While sequence-numbered UDP streams run both ways through the gwA-gwB tunnel, th
 floods gwA (tests/support/ike_flood.py): IKE_SA_INIT requests from spoofed sources and
 garbage to UDP 500 and 4500. During the flood: no datagram of the tunnel is lost, gwC
 negotiates an IKE SA and its Child SA with gwA within 2 s (through gwA's cookie), gwA
-answers show, metrics and a reload, its engine refreshes the view (a loop timer), and it
-answered the flood with cookies. gwA's CPU, RSS and latencies are printed as one
-"IKE flood bench" line (docs/operations.md, "Under attack"); ESPD_FLOOD_SCALE=3 runs
-the same with three times the flood.
+answers show, metrics, a reload and an action on its loop, its loop timers keep their
+pace (the systemd watchdog, the view refresh), and it answered the flood with cookies.
+gwA's CPU, RSS and latencies are printed as one "IKE flood bench" line
+(docs/operations.md, "Under attack"); ESPD_FLOOD_SCALE=3 runs the same with three times
+the flood.
 """
 
 from __future__ import annotations
