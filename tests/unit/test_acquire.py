@@ -96,3 +96,22 @@ def test_no_acquire_for_discard_or_unmatched_or_protected_traffic() -> None:
     assert dropped(dp, ip4("10.7.0.1", "10.7.0.2")) == "no_policy"
     assert dp.protect(ip4("10.3.0.1", "10.4.0.1"))
     assert dp.events() == []
+
+
+def test_an_acquire_storm_is_taken_in_bounded_batches() -> None:
+    """events(limit): one loop turn takes about `limit` events (whole reads of 64), the
+    rest wait in the queue with the event fd still readable, none lost."""
+    import select
+
+    dp = Dataplane()
+    set_clock(dp, T0)
+    for n in range(150):  # each rule has its own rate limit: 150 acquires at once
+        dp.add_rule(Rule.from_prefixes(f"10.1.{n}.0/24", f"10.2.{n}.0/24", policy=100 + n))
+    for n in range(150):
+        dropped(dp, ip4(f"10.1.{n}.1", f"10.2.{n}.1"))
+    first = dp.events(limit=100)
+    assert len(first) == 128  # two reads of 64: the second one crossed the limit
+    assert select.select([dp.event_fd()], [], [], 0)[0] == [dp.event_fd()]
+    rest = dp.events(limit=100)
+    assert [e.policy for e in first + rest] == [100 + n for n in range(150)]
+    assert dp.events() == [] and select.select([dp.event_fd()], [], [], 0)[0] == []

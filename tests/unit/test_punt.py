@@ -144,3 +144,40 @@ def test_workers_punt_from_a_real_socket_and_send_ike_answers_from_it() -> None:
             s.close()
     with pytest.raises(DataplaneError, match="wrong state"):  # workers gone: socket too
         dp.send_ike("127.0.0.1", "127.0.0.1", 4500, ike(1))
+
+
+def test_the_owner_hands_a_loop_turn_its_batch_of_punted_datagrams(tmp_path) -> None:
+    """drain_punted: a client with on_ike_datagrams (the IKE engine, which orders and
+    budgets them) gets one batch per call (at most the queue's 256); one with only
+    on_ike_datagram gets them one by one."""
+    from espd.keying.owner import SaOwner
+    from espd.keying.sequence_store import SequenceStore
+
+    dp = Dataplane()
+    owner = SaOwner(dp, SequenceStore(str(tmp_path)))
+
+    class Batched:
+        def __init__(self) -> None:
+            self.batches: list[list] = []
+
+        def on_ike_datagrams(self, batch) -> None:
+            self.batches.append(batch)
+
+    class Single:
+        def __init__(self) -> None:
+            self.got: list[tuple] = []
+
+        def on_ike_datagram(self, *datagram) -> None:
+            self.got.append(datagram)
+
+    batched, single = Batched(), Single()
+    owner.subscribe(batched)
+    owner.subscribe(single)
+    for n in range(3):
+        with pytest.raises(DropError):
+            dp.decap(udp4(PEER, LOCAL, 31000 + n, 4500, MARKER + ike(n)))
+    owner.drain_punted()
+    assert batched.batches == [[(LOCAL, 4500, PEER, 31000 + n, ike(n)) for n in range(3)]]
+    assert single.got == batched.batches[0]
+    owner.drain_punted()  # nothing waits: no empty batch
+    assert len(batched.batches) == 1

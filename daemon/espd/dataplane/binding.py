@@ -525,10 +525,14 @@ class Dataplane:
     def event_fd(self) -> int:
         return lib.espdp_event_fd(self._dp)
 
-    def events(self) -> list[Event]:
+    def events(self, limit: int = 1024) -> list[Event]:
+        """Take up to about `limit` queued events, oldest first (the event fd stays
+        readable while more wait: a caller that stops at `limit` is called again)."""
         buf = ffi.new("struct espdp_event[]", 64)
         out: list[Event] = []
         while True:
+            if len(out) >= limit:
+                return out
             n = lib.espdp_events_read(self._dp, buf, 64)
             for i in range(n):
                 e = buf[i]

@@ -54,8 +54,9 @@ The IKE engine's calls (TEAM.md's contract), all on the loop:
     without an SA met a packet; the data plane rate-limits them per rule),
     ``on_soft_expired(handle, what)``, ``on_hard_expired(handle)`` (a hard lifetime, or
     sequence numbers used up), ``on_ike_datagram(local, lport, remote, rport, data)``
-    (punted from UDP 4500, non-ESP marker stripped). A client that raises is logged,
-    never stops the owner.
+    (punted from UDP 4500, non-ESP marker stripped), or, preferred when present,
+    ``on_ike_datagrams([(local, lport, remote, rport, data), ...])``: one loop turn's
+    batch. A client that raises is logged, never stops the owner.
   - ``send_ike(local, peer, port, data)``: an IKE message out of the data plane's NAT-T
     socket (UDP 500 is the engine's own socket).
 
@@ -82,6 +83,7 @@ log = logging.getLogger("espd")
 
 HANDOVER = 1 << 16  # sequence numbers an SA being replaced may still send meanwhile
 SWITCH_FALLBACK = 10.0  # seconds a rekey responder's new outbound SA waits for a sign
+EVENT_BATCH = 1024  # data-plane events handled per loop turn (the queue holds 1024)
 Slot = tuple[str, int]  # a crypto map entry: (map name, seq)
 
 
@@ -486,9 +488,12 @@ class SaOwner:
     # --- data-plane events ---
 
     def drain_events(self) -> None:
-        """Handle every queued data-plane event (the loop's reader on dp.event_fd())."""
+        """Handle the queued data-plane events (the loop's reader on dp.event_fd()), at
+        most EVENT_BATCH per loop turn: the workers can queue events as fast as they are
+        handled, and the rest of the loop must not wait on that; the others wait in the
+        queue, whose fd stays readable."""
         self._owned()
-        for event in self.dp.events():
+        for event in self.dp.events(EVENT_BATCH):
             self._event(event)
 
     def _event(self, event: Event) -> None:
@@ -526,11 +531,20 @@ class SaOwner:
         self._clients.append(client)
 
     def drain_punted(self) -> None:
-        """Hand every IKE datagram punted from UDP 4500 to the clients (the loop's reader
-        on dp.punt_fd()); with no client listening they are dropped."""
+        """Hand the IKE datagrams punted from UDP 4500 to the clients (the loop's reader
+        on dp.punt_fd()), one batch per loop turn: a client with ``on_ike_datagrams``
+        gets the batch whole (the IKE engine orders and budgets it), others one by one.
+        With no client listening they are dropped."""
         self._owned()
-        for d in self.dp.punted():
-            self._tell("on_ike_datagram", d.dst, d.dport, d.src, d.sport, d.data)
+        batch = [(d.dst, d.dport, d.src, d.sport, d.data) for d in self.dp.punted()]
+        if not batch:
+            return
+        for client in list(self._clients):
+            if hasattr(client, "on_ike_datagrams"):
+                self._call(client, "on_ike_datagrams", batch)
+            elif hasattr(client, "on_ike_datagram"):
+                for datagram in batch:
+                    self._call(client, "on_ike_datagram", *datagram)
 
     def send_ike(self, local: str, peer: str, port: int, data: bytes) -> None:
         """Send an IKE message on the data plane's NAT-T socket (same source port as ESP,
@@ -542,13 +556,15 @@ class SaOwner:
         if method in ("on_soft_expired", "on_hard_expired") and args[0] is None:
             return  # about a manual SA: no client negotiates it
         for client in list(self._clients):
-            fn = getattr(client, method, None)
-            if fn is None:
-                continue
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("SA owner client %r failed in %s", client, method)
+            if hasattr(client, method):
+                self._call(client, method, *args)
+
+    @staticmethod
+    def _call(client: object, method: str, *args: object) -> None:
+        try:
+            getattr(client, method)(*args)
+        except Exception:
+            log.exception("SA owner client %r failed in %s", client, method)
 
     def _handle_of(self, installed: _Installed | None) -> ChildHandle | None:
         if installed is None or installed.child is None:

@@ -35,6 +35,8 @@ EVENTS = {
     "cookies_rejected": "IKE_SA_INIT requests with a wrong or stale cookie",
     "half_open_refused": "IKE_SA_INIT dropped: half-open cap, in all or per source",
     "ike_sas_refused": "IKE_SA_INIT dropped: IKE SA cap",
+    "shed": "IKE datagrams from no configured peer dropped unhandled: their backlog "
+            "was full (a flood)",
     "temporary_failures": "TEMPORARY_FAILURE answers received",
     "additional_key_exchanges": "RFC 9370 additional key exchanges completed (ML-KEM)",
     "followup_state_not_found": "IKE_FOLLOWUP_KE with an unknown link (STATE_NOT_FOUND)",

@@ -4,7 +4,10 @@ What runs on the loop (and only there: keying/owner.py's rule 1):
   - signals (loop.add_signal_handler, installed before anything starts, so a SIGTERM
     that arrives while espd starts still stops it): SIGHUP reloads, SIGTERM/SIGINT stop;
   - the data plane's event fd (loop.add_reader): reservations, lifetimes, acquires; and
-    its punt fd: IKE datagrams from UDP 4500, for the SA owner's clients;
+    its punt fd: IKE datagrams from UDP 4500, for the SA owner's clients; with the IKE
+    engine's UDP 500 sockets, each reader takes a bounded batch per turn, and the IKE
+    engine's intake (ike/engine/intake.py) bounds what handling them may cost, so a
+    flood delays the rest of the loop by about one bounded turn;
   - timers (loop.call_later): the systemd watchdog, NAT keepalives, a 1 s housekeeping
     turn (failed reservations retried, retired tables freed);
   - reloads, from SIGHUP or posted by the control socket (service/reload.py), one at a

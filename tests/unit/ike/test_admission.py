@@ -132,3 +132,24 @@ def test_cookie_secret_rotation_accepts_the_previous_secret_only():
     assert jar.valid(fresh, nonce, peer, spi)
     now[0] = 1000.0  # idle long: both old secrets gone
     assert not jar.valid(fresh, nonce, peer, spi)
+
+
+def test_a_reload_forgets_half_open_sas_of_no_peer_without_a_word():
+    """A flood's half-open SAs (sources no peer has) are dropped by a reload locally: no
+    DELETE to a spoofed address, no retransmissions of one."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        _a, b = pair(loop)
+        sent = []
+        b.engine.transport.send = lambda *args: sent.append(args)
+        local = Endpoint(b.settings.children[0].local, b.settings.port)
+        for i in range(3):
+            b.engine.receive(request(bytes([7, i]) * 4, bytes(32)), local,
+                             Endpoint(ipaddress.ip_address(f"203.0.113.{i + 1}"), 500))
+        assert len(b.engine.half_open) == 3 and len(sent) == 3
+        sent.clear()
+        b.engine.reconfigure(b.settings)
+        assert not b.engine.half_open and not b.engine.sas and not sent
+        assert b.engine.counters["requests_INFORMATIONAL"] == 0
+        b.engine.close()
+    run(main())

@@ -1,6 +1,7 @@
 """The IKE engine: one object on the daemon's event loop that owns every IKE SA.
 
-Receive path, in order (``receive``):
+Receive path, in order (``receive``), after the intake (engine/intake.py: per loop turn,
+configured peers' datagrams at once, the others from a bounded backlog on a CPU budget):
     decode  -> any ParseError: counted, logged rate-limited, dropped (never raised)
     find    -> IKE_SA_INIT requests make or find a half-open SA; everything else is looked
                up by our SPI (the responder SPI if the peer is the original initiator)
@@ -41,6 +42,7 @@ from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
 from espd.ike.engine import fragmentation
 from espd.ike.engine.admission import CookieJar
+from espd.ike.engine.intake import Intake
 from espd.ike.engine.transport import Transport
 from espd.ike.engine.view import Snapshot, ike_sa_view
 from espd.ike.keylog import KeyLog
@@ -95,6 +97,7 @@ class IkeEngine:
         """``child_sa_keys`` is the owner's ChildSaKeys class (keying/owner.py; a test's
         fake owner brings its own)."""
         self._authenticators: dict[object, PskAuthenticator] = {}
+        self.peer_addresses: frozenset[str] = frozenset()  # the settings' peers, as text
         self.settings = settings  # takes the engine's own copies of the keys
         self.owner = owner
         if child_sa_keys is None:
@@ -114,7 +117,10 @@ class IkeEngine:
         self.rate_log = RateLimitedLog()
         self.keylog = KeyLog(settings.key_log) if settings.key_log else None
         self._ident = 0
-        transport.attach(self.receive)
+        # received IKE per loop turn: configured peers first, the rest on a budget
+        self.intake = Intake(self.loop, lambda host: host in self.peer_addresses,
+                             self.counters)
+        transport.attach(self.receive, self.intake)
 
     # --- keys ----------------------------------------------------------------------
 
@@ -128,6 +134,7 @@ class IkeEngine:
         of the pre-shared keys, one authenticator per peer, so the configuration's
         buffers may be wiped once this returns."""
         self._settings = settings
+        self.peer_addresses = frozenset(str(peer.address) for peer in settings.peers)
         old, self._authenticators = self._authenticators, {
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
@@ -240,11 +247,19 @@ class IkeEngine:
     def on_ike_datagram(self, local: object, lport: int, remote: object, rport: int,
                         data: bytes) -> None:
         """UDP 4500 IKE punted by the data plane (non-ESP marker already stripped)."""
+        self.on_ike_datagrams([(local, lport, remote, rport, data)])
+
+    def on_ike_datagrams(self, batch: list[tuple[str, int, str, int, bytes]]) -> None:
+        """One loop turn's batch of punted UDP 4500 IKE, through the intake."""
+        self.intake.take([(data, (local, lport), (remote, rport))
+                          for local, lport, remote, rport, data in batch], self._punted)
+
+    def _punted(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         import ipaddress
 
         try:
-            here = Endpoint(ipaddress.ip_address(local), lport)
-            there = Endpoint(ipaddress.ip_address(remote), rport)
+            here = Endpoint(ipaddress.ip_address(local[0]), local[1])
+            there = Endpoint(ipaddress.ip_address(remote[0]), remote[1])
         except ValueError:
             self.counters["malformed"] += 1
             return
@@ -625,7 +640,12 @@ class IkeEngine:
             if sa.state == IkeState.DELETED:
                 continue
             if settings.peer(sa.remote.address) is None:
-                self.delete_ike_sa(sa, "peer removed from the configuration")
+                if sa.state in (IkeState.INIT_SENT, IkeState.INIT_DONE):
+                    # never authenticated (a half-open SA from a flood's spoofed
+                    # source, say): nobody to tell, nothing to retransmit
+                    self.remove_ike_sa(sa)
+                else:
+                    self.delete_ike_sa(sa, "peer removed from the configuration")
                 continue
             keys = {policy.key for policy in settings.children}
             for child in list(sa.children.values()):
@@ -636,6 +656,7 @@ class IkeEngine:
 
     def close(self) -> None:
         """Stop: every IKE SA forgotten (no DELETE), keys wiped, sockets closed."""
+        self.intake.close()
         for sa in list(self.sas.values()) + list(self.half_open.values()):
             self.remove_ike_sa(sa)
         self.transport.close()

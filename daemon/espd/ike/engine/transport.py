@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 
 from espd.ike.codec.natt import add_non_esp_marker, strip_non_esp_marker
+from espd.ike.engine.intake import READ_BATCH, Intake
 from espd.ike.sa.ike_sa import Endpoint
 
 log = logging.getLogger("espd.ike")
@@ -28,12 +29,14 @@ Receiver = Callable[[bytes, Endpoint, Endpoint], None]
 MAX_DATAGRAM = 65535
 IP_FREEBIND = 15  # <linux/in.h>
 IPV6_FREEBIND = 78  # <linux/in6.h>
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: past net.core.rmem_max (CAP_NET_ADMIN)
+RECEIVE_BUFFER = 2 << 20  # bytes: a flood's burst queues here while a turn runs
 
 
 class Transport:
     """The interface the engine sends through."""
 
-    def attach(self, receiver: Receiver) -> None:
+    def attach(self, receiver: Receiver, intake: Intake | None = None) -> None:
         raise NotImplementedError
 
     def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
@@ -60,6 +63,7 @@ class UdpTransport(Transport):
         self.send_nat = send_nat
         self.sockets: dict[Endpoint, socket.socket] = {}
         self.receiver: Receiver | None = None
+        self.intake: Intake | None = None
         self.send_errors = 0
         try:
             for endpoint in bind:
@@ -88,6 +92,7 @@ class UdpTransport(Transport):
             raise OSError(err.errno, f"IKE: cannot bind UDP {endpoint.port} on "
                                      f"{endpoint.address}: {err.strerror}{hint}") from None
         sock.setblocking(False)
+        _large_receive_buffer(sock)
         bound = Endpoint(endpoint.address, sock.getsockname()[1])
         self.sockets[bound] = sock
         self.loop.add_reader(sock.fileno(), self._readable, sock, bound)
@@ -115,26 +120,38 @@ class UdpTransport(Transport):
     def endpoints(self) -> list[Endpoint]:
         return list(self.sockets)
 
-    def attach(self, receiver: Receiver) -> None:
-        self.receiver = receiver
+    def attach(self, receiver: Receiver, intake: Intake | None = None) -> None:
+        """``intake`` (the engine's) orders and budgets what one loop turn handles;
+        without it every datagram read is handled."""
+        self.receiver, self.intake = receiver, intake
 
     def _readable(self, sock: socket.socket, local: Endpoint) -> None:
-        for _ in range(64):  # bound the work per loop turn
+        """One batch per loop turn (engine/intake.py): what is left waits in the socket."""
+        batch = []
+        for _ in range(READ_BATCH):
             try:
                 data, address = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as err:
                 log.warning("IKE: receive error on %s: %s", local, err)
-                return
+                break
             if local.port in self.nat_ports:
                 stripped = strip_non_esp_marker(data)
                 if stripped is None:  # a keepalive, or ESP where none is expected
                     continue
                 data = stripped
-            remote = Endpoint(ipaddress.ip_address(address[0].split("%")[0]), address[1])
-            if self.receiver is not None:
-                self.receiver(data, local, remote)
+            batch.append((data, local, (address[0].split("%")[0], address[1])))
+        if self.intake is not None:
+            self.intake.take(batch, self._deliver)
+        else:
+            for datagram in batch:
+                self._deliver(*datagram)
+
+    def _deliver(self, data: bytes, local: Endpoint, address: tuple[str, int]) -> None:
+        if self.receiver is not None:  # looked up each time: tests wrap it
+            self.receiver(data, local, Endpoint(ipaddress.ip_address(address[0]),
+                                                address[1]))
 
     def send(self, local: Endpoint, remote: Endpoint, data: bytes) -> None:
         if self.send_nat is not None and local.port in self.nat_ports:
@@ -164,3 +181,16 @@ class UdpTransport(Transport):
             self.loop.remove_reader(sock.fileno())
             sock.close()
         self.sockets.clear()
+
+
+def _large_receive_buffer(sock: socket.socket) -> None:
+    """Room for a flood's burst between two loop turns, so a peer's datagram behind it
+    is still there to be read (engine/intake.py reads ahead for it). Without the
+    privilege to force it, the most net.core.rmem_max allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except OSError:
+            pass  # the default buffer then
