@@ -24,14 +24,16 @@ void droplog_init(struct droplog *l)
 struct espdp_drop_record *droplog_reserve(struct droplog *l, int reason, int64_t now)
 {
 	int64_t elapsed = now - l->last_ns, cap = DROPLOG_BURST * DROPLOG_COST_NS;
-	uint32_t head = __atomic_load_n(&l->head, __ATOMIC_ACQUIRE);
 
 	if (elapsed > 0) { /* a clock that stands still or steps back adds nothing */
 		l->credit_ns = elapsed >= cap || l->credit_ns + elapsed >= cap ? cap :
 										 l->credit_ns + elapsed;
 		l->last_ns = now;
 	}
-	if (l->credit_ns < DROPLOG_COST_NS || l->tail - head >= DROPLOG_RING) {
+	/* in a flood the bucket is empty: the consumer's line is not even read then.
+	 * acquire: the consumer's copies out of a slot happen before we overwrite it */
+	if (l->credit_ns < DROPLOG_COST_NS ||
+	    l->tail - __atomic_load_n(&l->head, __ATOMIC_ACQUIRE) >= DROPLOG_RING) {
 		__atomic_store_n(&l->suppressed[reason], l->suppressed[reason] + 1,
 				 __ATOMIC_RELAXED); /* single writer */
 		return NULL;
