@@ -169,3 +169,31 @@ def test_a_flood_gives_a_few_lines_that_add_up(make_tunnel):
     assert {spi for r, _src, spi, _n in lines(log) if r == "unknown_spi"} == {FORGED_SPI}
     assert {spi for r, _src, spi, _n in lines(log) if r == "auth_failed"} == {IN_SPI}
     assert sum(skipped.values()) > 7000, skipped  # C sampled only a few
+
+
+def test_a_reload_to_interval_zero_turns_the_log_off(make_tunnel):
+    import signal
+
+    tunnel = make_tunnel(extra={"drop_log_interval": INTERVAL})
+    gw_b = tunnel.gw_b
+    tx = socket_in(tunnel.topo.gw_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        tx.sendto(outer(esp(FORGED_SPI, 1, os.urandom(64)), False), (GW_B_WAN4, 0))
+        assert wait_for(lambda: lines(gw_b.log(tail=1 << 20)), timeout=5), gw_b.log()
+        config = open(gw_b.config).read()
+        with open(gw_b.config, "w") as f:
+            f.write(config.replace(f"drop_log_interval = {INTERVAL}", "drop_log_interval = 0"))
+        before = gw_b.state()["reloads"]["success"]
+        gw_b.signal(signal.SIGHUP)
+        assert wait_for(lambda: gw_b.state()["reloads"]["success"] > before, timeout=10)
+        time.sleep(1.5)  # a drop-log turn reads the new interval
+        drops = gw_b.state()["drops"]["in"].get("unknown_spi", 0)
+        for spi in range(0x5000, 0x5010):  # other SPIs: each would open a line of its own
+            tx.sendto(outer(esp(spi, 1, os.urandom(64)), False), (GW_B_WAN4, 0))
+        assert wait_for(lambda: gw_b.state()["drops"]["in"].get("unknown_spi", 0) >= drops + 16,
+                        timeout=5)
+        time.sleep(2 * INTERVAL + 1.5)  # lines would be out by now
+    finally:
+        tx.close()
+    assert [spi for _r, _src, spi, _n in lines(gw_b.log(tail=1 << 20))] == [FORGED_SPI], \
+        gw_b.log()
