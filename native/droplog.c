@@ -13,7 +13,7 @@
 
 _Static_assert(ESPD_DROP__COUNT <= 32, "DROPLOG_REASONS is a 32-bit mask");
 _Static_assert((DROPLOG_RING & (DROPLOG_RING - 1)) == 0, "DROPLOG_RING: a power of two");
-_Static_assert(sizeof(struct espdp_drop_record) == 40, "espdp.h: the record's layout");
+_Static_assert(sizeof(struct espdp_drop_record) == 56, "espdp.h: the record's layout");
 
 void droplog_init(struct droplog *l)
 {

@@ -245,7 +245,7 @@ static void in_account(espdp_sa *sa, const struct espdp_pkt *p)
 }
 
 /* A sampled record of drop `r` for the packet whose outer header starts at raw (len
- * bytes, as received): the source from the IP header if it is there at all, the UDP
+ * bytes, as received): the addresses from the IP header if it is there at all, the UDP
  * port and the SPI if in_outer got that far. */
 static void in_log(espdp *dp, unsigned w, int r, const uint8_t *raw, uint32_t len,
 		   const struct in_pkt *in, int64_t now)
@@ -262,9 +262,11 @@ static void in_log(espdp *dp, unsigned w, int r, const uint8_t *raw, uint32_t le
 	if (version == 4 && len >= IPV4_HDR_MIN) {
 		rec->family = 4;
 		memcpy(rec->src, raw + 12, 4);
+		memcpy(rec->dst, raw + 16, 4);
 	} else if (version == 6 && len >= IPV6_HDR_LEN) {
 		rec->family = 6;
 		memcpy(rec->src, raw + 8, 16);
+		memcpy(rec->dst, raw + 24, 16);
 	}
 	if (in->encap == ESPDP_ENCAP_UDP) {
 		rec->sport = in->udp_sport;

@@ -358,12 +358,13 @@ struct espdp_drop_record {
 	uint32_t spi;
 	uint8_t reason;             /* enum espd_drop */
 	uint8_t direction;          /* enum espdp_dir */
-	uint8_t family;             /* of src: 4 or 6; 0 when the outer header gave none */
+	uint8_t family;             /* of src and dst: 4 or 6; 0 when the outer header gave none */
 	uint8_t flags;              /* enum espdp_drop_record_flag */
 	uint16_t sport;
 	uint16_t worker;            /* the worker that dropped the packet */
 	uint32_t pad;
 	uint8_t src[16];            /* outer source address; IPv4 in src[0..3] */
+	uint8_t dst[16];            /* outer destination (the local address it was sent to) */
 };
 
 /* Take up to n records, every worker's oldest first. The reading side is one consumer at

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.netns
 INTERVAL = 2  # [daemon] drop_log_interval for these tests
 IN_SPI = 0x2001  # gateway B's inbound SA from gateway A (config/demo/gateway-b.toml)
 FORGED_SPI = 0x1234ABCD
-LINE = re.compile(r"WARNING inbound (\w+) from (\S+?)(?: spi 0x([0-9a-f]{8}))?"
+LINE = re.compile(r"WARNING inbound (\w+) from (\S+?) to (\S+?)(?: spi 0x([0-9a-f]{8}))?"
                   r"(?: \((\d+) more suppressed in \d+ s\))?$")
 NOT_SAMPLED = re.compile(r"WARNING (\d+) inbound drops not sampled in \d+ s "
                          r"\(data-plane rate limit\): (.*)$")
@@ -51,12 +51,14 @@ def esp(spi: int, seq: int, body: bytes) -> bytes:
 
 
 def lines(log: str) -> list[tuple[str, str, int | None, int]]:
-    """(reason, source, spi, records) of every drop-log line about one source."""
+    """(reason, source, spi, records) of every drop-log line about one source (each sent
+    to gateway B's address)."""
     out = []
     for line in log.splitlines():
         m = LINE.search(line)
         if m:
-            reason, src, spi, more = m.groups()
+            reason, src, dst, spi, more = m.groups()
+            assert dst == GW_B_WAN4, line
             out.append((reason, src, int(spi, 16) if spi else None,
                         int(more) if more else 1))
     return out

@@ -316,8 +316,9 @@ def forge_at_gw_b(tunnel: CanaryTunnel) -> None:
             tx.sendto(ipv4(netns.GW_A_WAN4, netns.GW_B_WAN4, 50, esp), (netns.GW_B_WAN4, 0))
     finally:
         tx.close()
-    wait_log(tunnel.gw_b, r"inbound replay_dup from 192\.0\.2\.1 spi 0x", 5, lambda: None)
-    wait_log(tunnel.gw_b, r"inbound auth_failed from 192\.0\.2\.1 spi 0x", 5, lambda: None)
+    for reason in ("replay_dup", "auth_failed"):
+        wait_log(tunnel.gw_b, rf"inbound {reason} from 192\.0\.2\.1 to 192\.0\.2\.2 spi 0x", 5,
+                 lambda: None)
 
 
 # -- every output channel -----------------------------------------------------------------------

@@ -75,6 +75,7 @@ def test_each_sampled_reason_is_recorded_with_source_port_and_spi(encap, family)
         ("replay_dup", peer, port, SPI, "in"),
         ("malformed", peer, port, None, "in"),
     ]
+    assert {r.dst for r in records} == {local}
     assert b.drop_records() == []  # taken
     assert b.drop_records_suppressed() == {}
 
@@ -99,7 +100,8 @@ def test_a_record_has_no_payload_or_key_bytes():
     with pytest.raises(DropError):
         b.decap(bytes(p))
     (record,) = b.drop_records()
-    assert set(vars(record)) == {"reason", "direction", "src", "sport", "spi", "time", "worker"}
+    assert set(vars(record)) == {"reason", "direction", "src", "dst", "sport", "spi", "time",
+                                 "worker"}
 
 
 def test_the_token_bucket_bursts_then_paces_and_counts_the_rest():
@@ -143,15 +145,15 @@ def test_each_worker_slot_has_a_ring_of_its_own():
     assert dp.decap_batch([truncated] * 2, worker=1)[0].reason == "malformed"
     records = dp.drop_records()
     assert sorted(r.worker for r in records) == [0, 1, 1]
-    assert {r.src for r in records} == {"192.0.2.7"}
+    assert {(r.src, r.dst) for r in records} == {("192.0.2.7", "192.0.2.2")}
 
 
 def test_garbage_without_an_ip_header_is_recorded_without_a_source():
     dp = Dataplane()
     assert dp.decap_batch([b"\x00" * 10])[0].reason == "malformed"
     (record,) = dp.drop_records()
-    assert (record.reason, record.src, record.sport, record.spi) == ("malformed", None, None,
-                                                                     None)
+    assert (record.reason, record.src, record.dst, record.sport, record.spi) == (
+        "malformed", None, None, None, None)
 
 
 # -- the lines ---------------------------------------------------------------------------
@@ -190,6 +192,8 @@ def test_describe():
         "inbound malformed from 2001:db8::7"
     assert describe("in", "malformed", None, None, None) == \
         "inbound malformed from an unknown source"
+    assert describe("in", "unknown_spi", "192.0.2.7", 4500, 0x100, "192.0.2.1") == \
+        "inbound unknown_spi from 192.0.2.7:4500 to 192.0.2.1 spi 0x00000100"
 
 
 def test_one_line_per_reason_and_source_per_interval(lines):
@@ -257,5 +261,5 @@ def test_lines_from_real_records_hold_no_key_bytes(lines):
     p[-1] ^= 1
     b.decap_batch([bytes(p)] * 10)
     DropLog(10, logger=logger).feed(b.drop_records(), b.drop_records_suppressed())
-    assert out == ["inbound auth_failed from 192.0.2.1:4500 spi 0x1234abcd"]
+    assert out == ["inbound auth_failed from 192.0.2.1:4500 to 192.0.2.2 spi 0x1234abcd"]
     assert KEY.hex() not in " ".join(out) and KEY[:16].hex() not in " ".join(out)

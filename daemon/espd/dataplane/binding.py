@@ -196,10 +196,11 @@ class PuntedDatagram:
 
 @dataclass(frozen=True)
 class DropRecord:
-    """A sampled inbound drop (native/droplog.h): the reason, the outer source ``src``
-    (None if the outer header had none) and UDP ``sport`` (None for raw ESP), the ``spi``
-    (None for ``malformed``), and when: ``time`` in seconds of CLOCK_MONOTONIC (the clock
-    of ``time.monotonic``). Nothing of the payload, never key material."""
+    """A sampled inbound drop (native/droplog.h): the reason, the outer source ``src`` and
+    destination ``dst`` (None if the outer header had none), the UDP ``sport`` (None for
+    raw ESP), the ``spi`` (None for ``malformed``), and when: ``time`` in seconds of
+    CLOCK_MONOTONIC (the clock of ``time.monotonic``). Nothing of the payload, never key
+    material."""
 
     reason: str
     direction: str
@@ -208,6 +209,7 @@ class DropRecord:
     spi: int | None
     time: float
     worker: int
+    dst: str | None = None
 
 
 def _ip(family: int, raw) -> str:
@@ -575,7 +577,8 @@ class Dataplane:
                     _ip(r.family, r.src) if r.family in (4, 6) else None,
                     r.sport if r.flags & lib.ESPDP_DROP_RECORD_PORT else None,
                     r.spi if r.flags & lib.ESPDP_DROP_RECORD_SPI else None,
-                    r.time_ns / 1e9, r.worker))
+                    r.time_ns / 1e9, r.worker,
+                    _ip(r.family, r.dst) if r.family in (4, 6) else None))
             if n < 256:
                 break
         return out

@@ -14,7 +14,7 @@ Two rate limits, one behind the other:
   line per interval. What C did not
   sample is summed by reason in one line per interval.
 
-A line holds the reason, direction, address, UDP port and SPI: nothing of the payload and
+A line holds the reason, direction, addresses, UDP port and SPI: nothing of the payload and
 never key material (the records carry none). Only the loop's thread calls ``turn``.
 """
 
@@ -40,13 +40,14 @@ class _Key:
     more: int  # records since the line that opened the interval
     sport: int | None  # of the latest record
     spi: int | None
+    dst: str | None
 
 
 def describe(direction: str, reason: str, src: str | None, sport: int | None,
-             spi: int | None) -> str:
-    """'inbound auth_failed from 192.0.2.7:4500 spi 0x1234abcd' (IPv6 in brackets when a
-    port follows; 'an unknown source' when the outer header gave none; no spi for a
-    packet too short to have one)."""
+             spi: int | None, dst: str | None = None) -> str:
+    """'inbound auth_failed from 192.0.2.7:4500 to 192.0.2.1 spi 0x1234abcd' (IPv6 in
+    brackets when a port follows; 'an unknown source' when the outer header gave none; no
+    spi for a packet too short to have one)."""
     if src is None:
         where = "an unknown source"
     elif sport is None:
@@ -54,6 +55,8 @@ def describe(direction: str, reason: str, src: str | None, sport: int | None,
     else:
         where = f"[{src}]:{sport}" if ipaddress.ip_address(src).version == 6 else f"{src}:{sport}"
     text = f"{'inbound' if direction == 'in' else 'outbound'} {reason} from {where}"
+    if dst is not None:
+        text += f" to {dst}"
     return text if spi is None else f"{text} spi 0x{spi:08x}"
 
 
@@ -89,7 +92,7 @@ class DropLog:
 
     def feed(self, records: Iterable, counters: dict[str, int],
              now: float | None = None) -> None:
-        """Take records (DropRecord-like: direction, reason, src, sport, spi) and the
+        """Take records (DropRecord-like: direction, reason, src, sport, spi, dst) and the
         data plane's not-sampled counters (free-running, by reason); log what is due."""
         now = self.clock() if now is None else now
         for reason, value in counters.items():
@@ -113,13 +116,14 @@ class DropLog:
         state = self.keys.get(key)
         if state is not None:
             state.more += 1
-            state.sport, state.spi = r.sport, r.spi
+            state.sport, state.spi, state.dst = r.sport, r.spi, getattr(r, "dst", None)
             return
         if len(self.keys) >= self.max_lines:  # bounds the lines (and memory) per interval
             self.over[key] = self.over.get(key, 0) + 1
             return
-        self.keys[key] = _Key(now, 0, r.sport, r.spi)
-        self.log.warning("%s", describe(r.direction, r.reason, r.src, r.sport, r.spi))
+        dst = getattr(r, "dst", None)
+        self.keys[key] = _Key(now, 0, r.sport, r.spi, dst)
+        self.log.warning("%s", describe(r.direction, r.reason, r.src, r.sport, r.spi, dst))
 
     def _expire(self, now: float, elapsed_to: float | None = None) -> None:
         end = now if elapsed_to is None else elapsed_to
@@ -131,7 +135,8 @@ class DropLog:
                 continue
             direction, reason, src = key
             self.log.warning("%s (%d more suppressed in %d s)",
-                             describe(direction, reason, src, state.sport, state.spi),
+                             describe(direction, reason, src, state.sport, state.spi,
+                                      state.dst),
                              state.more, max(1, round(end - state.since)))
             state.since, state.more = now, 0  # still coming: quiet for another interval
         if now - self.window < self.interval:
