@@ -14,8 +14,11 @@ import time
 import pytest
 from support.netns import (
     GW_A_WAN4,
+    GW_A_WAN6,
     GW_B_WAN4,
+    GW_B_WAN6,
     HOST_B4,
+    HOST_B6,
     WAN_IF,
     Capture,
     analyze,
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.netns
 
 INTERVAL = 2  # [daemon] drop_log_interval for these tests
 IN_SPI = 0x2001  # gateway B's inbound SA from gateway A (config/demo/gateway-b.toml)
+IN_SPI6 = 0x2002  # and over IPv6
 FORGED_SPI = 0x1234ABCD
 LINE = re.compile(r"WARNING inbound (\w+) from (\S+?) to (\S+?)(?: spi 0x([0-9a-f]{8}))?"
                   r"(?: \((\d+) more suppressed in \d+ s\))?$")
@@ -44,6 +48,38 @@ def outer(esp: bytes, udp: bool) -> bytes:
     return bytes(IP(src=GW_A_WAN4, dst=GW_B_WAN4, proto=50) / Raw(esp))
 
 
+class Sender:
+    """Sends ESP (or ESP in UDP 4500) from gateway A's namespace to gateway B: IPv4 whole
+    (scapy's header, IPPROTO_RAW), IPv6 on a raw socket of the upper protocol (the kernel
+    writes the IPv6 header; scapy's UDP header carries the checksum IPv6 requires)."""
+
+    def __init__(self, ns: str, family: int, udp: bool) -> None:
+        self.family, self.udp = family, udp
+        if family == 4:
+            self.sock = socket_in(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        else:
+            self.sock = socket_in(ns, socket.AF_INET6, socket.SOCK_RAW, 17 if udp else 50)
+            self.sock.bind((GW_A_WAN6, 0))
+
+    def send(self, esp_bytes: bytes) -> None:
+        if self.family == 4:
+            self.sock.sendto(outer(esp_bytes, self.udp), (GW_B_WAN4, 0))
+            return
+        from scapy.layers.inet import UDP
+        from scapy.layers.inet6 import IPv6
+        from scapy.packet import Raw
+
+        payload = esp_bytes
+        if self.udp:
+            pkt = IPv6(bytes(IPv6(src=GW_A_WAN6, dst=GW_B_WAN6) / UDP(sport=4500, dport=4500)
+                             / Raw(esp_bytes)))
+            payload = bytes(pkt[UDP])
+        self.sock.sendto(payload, (GW_B_WAN6, 0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def esp(spi: int, seq: int, body: bytes) -> bytes:
     from scapy.layers.ipsec import ESP
 
@@ -52,13 +88,14 @@ def esp(spi: int, seq: int, body: bytes) -> bytes:
 
 def lines(log: str) -> list[tuple[str, str, int | None, int]]:
     """(reason, source, spi, records) of every drop-log line about one source (each sent
-    to gateway B's address)."""
+    to one of gateway B's addresses, of the source's family)."""
     out = []
     for line in log.splitlines():
         m = LINE.search(line)
         if m:
             reason, src, dst, spi, more = m.groups()
-            assert dst == GW_B_WAN4, line
+            v6 = src.startswith("[") or src.count(":") > 1
+            assert dst == (GW_B_WAN6 if v6 else GW_B_WAN4), line
             out.append((reason, src, int(spi, 16) if spi else None,
                         int(more) if more else 1))
     return out
@@ -84,40 +121,45 @@ def wait_for(predicate, timeout: float):
         time.sleep(0.2)
 
 
-def genuine_packet(tunnel, udp: bool):
+def genuine_packet(tunnel, udp: bool, family: int = 4):
     """One ESP packet gateway A really sent to gateway B (captured on B's side)."""
     with Capture(tunnel.topo.gw_b, WAN_IF) as capture:
-        result = ping(tunnel.topo.host_a, HOST_B4, count=2, interval=0.1)
+        result = ping(tunnel.topo.host_a, HOST_B4 if family == 4 else HOST_B6, count=2,
+                      interval=0.1)
     assert result.received == 2, result
+    src, spi = (GW_A_WAN4, IN_SPI) if family == 4 else (GW_A_WAN6, IN_SPI6)
     sent = [p for p in analyze(capture.frames).esp
-            if p.outer_src == GW_A_WAN4 and p.spi == IN_SPI and p.udp == udp]
+            if p.outer_src == src and p.spi == spi and p.udp == udp]
     assert sent, "no ESP from gateway A captured"
     return sent[-1]
 
 
-@pytest.mark.parametrize("encapsulation", ["esp", "udp"])
-def test_forged_esp_is_logged_with_spi_and_source(make_tunnel, encapsulation):
+@pytest.mark.parametrize("encapsulation,family", [("esp", 4), ("udp", 4), ("esp", 6),
+                                                  ("udp", 6)])
+def test_forged_esp_is_logged_with_spi_and_source(make_tunnel, encapsulation, family):
     udp = encapsulation == "udp"
     tunnel = make_tunnel(encapsulation=encapsulation, extra={"drop_log_interval": INTERVAL})
     gw_b = tunnel.gw_b
-    replayed = genuine_packet(tunnel, udp)
-    tx = socket_in(tunnel.topo.gw_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    spi = IN_SPI if family == 4 else IN_SPI6
+    replayed = genuine_packet(tunnel, udp, family)
+    tx = Sender(tunnel.topo.gw_a, family, udp)
     try:
         forged = {
             "unknown_spi": esp(FORGED_SPI, 1, os.urandom(64)),
             # the SA's own SPI, a sequence number ahead of the window, a wrong ICV
-            "auth_failed": esp(IN_SPI, replayed.seq + 1000, os.urandom(64)),
+            "auth_failed": esp(spi, replayed.seq + 1000, os.urandom(64)),
             "replay_dup": replayed.esp,  # accepted once already
             "malformed": FORGED_SPI.to_bytes(4, "big"),  # no sequence number
         }
         before = gw_b.state()["drops"]["in"]
         for payload in forged.values():
-            tx.sendto(outer(payload, udp), (GW_B_WAN4, 0))
+            tx.send(payload)
     finally:
         tx.close()
-    source = f"{GW_A_WAN4}:4500" if udp else GW_A_WAN4
-    expected = {("unknown_spi", source, FORGED_SPI, 1), ("auth_failed", source, IN_SPI, 1),
-                ("replay_dup", source, IN_SPI, 1), ("malformed", source, None, 1)}
+    address = GW_A_WAN4 if family == 4 else GW_A_WAN6
+    source = (f"{address}:4500" if family == 4 else f"[{address}]:4500") if udp else address
+    expected = {("unknown_spi", source, FORGED_SPI, 1), ("auth_failed", source, spi, 1),
+                ("replay_dup", source, spi, 1), ("malformed", source, None, 1)}
     got = wait_for(lambda: expected <= set(lines(gw_b.log(tail=1 << 20))), timeout=5)
     assert got, f"drop-log lines missing; log:\n{gw_b.log()}"
     after = gw_b.state()["drops"]["in"]
