@@ -21,34 +21,6 @@ void droplog_init(struct droplog *l)
 	l->credit_ns = DROPLOG_BURST * DROPLOG_COST_NS;
 }
 
-struct espdp_drop_record *droplog_reserve(struct droplog *l, int reason, int64_t now)
-{
-	int64_t elapsed = now - l->last_ns, cap = DROPLOG_BURST * DROPLOG_COST_NS;
-
-	if (elapsed > 0) { /* a clock that stands still or steps back adds nothing */
-		l->credit_ns = elapsed >= cap || l->credit_ns + elapsed >= cap ? cap :
-										 l->credit_ns + elapsed;
-		l->last_ns = now;
-	}
-	/* in a flood the bucket is empty: the consumer's line is not even read then.
-	 * acquire: the consumer's copies out of a slot happen before we overwrite it */
-	if (l->credit_ns < DROPLOG_COST_NS ||
-	    l->tail - __atomic_load_n(&l->head, __ATOMIC_ACQUIRE) >= DROPLOG_RING) {
-		__atomic_store_n(&l->suppressed[reason], l->suppressed[reason] + 1,
-				 __ATOMIC_RELAXED); /* single writer */
-		return NULL;
-	}
-	l->credit_ns -= DROPLOG_COST_NS;
-	memset(&l->ring[l->tail % DROPLOG_RING], 0, sizeof(l->ring[0]));
-	return &l->ring[l->tail % DROPLOG_RING];
-}
-
-void droplog_commit(struct droplog *l)
-{
-	/* release: the consumer that sees the new tail sees the record's bytes */
-	__atomic_store_n(&l->tail, l->tail + 1, __ATOMIC_RELEASE);
-}
-
 size_t espdp_drop_records_read(espdp *dp, struct espdp_drop_record *out, size_t n)
 {
 	size_t k = 0;

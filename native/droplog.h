@@ -13,6 +13,7 @@
 #define ESPD_DROPLOG_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "drops.h"
 #include "espdp.h"
@@ -32,6 +33,7 @@ struct droplog {
 	_Alignas(64) uint32_t tail; /* producer's, on a cache line apart from head */
 	int64_t credit_ns; /* token bucket: DROPLOG_COST_NS per record, at most BURST of them */
 	int64_t last_ns; /* when credit was last topped up */
+	int64_t empty_until; /* the bucket has no token before this time: the flood's path */
 	uint64_t suppressed[ESPD_DROP_SLOTS]; /* producer's, relaxed: not sampled, by reason */
 	_Alignas(64) struct espdp_drop_record ring[DROPLOG_RING];
 };
@@ -42,9 +44,43 @@ static inline int droplog_wanted(int reason)
 }
 
 void droplog_init(struct droplog *l);
+
 /* The slot for a record of `reason` on worker w's ring, or NULL (rate limited or full:
- * counted). Fill it, then droplog_commit. Producer only. */
-struct espdp_drop_record *droplog_reserve(struct droplog *l, int reason, int64_t now);
-void droplog_commit(struct droplog *l);
+ * counted). Fill it, then droplog_commit. Producer only. Inline: in a flood this is the
+ * whole cost of a drop's record, a few loads and stores on the worker's own line. */
+static inline struct espdp_drop_record *droplog_reserve(struct droplog *l, int reason,
+							int64_t now)
+{
+	int64_t elapsed, cap = DROPLOG_BURST * DROPLOG_COST_NS;
+
+	if (now < l->empty_until) /* known empty: one compare, the counter, done */
+		goto suppress;
+	elapsed = now - l->last_ns;
+	if (elapsed > 0) { /* a clock that stands still or steps back adds nothing */
+		l->credit_ns = elapsed >= cap || l->credit_ns + elapsed >= cap ? cap :
+										 l->credit_ns + elapsed;
+		l->last_ns = now;
+	}
+	if (l->credit_ns < DROPLOG_COST_NS) {
+		l->empty_until = now + (DROPLOG_COST_NS - l->credit_ns); /* the next token */
+		goto suppress;
+	}
+	/* acquire: the consumer's copies out of a slot happen before we overwrite it */
+	if (l->tail - __atomic_load_n(&l->head, __ATOMIC_ACQUIRE) >= DROPLOG_RING)
+		goto suppress;
+	l->credit_ns -= DROPLOG_COST_NS;
+	memset(&l->ring[l->tail % DROPLOG_RING], 0, sizeof(l->ring[0]));
+	return &l->ring[l->tail % DROPLOG_RING];
+suppress:
+	__atomic_store_n(&l->suppressed[reason], l->suppressed[reason] + 1,
+			 __ATOMIC_RELAXED); /* single writer */
+	return NULL;
+}
+
+static inline void droplog_commit(struct droplog *l)
+{
+	/* release: the consumer that sees the new tail sees the record's bytes */
+	__atomic_store_n(&l->tail, l->tail + 1, __ATOMIC_RELEASE);
+}
 
 #endif

@@ -244,17 +244,15 @@ static void in_account(espdp_sa *sa, const struct espdp_pkt *p)
 	ctr_add(&sa->ctr.bytes, p->len);
 }
 
-/* A sampled record of drop `r` for the packet whose outer header starts at raw (len
- * bytes, as received): the addresses from the IP header if it is there at all, the UDP
- * port and the SPI if in_outer got that far. */
-static void in_log(espdp *dp, unsigned w, int r, const uint8_t *raw, uint32_t len,
-		   const struct in_pkt *in, int64_t now)
+/* The record for drop `r` of the packet whose outer header starts at raw (len bytes,
+ * as received): the addresses from the IP header if it is there at all, the UDP port
+ * and the SPI if in_outer got that far. Out of line: only sampled drops get here. */
+static __attribute__((noinline)) void in_log_fill(struct espdp_drop_record *rec, unsigned w,
+						  int r, const uint8_t *raw, uint32_t len,
+						  const struct in_pkt *in, int64_t now)
 {
-	struct espdp_drop_record *rec;
 	uint8_t version = len ? raw[0] >> 4 : 0;
 
-	if (!droplog_wanted(r) || !(rec = droplog_reserve(&dp->droplog[w], r, now)))
-		return;
 	rec->time_ns = (uint64_t)now;
 	rec->reason = (uint8_t)r;
 	rec->direction = ESPDP_DIR_IN;
@@ -276,6 +274,17 @@ static void in_log(espdp *dp, unsigned w, int r, const uint8_t *raw, uint32_t le
 		rec->spi = rd32(in->esp);
 		rec->flags |= ESPDP_DROP_RECORD_SPI;
 	}
+}
+
+/* Offer drop `r` to worker w's drop log (droplog.h); most of a flood ends at the bucket. */
+static inline void in_log(espdp *dp, unsigned w, int r, const uint8_t *raw, uint32_t len,
+			  const struct in_pkt *in, int64_t now)
+{
+	struct espdp_drop_record *rec;
+
+	if (!droplog_wanted(r) || !(rec = droplog_reserve(&dp->droplog[w], r, now)))
+		return;
+	in_log_fill(rec, w, r, raw, len, in, now);
 	droplog_commit(&dp->droplog[w]);
 }
 
