@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "droplog.h"
 #include "drops.h"
 #include "espdp.h"
 #include "sad.h"
@@ -105,6 +106,8 @@ struct espdp {
 	uint64_t drops[2][ESPD_DROP_SLOTS]; /* [direction][reason] */
 	struct events events;
 	struct punt punt;
+	struct droplog *droplog; /* nworkers rings, one per worker slot (droplog.h) */
+	pthread_mutex_t droplog_lock; /* the rings' one consumer at a time */
 	/* worker.c; NULL while no worker runs. Readers outside the workers (io stats,
 	 * send_ike) hold threads_lock, and espdp_workers_stop detaches it under that lock
 	 * before freeing it. */

@@ -16,6 +16,8 @@
  *      in_transport_inner  transport: the IP header restored in front of the payload
  *   9. in_selector   the inner packet must be traffic that the SA's access list protects
  *  10. in_account    counters
+ * A drop of a reason a forger can cause (droplog.h) is also offered to in_log: a sampled
+ * record with the outer source and the SPI, never payload bytes.
  */
 #include <string.h>
 
@@ -41,13 +43,13 @@ static int in_outer(uint8_t *pkt, uint32_t len, struct in_pkt *in)
 	uint8_t *l4;
 	uint32_t l4_len;
 
+	in->encap = ESPDP_ENCAP_ESP; /* before any return: in_log reads them */
+	in->udp_sport = in->udp_dport = 0;
 	if (ip_parse(pkt, len, &in->outer) || in->outer.frag)
 		return ESPD_DROP_malformed;
 	in->pkt = pkt;
 	l4 = pkt + in->outer.hdr_len;
 	l4_len = in->outer.total_len - in->outer.hdr_len;
-	in->encap = ESPDP_ENCAP_ESP;
-	in->udp_sport = in->udp_dport = 0;
 	if (in->outer.proto == IPPROTO_NUM_UDP) {
 		if (l4_len < UDP_HDR_LEN || rd16(l4 + 4) != l4_len)
 			return ESPD_DROP_malformed;
@@ -242,10 +244,56 @@ static void in_account(espdp_sa *sa, const struct espdp_pkt *p)
 	ctr_add(&sa->ctr.bytes, p->len);
 }
 
+/* The record for drop `r` of the packet whose outer header starts at raw (len bytes,
+ * as received): the addresses from the IP header if it is there at all, the UDP port
+ * and the SPI if in_outer got that far. Out of line: only sampled drops get here. */
+static __attribute__((noinline)) void in_log_fill(struct espdp_drop_record *rec, unsigned w,
+						  int r, const uint8_t *raw, uint32_t len,
+						  const struct in_pkt *in, int64_t now)
+{
+	uint8_t version = len ? raw[0] >> 4 : 0;
+
+	rec->time_ns = (uint64_t)now;
+	rec->reason = (uint8_t)r;
+	rec->direction = ESPDP_DIR_IN;
+	rec->worker = (uint16_t)w;
+	if (version == 4 && len >= IPV4_HDR_MIN) {
+		rec->family = 4;
+		memcpy(rec->src, raw + 12, 4);
+		memcpy(rec->dst, raw + 16, 4);
+	} else if (version == 6 && len >= IPV6_HDR_LEN) {
+		rec->family = 6;
+		memcpy(rec->src, raw + 8, 16);
+		memcpy(rec->dst, raw + 24, 16);
+	}
+	if (in->encap == ESPDP_ENCAP_UDP) {
+		rec->sport = in->udp_sport;
+		rec->flags |= ESPDP_DROP_RECORD_PORT;
+	}
+	if (r != ESPD_DROP_malformed) { /* past in_outer: the ESP header is there */
+		rec->spi = rd32(in->esp);
+		rec->flags |= ESPDP_DROP_RECORD_SPI;
+	}
+}
+
+/* Offer drop `r` to worker w's drop log (droplog.h); most of a flood ends at the bucket. */
+static inline void in_log(espdp *dp, unsigned w, int r, const uint8_t *raw, uint32_t len,
+			  const struct in_pkt *in, int64_t now)
+{
+	struct espdp_drop_record *rec;
+
+	if (!droplog_wanted(r) || !(rec = droplog_reserve(&dp->droplog[w], r, now)))
+		return;
+	in_log_fill(rec, w, r, raw, len, in, now);
+	droplog_commit(&dp->droplog[w]);
+}
+
 /* Stages 2 to 10 for one packet whose outer header (stage 1) gave `r`. */
 static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct espdp_pkt *p,
 		     struct in_pkt *in, int r, int64_t now)
 {
+	const uint8_t *raw = p->buf + p->off; /* the outer header, before any stage moves off */
+	uint32_t raw_len = p->len;
 	espdp_sa *sa = NULL;
 
 	p->sa = NULL;
@@ -253,6 +301,7 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 		return in_punt(dp, in) ? ESPD_DROP_punt_full : r;
 	if (r || (r = in_lookup(t, in, &sa))) {
 		dp_drop(dp, ESPDP_DIR_IN, r);
+		in_log(dp, w, r, raw, raw_len, in, now);
 		return r;
 	}
 	p->sa = sa;
@@ -271,6 +320,7 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 	return 0;
 drop:
 	sa_drop(sa, r);
+	in_log(dp, w, r, raw, raw_len, in, now);
 	return r;
 }
 

@@ -36,13 +36,19 @@ espdp *espdp_new(unsigned nworkers)
 		return NULL;
 	/* one epoch slot per worker, and one more for control-plane readers */
 	dp->workers = aligned_alloc(64, (nworkers + 1) * sizeof(struct worker_slot));
-	if (!dp->workers) {
+	dp->droplog = aligned_alloc(64, nworkers * sizeof(struct droplog));
+	if (!dp->workers || !dp->droplog) {
+		free(dp->workers);
+		free(dp->droplog);
 		free(dp);
 		return NULL;
 	}
 	dp->nworkers = nworkers;
 	for (unsigned i = 0; i <= nworkers; i++)
 		dp->workers[i].epoch = EPOCH_OFFLINE;
+	for (unsigned i = 0; i < nworkers; i++)
+		droplog_init(&dp->droplog[i]);
+	pthread_mutex_init(&dp->droplog_lock, NULL);
 	dp->test_clock_ns = -1;
 	pthread_mutex_init(&dp->publish_lock, NULL);
 	pthread_mutex_init(&dp->threads_lock, NULL);
@@ -66,6 +72,8 @@ void espdp_free(espdp *dp)
 	punt_destroy(&dp->punt);
 	pthread_mutex_destroy(&dp->threads_lock);
 	pthread_mutex_destroy(&dp->publish_lock);
+	pthread_mutex_destroy(&dp->droplog_lock);
+	free(dp->droplog);
 	free(dp->workers);
 	free(dp);
 }

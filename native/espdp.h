@@ -343,6 +343,37 @@ void espdp_punt_stats(const espdp *dp, struct espdp_punt_stats *out);
 int espdp_send_ike(espdp *dp, const struct espdp_addr *local, const struct espdp_addr *peer,
 		   uint16_t port, const uint8_t *msg, size_t len);
 
+/* --- Drop log: sampled records of inbound drops that may be attacks (droplog.c) ---
+ * Only these reasons are sampled: malformed, unknown_spi, replay_old, replay_dup,
+ * auth_failed. Each worker samples at most 32 a second (bursts of 64) into a ring of its
+ * own; what it does not sample (rate limit, or a full ring) it only counts, by reason.
+ * Never key material or payload bytes: the record holds what the outer headers say. */
+enum espdp_drop_record_flag {
+	ESPDP_DROP_RECORD_SPI = 1,  /* spi is the packet's (not set for malformed) */
+	ESPDP_DROP_RECORD_PORT = 2  /* sport is the UDP source port (ESP in UDP) */
+};
+
+struct espdp_drop_record {
+	uint64_t time_ns;           /* the data plane's clock: CLOCK_MONOTONIC */
+	uint32_t spi;
+	uint8_t reason;             /* enum espd_drop */
+	uint8_t direction;          /* enum espdp_dir */
+	uint8_t family;             /* of src and dst: 4 or 6; 0 when the outer header gave none */
+	uint8_t flags;              /* enum espdp_drop_record_flag */
+	uint16_t sport;
+	uint16_t worker;            /* the worker that dropped the packet */
+	uint32_t pad;
+	uint8_t src[16];            /* outer source address; IPv4 in src[0..3] */
+	uint8_t dst[16];            /* outer destination (the local address it was sent to) */
+};
+
+/* Take up to n records, every worker's oldest first. The reading side is one consumer at
+ * a time (a lock in C); call it from the control plane's loop. */
+size_t espdp_drop_records_read(espdp *dp, struct espdp_drop_record *out, size_t n);
+/* Drops of a sampled reason that were not recorded, summed over workers, by enum
+ * espd_drop (free-running counters). */
+void espdp_drop_records_suppressed(const espdp *dp, uint64_t *out, size_t n);
+
 /* --- Anti-replay window, standalone (property tests) --- */
 espdp_replay *espdp_replay_new(uint32_t window, int esn);
 void espdp_replay_free(espdp_replay *r);

@@ -42,6 +42,7 @@ from pathlib import Path
 import pytest
 from support import netns
 from support.netns import HOST_A4, HOST_A6, HOST_B4, HOST_B6, UdpFlow, udp_exchange
+from support.packets import ipv4
 
 from espd.config.load import load as load_config
 from espd.config.model import ConfigError
@@ -296,6 +297,30 @@ def assert_traffic(tunnel: CanaryTunnel) -> None:
     assert udp_exchange(topo.host_b, topo.host_a, HOST_A6, count=100, port=7402) >= 98
 
 
+def forge_at_gw_b(tunnel: CanaryTunnel) -> None:
+    """A canary-keyed ESP packet gwA sent, captured and sent again at gwB from gwA's
+    namespace, once as it was (replay_dup) and once with a sequence number ahead of the
+    window, which the ICV covers (auth_failed),
+    so gwB's drop log (ops/drop_log.py) writes its lines into the log scanned below."""
+    topo = tunnel.topo
+    with netns.Capture(topo.gw_b, netns.WAN_IF) as capture:
+        assert netns.ping(topo.host_a, HOST_B4, count=2, interval=0.05).received == 2
+    sent = [p for p in netns.analyze(capture.frames).esp
+            if p.outer_src == netns.GW_A_WAN4 and not p.udp]
+    assert sent, "no ESP from gwA captured"
+    genuine = sent[-1].esp
+    ahead = genuine[:4] + (sent[-1].seq + 1000).to_bytes(4, "big") + genuine[8:]
+    tx = netns.socket_in(topo.gw_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        for esp in (genuine, ahead):
+            tx.sendto(ipv4(netns.GW_A_WAN4, netns.GW_B_WAN4, 50, esp), (netns.GW_B_WAN4, 0))
+    finally:
+        tx.close()
+    for reason in ("replay_dup", "auth_failed"):
+        wait_log(tunnel.gw_b, rf"inbound {reason} from 192\.0\.2\.1 to 192\.0\.2\.2 spi 0x", 5,
+                 lambda: None)
+
+
 # -- every output channel -----------------------------------------------------------------------
 
 def espd_cli(*args: str, ok: bool = True) -> str:
@@ -349,6 +374,7 @@ def test_no_output_channel_carries_a_key():
         gw_a = tunnel.gw_a
         sock = gw_a.control_socket
         assert_traffic(tunnel)
+        forge_at_gw_b(tunnel)
         for daemon, ns in ((tunnel.gw_a, tunnel.topo.gw_a), (tunnel.gw_b, tunnel.topo.gw_b)):
             metrics = netns.scrape_metrics(ns, tunnel.port)
             assert 'espd_sa_packets_total{' in metrics

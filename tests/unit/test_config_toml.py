@@ -196,7 +196,8 @@ BROKEN = [
       "2001:db8::1 is IPv6; use one IP version"]),
     (('local = "192.0.2.1"', 'locale = "192.0.2.1"'),
      ["2: unknown key 'daemon.locale'; did you mean 'local'? known keys: interface, local, "
-      "workers, control_socket, metrics, state_dir, offload, user, nat_keepalive",
+      "workers, control_socket, metrics, state_dir, offload, user, nat_keepalive, "
+      "drop_log_interval",
       "12: crypto_map armadillo 10 has no local address; set 'local' in [daemon] or in this "
       "crypto_map, e.g. 'local = \"192.0.2.1\"'"]),
     (("[daemon]\n", '[daemon]\nworkers = 0\nmetrics = "localhost"\nstate_dir = "var"\n'
@@ -553,3 +554,13 @@ def test_keys_never_appear_in_toml_errors(tmp_path):
 def test_parse_toml_without_a_file():
     config = parse_toml(BASE)
     assert config.crypto_maps[0].where == Location("<string>", 12)
+
+
+def test_drop_log_interval(tmp_path):
+    config, _ = load_text(tmp_path, BASE)
+    assert config.settings.drop_log_interval == 10
+    config, _ = load_text(tmp_path, BASE.replace("[daemon]\n", "[daemon]\ndrop_log_interval = 0\n"))
+    assert config.settings.drop_log_interval == 0  # the log off
+    assert errors(tmp_path, BASE.replace("[daemon]\n", "[daemon]\ndrop_log_interval = 3601\n")) \
+        == ["2: daemon.drop_log_interval must be from 0 to 3600, not 3601; write e.g. "
+            "'drop_log_interval = 10'"]

@@ -238,6 +238,7 @@ class Settings:
     offload: bool = True  # TUN TSO/GRO offloads (IFF_VNET_HDR); false: one packet per read
     user: str | None = None  # drop root for this user after start (CAP_NET_ADMIN kept)
     nat_keepalive: int = 20  # seconds between NAT-T keepalives to UDP peers; 0 = none
+    drop_log_interval: int = 10  # seconds: one drop-log line per reason and source; 0 = off
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

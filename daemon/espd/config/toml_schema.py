@@ -44,7 +44,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios", "ike",
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
-               "offload", "user", "nat_keepalive"),
+               "offload", "user", "nat_keepalive", "drop_log_interval"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -239,8 +239,11 @@ class SchemaLoader(IkeSchema):
         user = self.get(raw, path + ("user",), str, '"espd"', None)
         keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
                                  default.nat_keepalive)
+        drop_log = self.integer(raw, path + ("drop_log_interval",), 0, 3600, "10",
+                                default.drop_log_interval)
         return Settings(
             nat_keepalive=default.nat_keepalive if keepalive is None else keepalive,
+            drop_log_interval=default.drop_log_interval if drop_log is None else drop_log,
             user=user or None,
             offload=default.offload if offload is None else offload,
             interface=interface or default.interface,

@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = (
     "DROP_HELP", "DROP_REASONS", "EVENT_KINDS", "HEADROOM", "SA", "TAILROOM", "Dataplane",
-    "DataplaneError", "DropError", "Event", "Lifetime", "PuntedDatagram", "Rule",
+    "DataplaneError", "DropError", "DropRecord", "Event", "Lifetime", "PuntedDatagram", "Rule",
 )
 
 

@@ -194,6 +194,24 @@ class PuntedDatagram:
     data: bytes
 
 
+@dataclass(frozen=True)
+class DropRecord:
+    """A sampled inbound drop (native/droplog.h): the reason, the outer source ``src`` and
+    destination ``dst`` (None if the outer header had none), the UDP ``sport`` (None for
+    raw ESP), the ``spi`` (None for ``malformed``), and when: ``time`` in seconds of
+    CLOCK_MONOTONIC (the clock of ``time.monotonic``). Nothing of the payload, never key
+    material."""
+
+    reason: str
+    direction: str
+    src: str | None
+    sport: int | None
+    spi: int | None
+    time: float
+    worker: int
+    dst: str | None = None
+
+
 def _ip(family: int, raw) -> str:
     return str(ipaddress.ip_address(bytes(raw[0:4] if family == 4 else raw[0:16])))
 
@@ -545,6 +563,36 @@ class Dataplane:
                                  e.value, **extra))
             if n < 64:
                 return out
+
+    # --- the drop log (native/droplog.c) ---
+
+    def drop_records(self, limit: int = 4096) -> list[DropRecord]:
+        """Take up to ``limit`` sampled drop records, each worker's oldest first. One reader
+        at a time (C takes a lock); the daemon's is its loop (ops/drop_log.py)."""
+        buf = ffi.new("struct espdp_drop_record[]", 256)
+        out: list[DropRecord] = []
+        while len(out) < limit:
+            n = lib.espdp_drop_records_read(self._dp, buf, min(256, limit - len(out)))
+            for i in range(n):
+                r = buf[i]
+                out.append(DropRecord(
+                    DROP_REASONS[r.reason] if r.reason < len(DROP_REASONS) else str(r.reason),
+                    "out" if r.direction else "in",
+                    _ip(r.family, r.src) if r.family in (4, 6) else None,
+                    r.sport if r.flags & lib.ESPDP_DROP_RECORD_PORT else None,
+                    r.spi if r.flags & lib.ESPDP_DROP_RECORD_SPI else None,
+                    r.time_ns / 1e9, r.worker,
+                    _ip(r.family, r.dst) if r.family in (4, 6) else None))
+            if n < 256:
+                break
+        return out
+
+    def drop_records_suppressed(self) -> dict[str, int]:
+        """Drops of a sampled reason that were not recorded (rate limit or full ring), by
+        reason, since the data plane started."""
+        raw = ffi.new("uint64_t[]", _DROP_SLOTS)
+        lib.espdp_drop_records_suppressed(self._dp, raw, _DROP_SLOTS)
+        return {DROP_REASONS[i]: raw[i] for i in range(1, len(DROP_REASONS)) if raw[i]}
 
     # --- IKE on the NAT-T socket ---
 

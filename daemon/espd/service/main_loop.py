@@ -9,7 +9,8 @@ What runs on the loop (and only there: keying/owner.py's rule 1):
     engine's intake (ike/engine/intake.py) bounds what handling them may cost, so a
     flood delays the rest of the loop by about one bounded turn;
   - timers (loop.call_later): the systemd watchdog, NAT keepalives, a 1 s housekeeping
-    turn (failed reservations retried, retired tables freed);
+    turn (failed reservations retried, retired tables freed), a 1 s drop-log turn (the
+    workers' sampled drop records drained and logged, ops/drop_log.py: its one reader);
   - reloads, from SIGHUP or posted by the control socket (service/reload.py), one at a
     time; their parsing runs on a worker thread, so none of the above waits for it.
 Each SIGHUP is one reload (one that came during start-up runs once the loop does), up to
@@ -25,6 +26,7 @@ import signal
 import time
 
 from espd.config.model import ConfigError
+from espd.ops.drop_log import DropLog
 from espd.service import reload
 from espd.service.daemon import Daemon
 from espd.service.instance_lock import AlreadyRunning
@@ -122,6 +124,10 @@ class MainLoop:
             self._every("watchdog", min(1.0, watchdog_usec / 2e6),
                         lambda: sd_notify("WATCHDOG=1"))
         self._every("housekeeping", HOUSEKEEPING, owner.housekeeping)
+        drop_log = DropLog(daemon.config.settings.drop_log_interval)
+        # the interval is read at each turn: a reload changes it
+        self._every("drop_log", HOUSEKEEPING, lambda: drop_log.turn(
+            daemon.dp, daemon.config.settings.drop_log_interval))
         self.loop.call_soon(self._keepalive_turn)
         sd_notify(f"READY=1\nSTATUS={_status(daemon)}")
         for _ in range(self.sighups_waiting):  # SIGHUPs that came during start-up
@@ -136,6 +142,11 @@ class MainLoop:
             self.loop.remove_reader(daemon.dp.punt_fd())
             for timer in self.timers.values():
                 timer.cancel()
+            try:  # what the drop log still counts, before the workers stop
+                drop_log.turn(daemon.dp, daemon.config.settings.drop_log_interval)
+                drop_log.flush()
+            except Exception:
+                log.exception("drop log at stop failed")
 
 
 def _status(daemon: Daemon) -> str:
