@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from espd.ike import proposals as p
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.transport import UdpTransport
-from espd.ike.sa.ike_sa import Endpoint
+from espd.ike.sa.ike_sa import Endpoint, IkeState
 from espd.ike.settings import (
     ChildPolicy,
     Identity,
@@ -178,3 +178,32 @@ async def until(condition, timeout: float = 5.0, step: float = 0.005) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(step)
+
+
+class Outcome:
+    """How one negotiation ended (read before the engines closed)."""
+
+    def __init__(self, a, b, sa) -> None:
+        self.a, self.b, self.sa = a, b, sa
+        self.state, self.peer_id = sa.state, sa.peer_id  # before the engines close
+        self.children = (len(a.owner.live()), len(b.owner.live()))
+
+
+async def negotiate(a_settings, b_settings) -> Outcome:
+    """a initiates its first child towards b; until both have a Child SA or a's IKE SA
+    is deleted (then b is given time to take our DELETE)."""
+    loop = asyncio.get_running_loop()
+    a, b = pair(loop, a_settings, b_settings)
+    sa = a.engine.initiate(a.settings.children[0])
+    try:
+        await until(lambda: (a.owner.live() and b.owner.live()) or sa.state ==
+                    IkeState.DELETED, timeout=5)
+        if sa.state == IkeState.DELETED:  # the responder installed before we refused it:
+            try:                          # our DELETE is on its way to it
+                await until(lambda: not b.owner.live(), timeout=2)
+            except AssertionError:
+                pass  # Outcome.children says it stayed
+        return Outcome(a, b, sa)
+    finally:
+        a.engine.close()
+        b.engine.close()

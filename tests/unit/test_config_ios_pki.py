@@ -180,7 +180,7 @@ def test_two_ios_routers_with_certificates_negotiate(tmp_path: Path):
     engines negotiating over loopback: signatures, chains and identities for real."""
     import asyncio
 
-    from support.ike_pair import A, B, pair, until
+    from support.ike_pair import A, B, negotiate
 
     pki = Pki(str(tmp_path / "pki"))
     ca = pki.ca()
@@ -192,17 +192,8 @@ def test_two_ios_routers_with_certificates_negotiate(tmp_path: Path):
         configs.append(parse_ios(text, path))
     a_settings, b_settings = (ike_settings(c) for c in configs)
 
-    async def negotiate():
-        loop = asyncio.get_running_loop()
-        a, b = pair(loop, a_settings, b_settings)
-        sa = a.engine.initiate(a.settings.children[0])
-        try:
-            await until(lambda: a.owner.live() and b.owner.live(), timeout=5)
-            return sa.peer_id, len(a.owner.live()), len(b.owner.live())
-        finally:
-            a.engine.close()
-            b.engine.close()
-
-    peer_id, a_children, b_children = asyncio.run(negotiate())
+    got = asyncio.run(negotiate(a_settings, b_settings))
+    a_children, b_children = got.children
+    peer_id = got.peer_id
     assert (a_children, b_children) == (1, 1)
     assert str(peer_id) == "fqdn:gwb.example"  # 'match identity remote fqdn', proven

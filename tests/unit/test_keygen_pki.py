@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from support.ike_pair import A, B, pair, until
+from support.ike_pair import A, B, negotiate
 
 from espd.cli import main as cli
 from espd.config.toml import parse_toml
@@ -89,14 +89,6 @@ transform_set = "GCM"
 """)
         settings.append(ike_settings(parse_toml(text, str(tmp_path / f"{name}.toml"))))
 
-    async def negotiate():
-        a, b = pair(asyncio.get_running_loop(), *settings)
-        sa = a.engine.initiate(a.settings.children[0])
-        try:
-            await until(lambda: a.owner.live() and b.owner.live(), timeout=5)
-            return str(sa.peer_id)
-        finally:
-            a.engine.close()
-            b.engine.close()
-
-    assert asyncio.run(negotiate()) == "fqdn:gw-b.example"
+    got = asyncio.run(negotiate(*settings))
+    assert got.children == (1, 1)
+    assert str(got.peer_id) == "fqdn:gw-b.example"

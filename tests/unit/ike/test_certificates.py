@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support.ike_pair import pair, settings_pair, until
+from support.ike_pair import negotiate, pair, settings_pair, until
 from support.pki import Pki
 
 from espd.ike import codec
@@ -40,31 +40,6 @@ def cert_settings(pki_a, pki_b, trust_a, trust_b, id_a="gwa", id_b="gwb"):
 
 def own(issued, *extra) -> OwnCertificate:
     return own_certificate([issued.cert, *(e.cert for e in extra)], issued.key, issued.name)
-
-
-class Outcome:
-    def __init__(self, a, b, sa) -> None:
-        self.a, self.b, self.sa = a, b, sa
-        self.state, self.peer_id = sa.state, sa.peer_id  # before the engines close
-        self.children = (len(a.owner.live()), len(b.owner.live()))
-
-
-async def negotiate(a_settings, b_settings) -> Outcome:
-    loop = asyncio.get_running_loop()
-    a, b = pair(loop, a_settings, b_settings)
-    sa = a.engine.initiate(a.settings.children[0])
-    try:
-        await until(lambda: (a.owner.live() and b.owner.live()) or sa.state ==
-                    IkeState.DELETED, timeout=5)
-        if sa.state == IkeState.DELETED:  # the responder installed before we refused it:
-            try:                          # our DELETE is on its way to it
-                await until(lambda: not b.owner.live(), timeout=2)
-            except AssertionError:
-                pass  # Outcome.children says it stayed
-        return Outcome(a, b, sa)
-    finally:
-        a.engine.close()
-        b.engine.close()
 
 
 @pytest.fixture

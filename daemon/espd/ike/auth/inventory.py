@@ -67,17 +67,20 @@ def _consequence(role: str) -> str:
     return "peers will refuse our authentication"
 
 
-def _entry(cert: x509.Certificate, role: str) -> dict:
+def certificate_facts(cert: x509.Certificate) -> dict:
+    """Subject, issuer, serial (hex) and validity (POSIX s): what show names a certificate
+    by, here and for a peer's verified certificate (ike/engine/view.py)."""
     return {
-        "role": role,
         "subject": cert.subject.rfc4514_string() or "(empty subject)",
         "issuer": cert.issuer.rfc4514_string() or "(empty issuer)",
         "serial": f"{cert.serial_number:X}",
-        "san": _san(cert),
-        "key": _key(cert),
         "not_before": cert.not_valid_before_utc.timestamp(),
         "not_after": cert.not_valid_after_utc.timestamp(),
     }
+
+
+def _entry(cert: x509.Certificate, role: str) -> dict:
+    return {"role": role, **certificate_facts(cert), "san": _san(cert), "key": _key(cert)}
 
 
 def _crl(crl: x509.CertificateRevocationList) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from espd.ike.auth.inventory import certificate_facts
 from espd.ike.sa.ike_sa import IkeSa
 
 
@@ -75,17 +76,11 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
     return IkeSaView(
         sa.ident, str(sa.local), str(sa.remote), sa.state.value,
         "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), auth,
-        str(sa.peer_id or ""), _certificate(cert) if cert is not None else None,
+        str(sa.peer_id or ""), certificate_facts(cert) if cert is not None else None,
         sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
         now - sa.established if sa.established else 0.0, children, sa.fragmentation,
         tuple(sa.key_exchanges))
 
-
-def _certificate(cert) -> dict:
-    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "serial": f"{cert.serial_number:X}",
-            "not_before": cert.not_valid_before_utc.timestamp(),
-            "not_after": cert.not_valid_after_utc.timestamp()}
 
 
 def as_state(snapshot: Snapshot) -> list[dict]:
