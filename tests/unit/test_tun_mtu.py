@@ -104,24 +104,17 @@ def test_ike_entry_counts_its_largest_transform_for_every_peer(sets: str, encap:
 
 
 def test_manual_entries_are_left_to_their_sas() -> None:
-    key_in, key_out = "11" * 36, "22" * 36
-    config = parse_toml(f"""\
-[daemon]
-local = "192.0.2.1"
-
-[access_list.LAN]
-rules = ["permit ip 10.1.0.0/16 10.2.0.0/16"]
-
-[transform_set.GCM]
-transforms = ["esp-gcm 256"]
-
+    """A manual entry's SAs are live from the start: the data plane counts them."""
+    key_in, key_out = "11" * 64, "22" * 64
+    manual = f"""
 [[crypto_map]]
 name = "vpn"
-seq = 10
-peer = "192.0.2.2"
+seq = 20
+peer = "192.0.2.9"
 match_address = "LAN"
-transform_set = "GCM"
-inbound = {{ spi = 0x1001, key = "{key_in}" }}
-outbound = {{ spi = 0x1002, key = "{key_out}" }}
-""")
-    assert list(planned_overheads(config)) == []
+transform_set = "CBC"
+inbound = {{ spi = 0x1001, key = "{key_in[:64]}", auth_key = "{key_in}" }}
+outbound = {{ spi = 0x1002, key = "{key_out[:64]}", auth_key = "{key_out}" }}
+"""
+    config = parse_toml(CONFIG.format(sets='["GCM"]', encap="esp") + manual)
+    assert sorted(planned_overheads(config)) == [("192.0.2.2", 57), ("192.0.2.3", 57)]
