@@ -330,6 +330,8 @@ class IkeEngine:
                 message = codec.decrypt_message(data, sa.sk_in)
             else:
                 whole = fragmentation.receive(self, sa, data, header.is_response)
+                if number == 1 and not header.is_response:
+                    sa.responses.heard(header.message_id, data)
                 if whole is None:
                     return  # more fragments to come
                 message = whole
@@ -341,6 +343,8 @@ class IkeEngine:
         except codec.ParseError as err:
             self._malformed(remote, str(err))
             if err.notify is not None and not header.is_response:
+                if number is None:  # it passed the ICV: a retransmission gets this answer
+                    sa.responses.heard(header.message_id, data)
                 # (UNSUPPORTED_CRITICAL_PAYLOAD names the payload type in its data)
                 self.respond(sa, message, [codec.Notify(err.notify, err.data)], local, remote)
             return
@@ -348,13 +352,21 @@ class IkeEngine:
         if header.is_response:
             self._response(sa, message, data)
         else:
+            if number is None:
+                sa.responses.heard(header.message_id, data)
             self._request(sa, message, local, remote)
 
     def _answer_retransmit(self, sa: IkeSa, data: bytes, number: int | None,
                            local: Endpoint, remote: Endpoint) -> None:
         """The cached response again, only for a copy that passes the ICV: anyone can
         send the same header with the same message ID, and an unauthenticated copy that
-        made us re-send would turn espd into a reflector (RFC 7296 2.1)."""
+        made us re-send would turn espd into a reflector (RFC 7296 2.1). A copy is the
+        request byte for byte (which also covers a request sealed with keys that
+        IKE_INTERMEDIATE has replaced since), or one that opens with the current keys
+        (a peer may fragment its retransmission differently, RFC 7383 2.5)."""
+        if sa.responses.is_copy(data):
+            self._resend_response(sa, local, remote)
+            return
         try:
             if number is None:
                 codec.decrypt_message(data, sa.sk_in)
@@ -371,6 +383,9 @@ class IkeEngine:
                 return
             # else it passed the ICV and its inner chain is bad: the request that was
             # answered with INVALID_SYNTAX (or UNSUPPORTED_CRITICAL_PAYLOAD) again
+        self._resend_response(sa, local, remote)
+
+    def _resend_response(self, sa: IkeSa, local: Endpoint, remote: Endpoint) -> None:
         self.counters["retransmitted_requests"] += 1
         for datagram in sa.responses.last_response:
             self.transport.send(local, remote, datagram)
