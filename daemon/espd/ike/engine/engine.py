@@ -336,9 +336,7 @@ class IkeEngine:
                     return  # more fragments to come
                 message = whole
         except IntegrityError:
-            self.counters["integrity_failures"] += 1
-            self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped",
-                                  sa, remote)
+            self._bad_icv(sa, remote)
             return
         except codec.ParseError as err:
             self._malformed(remote, str(err))
@@ -373,9 +371,7 @@ class IkeEngine:
             else:  # fragment 1, authenticated alone; the held reassembly is not touched
                 codec.decrypt_fragment(data, sa.sk_in)
         except IntegrityError:
-            self.counters["integrity_failures"] += 1
-            self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped",
-                                  sa, remote)
+            self._bad_icv(sa, remote)
             return
         except codec.ParseError as err:
             if err.notify is None:  # framing that cannot be authenticated
@@ -384,6 +380,11 @@ class IkeEngine:
             # else it passed the ICV and its inner chain is bad: the request that was
             # answered with INVALID_SYNTAX (or UNSUPPORTED_CRITICAL_PAYLOAD) again
         self._resend_response(sa, local, remote)
+
+    def _bad_icv(self, sa: IkeSa, remote: Endpoint) -> None:
+        self.counters["integrity_failures"] += 1
+        self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped", sa,
+                              remote)
 
     def _resend_response(self, sa: IkeSa, local: Endpoint, remote: Endpoint) -> None:
         self.counters["retransmitted_requests"] += 1
