@@ -369,3 +369,28 @@ start = "manual"
                                                        before[(10, "out")]["spi"])
         assert {k: sa["spi"] for k, sa in entries(daemons[1]).items()} == \
             {k: sa["spi"] for k, sa in peer_before.items()}
+
+
+def test_tun_mtu_comes_from_the_ike_entries_transform_sets(netns_ok):
+    """Before any SA exists, each espd sets espd0's MTU from its IKE-keyed entry's transform
+    set (esp-gcm 256: 57 bytes over IPv4, 8 more when "auto" may float to UDP): 1443 and
+    1435, not the 1400 of a daemon without SAs. Once negotiated, a DF packet of exactly
+    that MTU passes each way in one unfragmented ESP packet of at most 1500 bytes, and one
+    byte more gets "fragmentation needed" with that MTU."""
+    with espd_pair("mtu", a=dict(encapsulation='"esp"', start='"immediate"'),
+                   b=dict(encapsulation='"auto"', start='"manual"')) as (topo, daemons):
+        mtus = [netns.link_mtu(ns, "espd0") for ns in (topo.gw_a, topo.gw_b)]
+        assert mtus == [1443, 1435], mtus
+        first_echo(topo)
+        with netns.Capture(topo.gw_b, netns.WAN_IF) as capture:
+            fits = netns.ping(topo.host_a, netns.HOST_B4, count=2, size=1443 - 28, df=True,
+                              timeout=2)
+            back = netns.ping(topo.host_b, netns.HOST_A4, count=2, size=1435 - 28, df=True,
+                              timeout=2)
+            over = netns.ping(topo.host_a, netns.HOST_B4, count=1, size=1443 - 27, df=True,
+                              timeout=2)
+        assert fits.received == 2 and back.received == 2, (fits, back)
+        assert over.received == 0 and over.frag_needed_mtu == 1443, over
+        analysis = netns.analyze(capture.frames)
+        assert not analysis.cleartext and not analysis.other, analysis
+        assert analysis.esp and max(len(p.esp) + 20 for p in analysis.esp) == 1500

@@ -41,6 +41,7 @@ from espd.ops.metrics import start_exporter
 from espd.policy.ids import PolicyIds
 from espd.policy.ike_plan import ike_settings, ike_udp_families, wipe_ike_keys
 from espd.policy.plan import Plan, build_plan, wipe_keys
+from espd.policy.tun_mtu import planned_overheads
 from espd.service import ike_actions, reload, state_view
 from espd.service.instance_lock import InstanceLock
 from espd.service.sockets import NATT_PORT, Sockets, open_sockets
@@ -214,12 +215,16 @@ class Daemon:
                          (self.reloads["success"], self.reloads["failure"]), self.mtu,
                          self.routes)
 
-    def tun_mtu(self, outbound=None) -> int:
-        """The TUN MTU the outbound SAs allow (`outbound`: the owner's records, e.g. a
-        change's; by default the live ones)."""
+    def tun_mtu(self, outbound=None, config: Config | None = None) -> int:
+        """The TUN MTU the outbound SAs and the IKE-keyed entries' transform sets allow
+        (`outbound`: the owner's records, e.g. a change's; by default the live ones;
+        `config`: by default the running one)."""
         pairs = ([(i.spec.peer, i.sa) for i in outbound] if outbound is not None else
                  [(v.spec.peer, v.sa) for v in self.owner.snapshot.outbound()])
-        mtus = [underlay_mtu(peer) - self.dp.sa_overhead(sa) for peer, sa in pairs]
+        overheads = [(peer, self.dp.sa_overhead(sa)) for peer, sa in pairs]
+        overheads += planned_overheads(config or self.config)
+        links = {peer: underlay_mtu(peer) for peer in {p for p, _ in overheads}}
+        mtus = [links[peer] - overhead for peer, overhead in overheads]
         return max(MIN_TUN_MTU, min(mtus)) if mtus else DEFAULT_TUN_MTU
 
     # --- lifecycle ---

@@ -142,7 +142,8 @@ async def _swap(daemon: Daemon, config: Config, plan: Plan, changes: list[str]) 
     undo.append(lambda: daemon.owner.abort(change))
     added: list[str] = []
     try:
-        new_mtu = await _off_loop(daemon.tun_mtu, change.outbound()) if running else daemon.mtu
+        new_mtu = (await _off_loop(daemon.tun_mtu, change.outbound(), config) if running
+                   else daemon.mtu)
         added = [r for r in plan.routes if r not in daemon.routes]
         if running and added:
             created = await _off_loop(install_routes, interface, added)  # all or nothing
