@@ -495,6 +495,7 @@ def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initi
         skeyseed.wipe()
         shared[:] = bytes(len(shared))
     ike_sa_init.install_keys(engine, new, suite)
+    new.setup_done()  # never authenticates: SK_p and the nonces have no use
     new.peer, new.policy, new.peer_id = old.peer, old.policy, old.peer_id
     new.peer_certificate = old.peer_certificate  # a rekey does not authenticate again
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote

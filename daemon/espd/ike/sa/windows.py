@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 MAX_MESSAGE_ID = 2**32 - 1  # 32 bits; an IKE SA must be rekeyed before it wraps
 
 
-@dataclass
+@dataclass(slots=True)
 class Outstanding:
     """A request of ours that waits for its response."""
 
@@ -29,7 +29,7 @@ class Outstanding:
     handler: Callable | None = None  # called with (IkeSa, decrypted response)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestWindow:
     """IDs of the requests WE send."""
 
@@ -63,7 +63,7 @@ class RequestWindow:
         return done
 
 
-@dataclass
+@dataclass(slots=True)
 class ResponseWindow:
     """IDs of the requests the PEER sends."""
 
