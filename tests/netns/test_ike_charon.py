@@ -461,34 +461,62 @@ def test_ipv6_underlay_and_selectors(netns_ok, initiator):
 
 
 def test_simultaneous_ike_sa_rekeys_with_charon_leave_one_ike_sa(topology):
-    """Both ends rekey the IKE SA at once: espd answers charon's rekey with
-    TEMPORARY_FAILURE while its own is in flight (RFC 7296 2.25), charon answers espd's by
-    the 2.8.1 rules; one IKE SA remains on each side, the Child SA under it still rekeys."""
+    """Both ends rekey the IKE SA at once, both seeing the collision (espd sends its own
+    rekey request before it answers charon's), four times: each round both exchanges
+    complete, espd and charon name the same winner by the nonce rule (RFC 7296 2.8.2),
+    the loser deletes its redundant IKE SA, and one IKE SA remains on each side with the
+    Child SA under it (never deleted, still rekeyable)."""
     if DEBIAN.unavailable():
         pytest.skip(DEBIAN.unavailable())
     psk = secrets.token_hex(16)
     charon, engine = _tunnel(topology, psk)
+    rounds, outcomes = 4, []
     try:
         with charon.events() as events:
             engine.send("initiate")
-            engine.wait("install")
+            first = engine.wait("install")
             events.wait_up("child-updown")
-            engine.send("rekey-ike")
-            charon.rekey(ike="gw")
-            events.wait("ike-rekey")
-            assert _wait_for(lambda: len(charon.list_sas()) == 1
-                             and next(iter(charon.list_sas()[0].values()))["state"]
-                             == "ESTABLISHED", 10)
-            time.sleep(3.5)  # a retried rekey (after TEMPORARY_FAILURE) has time to run
-            assert _wait_for(lambda: len(charon.list_sas()) == 1, 10)
-            charon.rekey(child="net")
+            for n in range(1, rounds + 1):
+                engine.send("collide-ike")
+                engine.wait("armed")
+                charon.rekey(ike="gw")
+                verdict = _wait_log(engine, "IKE SA rekey collision ")
+                outcomes.append("won" if "collision won" in verdict else "lost")
+                assert _wait_for(lambda n=n: charon.log().count("IKE_SA rekey collision ")
+                                 == n, 10), charon.log(tail=3000)
+                assert _wait_for(lambda: len(charon.list_sas()) == 1
+                                 and next(iter(charon.list_sas()[0].values()))["state"]
+                                 == "ESTABLISHED", 10)
+            charon_says = re.findall(r"IKE_SA rekey collision (won|lost)", charon.log())
+            # the same winner on both sides, every round
+            assert charon_says == ["lost" if o == "won" else "won" for o in outcomes], (
+                outcomes, charon_says)
+            engine.send("counters")
+            counters = engine.wait("counters")["counters"]
+            assert counters.get("ike_rekey_collisions") == rounds, counters
+            assert counters.get("temporary_failures", 0) == 0, counters
+            charon.rekey(child="net")  # the Child SA under the surviving IKE SA
             engine.wait("rekey")
             engine.wait("retire")
         live = _live_espd(engine)
         assert len(live) == 1 and _charon_spis(charon) == {(live[0]["spi_out"],
                                                             live[0]["spi_in"])}
+        retired = [e["spi_in"] for e in engine.seen if e["event"] == "retire"]
+        assert retired == [first["spi_in"]]  # only by the Child SA rekey, never the IKE's
         assert not any(e.get("level") == "ERROR" for e in engine.seen)
+        print(f"IKE SA rekey collisions: espd {outcomes}, charon {charon_says}")
     finally:
+        print("\n".join(e["text"] for e in engine.seen if e["event"] == "log"))
         engine.close()
         print(charon.describe(tail=6000))
         charon.close()
+
+
+def _wait_log(engine: Engine, text: str, timeout: float = 10.0) -> str:
+    """The next log line of espd's that contains `text`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = engine.wait("log", timeout=max(0.1, deadline - time.monotonic()))["text"]
+        if text in line:
+            return line
+    raise AssertionError(f"espd logged no {text!r}")
