@@ -55,6 +55,12 @@ unsigned io_tun_read_vnet(int fd, struct io_batch *b, unsigned max, struct tun_s
 		ssize_t r;
 
 		if (st->next < st->count) { /* hand out the staged super-packet's segments */
+			/* A batch ends at a super-packet boundary: one that does not fit whole
+			 * behind the packets already in it starts the next batch, so that its
+			 * segments leave in one send (one GSO run for ESP in UDP). Only one
+			 * with more segments than a batch holds spans batches. */
+			if (st->next == 0 && n > 0 && n + st->count > max)
+				break;
 			while (n < max && st->next < st->count) {
 				size_t len = offload_segment(st->buf + ESPD_HEADROOM, st->len, &st->h,
 							     st->next++, b->bufs[n] + ESPD_HEADROOM);

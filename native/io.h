@@ -46,7 +46,9 @@ int io_batch_init(struct io_batch *b);
 void io_batch_free(struct io_batch *b);
 /* Read up to max packets from a non-blocking TUN fd into b; returns how many. */
 unsigned io_tun_read(int fd, struct io_batch *b, unsigned max, uint64_t *errors);
-/* The same with IFF_VNET_HDR: super-packets are segmented, partial checksums completed. */
+/* The same with IFF_VNET_HDR: super-packets are segmented, partial checksums completed.
+ * A batch ends before a super-packet that does not fit whole in it (it stays staged in
+ * st for the next call); the caller calls again while st holds segments. */
 unsigned io_tun_read_vnet(int fd, struct io_batch *b, unsigned max, struct tun_stage *st,
 			  uint64_t *errors);
 /* Write the passed packets of b to the TUN fd (with vnet: coalesced, each behind its

@@ -59,7 +59,8 @@ static void stat_add(uint64_t *c, uint64_t v)
 
 static void on_tun(struct worker *w, struct workers *ws)
 {
-	for (int round = 0; round < ROUNDS; round++) {
+	/* Returns with the stage empty: epoll would not wake the worker for its segments. */
+	for (int round = 0; round < ROUNDS || w->stage.next < w->stage.count; round++) {
 		unsigned n = ws->io.tun_vnet_hdr ?
 				     io_tun_read_vnet(w->tun_fd, &w->batch, ws->io.batch, &w->stage,
 						      &w->stats.tun_errors) :

@@ -503,7 +503,7 @@ class Dataplane:
 
     def start_workers(self, tun_fds: Sequence[int], *, esp4: int = -1, esp6: int = -1,
                       udp4: int = -1, udp6: int = -1, send4: int = -1, send6: int = -1,
-                      batch: int = 32, vnet_hdr: int = 0) -> None:
+                      batch: int = 64, vnet_hdr: int = 0) -> None:
         """Start the C worker threads on these descriptors (the caller keeps them open)."""
         self._ensure_committed()
         fds = ffi.new("int[]", list(tun_fds))

@@ -54,6 +54,12 @@ EVENTS = {
     "unknown_spi": "messages for no IKE SA of ours",
     "stale_requests": "requests outside the message ID window",
     "unexpected_responses": "responses to no outstanding request",
+    "child_sa_not_found": "CREATE_CHILD_SA rekeys of a Child SA we do not have "
+                          "(CHILD_SA_NOT_FOUND)",
+    "delete_unknown_spi": "ESP SPIs in a peer's DELETE that name no Child SA of that IKE "
+                          "SA (ignored; also a DELETE that crossed ours)",
+    "ike_rekey_refused": "peer's IKE SA rekeys refused: a bad KE value, or a zero or "
+                         "reused SPI",
     "internal_errors": "engine errors (a bug: see the log)",
 }
 

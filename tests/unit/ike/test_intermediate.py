@@ -250,10 +250,21 @@ def test_ike_followup_ke_with_an_unknown_link_is_state_not_found():
 def test_the_keys_are_rfc9370s_from_the_secrets_of_both_exchanges(monkeypatch):
     """In-process KDF check: the responder's X25519 and ML-KEM secrets are recorded as
     they are made; SKEYSEED, SKEYSEED(1) and SK_* derived from them by hand are the keys
-    both engines hold, and the PSK AUTH verified over octets ending in IntAuth."""
+    both engines hold, and the PSK AUTH verified over octets ending in IntAuth. What the
+    SAs held is read as IKE_AUTH ends (``setup_done``, which then keeps SK_d alone)."""
     from espd.ike.crypto import dh, keymat
+    from espd.ike.sa.ike_sa import IkeSa
 
     made = []
+    held: dict[bool, dict] = {}  # by role: the SA's state as IKE_AUTH ended
+    real_done = IkeSa.setup_done
+
+    def record(sa):
+        held[sa.initiator] = dict(
+            nonces=(sa.nonce_i, sa.nonce_r), int_auth=(sa.int_auth_i, sa.int_auth_r),
+            **{name: bytes(getattr(sa.keys, name)) for name in ("sk_d", "sk_pi", "sk_ei")})
+        real_done(sa)
+    monkeypatch.setattr(IkeSa, "setup_done", record)
     for cls in (dh.X25519Group, dh.MlKemGroup):
         real = cls.respond
 
@@ -272,18 +283,23 @@ def test_the_keys_are_rfc9370s_from_the_secrets_of_both_exchanges(monkeypatch):
         x25519, mlkem = made
         assert len(x25519) == 32 and len(mlkem) == 32
         prf, lengths = sa.suite.prf, keymat.IkeLengths.of(sa.suite.prf, sa.suite.encr, None)
-        ni, nr, spis = sa.nonce_i, sa.nonce_r, sa.spis
+        (ni, nr), spis = held[True]["nonces"], sa.spis
+        assert held[False]["nonces"] == (ni, nr)
         first = keymat.ike_keys(prf, keymat.initial_skeyseed(prf, ni, nr, x25519), ni, nr,
                                 *spis, lengths)
         final = keymat.ike_keys(prf, keymat.additional_skeyseed(prf, first.sk_d, mlkem, ni, nr),
                                 ni, nr, *spis, lengths)
         [peer_sa] = b.engine.sas.values()
-        for held in (sa.keys, peer_sa.keys):
-            assert bytes(held.sk_d) == bytes(final.sk_d) != bytes(first.sk_d)
-            assert bytes(held.sk_pi) == bytes(final.sk_pi)
-            assert bytes(held.sk_ei) == bytes(final.sk_ei)
-        assert len(sa.int_auth_i) == len(sa.int_auth_r) == prf.size
-        assert (sa.int_auth_i, sa.int_auth_r) == (peer_sa.int_auth_i, peer_sa.int_auth_r)
+        for side in held.values():
+            assert side["sk_d"] == bytes(final.sk_d) != bytes(first.sk_d)
+            assert side["sk_pi"] == bytes(final.sk_pi)
+            assert side["sk_ei"] == bytes(final.sk_ei)
+        for established in (sa, peer_sa):  # SK_d kept (it keys what follows), the rest not
+            assert bytes(established.keys.sk_d) == bytes(final.sk_d)
+            assert not established.keys.sk_pi and not established.nonce_i
+        int_auth_i, int_auth_r = held[True]["int_auth"]
+        assert len(int_auth_i) == len(int_auth_r) == prf.size
+        assert held[False]["int_auth"] == (int_auth_i, int_auth_r)
     run(main())
 
 

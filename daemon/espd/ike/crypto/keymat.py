@@ -107,6 +107,15 @@ class IkeKeys:
         for f in fields(self):
             getattr(self, f.name).wipe()
 
+    def only_sk_d(self) -> IkeKeys:
+        """These keys with every one but SK_d wiped and dropped (an established IKE SA
+        derives from SK_d alone; its SK ciphers hold their own SK_e/SK_a)."""
+        empty = Secret()
+        for f in fields(self):
+            if f.name != "sk_d":
+                getattr(self, f.name).wipe()
+        return IkeKeys(self.sk_d, empty, empty, empty, empty, empty, empty)
+
     def __repr__(self) -> str:
         return "<IkeKeys " + " ".join(f"{f.name}={len(getattr(self, f.name))}B"
                                        for f in fields(self)) + ">"

@@ -9,7 +9,8 @@ configured peers' datagrams at once, the others from a bounded backlog on a CPU 
                an SKF fragment is opened alone and held until its message is complete
                (engine/fragmentation.py: RFC 7383)
     window  -> a response must answer our outstanding request; a request is new (handled),
-               a retransmission (answered from the cached response) or stale (dropped)
+               a retransmission (answered from the cached response once it passed the
+               ICV: a forged copy is dropped, never reflected) or stale (dropped)
     handle  -> the exchange module's handler; what it returns is sealed, sent to where the
                request came from, and cached
 
@@ -319,9 +320,7 @@ class IkeEngine:
             if verdict == "retransmit":
                 if number not in (None, 1):  # RFC 7383 2.6.1: fragment 1 alone answers
                     return
-                self.counters["retransmitted_requests"] += 1
-                for datagram in sa.responses.last_response:
-                    self.transport.send(local, remote, datagram)
+                self._answer_retransmit(sa, data, number, local, remote)
                 return
             if verdict == "stale":
                 self.counters["stale_requests"] += 1
@@ -331,17 +330,19 @@ class IkeEngine:
                 message = codec.decrypt_message(data, sa.sk_in)
             else:
                 whole = fragmentation.receive(self, sa, data, header.is_response)
+                if number == 1 and not header.is_response:
+                    sa.responses.heard(header.message_id, data)
                 if whole is None:
                     return  # more fragments to come
                 message = whole
         except IntegrityError:
-            self.counters["integrity_failures"] += 1
-            self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped",
-                                  sa, remote)
+            self._bad_icv(sa, remote)
             return
         except codec.ParseError as err:
             self._malformed(remote, str(err))
             if err.notify is not None and not header.is_response:
+                if number is None:  # it passed the ICV: a retransmission gets this answer
+                    sa.responses.heard(header.message_id, data)
                 # (UNSUPPORTED_CRITICAL_PAYLOAD names the payload type in its data)
                 self.respond(sa, message, [codec.Notify(err.notify, err.data)], local, remote)
             return
@@ -349,7 +350,46 @@ class IkeEngine:
         if header.is_response:
             self._response(sa, message, data)
         else:
+            if number is None:
+                sa.responses.heard(header.message_id, data)
             self._request(sa, message, local, remote)
+
+    def _answer_retransmit(self, sa: IkeSa, data: bytes, number: int | None,
+                           local: Endpoint, remote: Endpoint) -> None:
+        """The cached response again, only for a copy that passes the ICV: anyone can
+        send the same header with the same message ID, and an unauthenticated copy that
+        made us re-send would turn espd into a reflector (RFC 7296 2.1). A copy is the
+        request byte for byte (which also covers a request sealed with keys that
+        IKE_INTERMEDIATE has replaced since), or one that opens with the current keys
+        (a peer may fragment its retransmission differently, RFC 7383 2.5)."""
+        if sa.responses.is_copy(data):
+            self._resend_response(sa, local, remote)
+            return
+        try:
+            if number is None:
+                codec.decrypt_message(data, sa.sk_in)
+            else:  # fragment 1, authenticated alone; the held reassembly is not touched
+                codec.decrypt_fragment(data, sa.sk_in)
+        except IntegrityError:
+            self._bad_icv(sa, remote)
+            return
+        except codec.ParseError as err:
+            if err.notify is None:  # framing that cannot be authenticated
+                self._malformed(remote, str(err))
+                return
+            # else it passed the ICV and its inner chain is bad: the request that was
+            # answered with INVALID_SYNTAX (or UNSUPPORTED_CRITICAL_PAYLOAD) again
+        self._resend_response(sa, local, remote)
+
+    def _bad_icv(self, sa: IkeSa, remote: Endpoint) -> None:
+        self.counters["integrity_failures"] += 1
+        self.rate_log.warning("icv", "IKE: %s: message with a bad ICV from %s dropped", sa,
+                              remote)
+
+    def _resend_response(self, sa: IkeSa, local: Endpoint, remote: Endpoint) -> None:
+        self.counters["retransmitted_requests"] += 1
+        for datagram in sa.responses.last_response:
+            self.transport.send(local, remote, datagram)
 
     def _malformed(self, remote: Endpoint, why: str) -> None:
         self.counters["malformed"] += 1

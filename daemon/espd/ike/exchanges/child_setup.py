@@ -95,8 +95,7 @@ def accept(engine: IkeEngine, sa: IkeSa, child: ChildSa, message: codec.Message,
     if len(proposals.additional_groups(chosen)) != len(secrets):
         raise ChildRefused(NotifyType.INVALID_SYNTAX, "the additional key exchanges did "
                            "not all run")
-    if len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
-        raise ChildRefused(NotifyType.INVALID_SYNTAX, "peer's ESP SPI is invalid")
+    check_peer_spi(sa, chosen.spi)
     tsi = from_wire_selectors(message.first(codec.TsInitiator))
     tsr = from_wire_selectors(message.first(codec.TsResponder))
     if not tsi or not tsr or not covers(policy.local_ts, tsi) or \
@@ -160,8 +159,7 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
         chosen = proposals.choose(offered, accepted, "ESP")
     except ProposalError as err:
         raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN, str(err)) from None
-    if len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
-        raise ChildRefused(NotifyType.INVALID_SYNTAX, "peer's ESP SPI is invalid")
+    check_peer_spi(sa, chosen.spi)
     group = proposals.ke_group(chosen)
     payloads: list = []
     shared = None
@@ -206,6 +204,20 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
     if child.mode == "transport":
         payloads.append(notify(NotifyType.USE_TRANSPORT_MODE))
     return payloads, child
+
+
+def check_peer_spi(sa: IkeSa, spi: bytes) -> None:
+    """The peer's inbound SPI for a new Child SA (our outbound SPI): 4 bytes, not one of
+    the reserved values below 256 (RFC 4303 2.1), and not one that a Child SA of this IKE
+    SA still has, the one being rekeyed included: two outbound SAs with one SPI would make
+    the peer's DELETE and its inbound traffic ambiguous. ChildRefused otherwise."""
+    value = int.from_bytes(spi, "big")
+    if len(spi) != 4 or value < 256:
+        raise ChildRefused(NotifyType.INVALID_SYNTAX, "peer's ESP SPI is invalid")
+    if any(c.spi_out == value and c.state != ChildState.DELETED
+           for c in sa.children.values()):
+        raise ChildRefused(NotifyType.INVALID_SYNTAX, f"peer's ESP SPI {value:08x} is in use "
+                           "by one of its Child SAs already")
 
 
 def _accepted(policy: ChildPolicy, spi: bytes, in_ike_auth: bool,

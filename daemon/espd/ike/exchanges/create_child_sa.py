@@ -266,6 +266,9 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
         spi = int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1
         old = next((c for c in sa.children.values() if c.spi_out == spi), None)
         if old is None:
+            engine.counters["child_sa_not_found"] += 1
+            engine.rate_log.warning("childnotfound", "%s: peer asked to rekey a Child SA "
+                                    "we do not have (CHILD_SA_NOT_FOUND)", sa)
             engine.respond(sa, message, [notify(NotifyType.CHILD_SA_NOT_FOUND, b"",
                                                 ProtocolId.ESP, rekey.spi)], local, remote)
             return
@@ -278,7 +281,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
                                              in_ike_auth=False, rekey_of=old)
     except child_setup.ChildRefused as err:
         engine.counters["child_failures"] += 1
-        log.warning("%s: peer's CREATE_CHILD_SA refused: %s", sa, err)
+        engine.rate_log.warning("childrefused", "%s: peer's CREATE_CHILD_SA refused: %s",
+                                sa, err)
         engine.respond(sa, message, [notify(err.notify, err.data)], local, remote)
         return
     payloads.insert(1, codec.Nonce(nonce_r))
@@ -368,7 +372,7 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     try:
         chosen = proposals.check_chosen(offer, proposals_of(answer))
         suite = ike_sa_init.suite_of(chosen)
-        if len(chosen.spi) != 8 or ke.group != suite.group.ident:
+        if not _fresh_ike_spi(sa, chosen.spi) or ke.group != suite.group.ident:
             raise ProposalError("peer's IKE SA rekey answer has a bad SPI or KE group")
         shared = private.shared_secret(ke.data)
     except (ProposalError, ValueError) as err:
@@ -436,7 +440,10 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
                                             suite.group.ident.to_bytes(2, "big"))],
                        local, remote)
         return
-    if len(chosen.spi) != 8:
+    if not _fresh_ike_spi(sa, chosen.spi):
+        engine.counters["ike_rekey_refused"] += 1
+        engine.rate_log.warning("ikerekeyrefused", "%s: peer's IKE SA rekey refused: its "
+                                "new SPI is malformed, zero or the current one", sa)
         engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
         return
     if colliding and suite.additional:  # RFC 9370 collisions are not settled: 2.25 instead
@@ -444,7 +451,10 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
         return
     try:
         public, shared = suite.group.respond(ke.data)
-    except ValueError:
+    except ValueError as err:
+        engine.counters["ike_rekey_refused"] += 1
+        engine.rate_log.warning("ikerekeyrefused", "%s: peer's IKE SA rekey refused: bad "
+                                "KE payload: %s", sa, err)
         engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
         return
     spi, nonce_r = engine.new_ike_spi(), secrets.token_bytes(NONCE_SIZE)
@@ -481,6 +491,13 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     engine.respond(sa, message, payloads, local, remote)
 
 
+def _fresh_ike_spi(sa: IkeSa, spi: bytes) -> bool:
+    """The peer's SPI for the new IKE SA: 8 bytes, not zero (RFC 7296 3.1) and not one of
+    the current IKE SA's (a rekey makes a new SA; reusing the SPIs would make both SAs'
+    messages look alike in logs, captures and the peer's lookup)."""
+    return len(spi) == 8 and spi != bytes(8) and spi not in sa.spis
+
+
 def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initiator: bool,
                 chosen, nonce_i: bytes, nonce_r: bytes, suite, shared: bytearray,
                 additional: list = ()) -> IkeSa:
@@ -501,6 +518,7 @@ def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initi
         skeyseed.wipe()
         shared[:] = bytes(len(shared))
     ike_sa_init.install_keys(engine, new, suite)
+    new.setup_done()  # never authenticates: SK_p and the nonces have no use
     new.peer, new.policy, new.peer_id = old.peer, old.policy, old.peer_id
     new.peer_certificate = old.peer_certificate  # a rekey does not authenticate again
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote

@@ -128,6 +128,7 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
         log.warning("%s: first Child SA for %s %d failed: %s; the IKE SA stays up", sa,
                     child.entry[0], child.entry[1], err)
         engine.emit("failed", sa, child, str(err))
+    sa.setup_done()
 
 
 def _tell_auth_failed(engine: IkeEngine, sa: IkeSa) -> None:
@@ -226,3 +227,4 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
                     _notify_name(err.notify), err)
         payloads.append(notify(err.notify, err.data))
     engine.respond(sa, message, payloads, local, remote)
+    sa.setup_done()

@@ -81,8 +81,12 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
         if delete.protocol != ProtocolId.ESP:
             continue
         for spi in delete.spis:
-            child = _by_outbound_spi(sa, int.from_bytes(spi, "big"))
-            if child is None:
+            child = _by_outbound_spi(sa, int.from_bytes(spi, "big")) if len(spi) == 4 \
+                else None
+            if child is None:  # another IKE SA's, ours (inbound), or nobody's
+                engine.counters["delete_unknown_spi"] += 1
+                engine.rate_log.warning("deleteunknown", "%s: peer deleted an ESP SPI it "
+                                        "has no Child SA with; ignored", sa)
                 continue
             ours.append(child.spi_in.to_bytes(4, "big"))
             engine.drop_child(sa, child, "deleted by the peer")

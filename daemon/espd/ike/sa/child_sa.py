@@ -24,7 +24,7 @@ class ChildState(enum.Enum):
     DELETED = "deleted"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per Child SA, thousands on a hub
 class ChildSa:
     """Invariant: ``spi_in`` is unique among the live Child SAs of this engine (we chose
     it); ``handle`` is set exactly while the owner holds the SA pair."""

@@ -14,7 +14,8 @@ sends it. States in protocol order:
 
 Invariant: key material lives only in ``keys`` (espd.ike.crypto.keymat.IkeKeys: SK_d,
 SK_a*, SK_e*, SK_p* as wipeable Secrets) and in the crypto objects made from it; ``wipe``
-zeroes all of them.
+zeroes all of them. Once established (``setup_done``) ``keys`` holds SK_d only: the SK
+ciphers keep their own copies of SK_e/SK_a, and nothing else is needed again.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Endpoint:
         return f"{self.address}:{self.port}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per IKE SA, thousands on a hub
 class IkeSa:
     spi_i: bytes  # 8 bytes, chosen by the IKE_SA_INIT initiator
     spi_r: bytes  # 8 bytes; zeros until the responder answers
@@ -136,6 +137,20 @@ class IkeSa:
         self.requests.done()
         for child in self.children.values():
             child.cancel_timers()
+
+    def setup_done(self) -> None:
+        """Once IKE_AUTH is over (both sides authenticated, the first Child SA keyed):
+        drop what only AUTH and the first KEYMAT needed. The IKE_SA_INIT messages, the
+        IKE_SA_INIT nonces, IntAuth and SK_pi/SK_pr have no later use (RFC 7296: a
+        CREATE_CHILD_SA, an IKE SA rekey and a reauthentication bring nonces of their own
+        and key from SK_d alone); SK_ai/ar/ei/er live on in the SK ciphers. Keeps only
+        SK_d in ``keys``."""
+        self.init_request = self.init_response = b""
+        self.nonce_i = self.nonce_r = b""
+        self.int_auth_i = self.int_auth_r = b""
+        self.first_child = None
+        if self.keys is not None:
+            self.keys = self.keys.only_sk_d()  # type: ignore[attr-defined]
 
     def wipe(self) -> None:
         """Zero every key this SA holds; the SA is unusable afterwards."""

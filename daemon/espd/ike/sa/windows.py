@@ -3,18 +3,21 @@
 Our requests: at most one outstanding; its bytes are kept for retransmission until the
 response with its ID arrives. The peer's requests: the next ID we expect, and the last
 response we sent, kept so that a retransmitted request is answered from the cache
-(never processed twice).
+(never processed twice) only when it is the request we answered: byte for byte (its
+SHA-256 as received; fragment 1 of a fragmented one), or sealed with the current keys.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_MESSAGE_ID = 2**32 - 1  # 32 bits; an IKE SA must be rekeyed before it wraps
 
 
-@dataclass
+@dataclass(slots=True)
 class Outstanding:
     """A request of ours that waits for its response."""
 
@@ -26,7 +29,7 @@ class Outstanding:
     handler: Callable | None = None  # called with (IkeSa, decrypted response)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestWindow:
     """IDs of the requests WE send."""
 
@@ -60,13 +63,15 @@ class RequestWindow:
         return done
 
 
-@dataclass
+@dataclass(slots=True)
 class ResponseWindow:
     """IDs of the requests the PEER sends."""
 
     expected_id: int = 0
     last_id: int | None = None
     last_response: tuple[bytes, ...] = field(default=())
+    last_request: bytes = b""  # SHA-256 of the answered request as it came (fragment 1)
+    _heard: tuple[int, bytes] | None = None  # the same for the request being handled
 
     def classify(self, message_id: int) -> str:
         """'new' (process it), 'retransmit' (resend the cached response), 'stale'."""
@@ -76,7 +81,18 @@ class ResponseWindow:
             return "retransmit"
         return "stale"
 
+    def heard(self, message_id: int, datagram: bytes) -> None:
+        """A new request passed the ICV (for a fragmented one: its fragment 1)."""
+        self._heard = (message_id, hashlib.sha256(datagram).digest())
+
     def answered(self, message_id: int, datagrams: tuple[bytes, ...]) -> None:
         self.last_id = message_id
         self.last_response = datagrams
         self.expected_id = message_id + 1
+        heard, self._heard = self._heard, None
+        self.last_request = heard[1] if heard is not None and heard[0] == message_id else b""
+
+    def is_copy(self, datagram: bytes) -> bool:
+        """``datagram`` is, byte for byte, the answered request (or its fragment 1)."""
+        return bool(self.last_request) and hmac.compare_digest(
+            hashlib.sha256(datagram).digest(), self.last_request)
