@@ -6,9 +6,9 @@ with "owner": "dataplane" (the benchmark), espd's real SA owner over a real data
 
 stdin commands, one per line: "initiate", "rekey-child", "rekey-ike", "collide-ike" (the
 next IKE SA rekey request from the peer makes espd send its own first: a collision both
-ends see, whatever the timing; answered by "armed"), "counters", "delete", "quit".
+ends see, whatever the timing; answered by "armed"), "counters", "ike-sas", "delete", "quit".
 stdout: {"event": "ready"}, {"event": "install"|"rekey"|"retire", ...}, {"event": "log"},
-{"event": "counters", "counters": {...}}.
+{"event": "counters", "counters": {...}}, {"event": "ike-sas", "sas": [...]}.
 """
 
 from __future__ import annotations
@@ -163,6 +163,11 @@ async def main(conf: dict) -> None:
             emit(event="armed")
         elif line == "counters":
             emit(event="counters", counters=dict(engine.counters))
+        elif line == "ike-sas":  # the live IKE SAs: SPIs (hex) and Child SA count
+            emit(event="ike-sas", sas=[
+                {"spi_i": x.spi_i.hex(), "spi_r": x.spi_r.hex(), "state": x.state.value,
+                 "children": len(x.children)} for x in engine.sas.values()
+                if x.state.value != "deleted"])
         elif line == "delete" and sa is not None:
             engine.delete_ike_sa(sa)
         elif line == "quit":

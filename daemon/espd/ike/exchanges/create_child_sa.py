@@ -360,8 +360,9 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
                          message.first(codec.KeyExchange))
     if message.errors or answer is None or nonce is None or ke is None:
         if sa.collision is not None:  # the peer did not see the collision: its rekey stands
-            log.info("%s: IKE SA rekey refused (%s) while the peer's rekey went through; "
-                     "keeping the peer's", sa, errors_text(message) or "incomplete answer")
+            log.info("%s: IKE SA rekey collision unseen by the peer (it answered %s): %s "
+                     "stands", sa, errors_text(message) or "incompletely",
+                     sa.collision.successor)
             _ike_collision_settled_by_peer(engine, sa)
             return
         delay = random.uniform(*RETRY_DELAY)
@@ -567,4 +568,6 @@ def collision_on_removal(engine: IkeEngine, sa: IkeSa) -> None:
     collision, sa.collision = sa.collision, None
     theirs = collision.successor if collision is not None else None
     if theirs is not None and theirs.state != IkeState.DELETED:
+        log.info("%s: IKE SA rekey collision unseen by the peer (it deleted this IKE SA "
+                 "first): %s stands", sa, theirs)
         _hand_over(engine, sa, theirs)
