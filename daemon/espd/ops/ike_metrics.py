@@ -58,6 +58,8 @@ EVENTS = {
                           "(CHILD_SA_NOT_FOUND)",
     "delete_unknown_spi": "ESP SPIs in a peer's DELETE that name no Child SA of that IKE "
                           "SA (ignored; also a DELETE that crossed ours)",
+    "ike_sa_init_refused": "IKE_SA_INIT answered INVALID_SYNTAX: a payload missing or a "
+                           "bad KE value (no state kept)",
     "ike_rekey_refused": "peer's IKE SA rekeys refused: a bad KE value, or a zero or "
                          "reused SPI",
     "internal_errors": "engine errors (a bug: see the log)",
