@@ -81,10 +81,11 @@ class CertSite:
             keys=[self.gwb.key_path], crls=list(crls))
 
     def start_espd(self, start: str, crl: str | None = None,
-                   remote_id: str = "fqdn:gwb.ik.test") -> None:
-        self.site.start_espd(certificate_config(self.site.tmp, str(self.chain),
-                                                self.gwa.key_path, self.root.cert_path, start,
-                                                crl=crl, remote_id=remote_id))
+                   remote_id: str = "fqdn:gwb.ik.test", rsa_pss: bool = False) -> None:
+        text = certificate_config(self.site.tmp, str(self.chain), self.gwa.key_path,
+                                  self.root.cert_path, start, crl=crl, remote_id=remote_id)
+        self.site.start_espd(text.replace("[ike]\n", "[ike]\nrsa_pss = true\n") if rsa_pss
+                             else text)
 
 
 def _run(peer, tag: str, body, **charon) -> None:
@@ -113,12 +114,13 @@ def _up(site: Site, initiator: str) -> None:
 
 # -- certificates of every key kind ----------------------------------------------------------
 
-# kind -> (charon settings, how charon names espd's signature, how it names its own)
+# kind -> (charon settings, how charon names espd's signature, how it names its own);
+# RSA keys sign PKCS#1 v1.5 (RFC 8247's MUST) unless both sides are told RSASSA-PSS
 KINDS = {
     "ecdsa-p384": ({}, r"ECDSA_WITH_SHA384_DER", r"ECDSA_WITH_SHA384_DER"),
     "ed25519": ({}, r"ED25519", r"ED25519"),
-    # charon signs RSASSA-PSS (rsa_pss = yes); espd signs PKCS#1 v1.5, RFC 8247's MUST
-    "rsa-pss": ({"rsa_pss": True}, r"RSA_EMSA_PKCS1_SHA2_256", r"RSA_EMSA_PSS"),
+    "rsa-pss": ({"rsa_pss": True}, r"RSA_EMSA_PSS", r"RSA_EMSA_PSS"),
+    "rsa-pkcs1": ({}, r"RSA_EMSA_PKCS1_SHA2_256", r"RSA_EMSA_PKCS1_SHA2_256"),
 }
 
 
@@ -126,14 +128,16 @@ KINDS = {
 @pytest.mark.parametrize("kind", list(KINDS))
 @PEERS
 def test_gateway_certificates_of_each_kind_both_ways(netns_ok, peer, kind, initiator):
-    """RFC 7427 signatures with the gateways' P-384, Ed25519 or RSA keys (RSASSA-PSS), each
-    side verifying the other's through the intermediate to the root, then traffic."""
+    """RFC 7427 signatures with the gateways' P-384, Ed25519 or RSA keys (RSASSA-PSS or
+    PKCS#1 v1.5), each side verifying the other's through the intermediate to the root,
+    then traffic."""
     settings, espd_signs, charon_signs = KINDS[kind]
 
     def body(site: Site) -> None:
-        certs = CertSite(site, "rsa" if kind == "rsa-pss" else kind)
+        certs = CertSite(site, "rsa" if kind.startswith("rsa") else kind)
         certs.load_charon()
-        certs.start_espd("manual" if initiator == "charon" else "on-demand")
+        certs.start_espd("manual" if initiator == "charon" else "on-demand",
+                         rsa_pss=kind == "rsa-pss")
         _up(site, initiator)
         site.charon.wait_log(rf"authentication of 'gwa.ik.test' with ({espd_signs})\S* "
                              r"successful")

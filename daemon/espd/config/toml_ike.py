@@ -31,7 +31,7 @@ from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
     "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log", "certificate",
-            "private_key", "ca", "crl", "fragment_size"),
+            "private_key", "ca", "crl", "rsa_pss", "fragment_size"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
                "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
@@ -135,10 +135,11 @@ class IkeSchema:
                                          certificates.load_crl)) is not None]
         if chain is None or key is None or not anchors:
             return None, None
+        rsa_pss = self.get(raw, path + ("rsa_pss",), bool, "true", False)
         try:
-            own = certificates.own_certificate(chain, key, "ike.certificate")
+            own = certificates.own_certificate(chain, key, "ike.certificate", bool(rsa_pss))
         except certificates.CertificateError as e:
-            self.error(path + ("private_key",), str(e))
+            self.error(path + ("rsa_pss" if "rsa_pss" in str(e) else "private_key",), str(e))
             return None, None
         return own, certificates.TrustStore(tuple(anchors), tuple(crls))
 

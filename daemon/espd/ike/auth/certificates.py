@@ -100,6 +100,7 @@ class OwnCertificate:
 
     chain: tuple[x509.Certificate, ...]
     key: PrivateKey = field(repr=False)
+    rsa_pss: bool = False  # an RSA key signs RSASSA-PSS, not PKCS#1 v1.5
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -109,13 +110,14 @@ class OwnCertificate:
         return f"OwnCertificate({_subject(self.certificate)}, {len(self.chain) - 1} intermediates)"
 
 
-def signature_algorithm(key: PrivateKey) -> str:
-    """The RFC 7427 algorithm we sign with for ``key`` (PKCS#1 v1.5 for RSA: what every
-    peer verifies; the hash matches the curve for ECDSA, as RFC 5480 advises)."""
+def signature_algorithm(key: PrivateKey, rsa_pss: bool = False) -> str:
+    """The RFC 7427 algorithm we sign with for ``key``: for RSA PKCS#1 v1.5 (RFC 8247's
+    MUST, what every peer verifies) or, with ``rsa_pss``, RSASSA-PSS (its SHOULD), both
+    with SHA-256; the hash matches the curve for ECDSA, as RFC 5480 advises."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
     if isinstance(key, rsa.RSAPrivateKey):
-        return "rsa-sha256"
+        return "rsa-pss-sha256" if rsa_pss else "rsa-sha256"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return {256: "ecdsa-sha256", 384: "ecdsa-sha384"}.get(key.curve.key_size,
                                                                 "ecdsa-sha512")
@@ -154,8 +156,8 @@ class CertificateAuthenticator:
                  clock: Callable[[], datetime.datetime] | None = None) -> None:
         self._own = own
         self._trust = trust
-        self._signer = SignatureAuthenticator(private_key=own.key,
-                                              algorithm=signature_algorithm(own.key))
+        self._signer = SignatureAuthenticator(
+            private_key=own.key, algorithm=signature_algorithm(own.key, own.rsa_pss))
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
 
     def cert_payloads(self) -> list[Certificate]:
@@ -219,9 +221,10 @@ def load_crl(pem: bytes, what: str) -> x509.CertificateRevocationList:
             raise CertificateError(f"{what} is not a CRL (PEM or DER)") from None
 
 
-def own_certificate(chain: list[x509.Certificate], key: PrivateKey,
-                    what: str) -> OwnCertificate:
-    """Our certificate (first in the file) and key must belong together."""
+def own_certificate(chain: list[x509.Certificate], key: PrivateKey, what: str,
+                    rsa_pss: bool = False) -> OwnCertificate:
+    """Our certificate (first in the file) and key must belong together; ``rsa_pss``
+    only for an RSA key (anything else would silently ignore it)."""
     public = chain[0].public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if key.public_key().public_bytes(serialization.Encoding.DER,
@@ -229,7 +232,11 @@ def own_certificate(chain: list[x509.Certificate], key: PrivateKey,
         raise CertificateError(f"{what}: the private key does not belong to the certificate "
                                f"({_subject(chain[0])})")
     signature_algorithm(key)
-    return OwnCertificate(tuple(chain), key)
+    if rsa_pss and not isinstance(key, rsa.RSAPrivateKey):
+        raise CertificateError(f"{what}: rsa_pss applies to RSA keys, and this one is not "
+                               f"(ECDSA and Ed25519 keys sign as they always do): remove "
+                               f"rsa_pss")
+    return OwnCertificate(tuple(chain), key, rsa_pss)
 
 
 def describe(cert: x509.Certificate) -> str:
