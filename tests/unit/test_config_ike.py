@@ -420,6 +420,9 @@ def test_certificate_files_are_checked(tmp_path: Path):
     with pytest.raises(ConfigError, match=f"run 'chmod 600 {gw.key_path}'"):
         parse_toml(text, str(tmp_path / "c.toml"))
     os.chmod(gw.key_path, 0o600)
+    ed_ca = pki.ca("edca", "ed25519")  # no chain could reach it (auth/certificates.py)
+    with pytest.raises(ConfigError, match=r"ike\.ca\.0: .* has an Ed25519 key"):
+        parse_toml(text.replace(ca.cert_path, ed_ca.cert_path), str(tmp_path / "c.toml"))
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="holds no PEM certificate"):
         parse_toml(text.replace(ca.cert_path, str(tmp_path / "junk.pem")),

@@ -128,7 +128,7 @@ class IkeSchema:
         anchors: list = []
         for i, ca_path in enumerate(self.file_list(raw, path + ("ca",), "/etc/espd/ca.pem")):
             anchors += self.read_pki(ca_path, path + ("ca", i),
-                                     certificates.load_certificates) or []
+                                     certificates.load_trust_anchors) or []
         crls = [crl for i, crl_path in enumerate(self.file_list(
                     raw, path + ("crl",), "/etc/espd/ca.crl"))
                 if (crl := self.read_pki(crl_path, path + ("crl", i),

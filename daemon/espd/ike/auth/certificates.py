@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
@@ -38,6 +38,21 @@ from espd.ike.codec.cert import Certificate, CertificateRequest
 from espd.ike.codec.constants import CertEncoding
 
 MAX_PEER_CERTIFICATES = 8  # CERT payloads we look at: the end certificate and intermediates
+# cryptography's path validation applies the WebPKI's key algorithms to every CA in a
+# chain: RSA and ECDSA only. A CA with an EdDSA key fails it whatever else holds, so we
+# say so instead of its internal error (an Ed25519 end certificate is fine)
+_EDDSA = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+
+
+def eddsa_ca_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` cannot be a CA (trust anchor or intermediate) here, or None."""
+    key = cert.public_key()
+    if not isinstance(key, _EDDSA):
+        return None
+    kind = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "Ed448"
+    return (f"CA certificate {_subject(cert)} has an {kind} key: espd's path validation "
+            f"(cryptography's, with the WebPKI's algorithms) accepts only RSA and ECDSA CA "
+            f"keys; an {kind} gateway certificate under an RSA or ECDSA CA works")
 
 
 class CertificateError(ValueError):
@@ -75,9 +90,10 @@ class TrustStore:
         try:
             chain = verifier.verify(leaf, list(intermediates)).chain
         except verification.VerificationError as err:
+            eddsa = [p for c in intermediates if (p := eddsa_ca_problem(c)) is not None]
             raise AuthenticationFailed(
                 f"peer's certificate ({_subject(leaf)}, issued by {_issuer(leaf)}) does not "
-                f"chain to a trusted CA ({err})") from None
+                f"chain to a trusted CA ({eddsa[0] if eddsa else err})") from None
         for cert, issuer in zip(chain, chain[1:], strict=False):
             self._not_revoked(cert, issuer, now)
         return list(chain)
@@ -208,6 +224,15 @@ def load_certificates(pem: bytes, what: str) -> list[x509.Certificate]:
         certs = []
     if not certs:
         raise CertificateError(f"{what} holds no PEM certificate ('-----BEGIN CERTIFICATE-----')")
+    return certs
+
+
+def load_trust_anchors(pem: bytes, what: str) -> list[x509.Certificate]:
+    """CA certificates to trust: refused here when no chain could ever reach them."""
+    certs = load_certificates(pem, what)
+    for cert in certs:
+        if problem := eddsa_ca_problem(cert):
+            raise CertificateError(f"{what}: {problem}")
     return certs
 
 
