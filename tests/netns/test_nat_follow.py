@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from support import netns
+from support.ike_configs import psk_gateway
 
 from espd.cli.demo.namespaces import (
     add_address,
@@ -51,40 +52,11 @@ MAX_LOST = 10  # echoes lost across one NAT flush (about 0.2 s of traffic)
 def config(side: str, tmp: Path, psk: str, local: str, peer: str, mine: str,
            theirs: str) -> str:
     other = "b" if side == "a" else "a"
-    return f"""
-[daemon]
-interface = "espd0"
-local = "{local}"
-workers = 1
-control_socket = "{tmp}/g{side}.sock"
-metrics = ""
-state_dir = "{tmp}/g{side}-state"
-nat_keepalive = 1
-
-[access_list.LAN]
-rules = ["permit ip {mine} {theirs}"]
-
-[transform_set.GCM]
-transforms = ["esp-gcm 256"]
-
-[ike]
-proposals = ["aes256gcm16-prfsha384-x25519"]
-
-[ike_peer.other]
-address = "{peer}"
-psk = "{psk}"
-local_id = "fqdn:g{side}"
-remote_id = "fqdn:g{other}"
-
-[[crypto_map]]
-name = "VPN"
-seq = 10
-keying = "ike"
-peer = "{peer}"
-match_address = "LAN"
-transform_sets = ["GCM"]
-start = "{'immediate' if side == 'a' else 'manual'}"
-"""
+    start = "immediate" if side == "a" else "manual"
+    return psk_gateway(
+        f"gw{side}", tmp, psk, local, peer, mine, theirs, daemon="nat_keepalive = 1",
+        ike_peer=f'local_id = "fqdn:gw{side}"\nremote_id = "fqdn:gw{other}"',
+        entry=f'start = "{start}"')
 
 
 class Topology:
@@ -185,11 +157,11 @@ def daemons(topo: Topology, tmp: Path):
         for side, ns, local, peer, mine, theirs in (
                 ("b", topo.gb, GB, NAT_OUT, "10.2.0.0/16", "10.1.0.0/16"),
                 ("a", topo.ga, GA, GB, "10.1.0.0/16", "10.2.0.0/16")):
-            path = tmp / f"g{side}.toml"
+            path = tmp / f"gw{side}.toml"
             path.write_text(config(side, tmp, psk, local, peer, mine, theirs))
             path.chmod(0o600)
-            daemon = netns.EspdProcess(ns, str(path), str(tmp / f"g{side}.sock"),
-                                       str(tmp / f"g{side}.log"), f"g{side}")
+            daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
+                                       str(tmp / f"gw{side}.log"), f"gw{side}")
             running.append(daemon)
             daemon.start()
             daemon.wait_ready(timeout=30)
@@ -283,9 +255,9 @@ def test_responder_follows_the_initiator_through_nat_flushes(netns_ok):
             print(f"{received}/{sent} echoes answered over 12 s with two NAT flushes")
             assert received >= sent - 2 * MAX_LOST
 
-            shown = show(topo.gb, str(tmp / "gb.sock"), "sa")
+            shown = show(topo.gb, str(tmp / "gwb.sock"), "sa")
             assert f"current_peer: {NAT_OUT} port {results[-1][0]}" in shown, shown
-            assert f"{NAT_OUT}/{results[-1][0]}" in show(topo.gb, str(tmp / "gb.sock"),
+            assert f"{NAT_OUT}/{results[-1][0]}" in show(topo.gb, str(tmp / "gwb.sock"),
                                                          "ike", "sa"), shown
 
             # a forged packet from another port moves nothing
