@@ -10,6 +10,7 @@
  */
 #include "crypto.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,12 +22,21 @@
 #include "espdp.h"
 #include "proto.h"
 
+/* Per packet, only the IV, the AAD and the tag reach OpenSSL. Everything else is set up
+ * once per context: the key schedule, and the OSSL_PARAM arrays through which the nonce
+ * and the tag are passed (OpenSSL 3.0 turns every EVP_CIPHER_CTX_ctrl and every re-init
+ * into provider parameter look-ups, a tenth of the packet path). */
 struct crypto_ctx {
 	struct crypto_alg alg;
 	int encrypt;
+	int gcm_fast_iv; /* AES-GCM: the nonce goes in by a parameter, not a re-init */
 	EVP_CIPHER_CTX *cipher; /* NULL for ENCR_NULL */
+	EVP_CIPHER_CTX *ecb; /* AES-CBC: AES_K for the IVs, keyed once */
 	EVP_MAC_CTX *mac; /* NULL for AEADs */
-	uint8_t salt[4];
+	uint8_t nonce[12]; /* AEAD: salt || IV; the salt is written once */
+	uint8_t chain[16]; /* AES-CBC: the cipher context's running chaining block */
+	OSSL_PARAM set[3]; /* AEAD: [nonce,] tag (open) or [nonce] (seal); prebuilt */
+	OSSL_PARAM get[2]; /* AEAD seal: the tag */
 };
 
 struct integ_desc {
@@ -44,6 +54,7 @@ static const struct integ_desc integs[] = {
 };
 
 static const uint8_t iv_marker[8] = { 'e', 's', 'p', 'd', '-', 'i', 'v', 0 };
+static const uint8_t zero_block[16];
 
 int crypto_alg_init(struct crypto_alg *alg, unsigned cipher, unsigned key_bits, unsigned integ)
 {
@@ -123,8 +134,36 @@ static EVP_MAC_CTX *mac_new(const struct crypto_alg *alg, const uint8_t *auth_ke
 	return ctx;
 }
 
-struct crypto_ctx *crypto_ctx_new(const struct crypto_alg *alg, const uint8_t *key,
-				  const uint8_t *auth_key, int encrypt)
+/* The AEAD parameter arrays of ctx. With gcm_fast_iv the whole nonce goes in as the
+ * "TLS fixed IV" with length -1, which the GCM provider takes as the complete IV for the
+ * next message (what EVP_CTRL_GCM_SET_IV_FIXED with -1 maps to); gcm_fast_iv_works()
+ * checks that against a re-init before any SA relies on it. */
+static void aead_params(struct crypto_ctx *ctx)
+{
+	OSSL_PARAM *p = ctx->set;
+
+	if (ctx->gcm_fast_iv)
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED,
+							 ctx->nonce, (size_t)-1);
+	if (!ctx->encrypt)
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, NULL, 16);
+	*p = OSSL_PARAM_construct_end();
+	ctx->get[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, NULL, 16);
+	ctx->get[1] = OSSL_PARAM_construct_end();
+}
+
+static int gcm_fast_iv_ok = -1; /* -1: not checked yet; set once under gcm_once */
+static pthread_once_t gcm_once = PTHREAD_ONCE_INIT;
+static void gcm_fast_iv_check(void);
+
+static int gcm_fast_iv_works(void)
+{
+	pthread_once(&gcm_once, gcm_fast_iv_check);
+	return gcm_fast_iv_ok == 1;
+}
+
+static struct crypto_ctx *ctx_new(const struct crypto_alg *alg, const uint8_t *key,
+				  const uint8_t *auth_key, int encrypt, int fast_iv)
 {
 	struct crypto_ctx *ctx = OPENSSL_zalloc(sizeof(*ctx));
 	const EVP_CIPHER *cipher = cipher_for(alg);
@@ -135,10 +174,25 @@ struct crypto_ctx *crypto_ctx_new(const struct crypto_alg *alg, const uint8_t *k
 	ctx->encrypt = encrypt;
 	if (cipher) {
 		ctx->cipher = EVP_CIPHER_CTX_new();
-		if (!ctx->cipher || !EVP_CipherInit_ex2(ctx->cipher, cipher, key, NULL, encrypt, NULL))
+		if (!ctx->cipher || !EVP_CipherInit_ex2(ctx->cipher, cipher, key,
+							alg->cipher == ESPDP_CIPHER_AES_CBC ? zero_block : NULL,
+							encrypt, NULL))
 			goto err;
 		EVP_CIPHER_CTX_set_padding(ctx->cipher, 0); /* ESP pads itself */
-		memcpy(ctx->salt, key + alg->key_len - alg->salt_len, alg->salt_len);
+		memcpy(ctx->nonce, key + alg->key_len - alg->salt_len, alg->salt_len);
+	}
+	if (alg->cipher == ESPDP_CIPHER_AES_GCM || alg->cipher == ESPDP_CIPHER_CHACHA20_POLY1305) {
+		ctx->gcm_fast_iv = alg->cipher == ESPDP_CIPHER_AES_GCM && fast_iv;
+		aead_params(ctx);
+	}
+	if (alg->cipher == ESPDP_CIPHER_AES_CBC) {
+		const EVP_CIPHER *ecb = alg->key_len == 16 ? EVP_aes_128_ecb() :
+					alg->key_len == 24 ? EVP_aes_192_ecb() : EVP_aes_256_ecb();
+
+		ctx->ecb = EVP_CIPHER_CTX_new();
+		if (!ctx->ecb || !EVP_CipherInit_ex2(ctx->ecb, ecb, key, NULL, 1, NULL))
+			goto err;
+		EVP_CIPHER_CTX_set_padding(ctx->ecb, 0);
 	}
 	if (alg->integ != ESPDP_INTEG_NONE) {
 		ctx->mac = mac_new(alg, auth_key);
@@ -151,11 +205,19 @@ err:
 	return NULL;
 }
 
+struct crypto_ctx *crypto_ctx_new(const struct crypto_alg *alg, const uint8_t *key,
+				  const uint8_t *auth_key, int encrypt)
+{
+	return ctx_new(alg, key, auth_key, encrypt,
+		       alg->cipher == ESPDP_CIPHER_AES_GCM && gcm_fast_iv_works());
+}
+
 void crypto_ctx_free(struct crypto_ctx *ctx)
 {
 	if (!ctx)
 		return;
 	EVP_CIPHER_CTX_free(ctx->cipher); /* cleanses the key schedule */
+	EVP_CIPHER_CTX_free(ctx->ecb);
 	EVP_MAC_CTX_free(ctx->mac);
 	OPENSSL_clear_free(ctx, sizeof(*ctx));
 }
@@ -187,7 +249,7 @@ static size_t aead_aad(const uint8_t *esp, uint64_t seq, int esn, uint8_t aad[12
 static int aead(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn)
 {
 	EVP_CIPHER_CTX *c = ctx->cipher;
-	uint8_t nonce[12], aad[12];
+	uint8_t aad[12];
 	uint8_t *iv = esp + ESP_HDR_LEN, *payload = iv + 8, *icv = payload + payload_len;
 	size_t aad_len = aead_aad(esp, seq, esn, aad);
 	int n;
@@ -196,19 +258,52 @@ static int aead(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64
 		return -1;
 	if (ctx->encrypt)
 		wr64(iv, seq); /* RFC 4106 3.1: the counter is a fine unique IV */
-	memcpy(nonce, ctx->salt, 4);
-	memcpy(nonce + 4, iv, 8);
-	if (!EVP_CipherInit_ex2(c, NULL, NULL, nonce, ctx->encrypt, NULL))
-		return -1;
-	if (!ctx->encrypt && !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16, icv))
+	memcpy(ctx->nonce + 4, iv, 8);
+	if (!ctx->encrypt)
+		ctx->set[ctx->gcm_fast_iv].data = icv; /* after the nonce, if that is there */
+	if (ctx->gcm_fast_iv ? !EVP_CIPHER_CTX_set_params(c, ctx->set) : /* nonce [+ tag] */
+	    !EVP_CipherInit_ex2(c, NULL, NULL, ctx->nonce, ctx->encrypt, NULL) ||
+		    (!ctx->encrypt && !EVP_CIPHER_CTX_set_params(c, ctx->set)))
 		return -1;
 	if (!EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) ||
 	    !EVP_CipherUpdate(c, payload, &n, payload, (int)payload_len) ||
 	    EVP_CipherFinal_ex(c, payload + n, &n) <= 0)
 		return -1; /* on open: the tag did not verify */
-	if (ctx->encrypt && !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, icv))
-		return -1;
+	if (ctx->encrypt) {
+		ctx->get[0].data = icv;
+		if (!EVP_CIPHER_CTX_get_params(c, ctx->get))
+			return -1;
+	}
 	return 0;
+}
+
+/* Checks once per process that the GCM provider takes a whole nonce by parameter: a
+ * message sealed and opened that way must equal one sealed after a re-init with the
+ * nonce, and a flipped tag bit must fail. Otherwise every context re-inits. */
+static void gcm_fast_iv_check(void)
+{
+	static const uint8_t key[20] = "espd-gcm-check-key!";
+	struct crypto_alg alg;
+	struct crypto_ctx *fast = NULL, *slow = NULL, *open = NULL;
+	uint8_t a[8 + 8 + 48 + 16], b[sizeof(a)];
+	int ok = 0;
+
+	if (crypto_alg_init(&alg, ESPDP_CIPHER_AES_GCM, 128, ESPDP_INTEG_NONE) == ESPDP_OK &&
+	    (fast = ctx_new(&alg, key, NULL, 1, 1)) && (slow = ctx_new(&alg, key, NULL, 1, 0)) &&
+	    (open = ctx_new(&alg, key, NULL, 0, 1))) {
+		ok = 1;
+		for (uint64_t seq = 1; seq <= 3 && ok; seq++) { /* a fresh nonce after each Final */
+			memset(a, (int)seq, sizeof(a));
+			memcpy(b, a, sizeof(a));
+			ok = !aead(fast, a, 48, seq, 0) && !aead(slow, b, 48, seq, 0) &&
+			     !memcmp(a, b, sizeof(a)) && !aead(open, b, 48, seq, 0) &&
+			     (a[sizeof(a) - 1] ^= 1, aead(open, a, 48, seq, 0) != 0);
+		}
+	}
+	crypto_ctx_free(fast);
+	crypto_ctx_free(slow);
+	crypto_ctx_free(open);
+	gcm_fast_iv_ok = ok;
 }
 
 /* ICV of a non-AEAD transform over esp[0 .. auth_len) (+ seq_hi with ESN). */
@@ -227,28 +322,42 @@ static int hmac_icv(struct crypto_ctx *ctx, const uint8_t *esp, size_t auth_len,
 	return 0;
 }
 
-static int cbc(struct crypto_ctx *ctx, uint8_t *iv, uint8_t *payload, size_t len)
+/* CBC under the IV `iv` without re-initialising the context: OpenSSL's CBC stream goes
+ * on from its running chaining block (the last ciphertext block it saw, kept in
+ * ctx->chain), so the first block is corrected by iv ^ chain, before encryption (the
+ * cipher then sees P1 ^ iv) or after decryption (D(C1) ^ chain becomes D(C1) ^ iv).
+ * A failed update leaves the stream unknown: it is restarted from a zero block. */
+static int cbc(struct crypto_ctx *ctx, const uint8_t *iv, uint8_t *payload, size_t len)
 {
+	uint8_t last[16];
 	int n;
 
-	if (len > INT32_MAX || len % 16)
+	if (len > INT32_MAX || len % 16 || !len)
 		return -1;
-	return EVP_CipherInit_ex2(ctx->cipher, NULL, NULL, iv, ctx->encrypt, NULL) &&
-			       EVP_CipherUpdate(ctx->cipher, payload, &n, payload, (int)len) ?
-		       0 : -1;
+	memcpy(last, payload + len - 16, 16); /* opening: the next chaining block */
+	if (ctx->encrypt)
+		for (int i = 0; i < 16; i++)
+			payload[i] ^= iv[i] ^ ctx->chain[i];
+	if (!EVP_CipherUpdate(ctx->cipher, payload, &n, payload, (int)len) || n != (int)len) {
+		memset(ctx->chain, 0, 16);
+		(void)EVP_CipherInit_ex2(ctx->cipher, NULL, NULL, zero_block, ctx->encrypt, NULL);
+		return -1;
+	}
+	if (!ctx->encrypt)
+		for (int i = 0; i < 16; i++)
+			payload[i] ^= iv[i] ^ ctx->chain[i];
+	memcpy(ctx->chain, ctx->encrypt ? payload + len - 16 : last, 16);
+	return 0;
 }
 
-/* IV = AES_K(seq || marker): one CBC block under a zero IV is one ECB block. */
+/* IV = AES_K(seq || marker): one block of the ECB context keyed at setup. */
 static int cbc_make_iv(struct crypto_ctx *ctx, uint64_t seq, uint8_t *iv)
 {
-	static const uint8_t zero[16];
 	int n;
 
 	wr64(iv, seq);
 	memcpy(iv + 8, iv_marker, 8);
-	return EVP_CipherInit_ex2(ctx->cipher, NULL, NULL, zero, 1, NULL) &&
-			       EVP_CipherUpdate(ctx->cipher, iv, &n, iv, 16) ?
-		       0 : -1;
+	return EVP_CipherUpdate(ctx->ecb, iv, &n, iv, 16) && n == 16 ? 0 : -1;
 }
 
 int crypto_seal(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn)

@@ -1,7 +1,9 @@
 /* crypto: ESP's cryptographic transforms; the only file that includes OpenSSL.
  *
  * A crypto_ctx is keyed once (key schedule, GHASH tables, HMAC pads) and then reused for
- * every packet with only IV, AAD and tag set: no EVP fetch and no allocation per packet.
+ * every packet with only IV, AAD and tag set: no EVP fetch, no allocation and no re-init
+ * per packet (AES-GCM's nonce and every AEAD tag go through OSSL_PARAM arrays built at
+ * setup; CBC continues one stream, its first block corrected for the packet's IV).
  * A context is used by one thread at a time; the SA keeps one per worker.
  *
  * Buffer layout seen by seal/open, `esp` pointing at the SPI:

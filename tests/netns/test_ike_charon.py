@@ -1,6 +1,7 @@
 """espd's IKE engine (standalone, a fake SA owner that prints the Child SA keys) against
-strongSwan charon 5.9.8 in namespaces, both directions: the Child SA keys espd derives
-are the ones charon logs at ``chd 4``, SPIs crossed.
+strongSwan charon 5.9.8 (and, for the IKE proposal matrix, 6.0.6) in namespaces, both
+directions: the Child SA keys espd derives are the ones charon logs at ``chd 4``, SPIs
+crossed.
 
   [gwA 192.0.2.1 espd IKE engine] ==IKE 500 -> 4500 (charon's encap = yes)== [gwB 192.0.2.2 charon]
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from support import netns
-from support.strongswan import DEBIAN, Charon, site_to_site
+from support.strongswan import DEBIAN, STRONGSWAN6, Charon, site_to_site
 
 pytestmark = pytest.mark.netns
 
@@ -95,22 +96,28 @@ ESPD_ESP = {"aes256gcm16": "esp-gcm 256", "aes128gcm16": "esp-gcm 128",
             "aes128-sha1": "esp-aes 128 esp-sha-hmac"}
 
 
-@pytest.mark.parametrize("ike,esp", [
-    ("aes256gcm16-prfsha384-x25519", "aes256gcm16"),
-    ("aes128gcm16-prfsha256-ecp256", "aes128gcm16"),
-    ("chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
-    ("aes256-sha256-modp2048", "aes128-sha256"),
-    ("aes256gcm16-prfsha384-x25519", "aes256-sha512"),
-    ("aes256gcm16-prfsha384-x25519", "aes192-sha384"),
-    ("aes256gcm16-prfsha384-x25519", "aes128-sha1"),
-], ids=["gcm-x25519", "gcm128-ecp256", "chacha-x25519", "cbc-modp2048", "esp-cbc-sha512",
-        "esp-cbc192-sha384", "esp-cbc-sha1"])
+SUITES = [  # (id, IKE proposal, ESP proposal)
+    ("gcm-x25519", "aes256gcm16-prfsha384-x25519", "aes256gcm16"),
+    ("gcm128-ecp256", "aes128gcm16-prfsha256-ecp256", "aes128gcm16"),
+    ("chacha-x25519", "chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
+    ("cbc-modp2048", "aes256-sha256-modp2048", "aes128-sha256"),
+    ("esp-cbc-sha512", "aes256gcm16-prfsha384-x25519", "aes256-sha512"),
+    ("esp-cbc192-sha384", "aes256gcm16-prfsha384-x25519", "aes192-sha384"),
+    ("esp-cbc-sha1", "aes256gcm16-prfsha384-x25519", "aes128-sha1"),
+]
+IKE_SUITES = 4  # the IKE proposal matrix, which 6.0.6 runs too; the ESP rows are 5.9.8's
+
+
+@pytest.mark.parametrize("peer,ike,esp", [
+    *(pytest.param(DEBIAN, ike, esp, id=f"5.9.8-{name}") for name, ike, esp in SUITES),
+    *(pytest.param(STRONGSWAN6, ike, esp, id=f"6.0.6-{name}")
+      for name, ike, esp in SUITES[:IKE_SUITES])])
 @pytest.mark.parametrize("initiator", ["espd", "charon"])
-def test_child_sa_keys_match_charons(topology, ike, esp, initiator):
-    if DEBIAN.unavailable():
-        pytest.skip(DEBIAN.unavailable())
+def test_child_sa_keys_match_charons(topology, peer, ike, esp, initiator):
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
     psk = secrets.token_hex(16)
-    charon = Charon(topology.gw_b, "gwb", DEBIAN, key_dump=True).start()
+    charon = Charon(topology.gw_b, "gwb", peer, key_dump=True).start()
     engine = None
     try:
         charon.load([site_to_site("b", psk, proposals=[ike], esp_proposals=[esp])])

@@ -11,6 +11,9 @@ configured peers' datagrams at once, the others from a bounded backlog on a CPU 
     window  -> a response must answer our outstanding request; a request is new (handled),
                a retransmission (answered from the cached response once it passed the
                ICV: a forged copy is dropped, never reflected) or stale (dropped)
+    follow  -> authenticated and new from another address or port: an established IKE SA
+               whose peer is behind a NAT (and we are not) moves there, its Child SAs too
+               (engine/nat_follow.py, RFC 7296 2.23)
     handle  -> the exchange module's handler; what it returns is sealed, sent to where the
                request came from, and cached
 
@@ -41,7 +44,7 @@ from espd.ike.auth import PskAuthenticator
 from espd.ike.auth.certificates import CertificateAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
-from espd.ike.engine import fragmentation
+from espd.ike.engine import fragmentation, nat_follow
 from espd.ike.engine.admission import CookieJar
 from espd.ike.engine.intake import Intake
 from espd.ike.engine.transport import Transport
@@ -245,6 +248,15 @@ class IkeEngine:
                      "Child SA is up)", sa, child)
             self.delete_child(sa, child, notify_peer=True, reason="hard lifetime")
 
+    def on_peer_moved(self, handle: object, peer: str, port: int) -> None:
+        """Authenticated ESP of a Child SA made with follow_peer came from `peer`:`port`
+        (the owner moved that pair already): the IKE SA and its other Child SAs follow."""
+        import ipaddress
+
+        found = self._by_handle(handle)
+        if found is not None:
+            nat_follow.follow(self, found[0], Endpoint(ipaddress.ip_address(peer), port), "esp")
+
     def on_ike_datagram(self, local: object, lport: int, remote: object, rport: int,
                         data: bytes) -> None:
         """UDP 4500 IKE punted by the data plane (non-ESP marker already stripped)."""
@@ -347,6 +359,8 @@ class IkeEngine:
                 self.respond(sa, message, [codec.Notify(err.notify, err.data)], local, remote)
             return
         sa.last_heard = self.now()
+        if remote != sa.remote:  # authenticated and new (replays and retransmits stop above)
+            nat_follow.follow(self, sa, remote, "ike")
         if header.is_response:
             self._response(sa, message, data)
         else:

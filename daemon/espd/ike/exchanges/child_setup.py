@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from espd.ike import codec, proposals
 from espd.ike.codec import NotifyType, ProtocolId
 from espd.ike.crypto import keymat, suites
+from espd.ike.engine import nat_follow
 from espd.ike.exchanges.payloads import (
     from_wire_selectors,
     notify,
@@ -317,7 +318,8 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
         local_port=sa.local.port if child.encap == "udp" else 4500,
         remote_port=sa.remote.port if child.encap == "udp" else 4500,
         traffic_selectors=(child.local_ts, child.remote_ts), nat_detected=sa.nat,
-        peer_source=policy.peer_source)
+        peer_source=policy.peer_source, follow_peer=nat_follow.follows(sa),
+        nat_keepalive=sa.nat_local)
     keys.wipe()
     try:
         if rekey_of is not None and rekey_of.handle is not None:

@@ -308,6 +308,9 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     offer, ke, nonce = (message.first(codec.SecurityAssociation),
                         message.first(codec.KeyExchange), message.first(codec.Nonce))
     if offer is None or ke is None or nonce is None:
+        engine.counters["ike_sa_init_refused"] += 1
+        engine.rate_log.warning("initsyntax", "IKE: IKE_SA_INIT from %s without SA, KE or "
+                                "Ni: INVALID_SYNTAX", remote)
         refuse(NotifyType.INVALID_SYNTAX)
         return
     try:
@@ -334,6 +337,7 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     try:
         public, shared = suite.group.respond(ke.data)
     except InvalidKeyExchange as err:
+        engine.counters["ike_sa_init_refused"] += 1
         engine.rate_log.warning("ke", "IKE: IKE_SA_INIT from %s: bad KE payload: %s",
                                 remote, err)
         refuse(NotifyType.INVALID_SYNTAX)
