@@ -542,9 +542,10 @@ class IkeEngine:
 
     def remove_ike_sa(self, sa: IkeSa) -> None:
         """Forget an IKE SA: its Child SAs retired from the owner, every key wiped."""
-        from espd.ike.exchanges import followup_ke
+        from espd.ike.exchanges import create_child_sa, followup_ke
 
         followup_ke.abandon_all(sa, "IKE SA deleted")
+        create_child_sa.collision_on_removal(self, sa)  # the peer's new IKE SA keeps them
         for child in list(sa.children.values()):
             self.drop_child(sa, child, "IKE SA deleted")
         sa.cancel_timers()
@@ -620,13 +621,17 @@ class IkeEngine:
                 log.exception("IKE: internal error in timer %s of %s", name, sa)
         sa.set_timer(name, self.loop.call_later(max(0.0, delay), fire))
 
-    def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int) -> None:
-        """Rekey ``child`` before its lifetime ends (the IKE SA may have been rekeyed by
-        then: the timer looks up its current one)."""
+    def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int, *,
+                             delay: float | None = None) -> None:
+        """Rekey ``child`` before its lifetime ends, or after ``delay`` seconds (a rekey
+        put off); the IKE SA may have been rekeyed by then: the timer looks up its
+        current one."""
         from espd.ike.exchanges import create_child_sa
 
-        if not seconds:
+        if not seconds and delay is None:
             return
+        if child.rekey_timer is not None:
+            child.rekey_timer.cancel()  # type: ignore[attr-defined]
 
         def fire() -> None:
             child.rekey_timer = None
@@ -639,7 +644,8 @@ class IkeEngine:
                 self.counters["internal_errors"] += 1
                 log.exception("IKE: internal error rekeying %s", child)
 
-        child.rekey_timer = self.loop.call_later(self.jittered(seconds), fire)
+        child.rekey_timer = self.loop.call_later(
+            self.jittered(seconds) if delay is None else delay, fire)
 
     def schedule_ike_timers(self, sa: IkeSa) -> None:
         """IKE SA rekey before its lifetime, and dead peer detection."""

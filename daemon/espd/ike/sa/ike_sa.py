@@ -98,7 +98,7 @@ class IkeSa:
     peer: object | None = None  # settings.Peer: keys and identities for this peer
     first_child: ChildSa | None = None  # the Child SA IKE_AUTH negotiates
     queue: list = field(default_factory=list)  # requests waiting for the window
-    collision: object | None = None  # an IKE SA rekey of the peer's that met ours
+    collision: object | None = None  # sa/collision.Collision: the peer's IKE SA rekey met ours
     # --- RFC 9242/9370 (exchanges/ike_intermediate.py) ---
     additional_pending: list = field(default_factory=list)  # KE methods still to run
     intermediates: int = 0  # IKE_INTERMEDIATE exchanges done
