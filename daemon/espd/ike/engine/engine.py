@@ -66,7 +66,7 @@ ResponseHandler = Callable[["IkeEngine", IkeSa, codec.Message], None]
 class ChildEvent:
     """What the engine tells observers (tests, show) about a Child SA."""
 
-    kind: str  # "up" | "rekeyed" | "down" | "failed"
+    kind: str  # "up" | "rekeyed" | "down" | "failed" | "moved" (the IKE SA: no child)
     ike_sa: int
     child: ChildSa | None
     reason: str = ""
