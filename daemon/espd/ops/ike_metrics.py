@@ -23,6 +23,8 @@ EVENTS = {
     "child_rekeys": "Child SA rekeys completed",
     "ike_rekeys": "IKE SA rekeys completed",
     "rekey_collisions": "simultaneous Child SA rekeys (RFC 7296 2.8.1)",
+    "ike_rekey_collisions": "simultaneous IKE SA rekeys (RFC 7296 2.8.2), settled by the "
+                            "nonce rule",
     "retransmissions": "requests sent again for lack of an answer",
     "retransmitted_requests": "peer requests answered from the cached response",
     "peers_dead": "peers that stopped answering (DPD or retransmissions)",
