@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of espd: the inbound packet path (libFuzzer, fuzz_decap.c), both
-# config parsers (atheris, fuzz_config.py and fuzz_ios.py) and the IKEv2 codec (atheris,
-# fuzz_ike.py). See docs/fuzzing.md.
+# config parsers (atheris, fuzz_config.py and fuzz_ios.py), the IKEv2 codec (atheris,
+# fuzz_ike.py) and the IKE exchange handlers of an established SA (atheris,
+# fuzz_exchanges.py). See docs/fuzzing.md.
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]    SECONDS per target (default 60);
-#                                              targets: decap config ios ike (default: all)
+#                                              targets: decap config ios ike exchanges
+#                                              (default: all)
 #   tests/fuzz/run.sh 0 decap-cov              line coverage of native/ by the decap corpus
 #                                              (seeds + work/decap), with llvm-cov
 #
@@ -27,7 +29,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(decap config ios ike)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(decap config ios ike exchanges)
 NATIVE=${FUZZ_NATIVE:-$ROOT/native}
 BUILD=${FUZZ_BUILD:-$HERE/build}
 WORK=$HERE/work
@@ -110,6 +112,7 @@ target_cmd() {
 	config) echo "$BUILD/venv/bin/python $HERE/fuzz_config.py -dict=$HERE/dict/toml.dict -max_len=8192" ;;
 	ios) echo "$BUILD/venv/bin/python $HERE/fuzz_ios.py -dict=$HERE/dict/ios.dict -max_len=8192" ;;
 	ike) echo "$BUILD/venv/bin/python $HERE/fuzz_ike.py -max_len=4096" ;;
+	exchanges) echo "$BUILD/venv/bin/python $HERE/fuzz_exchanges.py -max_len=8192" ;;
 	*) return 1 ;;
 	esac
 }
@@ -191,7 +194,7 @@ if [ "${TARGETS[*]}" = decap-cov ]; then
 	exit $?
 fi
 for t in "${TARGETS[@]}"; do
-	target_cmd "$t" >/dev/null || { echo "run.sh: unknown target $t (decap, config, ios, ike)" >&2; exit 2; }
+	target_cmd "$t" >/dev/null || { echo "run.sh: unknown target $t (decap, config, ios, ike, exchanges)" >&2; exit 2; }
 done
 for t in "${TARGETS[@]}"; do
 	case $t in

@@ -83,11 +83,12 @@ def espd_show(ns: str, sock: str, *what: str) -> str:
 
 
 class Site:
-    """espd in gwA, a charon in gwB, torn down by pid and name afterwards."""
+    """espd in gwA, a charon in gwB (``charon``: Charon keyword arguments), torn down by
+    pid and name afterwards."""
 
-    def __init__(self, peer, psk: str, tmp: Path, topo) -> None:
+    def __init__(self, peer, psk: str, tmp: Path, topo, **charon) -> None:
         self.peer, self.psk, self.tmp, self.topo = peer, psk, tmp, topo
-        self.charon = Charon(topo.gw_b, "gwb", peer).start()
+        self.charon = Charon(topo.gw_b, "gwb", peer, **charon).start()
         self.daemon = None
         self.sock = str(tmp / "gwA.sock")
 

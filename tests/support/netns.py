@@ -336,3 +336,65 @@ def decrypt(packet: EspPacket, key: bytes):
     decrypted = sa.decrypt(outer / ESP(packet.esp))
     # tunnel mode: scapy keeps the outer header in front of the inner packet
     return decrypted.payload if isinstance(decrypted.payload, (IP, IPv6)) else decrypted
+
+
+def _read_exact(conn: socket.socket, size: int) -> bytes:
+    chunks, have = [], 0
+    while have < size:
+        chunk = conn.recv(min(65536, size - have))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
+
+
+def tcp_transfer(client_ns: str, server_ns: str, server_addr: str, size: int = 1 << 20,
+                 port: int = 5201, timeout: float = 20.0) -> tuple[str, str]:
+    """``size`` random bytes from ``client_ns`` to ``server_addr`` in ``server_ns`` and
+    ``size`` others back, over one TCP connection; each direction's SHA-256 must match
+    what was sent (an AssertionError names what arrived short or different). Returns the
+    two digests (up, down)."""
+    import hashlib
+
+    family = socket.AF_INET6 if ":" in server_addr else socket.AF_INET
+    up, down = os.urandom(size), os.urandom(size)
+    got: dict = {}
+    server = socket_in(server_ns, family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((server_addr, port))
+    server.listen(1)
+    server.settimeout(timeout)
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(timeout)
+                got["up"] = _read_exact(conn, size)
+                conn.sendall(down)
+        except OSError as e:
+            got["error"] = e
+
+    thread = threading.Thread(target=serve, name="tcp-transfer")
+    thread.start()
+    try:
+        client = socket_in(client_ns, family, socket.SOCK_STREAM)
+        with client:
+            client.settimeout(timeout)
+            client.connect((server_addr, port))
+            client.sendall(up)
+            back = _read_exact(client, size)
+    finally:
+        try:
+            server.shutdown(socket.SHUT_RDWR)  # wakes an accept() still waiting
+        except OSError:
+            pass
+        thread.join(timeout + 5)
+        server.close()
+    received = got.get("up", b"")
+    assert "error" not in got, got.get("error")
+    sha = [hashlib.sha256(x).hexdigest() for x in (up, received, down, back)]
+    assert sha[0] == sha[1], f"upstream: {len(received)} of {size} bytes, sha256 {sha[1]}"
+    assert sha[2] == sha[3], f"downstream: {len(back)} of {size} bytes, sha256 {sha[3]}"
+    return sha[0], sha[2]

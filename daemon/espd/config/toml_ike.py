@@ -31,7 +31,7 @@ from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
     "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log", "certificate",
-            "private_key", "ca", "crl", "fragment_size"),
+            "private_key", "ca", "crl", "rsa_pss", "fragment_size"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
                "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
@@ -128,17 +128,18 @@ class IkeSchema:
         anchors: list = []
         for i, ca_path in enumerate(self.file_list(raw, path + ("ca",), "/etc/espd/ca.pem")):
             anchors += self.read_pki(ca_path, path + ("ca", i),
-                                     certificates.load_certificates) or []
+                                     certificates.load_trust_anchors) or []
         crls = [crl for i, crl_path in enumerate(self.file_list(
                     raw, path + ("crl",), "/etc/espd/ca.crl"))
                 if (crl := self.read_pki(crl_path, path + ("crl", i),
                                          certificates.load_crl)) is not None]
         if chain is None or key is None or not anchors:
             return None, None
+        rsa_pss = self.get(raw, path + ("rsa_pss",), bool, "true", False)
         try:
-            own = certificates.own_certificate(chain, key, "ike.certificate")
+            own = certificates.own_certificate(chain, key, "ike.certificate", bool(rsa_pss))
         except certificates.CertificateError as e:
-            self.error(path + ("private_key",), str(e))
+            self.error(path + ("rsa_pss" if "rsa_pss" in str(e) else "private_key",), str(e))
             return None, None
         return own, certificates.TrustStore(tuple(anchors), tuple(crls))
 

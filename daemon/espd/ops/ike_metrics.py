@@ -23,6 +23,8 @@ EVENTS = {
     "child_rekeys": "Child SA rekeys completed",
     "ike_rekeys": "IKE SA rekeys completed",
     "rekey_collisions": "simultaneous Child SA rekeys (RFC 7296 2.8.1)",
+    "ike_rekey_collisions": "simultaneous IKE SA rekeys (RFC 7296 2.8.2), settled by the "
+                            "nonce rule",
     "retransmissions": "requests sent again for lack of an answer",
     "retransmitted_requests": "peer requests answered from the cached response",
     "peers_dead": "peers that stopped answering (DPD or retransmissions)",
@@ -47,6 +49,12 @@ EVENTS = {
     "messages_reassembled": "messages reassembled from RFC 7383 fragments",
     "reassembly_timeouts": "incomplete fragmented messages dropped after the timeout",
     "fragmentation_failures": "messages too large for 64 fragments of fragment_size, sent whole",
+    "peer_moves_ike": "IKE SAs that followed their peer to a new address or port on an "
+                      "authenticated IKE message (RFC 7296 2.23)",
+    "peer_moves_esp": "IKE SAs that followed their peer to a new address or port on "
+                      "authenticated ESP (RFC 7296 2.23)",
+    "peer_moves_refused": "authenticated IKE messages from a new address or port not "
+                          "followed: this side is behind a NAT, or the peer is not",
     "malformed": "messages dropped as malformed",
     "integrity_failures": "messages dropped for a bad ICV",
     "unknown_spi": "messages for no IKE SA of ours",
@@ -56,6 +64,8 @@ EVENTS = {
                           "(CHILD_SA_NOT_FOUND)",
     "delete_unknown_spi": "ESP SPIs in a peer's DELETE that name no Child SA of that IKE "
                           "SA (ignored; also a DELETE that crossed ours)",
+    "ike_sa_init_refused": "IKE_SA_INIT answered INVALID_SYNTAX: a payload missing or a "
+                           "bad KE value (no state kept)",
     "ike_rekey_refused": "peer's IKE SA rekeys refused: a bad KE value, or a zero or "
                          "reused SPI",
     "internal_errors": "engine errors (a bug: see the log)",

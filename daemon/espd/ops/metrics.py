@@ -158,13 +158,17 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
         "Packets of espd_io_packets_total{path=\"net_tx\"} sent on the AF_PACKET socket "
         "([daemon] send_path = \"packet\"); the rest went on the raw IP socket.",
         value=io.get("net_tx_packet", 0))
+    keepalives = CounterMetricFamily(
+        "espd_nat_keepalives", "RFC 3948 NAT keepalives sent (manual UDP SAs, and IKE "
+        "Child SAs over UDP when IKE found this side behind a NAT).",
+        value=state.get("nat_keepalives", 0))
     workers = GaugeMetricFamily("espd_workers", "Data-plane worker threads.",
                                 value=state.get("workers", 0))
     build = GaugeMetricFamily("espd_build_info", "espd's version and crypto library; always 1.",
                               labels=["version", "openssl", "crypto_features"])
     build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
                       str(state.get("crypto_features", ""))], 1)
-    yield from (reloads, packets, errors, offload, packet_path, workers, build)
+    yield from (reloads, packets, errors, offload, packet_path, keepalives, workers, build)
 
 
 def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:

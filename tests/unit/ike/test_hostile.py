@@ -419,3 +419,75 @@ def test_a_flood_of_hostile_requests_is_logged_rate_limited(caplog):
         assert len(lines) <= 15, [r.getMessage() for r in lines]
         assert pair.b.engine.rate_log.suppressed >= 85
     hostile(check)
+
+
+# --- IKE_SA_INIT and the SA that is up -----------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["x25519-all-zero", "x25519-short", "no-nonce"])
+def test_ike_sa_init_with_a_bad_public_value_is_refused_statelessly(case):
+    """RFC 8031 2 / RFC 7296 2.14: INVALID_SYNTAX in the clear, no half-open IKE SA, the
+    established one untouched."""
+    async def check(f: Forger, pair):
+        data = {"x25519-all-zero": bytes(32), "x25519-short": bytes(31),
+                "no-nonce": suites.group(31).generate().public_bytes}[case]
+        payloads = [sa_payload(p.ike_offer(pair.b.settings.proposals)),
+                    codec.KeyExchange(31, data)]
+        if case != "no-nonce":
+            payloads.append(codec.Nonce(NONCE))
+        header = codec.request_header(codec.SpiPair(b"\x66" * 8, bytes(8)),
+                                      ExchangeType.IKE_SA_INIT, 0, original_initiator=True)
+        before = fingerprint(pair.b, pair.sa_b)
+        [reply] = f.send(codec.encode_message(codec.Message(header, tuple(payloads))))
+        answer = codec.decode_message(reply)
+        assert answer.header.is_response and answer.header.spis.initiator == b"\x66" * 8
+        assert [n.type for n in answer.all(codec.Notify)] == [NotifyType.INVALID_SYNTAX]
+        assert not pair.b.engine.half_open and list(pair.b.engine.sas.values()) == [
+            pair.sa_b]
+        assert fingerprint(pair.b, pair.sa_b) == before
+        counted(pair, "ike_sa_init_refused")
+    hostile(check)
+
+
+def test_a_forged_response_to_our_outstanding_request_is_dropped():
+    """The victim's DPD is outstanding: a response with its message ID but no valid ICV
+    neither completes nor cancels it; the real one does."""
+    from espd.ike.exchanges import informational
+
+    async def check(f: Forger, pair):
+        informational.start_dpd(pair.b.engine, pair.sa_b)
+        [dpd] = f.sent
+        mid = f.open(dpd).header.message_id
+        before = fingerprint(pair.b, pair.sa_b)
+        forged = bytearray(f.request(INFO, [], message_id=mid, response=True))
+        forged[-3] ^= 0x10
+        assert f.send(bytes(forged)) == []
+        assert pair.sa_b.requests.outstanding is not None
+        assert fingerprint(pair.b, pair.sa_b) == before
+        counted(pair, "integrity_failures")
+        f.send(f.request(INFO, [], message_id=mid, response=True))
+        assert pair.sa_b.requests.outstanding is None
+    hostile(check)
+
+
+def test_a_forged_copy_of_a_fragmented_request_is_not_answered():
+    """RFC 7383 2.6.1: fragment 1 of a retransmitted request gets the cached response;
+    fragment 1 with the same message ID but not sealed with the SA's keys gets nothing."""
+    async def check(f: Forger, pair):
+        pair.sa_b.fragmentation = True
+        payloads = [codec.Notify(NotifyType.INITIAL_CONTACT, b"x" * 600)]
+        fragments = codec.encrypt_fragments(f.header(INFO), payloads, f.sk_out, 300)
+        assert len(fragments) >= 2
+        replies = [r for fragment in fragments for r in f.send(fragment)]
+        assert len(replies) == 1
+        f.take_id()
+        before = fingerprint(pair.b, pair.sa_b)
+        assert f.send(fragments[0]) == replies  # a real retransmission
+        assert f.send(fragments[1]) == []  # only fragment 1 answers
+        forged = bytearray(fragments[0])
+        forged[-1] ^= 1
+        assert f.send(bytes(forged)) == []
+        assert pair.b.engine.counters["retransmitted_requests"] == 1
+        counted(pair, "integrity_failures")
+        assert fingerprint(pair.b, pair.sa_b) == before
+    hostile(check)

@@ -14,12 +14,15 @@ has installed them (it copies them into the data plane).
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from espd.ike import codec, proposals
 from espd.ike.codec import NotifyType, ProtocolId
 from espd.ike.crypto import keymat, suites
+from espd.ike.engine import nat_follow
 from espd.ike.exchanges.payloads import (
     from_wire_selectors,
     notify,
@@ -106,7 +109,8 @@ def accept(engine: IkeEngine, sa: IkeSa, child: ChildSa, message: codec.Message,
     if (child.mode == "transport") != transport:
         raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN,
                            f"we asked for {child.mode} mode, peer answered otherwise")
-    child.local_ts, child.remote_ts = tsi, tsr
+    child.local_ts, child.remote_ts = shared_selectors(tsi, policy.local_ts), \
+        shared_selectors(tsr, policy.remote_ts)
     _settle(engine, sa, child, chosen, policy)
     install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=True, shared=shared,
             rekey_of=rekey_of, additional=secrets)
@@ -178,7 +182,8 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
     if policy.transforms[0][1] == "transport" and not wants_transport:
         raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN, "crypto map entry is transport "
                            "mode; the peer asked for tunnel mode")
-    child.local_ts, child.remote_ts = narrowed[1], narrowed[0]
+    child.local_ts = shared_selectors(narrowed[1], policy.local_ts)
+    child.remote_ts = shared_selectors(narrowed[0], policy.remote_ts)
     _settle(engine, sa, child, chosen, policy)
     extra = [suites.group(ident) for ident in proposals.additional_groups(chosen)]
     if group:
@@ -250,6 +255,15 @@ def _runnable_additional(offered) -> tuple[int, ...]:
     return tuple(out)
 
 
+def shared_selectors(selectors: tuple, configured: tuple) -> tuple:
+    """``selectors`` with each one equal to a configured selector replaced by that one
+    (the policy's objects, shared by all its Child SAs, instead of copies per SA); the
+    whole tuple is the policy's own when they are all equal."""
+    if selectors == configured:
+        return configured
+    return tuple(next((c for c in configured if c == s), s) for s in selectors)
+
+
 def _side(selectors) -> str:
     return ", ".join(str(ts) for ts in selectors) or "nothing"
 
@@ -275,10 +289,9 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
             additional: tuple = ()) -> None:
     """Derive the Child SA's keys and hand them to the owner (rekey: make-before-break);
     ``additional`` are the secrets of RFC 9370 IKE_FOLLOWUP_KE exchanges, in order."""
-    from espd.config.transforms import parse_transform
     from espd.dataplane import Lifetime
 
-    shape = parse_transform(child.transform)
+    shape = _shape(child.transform)
     keys = keymat.child_keys(sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shape, shared,
                              additional)
     for secret in (shared, *additional):
@@ -305,7 +318,8 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
         local_port=sa.local.port if child.encap == "udp" else 4500,
         remote_port=sa.remote.port if child.encap == "udp" else 4500,
         traffic_selectors=(child.local_ts, child.remote_ts), nat_detected=sa.nat,
-        peer_source=policy.peer_source)
+        peer_source=policy.peer_source, follow_peer=nat_follow.follows(sa),
+        nat_keepalive=sa.nat_local)
     keys.wipe()
     try:
         if rekey_of is not None and rekey_of.handle is not None:
@@ -324,11 +338,20 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
     engine.schedule_child_rekey(sa, child, life.seconds)
     from espd.ike.engine.engine import log
 
-    verb = "rekeyed" if rekey_of is not None else "up"
-    log.info("%s %s %s: %s %s, %s <-> %s%s", sa, child, verb, child.transform, child.mode,
-             _side(child.local_ts), _side(child.remote_ts),
-             " (UDP-encapsulated)" if child.encap == "udp" else "")
+    if log.isEnabledFor(logging.INFO):  # the selectors' text is not made for nothing
+        verb = "rekeyed" if rekey_of is not None else "up"
+        log.info("%s %s %s: %s %s, %s <-> %s%s", sa, child, verb, child.transform,
+                 child.mode, _side(child.local_ts), _side(child.remote_ts),
+                 " (UDP-encapsulated)" if child.encap == "udp" else "")
     engine.emit("rekeyed" if rekey_of is not None else "up", sa, child)
+
+
+@functools.lru_cache(maxsize=64)
+def _shape(transform: str):
+    """The data plane's Transform of an espd transform name, parsed once per name."""
+    from espd.config.transforms import parse_transform
+
+    return parse_transform(transform)
 
 
 def rekey_notify(child: ChildSa) -> codec.Notify:

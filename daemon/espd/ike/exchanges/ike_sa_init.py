@@ -70,7 +70,21 @@ class Suite:
 
 
 def suite_of(chosen: proposals.Proposal) -> Suite:
-    """Crypto objects for a chosen proposal; ProposalError if espd lacks one of them."""
+    """Crypto objects for a chosen proposal; ProposalError if espd lacks one of them.
+    One Suite per set of transforms, shared by the SAs that chose it (it is immutable)."""
+    suite = _suites.get(chosen.transforms)
+    if suite is None:
+        suite = _suite_of(chosen)
+        if len(_suites) >= 64:
+            _suites.clear()
+        _suites[chosen.transforms] = suite
+    return suite
+
+
+_suites: dict[tuple, Suite] = {}
+
+
+def _suite_of(chosen: proposals.Proposal) -> Suite:
     encr_t, prf_t = chosen.one(proposals.ENCR), chosen.one(proposals.PRF)
     integ_t, ke_t = chosen.one(proposals.INTEG), chosen.one(proposals.KE)
     encr = suites.encr(encr_t.id, encr_t.key_bits or None) if encr_t else None
@@ -294,6 +308,9 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     offer, ke, nonce = (message.first(codec.SecurityAssociation),
                         message.first(codec.KeyExchange), message.first(codec.Nonce))
     if offer is None or ke is None or nonce is None:
+        engine.counters["ike_sa_init_refused"] += 1
+        engine.rate_log.warning("initsyntax", "IKE: IKE_SA_INIT from %s without SA, KE or "
+                                "Ni: INVALID_SYNTAX", remote)
         refuse(NotifyType.INVALID_SYNTAX)
         return
     try:
@@ -320,6 +337,7 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     try:
         public, shared = suite.group.respond(ke.data)
     except InvalidKeyExchange as err:
+        engine.counters["ike_sa_init_refused"] += 1
         engine.rate_log.warning("ke", "IKE: IKE_SA_INIT from %s: bad KE payload: %s",
                                 remote, err)
         refuse(NotifyType.INVALID_SYNTAX)
