@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -281,6 +282,43 @@ def test_raw_esp_with_charon6_carries_ping_and_tcp_both_ways(netns_ok, initiator
         assert int(child["bytes-in"]) > 1 << 20 and int(child["bytes-out"]) > 1 << 20, child
 
     _run(STRONGSWAN6, "re", body, raw_esp=True)
+
+
+def test_raw_esp_rekeys_by_both_sides_under_traffic_lose_nothing(netns_ok):
+    """Raw ESP through Child SA rekeys by charon and by espd (its own 6 s lifetime) and an
+    IKE SA rekey by charon, PFS X25519, under a continuous ping: every echo comes back
+    and every new Child SA is protocol 50 again, never ESP in UDP."""
+
+    def body(site: Site) -> None:
+        site.charon.load([site_to_site("b", site.psk, proposals=[SUITE],
+                                       esp_proposals=[f"{PSK_ESP}-x25519"], encap=False)])
+        site.start_espd(psk_config(site.psk, "manual", site.tmp, [SUITE], pfs="x25519",
+                                   lifetime="{ seconds = 6 }") + 'encapsulation = "esp"\n')
+        with netns.Capture(site.topo.gw_a, netns.WAN_IF) as capture, \
+                site.charon.events() as events:
+            site.charon.initiate("net")
+            events.wait_up("child-updown", timeout=15)
+            site.pings()
+            results: list = []
+            pinger = threading.Thread(target=lambda: results.append(netns.ping(
+                site.topo.host_a, netns.HOST_B4, count=700, interval=0.01, timeout=3)))
+            pinger.start()
+            time.sleep(0.5)
+            site.charon.rekey(child="net")
+            events.wait("child-rekey", timeout=10)
+            site.charon.rekey(ike="gw")
+            events.wait("ike-rekey", timeout=10)
+            events.wait("child-rekey", timeout=10)  # espd's, at 85-90% of 6 s
+            pinger.join(30)
+        assert results and results[0].received == 700, (results, site.daemon.log())
+        assert site.daemon.log().count(" rekeyed") >= 2, site.daemon.log()
+        raw, udp = _esp_on_the_wire(capture.frames)
+        assert raw >= 1400 and udp == 0, (raw, udp)
+        assert {sa["encap"] for sa in site.daemon.state()["sas"]} == {"esp"}
+        for child in site.charon.child_sas():
+            assert child.get("encap", "no") == "no", child
+
+    _run(STRONGSWAN6, "rr", body, raw_esp=True)
 
 
 def test_tcp_transfer_helper_notices_a_blackhole(netns_ok):

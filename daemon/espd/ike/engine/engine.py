@@ -66,7 +66,7 @@ ResponseHandler = Callable[["IkeEngine", IkeSa, codec.Message], None]
 class ChildEvent:
     """What the engine tells observers (tests, show) about a Child SA."""
 
-    kind: str  # "up" | "rekeyed" | "down" | "failed"
+    kind: str  # "up" | "rekeyed" | "down" | "failed" | "moved" (the IKE SA: no child)
     ike_sa: int
     child: ChildSa | None
     reason: str = ""
@@ -339,7 +339,7 @@ class IkeEngine:
                 return
         try:
             if number is None:
-                message = codec.decrypt_message(data, sa.sk_in)
+                message = codec.decrypt_message(data, sa.sk_in, message)
             else:
                 whole = fragmentation.receive(self, sa, data, header.is_response)
                 if number == 1 and not header.is_response:
@@ -563,16 +563,20 @@ class IkeEngine:
         sa.wipe()
 
     def add_half_open(self, sa: IkeSa) -> None:
-        self.half_open[(sa.remote, sa.spi_i)] = sa
+        """The SA keeps its key (its ``remote`` may float before IKE_AUTH is done), so
+        forgetting it costs O(1), not a walk of up to ``limits.half_open`` entries."""
+        sa.half_open_key = (sa.remote, sa.spi_i)
+        self.half_open[sa.half_open_key] = sa
         self.half_open_by_source[sa.remote.address] += 1
 
     def forget_half_open(self, sa: IkeSa) -> None:
-        for key, half in list(self.half_open.items()):
-            if half is sa:
-                del self.half_open[key]
-                self.half_open_by_source[key[0].address] -= 1
-                if self.half_open_by_source[key[0].address] <= 0:
-                    del self.half_open_by_source[key[0].address]
+        key, sa.half_open_key = sa.half_open_key, None
+        if key is None or self.half_open.get(key) is not sa:
+            return
+        del self.half_open[key]
+        self.half_open_by_source[key[0].address] -= 1
+        if self.half_open_by_source[key[0].address] <= 0:
+            del self.half_open_by_source[key[0].address]
 
     def drop_child(self, sa: IkeSa, child: ChildSa, reason: str) -> None:
         """Retire a Child SA from the owner and forget it (no DELETE sent)."""

@@ -55,4 +55,5 @@ def follow(engine: IkeEngine, sa: IkeSa, remote: Endpoint, via: str) -> bool:
     for child in list(sa.children.values()):
         if child.handle is not None and child.encap == "udp":
             engine.owner.move_child(child.handle, str(remote.address), remote.port)
+    engine.emit("moved", sa, None, f"{before} -> {remote} ({via})")  # show reads it at once
     return True

@@ -90,6 +90,7 @@ class IkeSa:
     # --- negotiation state (cleared once ESTABLISHED) ---
     ke_private: object | None = field(default=None, repr=False)  # our KE half (initiator)
     ke_group: int = 0  # the group of ke_private
+    half_open_key: tuple | None = None  # responder: its key in engine.half_open, while there
     cookie: bytes = b""  # the responder's COOKIE, echoed in the retried IKE_SA_INIT
     cookie_retries: int = 0
     ke_retries: int = 0  # INVALID_KE_PAYLOAD answers honoured
