@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from support import netns
+from support.ike_configs import psk_gateway
 from support.strongswan import DEBIAN, Charon, site_to_site
 
 from espd.ops import control
@@ -139,38 +140,8 @@ def espd_config(side: str, psk: str, tmp: Path, **entry: str) -> str:
     local, peer = ("192.0.2.1", "192.0.2.2") if side == "a" else ("192.0.2.2", "192.0.2.1")
     mine, theirs = ("10.1.0.0/16", "10.2.0.0/16") if side == "a" else ("10.2.0.0/16",
                                                                        "10.1.0.0/16")
-    extra = "\n".join(f'{k} = {v}' for k, v in entry.items())
-    return f"""
-[daemon]
-interface = "espd0"
-local = "{local}"
-workers = 1
-control_socket = "{tmp}/gw{side}.sock"
-metrics = ""
-state_dir = "{tmp}/gw{side}-state"
-
-[access_list.LAN]
-rules = ["permit ip {mine} {theirs}"]
-
-[transform_set.GCM]
-transforms = ["esp-gcm 256"]
-
-[ike]
-proposals = ["aes256gcm16-prfsha384-x25519"]
-
-[ike_peer.other]
-address = "{peer}"
-psk = "{psk}"
-
-[[crypto_map]]
-name = "VPN"
-seq = 10
-keying = "ike"
-peer = "{peer}"
-match_address = "LAN"
-transform_sets = ["GCM"]
-{extra}
-"""
+    return psk_gateway(f"gw{side}", tmp, psk, local, peer, mine, theirs,
+                       entry="\n".join(f"{k} = {v}" for k, v in entry.items()))
 
 
 @contextlib.contextmanager

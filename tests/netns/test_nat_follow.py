@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from support import netns
+from support.ike_configs import psk_gateway
 
 from espd.cli.demo.namespaces import (
     add_address,
@@ -51,40 +52,11 @@ MAX_LOST = 10  # echoes lost across one NAT flush (about 0.2 s of traffic)
 def config(side: str, tmp: Path, psk: str, local: str, peer: str, mine: str,
            theirs: str) -> str:
     other = "b" if side == "a" else "a"
-    return f"""
-[daemon]
-interface = "espd0"
-local = "{local}"
-workers = 1
-control_socket = "{tmp}/g{side}.sock"
-metrics = ""
-state_dir = "{tmp}/g{side}-state"
-nat_keepalive = 1
-
-[access_list.LAN]
-rules = ["permit ip {mine} {theirs}"]
-
-[transform_set.GCM]
-transforms = ["esp-gcm 256"]
-
-[ike]
-proposals = ["aes256gcm16-prfsha384-x25519"]
-
-[ike_peer.other]
-address = "{peer}"
-psk = "{psk}"
-local_id = "fqdn:g{side}"
-remote_id = "fqdn:g{other}"
-
-[[crypto_map]]
-name = "VPN"
-seq = 10
-keying = "ike"
-peer = "{peer}"
-match_address = "LAN"
-transform_sets = ["GCM"]
-start = "{'immediate' if side == 'a' else 'manual'}"
-"""
+    start = "immediate" if side == "a" else "manual"
+    return psk_gateway(
+        f"gw{side}", tmp, psk, local, peer, mine, theirs, daemon="nat_keepalive = 1",
+        ike_peer=f'local_id = "fqdn:gw{side}"\nremote_id = "fqdn:gw{other}"',
+        entry=f'start = "{start}"')
 
 
 class Topology:
@@ -185,11 +157,11 @@ def daemons(topo: Topology, tmp: Path):
         for side, ns, local, peer, mine, theirs in (
                 ("b", topo.gb, GB, NAT_OUT, "10.2.0.0/16", "10.1.0.0/16"),
                 ("a", topo.ga, GA, GB, "10.1.0.0/16", "10.2.0.0/16")):
-            path = tmp / f"g{side}.toml"
+            path = tmp / f"gw{side}.toml"
             path.write_text(config(side, tmp, psk, local, peer, mine, theirs))
             path.chmod(0o600)
-            daemon = netns.EspdProcess(ns, str(path), str(tmp / f"g{side}.sock"),
-                                       str(tmp / f"g{side}.log"), f"g{side}")
+            daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
+                                       str(tmp / f"gw{side}.log"), f"gw{side}")
             running.append(daemon)
             daemon.start()
             daemon.wait_ready(timeout=30)
@@ -222,6 +194,36 @@ def wait_tunnel(topo: Topology) -> None:
     raise AssertionError("the tunnel did not come up through the NAT")
 
 
+def udp_esp(frames, src: str, dst: str):
+    """(time, source port, destination port) of the ESP-in-UDP frames (no keepalives,
+    no IKE) from `src` to `dst` in a capture."""
+    out = []
+    for when, frame, _ in frames:
+        ip = frame[14:]
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        hl = (ip[0] & 0x0F) * 4
+        sport, dport = struct.unpack_from("!HH", ip, hl)
+        body = ip[hl + 8:]
+        if (socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])) == (src, dst) and \
+                len(body) > 8 and body[:4] != bytes(4):
+            out.append((when, sport, dport))
+    return out
+
+
+def follow_times(frames, ports: list[int]) -> list[tuple[float, int]]:
+    """Per new port: ms from the first ESP gb received from it to the first ESP gb sent to
+    it, and how many ESP packets gb sent to an old port in between (lost at the NAT)."""
+    inbound, outbound = udp_esp(frames, NAT_OUT, GB), udp_esp(frames, GB, NAT_OUT)
+    out = []
+    for port in ports:
+        first_in = min(t for t, sport, _ in inbound if sport == port)
+        first_out = min(t for t, _, dport in outbound if dport == port)
+        stale = sum(1 for t, _, dport in outbound if first_in <= t < first_out and dport != port)
+        out.append(((first_out - first_in) * 1000, stale))
+    return out
+
+
 def forge_esp(ns: str, dst: str, spi: int, sport: int) -> None:
     """ESP in UDP for `spi` with a sequence number far ahead and a wrong ICV, from the
     NAT's own address (what a spoofer in front of it could send). The masquerade maps
@@ -245,6 +247,7 @@ def test_responder_follows_the_initiator_through_nat_flushes(netns_ok):
             ike_a = [s for s in ga.state()["ike"]["sas"] if s["state"] == "established"]
             assert ike_a and ike_a[0]["nat"], ike_a  # both ends saw the NAT
 
+            capture = netns.Capture(topo.gb, "wan").__enter__()
             pinger = Pinger(topo.ha, HB, count=int(12 / PING_INTERVAL))
             try:
                 results = []
@@ -268,6 +271,13 @@ def test_responder_follows_the_initiator_through_nat_flushes(netns_ok):
                 pinger.wait()
             finally:
                 pinger.stop()
+                frames = capture.stop()
+            for (ms, stale), (port, _, _) in zip(follow_times(frames, [r[0] for r in results]),
+                                                 results, strict=True):
+                print(f"gb followed to port {port}: its first ESP there {ms:.1f} ms after "
+                      f"the first authenticated ESP from there; {stale} sent to the old port "
+                      "meanwhile")
+                assert ms < 500 and stale <= MAX_LOST, (ms, stale)
             first_reply_after = []
             for port, flushed, followed in results:
                 lost = pinger.lost_between(flushed - 0.5, followed + 0.5)
@@ -283,9 +293,9 @@ def test_responder_follows_the_initiator_through_nat_flushes(netns_ok):
             print(f"{received}/{sent} echoes answered over 12 s with two NAT flushes")
             assert received >= sent - 2 * MAX_LOST
 
-            shown = show(topo.gb, str(tmp / "gb.sock"), "sa")
+            shown = show(topo.gb, str(tmp / "gwb.sock"), "sa")
             assert f"current_peer: {NAT_OUT} port {results[-1][0]}" in shown, shown
-            assert f"{NAT_OUT}/{results[-1][0]}" in show(topo.gb, str(tmp / "gb.sock"),
+            assert f"{NAT_OUT}/{results[-1][0]}" in show(topo.gb, str(tmp / "gwb.sock"),
                                                          "ike", "sa"), shown
 
             # a forged packet from another port moves nothing
