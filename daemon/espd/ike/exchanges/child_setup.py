@@ -36,6 +36,8 @@ from espd.ike.sa.ike_sa import IkeSa
 from espd.ike.settings import ChildPolicy
 from espd.policy.selectors import covers, narrow
 
+log = logging.getLogger("espd.ike")  # the engine's logger (getLogger returns that one)
+
 if TYPE_CHECKING:
     from espd.ike.engine.engine import IkeEngine
 
@@ -336,8 +338,6 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
     sa.children[child.spi_in] = child
     engine.children[child.spi_in] = (sa, child)
     engine.schedule_child_rekey(sa, child, life.seconds)
-    from espd.ike.engine.engine import log
-
     if log.isEnabledFor(logging.INFO):  # the selectors' text is not made for nothing
         verb = "rekeyed" if rekey_of is not None else "up"
         log.info("%s %s %s: %s %s, %s <-> %s%s", sa, child, verb, child.transform,
