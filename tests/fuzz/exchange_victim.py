@@ -48,7 +48,7 @@ from espd.ike.crypto.secret import Secret  # noqa: E402
 from espd.ike.engine.engine import IkeEngine  # noqa: E402
 from espd.ike.engine.transport import Transport  # noqa: E402
 from espd.ike.exchanges import child_setup, followup_ke, ike_sa_init  # noqa: E402
-from espd.ike.sa.child_sa import ChildSa  # noqa: E402
+from espd.ike.sa.child_sa import ChildSa, ChildState  # noqa: E402
 from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState  # noqa: E402
 from espd.ike.settings import IkeSettings, Peer, PresharedKey  # noqa: E402
 from espd.keying.owner import ChildSaKeys  # noqa: E402
@@ -284,6 +284,16 @@ class Victim:
                 if child.handle is not None}
         if not held <= live:
             raise OracleViolation("a Child SA holds a handle the owner retired")
+        for sa in engine.sas.values():
+            installed = [c for c in sa.children.values()
+                         if c.state in (ChildState.INSTALLED, ChildState.REKEYING)]
+            if any(c.handle is None for c in installed):
+                raise OracleViolation("an installed Child SA the owner does not hold")
+            outbound = [c.spi_out for c in sa.children.values()
+                        if c.state != ChildState.DELETED and c.spi_out]
+            if len(outbound) != len(set(outbound)):
+                raise OracleViolation(f"two Child SAs of {sa} send with one SPI: "
+                                      f"{sorted(outbound)}")
 
 
 def fingerprint(victim: Victim) -> tuple:
