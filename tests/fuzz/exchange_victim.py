@@ -9,8 +9,8 @@ Input: up to MAX_RECORDS records, each
     control (1) | first payload type (1) | length (2) | inner payload chain (length)
 
 control: bits 0-2 the exchange (EXCHANGES), bit 3 the R flag, bits 4-5 the message ID
-(0 the expected one, 1 the last answered (a retransmission), 2 one past the window,
-3 2^32-1), bit 6 raw (the chain goes in the clear, unauthenticated: it must change
+(0 the expected one (IKE_SA_INIT: 0, with a zero responder SPI), 1 the last answered (a
+retransmission), 2 one past the window, 3 2^32-1), bit 6 raw (the chain goes in the clear, unauthenticated: it must change
 nothing of the established SA), bit 7 as two RFC 7383 fragments. Sealed records carry a
 valid ICV (the peer's real keys), so the fuzzer's bytes reach the exchange handlers.
 
@@ -206,7 +206,9 @@ class Victim:
         expected = self.sa.responses.expected_id
         mid = (expected, self.sa.responses.last_id or 0, expected + 1,
                0xFFFFFFFF)[(control >> 4) & 3]
-        spi_r = bytes(8) if exchange == ExchangeType.IKE_SA_INIT else SPI_R
+        spi_r = SPI_R
+        if exchange == ExchangeType.IKE_SA_INIT:  # a new IKE SA from the peer: ID 0
+            spi_r, mid = bytes(8), mid if (control >> 4) & 3 else 0
         header = codec.Header(codec.SpiPair(SPI_I, spi_r), exchange, mid, HeaderFlags(flags))
         if control & RAW or exchange == ExchangeType.IKE_SA_INIT:
             if HEADER_SIZE + len(inner) > 65535:
