@@ -101,7 +101,7 @@ UNITDIR ?=
 SYSTEM_PYTHON ?= /usr/bin/python3
 WHEELHOUSE := build/wheelhouse
 PKG_VENV := build/pkg-venv
-DEB_APT_PACKAGES := lintian
+DEB_APT_PACKAGES := lintian nftables conntrack
 SOURCES := pyproject.toml setup.py native/build.py $(wildcard native/*.c native/*.h) \
 	$(shell find daemon/espd -name '*.py')
 

@@ -128,6 +128,8 @@ void events_destroy(struct events *ev);
 void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value);
 /* An acquire event for rule `index` (policy) and the packet whose selector is key. */
 void events_push_acquire(espdp *dp, uint32_t index, uint32_t policy, const struct spd_key *key);
+/* A peer_moved event: sa's authenticated packet came from src:sport (sa.c rate-limits). */
+void events_push_moved(espdp *dp, const espdp_sa *sa, const uint8_t *src, uint16_t sport);
 void punt_init(struct punt *q);
 void punt_destroy(struct punt *q);
 /* Queue an IKE message (the bytes after the marker) with its addresses; 0 or

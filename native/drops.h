@@ -43,7 +43,8 @@
 	X(seq_cycled, "outbound sequence number space exhausted")                         \
 	X(events_lost, "the event ring overflowed; some events were lost")                \
 	X(seq_reserve, "outbound SA is nearing its reserved sequence numbers: persist more") \
-	X(acquire, "a PROTECT rule has no SA yet: negotiate one for this traffic")
+	X(acquire, "a PROTECT rule has no SA yet: negotiate one for this traffic")        \
+	X(peer_moved, "an authenticated, new ESP-in-UDP packet came from another address or port")
 
 #define ESPD_DROP_ENUM(name, help) ESPD_DROP_##name,
 enum espd_drop { ESPD_FOREACH_DROP(ESPD_DROP_ENUM) ESPD_DROP__COUNT };

@@ -9,7 +9,8 @@
  *   4. in_precheck   hard lifetime; anti-replay pre-check that changes nothing (ESN inferred)
  *   5. in_open       ICV verified in constant time, then the payload decrypted
  *   6. sa_replay_advance (sa.c)  anti-replay window advanced: only authenticated
- *                    packets move it
+ *                    packets move it; then sa_check_moved (sa.c): an SA with follow_peer
+ *                    reports a packet from another address or port (peer_moved event)
  *   7. in_trailer    pad length, padding bytes 1, 2, 3, ..., next header (59: dummy);
  *                    the packet's inner bytes count against the SA's lifetime either way
  *   8. in_tunnel_inner     tunnel: the inner packet, ECN decapsulated per RFC 6040;
@@ -101,17 +102,21 @@ static int in_lookup(const struct espdp_table *t, const struct in_pkt *in, espdp
 	return *sa ? 0 : ESPD_DROP_unknown_spi;
 }
 
+/* Against the SA's remote as it stands now (espdp_sa_set_remote may have moved it). */
 static int in_source(const espdp_sa *sa, const struct in_pkt *in)
 {
 	const uint8_t *src = in->pkt + (in->outer.family == 4 ? 12 : 8);
+	struct sa_remote remote;
 
 	if (sa->cfg.source_check == ESPDP_SOURCE_ANY)
 		return 0;
-	if (sa->cfg.peer.family != in->outer.family ||
-	    memcmp(src, sa->cfg.peer.bytes, in->outer.family == 4 ? 4 : 16))
+	if (sa->cfg.peer.family != in->outer.family)
+		return ESPD_DROP_wrong_source;
+	sa_remote_get(sa, &remote);
+	if (memcmp(src, remote.addr, in->outer.family == 4 ? 4 : 16))
 		return ESPD_DROP_wrong_source;
 	if (sa->cfg.source_check == ESPDP_SOURCE_STRICT && in->encap == ESPDP_ENCAP_UDP &&
-	    in->encap == sa->cfg.encap && in->udp_sport != sa->cfg.dport)
+	    in->encap == sa->cfg.encap && in->udp_sport != remote.port)
 		return ESPD_DROP_wrong_source;
 	return 0;
 }
@@ -308,6 +313,9 @@ static int decap_one(espdp *dp, const struct espdp_table *t, unsigned w, struct 
 	if ((r = in_source(sa, in)) || (r = in_length(sa, in)) || (r = in_precheck(sa, in, now)) || (r = in_open(sa, w, in)) ||
 	    (r = sa_replay_advance(sa, in->seq)))
 		goto drop;
+	/* authenticated and new (RFC 7296 2.23: never on a replay): may report a move */
+	if (sa->cfg.follow_peer && in->encap == ESPDP_ENCAP_UDP)
+		sa_check_moved(sa, in->pkt + (in->outer.family == 4 ? 12 : 8), in->udp_sport, now);
 	r = in_trailer(sa, in); /* authenticated: it counts against the lifetime either way */
 	sa_use(sa, in->inner_len, now);
 	if (r)

@@ -140,16 +140,17 @@ static int out_seal(espdp_sa *sa, unsigned w, uint8_t *esp, uint32_t payload_len
 	return 0;
 }
 
-static void out_udp(const espdp_sa *sa, uint8_t *udp, uint32_t udp_len)
+static void out_udp(const espdp_sa *sa, const struct sa_remote *remote, uint8_t *udp,
+		    uint32_t udp_len)
 {
 	wr16(udp, sa->cfg.sport);
-	wr16(udp + 2, sa->cfg.dport);
+	wr16(udp + 2, remote->port);
 	wr16(udp + 4, (uint16_t)udp_len);
 	wr16(udp + 6, 0); /* RFC 3948 2.1: zero over IPv4; IPv6 is filled in later */
 }
 
-static void out_tunnel_header(const espdp_sa *sa, const struct out_plan *o, uint8_t *outer,
-			      uint32_t total, uint64_t seq)
+static void out_tunnel_header(const espdp_sa *sa, const struct sa_remote *remote,
+			      const struct out_plan *o, uint8_t *outer, uint32_t total, uint64_t seq)
 {
 	uint8_t proto = sa->cfg.encap == ESPDP_ENCAP_UDP ? IPPROTO_NUM_UDP : IPPROTO_NUM_ESP;
 
@@ -163,7 +164,7 @@ static void out_tunnel_header(const espdp_sa *sa, const struct out_plan *o, uint
 		outer[8] = ESPD_DEFAULT_TTL;
 		outer[9] = proto;
 		memcpy(outer + 12, sa->cfg.local.bytes, 4);
-		memcpy(outer + 16, sa->cfg.peer.bytes, 4);
+		memcpy(outer + 16, remote->addr, 4);
 		ip4_set_checksum(outer);
 	} else {
 		wr32(outer, 6u << 28 | (uint32_t)o->ip.tos << 20);
@@ -171,7 +172,7 @@ static void out_tunnel_header(const espdp_sa *sa, const struct out_plan *o, uint
 		outer[6] = proto;
 		outer[7] = ESPD_DEFAULT_TTL;
 		memcpy(outer + 8, sa->cfg.local.bytes, 16);
-		memcpy(outer + 24, sa->cfg.peer.bytes, 16);
+		memcpy(outer + 24, remote->addr, 16);
 	}
 }
 
@@ -205,6 +206,7 @@ static int encap_one(espdp *dp, struct espdp_table *t, unsigned w, struct espdp_
 	uint8_t *pkt = p->buf + p->off, *start, *esp;
 	espdp_sa *sa = p->sa;
 	struct out_plan o;
+	struct sa_remote remote;
 	uint64_t seq;
 	uint32_t payload_len, total, inner_len = p->len;
 	int r;
@@ -231,14 +233,15 @@ static int encap_one(espdp *dp, struct espdp_table *t, unsigned w, struct espdp_
 	if ((r = out_seal(sa, w, esp, payload_len, seq)))
 		goto drop;
 	total = o.head + ESP_HDR_LEN + sa->alg.iv_len + payload_len + sa->alg.icv_len;
+	sa_remote_get(sa, &remote); /* once per packet: the address and port belong together */
 	if (sa->cfg.mode == ESPDP_MODE_TUNNEL)
-		out_tunnel_header(sa, &o, start, total, seq);
+		out_tunnel_header(sa, &remote, &o, start, total, seq);
 	else
 		out_transport_header(sa, &o, start, total);
 	if (sa->cfg.encap == ESPDP_ENCAP_UDP) {
 		uint8_t *udp = esp - UDP_HDR_LEN;
 
-		out_udp(sa, udp, (uint32_t)(start + total - udp));
+		out_udp(sa, &remote, udp, (uint32_t)(start + total - udp));
 		if (sa->cfg.peer.family == 6)
 			udp6_set_checksum(start, udp, (size_t)(start + total - udp));
 	}

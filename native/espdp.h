@@ -118,6 +118,7 @@ struct espdp_sa_config {
 	uint16_t sport;             /* UDP encapsulation ports (host order) */
 	uint16_t dport;
 	uint8_t source_check;       /* enum espdp_source_check (inbound only) */
+	uint8_t follow_peer;        /* inbound UDP: report peer_moved events (RFC 7296 2.23) */
 	uint32_t replay_window;     /* packets; 0 = anti-replay off (inbound only) */
 	uint32_t policy;            /* crypto map entry id for the inner selector check; 0 = none */
 	uint64_t cookie;            /* opaque id, echoed in events */
@@ -186,7 +187,9 @@ struct espdp_pkt {
 
 /* An event. SA events fill spi, direction, cookie and value. An acquire event (a PROTECT
  * rule without an SA met a packet) fills value with the rule's index, policy with its
- * crypto map entry, and the packet's selector: family, proto, addresses and ports. */
+ * crypto map entry, and the packet's selector: family, proto, addresses and ports.
+ * A peer_moved event (an inbound SA with follow_peer) fills family, src and sport with
+ * where the authenticated packet came from; the SA itself is not changed. */
 struct espdp_event {
 	uint32_t kind;              /* enum espd_event_kind */
 	uint32_t spi;
@@ -251,6 +254,13 @@ void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out);
  * (drop seq_unreserved), and raises a seq_reserve event once it reaches `warn_at`.
  * Without a call, an SA may use its whole sequence space. */
 int espdp_sa_reserve(espdp_sa *sa, uint64_t resume_after, uint64_t limit, uint64_t warn_at);
+/* The peer's address and UDP port, the one part of an SA's config that may change after
+ * creation (RFC 7296 2.23: a NAT in front of the peer restarted): an outbound SA sends
+ * there from now on, an inbound SA's source check expects it. The family is the SA's for
+ * good (ESPDP_ERR_INVALID otherwise). Only the SA owner calls set; workers see the old or
+ * the new remote, never a mix (a seqlock). */
+int espdp_sa_set_remote(espdp_sa *sa, const struct espdp_addr *peer, uint16_t port);
+void espdp_sa_remote(const espdp_sa *sa, struct espdp_addr *peer, uint16_t *port);
 
 /* --- Tables (SPD + SAD) and their publication --- */
 espdp_table *espdp_table_new(espdp *dp);

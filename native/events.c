@@ -1,4 +1,4 @@
-/* events: SA expiry, sequence exhaustion and acquires, from the packet path to the
+/* events: SA expiry, sequence exhaustion, acquires and peer moves, from the packet path to the
  * control plane.
  *
  * Producers (any worker) append under a mutex (events are rare: at most a few per SA
@@ -43,15 +43,21 @@ static void push(espdp *dp, const struct espdp_event *e)
 	}
 }
 
+/* An event of `kind` that names sa; the rest zero. */
+static void sa_event(struct espdp_event *e, uint32_t kind, const espdp_sa *sa)
+{
+	memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->spi = sa->cfg.spi;
+	e->direction = sa->cfg.direction;
+	e->cookie = sa->cfg.cookie;
+}
+
 void events_push(espdp *dp, uint32_t kind, const espdp_sa *sa, uint64_t value)
 {
 	struct espdp_event e;
 
-	memset(&e, 0, sizeof(e));
-	e.kind = kind;
-	e.spi = sa->cfg.spi;
-	e.direction = sa->cfg.direction;
-	e.cookie = sa->cfg.cookie;
+	sa_event(&e, kind, sa);
 	e.value = value;
 	push(dp, &e);
 }
@@ -71,6 +77,17 @@ void events_push_acquire(espdp *dp, uint32_t index, uint32_t policy, const struc
 	e.dport = key->dport;
 	memcpy(e.src, key->src, sizeof(e.src));
 	memcpy(e.dst, key->dst, sizeof(e.dst));
+	push(dp, &e);
+}
+
+void events_push_moved(espdp *dp, const espdp_sa *sa, const uint8_t *src, uint16_t sport)
+{
+	struct espdp_event e;
+
+	sa_event(&e, ESPD_EVENT_peer_moved, sa);
+	e.family = sa->cfg.peer.family;
+	e.sport = sport;
+	memcpy(e.src, src, e.family == 4 ? 4 : 16);
 	push(dp, &e);
 }
 

@@ -45,6 +45,7 @@
 #define ESPD_MAX_KEY 64
 #define ESPD_REPLAY_MAX 65536 /* largest anti-replay window in packets */
 #define ESPD_DEFAULT_TTL 64
+#define ESPD_PEER_MOVED_INTERVAL_NS 1000000000LL /* at most one peer_moved event per SA and second */
 
 static inline uint16_t native_from_be16(uint16_t v)
 {

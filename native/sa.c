@@ -17,6 +17,8 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static void remote_store(espdp_sa *sa, const uint8_t *addr, uint16_t port);
+
 static int addr_ok(const struct espdp_addr *a)
 {
 	return a->family == 4 || a->family == 6;
@@ -28,7 +30,10 @@ static int config_ok(const struct espdp_sa_config *cfg)
 	       cfg->mode <= ESPDP_MODE_TRANSPORT && cfg->encap <= ESPDP_ENCAP_UDP &&
 	       cfg->esn <= 1 && cfg->source_check <= ESPDP_SOURCE_ANY && cfg->replay_window <= ESPD_REPLAY_MAX && addr_ok(&cfg->local) &&
 	       addr_ok(&cfg->peer) && cfg->local.family == cfg->peer.family &&
-	       (cfg->encap != ESPDP_ENCAP_UDP || (cfg->sport && cfg->dport));
+	       (cfg->encap != ESPDP_ENCAP_UDP || (cfg->sport && cfg->dport)) &&
+	       /* RFC 7296 2.23: following a peer is safe only with replay protection */
+	       cfg->follow_peer <= 1 && (!cfg->follow_peer || (cfg->direction == ESPDP_DIR_IN &&
+	       cfg->encap == ESPDP_ENCAP_UDP && cfg->replay_window));
 }
 
 static uint32_t worst_overhead(const struct espdp_sa_config *cfg, const struct crypto_alg *alg)
@@ -76,6 +81,7 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	sa->seq_limit = sa->seq_warn = sa->seq_max; /* until espdp_sa_reserve says otherwise */
 	sa->flags = SA_RESERVE_LOW; /* no reservation in force: nothing to warn about */
 	sa->created_ns = dp_now(dp);
+	remote_store(sa, cfg->peer.bytes, cfg->dport);
 	sa->refs = 1;
 	if (key_len)
 		memcpy(sa->key, key, key_len);
@@ -88,6 +94,85 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	}
 	*out = sa;
 	return ESPDP_OK;
+}
+
+/* --- the remote (sa.h): a seqlock, one writer under publish_lock, readers retry --- */
+
+static void remote_store(espdp_sa *sa, const uint8_t *addr, uint16_t port)
+{
+	uint64_t w[2];
+
+	memcpy(w, addr, 16);
+	/* release: a reader that sees a word also sees the odd remote_seq stored before it */
+	__atomic_store_n(&sa->remote[0], w[0], __ATOMIC_RELEASE);
+	__atomic_store_n(&sa->remote[1], w[1], __ATOMIC_RELEASE);
+	__atomic_store_n(&sa->remote[2], (uint64_t)port, __ATOMIC_RELEASE);
+}
+
+void sa_remote_get(const espdp_sa *sa, struct sa_remote *out)
+{
+	uint64_t w[3];
+	uint32_t s;
+
+	for (;;) {
+		s = __atomic_load_n(&sa->remote_seq, __ATOMIC_ACQUIRE);
+		if (s & 1) {
+			cpu_relax();
+			continue;
+		}
+		/* acquire: the second remote_seq load cannot move before the words (no
+		 * fences, which ThreadSanitizer does not model; plain loads on x86) */
+		w[0] = __atomic_load_n(&sa->remote[0], __ATOMIC_ACQUIRE);
+		w[1] = __atomic_load_n(&sa->remote[1], __ATOMIC_ACQUIRE);
+		w[2] = __atomic_load_n(&sa->remote[2], __ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&sa->remote_seq, __ATOMIC_RELAXED) == s)
+			break;
+	}
+	memcpy(out->addr, w, 16);
+	out->port = (uint16_t)w[2];
+}
+
+int espdp_sa_set_remote(espdp_sa *sa, const struct espdp_addr *peer, uint16_t port)
+{
+	uint32_t s;
+
+	if (peer->family != sa->cfg.peer.family || (sa->cfg.encap == ESPDP_ENCAP_UDP && !port))
+		return ESPDP_ERR_INVALID;
+	pthread_mutex_lock(&sa->dp->publish_lock);
+	s = __atomic_load_n(&sa->remote_seq, __ATOMIC_RELAXED);
+	__atomic_store_n(&sa->remote_seq, s + 1, __ATOMIC_RELAXED);
+	remote_store(sa, peer->bytes, sa->cfg.encap == ESPDP_ENCAP_UDP ? port : sa->cfg.dport);
+	__atomic_store_n(&sa->remote_seq, s + 2, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&sa->dp->publish_lock);
+	return ESPDP_OK;
+}
+
+void espdp_sa_remote(const espdp_sa *sa, struct espdp_addr *peer, uint16_t *port)
+{
+	struct sa_remote r;
+
+	sa_remote_get(sa, &r);
+	memset(peer, 0, sizeof(*peer));
+	peer->family = sa->cfg.peer.family;
+	memcpy(peer->bytes, r.addr, peer->family == 4 ? 4 : 16);
+	*port = r.port;
+}
+
+void sa_check_moved(espdp_sa *sa, const uint8_t *src, uint16_t sport, int64_t now_ns)
+{
+	struct sa_remote r;
+	int64_t next;
+
+	sa_remote_get(sa, &r);
+	if (r.port == sport && !memcmp(r.addr, src, sa->cfg.peer.family == 4 ? 4 : 16))
+		return;
+	next = __atomic_load_n(&sa->moved_next_ns, __ATOMIC_RELAXED);
+	/* one worker wins the slot; the others (and a flood of the same move) only return */
+	if (now_ns < next || !__atomic_compare_exchange_n(&sa->moved_next_ns, &next,
+							   now_ns + ESPD_PEER_MOVED_INTERVAL_NS, 0,
+							   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return;
+	events_push_moved(sa->dp, sa, src, sport);
 }
 
 struct crypto_ctx *sa_ctx(espdp_sa *sa, unsigned worker)

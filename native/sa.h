@@ -50,6 +50,12 @@ struct espdp_sa {
 	uint64_t seq_limit; /* out: last sequence number persisted as reserved (see below) */
 	uint64_t seq_warn; /* out: raise seq_reserve once seq reaches this */
 	uint64_t life_bytes, life_packets;
+	/* The peer's address (2 words) and UDP port (word 2), under a seqlock: remote_seq is
+	 * odd while the one writer (espdp_sa_set_remote, under publish_lock) changes them.
+	 * cfg.peer and cfg.dport keep the values the SA was created with. */
+	uint32_t remote_seq;
+	uint64_t remote[3];
+	int64_t moved_next_ns; /* inbound: no peer_moved event before this time */
 	struct sa_counters ctr;
 	int replay_lock;
 	struct replay replay; /* inbound only; must stay last (flexible) */
@@ -70,6 +76,15 @@ void sa_use(espdp_sa *sa, uint32_t bytes, int64_t now_ns);
 void sa_drop(espdp_sa *sa, int reason);
 /* Serialised replay advance. */
 int sa_replay_advance(espdp_sa *sa, uint64_t seq);
+/* The remote as the packet path sees it: addr (16 bytes; IPv4 in the first 4) and port. */
+struct sa_remote {
+	uint8_t addr[16];
+	uint16_t port;
+};
+void sa_remote_get(const espdp_sa *sa, struct sa_remote *out);
+/* An inbound SA with follow_peer took an authenticated packet from src:sport: raise
+ * peer_moved if that is not its remote, at most once per ESPD_PEER_MOVED_INTERVAL_NS. */
+void sa_check_moved(espdp_sa *sa, const uint8_t *src, uint16_t sport, int64_t now_ns);
 /* Set a flag once; returns 1 if this call set it. */
 int sa_flag_once(espdp_sa *sa, uint32_t flag);
 

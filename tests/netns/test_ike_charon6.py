@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -81,10 +82,11 @@ class CertSite:
             keys=[self.gwb.key_path], crls=list(crls))
 
     def start_espd(self, start: str, crl: str | None = None,
-                   remote_id: str = "fqdn:gwb.ik.test") -> None:
-        self.site.start_espd(certificate_config(self.site.tmp, str(self.chain),
-                                                self.gwa.key_path, self.root.cert_path, start,
-                                                crl=crl, remote_id=remote_id))
+                   remote_id: str = "fqdn:gwb.ik.test", rsa_pss: bool = False) -> None:
+        text = certificate_config(self.site.tmp, str(self.chain), self.gwa.key_path,
+                                  self.root.cert_path, start, crl=crl, remote_id=remote_id)
+        self.site.start_espd(text.replace("[ike]\n", "[ike]\nrsa_pss = true\n") if rsa_pss
+                             else text)
 
 
 def _run(peer, tag: str, body, **charon) -> None:
@@ -113,12 +115,13 @@ def _up(site: Site, initiator: str) -> None:
 
 # -- certificates of every key kind ----------------------------------------------------------
 
-# kind -> (charon settings, how charon names espd's signature, how it names its own)
+# kind -> (charon settings, how charon names espd's signature, how it names its own);
+# RSA keys sign PKCS#1 v1.5 (RFC 8247's MUST) unless both sides are told RSASSA-PSS
 KINDS = {
     "ecdsa-p384": ({}, r"ECDSA_WITH_SHA384_DER", r"ECDSA_WITH_SHA384_DER"),
     "ed25519": ({}, r"ED25519", r"ED25519"),
-    # charon signs RSASSA-PSS (rsa_pss = yes); espd signs PKCS#1 v1.5, RFC 8247's MUST
-    "rsa-pss": ({"rsa_pss": True}, r"RSA_EMSA_PKCS1_SHA2_256", r"RSA_EMSA_PSS"),
+    "rsa-pss": ({"rsa_pss": True}, r"RSA_EMSA_PSS", r"RSA_EMSA_PSS"),
+    "rsa-pkcs1": ({}, r"RSA_EMSA_PKCS1_SHA2_256", r"RSA_EMSA_PKCS1_SHA2_256"),
 }
 
 
@@ -126,14 +129,16 @@ KINDS = {
 @pytest.mark.parametrize("kind", list(KINDS))
 @PEERS
 def test_gateway_certificates_of_each_kind_both_ways(netns_ok, peer, kind, initiator):
-    """RFC 7427 signatures with the gateways' P-384, Ed25519 or RSA keys (RSASSA-PSS), each
-    side verifying the other's through the intermediate to the root, then traffic."""
+    """RFC 7427 signatures with the gateways' P-384, Ed25519 or RSA keys (RSASSA-PSS or
+    PKCS#1 v1.5), each side verifying the other's through the intermediate to the root,
+    then traffic."""
     settings, espd_signs, charon_signs = KINDS[kind]
 
     def body(site: Site) -> None:
-        certs = CertSite(site, "rsa" if kind == "rsa-pss" else kind)
+        certs = CertSite(site, "rsa" if kind.startswith("rsa") else kind)
         certs.load_charon()
-        certs.start_espd("manual" if initiator == "charon" else "on-demand")
+        certs.start_espd("manual" if initiator == "charon" else "on-demand",
+                         rsa_pss=kind == "rsa-pss")
         _up(site, initiator)
         site.charon.wait_log(rf"authentication of 'gwa.ik.test' with ({espd_signs})\S* "
                              r"successful")
@@ -232,6 +237,44 @@ def test_the_first_packet_starts_the_negotiation_and_only_it_may_be_lost(netns_o
     _run(peer, "od", body)
 
 
+# -- reauthentication -----------------------------------------------------------------------
+
+@PEERS
+def test_charons_reauthentication_replaces_the_ike_sa_under_traffic(netns_ok, peer):
+    """``swanctl --rekey --reauth``: a new IKE SA (IKE_SA_INIT + IKE_AUTH) with a new
+    Child SA, the old one deleted. 6.0.6 makes before it breaks (nothing lost); 5.9.8
+    deletes first, so the echoes of the gap (a few 10 ms apart) may fall. Afterwards espd
+    has one IKE SA and exactly the Child SA charon has."""
+
+    def body(site: Site) -> None:
+        site.charon.load([site_to_site("b", site.psk, proposals=[SUITE],
+                                       esp_proposals=[PSK_ESP])])
+        site.start_espd(psk_config(site.psk, "manual", site.tmp, [SUITE]))
+        with site.charon.events() as events:
+            site.charon.initiate("net")
+            events.wait_up("child-updown", timeout=15)
+            site.pings()
+            [before] = site.daemon.state()["ike"]["sas"]
+            results: list = []
+            pinger = threading.Thread(target=lambda: results.append(netns.ping(
+                site.topo.host_a, netns.HOST_B4, count=300, interval=0.01, timeout=3)))
+            pinger.start()
+            time.sleep(0.5)
+            site.charon.swanctl("--rekey", "--ike", "gw", "--reauth")
+            events.wait("ike-updown", lambda e: not e.up, timeout=10)  # the old one
+            pinger.join(20)
+        lost = 300 - results[0].received if results else 300
+        assert lost == 0 if peer.major >= 6 else lost <= 10, (results, site.daemon.log())
+        [after] = site.daemon.state()["ike"]["sas"]
+        assert after["state"] == "established" and after["spi_i"] != before["spi_i"], after
+        [child] = site.charon.child_sas()
+        assert {sa["spi"] for sa in site.daemon.state()["sas"]} == {
+            int(child["spi-in"], 16), int(child["spi-out"], 16)}
+        site.pings()
+
+    _run(peer, "ra", body)
+
+
 # -- raw ESP ---------------------------------------------------------------------------------
 
 def _esp_on_the_wire(frames) -> tuple[int, int]:
@@ -277,6 +320,43 @@ def test_raw_esp_with_charon6_carries_ping_and_tcp_both_ways(netns_ok, initiator
         assert int(child["bytes-in"]) > 1 << 20 and int(child["bytes-out"]) > 1 << 20, child
 
     _run(STRONGSWAN6, "re", body, raw_esp=True)
+
+
+def test_raw_esp_rekeys_by_both_sides_under_traffic_lose_nothing(netns_ok):
+    """Raw ESP through Child SA rekeys by charon and by espd (its own 6 s lifetime) and an
+    IKE SA rekey by charon, PFS X25519, under a continuous ping: every echo comes back
+    and every new Child SA is protocol 50 again, never ESP in UDP."""
+
+    def body(site: Site) -> None:
+        site.charon.load([site_to_site("b", site.psk, proposals=[SUITE],
+                                       esp_proposals=[f"{PSK_ESP}-x25519"], encap=False)])
+        site.start_espd(psk_config(site.psk, "manual", site.tmp, [SUITE], pfs="x25519",
+                                   lifetime="{ seconds = 6 }") + 'encapsulation = "esp"\n')
+        with netns.Capture(site.topo.gw_a, netns.WAN_IF) as capture, \
+                site.charon.events() as events:
+            site.charon.initiate("net")
+            events.wait_up("child-updown", timeout=15)
+            site.pings()
+            results: list = []
+            pinger = threading.Thread(target=lambda: results.append(netns.ping(
+                site.topo.host_a, netns.HOST_B4, count=700, interval=0.01, timeout=3)))
+            pinger.start()
+            time.sleep(0.5)
+            site.charon.rekey(child="net")
+            events.wait("child-rekey", timeout=10)
+            site.charon.rekey(ike="gw")
+            events.wait("ike-rekey", timeout=10)
+            events.wait("child-rekey", timeout=10)  # espd's, at 85-90% of 6 s
+            pinger.join(30)
+        assert results and results[0].received == 700, (results, site.daemon.log())
+        assert site.daemon.log().count(" rekeyed") >= 2, site.daemon.log()
+        raw, udp = _esp_on_the_wire(capture.frames)
+        assert raw >= 1400 and udp == 0, (raw, udp)
+        assert {sa["encap"] for sa in site.daemon.state()["sas"]} == {"esp"}
+        for child in site.charon.child_sas():
+            assert child.get("encap", "no") == "no", child
+
+    _run(STRONGSWAN6, "rr", body, raw_esp=True)
 
 
 def test_tcp_transfer_helper_notices_a_blackhole(netns_ok):

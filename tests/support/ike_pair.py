@@ -11,8 +11,10 @@ import asyncio
 import ipaddress
 import itertools
 import os
+import struct
 from dataclasses import dataclass, replace
 
+from espd.dataplane import Dataplane, Rule
 from espd.ike import proposals as p
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.transport import UdpTransport
@@ -25,8 +27,12 @@ from espd.ike.settings import (
     Peer,
     PresharedKey,
 )
-from espd.keying.owner import ChildSaKeys  # the real contract type, not a copy
+from espd.keying.manual import ManualKeying
+from espd.keying.owner import ChildSaKeys, SaOwner  # the real contract type, not a copy
+from espd.keying.sequence_store import SequenceStore
+from espd.policy.plan import Plan, RuleSpec
 from espd.policy.selectors import TrafficSelector
+from support.packets import IPPROTO_UDP, ipv4, udp
 
 A, B = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.2")
 GCM_X25519 = IkeProposal(((p.ENCR_AES_GCM_16, 256),), (p.PRF_HMAC_SHA2_384,), (), (31,))
@@ -66,6 +72,7 @@ class FakeOwner:
         self.log: list[tuple[str, int]] = []
         self.slots: dict[tuple[str, int], Handle | None] = {}
         self.pending: dict[int, Handle] = {}  # successor id -> the SA it waits to replace
+        self.moves: list[tuple[Handle, str, int]] = []  # move_child calls (NAT follow)
         self._ids = itertools.count(1)
 
     def _record(self, keys: ChildSaKeys, replaced: Handle | None, switch: bool = True
@@ -108,6 +115,10 @@ class FakeOwner:
             if successor is not None:
                 self.slots[handle.entry] = self.installed[successor].handle
         self.pending = {c: b for c, b in self.pending.items() if b != handle}
+
+    def move_child(self, handle: Handle, peer: str, port: int) -> bool:
+        self.moves.append((handle, peer, port))
+        return True
 
     def child_usage(self, handle: Handle) -> dict:
         return {"bytes_in": 0, "bytes_out": 0, "packets_in": 0, "packets_out": 0,
@@ -207,3 +218,39 @@ async def negotiate(a_settings, b_settings) -> Outcome:
     finally:
         a.engine.close()
         b.engine.close()
+
+
+# --- with the real SA owner on a real data plane (no workers: Python pushes packets) ---
+
+
+def inner(src: str, dst: str) -> bytes:
+    return ipv4(src, dst, IPPROTO_UDP, udp(1234, 80, bytes(32)), ident=0)
+
+
+def owner_for(tmp_path, name: str, local_net: str, remote_net: str) -> SaOwner:
+    """An owner whose crypto map entry vpn 10 has a PROTECT rule and no SA yet."""
+    owner = SaOwner(Dataplane(), SequenceStore(str(tmp_path / name)), reserve_block=64)
+    rule = Rule.from_prefixes(local_net, remote_net, policy=7)
+    ManualKeying(owner).apply(Plan(sas=(), rules=(
+        RuleSpec(rule, "vpn", 10, "LAN", 0, "permit ip any any", True),),
+        routes=(remote_net,), unroutable=()))
+    return owner
+
+
+def spi_of(wire: bytes) -> int:
+    return struct.unpack("!I", wire[20:24])[0]
+
+
+def real_pair(loop, tmp_path, **policy) -> tuple[Side, Side]:
+    """Two engines whose owners are real SaOwners (entry vpn 10: 10.1/16 <-> 10.2/16)."""
+    a, b = pair(loop)
+    for s, name, nets in ((a, "a", ("10.1.0.0/16", "10.2.0.0/16")),
+                          (b, "b", ("10.2.0.0/16", "10.1.0.0/16"))):
+        s.owner = owner_for(tmp_path, name, *nets)
+        s.engine.owner = s.owner
+        s.engine.child_sa_keys = ChildSaKeys
+        s.owner.subscribe(s.engine)
+        if policy:
+            s.engine.settings = replace(s.settings, children=(replace(
+                s.settings.children[0], **policy),))
+    return a, b

@@ -4,8 +4,11 @@ with "owner": "dataplane" (the benchmark), espd's real SA owner over a real data
 
     ip netns exec NS python ike_standalone.py '{"local": ..., "peer": ..., ...}'
 
-stdin commands, one per line: "initiate", "rekey-child", "rekey-ike", "delete", "quit".
-stdout: {"event": "ready"}, {"event": "install"|"rekey"|"retire", ...}, {"event": "log"}.
+stdin commands, one per line: "initiate", "rekey-child", "rekey-ike", "collide-ike" (the
+next IKE SA rekey request from the peer makes espd send its own first: a collision both
+ends see, whatever the timing; answered by "armed"), "counters", "ike-sas", "delete", "quit".
+stdout: {"event": "ready"}, {"event": "install"|"rekey"|"retire", ...}, {"event": "log"},
+{"event": "counters", "counters": {...}}, {"event": "ike-sas", "sas": [...]}.
 """
 
 from __future__ import annotations
@@ -106,6 +109,19 @@ def dataplane_owner(conf: dict):
     return owner
 
 
+def collide_next_ike_rekey() -> None:
+    """Before espd answers the peer's next IKE SA rekey request, it starts its own: both
+    requests are then in flight together (RFC 7296 2.8.2), deterministically."""
+    answer = create_child_sa._on_ike_rekey_request
+
+    def ours_first(engine, sa, *args) -> None:
+        create_child_sa._on_ike_rekey_request = answer
+        create_child_sa.start_ike_rekey(engine, sa)
+        answer(engine, sa, *args)
+
+    create_child_sa._on_ike_rekey_request = ours_first
+
+
 async def main(conf: dict) -> None:
     loop = asyncio.get_running_loop()
     local, peer = ipaddress.ip_address(conf["local"]), ipaddress.ip_address(conf["peer"])
@@ -134,13 +150,24 @@ async def main(conf: dict) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := (await reader.readline()).decode().strip():
-        sa = next(iter(engine.sas.values()), None)
+        sa = next((x for x in engine.sas.values() if x.children), None) or next(
+            iter(engine.sas.values()), None)
         if line == "initiate":
             engine.initiate(settings.children[0])
         elif line == "rekey-child" and sa is not None:
             create_child_sa.start_rekey(engine, sa, next(iter(sa.children.values())))
         elif line == "rekey-ike" and sa is not None:
             create_child_sa.start_ike_rekey(engine, sa)
+        elif line == "collide-ike":
+            collide_next_ike_rekey()
+            emit(event="armed")
+        elif line == "counters":
+            emit(event="counters", counters=dict(engine.counters))
+        elif line == "ike-sas":  # the live IKE SAs: SPIs (hex) and Child SA count
+            emit(event="ike-sas", sas=[
+                {"spi_i": x.spi_i.hex(), "spi_r": x.spi_r.hex(), "state": x.state.value,
+                 "children": len(x.children)} for x in engine.sas.values()
+                if x.state.value != "deleted"])
         elif line == "delete" and sa is not None:
             engine.delete_ike_sa(sa)
         elif line == "quit":

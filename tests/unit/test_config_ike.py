@@ -98,6 +98,10 @@ def test_toml_ike_entry_loads_and_translates_to_engine_settings():
     (engine_peer,) = settings.peers
     assert bytes(engine_peer.psk.local) == CANARY_PSK.encode()
     assert settings.dpd.mode == "on-demand" and settings.ike_lifetime == 28800
+    assert settings.reauth_time == 0  # off unless asked for
+    with_reauth = parse_toml(TOML.replace("lifetime = 28800", "lifetime = 28800\n"
+                                          "reauth_time = 43200"))
+    assert ike_settings(with_reauth).reauth_time == 43200
     # the plan gives the entry rules but no SAs: IKE installs them
     plan = build_plan(config)
     assert plan.sas == () and all(r.protects for r in plan.rules) and len(plan.rules) == 2
@@ -124,6 +128,9 @@ def test_toml_ike_entry_loads_and_translates_to_engine_settings():
     (('address = "192.0.2.2"', 'address = "192.0.2.9"'), [NO_KEY]),
     (('remote_id = "fqdn:gwb.example.net"', 'remote_id = "ipv4:gwb"'),
      ["12: ike_peer.gwb.remote_id: 'gwb' is not an IP address", NO_KEY]),
+    (("lifetime = 28800", "lifetime = 28800\nreauth_time = 10"),
+     ["7: ike.reauth_time must be 0 (off) or from 30 to 31536000 seconds, not 10; write "
+      "e.g. 'reauth_time = 86400'"]),
     (('start = "immediate"', 'start = "now"'),
      ["31: crypto_map.start: 'now' is not allowed; write \"on-demand\" or \"immediate\" or "
       "\"manual\""]),
@@ -374,12 +381,40 @@ def test_a_certificate_peer_loads_and_reaches_the_engine(tmp_path: Path):
     ({'auth = "certificate"': 'auth = "rsa-sig"'},
      "ike_peer.gwb.auth: 'rsa-sig' is not allowed; write \"psk\" or \"certificate\""),
     ({"ca = ": "cax = "}, "unknown key 'ike.cax'; did you mean 'ca'?"),
+    ({"ca = ": "rsa_pss = true\nca = "}, "ike.certificate: rsa_pss applies to RSA keys, and "
+                                        "this one is not"),
+    ({"ca = ": "rsa_pss = 1\nca = "}, "rsa_pss"),
 ])
 def test_certificate_mistakes_are_refused_with_located_fixes(tmp_path: Path, change, expected):
     text, _ = cert_toml(tmp_path, **change)
     with pytest.raises(ConfigError) as e:
         parse_toml(text, str(tmp_path / "c.toml"))
     assert any(expected in p.message for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize("rsa_pss", [False, True])
+def test_an_rsa_key_signs_pkcs1_unless_rsa_pss_is_set(tmp_path: Path, rsa_pss: bool):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from espd.ike.auth.base import SignedOctets
+    from espd.ike.auth.certificates import CertificateAuthenticator
+    from espd.ike.auth.signature import ALGORITHMS
+
+    text, (pki, ca, _) = cert_toml(tmp_path)
+    gw = pki.gateway("gwr.example", ca, "rsa")
+    text = text.replace(str(tmp_path / "pki" / "gwa.example"),
+                        str(tmp_path / "pki" / "gwr.example"))
+    text = text.replace("[ike]\n", "[ike]\nrsa_pss = true\n" if rsa_pss else "[ike]\n")
+    settings = ike_settings(parse_toml(text, str(tmp_path / "c.toml")))
+    assert settings.certificate.rsa_pss is rsa_pss
+    octets = SignedOctets(None, b"the signed octets")  # type: ignore[arg-type]
+    method, data = CertificateAuthenticator(settings.certificate, settings.trust).build(octets)
+    [algorithm] = [a for a in ALGORITHMS if a.der == data[1:1 + data[0]]]
+    assert method == 14 and algorithm.name == ("rsa-pss-sha256" if rsa_pss else "rsa-sha256")
+    pad = (padding.PSS(padding.MGF1(hashes.SHA256()), 32) if rsa_pss
+           else padding.PKCS1v15())  # the peer's check, with cryptography, not espd
+    gw.cert.public_key().verify(data[1 + data[0]:], octets.octets, pad, hashes.SHA256())
 
 
 def test_certificate_files_are_checked(tmp_path: Path):
@@ -392,6 +427,9 @@ def test_certificate_files_are_checked(tmp_path: Path):
     with pytest.raises(ConfigError, match=f"run 'chmod 600 {gw.key_path}'"):
         parse_toml(text, str(tmp_path / "c.toml"))
     os.chmod(gw.key_path, 0o600)
+    ed_ca = pki.ca("edca", "ed25519")  # no chain could reach it (auth/certificates.py)
+    with pytest.raises(ConfigError, match=r"ike\.ca\.0: .* has an Ed25519 key"):
+        parse_toml(text.replace(ca.cert_path, ed_ca.cert_path), str(tmp_path / "c.toml"))
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="holds no PEM certificate"):
         parse_toml(text.replace(ca.cert_path, str(tmp_path / "junk.pem")),

@@ -151,6 +151,9 @@ class IosPki:
             if f"{cert.serial_number:X}".lstrip("0") != serial.upper().lstrip("0"):
                 self.ike.warn(f"crypto pki certificate chain {trustpoint}: certificate "
                               f"{serial} has serial {cert.serial_number:X}", at)
+            if is_ca and (problem := certificates.eddsa_ca_problem(cert)):
+                self.ike.error(f"crypto pki certificate chain {trustpoint}: {problem}", at)
+                return None, None
             (anchors if is_ca else own).append(cert)
         if not anchors or len(own) != 1:
             self.ike.error(f"crypto pki certificate chain {trustpoint}: it needs one "

@@ -167,7 +167,9 @@ class Event:
     """A data-plane event. SA events name the SA (spi, direction, cookie). An ``acquire``
     (a PROTECT rule without an SA met a packet; at most one per rule and second) names the
     rule (``value`` is its index), its ``policy`` and the packet's selector: ``proto``,
-    ``src``/``dst`` addresses and ``sport``/``dport`` (0 without ports)."""
+    ``src``/``dst`` addresses and ``sport``/``dport`` (0 without ports). A ``peer_moved``
+    (an inbound SA with follow_peer took an authenticated packet from elsewhere; at most
+    one per SA and second) names the SA and the new ``src`` and ``sport``."""
 
     kind: str
     spi: int
@@ -252,6 +254,7 @@ class Dataplane:
         peer: str,
         encap: str = "esp",
         source_check: str = "strict",
+        follow_peer: bool = False,
         sport: int = 4500,
         dport: int = 4500,
         replay_window: int = 1024,
@@ -261,7 +264,9 @@ class Dataplane:
         policy: int = 0,
         cookie: int = 0,
     ) -> SA:
-        """Create an SA without staging it (``publish`` places it in a table set)."""
+        """Create an SA without staging it (``publish`` places it in a table set).
+        ``follow_peer`` (inbound, UDP, anti-replay on): authenticated new packets from
+        another address or port raise ``peer_moved`` events (RFC 7296 2.23)."""
         t = transform if isinstance(transform, Transform) else parse_transform(transform)
         for name, table, value in (("direction", _DIRECTIONS, direction), ("mode", _MODES, mode),
                                    ("encap", _ENCAPS, encap),
@@ -282,6 +287,7 @@ class Dataplane:
         cfg.mode = _MODES[mode]
         cfg.encap = _ENCAPS[encap]
         cfg.source_check = SOURCE_CHECKS[source_check]
+        cfg.follow_peer = int(follow_peer)
         cfg.esn = int(esn)
         cfg.cipher = t.cipher
         cfg.cipher_key_bits = t.cipher_key_bits
@@ -559,6 +565,8 @@ class Dataplane:
                 if kind == "acquire":
                     extra = dict(policy=e.policy, proto=e.proto, src=_ip(e.family, e.src),
                                  dst=_ip(e.family, e.dst), sport=e.sport, dport=e.dport)
+                elif kind == "peer_moved":
+                    extra = dict(src=_ip(e.family, e.src), sport=e.sport)
                 out.append(Event(kind, e.spi, "out" if e.direction else "in", e.cookie,
                                  e.value, **extra))
             if n < 64:
@@ -635,6 +643,23 @@ class Dataplane:
         """Let `sa` send sequence numbers above `resume_after` up to `limit` (persisted by
         the caller first), raising a seq_reserve event at `warn_at` (see seqstore.py)."""
         _check(lib.espdp_sa_reserve(sa._handle, resume_after, limit, warn_at), str(sa))
+
+    def set_remote(self, sa: SA, peer: str, port: int) -> None:
+        """Send to (outbound) or expect packets from (inbound) `peer`:`port` from now on;
+        the address family stays the SA's (RFC 7296 2.23, the SA owner's call)."""
+        addr = ffi.new("struct espdp_addr *")
+        if not 0 < port < 65536:
+            raise DataplaneError(f"port {port} is out of range")
+        _addr(peer, addr)
+        _check(lib.espdp_sa_set_remote(sa._handle, addr, port), f"{sa}: remote {peer}:{port}")
+
+    @staticmethod
+    def remote(sa: SA) -> tuple[str, int]:
+        """Where `sa` sends to or expects packets from now: (address, UDP port)."""
+        addr = ffi.new("struct espdp_addr *")
+        port = ffi.new("uint16_t *")
+        lib.espdp_sa_remote(sa._handle, addr, port)
+        return _ip(addr.family, addr.bytes), port[0]
 
     @staticmethod
     def crypto_features() -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from espd.config.transforms import parse_transform
 from espd.ike.crypto import esp
@@ -85,7 +86,7 @@ class ProposalError(ValueError):
     """A proposal that cannot be built or accepted; the message names both sides' offers."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Transform:
     type: int
     id: int
@@ -98,7 +99,7 @@ class Transform:
         return f"{name}_{self.key_bits}" if self.key_bits else name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: each IKE and Child SA keeps its chosen one
 class Proposal:
     """Invariant: ``transforms`` keep the order they were offered in."""
 
@@ -108,7 +109,7 @@ class Proposal:
     transforms: tuple[Transform, ...]
 
     def of_type(self, kind: int) -> tuple[Transform, ...]:
-        return tuple(t for t in self.transforms if t.type == kind)
+        return tuple([t for t in self.transforms if t.type == kind])
 
     def one(self, kind: int) -> Transform | None:
         found = self.of_type(kind)
@@ -133,7 +134,23 @@ def describe(proposals: Iterable[Proposal]) -> str:
 
 
 def ike_offer(proposals: Iterable[IkeProposal], spi: bytes = b"") -> tuple[Proposal, ...]:
-    """IKE SA proposals from the settings (SPI empty in IKE_SA_INIT, 8 bytes in rekeys)."""
+    """IKE SA proposals from the settings (SPI empty in IKE_SA_INIT, 8 bytes in rekeys).
+    The IKE_SA_INIT offer of a configuration is built once (proposals are immutable)."""
+    proposals = tuple(proposals)
+    if not spi:
+        try:
+            return _ike_offer_cached(proposals)
+        except TypeError:  # an unhashable configuration (a test's lists): built each time
+            pass
+    return _ike_offer(proposals, spi)
+
+
+@lru_cache(maxsize=32)
+def _ike_offer_cached(proposals: tuple[IkeProposal, ...]) -> tuple[Proposal, ...]:
+    return _ike_offer(proposals, b"")
+
+
+def _ike_offer(proposals: tuple[IkeProposal, ...], spi: bytes) -> tuple[Proposal, ...]:
     out = []
     for number, prop in enumerate(proposals, 1):
         transforms = [Transform(ENCR, ident, bits) for ident, bits in prop.encryption]
@@ -164,9 +181,10 @@ def esp_offer(policy: ChildPolicy, spi: bytes, ke_group: int = 0,
     )
 
 
+@lru_cache(maxsize=128)
 def esp_transforms(name: str) -> tuple[Transform, ...]:
     """The ENCR (+INTEG) transforms of an espd transform name such as ``esp-aes 256
-    esp-sha256-hmac`` (the names espd.config.transforms parses)."""
+    esp-sha256-hmac`` (the names espd.config.transforms parses); parsed once per name."""
     try:
         ids = esp.proposal_ids(parse_transform(name))
     except ValueError as err:
@@ -180,12 +198,17 @@ def esp_transforms(name: str) -> tuple[Transform, ...]:
 def esp_transform_name(chosen: Proposal) -> str:
     """The espd transform name of a negotiated ESP proposal (the inverse of the above)."""
     encr, integ = chosen.one(ENCR), chosen.one(INTEG)
-    found = esp.transform(encr.id, encr.key_bits or None,
-                          integ.id if integ is not None and integ.id != NONE else None
-                          ) if encr is not None else None
+    found = _esp_transform(encr.id, encr.key_bits or None,
+                           integ.id if integ is not None and integ.id != NONE else None
+                           ) if encr is not None else None
     if found is None:
         raise ProposalError(f"ESP proposal {chosen} has no transform espd implements")
     return found.name
+
+
+@lru_cache(maxsize=64)
+def _esp_transform(encr: int, key_bits: int | None, integ: int | None):
+    return esp.transform(encr, key_bits, integ)
 
 
 # --- what this side accepts, and the choice -------------------------------------------
@@ -199,15 +222,42 @@ def choose(
     Raises ProposalError (answer NO_PROPOSAL_CHOSEN) naming both sides' proposals.
     """
     offered, accepted = tuple(offered), tuple(accepted)
-    for offer in offered:
-        for mine in accepted:
-            picked = _pick(offer, mine)
-            if picked is not None:
-                return Proposal(offer.number, offer.protocol, offer.spi, picked)
+    try:  # the choice depends on the transforms alone: the same offer, the same choice
+        key = (tuple((o.protocol, o.transforms) for o in offered),
+               tuple((m.protocol, m.transforms) for m in accepted))
+        found = _choices.get(key)
+    except TypeError:  # unhashable (never from the codec): not cached
+        key, found = None, None
+    if found is None:
+        found = _choose(offered, accepted)
+        if key is not None and found[1] is not None:
+            if len(_choices) >= _CHOICES_MAX:
+                _choices.clear()  # a bound, not an LRU: peers offer a handful of sets
+            _choices[key] = found
+    index, picked = found
+    if picked is not None:
+        offer = offered[index]
+        return Proposal(offer.number, offer.protocol, offer.spi, picked)
     raise ProposalError(
         f"no {what} proposal in common: peer offered {describe(offered)}; "
         f"we accept {describe(accepted)}"
     )
+
+
+_CHOICES_MAX = 256
+# (offered, accepted) transforms -> (index of the offer taken, its transforms picked);
+# the picked tuples are shared by every SA that chose them
+_choices: dict[tuple, tuple[int, tuple[Transform, ...] | None]] = {}
+
+
+def _choose(offered: tuple[Proposal, ...], accepted: tuple[Proposal, ...]
+            ) -> tuple[int, tuple[Transform, ...] | None]:
+    for index, offer in enumerate(offered):
+        for mine in accepted:
+            picked = _pick(offer, mine)
+            if picked is not None:
+                return index, picked
+    return -1, None
 
 
 def _pick(offer: Proposal, mine: Proposal) -> tuple[Transform, ...] | None:

@@ -46,10 +46,15 @@ The IKE engine's calls (TEAM.md's contract), all on the loop:
     outbound serves no rule, the inbound SA keeps accepting packets still in flight for
     that many seconds more (retired at the first ``housekeeping`` after); a pair whose
     outbound still holds the slot is retired at once, never left sending.
+  - ``move_child(handle, peer, port) -> bool``: the IKE SA followed its peer (RFC 7296
+    2.23): the pair's outbound SA sends to `peer`:`port` from now on, and its inbound SA
+    expects packets from there (``Dataplane.set_remote``, in place).
   - ``child_usage(handle) -> dict``: bytes/packets in and out, and ``last_in``: the
     monotonic time at which inbound packets were last seen to move (found by comparing
     counters at each call, so as fine as the caller polls), or None if none came yet.
   - ``subscribe(client)``: the client's methods, each optional, are called on the loop:
+    ``on_peer_moved(handle, peer, port)`` (authenticated ESP from a new address or port
+    on a Child SA made with ``follow_peer``: the owner moved the pair there already),
     ``on_acquire(entry, src, dst, proto, sport, dport)`` (a PROTECT rule of `entry`
     without an SA met a packet; the data plane rate-limits them per rule),
     ``on_soft_expired(handle, what)``, ``on_hard_expired(handle)`` (a hard lifetime, or
@@ -67,6 +72,7 @@ SAs, never a half-built policy), and the owner's records follow either way.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -124,6 +130,9 @@ class ChildSaKeys:
     traffic_selectors: tuple = ()  # as negotiated (local TS, remote TS), for show
     nat_detected: bool = False  # IKE saw a NAT: over UDP the peer's port may change
     peer_source: str = "auto"  # the entry's setting (CryptoMapEntry.peer_source)
+    # RFC 7296 2.23: the peer is behind a NAT and we are not: follow it when it moves
+    follow_peer: bool = False
+    nat_keepalive: bool = False  # we are behind a NAT: send RFC 3948 keepalives to the peer
 
     def wipe(self) -> None:
         for key in (self.key_in, self.auth_key_in, self.key_out, self.auth_key_out):
@@ -151,6 +160,9 @@ class SaView:
     origin: str  # "manual" | "ike"
     ike_sa: str | None = None
     capped: bool = False
+    ports: tuple[int, int] = (4500, 4500)  # UDP: (local, the peer's as it stands now)
+    keepalive: bool = False  # outbound: NAT keepalives go to the peer (manual UDP, or IKE
+    #                          behind a NAT)
 
 
 @dataclass(frozen=True)
@@ -183,14 +195,19 @@ class _Installed:
     capped: bool = False  # outbound: handed over; its limit never rises again (rule 4)
     reserve_failing: bool = False
     never_bound: bool = False  # outbound: a rekey responder's, not yet switched to
-    view: SaView | None = None  # what readers see of it; replaced when `capped` changes
+    keepalive: bool = False  # outbound IKE: we are behind a NAT (SaView.keepalive)
+    view: SaView | None = None  # what readers see of it; replaced when `capped`, the
+    #                             peer or its port change
 
     @property
     def handover_key(self) -> tuple[str, int, str]:
         return (self.spec.peer, self.spec.spi, self.spec.fingerprint)
 
     def refresh_view(self) -> None:
-        self.view = SaView(self.spec, self.sa, self.origin, self.ike_sa, self.capped)
+        keepalive = self.spec.encap == "udp" and self.spec.direction == "out" and (
+            self.origin == "manual" or self.keepalive)
+        self.view = SaView(self.spec, self.sa, self.origin, self.ike_sa, self.capped,
+                           self.ports, keepalive)
 
 
 class Change:
@@ -289,7 +306,8 @@ class SaOwner:
         sa = self.dp.create_sa(
             spi=spec.spi, direction=spec.direction, transform=spec.transform, key=spec.key,
             auth_key=spec.auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
-            encap=spec.encap, source_check=spec.source_check, sport=ports[0], dport=ports[1],
+            encap=spec.encap, source_check=spec.source_check, follow_peer=spec.follow_peer,
+            sport=ports[0], dport=ports[1],
             replay_window=spec.replay_window, esn=spec.esn, soft=spec.soft, hard=spec.hard,
             policy=spec.policy, cookie=cookie)
         installed = _Installed(spec, sa, origin, ports, ike_sa, child)
@@ -514,6 +532,14 @@ class SaOwner:
         elif event.kind == "seq_cycled":
             log.error("%s: sequence numbers used up; its traffic is dropped until rekeyed", what)
             self._tell("on_hard_expired", handle)
+        elif event.kind == "peer_moved":
+            # only an inbound IKE SA made with follow_peer raises it: its peer is behind a
+            # NAT and we are not (RFC 7296 2.23), and the packet was authenticated and new
+            if installed is not None and installed.child is not None and \
+                    self._move_pair(installed.child, event.src, event.sport):
+                log.info("%s: peer moved to %s port %d (authenticated ESP; RFC 7296 2.23)",
+                         what, event.src, event.sport)
+                self._tell("on_peer_moved", handle, event.src, event.sport)
         elif event.kind == "acquire":
             # by its policy, not its rule index: an event from a table set replaced since
             # may name an index another entry's rule holds now, never another's policy id
@@ -591,7 +617,9 @@ class SaOwner:
                 encap=keys.encap, replay_window=keys.replay_window, esn=keys.esn,
                 hard=keys.hard, soft=keys.soft, policy=policy, key=key, auth_key=auth,
                 fingerprint=fingerprint_keys(key, auth),
-                source_check=peer_source_check(keys.peer_source, keys.encap, keys.nat_detected)))
+                source_check=peer_source_check(keys.peer_source, keys.encap, keys.nat_detected),
+                follow_peer=(direction == "in" and keys.follow_peer and keys.encap == "udp"
+                             and keys.replay_window > 0)))
         return specs[0], specs[1]
 
     def _add_pair(self, change: Change, keys: ChildSaKeys, child: int
@@ -600,6 +628,8 @@ class SaOwner:
         ports = (keys.local_port, keys.remote_port)
         inbound = change.add(spec_in, "ike", ports=ports, ike_sa=keys.ike_sa, child=child)
         outbound = change.add(spec_out, "ike", ports=ports, ike_sa=keys.ike_sa, child=child)
+        outbound.keepalive = keys.nat_keepalive and keys.encap == "udp"
+        outbound.refresh_view()
         return inbound, outbound
 
     def install_child(self, keys: ChildSaKeys) -> ChildHandle:
@@ -736,6 +766,31 @@ class SaOwner:
         self._finish(change, retire)
         del self._children[child]
         self._inbound_seen.pop(child, None)
+
+    def move_child(self, handle: ChildHandle, peer: str, port: int) -> bool:
+        """The IKE SA of `handle` followed its peer to `peer`:`port` (RFC 7296 2.23): its
+        outbound SA sends there from now on, its inbound SA expects packets from there.
+        False if the pair is there already or not installed."""
+        self._owned()
+        return self._move_pair(handle.id, peer, port)
+
+    def _move_pair(self, child: int, peer: str, port: int) -> bool:
+        pair = self._children.get(child)
+        if pair is None or all((i.spec.peer, i.ports[1]) == (peer, port) for i in pair):
+            return False
+        for installed in pair:
+            self.dp.set_remote(installed.sa, peer, port)
+        for installed in pair:  # records after the data plane took both (it validates)
+            if self._outbound.get(installed.handover_key) is installed:
+                del self._outbound[installed.handover_key]
+                installed.spec = dataclasses.replace(installed.spec, peer=peer)
+                self._outbound[installed.handover_key] = installed
+            else:
+                installed.spec = dataclasses.replace(installed.spec, peer=peer)
+            installed.ports = (installed.ports[0], port)
+            self._refresh(installed)
+        self._announce()
+        return True
 
     def child_usage(self, handle: ChildHandle) -> dict:
         self._owned()

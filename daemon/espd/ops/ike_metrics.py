@@ -23,6 +23,10 @@ EVENTS = {
     "child_rekeys": "Child SA rekeys completed",
     "ike_rekeys": "IKE SA rekeys completed",
     "rekey_collisions": "simultaneous Child SA rekeys (RFC 7296 2.8.1)",
+    "ike_rekey_collisions": "simultaneous IKE SA rekeys (RFC 7296 2.8.2), settled by the "
+                            "nonce rule",
+    "reauths": "IKE SAs reauthenticated make-before-break ([ike] reauth_time)",
+    "reauth_failures": "reauthentications whose new IKE SA failed (the old one runs on)",
     "retransmissions": "requests sent again for lack of an answer",
     "retransmitted_requests": "peer requests answered from the cached response",
     "peers_dead": "peers that stopped answering (DPD or retransmissions)",
@@ -47,6 +51,12 @@ EVENTS = {
     "messages_reassembled": "messages reassembled from RFC 7383 fragments",
     "reassembly_timeouts": "incomplete fragmented messages dropped after the timeout",
     "fragmentation_failures": "messages too large for 64 fragments of fragment_size, sent whole",
+    "peer_moves_ike": "IKE SAs that followed their peer to a new address or port on an "
+                      "authenticated IKE message (RFC 7296 2.23)",
+    "peer_moves_esp": "IKE SAs that followed their peer to a new address or port on "
+                      "authenticated ESP (RFC 7296 2.23)",
+    "peer_moves_refused": "authenticated IKE messages from a new address or port not "
+                          "followed: this side is behind a NAT, or the peer is not",
     "malformed": "messages dropped as malformed",
     "integrity_failures": "messages dropped for a bad ICV",
     "unknown_spi": "messages for no IKE SA of ours",

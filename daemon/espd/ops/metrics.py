@@ -153,13 +153,17 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
         "UDP GSO runs (net_tx) or received in UDP GRO aggregates (net_rx).", labels=["path"])
     offload.add_metric(["net_tx"], io.get("net_tx_gso", 0))
     offload.add_metric(["net_rx"], io.get("net_rx_gro", 0))
+    keepalives = CounterMetricFamily(
+        "espd_nat_keepalives", "RFC 3948 NAT keepalives sent (manual UDP SAs, and IKE "
+        "Child SAs over UDP when IKE found this side behind a NAT).",
+        value=state.get("nat_keepalives", 0))
     workers = GaugeMetricFamily("espd_workers", "Data-plane worker threads.",
                                 value=state.get("workers", 0))
     build = GaugeMetricFamily("espd_build_info", "espd's version and crypto library; always 1.",
                               labels=["version", "openssl", "crypto_features"])
     build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
                       str(state.get("crypto_features", ""))], 1)
-    yield from (reloads, packets, errors, offload, workers, build)
+    yield from (reloads, packets, errors, offload, keepalives, workers, build)
 
 
 def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:

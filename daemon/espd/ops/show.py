@@ -56,8 +56,12 @@ def _entry_block(entry: dict, sas: list[dict]) -> list[str]:
             lines.append(f"   local  ident (addr/mask/prot/port): {_ident(local)}")
         if remote is not None:
             lines.append(f"   remote ident (addr/mask/prot/port): {_ident(remote)}")
+    outbound = [sa for sa in sas if sa["direction"] == "out"]
+    # an IKE SA's peer may have moved (NAT, RFC 7296 2.23): the outbound SA says where
+    peer = outbound[0].get("peer", entry.get("peer")) if outbound else entry.get("peer")
+    port = outbound[0].get("peer_port") if outbound else None
     lines += [
-        f"   current_peer: {entry.get('peer')}",
+        f"   current_peer: {peer}" + (f" port {port}" if port else ""),
         f"    #pkts encaps: {total('encaps')}, #pkts encrypt: {total('encrypt')}, "
         f"#pkts digest: {total('digest')}",
         f"    #pkts decaps: {total('decaps')}, #pkts decrypt: {total('decrypt')}, "
@@ -69,8 +73,7 @@ def _entry_block(entry: dict, sas: list[dict]) -> list[str]:
             if count:
                 lines.append(f"    #drops {sa['direction']} {reason}: {count}")
     lines += ["", f"     local crypto endpt.: {entry.get('local')}, "
-                  f"remote crypto endpt.: {entry.get('peer')}"]
-    outbound = [sa for sa in sas if sa["direction"] == "out"]
+                  f"remote crypto endpt.: {peer}"]
     if outbound:
         lines.append(f"     current outbound spi: {_spi(outbound[0]['spi'])}")
     for direction, title in (("in", "inbound esp sas:"), ("out", "outbound esp sas:")):

@@ -66,6 +66,7 @@ class SaSpec:
     auth_key: bytes | bytearray | None = field(repr=False, compare=False)
     fingerprint: str = field(repr=False, default="")
     source_check: str = "strict"  # inbound: what the outer source must be (SOURCE_CHECKS)
+    follow_peer: bool = False  # inbound IKE Child SA: report a peer that moved (RFC 7296 2.23)
 
     @property
     def label(self) -> str:

@@ -134,6 +134,7 @@ class Daemon:
         self.manual = ManualKeying(self.owner)
         self.started = time.monotonic()
         self.reloads = {"success": 0, "failure": 0}
+        self.keepalives_sent = 0  # RFC 3948 NAT keepalives (metrics)
         self.reload_lock = asyncio.Lock()
         self.stopping = False
         self.readers = Readers()
@@ -393,13 +394,18 @@ class Daemon:
     # --- timers ---
 
     def send_nat_keepalives(self) -> None:
-        """One 0xFF byte from port 4500 to every UDP-encapsulating peer (RFC 3948 2.3)."""
-        peers = {v.spec.peer for v in self.owner.snapshot.outbound() if v.spec.encap == "udp"}
-        for peer in peers:
+        """One 0xFF byte from the NAT-T socket (the source port ESP uses) to each peer that
+        needs one (RFC 3948 2.3): every manual UDP-encapsulating peer, and the peer of
+        each IKE Child SA over UDP whose IKE SA found us behind a NAT (SaView.keepalive),
+        at the port it has now (it may have moved: RFC 7296 2.23)."""
+        peers = {(v.spec.peer, v.ports[1]) for v in self.owner.snapshot.outbound()
+                 if v.keepalive}
+        for peer, port in sorted(peers):
             sock = self.sockets.udp6 if ":" in peer else self.sockets.udp4
             if sock is None:
                 continue
             try:
-                sock.sendto(b"\xff", (peer, NATT_PORT))
+                sock.sendto(b"\xff", (peer, port or NATT_PORT))
+                self.keepalives_sent += 1
             except OSError as e:
-                log.warning("NAT keepalive to %s failed: %s", peer, e)
+                log.warning("NAT keepalive to %s port %d failed: %s", peer, port, e)

@@ -46,6 +46,7 @@ def state(daemon: Daemon, view: View) -> dict:
         "uptime_seconds": round(time.monotonic() - daemon.started, 3),
         "config_path": daemon.config_path,
         "reloads": {"success": success, "failure": failure},
+        "nat_keepalives": daemon.keepalives_sent,
         "io": dp.io_stats(), "drops": dp.global_drops(),
         "maps": maps_state(view.config), "sas": sas, "acls": acls,
         "ike_config": ike_config_state(view.config),
@@ -65,6 +66,8 @@ def sa_state(daemon: Daemon, view: SaView) -> dict:
         "map": spec.map_name, "seq": spec.seq, "peer": spec.peer, "local": spec.local,
         "direction": spec.direction, "spi": spec.spi, "transform": spec.transform,
         "mode": spec.mode, "encap": spec.encap, "replay_window": spec.replay_window,
+        # UDP: the peer's port as it stands (it follows a NAT: RFC 7296 2.23)
+        "peer_port": view.ports[1] if spec.encap == "udp" else None,
         "esn": spec.esn, "packets": st["packets"], "bytes": st["bytes"],
         **{k: st[k] for k in ("encaps", "encrypt", "digest", "decaps", "decrypt", "verify")},
         "sequence": st["seq"], "drops": st["drops"],

@@ -20,6 +20,7 @@ from espd.ike.auth.certificates import (
     TrustStore,
     identity_matches,
     load_crl,
+    load_trust_anchors,
     own_certificate,
 )
 from espd.ike.sa.ike_sa import IkeState
@@ -101,6 +102,25 @@ def test_a_revoked_certificate_is_refused(pki, caplog):
     text = refused(caplog, *cert_settings(own(gwa), own(gwb), TrustStore((ca.cert,), (crl,)),
                                           TrustStore((ca.cert,))))
     assert "is revoked by CN=espd test ca" in text
+
+
+def test_an_eddsa_ca_is_refused_at_load_and_named_when_a_peer_sends_one(pki, caplog):
+    """cryptography's path validation takes only RSA and ECDSA CA keys (WebPKI): an
+    Ed25519 root is refused as a trust anchor, and a chain through an Ed25519
+    intermediate fails naming it, not with the validator's internal error."""
+    ed_root = pki.ca("edroot", "ed25519")
+    with pytest.raises(CertificateError, match="ca.pem: CA certificate CN=espd test edroot,"
+                                               ".* has an Ed25519 key: espd's path "
+                                               "validation .* accepts only RSA and ECDSA"):
+        load_trust_anchors(Path(ed_root.cert_path).read_bytes(), "ca.pem")
+    root = pki.ca()
+    assert load_trust_anchors(Path(root.cert_path).read_bytes(), "ca.pem") == [root.cert]
+    mid = pki.ca("edmid", "ed25519", issuer=root)
+    gwa, gwb = pki.gateway("gwa", root), pki.gateway("gwb", mid)
+    trust = TrustStore((root.cert,))
+    text = refused(caplog, *cert_settings(own(gwa), own(gwb, mid), trust, trust))
+    assert "does not chain to a trusted CA (CA certificate CN=espd test edmid" in text
+    assert "has an Ed25519 key" in text
 
 
 def test_an_identity_the_certificate_does_not_name_is_refused(pki, caplog):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import pytest
 from support.ike_pair import pair, until
 
 from espd.ike.exchanges import create_child_sa
@@ -120,6 +121,126 @@ def test_ike_sa_rekey_moves_the_child_sas():
         assert child.spi_in in new_a.children and not a.owner.retired  # children kept
         # the new IKE SA works: rekey the child under it
         create_child_sa.start_rekey(a.engine, new_a, child)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+    run(main())
+
+
+async def one_ike_sa_each(a, b, timeout: float = 5.0):
+    """Until each side holds exactly one live IKE SA, established and idle; those two."""
+    def settled() -> bool:
+        live = [[x for x in side.engine.sas.values() if x.state != IkeState.DELETED]
+                for side in (a, b)]
+        return all(len(x) == 1 and x[0].state == IkeState.ESTABLISHED
+                   and not x[0].requests.busy and not x[0].timers.keys() & {"redundant"}
+                   for x in live)
+    await until(settled, timeout=timeout)
+    [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
+    return new_a, new_b
+
+
+def test_simultaneous_ike_sa_rekeys_leave_one_ike_sa_by_the_nonce_rule():
+    """Both ends rekey the IKE SA at once, round after round, until each end has lost at
+    least once: both exchanges complete (no TEMPORARY_FAILURE), the loser deletes its
+    redundant new IKE SA, the winner's new IKE SA holds the Child SA on both sides, and
+    nothing reaches the SA owner (a Child SA is never touched by an IKE SA rekey)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [child] = sa.children.values()
+        lost = {"a": 0, "b": 0}
+        for _round in range(20):
+            before = {k: s.engine.counters["ike_rekey_collisions_lost"]
+                      for k, s in (("a", a), ("b", b))}
+            create_child_sa.start_ike_rekey(a.engine, sa)
+            create_child_sa.start_ike_rekey(b.engine, peer_sa)
+            new_a, new_b = await one_ike_sa_each(a, b)
+            assert sa.state == peer_sa.state == IkeState.DELETED
+            assert new_a.spis == new_b.spis and new_a.spis != sa.spis
+            losers = [k for k, s in (("a", a), ("b", b))
+                      if s.engine.counters["ike_rekey_collisions_lost"] > before[k]]
+            assert len(losers) == 1, losers  # both ends applied the same rule
+            lost[losers[0]] += 1
+            # the surviving IKE SA is the one the winner initiated
+            assert new_a.initiator == (losers[0] == "b") and new_b.initiator == (
+                losers[0] == "a")
+            assert list(new_a.children.values()) == [child]
+            assert a.engine.children[child.spi_in] == (new_a, child)
+            assert len(new_b.children) == 1
+            sa, peer_sa = new_a, new_b
+            if lost["a"] and lost["b"]:
+                break
+        assert lost["a"] and lost["b"], lost
+        rounds = lost["a"] + lost["b"]
+        for side in (a, b):
+            assert side.engine.counters["ike_rekey_collisions"] == rounds
+            assert side.engine.counters["ike_rekeys"] == rounds  # one per round, not two
+            assert side.engine.counters["temporary_failures"] == 0
+            assert not side.owner.retired and len(side.owner.live()) == 1
+        # the surviving IKE SA works: rekey the Child SA under it
+        create_child_sa.start_rekey(a.engine, sa, child)
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
+        crossed(a, b)
+    run(main())
+
+
+def test_child_rekey_due_during_an_ike_sa_rekey_runs_under_the_new_ike_sa():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, _ = await up(loop)
+        [child] = sa.children.values()
+        create_child_sa.start_ike_rekey(a.engine, sa)
+        create_child_sa.start_rekey(a.engine, sa, child)  # put off, not dropped
+        assert child.state == ChildState.INSTALLED and child.rekey_timer is not None
+        await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1,
+                    timeout=6)
+        [new_a] = a.engine.sas.values()
+        assert new_a is not sa and len(new_a.children) == 1 and child not in \
+            new_a.children.values()
+        crossed(a, b)
+    run(main())
+
+
+def drop_first(side, exchange: int, response: bool) -> None:
+    """Make `side` lose the first datagram it sends of that exchange type and direction
+    (IKE header: exchange type at byte 18, the Response flag 0x20 at 19)."""
+    send, dropped = side.transport.send, []
+
+    def lossy(local, remote, data: bytes) -> None:
+        if not dropped and len(data) > 19 and data[18] == exchange and bool(
+                data[19] & 0x20) == response:
+            dropped.append(data)
+            return
+        send(local, remote, data)
+    side.transport.send = lossy
+
+
+@pytest.mark.parametrize("lost", ["request", "request and delete"])
+def test_ike_rekey_collision_seen_by_one_side_only(lost):
+    """b's rekey request is lost, so b sees a's rekey while its own is in flight but a sees
+    no collision: a finishes a normal rekey and deletes the old IKE SA. b lets a's new IKE
+    SA stand, on a's DELETE of the old one or (that DELETE lost too) on TEMPORARY_FAILURE
+    for its retransmitted request; either way the Child SA moves, it is not deleted."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        [child] = sa.children.values()
+        [peer_child] = peer_sa.children.values()
+        drop_first(b, 36, response=False)  # CREATE_CHILD_SA request
+        if lost == "request and delete":
+            drop_first(a, 37, response=False)  # INFORMATIONAL request: the DELETE
+        create_child_sa.start_ike_rekey(b.engine, peer_sa)
+        create_child_sa.start_ike_rekey(a.engine, sa)
+        new_a, new_b = await one_ike_sa_each(a, b)
+        assert new_a.spis == new_b.spis and new_a.initiator and not new_b.initiator
+        assert list(new_a.children.values()) == [child]
+        assert list(new_b.children.values()) == [peer_child]
+        assert b.engine.children[peer_child.spi_in] == (new_b, peer_child)
+        assert a.engine.counters["ike_rekey_collisions"] == 0
+        assert b.engine.counters["ike_rekey_collisions"] == 1
+        assert a.engine.counters["ike_rekeys"] == b.engine.counters["ike_rekeys"] == 1
+        assert not a.owner.retired and not b.owner.retired
+        create_child_sa.start_rekey(b.engine, new_b, peer_child)
         await until(lambda: len(a.owner.retired) == 1 and len(b.owner.retired) == 1)
         crossed(a, b)
     run(main())
@@ -395,4 +516,53 @@ def test_half_open_ike_sa_times_out_on_the_responder():
         a.engine.initiate(a.settings.children[0])
         await until(lambda: len(b.engine.half_open) == 1)
         await until(lambda: not b.engine.half_open and not b.engine.sas)
+    run(main())
+
+
+def test_reauthentication_is_make_before_break():
+    """[ike] reauth_time on a only: a new IKE SA (IKE_SA_INIT + IKE_AUTH) carries a new
+    Child SA, installed in place of the old one (the peer's outbound waits for it), and
+    only then is the old IKE SA deleted: the entry always has a live pair on both sides."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop, a_settings=lambda s: replace(s, reauth_time=1))
+        [old] = sa.children.values()
+        [old_b] = peer_sa.children.values()
+        await until(lambda: a.engine.counters["reauths"] == 1
+                    and peer_sa.state == IkeState.DELETED, timeout=5)
+        assert sa.state == IkeState.DELETED
+        [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
+        assert new_a.spis == new_b.spis and new_a.spis != sa.spis
+        assert new_a.peer_id is not None and new_b.peer_id is not None  # authenticated
+        [child] = new_a.children.values()
+        assert child is not old and old.rekeyed_by is child
+        # a: the successor took the slot at once, then the old pair went;
+        # b: the successor's outbound waited, and took the slot as the old pair went
+        assert a.owner.log == [("install", old.spi_in), ("rekey", child.spi_in),
+                               ("retire", old.spi_in)]
+        [new_child_b] = new_b.children.values()
+        assert b.owner.log == [("install", old_b.spi_in),
+                               ("rekey-pending", new_child_b.spi_in),
+                               ("retire", old_b.spi_in)]
+        assert a.owner.slots[("vpn", 10)].spi_in == child.spi_in
+        assert b.owner.slots[("vpn", 10)].spi_in == new_child_b.spi_in
+        crossed(a, b)
+        assert b.engine.counters["reauths"] == 0  # b never reauthenticated
+    run(main())
+
+
+def test_failed_reauthentication_keeps_the_old_ike_sa():
+    """The peer never answers the new IKE_SA_INIT: the old IKE SA and its Child SA run
+    on, untouched, and the failure is counted (another try comes later)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, _ = await up(loop, a_settings=lambda s: replace(s, reauth_time=1))
+        send = a.transport.send
+        a.transport.send = lambda local, remote, data: None if len(data) > 18 and \
+            data[18] == 34 else send(local, remote, data)  # IKE_SA_INIT never leaves
+        await until(lambda: a.engine.counters["reauth_failures"] == 1, timeout=5)
+        assert sa.state == IkeState.ESTABLISHED and sa.reauth is None
+        assert [x for x in a.engine.sas.values() if x.state != IkeState.DELETED] == [sa]
+        assert not a.owner.retired and not b.owner.retired and "ike-reauth" in sa.timers
+        crossed(a, b)
     run(main())

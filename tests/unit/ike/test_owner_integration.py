@@ -6,53 +6,14 @@ first packet with no SA raises an acquire that starts the negotiation (IOS on-de
 from __future__ import annotations
 
 import asyncio
-import struct
-from dataclasses import replace
 
 import pytest
-from support.ike_pair import pair, until
-from support.packets import IPPROTO_UDP, ipv4, udp
+from support.ike_pair import inner, real_pair, spi_of, until
 
-from espd.dataplane import Dataplane, DropError, Rule
+from espd.dataplane import DropError
 from espd.ike.engine import engine as engine_module
 from espd.ike.exchanges import create_child_sa
 from espd.ike.sa.child_sa import ChildState
-from espd.keying.manual import ManualKeying
-from espd.keying.owner import ChildSaKeys, SaOwner
-from espd.keying.sequence_store import SequenceStore
-from espd.policy.plan import Plan, RuleSpec
-
-
-def inner(src: str, dst: str) -> bytes:
-    return ipv4(src, dst, IPPROTO_UDP, udp(1234, 80, bytes(32)), ident=0)
-
-
-def owner_for(tmp_path, name: str, local_net: str, remote_net: str) -> SaOwner:
-    """An owner whose crypto map entry vpn 10 has a PROTECT rule and no SA yet."""
-    owner = SaOwner(Dataplane(), SequenceStore(str(tmp_path / name)), reserve_block=64)
-    rule = Rule.from_prefixes(local_net, remote_net, policy=7)
-    ManualKeying(owner).apply(Plan(sas=(), rules=(
-        RuleSpec(rule, "vpn", 10, "LAN", 0, "permit ip any any", True),),
-        routes=(remote_net,), unroutable=()))
-    return owner
-
-
-def spi_of(wire: bytes) -> int:
-    return struct.unpack("!I", wire[20:24])[0]
-
-
-def real_pair(loop, tmp_path, **policy):
-    a, b = pair(loop)
-    for s, name, nets in ((a, "a", ("10.1.0.0/16", "10.2.0.0/16")),
-                          (b, "b", ("10.2.0.0/16", "10.1.0.0/16"))):
-        s.owner = owner_for(tmp_path, name, *nets)
-        s.engine.owner = s.owner
-        s.engine.child_sa_keys = ChildSaKeys
-        s.owner.subscribe(s.engine)
-        if policy:
-            s.engine.settings = replace(s.settings, children=(replace(
-                s.settings.children[0], **policy),))
-    return a, b
 
 
 def passes_both_ways(a, b) -> tuple[int, int]:

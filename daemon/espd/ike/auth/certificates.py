@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
@@ -38,6 +38,21 @@ from espd.ike.codec.cert import Certificate, CertificateRequest
 from espd.ike.codec.constants import CertEncoding
 
 MAX_PEER_CERTIFICATES = 8  # CERT payloads we look at: the end certificate and intermediates
+# cryptography's path validation applies the WebPKI's key algorithms to every CA in a
+# chain: RSA and ECDSA only. A CA with an EdDSA key fails it whatever else holds, so we
+# say so instead of its internal error (an Ed25519 end certificate is fine)
+_EDDSA = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+
+
+def eddsa_ca_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` cannot be a CA (trust anchor or intermediate) here, or None."""
+    key = cert.public_key()
+    if not isinstance(key, _EDDSA):
+        return None
+    kind = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "Ed448"
+    return (f"CA certificate {_subject(cert)} has an {kind} key: espd's path validation "
+            f"(cryptography's, with the WebPKI's algorithms) accepts only RSA and ECDSA CA "
+            f"keys; an {kind} gateway certificate under an RSA or ECDSA CA works")
 
 
 class CertificateError(ValueError):
@@ -75,9 +90,10 @@ class TrustStore:
         try:
             chain = verifier.verify(leaf, list(intermediates)).chain
         except verification.VerificationError as err:
+            eddsa = [p for c in intermediates if (p := eddsa_ca_problem(c)) is not None]
             raise AuthenticationFailed(
                 f"peer's certificate ({_subject(leaf)}, issued by {_issuer(leaf)}) does not "
-                f"chain to a trusted CA ({err})") from None
+                f"chain to a trusted CA ({eddsa[0] if eddsa else err})") from None
         for cert, issuer in zip(chain, chain[1:], strict=False):
             self._not_revoked(cert, issuer, now)
         return list(chain)
@@ -100,6 +116,7 @@ class OwnCertificate:
 
     chain: tuple[x509.Certificate, ...]
     key: PrivateKey = field(repr=False)
+    rsa_pss: bool = False  # an RSA key signs RSASSA-PSS, not PKCS#1 v1.5
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -109,13 +126,14 @@ class OwnCertificate:
         return f"OwnCertificate({_subject(self.certificate)}, {len(self.chain) - 1} intermediates)"
 
 
-def signature_algorithm(key: PrivateKey) -> str:
-    """The RFC 7427 algorithm we sign with for ``key`` (PKCS#1 v1.5 for RSA: what every
-    peer verifies; the hash matches the curve for ECDSA, as RFC 5480 advises)."""
+def signature_algorithm(key: PrivateKey, rsa_pss: bool = False) -> str:
+    """The RFC 7427 algorithm we sign with for ``key``: for RSA PKCS#1 v1.5 (RFC 8247's
+    MUST, what every peer verifies) or, with ``rsa_pss``, RSASSA-PSS (its SHOULD), both
+    with SHA-256; the hash matches the curve for ECDSA, as RFC 5480 advises."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
     if isinstance(key, rsa.RSAPrivateKey):
-        return "rsa-sha256"
+        return "rsa-pss-sha256" if rsa_pss else "rsa-sha256"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return {256: "ecdsa-sha256", 384: "ecdsa-sha384"}.get(key.curve.key_size,
                                                                 "ecdsa-sha512")
@@ -154,8 +172,8 @@ class CertificateAuthenticator:
                  clock: Callable[[], datetime.datetime] | None = None) -> None:
         self._own = own
         self._trust = trust
-        self._signer = SignatureAuthenticator(private_key=own.key,
-                                              algorithm=signature_algorithm(own.key))
+        self._signer = SignatureAuthenticator(
+            private_key=own.key, algorithm=signature_algorithm(own.key, own.rsa_pss))
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
 
     def cert_payloads(self) -> list[Certificate]:
@@ -209,6 +227,15 @@ def load_certificates(pem: bytes, what: str) -> list[x509.Certificate]:
     return certs
 
 
+def load_trust_anchors(pem: bytes, what: str) -> list[x509.Certificate]:
+    """CA certificates to trust: refused here when no chain could ever reach them."""
+    certs = load_certificates(pem, what)
+    for cert in certs:
+        if problem := eddsa_ca_problem(cert):
+            raise CertificateError(f"{what}: {problem}")
+    return certs
+
+
 def load_crl(pem: bytes, what: str) -> x509.CertificateRevocationList:
     try:
         return x509.load_pem_x509_crl(pem)
@@ -219,9 +246,10 @@ def load_crl(pem: bytes, what: str) -> x509.CertificateRevocationList:
             raise CertificateError(f"{what} is not a CRL (PEM or DER)") from None
 
 
-def own_certificate(chain: list[x509.Certificate], key: PrivateKey,
-                    what: str) -> OwnCertificate:
-    """Our certificate (first in the file) and key must belong together."""
+def own_certificate(chain: list[x509.Certificate], key: PrivateKey, what: str,
+                    rsa_pss: bool = False) -> OwnCertificate:
+    """Our certificate (first in the file) and key must belong together; ``rsa_pss``
+    only for an RSA key (anything else would silently ignore it)."""
     public = chain[0].public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if key.public_key().public_bytes(serialization.Encoding.DER,
@@ -229,7 +257,11 @@ def own_certificate(chain: list[x509.Certificate], key: PrivateKey,
         raise CertificateError(f"{what}: the private key does not belong to the certificate "
                                f"({_subject(chain[0])})")
     signature_algorithm(key)
-    return OwnCertificate(tuple(chain), key)
+    if rsa_pss and not isinstance(key, rsa.RSAPrivateKey):
+        raise CertificateError(f"{what}: rsa_pss applies to RSA keys, and this one is not "
+                               f"(ECDSA and Ed25519 keys sign as they always do): remove "
+                               f"rsa_pss")
+    return OwnCertificate(tuple(chain), key, rsa_pss)
 
 
 def describe(cert: x509.Certificate) -> str:

@@ -30,6 +30,8 @@ HEADER_SIZE = 28
 SPI_SIZE = 8
 ZERO_SPI = bytes(SPI_SIZE)
 _HEADER = struct.Struct("!8s8sBBBBII")
+# the flag bits as plain ints: IntFlag's & is Python code, int's is not (hot path)
+_RESPONSE, _INITIATOR = int(HeaderFlags.RESPONSE), int(HeaderFlags.INITIATOR)
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,12 @@ class Header:
     @property
     def is_response(self) -> bool:
         """The R flag: this message answers the request with the same message ID."""
-        return bool(self.flags & HeaderFlags.RESPONSE)
+        return bool(int(self.flags) & _RESPONSE)
 
     @property
     def from_initiator(self) -> bool:
         """The I flag: sent by the original initiator of the IKE SA (RFC 7296 2.2)."""
-        return bool(self.flags & HeaderFlags.INITIATOR)
+        return bool(int(self.flags) & _INITIATOR)
 
     def response(self, *, original_initiator: bool) -> Header:
         """The header of the response to this request: same SPIs, exchange and message ID,

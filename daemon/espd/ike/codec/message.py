@@ -95,13 +95,15 @@ def encrypt_message(header: Header, payloads: Sequence[Payload], cipher: SkCiphe
     return aad + sealed
 
 
-def decrypt_message(data: bytes, cipher: SkCipher) -> Message:
+def decrypt_message(data: bytes, cipher: SkCipher, outer: Message | None = None) -> Message:
     """Parse, authenticate and decrypt a message protected by SK, and parse the inner
     chain. ParseError with ``notify`` None for a message that is not SK-protected or whose
     SK lengths cannot be right (drop it); whatever ``cipher.open`` raises on a bad ICV
     (espd.ike.crypto.IntegrityError) passes through unchanged (drop and count it); after
-    a good ICV, ParseError with INVALID_SYNTAX for a malformed inner chain."""
-    outer = decode_message(data)
+    a good ICV, ParseError with INVALID_SYNTAX for a malformed inner chain. ``outer`` is
+    ``decode_message(data)`` when the caller has it already (parsed once, not twice)."""
+    if outer is None:
+        outer = decode_message(data)
     sk = outer.payloads[-1] if outer.payloads else None
     if not isinstance(sk, Encrypted):
         raise ParseError("message is not protected by an SK payload", None)

@@ -91,7 +91,7 @@ class IkeLengths:
         return 3 * self.prf + 2 * self.integ + 2 * self.encr
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False, eq=False, slots=True)
 class IkeKeys:
     """The seven keys of an IKE SA, in the order prf+ produces them."""
 

@@ -33,7 +33,6 @@ class Secret(bytearray):
 
     def wipe(self) -> None:
         """Overwrite the bytes with zeros in place (a bytearray never moves while its size
-        stays the same)."""
-        with memoryview(self) as view:
-            view[:] = bytes(len(self))
+        stays the same: an assignment of as many bytes copies into the same buffer)."""
+        self[:] = bytes(len(self))
 

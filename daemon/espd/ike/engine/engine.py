@@ -11,6 +11,9 @@ configured peers' datagrams at once, the others from a bounded backlog on a CPU 
     window  -> a response must answer our outstanding request; a request is new (handled),
                a retransmission (answered from the cached response once it passed the
                ICV: a forged copy is dropped, never reflected) or stale (dropped)
+    follow  -> authenticated and new from another address or port: an established IKE SA
+               whose peer is behind a NAT (and we are not) moves there, its Child SAs too
+               (engine/nat_follow.py, RFC 7296 2.23)
     handle  -> the exchange module's handler; what it returns is sealed, sent to where the
                request came from, and cached
 
@@ -41,7 +44,7 @@ from espd.ike.auth import PskAuthenticator
 from espd.ike.auth.certificates import CertificateAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
-from espd.ike.engine import fragmentation
+from espd.ike.engine import fragmentation, nat_follow
 from espd.ike.engine.admission import CookieJar
 from espd.ike.engine.intake import Intake
 from espd.ike.engine.transport import Transport
@@ -63,7 +66,7 @@ ResponseHandler = Callable[["IkeEngine", IkeSa, codec.Message], None]
 class ChildEvent:
     """What the engine tells observers (tests, show) about a Child SA."""
 
-    kind: str  # "up" | "rekeyed" | "down" | "failed"
+    kind: str  # "up" | "rekeyed" | "down" | "failed" | "moved" (the IKE SA: no child)
     ike_sa: int
     child: ChildSa | None
     reason: str = ""
@@ -245,6 +248,15 @@ class IkeEngine:
                      "Child SA is up)", sa, child)
             self.delete_child(sa, child, notify_peer=True, reason="hard lifetime")
 
+    def on_peer_moved(self, handle: object, peer: str, port: int) -> None:
+        """Authenticated ESP of a Child SA made with follow_peer came from `peer`:`port`
+        (the owner moved that pair already): the IKE SA and its other Child SAs follow."""
+        import ipaddress
+
+        found = self._by_handle(handle)
+        if found is not None:
+            nat_follow.follow(self, found[0], Endpoint(ipaddress.ip_address(peer), port), "esp")
+
     def on_ike_datagram(self, local: object, lport: int, remote: object, rport: int,
                         data: bytes) -> None:
         """UDP 4500 IKE punted by the data plane (non-ESP marker already stripped)."""
@@ -327,7 +339,7 @@ class IkeEngine:
                 return
         try:
             if number is None:
-                message = codec.decrypt_message(data, sa.sk_in)
+                message = codec.decrypt_message(data, sa.sk_in, message)
             else:
                 whole = fragmentation.receive(self, sa, data, header.is_response)
                 if number == 1 and not header.is_response:
@@ -347,6 +359,8 @@ class IkeEngine:
                 self.respond(sa, message, [codec.Notify(err.notify, err.data)], local, remote)
             return
         sa.last_heard = self.now()
+        if remote != sa.remote:  # authenticated and new (replays and retransmits stop above)
+            nat_follow.follow(self, sa, remote, "ike")
         if header.is_response:
             self._response(sa, message, data)
         else:
@@ -510,6 +524,10 @@ class IkeEngine:
         del self.events[:-1000]
         for observer in self.observers:
             observer(event)
+        if sa.reauth is not None:
+            from espd.ike.exchanges import reauth
+
+            reauth.on_child_event(self, sa, kind, child)
 
     def ike_failed(self, sa: IkeSa, reason: str, *, peer_dead: bool = False) -> None:
         """Drop an IKE SA locally (no DELETE: the peer is gone or never agreed)."""
@@ -518,7 +536,8 @@ class IkeEngine:
         sa.failure = reason
         self.remove_ike_sa(sa)
         policy = sa.policy
-        if was_setting_up and peer_dead and isinstance(policy, ChildPolicy):
+        if was_setting_up and peer_dead and isinstance(policy, ChildPolicy) and \
+                sa.reauth is None:  # a reauthentication's new SA: the old one runs on
             index = policy.peers.index(sa.remote.address) if sa.remote.address in \
                 policy.peers else len(policy.peers)
             if index + 1 < len(policy.peers):
@@ -528,9 +547,11 @@ class IkeEngine:
 
     def remove_ike_sa(self, sa: IkeSa) -> None:
         """Forget an IKE SA: its Child SAs retired from the owner, every key wiped."""
-        from espd.ike.exchanges import followup_ke
+        from espd.ike.exchanges import create_child_sa, followup_ke, reauth
 
         followup_ke.abandon_all(sa, "IKE SA deleted")
+        reauth.on_removed(self, sa)
+        create_child_sa.collision_on_removal(self, sa)  # the peer's new IKE SA keeps them
         for child in list(sa.children.values()):
             self.drop_child(sa, child, "IKE SA deleted")
         sa.cancel_timers()
@@ -542,16 +563,20 @@ class IkeEngine:
         sa.wipe()
 
     def add_half_open(self, sa: IkeSa) -> None:
-        self.half_open[(sa.remote, sa.spi_i)] = sa
+        """The SA keeps its key (its ``remote`` may float before IKE_AUTH is done), so
+        forgetting it costs O(1), not a walk of up to ``limits.half_open`` entries."""
+        sa.half_open_key = (sa.remote, sa.spi_i)
+        self.half_open[sa.half_open_key] = sa
         self.half_open_by_source[sa.remote.address] += 1
 
     def forget_half_open(self, sa: IkeSa) -> None:
-        for key, half in list(self.half_open.items()):
-            if half is sa:
-                del self.half_open[key]
-                self.half_open_by_source[key[0].address] -= 1
-                if self.half_open_by_source[key[0].address] <= 0:
-                    del self.half_open_by_source[key[0].address]
+        key, sa.half_open_key = sa.half_open_key, None
+        if key is None or self.half_open.get(key) is not sa:
+            return
+        del self.half_open[key]
+        self.half_open_by_source[key[0].address] -= 1
+        if self.half_open_by_source[key[0].address] <= 0:
+            del self.half_open_by_source[key[0].address]
 
     def drop_child(self, sa: IkeSa, child: ChildSa, reason: str) -> None:
         """Retire a Child SA from the owner and forget it (no DELETE sent)."""
@@ -602,13 +627,17 @@ class IkeEngine:
                 log.exception("IKE: internal error in timer %s of %s", name, sa)
         sa.set_timer(name, self.loop.call_later(max(0.0, delay), fire))
 
-    def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int) -> None:
-        """Rekey ``child`` before its lifetime ends (the IKE SA may have been rekeyed by
-        then: the timer looks up its current one)."""
+    def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int, *,
+                             delay: float | None = None) -> None:
+        """Rekey ``child`` before its lifetime ends, or after ``delay`` seconds (a rekey
+        put off); the IKE SA may have been rekeyed by then: the timer looks up its
+        current one."""
         from espd.ike.exchanges import create_child_sa
 
-        if not seconds:
+        if not seconds and delay is None:
             return
+        if child.rekey_timer is not None:
+            child.rekey_timer.cancel()  # type: ignore[attr-defined]
 
         def fire() -> None:
             child.rekey_timer = None
@@ -621,15 +650,19 @@ class IkeEngine:
                 self.counters["internal_errors"] += 1
                 log.exception("IKE: internal error rekeying %s", child)
 
-        child.rekey_timer = self.loop.call_later(self.jittered(seconds), fire)
+        child.rekey_timer = self.loop.call_later(
+            self.jittered(seconds) if delay is None else delay, fire)
 
     def schedule_ike_timers(self, sa: IkeSa) -> None:
-        """IKE SA rekey before its lifetime, and dead peer detection."""
-        from espd.ike.exchanges import create_child_sa
+        """IKE SA rekey before its lifetime, reauthentication, dead peer detection."""
+        from espd.ike.exchanges import create_child_sa, reauth
 
         if self.settings.ike_lifetime:
             self.schedule(sa, "ike-rekey", self.jittered(self.settings.ike_lifetime),
                           lambda: create_child_sa.start_ike_rekey(self, sa))
+        if self.settings.reauth_time:
+            self.schedule(sa, "ike-reauth", self.jittered(self.settings.reauth_time),
+                          lambda: reauth.start(self, sa))
         if self.settings.dpd.interval > 0:
             self.schedule(sa, "dpd", self.settings.dpd.interval, lambda: self._dpd(sa))
 

@@ -14,12 +14,15 @@ has installed them (it copies them into the data plane).
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from espd.ike import codec, proposals
 from espd.ike.codec import NotifyType, ProtocolId
 from espd.ike.crypto import keymat, suites
+from espd.ike.engine import nat_follow
 from espd.ike.exchanges.payloads import (
     from_wire_selectors,
     notify,
@@ -32,6 +35,8 @@ from espd.ike.sa.child_sa import ChildSa, ChildState
 from espd.ike.sa.ike_sa import IkeSa
 from espd.ike.settings import ChildPolicy
 from espd.policy.selectors import covers, narrow
+
+log = logging.getLogger("espd.ike")  # the engine's logger (getLogger returns that one)
 
 if TYPE_CHECKING:
     from espd.ike.engine.engine import IkeEngine
@@ -106,7 +111,8 @@ def accept(engine: IkeEngine, sa: IkeSa, child: ChildSa, message: codec.Message,
     if (child.mode == "transport") != transport:
         raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN,
                            f"we asked for {child.mode} mode, peer answered otherwise")
-    child.local_ts, child.remote_ts = tsi, tsr
+    child.local_ts, child.remote_ts = shared_selectors(tsi, policy.local_ts), \
+        shared_selectors(tsr, policy.remote_ts)
     _settle(engine, sa, child, chosen, policy)
     install(engine, sa, child, policy, nonce_i, nonce_r, we_initiated=True, shared=shared,
             rekey_of=rekey_of, additional=secrets)
@@ -178,7 +184,8 @@ def answer(engine: IkeEngine, sa: IkeSa, message: codec.Message, nonce_i: bytes,
     if policy.transforms[0][1] == "transport" and not wants_transport:
         raise ChildRefused(NotifyType.NO_PROPOSAL_CHOSEN, "crypto map entry is transport "
                            "mode; the peer asked for tunnel mode")
-    child.local_ts, child.remote_ts = narrowed[1], narrowed[0]
+    child.local_ts = shared_selectors(narrowed[1], policy.local_ts)
+    child.remote_ts = shared_selectors(narrowed[0], policy.remote_ts)
     _settle(engine, sa, child, chosen, policy)
     extra = [suites.group(ident) for ident in proposals.additional_groups(chosen)]
     if group:
@@ -250,6 +257,15 @@ def _runnable_additional(offered) -> tuple[int, ...]:
     return tuple(out)
 
 
+def shared_selectors(selectors: tuple, configured: tuple) -> tuple:
+    """``selectors`` with each one equal to a configured selector replaced by that one
+    (the policy's objects, shared by all its Child SAs, instead of copies per SA); the
+    whole tuple is the policy's own when they are all equal."""
+    if selectors == configured:
+        return configured
+    return tuple(next((c for c in configured if c == s), s) for s in selectors)
+
+
 def _side(selectors) -> str:
     return ", ".join(str(ts) for ts in selectors) or "nothing"
 
@@ -275,10 +291,9 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
             additional: tuple = ()) -> None:
     """Derive the Child SA's keys and hand them to the owner (rekey: make-before-break);
     ``additional`` are the secrets of RFC 9370 IKE_FOLLOWUP_KE exchanges, in order."""
-    from espd.config.transforms import parse_transform
     from espd.dataplane import Lifetime
 
-    shape = parse_transform(child.transform)
+    shape = _shape(child.transform)
     keys = keymat.child_keys(sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shape, shared,
                              additional)
     for secret in (shared, *additional):
@@ -305,14 +320,26 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
         local_port=sa.local.port if child.encap == "udp" else 4500,
         remote_port=sa.remote.port if child.encap == "udp" else 4500,
         traffic_selectors=(child.local_ts, child.remote_ts), nat_detected=sa.nat,
-        peer_source=policy.peer_source)
+        peer_source=policy.peer_source, follow_peer=nat_follow.follows(sa),
+        nat_keepalive=sa.nat_local)
     keys.wipe()
+    from espd.ike.exchanges import reauth
+
     try:
         if rekey_of is not None and rekey_of.handle is not None:
             # RFC 7296 2.8: the rekey's responder keeps sending on the old SA until the
             # initiator shows it has the new one (its DELETE of the old, or traffic)
             child.handle = engine.owner.rekey_child(rekey_of.handle, spec,
                                                     switch=we_initiated)
+        elif (before := reauth.replaced(engine, sa, child)) is not None:
+            # a reauthentication's Child SA (RFC 7296 2.8.3) replaces the old IKE SA's
+            # one of its entry make-before-break, as a rekey would
+            child.handle = engine.owner.rekey_child(before.handle, spec,
+                                                    switch=we_initiated)
+            before.state, before.rekeyed_by = ChildState.REKEYED, child
+            if before.rekey_timer is not None:
+                before.rekey_timer.cancel()  # type: ignore[attr-defined]
+                before.rekey_timer = None
         else:
             child.handle = engine.owner.install_child(spec)
     finally:
@@ -322,13 +349,20 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
     sa.children[child.spi_in] = child
     engine.children[child.spi_in] = (sa, child)
     engine.schedule_child_rekey(sa, child, life.seconds)
-    from espd.ike.engine.engine import log
-
-    verb = "rekeyed" if rekey_of is not None else "up"
-    log.info("%s %s %s: %s %s, %s <-> %s%s", sa, child, verb, child.transform, child.mode,
-             _side(child.local_ts), _side(child.remote_ts),
-             " (UDP-encapsulated)" if child.encap == "udp" else "")
+    if log.isEnabledFor(logging.INFO):  # the selectors' text is not made for nothing
+        verb = "rekeyed" if rekey_of is not None else "up"
+        log.info("%s %s %s: %s %s, %s <-> %s%s", sa, child, verb, child.transform,
+                 child.mode, _side(child.local_ts), _side(child.remote_ts),
+                 " (UDP-encapsulated)" if child.encap == "udp" else "")
     engine.emit("rekeyed" if rekey_of is not None else "up", sa, child)
+
+
+@functools.lru_cache(maxsize=64)
+def _shape(transform: str):
+    """The data plane's Transform of an espd transform name, parsed once per name."""
+    from espd.config.transforms import parse_transform
+
+    return parse_transform(transform)
 
 
 def rekey_notify(child: ChildSa) -> codec.Notify:

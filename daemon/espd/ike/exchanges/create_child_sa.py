@@ -35,6 +35,7 @@ from espd.ike.exchanges import child_setup, followup_ke, ike_sa_init
 from espd.ike.exchanges.payloads import errors_text, notify, proposals_of, sa_payload
 from espd.ike.proposals import ProposalError
 from espd.ike.sa.child_sa import ChildSa, ChildState
+from espd.ike.sa.collision import Collision, we_lose
 from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
 from espd.ike.settings import ChildPolicy
 
@@ -46,15 +47,6 @@ log = logging.getLogger("espd.ike")
 NONCE_SIZE = 32
 RETRY_DELAY = (1.0, 3.0)  # seconds, after TEMPORARY_FAILURE
 OLD_IKE_SA_GRACE = 30.0  # seconds a rekeyed IKE SA waits for the peer's DELETE
-
-
-@dataclass
-class Collision:
-    """The peer's rekey of a Child SA that we are rekeying too."""
-
-    nonce_i: bytes  # the peer's
-    nonce_r: bytes  # ours
-    successor: ChildSa | None = None
 
 
 @dataclass
@@ -79,6 +71,11 @@ def start_new_child(engine: IkeEngine, sa: IkeSa, policy: ChildPolicy) -> None:
 
 
 def start_rekey(engine: IkeEngine, sa: IkeSa, child: ChildSa) -> None:
+    if child.state == ChildState.INSTALLED and sa.state == IkeState.REKEYING:
+        # the IKE SA rekey first (the peer would refuse ours meanwhile): ask again under
+        # whichever IKE SA then holds the Child SA
+        engine.schedule_child_rekey(sa, child, 0, delay=random.uniform(*RETRY_DELAY))
+        return
     if child.state != ChildState.INSTALLED or sa.state != IkeState.ESTABLISHED:
         return
     policy = child_setup.policy_of(engine, child.entry)
@@ -197,8 +194,8 @@ def _complete(engine: IkeEngine, sa: IkeSa, message: codec.Message, pending: _Pe
     what = f"rekey of {old}" if old is not None else \
         f"new Child SA for {pending.policy.map_name} {pending.policy.seq}"
     try:
-        if old is not None and old.collision is not None and _we_lose(pending, nonce.data,
-                                                                        old.collision):
+        if old is not None and old.collision is not None and we_lose(
+                pending.nonce_i, nonce.data, old.collision):
             _lost_collision(engine, sa, pending, old)
             return
         child_setup.accept(engine, sa, pending.child, message, pending.nonce_i, nonce.data,
@@ -226,14 +223,6 @@ def _pfs_secret(pending: _Pending, message: codec.Message) -> bytearray | None:
     except ValueError as err:
         raise child_setup.ChildRefused(NotifyType.INVALID_SYNTAX,
                                        f"bad KE payload: {err}") from None
-
-
-def _we_lose(pending: _Pending, nonce_r: bytes, collision: Collision) -> bool:
-    """RFC 7296 2.8.1: the exchange holding the lowest of the four nonces made the
-    redundant SA."""
-    ours = min(pending.nonce_i, nonce_r)
-    theirs = min(collision.nonce_i, collision.nonce_r)
-    return ours < theirs
 
 
 def _lost_collision(engine: IkeEngine, sa: IkeSa, pending: _Pending, old: ChildSa) -> None:
@@ -336,8 +325,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
 
 
 def start_ike_rekey(engine: IkeEngine, sa: IkeSa) -> None:
-    if sa.state != IkeState.ESTABLISHED:
-        return
+    if sa.state != IkeState.ESTABLISHED or sa.reauth is not None:
+        return  # a reauthentication replaces it (or is making it) anyway
     sa.state = IkeState.REKEYING
     spi = engine.new_ike_spi()
     nonce_i = secrets.token_bytes(NONCE_SIZE)
@@ -370,6 +359,12 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     answer, nonce, ke = (message.first(codec.SecurityAssociation), message.first(codec.Nonce),
                          message.first(codec.KeyExchange))
     if message.errors or answer is None or nonce is None or ke is None:
+        if sa.collision is not None:  # the peer did not see the collision: its rekey stands
+            log.info("%s: IKE SA rekey collision unseen by the peer (it answered %s): %s "
+                     "stands", sa, errors_text(message) or "incompletely",
+                     sa.collision.successor)
+            _ike_collision_settled_by_peer(engine, sa)
+            return
         delay = random.uniform(*RETRY_DELAY)
         log.info("%s: IKE SA rekey refused (%s); retrying in %.1f s", sa,
                  errors_text(message) or "incomplete answer", delay)
@@ -383,12 +378,29 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
         shared = private.shared_secret(ke.data)
     except (ProposalError, ValueError) as err:
         log.warning("%s: IKE SA rekey failed: %s", sa, err)
+        if sa.collision is not None:
+            _ike_collision_settled_by_peer(engine, sa)
         return
 
     def done(found: list) -> None:
         sa.state = IkeState.ESTABLISHED
         new = _new_ike_sa(engine, sa, spi, chosen.spi, True, chosen, nonce_i, nonce.data,
                           suite, shared, found)
+        collision, sa.collision = sa.collision, None
+        theirs = collision.successor if collision is not None else None
+        if theirs is not None and theirs.state != IkeState.DELETED:
+            if we_lose(nonce_i, nonce.data, collision):
+                engine.counters["ike_rekey_collisions_lost"] += 1
+                log.info("%s: IKE SA rekey collision lost (nonce rule): %s is redundant, "
+                         "%s stands", sa, new, theirs)
+                engine.delete_ike_sa(new, "redundant: IKE SA rekey collision lost")
+                sa.collision = collision
+                _ike_collision_settled_by_peer(engine, sa)
+                return
+            log.info("%s: IKE SA rekey collision won (nonce rule): %s stands, the peer "
+                     "deletes its redundant %s", sa, new, theirs)
+            engine.schedule(theirs, "redundant", OLD_IKE_SA_GRACE,  # unless it never does
+                            lambda: engine.remove_ike_sa(theirs))
         _hand_over(engine, sa, new)
         engine.delete_ike_sa(sa, "rekeyed")
 
@@ -396,6 +408,8 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
         sa.state = IkeState.ESTABLISHED
         shared[:] = bytes(len(shared))
         log.warning("%s: IKE SA rekey failed: %s; the IKE SA runs on", sa, why)
+        if sa.collision is not None:
+            _ike_collision_settled_by_peer(engine, sa)
 
     if suite.additional:  # RFC 9370 2.2.4: IKE_FOLLOWUP_KE exchanges, then the new SA
         sa.state = IkeState.REKEYING
@@ -406,7 +420,10 @@ def _on_ike_rekey_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
 
 def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
                           nonce_i: bytes, local: Endpoint, remote: Endpoint) -> None:
-    if sa.state != IkeState.ESTABLISHED or any(
+    # our own IKE SA rekey in flight: answer as usual and settle by the nonce rule when
+    # our answer comes (2.8.2); one collision at a time
+    colliding = sa.state == IkeState.REKEYING and sa.collision is None
+    if (sa.state != IkeState.ESTABLISHED and not colliding) or sa.reauth is not None or any(
             c.state == ChildState.REKEYING for c in sa.children.values()):
         engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
         return
@@ -430,6 +447,9 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
                                 "new SPI is malformed, zero or the current one", sa)
         engine.respond(sa, message, [notify(NotifyType.INVALID_SYNTAX)], local, remote)
         return
+    if colliding and suite.additional:  # RFC 9370 collisions are not settled: 2.25 instead
+        engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
+        return
     try:
         public, shared = suite.group.respond(ke.data)
     except ValueError as err:
@@ -442,16 +462,20 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     reply = proposals.Proposal(chosen.number, chosen.protocol, spi, chosen.transforms)
 
     def finish(found: list) -> list:
-        if sa.state != IkeState.ESTABLISHED:
+        if sa.state != IkeState.ESTABLISHED and not (colliding and sa.state ==
+                                                     IkeState.REKEYING):
             shared[:] = bytes(len(shared))
             return [notify(NotifyType.TEMPORARY_FAILURE)]
         new = _new_ike_sa(engine, sa, chosen.spi, spi, False, chosen, nonce_i, nonce_r,
                           suite, shared, found)
+        if sa.state == IkeState.REKEYING:  # the Child SAs stay until our answer decides
+            sa.collision = Collision(nonce_i, nonce_r, new)
+            engine.counters["ike_rekey_collisions"] += 1
+            log.info("%s: IKE SA rekey collision: the peer's rekey made %s while ours is "
+                     "in flight", sa, new)
+            return []
         _hand_over(engine, sa, new)
-        sa.state = IkeState.DELETING  # the initiator of the rekey deletes the old IKE SA...
-        sa.queue.clear()
-        engine.schedule(sa, "rekeyed", OLD_IKE_SA_GRACE,  # ...or we drop it ourselves
-                        lambda: engine.remove_ike_sa(sa))
+        _await_peer_delete(engine, sa)
         return []
 
     def abort(why: str) -> None:
@@ -502,16 +526,48 @@ def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initi
     new.fragmentation = old.fragmentation  # RFC 7383 2.3: a rekeyed IKE SA keeps it
     new.created = new.established = new.last_heard = engine.now()
     engine.register(new)
-    engine.counters["ike_rekeys"] += 1
-    log.info("%s rekeyed as %s", old, new)
     engine.schedule_ike_timers(new)
     return new
 
 
 def _hand_over(engine: IkeEngine, old: IkeSa, new: IkeSa) -> None:
-    """The Child SAs move to the new IKE SA (RFC 7296 2.18)."""
+    """The Child SAs move to the new IKE SA (RFC 7296 2.18): the rekey is done."""
     for spi, child in list(old.children.items()):
         new.children[spi] = child
         engine.children[spi] = (new, child)
     old.children.clear()
     old.rekeyed_by = new
+    engine.counters["ike_rekeys"] += 1
+    log.info("%s rekeyed as %s", old, new)
+
+
+def _await_peer_delete(engine: IkeEngine, old: IkeSa) -> None:
+    """The peer initiated the rekey that stands: it deletes the old IKE SA, or we drop it
+    ourselves after a grace period."""
+    old.state = IkeState.DELETING
+    old.queue.clear()
+    engine.schedule(old, "rekeyed", OLD_IKE_SA_GRACE, lambda: engine.remove_ike_sa(old))
+
+
+def _ike_collision_settled_by_peer(engine: IkeEngine, sa: IkeSa) -> None:
+    """The peer's new IKE SA stands (it won, or it never saw the collision): the Child SAs
+    go there and the peer deletes the old IKE SA."""
+    collision, sa.collision = sa.collision, None
+    theirs = collision.successor
+    if theirs.state == IkeState.DELETED:  # gone already: the old IKE SA runs on
+        sa.state = IkeState.ESTABLISHED
+        return
+    _hand_over(engine, sa, theirs)
+    _await_peer_delete(engine, sa)
+
+
+def collision_on_removal(engine: IkeEngine, sa: IkeSa) -> None:
+    """An IKE SA removed while a rekey collision on it was undecided (the peer deleted it:
+    it never saw the collision, or decided first): the peer's new IKE SA takes the Child
+    SAs instead of their being deleted with the old one."""
+    collision, sa.collision = sa.collision, None
+    theirs = collision.successor if collision is not None else None
+    if theirs is not None and theirs.state != IkeState.DELETED:
+        log.info("%s: IKE SA rekey collision unseen by the peer (it deleted this IKE SA "
+                 "first): %s stands", sa, theirs)
+        _hand_over(engine, sa, theirs)

@@ -57,7 +57,10 @@ def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: int)
 def _established(engine: IkeEngine, sa: IkeSa, peer_id) -> None:
     sa.state = IkeState.ESTABLISHED
     sa.established = sa.last_heard = engine.now()
-    sa.peer_id = peer_id
+    peer = sa.peer
+    # the configured identity object when it is the one, not a copy per SA
+    sa.peer_id = peer.remote_id if peer is not None and getattr(peer, "remote_id", None) \
+        == peer_id else peer_id
     sa.cancel_timer("half-open")
     engine.forget_half_open(sa)
     suite = getattr(sa.suite, "name", "?")

@@ -70,7 +70,21 @@ class Suite:
 
 
 def suite_of(chosen: proposals.Proposal) -> Suite:
-    """Crypto objects for a chosen proposal; ProposalError if espd lacks one of them."""
+    """Crypto objects for a chosen proposal; ProposalError if espd lacks one of them.
+    One Suite per set of transforms, shared by the SAs that chose it (it is immutable)."""
+    suite = _suites.get(chosen.transforms)
+    if suite is None:
+        suite = _suite_of(chosen)
+        if len(_suites) >= 64:
+            _suites.clear()
+        _suites[chosen.transforms] = suite
+    return suite
+
+
+_suites: dict[tuple, Suite] = {}
+
+
+def _suite_of(chosen: proposals.Proposal) -> Suite:
     encr_t, prf_t = chosen.one(proposals.ENCR), chosen.one(proposals.PRF)
     integ_t, ke_t = chosen.one(proposals.INTEG), chosen.one(proposals.KE)
     encr = suites.encr(encr_t.id, encr_t.key_bits or None) if encr_t else None

@@ -46,7 +46,7 @@ class ChildSa:
     expire_timer: object | None = None
     rekeyed_by: ChildSa | None = None  # the successor, once a rekey made one
     initiated_by_us: bool = True  # who created it
-    collision: object | None = None  # the peer's rekey of it met ours (create_child_sa)
+    collision: object | None = None  # sa/collision.Collision: the peer's rekey of it met ours
     key_exchanges: tuple[str, ...] = ()  # its PFS: "x25519 (CREATE_CHILD_SA)", ...
     # a responder's Child SA waiting for IKE_FOLLOWUP_KE: (methods, install(secrets),
     # discard() wiping the CREATE_CHILD_SA secret if it never comes)

@@ -90,6 +90,7 @@ class IkeSa:
     # --- negotiation state (cleared once ESTABLISHED) ---
     ke_private: object | None = field(default=None, repr=False)  # our KE half (initiator)
     ke_group: int = 0  # the group of ke_private
+    half_open_key: tuple | None = None  # responder: its key in engine.half_open, while there
     cookie: bytes = b""  # the responder's COOKIE, echoed in the retried IKE_SA_INIT
     cookie_retries: int = 0
     ke_retries: int = 0  # INVALID_KE_PAYLOAD answers honoured
@@ -97,7 +98,8 @@ class IkeSa:
     peer: object | None = None  # settings.Peer: keys and identities for this peer
     first_child: ChildSa | None = None  # the Child SA IKE_AUTH negotiates
     queue: list = field(default_factory=list)  # requests waiting for the window
-    collision: object | None = None  # an IKE SA rekey of the peer's that met ours
+    collision: object | None = None  # sa/collision.Collision: the peer's IKE SA rekey met ours
+    reauth: object | None = None  # exchanges/reauth.Reauth in progress, old SA or new
     # --- RFC 9242/9370 (exchanges/ike_intermediate.py) ---
     additional_pending: list = field(default_factory=list)  # KE methods still to run
     intermediates: int = 0  # IKE_INTERMEDIATE exchanges done
