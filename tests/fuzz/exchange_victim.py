@@ -10,9 +10,10 @@ Input: up to MAX_RECORDS records, each
 
 control: bits 0-2 the exchange (EXCHANGES), bit 3 the R flag, bits 4-5 the message ID
 (0 the expected one (IKE_SA_INIT: 0, with a zero responder SPI), 1 the last answered (a
-retransmission), 2 one past the window, 3 2^32-1), bit 6 raw (the chain goes in the clear, unauthenticated: it must change
-nothing of the established SA), bit 7 as two RFC 7383 fragments. Sealed records carry a
-valid ICV (the peer's real keys), so the fuzzer's bytes reach the exchange handlers.
+retransmission), 2 one past the window, 3 2^32-1), bit 6 raw (the chain goes in the
+clear, unauthenticated: it must change nothing of the established SA), bit 7 as two
+RFC 7383 fragments. Sealed records carry a valid ICV (the peer's real keys), so the
+fuzzer's bytes reach the exchange handlers.
 
 Oracle, after each record: no internal error in the engine (every exception a handler
 raises is a bug: receive() counts and hides them); whatever the engine sent decodes, and
