@@ -237,6 +237,44 @@ def test_the_first_packet_starts_the_negotiation_and_only_it_may_be_lost(netns_o
     _run(peer, "od", body)
 
 
+# -- reauthentication -----------------------------------------------------------------------
+
+@PEERS
+def test_charons_reauthentication_replaces_the_ike_sa_under_traffic(netns_ok, peer):
+    """``swanctl --rekey --reauth``: a new IKE SA (IKE_SA_INIT + IKE_AUTH) with a new
+    Child SA, the old one deleted. 6.0.6 makes before it breaks (nothing lost); 5.9.8
+    deletes first, so the echoes of the gap (a few 10 ms apart) may fall. Afterwards espd
+    has one IKE SA and exactly the Child SA charon has."""
+
+    def body(site: Site) -> None:
+        site.charon.load([site_to_site("b", site.psk, proposals=[SUITE],
+                                       esp_proposals=[PSK_ESP])])
+        site.start_espd(psk_config(site.psk, "manual", site.tmp, [SUITE]))
+        with site.charon.events() as events:
+            site.charon.initiate("net")
+            events.wait_up("child-updown", timeout=15)
+            site.pings()
+            [before] = site.daemon.state()["ike"]["sas"]
+            results: list = []
+            pinger = threading.Thread(target=lambda: results.append(netns.ping(
+                site.topo.host_a, netns.HOST_B4, count=300, interval=0.01, timeout=3)))
+            pinger.start()
+            time.sleep(0.5)
+            site.charon.swanctl("--rekey", "--ike", "gw", "--reauth")
+            events.wait("ike-updown", lambda e: not e.up, timeout=10)  # the old one
+            pinger.join(20)
+        lost = 300 - results[0].received if results else 300
+        assert lost == 0 if peer.major >= 6 else lost <= 10, (results, site.daemon.log())
+        [after] = site.daemon.state()["ike"]["sas"]
+        assert after["state"] == "established" and after["spi_i"] != before["spi_i"], after
+        [child] = site.charon.child_sas()
+        assert {sa["spi"] for sa in site.daemon.state()["sas"]} == {
+            int(child["spi-in"], 16), int(child["spi-out"], 16)}
+        site.pings()
+
+    _run(peer, "ra", body)
+
+
 # -- raw ESP ---------------------------------------------------------------------------------
 
 def _esp_on_the_wire(frames) -> tuple[int, int]:

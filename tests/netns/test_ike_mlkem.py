@@ -256,10 +256,13 @@ def test_rekeys_with_ike_followup_ke_by_either_side_give_charons_keys(netns_ok):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_rekeys_under_traffic_with_ml_kem_followups_lose_nothing(netns_ok):
-    """The daemon with pfs = "x25519-ke1_mlkem768" and a 6 s Child SA lifetime under a
+@pytest.mark.parametrize("kem", ["mlkem768", "mlkem1024"])
+def test_rekeys_under_traffic_with_ml_kem_followups_lose_nothing(netns_ok, kem):
+    """The daemon with pfs = "x25519-ke1_KEM" and a 6 s Child SA lifetime under a
     continuous ping: charon rekeys the Child SA and the IKE SA, espd rekeys the Child SA on
-    its own lifetime, each with IKE_FOLLOWUP_KE; every echo comes back."""
+    its own lifetime, each with IKE_FOLLOWUP_KE; every echo comes back. ML-KEM-1024's
+    IKE_FOLLOWUP_KE messages (about 1.6 KB) cross in RFC 7383 fragments both ways."""
+    hybrid = f"{CLASSIC}-ke1_{kem}"
     if STRONGSWAN6.unavailable():
         pytest.skip(STRONGSWAN6.unavailable())
     topo, tmp, psk = _site(STRONGSWAN6, "pqt")
@@ -267,8 +270,8 @@ def test_rekeys_under_traffic_with_ml_kem_followups_lose_nothing(netns_ok):
         site = Site(STRONGSWAN6, psk, tmp, topo)
         try:
             site.charon.load([site_to_site(
-                "b", psk, proposals=[HYBRID], esp_proposals=["aes256gcm16-x25519-ke1_mlkem768"])])
-            site.start_espd(config(psk, "manual", tmp, [HYBRID], pfs="x25519-ke1_mlkem768",
+                "b", psk, proposals=[hybrid], esp_proposals=[f"aes256gcm16-x25519-ke1_{kem}"])])
+            site.start_espd(config(psk, "manual", tmp, [hybrid], pfs=f"x25519-ke1_{kem}",
                                    lifetime="{ seconds = 6 }"))
             with site.charon.events() as events:
                 site.charon.initiate("net")
@@ -292,11 +295,16 @@ def test_rekeys_under_traffic_with_ml_kem_followups_lose_nothing(netns_ok):
             assert log.count(" rekeyed: ") >= 2 and " rekeyed as " in log, log
             [shown] = site.daemon.state()["ike"]["sas"]
             assert shown["key_exchanges"] == ["x25519 (CREATE_CHILD_SA)",
-                                              "mlkem768 (IKE_FOLLOWUP_KE)"], shown
+                                              f"{kem} (IKE_FOLLOWUP_KE)"], shown
             assert [c["key_exchanges"] for c in shown["children"]] == [
-                ["x25519 (CREATE_CHILD_SA)", "mlkem768 (IKE_FOLLOWUP_KE)"]], shown
+                ["x25519 (CREATE_CHILD_SA)", f"{kem} (IKE_FOLLOWUP_KE)"]], shown
             text = espd_show(topo.gw_a, site.sock, "ike", "sa", "--detail")
-            assert "PFS: x25519 (CREATE_CHILD_SA), mlkem768 (IKE_FOLLOWUP_KE)" in text, text
+            assert f"PFS: x25519 (CREATE_CHILD_SA), {kem} (IKE_FOLLOWUP_KE)" in text, text
+            if kem == "mlkem1024":  # 3 rekeys, each IKE_FOLLOWUP_KE's request and response
+                counters = site.daemon.state()["ike"]["counters"]
+                assert counters.get("messages_fragmented", 0) >= 3, counters
+                assert counters.get("messages_reassembled", 0) >= 3, counters
+                site.charon.wait_log(r"IKE_FOLLOWUP_KE (request|response) \d+ \[ EF\(2/2\) \]")
         finally:
             site.close()
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,9 @@
-"""A NAT that restarts under traffic (RFC 7296 2.23): two espd daemons keyed by IKEv2, the
-initiator behind an nftables masquerade whose mappings are flushed (and whose port range
-changes, so the new mapping really has another port) while pings flow through the tunnel.
+"""A NAT that restarts under traffic (RFC 7296 2.23): an espd responder keyed by IKEv2,
+the initiator (espd, or strongSwan's charon 5.9.8) behind an nftables masquerade whose
+mappings are flushed (and whose port range changes, so the new mapping really has another
+port) while pings flow through the tunnel.
 
-  [ha 10.1.0.10] - [ga espd 172.16.0.2] - [nat 172.16.0.1 | 198.51.100.1] -
+  [ha 10.1.0.10] - [ga espd|charon 172.16.0.2] - [nat 172.16.0.1 | 198.51.100.1] -
                    [gb espd 198.51.100.2] - [hb 10.2.0.10]
 
 The responder gb is not behind the NAT and its peer is, so it follows: the first
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 from support import netns
 from support.ike_configs import psk_gateway
+from support.strongswan import DEBIAN, Charon, site_to_site
 
 from espd.cli.demo.namespaces import (
     add_address,
@@ -150,13 +152,16 @@ class Pinger:
 
 
 @contextlib.contextmanager
-def daemons(topo: Topology, tmp: Path):
+def gateways(topo: Topology, tmp: Path, initiator: str):
+    """gb, an espd daemon, and ga: an espd daemon or (initiator "charon") strongSwan's
+    charon 5.9.8, which initiates at once. Yields (ga's EspdProcess or None, gb)."""
     psk = secrets.token_hex(16)
-    running = []
+    running, charon = [], None
+    sides = [("b", topo.gb, GB, NAT_OUT, "10.2.0.0/16", "10.1.0.0/16")]
+    if initiator == "espd":
+        sides.append(("a", topo.ga, GA, GB, "10.1.0.0/16", "10.2.0.0/16"))
     try:
-        for side, ns, local, peer, mine, theirs in (
-                ("b", topo.gb, GB, NAT_OUT, "10.2.0.0/16", "10.1.0.0/16"),
-                ("a", topo.ga, GA, GB, "10.1.0.0/16", "10.2.0.0/16")):
+        for side, ns, local, peer, mine, theirs in sides:
             path = tmp / f"gw{side}.toml"
             path.write_text(config(side, tmp, psk, local, peer, mine, theirs))
             path.chmod(0o600)
@@ -165,8 +170,19 @@ def daemons(topo: Topology, tmp: Path):
             running.append(daemon)
             daemon.start()
             daemon.wait_ready(timeout=30)
-        yield running[1], running[0]  # (ga, gb)
+        if initiator == "charon":
+            charon = Charon(topo.ga, "gwa", DEBIAN).start()
+            charon.load([site_to_site(
+                "a", psk, local_addrs=[GA], remote_addrs=[GB],
+                proposals=["aes256gcm16-prfsha384-x25519"], esp_proposals=["aes256gcm16"])])
+            with charon.events() as events:
+                charon.initiate("net")
+                events.wait_up("child-updown", timeout=15)
+        yield (running[1] if len(running) > 1 else None), running[0]
     finally:
+        if charon is not None:
+            print(charon.describe(tail=3000))
+            charon.close()
         for daemon in running:
             status = daemon.stop()
             print(daemon.log(20000))
@@ -234,18 +250,22 @@ def forge_esp(ns: str, dst: str, spi: int, sport: int) -> None:
         sock.sendto(struct.pack("!II", spi, 1 << 30) + os.urandom(8 + 64 + 16), (dst, 4500))
 
 
-def test_responder_follows_the_initiator_through_nat_flushes(netns_ok):
+@pytest.mark.parametrize("initiator", ["espd", "charon"])
+def test_responder_follows_the_initiator_through_nat_flushes(netns_ok, initiator):
     for tool in ("nft", "conntrack", "ping"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (make deb-deps)")
+    if initiator == "charon" and DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
     tmp = Path(tempfile.mkdtemp(prefix="espd-nat-"))
     try:
-        with Topology() as topo, daemons(topo, tmp) as (ga, gb):
+        with Topology() as topo, gateways(topo, tmp, initiator) as (ga, gb):
             wait_tunnel(topo)
             remote, ports = responder_view(gb)
             assert remote == f"{NAT_OUT}:4500" and ports == {4500}, (remote, ports)
-            ike_a = [s for s in ga.state()["ike"]["sas"] if s["state"] == "established"]
-            assert ike_a and ike_a[0]["nat"], ike_a  # both ends saw the NAT
+            if ga is not None:
+                ike_a = [s for s in ga.state()["ike"]["sas"] if s["state"] == "established"]
+                assert ike_a and ike_a[0]["nat"], ike_a  # both ends saw the NAT
 
             capture = netns.Capture(topo.gb, "wan").__enter__()
             pinger = Pinger(topo.ha, HB, count=int(12 / PING_INTERVAL))
@@ -310,7 +330,9 @@ def test_responder_follows_the_initiator_through_nat_flushes(netns_ok):
             assert netns.ping(topo.ha, HB, count=3, interval=0.05, timeout=2).received == 3
 
             # the side behind the NAT keeps it open; the other has nothing to keep
-            assert ga.state()["nat_keepalives"] > 0 and gb.state()["nat_keepalives"] == 0
+            assert gb.state()["nat_keepalives"] == 0
+            if ga is not None:
+                assert ga.state()["nat_keepalives"] > 0
             counters = gb.state()["ike"]["counters"]
             assert counters.get("peer_moves_esp", 0) + counters.get("peer_moves_ike", 0) >= 2
     finally:
