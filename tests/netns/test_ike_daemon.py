@@ -136,19 +136,20 @@ def test_daemon_negotiates_with_charon_and_carries_traffic(netns_ok, initiator):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def espd_config(side: str, psk: str, tmp: Path, **entry: str) -> str:
+def espd_config(side: str, psk: str, tmp: Path, ike: str = "", **entry: str) -> str:
     local, peer = ("192.0.2.1", "192.0.2.2") if side == "a" else ("192.0.2.2", "192.0.2.1")
     mine, theirs = ("10.1.0.0/16", "10.2.0.0/16") if side == "a" else ("10.2.0.0/16",
                                                                        "10.1.0.0/16")
-    return psk_gateway(f"gw{side}", tmp, psk, local, peer, mine, theirs,
+    return psk_gateway(f"gw{side}", tmp, psk, local, peer, mine, theirs, ike=ike,
                        entry="\n".join(f"{k} = {v}" for k, v in entry.items()))
 
 
 @contextlib.contextmanager
-def espd_pair(tag: str, a: dict, b: dict):
+def espd_pair(tag: str, a: dict, b: dict, ike: tuple[str, str] = ("", "")):
     """Two espd daemons in a fresh topology (espd_config with the entry settings `a` and
-    `b`), serving: yields (topology, [gwA, gwB]). Afterwards each is stopped by pid (and
-    must exit 0), its log printed, its files and the namespaces removed."""
+    `b`, and the [ike] lines `ike`), serving: yields (topology, [gwA, gwB]). Afterwards
+    each is stopped by pid (and must exit 0), its log printed, its files and the
+    namespaces removed."""
     topo = netns.Topology(tag=f"espd-{os.getpid()}-{tag}{secrets.randbelow(10**6)}",
                           ipv6=False)
     tmp = Path(tempfile.mkdtemp(prefix="espd-ike-"))
@@ -156,9 +157,10 @@ def espd_pair(tag: str, a: dict, b: dict):
     daemons = []
     with topo:
         try:
-            for side, ns, entry in (("a", topo.gw_a, a), ("b", topo.gw_b, b)):
+            for side, ns, entry, lines in (("a", topo.gw_a, a, ike[0]),
+                                           ("b", topo.gw_b, b, ike[1])):
                 path = tmp / f"gw{side}.toml"
-                path.write_text(espd_config(side, psk, tmp, **entry))
+                path.write_text(espd_config(side, psk, tmp, lines, **entry))
                 path.chmod(0o600)
                 daemon = netns.EspdProcess(ns, str(path), str(tmp / f"gw{side}.sock"),
                                            str(tmp / f"gw{side}.log"), f"gw{side}")
@@ -365,3 +367,33 @@ def test_tun_mtu_comes_from_the_ike_entries_transform_sets(netns_ok):
         analysis = netns.analyze(capture.frames)
         assert not analysis.cleartext and not analysis.other, analysis
         assert analysis.esp and max(len(p.esp) + 20 for p in analysis.esp) == 1500
+
+
+def test_reauthentication_under_traffic_loses_nothing(netns_ok):
+    """gwA reauthenticates (reauth_time = 30: after 25.5-27 s) while a ping runs every
+    10 ms: a new IKE SA with IKE_AUTH, a new Child SA installed in place of the old one on
+    both sides, then the old IKE SA deleted. Every echo comes back, nothing protected is
+    in clear on the underlay, and each side ends with one IKE SA and one Child SA pair."""
+    with espd_pair("ra", a=dict(start='"immediate"'), b=dict(start='"manual"'),
+                   ike=("reauth_time = 30", "")) as (topo, daemons):
+        first_echo(topo)
+        with netns.Capture(topo.gw_b, netns.WAN_IF) as capture:
+            result = netns.ping(topo.host_a, netns.HOST_B4, count=3300, size=200,
+                                interval=0.01, timeout=3)
+        logs = [d.log() for d in daemons]
+        assert " reauthenticated as " in logs[0], logs[0]
+        assert result.received == 3300, (result, logs)
+        analysis = netns.analyze(capture.frames)
+        assert not analysis.cleartext, analysis.cleartext[:3]
+        spis = {p.spi for p in analysis.esp}
+        assert len(spis) == 4, spis  # the old pair, then the new
+        for daemon in daemons:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and len(daemon.state()["sas"]) != 2:
+                time.sleep(0.1)
+            assert len(daemon.state()["sas"]) == 2, daemon.state()["sas"]
+        ike_sas = [len(json.loads(espd_show(d.ns, d.control_socket, "ike", "sa", "--json")))
+                   for d in daemons]
+        print(f"reauthentication: {result.received}/3300 echoes, {len(spis)} SPIs, "
+              f"IKE SAs after: {ike_sas}")
+        assert ike_sas == [1, 1], ike_sas

@@ -6,11 +6,12 @@ from pathlib import Path
 
 
 def psk_gateway(name: str, tmp: Path, psk: str, local: str, peer: str, mine: str,
-                theirs: str, *, daemon: str = "", ike_peer: str = "", entry: str = "") -> str:
+                theirs: str, *, daemon: str = "", ike: str = "", ike_peer: str = "",
+                entry: str = "") -> str:
     """Gateway `name` (its control socket and state_dir in `tmp`, named after it) at
     `local`, one IKE peer at `peer` with `psk`, crypto map VPN 10 protecting `mine` to
-    `theirs` with esp-gcm 256 under aes256gcm16-prfsha384-x25519; `daemon`, `ike_peer` and
-    `entry` are further TOML lines for those tables."""
+    `theirs` with esp-gcm 256 under aes256gcm16-prfsha384-x25519; `daemon`, `ike`,
+    `ike_peer` and `entry` are further TOML lines for those tables."""
     return f"""
 [daemon]
 interface = "espd0"
@@ -29,6 +30,7 @@ transforms = ["esp-gcm 256"]
 
 [ike]
 proposals = ["aes256gcm16-prfsha384-x25519"]
+{ike}
 
 [ike_peer.other]
 address = "{peer}"

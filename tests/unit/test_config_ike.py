@@ -98,6 +98,10 @@ def test_toml_ike_entry_loads_and_translates_to_engine_settings():
     (engine_peer,) = settings.peers
     assert bytes(engine_peer.psk.local) == CANARY_PSK.encode()
     assert settings.dpd.mode == "on-demand" and settings.ike_lifetime == 28800
+    assert settings.reauth_time == 0  # off unless asked for
+    with_reauth = parse_toml(TOML.replace("lifetime = 28800", "lifetime = 28800\n"
+                                          "reauth_time = 43200"))
+    assert ike_settings(with_reauth).reauth_time == 43200
     # the plan gives the entry rules but no SAs: IKE installs them
     plan = build_plan(config)
     assert plan.sas == () and all(r.protects for r in plan.rules) and len(plan.rules) == 2
@@ -124,6 +128,9 @@ def test_toml_ike_entry_loads_and_translates_to_engine_settings():
     (('address = "192.0.2.2"', 'address = "192.0.2.9"'), [NO_KEY]),
     (('remote_id = "fqdn:gwb.example.net"', 'remote_id = "ipv4:gwb"'),
      ["12: ike_peer.gwb.remote_id: 'gwb' is not an IP address", NO_KEY]),
+    (("lifetime = 28800", "lifetime = 28800\nreauth_time = 10"),
+     ["7: ike.reauth_time must be 0 (off) or from 30 to 31536000 seconds, not 10; write "
+      "e.g. 'reauth_time = 86400'"]),
     (('start = "immediate"', 'start = "now"'),
      ["31: crypto_map.start: 'now' is not allowed; write \"on-demand\" or \"immediate\" or "
       "\"manual\""]),

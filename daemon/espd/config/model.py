@@ -353,6 +353,7 @@ class IkeSettings:
 
     proposals: tuple[str, ...] = DEFAULT_IKE_PROPOSALS
     lifetime: int = DEFAULT_IKE_LIFETIME
+    reauth_time: int = 0  # seconds between reauthentications; 0: off (IOS has none)
     dpd: Dpd = Dpd()
     retransmit_timeout: float = 1.0
     retransmit_tries: int = 5

@@ -29,9 +29,11 @@ from espd.config.toml_lines import Path
 from espd.ike.auth import certificates
 from espd.ike.crypto.suites import RECOMMENDED, SuiteError, parse_suite
 
+REAUTH_MIN = 30  # seconds; short for tests, an operator's is hours (strongSwan: 0 or days)
+
 IKE_KNOWN: dict[str, tuple[str, ...]] = {
-    "ike": ("proposals", "lifetime", "dpd", "retransmit", "limits", "key_log", "certificate",
-            "private_key", "ca", "crl", "rsa_pss", "fragment_size"),
+    "ike": ("proposals", "lifetime", "reauth_time", "dpd", "retransmit", "limits", "key_log",
+            "certificate", "private_key", "ca", "crl", "rsa_pss", "fragment_size"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
                "half_open", "half_open_per_source", "ike_sas"),
     "dpd": ("interval", "retry", "mode"),
@@ -73,6 +75,12 @@ class IkeSchema:
         proposals = self.proposals(raw, path + ("proposals",))
         lifetime = self.integer(raw, path + ("lifetime",), 120, 31_536_000, "86400",
                                 DEFAULT_IKE_LIFETIME)
+        reauth_time = self.integer(raw, path + ("reauth_time",), 0, 31_536_000, "86400", 0)
+        if reauth_time and reauth_time < REAUTH_MIN:
+            self.error(path + ("reauth_time",), f"ike.reauth_time must be 0 (off) or from "
+                       f"{REAUTH_MIN} to 31536000 seconds, not {reauth_time}; write e.g. "
+                       f"'reauth_time = 86400'")
+            reauth_time = None
         dpd = self.dpd(self.table(raw, path + ("dpd",)), path + ("dpd",))
         retransmit = self.table(raw, path + ("retransmit",))
         self.keys(retransmit, path + ("retransmit",), IKE_KNOWN["retransmit"])
@@ -96,6 +104,7 @@ class IkeSchema:
         return IkeSettings(
             proposals=proposals or DEFAULT_IKE_PROPOSALS,
             lifetime=lifetime or DEFAULT_IKE_LIFETIME,
+            reauth_time=reauth_time or 0,
             dpd=dpd or Dpd(),
             retransmit_timeout=float(timeout or default.retransmit_timeout),
             retransmit_tries=tries or default.retransmit_tries,

@@ -168,6 +168,7 @@ class IkeSettings:
     peers: tuple[Peer, ...]
     children: tuple[ChildPolicy, ...]
     ike_lifetime: int = IKE_LIFETIME_SECONDS
+    reauth_time: int = 0  # seconds; 0: never reauthenticate (exchanges/reauth.py)
     dpd: Dpd = Dpd()
     retransmit_timeout: float = RETRANSMIT_TIMEOUT
     retransmit_tries: int = RETRANSMIT_TRIES

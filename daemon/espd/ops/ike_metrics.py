@@ -25,6 +25,8 @@ EVENTS = {
     "rekey_collisions": "simultaneous Child SA rekeys (RFC 7296 2.8.1)",
     "ike_rekey_collisions": "simultaneous IKE SA rekeys (RFC 7296 2.8.2), settled by the "
                             "nonce rule",
+    "reauths": "IKE SAs reauthenticated make-before-break ([ike] reauth_time)",
+    "reauth_failures": "reauthentications whose new IKE SA failed (the old one runs on)",
     "retransmissions": "requests sent again for lack of an answer",
     "retransmitted_requests": "peer requests answered from the cached response",
     "peers_dead": "peers that stopped answering (DPD or retransmissions)",

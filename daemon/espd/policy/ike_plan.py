@@ -29,6 +29,7 @@ def ike_settings(config: Config) -> ike.IkeSettings | None:
         peers=tuple(_peer(p) for p in config.ike_peers),
         children=children,
         ike_lifetime=s.lifetime,
+        reauth_time=s.reauth_time,
         dpd=ike.Dpd(interval=float(s.dpd.interval), retry=float(s.dpd.retry),
                     mode=s.dpd.mode),
         retransmit_timeout=s.retransmit_timeout,

@@ -517,3 +517,52 @@ def test_half_open_ike_sa_times_out_on_the_responder():
         await until(lambda: len(b.engine.half_open) == 1)
         await until(lambda: not b.engine.half_open and not b.engine.sas)
     run(main())
+
+
+def test_reauthentication_is_make_before_break():
+    """[ike] reauth_time on a only: a new IKE SA (IKE_SA_INIT + IKE_AUTH) carries a new
+    Child SA, installed in place of the old one (the peer's outbound waits for it), and
+    only then is the old IKE SA deleted: the entry always has a live pair on both sides."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop, a_settings=lambda s: replace(s, reauth_time=1))
+        [old] = sa.children.values()
+        [old_b] = peer_sa.children.values()
+        await until(lambda: a.engine.counters["reauths"] == 1
+                    and peer_sa.state == IkeState.DELETED, timeout=5)
+        assert sa.state == IkeState.DELETED
+        [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
+        assert new_a.spis == new_b.spis and new_a.spis != sa.spis
+        assert new_a.peer_id is not None and new_b.peer_id is not None  # authenticated
+        [child] = new_a.children.values()
+        assert child is not old and old.rekeyed_by is child
+        # a: the successor took the slot at once, then the old pair went;
+        # b: the successor's outbound waited, and took the slot as the old pair went
+        assert a.owner.log == [("install", old.spi_in), ("rekey", child.spi_in),
+                               ("retire", old.spi_in)]
+        [new_child_b] = new_b.children.values()
+        assert b.owner.log == [("install", old_b.spi_in),
+                               ("rekey-pending", new_child_b.spi_in),
+                               ("retire", old_b.spi_in)]
+        assert a.owner.slots[("vpn", 10)].spi_in == child.spi_in
+        assert b.owner.slots[("vpn", 10)].spi_in == new_child_b.spi_in
+        crossed(a, b)
+        assert b.engine.counters["reauths"] == 0  # b never reauthenticated
+    run(main())
+
+
+def test_failed_reauthentication_keeps_the_old_ike_sa():
+    """The peer never answers the new IKE_SA_INIT: the old IKE SA and its Child SA run
+    on, untouched, and the failure is counted (another try comes later)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, _ = await up(loop, a_settings=lambda s: replace(s, reauth_time=1))
+        send = a.transport.send
+        a.transport.send = lambda local, remote, data: None if len(data) > 18 and \
+            data[18] == 34 else send(local, remote, data)  # IKE_SA_INIT never leaves
+        await until(lambda: a.engine.counters["reauth_failures"] == 1, timeout=5)
+        assert sa.state == IkeState.ESTABLISHED and sa.reauth is None
+        assert [x for x in a.engine.sas.values() if x.state != IkeState.DELETED] == [sa]
+        assert not a.owner.retired and not b.owner.retired and "ike-reauth" in sa.timers
+        crossed(a, b)
+    run(main())

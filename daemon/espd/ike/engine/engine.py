@@ -524,6 +524,10 @@ class IkeEngine:
         del self.events[:-1000]
         for observer in self.observers:
             observer(event)
+        if sa.reauth is not None:
+            from espd.ike.exchanges import reauth
+
+            reauth.on_child_event(self, sa, kind, child)
 
     def ike_failed(self, sa: IkeSa, reason: str, *, peer_dead: bool = False) -> None:
         """Drop an IKE SA locally (no DELETE: the peer is gone or never agreed)."""
@@ -532,7 +536,8 @@ class IkeEngine:
         sa.failure = reason
         self.remove_ike_sa(sa)
         policy = sa.policy
-        if was_setting_up and peer_dead and isinstance(policy, ChildPolicy):
+        if was_setting_up and peer_dead and isinstance(policy, ChildPolicy) and \
+                sa.reauth is None:  # a reauthentication's new SA: the old one runs on
             index = policy.peers.index(sa.remote.address) if sa.remote.address in \
                 policy.peers else len(policy.peers)
             if index + 1 < len(policy.peers):
@@ -542,9 +547,10 @@ class IkeEngine:
 
     def remove_ike_sa(self, sa: IkeSa) -> None:
         """Forget an IKE SA: its Child SAs retired from the owner, every key wiped."""
-        from espd.ike.exchanges import create_child_sa, followup_ke
+        from espd.ike.exchanges import create_child_sa, followup_ke, reauth
 
         followup_ke.abandon_all(sa, "IKE SA deleted")
+        reauth.on_removed(self, sa)
         create_child_sa.collision_on_removal(self, sa)  # the peer's new IKE SA keeps them
         for child in list(sa.children.values()):
             self.drop_child(sa, child, "IKE SA deleted")
@@ -648,12 +654,15 @@ class IkeEngine:
             self.jittered(seconds) if delay is None else delay, fire)
 
     def schedule_ike_timers(self, sa: IkeSa) -> None:
-        """IKE SA rekey before its lifetime, and dead peer detection."""
-        from espd.ike.exchanges import create_child_sa
+        """IKE SA rekey before its lifetime, reauthentication, dead peer detection."""
+        from espd.ike.exchanges import create_child_sa, reauth
 
         if self.settings.ike_lifetime:
             self.schedule(sa, "ike-rekey", self.jittered(self.settings.ike_lifetime),
                           lambda: create_child_sa.start_ike_rekey(self, sa))
+        if self.settings.reauth_time:
+            self.schedule(sa, "ike-reauth", self.jittered(self.settings.reauth_time),
+                          lambda: reauth.start(self, sa))
         if self.settings.dpd.interval > 0:
             self.schedule(sa, "dpd", self.settings.dpd.interval, lambda: self._dpd(sa))
 

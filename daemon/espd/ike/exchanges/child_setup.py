@@ -323,12 +323,23 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
         peer_source=policy.peer_source, follow_peer=nat_follow.follows(sa),
         nat_keepalive=sa.nat_local)
     keys.wipe()
+    from espd.ike.exchanges import reauth
+
     try:
         if rekey_of is not None and rekey_of.handle is not None:
             # RFC 7296 2.8: the rekey's responder keeps sending on the old SA until the
             # initiator shows it has the new one (its DELETE of the old, or traffic)
             child.handle = engine.owner.rekey_child(rekey_of.handle, spec,
                                                     switch=we_initiated)
+        elif (before := reauth.replaced(engine, sa, child)) is not None:
+            # a reauthentication's Child SA (RFC 7296 2.8.3) replaces the old IKE SA's
+            # one of its entry make-before-break, as a rekey would
+            child.handle = engine.owner.rekey_child(before.handle, spec,
+                                                    switch=we_initiated)
+            before.state, before.rekeyed_by = ChildState.REKEYED, child
+            if before.rekey_timer is not None:
+                before.rekey_timer.cancel()  # type: ignore[attr-defined]
+                before.rekey_timer = None
         else:
             child.handle = engine.owner.install_child(spec)
     finally:

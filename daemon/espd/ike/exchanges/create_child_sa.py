@@ -325,8 +325,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
 
 
 def start_ike_rekey(engine: IkeEngine, sa: IkeSa) -> None:
-    if sa.state != IkeState.ESTABLISHED:
-        return
+    if sa.state != IkeState.ESTABLISHED or sa.reauth is not None:
+        return  # a reauthentication replaces it (or is making it) anyway
     sa.state = IkeState.REKEYING
     spi = engine.new_ike_spi()
     nonce_i = secrets.token_bytes(NONCE_SIZE)
@@ -423,7 +423,7 @@ def _on_ike_rekey_request(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     # our own IKE SA rekey in flight: answer as usual and settle by the nonce rule when
     # our answer comes (2.8.2); one collision at a time
     colliding = sa.state == IkeState.REKEYING and sa.collision is None
-    if (sa.state != IkeState.ESTABLISHED and not colliding) or any(
+    if (sa.state != IkeState.ESTABLISHED and not colliding) or sa.reauth is not None or any(
             c.state == ChildState.REKEYING for c in sa.children.values()):
         engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
         return

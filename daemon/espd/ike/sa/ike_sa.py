@@ -99,6 +99,7 @@ class IkeSa:
     first_child: ChildSa | None = None  # the Child SA IKE_AUTH negotiates
     queue: list = field(default_factory=list)  # requests waiting for the window
     collision: object | None = None  # sa/collision.Collision: the peer's IKE SA rekey met ours
+    reauth: object | None = None  # exchanges/reauth.Reauth in progress, old SA or new
     # --- RFC 9242/9370 (exchanges/ike_intermediate.py) ---
     additional_pending: list = field(default_factory=list)  # KE methods still to run
     intermediates: int = 0  # IKE_INTERMEDIATE exchanges done
