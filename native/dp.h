@@ -19,6 +19,7 @@
 #include "droplog.h"
 #include "drops.h"
 #include "espdp.h"
+#include "nexthop.h"
 #include "sad.h"
 #include "spd.h"
 
@@ -113,6 +114,7 @@ struct espdp {
 	 * before freeing it. */
 	struct workers *threads;
 	pthread_mutex_t threads_lock;
+	struct nexthops nexthops; /* the AF_PACKET send path's table (nexthop.h) */
 };
 
 int64_t dp_now(const espdp *dp);

@@ -54,6 +54,7 @@ espdp *espdp_new(unsigned nworkers)
 	pthread_mutex_init(&dp->threads_lock, NULL);
 	events_init(&dp->events);
 	punt_init(&dp->punt);
+	nexthops_init(&dp->nexthops);
 	return dp;
 }
 
@@ -70,6 +71,7 @@ void espdp_free(espdp *dp)
 	}
 	events_destroy(&dp->events);
 	punt_destroy(&dp->punt);
+	nexthops_destroy(&dp->nexthops);
 	pthread_mutex_destroy(&dp->threads_lock);
 	pthread_mutex_destroy(&dp->publish_lock);
 	pthread_mutex_destroy(&dp->droplog_lock);

@@ -55,6 +55,7 @@ enum espdp_const {
 	ESPDP_HEADROOM = 128,       /* bytes a packet buffer keeps free before the packet */
 	ESPDP_TAILROOM = 64,        /* and after it */
 	ESPDP_DROP_SLOTS = 32,      /* entries of every drops[] array */
+	ESPDP_NEXTHOP_MAX = 64,     /* entries of the AF_PACKET send path's table */
 	ESPDP_NATT_PORT = 4500      /* RFC 3948 */
 };
 
@@ -315,6 +316,8 @@ struct espdp_io_config {
 	int send6_fd;               /* AF_INET6 SOCK_RAW IPPROTO_RAW */
 	unsigned batch;             /* packets per system call, 1..64 */
 	int tun_vnet_hdr;           /* 0; 1: TUN with IFF_VNET_HDR and TSO (offload.h); 3: and USO */
+	int packet_fd;              /* AF_PACKET SOCK_DGRAM, protocol 0: outer packets to the next
+	                               hops of espdp_nexthops_set; -1 = none (raw sockets only) */
 };
 
 struct espdp_io_stats {
@@ -327,7 +330,21 @@ struct espdp_io_stats {
 	uint64_t tun_errors;
 	uint64_t net_tx_gso;        /* of net_tx: ESP in UDP sent in UDP GSO runs (UDP_SEGMENT) */
 	uint64_t net_rx_gro;        /* of net_rx: ESP in UDP received in UDP GRO aggregates */
+	uint64_t net_tx_packet;     /* of net_tx: sent on the AF_PACKET socket (send_path packet) */
 };
+
+/* The AF_PACKET send path's next hops (nexthop.h): a sealed outer packet to `addr` of
+ * at most `mtu` bytes goes out on io.packet_fd to `mac` on device `ifindex`; every other
+ * packet on the raw sockets. Replaces the whole table (n = 0: raw path only); at most
+ * ESPDP_NEXTHOP_MAX entries. Callable before and while workers run. */
+struct espdp_nexthop {
+	uint8_t family;             /* 4 or 6 */
+	uint8_t addr[16];           /* the outer destination (IPv4: the first 4 bytes) */
+	int ifindex;
+	uint8_t mac[6];             /* the next hop's Ethernet address */
+	unsigned mtu;               /* the route's MTU, 68..65535 */
+};
+int espdp_nexthops_set(espdp *dp, const struct espdp_nexthop *nh, size_t n);
 
 /* Start dp's workers on these descriptors (the caller keeps owning them). */
 int espdp_workers_start(espdp *dp, const struct espdp_io_config *io);

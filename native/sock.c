@@ -5,6 +5,8 @@
 #include "sock.h"
 
 #include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -425,6 +427,70 @@ static unsigned send_udp(int fd, int family, uint16_t port, int *gso_off,
 	return sent;
 }
 
+/* Whole outer packets still marked in raw[] whose destination has a next hop in the
+ * table and that fit its MTU leave on the AF_PACKET socket (raw[i] = 0): the kernel adds
+ * the Ethernet header and queues them on the device, with no route lookup, netfilter or
+ * fragmentation. One the socket refuses with a full queue is lost (counted, as the raw
+ * path loses it silently); any other refusal hands it back to the raw path. */
+static unsigned send_packet(int fd, const struct nexthops *nh, const struct io_batch *b,
+			    uint8_t *raw, uint64_t *errors, uint64_t *packet)
+{
+	struct nexthop_snap snap;
+	struct mmsghdr msgs[IO_BATCH_MAX];
+	struct iovec iov[IO_BATCH_MAX];
+	struct sockaddr_ll to[IO_BATCH_MAX];
+	unsigned idx[IO_BATCH_MAX], n = 0, sent = 0;
+
+	if (nexthops_snapshot(nh, &snap) || !snap.n)
+		return 0; /* the raw path takes the batch */
+	for (unsigned i = 0; i < b->n; i++) {
+		const struct espdp_pkt *p = &b->pkts[i];
+		const uint8_t *pkt = p->buf + p->off;
+		int family = pkt[0] >> 4;
+		const struct nexthop *e;
+
+		if (!raw[i] || (family != 4 && family != 6))
+			continue;
+		e = nexthop_find(&snap, family, pkt + (family == 4 ? 16 : 24));
+		if (!e || p->len > e->mtu)
+			continue;
+		memset(&to[n], 0, sizeof(to[n]));
+		to[n].sll_family = AF_PACKET;
+		to[n].sll_protocol = htons(family == 4 ? ETH_P_IP : ETH_P_IPV6);
+		to[n].sll_ifindex = e->ifindex;
+		to[n].sll_halen = 6;
+		memcpy(to[n].sll_addr, e->mac, 6);
+		memset(&msgs[n], 0, sizeof(msgs[n]));
+		iov[n].iov_base = (void *)pkt;
+		iov[n].iov_len = p->len;
+		msgs[n].msg_hdr.msg_name = &to[n];
+		msgs[n].msg_hdr.msg_namelen = sizeof(to[n]);
+		msgs[n].msg_hdr.msg_iov = &iov[n];
+		msgs[n].msg_hdr.msg_iovlen = 1;
+		idx[n++] = i;
+		raw[i] = 0;
+	}
+	for (unsigned done = 0; done < n;) {
+		int r = sendmmsg(fd, msgs + done, n - done, 0);
+
+		if (r > 0) {
+			done += (unsigned)r;
+			sent += (unsigned)r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == ENOBUFS || errno == EAGAIN))
+			(*errors)++;
+		else
+			raw[idx[done]] = 1; /* e.g. the device went away: the kernel routes it */
+		done++;
+	}
+	if (packet)
+		*packet += sent;
+	return sent;
+}
+
 /* Send the packets of one family marked in raw[] as whole packets on a raw socket. */
 static unsigned send_raw(int fd, int family, const struct io_batch *b, const uint8_t *raw,
 			 uint64_t *errors)
@@ -480,6 +546,8 @@ unsigned sock_send(struct sock_out *out, const struct io_batch *b, struct sock_c
 		sent += send_udp(out->udp4, 4, out->port4, &out->gso_off4, b, raw, c.offloaded);
 	if (out->udp6 >= 0 && !__atomic_load_n(&out->gso_off6, __ATOMIC_RELAXED))
 		sent += send_udp(out->udp6, 6, out->port6, &out->gso_off6, b, raw, c.offloaded);
+	if (out->packet_fd >= 0 && out->nh)
+		sent += send_packet(out->packet_fd, out->nh, b, raw, c.errors, c.packet);
 	sent += send_raw(out->send4, 4, b, raw, c.errors);
 	sent += send_raw(out->send6, 6, b, raw, c.errors);
 	return sent;

@@ -15,7 +15,9 @@
  * size and TOS go as one sendmsg with UDP_SEGMENT (the kernel routes and walks the stack
  * once per run; a GSO-capable device, or the stack before one that is not, splits it).
  * Everything else (raw ESP, outer IPv4 without DF, UDP after the kernel refused GSO) goes
- * as whole packets on the raw IPPROTO_RAW sockets.
+ * as whole packets: on the AF_PACKET socket when the control plane gave a next hop for
+ * the destination and the packet fits its MTU (nexthop.h; send_path = "packet"), else on
+ * the raw IPPROTO_RAW sockets, which route, filter and fragment in the kernel.
  */
 #ifndef ESPD_SOCK_H
 #define ESPD_SOCK_H
@@ -24,6 +26,7 @@
 #include <sys/socket.h>
 
 #include "io.h"
+#include "nexthop.h"
 
 enum io_source { IO_ESP4, IO_ESP6, IO_UDP4, IO_UDP6, IO_SOURCES };
 
@@ -55,6 +58,8 @@ struct sock_out {
 	int udp4, udp6;   /* the NAT-T sockets (usually port 4500); -1: none */
 	uint16_t port4, port6; /* the ports they are bound to: an SA's local port must be it */
 	int gso_off4, gso_off6;
+	int packet_fd; /* AF_PACKET SOCK_DGRAM; -1: none */
+	const struct nexthops *nh; /* where packet_fd may send (nexthop.h); NULL: nowhere */
 };
 
 int sock_pool_init(struct sock_pool *p);
@@ -70,6 +75,7 @@ int sock_prepare(int fd, enum io_source src);
 struct sock_counts {
 	uint64_t *errors;
 	uint64_t *offloaded; /* packets in GRO aggregates / GSO runs */
+	uint64_t *packet; /* send: packets that left on the AF_PACKET socket; may be NULL */
 };
 
 /* Hand up to max packets from pool and socket (one recvmmsg at most) to b, as full outer

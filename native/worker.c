@@ -70,12 +70,13 @@ static void on_tun(struct worker *w, struct workers *ws)
 			return;
 		stat_add(&w->stats.tun_rx, n);
 		espdp_encap_batch(w->dp, w->index, w->batch.pkts, n);
-		uint64_t errors = 0, gso = 0;
+		uint64_t errors = 0, gso = 0, packet = 0;
 		unsigned sent = sock_send(&ws->out, &w->batch,
-					  (struct sock_counts){ &errors, &gso });
+					  (struct sock_counts){ &errors, &gso, &packet });
 
 		stat_add(&w->stats.net_tx, sent);
 		stat_add(&w->stats.net_tx_gso, gso);
+		stat_add(&w->stats.net_tx_packet, packet);
 		stat_add(&w->stats.send_errors, errors);
 		if (n < ws->io.batch && w->stage.next >= w->stage.count)
 			return;
@@ -90,7 +91,7 @@ static void on_net(struct worker *w, const struct workers *ws, enum io_source sr
 	for (int round = 0; round < ROUNDS || sock_pool_pending(pool); round++) {
 		uint64_t errors = 0, gro = 0;
 		unsigned n = sock_recv(ws->net_fd[src], src, pool, &w->batch, ws->io.batch,
-				       (struct sock_counts){ &errors, &gro });
+				       (struct sock_counts){ &errors, &gro, NULL });
 
 		stat_add(&w->stats.recv_errors, errors);
 		stat_add(&w->stats.net_rx_gro, gro);
@@ -202,7 +203,8 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 	ws->out = (struct sock_out){ .send4 = io->send4_fd, .send6 = io->send6_fd,
 				     .udp4 = io->udp4_fd, .udp6 = io->udp6_fd,
 				     .port4 = io->udp4_fd >= 0 ? sock_port(io->udp4_fd) : 0,
-				     .port6 = io->udp6_fd >= 0 ? sock_port(io->udp6_fd) : 0 };
+				     .port6 = io->udp6_fd >= 0 ? sock_port(io->udp6_fd) : 0,
+				     .packet_fd = io->packet_fd, .nh = &dp->nexthops };
 	ws->n = dp->nworkers;
 	for (unsigned i = 0; i < ws->n; i++)
 		ws->w[i].epfd = -1;
@@ -269,6 +271,7 @@ void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 		out->tun_errors += __atomic_load_n(&s->tun_errors, __ATOMIC_RELAXED);
 		out->net_tx_gso += __atomic_load_n(&s->net_tx_gso, __ATOMIC_RELAXED);
 		out->net_rx_gro += __atomic_load_n(&s->net_rx_gro, __ATOMIC_RELAXED);
+		out->net_tx_packet += __atomic_load_n(&s->net_tx_packet, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(lock);
 }

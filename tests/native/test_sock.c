@@ -1,4 +1,4 @@
-// sources: native/sock.c native/io.c native/offload.c native/ip.c
+// sources: native/sock.c native/nexthop.c native/io.c native/offload.c native/ip.c
 /* test_sock: native/sock.c against the real kernel, in a network namespace of its own
  * (root): ESP-in-UDP packets as esp_out builds them are sent with sock_send on a UDP
  * socket bound to 127.0.0.1:4500 and received back on it with sock_recv. Checks that runs
@@ -82,7 +82,7 @@ static unsigned receive(unsigned n, unsigned max, unsigned *collected, uint8_t *
 	for (int tries = 0; got < n && tries < 1000; tries++) {
 		uint64_t errors = 0;
 		unsigned r = sock_recv(sock_udp, IO_UDP4, &pool, &in, max,
-				       (struct sock_counts){ &errors, gro });
+				       (struct sock_counts){ &errors, gro, NULL });
 
 		CHECK(errors == 0, "recv errors %llu", (unsigned long long)errors);
 		if (!r) {
@@ -117,7 +117,7 @@ static uint64_t round_trip(const char *what, const struct spec *specs, unsigned 
 	for (unsigned i = 0; i < n; i++)
 		build(&out, i, &specs[i], first + i);
 	out.n = n;
-	sent = sock_send(&o, &out, (struct sock_counts){ &errors, &gso });
+	sent = sock_send(&o, &out, (struct sock_counts){ &errors, &gso, NULL });
 	CHECK(sent == n && errors == 0, "%s: sent %u of %u, %llu errors", what, sent, n,
 	      (unsigned long long)errors);
 	receive(n, recv_max, &got, bufs, lens, &gro);
@@ -238,12 +238,12 @@ int main(void)
 		build(&out, 0, &s[0], 999);
 		out.pkts[0].result = 1;
 		out.n = 1;
-		CHECK(sock_send(&o, &out, (struct sock_counts){ &errors, &g }) == 0 && !errors,
+		CHECK(sock_send(&o, &out, (struct sock_counts){ &errors, &g, NULL }) == 0 && !errors,
 		      "a dropped packet was sent");
 		usleep(20000);
 		uint64_t e2 = 0, gro = 0;
 		CHECK(sock_recv(sock_udp, IO_UDP4, &pool, &in, 64,
-				(struct sock_counts){ &e2, &gro }) == 0,
+				(struct sock_counts){ &e2, &gro, NULL }) == 0,
 		      "a dropped packet arrived");
 	}
 
@@ -266,7 +266,7 @@ int main(void)
 			build(&out, i, &s[i], 500 + i);
 		}
 		out.n = 10;
-		CHECK(sock_send(&o, &out, (struct sock_counts){ &errors, &g }) == 10,
+		CHECK(sock_send(&o, &out, (struct sock_counts){ &errors, &g, NULL }) == 10,
 		      "refused run: not all sent");
 		CHECK(g == 0 && errors == 0 && o.gso_off4 == 1,
 		      "refused run: gso %llu errors %llu gso_off4 %d", (unsigned long long)g,

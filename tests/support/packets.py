@@ -60,3 +60,15 @@ def tcp_syn(sport: int, dport: int, payload: bytes = b"") -> bytes:
 
 def _v4(address: str | bytes) -> bytes:
     return address if isinstance(address, bytes) else ipaddress.IPv4Address(address).packed
+
+
+def natted(packet: bytes, sport: int, src: str | None = None) -> bytes:
+    """An IPv4 ESP-in-UDP packet as a NAT forwards it: another UDP source port (and source
+    address). Its UDP checksum is 0 (RFC 3948); the IP header checksum is redone."""
+    p = bytearray(packet)
+    if src is not None:
+        p[12:16] = _v4(src)
+        p[10:12] = b"\0\0"
+        p[10:12] = struct.pack("!H", checksum(bytes(p[:20])))
+    struct.pack_into("!H", p, (p[0] & 0x0F) * 4, sport)
+    return bytes(p)

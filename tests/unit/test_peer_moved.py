@@ -11,7 +11,7 @@ import os
 import struct
 
 import pytest
-from support.packets import checksum, ipv4, udp
+from support.packets import ipv4, natted, udp
 
 from espd.dataplane import Dataplane, DataplaneError, DropError
 from espd.dataplane.testing import set_clock
@@ -38,18 +38,6 @@ def pair(source_check: str = "address", follow: bool = True):
     b.publish([in_b, out_b], [])
     set_clock(b, 10 * SECOND)
     return a, out_a, b, in_b, out_b
-
-
-def natted(packet: bytes, sport: int, src: str | None = None) -> bytes:
-    """What a NAT makes of A's packet: a new source port (and address); IPv4 UDP checksum
-    0 (RFC 3948), the IP header checksum redone."""
-    p = bytearray(packet)
-    if src is not None:
-        p[12:16] = ipaddress.IPv4Address(src).packed
-        p[10:12] = b"\0\0"
-        p[10:12] = struct.pack("!H", checksum(bytes(p[:20])))
-    struct.pack_into("!H", p, 20, sport)
-    return bytes(p)
 
 
 def moves(dp: Dataplane) -> list:

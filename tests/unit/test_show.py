@@ -224,6 +224,16 @@ def test_render_stats_shows_udp_offloads_only_when_there_were_any() -> None:
     assert "GSO" not in show.render_stats(state)
 
 
+def test_render_stats_shows_the_af_packet_path_only_when_it_sent() -> None:
+    state = make_state()
+    state["io"].update(net_tx_packet=90)
+    lines = show.render_stats(state).splitlines()
+    at = lines.index("packets: tun rx 100, tun tx 10, net rx 12, net tx 95")
+    assert lines[at + 1] == "of which sent on the AF_PACKET socket 90"
+    state["io"].update(net_tx_packet=0)
+    assert "AF_PACKET" not in show.render_stats(state)
+
+
 def test_render_stats_says_none_for_a_direction_without_drops() -> None:
     state = make_state()
     state["drops"] = {"in": {}, "out": {"no_policy": 0}}

@@ -236,6 +236,9 @@ class Settings:
     metrics: str = "127.0.0.1:9661"  # "HOST:PORT" or "[V6]:PORT"; "" turns the exporter off
     state_dir: str = "/var/lib/espd"
     offload: bool = True  # TUN TSO/GRO offloads (IFF_VNET_HDR); false: one packet per read
+    # how sealed whole outer packets leave: "raw" (IPPROTO_RAW socket, the kernel routes)
+    # or "packet" (AF_PACKET to next hops read from the kernel's tables; system/nexthops.py)
+    send_path: str = "raw"
     user: str | None = None  # drop root for this user after start (CAP_NET_ADMIN kept)
     nat_keepalive: int = 20  # seconds between NAT-T keepalives to UDP peers; 0 = none
     drop_log_interval: int = 10  # seconds: one drop-log line per reason and source; 0 = off
@@ -561,6 +564,7 @@ def _check_ike_peers(ike_peers: tuple[IkePeer, ...] | list[IkePeer]) -> list[Pro
 
 
 PEER_SOURCES = ("auto", "strict", "address", "any")
+SEND_PATHS = ("raw", "packet")  # [daemon] send_path; the first is the default
 
 
 def peer_source_check(peer_source: str, encap: str, nat_detected: bool) -> str:

@@ -17,6 +17,7 @@ from espd.config.model import (
     LIFETIME_MAX,
     PEER_SOURCES,
     REPLAY_WINDOW_MAX,
+    SEND_PATHS,
     SPI_MAX,
     SPI_MIN,
     AccessList,
@@ -44,7 +45,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios", "ike",
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
-               "offload", "user", "nat_keepalive", "drop_log_interval"),
+               "offload", "user", "nat_keepalive", "drop_log_interval", "send_path"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -236,6 +237,7 @@ class SchemaLoader(IkeSchema):
                        f"write e.g. '\"127.0.0.1:9661\"' or '\"[::1]:9661\"', or '\"\"' to "
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
+        send_path = self.choice(raw, path + ("send_path",), SEND_PATHS)
         user = self.get(raw, path + ("user",), str, '"espd"', None)
         keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
                                  default.nat_keepalive)
@@ -246,6 +248,7 @@ class SchemaLoader(IkeSchema):
             drop_log_interval=default.drop_log_interval if drop_log is None else drop_log,
             user=user or None,
             offload=default.offload if offload is None else offload,
+            send_path=send_path or default.send_path,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),
             workers=workers,

@@ -509,7 +509,7 @@ class Dataplane:
 
     def start_workers(self, tun_fds: Sequence[int], *, esp4: int = -1, esp6: int = -1,
                       udp4: int = -1, udp6: int = -1, send4: int = -1, send6: int = -1,
-                      batch: int = 64, vnet_hdr: int = 0) -> None:
+                      batch: int = 64, vnet_hdr: int = 0, packet: int = -1) -> None:
         """Start the C worker threads on these descriptors (the caller keeps them open)."""
         self._ensure_committed()
         fds = ffi.new("int[]", list(tun_fds))
@@ -519,6 +519,7 @@ class Dataplane:
         io.send4_fd, io.send6_fd = send4, send6
         io.batch = batch
         io.tun_vnet_hdr = int(vnet_hdr)
+        io.packet_fd = packet  # AF_PACKET send path; its table: set_nexthops
         _check(lib.espdp_workers_start(self._dp, io), "starting workers")
         self._workers_running = True
 
@@ -531,7 +532,21 @@ class Dataplane:
         lib.espdp_io_stats(self._dp, s)
         return {name: getattr(s, name) for name in (
             "tun_rx", "tun_tx", "net_rx", "net_tx", "send_errors", "recv_errors", "tun_errors",
-            "net_tx_gso", "net_rx_gro")}
+            "net_tx_gso", "net_rx_gro", "net_tx_packet")}
+
+    def set_nexthops(self, entries: Sequence[tuple[str, int, bytes, int]]) -> None:
+        """Replace the AF_PACKET send path's table: (outer destination, ifindex, next-hop
+        MAC, MTU) per entry; [] sends everything on the raw sockets."""
+        n = len(entries)
+        arr = ffi.new("struct espdp_nexthop[]", max(n, 1))
+        for i, (addr, ifindex, mac, mtu) in enumerate(entries):
+            ip = ipaddress.ip_address(addr)
+            arr[i].family = ip.version
+            ffi.memmove(arr[i].addr, ip.packed, len(ip.packed))
+            arr[i].ifindex = ifindex
+            ffi.memmove(arr[i].mac, mac, 6)
+            arr[i].mtu = mtu
+        _check(lib.espdp_nexthops_set(self._dp, arr, n), "setting next hops")
 
     def reclaim(self) -> int:
         """Free retired tables no worker can see; returns how many still wait."""

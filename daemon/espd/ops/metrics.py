@@ -153,6 +153,11 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
         "UDP GSO runs (net_tx) or received in UDP GRO aggregates (net_rx).", labels=["path"])
     offload.add_metric(["net_tx"], io.get("net_tx_gso", 0))
     offload.add_metric(["net_rx"], io.get("net_rx_gro", 0))
+    packet_path = CounterMetricFamily(
+        "espd_packet_path_packets",
+        "Packets of espd_io_packets_total{path=\"net_tx\"} sent on the AF_PACKET socket "
+        "([daemon] send_path = \"packet\"); the rest went on the raw IP socket.",
+        value=io.get("net_tx_packet", 0))
     keepalives = CounterMetricFamily(
         "espd_nat_keepalives", "RFC 3948 NAT keepalives sent (manual UDP SAs, and IKE "
         "Child SAs over UDP when IKE found this side behind a NAT).",
@@ -163,7 +168,7 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
                               labels=["version", "openssl", "crypto_features"])
     build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
                       str(state.get("crypto_features", ""))], 1)
-    yield from (reloads, packets, errors, offload, keepalives, workers, build)
+    yield from (reloads, packets, errors, offload, packet_path, keepalives, workers, build)
 
 
 def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:

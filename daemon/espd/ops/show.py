@@ -214,6 +214,8 @@ def render_stats(state: dict) -> str:
     if io.get("net_tx_gso") or io.get("net_rx_gro"):  # ESP in UDP only
         lines.insert(-1, f"of which ESP in UDP sent in GSO runs {io.get('net_tx_gso', 0)}, "
                          f"received in GRO aggregates {io.get('net_rx_gro', 0)}")
+    if io.get("net_tx_packet"):  # send_path = "packet"
+        lines.insert(-1, f"of which sent on the AF_PACKET socket {io['net_tx_packet']}")
     drops = state.get("drops", {})
     for direction in ("in", "out"):
         counts = {r: n for r, n in sorted(drops.get(direction, {}).items()) if n}

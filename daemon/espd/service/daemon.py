@@ -45,6 +45,7 @@ from espd.policy.tun_mtu import planned_overheads
 from espd.service import ike_actions, reload, state_view
 from espd.service.instance_lock import InstanceLock
 from espd.service.sockets import NATT_PORT, Sockets, open_sockets
+from espd.system.nexthops import NextHops
 from espd.system.privileges import drop_to, pwd_ids
 from espd.system.routes import (
     bring_up,
@@ -146,6 +147,7 @@ class Daemon:
         self.pinned_peers: set[str] = set()  # peers with a host route, ours or not
         self.mtu = DEFAULT_TUN_MTU
         self.sockets = Sockets()
+        self.nexthops: NextHops | None = None  # send_path = "packet"
         self.control: ControlServer | None = None
         self.stop_metrics = None
         self.ike: IkeEngine | None = None  # hosted once the loop serves (start_ike)
@@ -239,7 +241,8 @@ class Daemon:
             self.pinned, covered = pin_peers(self.peers(self.plan), self.plan.routes)
             self.pinned_peers = set(covered)
             self.routes = tuple(install_routes(settings.interface, self.plan.routes))
-            self.sockets = open_sockets(self.plan, ike_udp_families(self.config))
+            self.sockets = open_sockets(self.plan, ike_udp_families(self.config),
+                                        packet=settings.send_path == "packet")
             handler = make_handler(self.state, lambda: self.post_reload("control socket"),
                                    self.plan_diff, self.post_action)
             self.control = ControlServer(settings.control_socket, handler)
@@ -250,7 +253,10 @@ class Daemon:
             s = self.sockets
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
-                                  send6=s.fd("send6"), vnet_hdr=vnet)
+                                  send6=s.fd("send6"), vnet_hdr=vnet, packet=s.fd("packet"))
+            if s.packet:  # after privileges drop: a thread of its own (system/nexthops.py)
+                self.nexthops = NextHops(lambda: self.peers(self.plan), self.dp.set_nexthops)
+                self.nexthops.start()
             self.publish_view()
             self.control.serve()
             if settings.metrics_address:
@@ -316,6 +322,9 @@ class Daemon:
             log.warning("a state reader is still running after %.0f s; stopping anyway",
                         DRAIN_TIMEOUT)
         self.stop_ike()
+        if self.nexthops:
+            self.nexthops.stop()
+            self.nexthops = None
         self.dp.stop_workers()
         self.owner.record_last_used()
         self.sockets.close()

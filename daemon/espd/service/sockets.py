@@ -1,4 +1,5 @@
-"""The sockets the data plane's workers use: raw ESP in, raw IP out, UDP 4500.
+"""The sockets the data plane's workers use: raw ESP in, raw IP out, UDP 4500, and with
+``send_path = "packet"`` an AF_PACKET socket out (system/nexthops.py).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ class Sockets:
     udp6: socket.socket | None = None
     send4: socket.socket | None = None
     send6: socket.socket | None = None
+    packet: socket.socket | None = None  # AF_PACKET SOCK_DGRAM, protocol 0: never receives
 
     def fd(self, name: str) -> int:
         s = getattr(self, name)
         return s.fileno() if s else -1
 
     def close(self) -> None:
-        for name in ("esp4", "esp6", "udp4", "udp6", "send4", "send6"):
+        for name in ("esp4", "esp6", "udp4", "udp6", "send4", "send6", "packet"):
             s = getattr(self, name)
             if s:
                 s.close()
@@ -42,10 +44,12 @@ def udp_families(plan: Plan) -> set[int]:
     return {6 if ":" in sa.peer else 4 for sa in plan.sas if sa.encap == "udp"}
 
 
-def open_sockets(plan: Plan, ike_udp: frozenset[int] | set[int] = frozenset()) -> Sockets:
+def open_sockets(plan: Plan, ike_udp: frozenset[int] | set[int] = frozenset(),
+                 packet: bool = False) -> Sockets:
     """Raw ESP receive and raw send sockets for both IP versions (a reload may add a peer
     of either), UDP 4500 only for the versions the plan encapsulates in UDP or IKE may
-    (``ike_udp``: NAT traversal floats IKE and ESP there)."""
+    (``ike_udp``: NAT traversal floats IKE and ESP there), and with `packet` the AF_PACKET
+    send socket (opened now: it needs CAP_NET_RAW, which [daemon] user drops)."""
     udp = udp_families(plan) | set(ike_udp)
     s = Sockets()
     try:
@@ -65,6 +69,10 @@ def open_sockets(plan: Plan, ike_udp: frozenset[int] | set[int] = frozenset()) -
                 u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
                 u.bind(("::" if fam == 6 else "0.0.0.0", NATT_PORT))
                 setattr(s, f"udp{fam}", u)
+        if packet:
+            # protocol 0: the socket receives nothing (no copy of every incoming frame)
+            s.packet = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+            s.packet.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
     except OSError:
         s.close()
         raise

@@ -7,10 +7,12 @@ the NAT) never follows B."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import struct
 
 import pytest
 from support.ike_pair import A, inner, real_pair, until
+from support.packets import natted
 
 from espd.dataplane import DropError
 from espd.ike.exchanges import ike_sa_init, informational
@@ -26,12 +28,6 @@ def a_behind_nat(monkeypatch):
     def detected(message, spi_i, spi_r, local, remote):
         return (True, False) if local.address == A else (False, True)
     monkeypatch.setattr(ike_sa_init, "nat_detected", detected)
-
-
-def natted(packet: bytes, sport: int) -> bytes:
-    p = bytearray(packet)
-    struct.pack_into("!H", p, 20, sport)  # IPv4 UDP checksum is 0: nothing else to fix
-    return bytes(p)
 
 
 async def established(loop, tmp_path):
@@ -120,5 +116,29 @@ def test_the_side_behind_the_nat_does_not_follow(tmp_path):
         assert sa_a.remote == home  # ...but never followed: no follow_peer on A's SAs
         assert {a.owner.dp.remote(v.sa) for v in a.owner.snapshot.sas} == \
             {(str(home.address), home.port)}
+
+    asyncio.run(main())
+
+
+def test_authenticated_ike_from_a_new_address_moves_it_and_esp_from_there_passes(tmp_path):
+    """A new address (a NAT with an address pool): ESP from there fails the source check
+    ("address") before its ICV, so IKE moves the SA; then ESP from there is accepted."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa_a, sa_b = await established(loop, tmp_path)
+        elsewhere = Endpoint(ipaddress.ip_address("127.0.0.3"), NEW_PORT)
+        packet = a.owner.dp.protect(inner("10.1.0.10", "10.2.0.10"))
+        with pytest.raises(DropError, match="wrong_source"):
+            b.owner.dp.decap(natted(packet, NEW_PORT, str(elsewhere.address)))
+        sent = []
+        a.engine.transport.send = lambda local, remote, data: sent.append(data)
+        informational.start_dpd(a.engine, sa_a)
+        b.engine.receive(sent[0], sa_b.local, elsewhere)
+        assert sa_b.remote == elsewhere
+        assert {b.owner.dp.remote(v.sa) for v in b.owner.snapshot.sas} == \
+            {("127.0.0.3", NEW_PORT)}
+        later = a.owner.dp.protect(inner("10.1.0.10", "10.2.0.10"))
+        assert b.owner.dp.decap(natted(later, NEW_PORT, str(elsewhere.address))) == \
+            inner("10.1.0.10", "10.2.0.10")
 
     asyncio.run(main())

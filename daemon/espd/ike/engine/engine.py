@@ -613,45 +613,48 @@ class IkeEngine:
 
         informational.start_delete_ike(self, sa, reason)
 
-    def schedule(self, sa: IkeSa, name: str, delay: float, callback: Callable[[], None]
-                 ) -> None:
-        """An SA timer that never raises out of the loop."""
-        def fire() -> None:
-            sa.timers.pop(name, None)
-            if sa.state == IkeState.DELETED:
-                return
-            try:
-                callback()
-            except Exception:
-                self.counters["internal_errors"] += 1
-                log.exception("IKE: internal error in timer %s of %s", name, sa)
-        sa.set_timer(name, self.loop.call_later(max(0.0, delay), fire))
+    def schedule(self, sa: IkeSa, name: str, delay: float, callback: Callable[..., None],
+                 *args: object) -> None:
+        """An SA timer, ``callback(*args)``, that never raises out of the loop. (A bound
+        method and its arguments: no closure per timer, which a hub holds thousands of.)"""
+        sa.set_timer(name, self.loop.call_later(max(0.0, delay), self._fire, sa, name,
+                                                callback, args))
+
+    def _fire(self, sa: IkeSa, name: str, callback: Callable[..., None], args: tuple
+              ) -> None:
+        sa.timers.pop(name, None)
+        if sa.state == IkeState.DELETED:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("IKE: internal error in timer %s of %s", name, sa)
 
     def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int, *,
                              delay: float | None = None) -> None:
         """Rekey ``child`` before its lifetime ends, or after ``delay`` seconds (a rekey
         put off); the IKE SA may have been rekeyed by then: the timer looks up its
         current one."""
-        from espd.ike.exchanges import create_child_sa
-
         if not seconds and delay is None:
             return
         if child.rekey_timer is not None:
             child.rekey_timer.cancel()  # type: ignore[attr-defined]
-
-        def fire() -> None:
-            child.rekey_timer = None
-            current = self.children.get(child.spi_in)
-            if current is None or current[1] is not child:
-                return
-            try:
-                create_child_sa.start_rekey(self, current[0], child)
-            except Exception:
-                self.counters["internal_errors"] += 1
-                log.exception("IKE: internal error rekeying %s", child)
-
         child.rekey_timer = self.loop.call_later(
-            self.jittered(seconds) if delay is None else delay, fire)
+            self.jittered(seconds) if delay is None else delay, self._child_rekey_due, child)
+
+    def _child_rekey_due(self, child: ChildSa) -> None:
+        from espd.ike.exchanges import create_child_sa
+
+        child.rekey_timer = None
+        current = self.children.get(child.spi_in)
+        if current is None or current[1] is not child:
+            return
+        try:
+            create_child_sa.start_rekey(self, current[0], child)
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("IKE: internal error rekeying %s", child)
 
     def schedule_ike_timers(self, sa: IkeSa) -> None:
         """IKE SA rekey before its lifetime, reauthentication, dead peer detection."""
@@ -659,12 +662,12 @@ class IkeEngine:
 
         if self.settings.ike_lifetime:
             self.schedule(sa, "ike-rekey", self.jittered(self.settings.ike_lifetime),
-                          lambda: create_child_sa.start_ike_rekey(self, sa))
+                          create_child_sa.start_ike_rekey, self, sa)
         if self.settings.reauth_time:
             self.schedule(sa, "ike-reauth", self.jittered(self.settings.reauth_time),
-                          lambda: reauth.start(self, sa))
+                          reauth.start, self, sa)
         if self.settings.dpd.interval > 0:
-            self.schedule(sa, "dpd", self.settings.dpd.interval, lambda: self._dpd(sa))
+            self.schedule(sa, "dpd", self.settings.dpd.interval, self._dpd, sa)
 
     def _dpd(self, sa: IkeSa) -> None:
         """Every interval: a liveness check if the peer was silent (periodic: no IKE
@@ -677,7 +680,7 @@ class IkeEngine:
             quiet = not self._esp_heard_within(sa, interval)
         if quiet and sa.state == IkeState.ESTABLISHED and not sa.requests.busy:
             informational.start_dpd(self, sa)
-        self.schedule(sa, "dpd", interval, lambda: self._dpd(sa))
+        self.schedule(sa, "dpd", interval, self._dpd, sa)
 
     def _esp_heard_within(self, sa: IkeSa, interval: float) -> bool:
         for child in sa.children.values():

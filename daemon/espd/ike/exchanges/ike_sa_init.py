@@ -140,7 +140,7 @@ def start(engine: IkeEngine, policy: ChildPolicy, peer_index: int) -> IkeSa | No
     groups = proposals.acceptable_groups(proposals.ike_offer(engine.settings.proposals))
     engine.register(sa)
     engine.schedule(sa, "half-open", engine.settings.half_open_timeout,
-                    lambda: engine.ike_failed(sa, "not established in time"))
+                    engine.ike_failed, sa, "not established in time")
     log_start(sa, policy)
     _send(engine, sa, groups[0])
     return sa
@@ -369,5 +369,5 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     engine.register(sa)
     engine.add_half_open(sa)
     engine.schedule(sa, "half-open", engine.settings.half_open_timeout,
-                    lambda: engine.ike_failed(sa, "IKE_AUTH never came"))
+                    engine.ike_failed, sa, "IKE_AUTH never came")
     engine.transport.send(local, remote, datagram)
