@@ -14,6 +14,7 @@ started before and stopped after it:
   strongswan    charon with kernel-libipsec (userspace ESP), IKEv2 PSK, aes128gcm16, ESP in UDP
   espd-esp-w1   espd, esp-gcm 128, raw ESP (IP protocol 50), 1 worker      (and -w2: 2 workers)
   espd-udp-w1   espd, esp-gcm 128, ESP in UDP 4500, 1 worker               (and -w2: 2 workers)
+  espd-pkt-w1   espd, esp-gcm 128, raw ESP sent on AF_PACKET (send_path = "packet"), 1 worker
 
 and iperf3 from host A to host B measures, each --repeat times for --seconds: TCP one
 stream, TCP four streams, UDP with 1300-byte payloads (Gbit/s delivered, from the
@@ -393,6 +394,7 @@ class Tunnel:
     kind: str  # plain | wireguard-go | strongswan | espd
     encapsulation: str = ""
     workers: int = 0
+    send_path: str = "raw"  # espd: [daemon] send_path
     procs: list[Proc] = field(default_factory=list)  # daemons, gateway A's first
 
     def start(self, topo: Topology, tmp: str) -> None:
@@ -526,7 +528,8 @@ class Tunnel:
                 f.write(ESPD_CONF.format(
                     local=local, peer=peer, workers=self.workers, sock=sock,
                     state=os.path.join(d, "state"), net_l=net_l, net_r=net_r,
-                    encapsulation=self.encapsulation, in_spi=inbound[0], in_key=inbound[1],
+                    encapsulation=self.encapsulation, send_path=self.send_path,
+                    in_spi=inbound[0], in_key=inbound[1],
                     out_spi=outbound[0], out_key=outbound[1]))
             self.procs.append(start(f"espd gw{side.upper()}",
                                     in_ns(ns, [espd_python(), "-m", "espd", "run", "-c", path]),
@@ -639,6 +642,7 @@ workers = {workers}
 control_socket = "{sock}"
 metrics = ""
 state_dir = "{state}"
+send_path = "{send_path}"
 
 [access_list.BENCH]
 rules = ["permit ip {net_l} {net_r}"]
@@ -667,6 +671,7 @@ CONFIGS = [
     Tunnel("espd-esp-w2", "espd esp w2", "espd", "esp", 2),
     Tunnel("espd-udp-w1", "espd udp w1", "espd", "udp", 1),
     Tunnel("espd-udp-w2", "espd udp w2", "espd", "udp", 2),
+    Tunnel("espd-pkt-w1", "espd esp packet w1", "espd", "esp", 1, send_path="packet"),
 ]
 
 
@@ -965,9 +970,26 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                 "daemon_us_per_packet": median([r.get("daemon_us_per_packet") for r in runs]),
                 "cycles_per_packet": median([r.get("cycles_per_packet") for r in runs]),
             }
+        if tunnel.kind == "espd":  # which send path carried the packets
+            result["espd_io"] = espd_io(tunnel)
+            log(f"      gateway A sent {result['espd_io'][0].get('net_tx', 0)} packets, "
+                f"{result['espd_io'][0].get('net_tx_packet', 0)} of them on AF_PACKET")
     finally:
         tunnel.stop()
     return result
+
+
+def espd_io(tunnel: Tunnel) -> list[dict]:
+    """Each gateway's data-plane I/O counters (gateway A's first)."""
+    from espd.ops import control
+
+    out = []
+    for sock in tunnel.sockets:
+        try:
+            out.append(control.request(sock, "state").get("state", {}).get("io", {}))
+        except Exception as e:  # noqa: BLE001 - a report, not a test
+            out.append({"error": str(e)})
+    return out
 
 
 def perf_tool() -> bool:

@@ -9,10 +9,11 @@ Input: up to MAX_RECORDS records, each
     control (1) | first payload type (1) | length (2) | inner payload chain (length)
 
 control: bits 0-2 the exchange (EXCHANGES), bit 3 the R flag, bits 4-5 the message ID
-(0 the expected one, 1 the last answered (a retransmission), 2 one past the window,
-3 2^32-1), bit 6 raw (the chain goes in the clear, unauthenticated: it must change
-nothing of the established SA), bit 7 as two RFC 7383 fragments. Sealed records carry a
-valid ICV (the peer's real keys), so the fuzzer's bytes reach the exchange handlers.
+(0 the expected one (IKE_SA_INIT: 0, with a zero responder SPI), 1 the last answered (a
+retransmission), 2 one past the window, 3 2^32-1), bit 6 raw (the chain goes in the
+clear, unauthenticated: it must change nothing of the established SA), bit 7 as two
+RFC 7383 fragments. Sealed records carry a valid ICV (the peer's real keys), so the
+fuzzer's bytes reach the exchange handlers.
 
 Oracle, after each record: no internal error in the engine (every exception a handler
 raises is a bug: receive() counts and hides them); whatever the engine sent decodes, and
@@ -48,7 +49,7 @@ from espd.ike.crypto.secret import Secret  # noqa: E402
 from espd.ike.engine.engine import IkeEngine  # noqa: E402
 from espd.ike.engine.transport import Transport  # noqa: E402
 from espd.ike.exchanges import child_setup, followup_ke, ike_sa_init  # noqa: E402
-from espd.ike.sa.child_sa import ChildSa  # noqa: E402
+from espd.ike.sa.child_sa import ChildSa, ChildState  # noqa: E402
 from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState  # noqa: E402
 from espd.ike.settings import IkeSettings, Peer, PresharedKey  # noqa: E402
 from espd.keying.owner import ChildSaKeys  # noqa: E402
@@ -206,7 +207,9 @@ class Victim:
         expected = self.sa.responses.expected_id
         mid = (expected, self.sa.responses.last_id or 0, expected + 1,
                0xFFFFFFFF)[(control >> 4) & 3]
-        spi_r = bytes(8) if exchange == ExchangeType.IKE_SA_INIT else SPI_R
+        spi_r = SPI_R
+        if exchange == ExchangeType.IKE_SA_INIT:  # a new IKE SA from the peer: ID 0
+            spi_r, mid = bytes(8), mid if (control >> 4) & 3 else 0
         header = codec.Header(codec.SpiPair(SPI_I, spi_r), exchange, mid, HeaderFlags(flags))
         if control & RAW or exchange == ExchangeType.IKE_SA_INIT:
             if HEADER_SIZE + len(inner) > 65535:
@@ -284,6 +287,16 @@ class Victim:
                 if child.handle is not None}
         if not held <= live:
             raise OracleViolation("a Child SA holds a handle the owner retired")
+        for sa in engine.sas.values():
+            installed = [c for c in sa.children.values()
+                         if c.state in (ChildState.INSTALLED, ChildState.REKEYING)]
+            if any(c.handle is None for c in installed):
+                raise OracleViolation("an installed Child SA the owner does not hold")
+            outbound = [c.spi_out for c in sa.children.values()
+                        if c.state != ChildState.DELETED and c.spi_out]
+            if len(outbound) != len(set(outbound)):
+                raise OracleViolation(f"two Child SAs of {sa} send with one SPI: "
+                                      f"{sorted(outbound)}")
 
 
 def fingerprint(victim: Victim) -> tuple:

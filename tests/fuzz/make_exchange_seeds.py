@@ -2,7 +2,8 @@
 exchange_victim.py) whose inner chains are espd's own CREATE_CHILD_SA, INFORMATIONAL and
 IKE_FOLLOWUP_KE requests for the victim's SA (new Child SAs for each crypto map entry,
 with and without PFS, a Child SA rekey naming the victim's SPI, an IKE SA rekey, DELETEs,
-DPD), retransmissions and fragments of them, and the inner chains of charon 5.9.8's
+DPD), retransmissions and fragments of them (the SPIs they offer lie next to the
+victim's, one mutation from a collision), and the inner chains of charon 5.9.8's
 IKE_AUTH, CREATE_CHILD_SA and INFORMATIONAL messages in corpus/ike (the ``-null-sk``
 seeds: captured in ../shared/ikev2, opened with the run's keys). Run from the root:
     PYTHONPATH=daemon:tests/fuzz .venv/bin/python tests/fuzz/make_exchange_seeds.py
@@ -58,10 +59,10 @@ def ike_rekey() -> list:
 def own() -> dict[str, bytes]:
     seeds: dict[str, bytes] = {}
     for entry in range(len(SETTINGS.children)):
-        first, inner = chain(child_request(entry, 0x6000 + entry))
+        first, inner = chain(child_request(entry, CHILD_OUT + 1 + entry))
         seeds[f"ccsa-new-{entry}"] = record(CCSA, first, inner)
         seeds[f"ccsa-new-{entry}-fragments"] = record(CCSA | FRAGMENTS, first, inner)
-    first, inner = chain(child_request(0, 0x7000, rekey=CHILD_OUT))
+    first, inner = chain(child_request(0, CHILD_OUT + 8, rekey=CHILD_OUT))
     rekey = record(CCSA, first, inner)
     seeds["ccsa-rekey"] = rekey
     seeds["ccsa-rekey-retransmitted"] = rekey + record(CCSA | LAST, first, inner)
@@ -78,14 +79,14 @@ def own() -> dict[str, bytes]:
     first, inner = chain([codec.Delete(ProtocolId.ESP, (CHILD_OUT.to_bytes(4, "big"),))])
     seeds["info-delete-raw"] = record(INFO | RAW, first, inner)
     # a hybrid Child SA (entry 2: x25519 + ML-KEM-768), then its IKE_FOLLOWUP_KE
-    first, inner = chain(child_request(2, 0x8000))
+    first, inner = chain(child_request(2, CHILD_OUT + 9))
     link = codec.Notify(NotifyType.ADDITIONAL_KEY_EXCHANGE, b"\x00" * 8)
     ke = codec.KeyExchange(36, suites.group(36).generate().public_bytes)
     f2, inner2 = chain([link, ke])
     seeds["ccsa-hybrid-then-followup"] = record(CCSA, first, inner) + \
         record(FOLLOWUP, f2, inner2)
     # a rekey, then the DELETE of the old Child SA, as espd's initiator does it
-    first, inner = chain(child_request(0, 0x9000, rekey=CHILD_OUT))
+    first, inner = chain(child_request(0, CHILD_OUT + 10, rekey=CHILD_OUT))
     fd, innerd = chain([codec.Delete(ProtocolId.ESP, (CHILD_OUT.to_bytes(4, "big"),))])
     seeds["ccsa-rekey-then-delete"] = record(CCSA, first, inner) + record(INFO, fd, innerd)
     return seeds

@@ -112,7 +112,7 @@ target_cmd() {
 	config) echo "$BUILD/venv/bin/python $HERE/fuzz_config.py -dict=$HERE/dict/toml.dict -max_len=8192" ;;
 	ios) echo "$BUILD/venv/bin/python $HERE/fuzz_ios.py -dict=$HERE/dict/ios.dict -max_len=8192" ;;
 	ike) echo "$BUILD/venv/bin/python $HERE/fuzz_ike.py -max_len=4096" ;;
-	exchanges) echo "$BUILD/venv/bin/python $HERE/fuzz_exchanges.py -max_len=8192" ;;
+	exchanges) echo "$BUILD/venv/bin/python $HERE/fuzz_exchanges.py -dict=$HERE/dict/exchanges.dict -max_len=8192" ;;
 	*) return 1 ;;
 	esac
 }

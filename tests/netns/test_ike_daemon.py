@@ -35,7 +35,7 @@ from espd.ops import control
 pytestmark = pytest.mark.netns
 
 
-def config(psk: str, start: str, tmp: Path) -> str:
+def config(psk: str, start: str, tmp: Path, ike: str = "") -> str:
     return f"""
 [daemon]
 interface = "espd0"
@@ -53,6 +53,7 @@ transforms = ["esp-gcm 128"]
 
 [ike]
 proposals = ["aes128gcm16-prfsha256-x25519"]
+{ike}
 
 [ike_peer.gwb]
 address = "192.0.2.2"
@@ -397,3 +398,70 @@ def test_reauthentication_under_traffic_loses_nothing(netns_ok):
         print(f"reauthentication: {result.received}/3300 echoes, {len(spis)} SPIs, "
               f"IKE SAs after: {ike_sas}")
         assert ike_sas == [1, 1], ike_sas
+
+
+def test_reauthentication_against_charon_under_traffic(netns_ok):
+    """espd reauthenticates its IKE SA with charon (reauth_time = 30) under a ping every
+    10 ms: charon answers a second IKE_SA_INIT + IKE_AUTH from the same peer (unique =
+    no), espd switches to the new Child SA and deletes the old IKE SA 1 s later. charon
+    ends with one IKE SA and one Child SA, the ones espd holds. Every echo comes back,
+    except that charon, as IKE_AUTH responder, sends on its new outbound SA as soon as it
+    answers, before espd has read the answer and installed the inbound half: an echo reply
+    charon sends in that sub-millisecond window is dropped as unknown_spi on exactly that
+    SPI (seen once in six runs before the DELETE delay, never in five after). That one
+    loss is charon's to fix, and only it is tolerated."""
+    if DEBIAN.unavailable():
+        pytest.skip(DEBIAN.unavailable())
+    topo = netns.Topology(tag=f"espd-{os.getpid()}-rc{secrets.randbelow(10**6)}", ipv6=False)
+    tmp = Path(tempfile.mkdtemp(prefix="espd-ike-"))
+    psk = secrets.token_hex(16)
+    with topo:
+        charon = Charon(topo.gw_b, "gwb", DEBIAN).start()
+        daemon = None
+        try:
+            charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
+                                      esp_proposals=["aes128gcm16"])])
+            path = tmp / "gwA.toml"
+            path.write_text(config(psk, "manual", tmp, "reauth_time = 30"))
+            path.chmod(0o600)
+            daemon = netns.EspdProcess(topo.gw_a, str(path), str(tmp / "gwA.sock"),
+                                       str(tmp / "gwA.log"), "gwA")
+            daemon.start()
+            daemon.wait_ready(timeout=30)
+            with charon.events() as events:
+                charon.initiate("net")
+                events.wait_up("child-updown", timeout=15)
+            first_echo(topo)
+            result = netns.ping(topo.host_a, netns.HOST_B4, count=3300, size=200,
+                                interval=0.01, timeout=3)
+            log = daemon.log()
+            assert " reauthenticated as " in log, log
+            print(f"reauthentication with charon: {result.received}/3300 echoes")
+            new_in = next(sa["spi"] for sa in daemon.state()["sas"] if sa["direction"] == "in")
+            early = f"unknown_spi from 192.0.2.2:4500 to 192.0.2.1 spi 0x{new_in:08x}"
+            assert result.received == 3300 or (result.received == 3299 and early in log), (
+                result, log)
+            assert _wait_until(lambda: len(charon.list_sas()) == 1, 5), charon.list_sas()
+            (ike_sa,) = charon.list_sas()
+            children = [c for c in ike_sa["gw"]["child-sas"].values()
+                        if c["state"] == "INSTALLED"]
+            assert len(children) == 1, ike_sa
+            spis = {sa["spi"] for sa in daemon.state()["sas"]}
+            assert {int(children[0]["spi-in"], 16), int(children[0]["spi-out"], 16)} == spis
+        finally:
+            if daemon is not None:
+                status = daemon.stop()
+                print(daemon.log())
+                assert status == 0
+            print(charon.describe(tail=3000))
+            charon.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()

@@ -227,11 +227,11 @@ def ike_plan() -> Plan:
 
 
 def child_keys(spi_in: int, spi_out: int, **extra) -> ChildSaKeys:
-    return ChildSaKeys(
+    fields = dict(
         entry=IKE_ENTRY, ike_sa="ike-1", transform="esp-gcm 256", mode="tunnel", encap="esp",
         local="192.0.2.1", peer="192.0.2.2", spi_in=spi_in, key_in=bytearray(36),
-        auth_key_in=None, spi_out=spi_out, key_out=bytearray(range(36)), auth_key_out=None,
-        **extra)
+        auth_key_in=None, spi_out=spi_out, key_out=bytearray(range(36)), auth_key_out=None)
+    return ChildSaKeys(**{**fields, **extra})
 
 
 def peer_of(owner: SaOwner, spi_in: int, spi_out: int) -> tuple[Dataplane, object]:
@@ -584,3 +584,34 @@ def test_an_acquire_queued_before_a_reload_names_its_own_entry(owner):
     apply(owner, build_plan(parse_toml(IKE_CONFIG + inserted(5, "ike")), ids))
     owner.drain_events()
     assert heard == [("VPN", 10)]
+
+
+# --- NAT: keepalives and following a peer (RFC 3948, RFC 7296 2.23) --------------------------
+
+def test_keepalives_go_to_manual_udp_peers_and_to_ike_peers_only_behind_a_nat(owner):
+    apply(owner, build_plan(parse_toml(CONFIG.replace("WINDOW", "64").replace(
+        'transform_set = "GCM"', 'transform_set = "GCM"\nencapsulation = "udp"'))))
+    assert [v.keepalive for v in owner.snapshot.outbound()] == [True]
+    apply(owner, ike_plan())
+    owner.install_child(child_keys(0x5001, 0x6001, encap="udp"))
+    assert [v.keepalive for v in owner.snapshot.outbound()] == [False]  # not behind a NAT
+    owner.install_child(child_keys(0x5002, 0x6002, encap="udp", nat_keepalive=True))
+    assert [v.keepalive for v in owner.snapshot.sas] == [False, False, False, True]
+
+
+def test_move_child_moves_both_sas_and_what_readers_see(owner):
+    apply(owner, ike_plan())
+    handle = owner.install_child(child_keys(0x5001, 0x6001, encap="udp", remote_port=4500,
+                                            nat_detected=True, follow_peer=True))
+    generation = owner.snapshot.generation
+    assert owner.move_child(handle, "192.0.2.2", 40000)
+    assert not owner.move_child(handle, "192.0.2.2", 40000)  # there already: no change
+    assert owner.snapshot.generation == generation + 1
+    assert {(v.spec.peer, v.ports[1]) for v in owner.snapshot.sas} == {("192.0.2.2", 40000)}
+    assert {owner.dp.remote(v.sa) for v in owner.snapshot.sas} == {("192.0.2.2", 40000)}
+    wire = owner.dp.protect(inner())
+    assert struct.unpack("!H", wire[22:24])[0] == 40000
+    assert [v.spec.follow_peer for v in owner.snapshot.sas
+            if v.spec.direction == "in"] == [True]
+    owner.retire_child(handle)  # the records moved with it: retiring still finds them
+    assert owner.snapshot.sas == ()

@@ -18,8 +18,12 @@ from espd.ike import codec  # noqa: E402
 from espd.ike.codec import NotifyType, ProtocolId  # noqa: E402
 
 SEEDS = sorted((FUZZ / "corpus" / "exchanges").iterdir())
-REGRESSIONS = sorted(p for p in (FUZZ / "regressions" / "exchanges").iterdir()
+REGRESSIONS = sorted(p for p in (FUZZ / "regressions" / "exchanges").glob("*")
                      if p.suffix not in (".md", ".txt"))
+
+
+def test_there_are_regression_inputs():
+    assert REGRESSIONS  # (an empty folder is not in git: the glob above must not need it)
 
 
 def test_there_are_seeds_of_every_kind():
@@ -81,3 +85,13 @@ def test_the_oracle_catches_a_response_to_the_wrong_message_id(monkeypatch):
     first, inner = codec.encode_chain([codec.Notify(NotifyType.INITIAL_CONTACT)])
     with pytest.raises(ev.OracleViolation, match="message ID"):
         ev.run_one(ev.record(1, first, inner))
+
+
+def test_the_oracle_catches_the_spi_reuse_bug_it_found(monkeypatch):
+    """regressions/exchanges/child-sa-peer-spi-reused against the code before eb7637b."""
+    from espd.ike.exchanges import child_setup
+
+    monkeypatch.setattr(child_setup, "check_peer_spi", lambda sa, spi: None)
+    data = (FUZZ / "regressions" / "exchanges" / "child-sa-peer-spi-reused").read_bytes()
+    with pytest.raises(ev.OracleViolation, match="send with one SPI"):
+        ev.run_one(data)

@@ -519,10 +519,16 @@ def test_half_open_ike_sa_times_out_on_the_responder():
     run(main())
 
 
-def test_reauthentication_is_make_before_break():
+def test_reauthentication_is_make_before_break(monkeypatch):
     """[ike] reauth_time on a only: a new IKE SA (IKE_SA_INIT + IKE_AUTH) carries a new
     Child SA, installed in place of the old one (the peer's outbound waits for it), and
-    only then is the old IKE SA deleted: the entry always has a live pair on both sides."""
+    only then is the old IKE SA deleted: the entry always has a live pair on both sides.
+    (The old IKE SA's DELETE waits 0.1 s here, not 1 s: before the next reauthentication
+    of a 1 s reauth_time.)"""
+    from espd.ike.exchanges import reauth
+
+    monkeypatch.setattr(reauth, "DELETE_DELAY", 0.1)
+
     async def main():
         loop = asyncio.get_running_loop()
         a, b, sa, peer_sa = await up(loop, a_settings=lambda s: replace(s, reauth_time=1))

@@ -12,7 +12,8 @@ tunnel). The side whose timer fires:
        for an entry it has one for already, makes only the new inbound live and keeps
        sending on the old until our traffic arrives on the new or the old is deleted;
     3. once every entry of the old IKE SA has its new Child SA (or failed to get one),
-       deletes the old IKE SA; its Child SAs linger 2 s for packets in flight.
+       deletes the old IKE SA 1 s later (what is in flight on the old SAs arrives first);
+       on our side its Child SAs linger 2 s more.
 
 Invariant: no entry is without an installed Child SA at any step (the old one serves
 until its successor is live), so nothing is dropped and nothing leaves in clear. If the
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("espd.ike")
 
 RETRY_DELAY = (30.0, 60.0)  # seconds before a failed reauthentication is tried again
+# seconds between the last new Child SA and the old IKE SA's DELETE: what we sent on the
+# old outbound SAs just before they switched is still in flight, and a peer may drop its
+# old inbound SAs the moment the old IKE SA goes (charon does)
+DELETE_DELAY = 1.0
 
 
 @dataclass(eq=False)
@@ -128,7 +133,8 @@ def _done(engine: IkeEngine, reauth: Reauth) -> None:
         new.reauth = None
     engine.counters["reauths"] += 1
     log.info("%s reauthenticated as %s", old, new)
-    engine.delete_ike_sa(old, "reauthenticated")
+    engine.schedule(old, "reauthenticated", DELETE_DELAY,
+                    lambda: engine.delete_ike_sa(old, "reauthenticated"))
 
 
 def _failed(engine: IkeEngine, reauth: Reauth, why: str) -> None:
