@@ -307,10 +307,14 @@ def test_ike_limits_load_translate_and_refuse_out_of_range():
     assert default.limits.cookie_threshold_per_source == 8
     assert 'mode = "on-demand" }\n' in TOML
     text = TOML.replace('mode = "on-demand" }', 'mode = "on-demand" }\nlimits = { '
-                        'cookie_threshold = 0, half_open_per_source = 5, ike_sas = 100 }')
+                        'cookie_threshold = 0, half_open_per_source = 5, ike_sas = 100, '
+                        'child_sas_per_ike_sa = 7 }')
     limits = ike_settings(parse_toml(text, "c.toml")).limits
     assert (limits.cookie_threshold, limits.half_open_per_source, limits.ike_sas) == (0, 5, 100)
     assert limits.half_open == 1024 and limits.cookie_secret_lifetime == 120
+    assert limits.child_sas_per_ike_sa == 7 and default.limits.child_sas_per_ike_sa == 64
+    assert any("child_sas_per_ike_sa" in line for line in refusal_toml(
+        text.replace("child_sas_per_ike_sa = 7", "child_sas_per_ike_sa = 0")))
     bad = refusal_toml(text.replace("ike_sas = 100", "ike_sas = 0, cookies = 1"))
     assert any("ike.limits" in line and "cookies" in line for line in bad)
     assert any("ike_sas" in line for line in bad)

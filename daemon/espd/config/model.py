@@ -347,6 +347,7 @@ class IkeLimits:
     half_open: int = 1024
     half_open_per_source: int = 64
     ike_sas: int = 20_000
+    child_sas_per_ike_sa: int = 64
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ IKE_KNOWN: dict[str, tuple[str, ...]] = {
     "ike": ("proposals", "lifetime", "reauth_time", "dpd", "retransmit", "limits", "key_log",
             "certificate", "private_key", "ca", "crl", "rsa_pss", "fragment_size"),
     "limits": ("cookie_threshold", "cookie_threshold_per_source", "cookie_secret_lifetime",
-               "half_open", "half_open_per_source", "ike_sas"),
+               "half_open", "half_open_per_source", "ike_sas", "child_sas_per_ike_sa"),
     "dpd": ("interval", "retry", "mode"),
     "retransmit": ("timeout", "tries"),
     "ike_peer": ("address", "psk", "psk_file", "psk_local", "psk_local_file", "psk_remote",
@@ -225,7 +225,7 @@ class IkeSchema:
         ranges = {"cookie_threshold": (0, 1_000_000), "cookie_threshold_per_source":
                   (0, 1_000_000), "cookie_secret_lifetime": (10, 86_400),
                   "half_open": (1, 1_000_000), "half_open_per_source": (1, 1_000_000),
-                  "ike_sas": (1, 10_000_000)}
+                  "ike_sas": (1, 10_000_000), "child_sas_per_ike_sa": (1, 10_000)}
         values = {}
         for name, (low, high) in ranges.items():
             value = self.integer(raw, path + (name,), low, high, str(getattr(default, name)),

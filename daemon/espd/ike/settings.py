@@ -145,7 +145,8 @@ class ChildPolicy:
 
 @dataclass(frozen=True)
 class Limits:
-    """Admission of new IKE SAs as responder (RFC 7296 2.6; espd.ike.engine.admission).
+    """Admission of new IKE SAs as responder (RFC 7296 2.6; espd.ike.engine.admission),
+    and of new Child SAs on one IKE SA (exchanges/create_child_sa.py).
 
     A COOKIE is demanded once half-open IKE SAs reach ``cookie_threshold`` in all or
     ``cookie_threshold_per_source`` from the request's address (0: always); beyond the caps
@@ -158,6 +159,9 @@ class Limits:
     half_open: int = 1024
     half_open_per_source: int = 64
     ike_sas: int = 20_000
+    # Child SAs one IKE SA may hold (rekeys aside): a peer's CREATE_CHILD_SA for one more
+    # gets NO_ADDITIONAL_SAS, so an authenticated peer cannot fill the data plane's SAD
+    child_sas_per_ike_sa: int = 64
 
 
 @dataclass(frozen=True)

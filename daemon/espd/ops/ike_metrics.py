@@ -62,6 +62,8 @@ EVENTS = {
     "unknown_spi": "messages for no IKE SA of ours",
     "stale_requests": "requests outside the message ID window",
     "unexpected_responses": "responses to no outstanding request",
+    "child_sas_refused": "peer's new Child SAs refused: its IKE SA holds "
+                         "child_sas_per_ike_sa already (NO_ADDITIONAL_SAS)",
     "child_sa_not_found": "CREATE_CHILD_SA rekeys of a Child SA we do not have "
                           "(CHILD_SA_NOT_FOUND)",
     "delete_unknown_spi": "ESP SPIs in a peer's DELETE that name no Child SA of that IKE "

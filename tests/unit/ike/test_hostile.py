@@ -491,3 +491,32 @@ def test_a_forged_copy_of_a_fragmented_request_is_not_answered():
         counted(pair, "integrity_failures")
         assert fingerprint(pair.b, pair.sa_b) == before
     hostile(check)
+
+
+def test_an_authenticated_peer_cannot_make_child_sas_without_end():
+    """Each CREATE_CHILD_SA for a new Child SA installs one in the data plane: past
+    [ike.limits] child_sas_per_ike_sa the answer is NO_ADDITIONAL_SAS (RFC 7296 3.10.1)
+    and nothing more is installed; a rekey of one that exists still works."""
+    from support.ike_pair import settings_pair
+
+    from espd.ike.settings import Limits
+
+    _a, b = settings_pair(0)
+    b = replace(b, limits=Limits(child_sas_per_ike_sa=3))
+
+    async def check(f: Forger, pair):
+        for spi in (0x8001, 0x8002):
+            [reply] = f.send(f.request(CHILD, child_offer(pair, spi) + selectors(pair)))
+            assert isinstance(f.open(reply).payloads[0], codec.SecurityAssociation)
+            f.take_id()
+        assert len(pair.b.owner.live()) == 3
+        refused(f, pair, child_offer(pair, 0x8003) + selectors(pair),
+                NotifyType.NO_ADDITIONAL_SAS, "child_sas_refused")
+        f.take_id()
+        assert len(pair.b.owner.live()) == 3
+        [child] = [c for c in pair.sa_b.children.values() if c.spi_out == 0x8001]
+        [reply] = f.send(f.request(CHILD, child_offer(pair, 0x8004, rekey_of=0x8001) +
+                                   selectors(pair)))
+        assert isinstance(f.open(reply).payloads[0], codec.SecurityAssociation)
+        assert child.rekeyed_by is not None
+    hostile(check, b_settings=b)

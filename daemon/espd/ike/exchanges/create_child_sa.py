@@ -275,6 +275,13 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
         if old.state in (ChildState.DELETING, ChildState.DELETED, ChildState.REKEYED):
             engine.respond(sa, message, [notify(NotifyType.TEMPORARY_FAILURE)], local, remote)
             return
+    elif _live_children(sa) >= engine.settings.limits.child_sas_per_ike_sa:
+        engine.counters["child_sas_refused"] += 1
+        engine.rate_log.warning("childcap", "%s: peer's CREATE_CHILD_SA refused: the IKE SA "
+                                "holds %d Child SAs already (NO_ADDITIONAL_SAS; [ike.limits] "
+                                "child_sas_per_ike_sa)", sa, _live_children(sa))
+        engine.respond(sa, message, [notify(NotifyType.NO_ADDITIONAL_SAS)], local, remote)
+        return
     nonce_r = secrets.token_bytes(NONCE_SIZE)
     try:
         payloads, child = child_setup.answer(engine, sa, message, nonce.data, nonce_r,
@@ -319,6 +326,12 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     else:
         made()
     engine.respond(sa, message, payloads, local, remote)
+
+
+def _live_children(sa: IkeSa) -> int:
+    """Child SAs that count against the cap: not on their way out after a rekey/delete."""
+    return sum(c.state in (ChildState.CREATING, ChildState.INSTALLED, ChildState.REKEYING)
+               for c in sa.children.values())
 
 
 # --- IKE SA rekey (RFC 7296 1.3.2, 2.18) ----------------------------------------------
