@@ -394,15 +394,16 @@ def _live_espd(engine: Engine) -> list[dict]:
     return list(live.values())
 
 
-def test_dead_peer_detection_when_charon_is_killed(topology):
+@PEERS
+def test_dead_peer_detection_when_charon_is_killed(topology, peer):
     """charon dies with SIGKILL: espd's DPD gets no answer, deletes the IKE SA and retires
     its Child SA (the owner's slot empties: traffic blackholed, fail closed); with charon
     back, the next initiation negotiates again."""
-    if DEBIAN.unavailable():
-        pytest.skip(DEBIAN.unavailable())
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
     psk = secrets.token_hex(16)
     charon, engine = _tunnel(topology, psk, {"dpd": 0.5, "retransmit_timeout": 0.2,
-                                             "retransmit_tries": 3})
+                                             "retransmit_tries": 3}, peer=peer)
     try:
         with charon.events() as events:
             engine.send("initiate")
@@ -416,7 +417,7 @@ def test_dead_peer_detection_when_charon_is_killed(topology):
         logs = [e["text"] for e in engine.seen if e["event"] == "log"]
         assert any("no answer to INFORMATIONAL" in line for line in logs), logs
         charon.close()
-        charon = Charon(topology.gw_b, "gwb2", DEBIAN).start()
+        charon = Charon(topology.gw_b, "gwb2", peer).start()
         charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
                                   esp_proposals=["aes128gcm16-x25519"])])
         engine.send("initiate")
