@@ -25,8 +25,9 @@ the shortest reachable time the kernel draws), this module asks the kernel for a
 probe (NUD_PROBE, as ``ip neigh change ... nud probe``); the answer confirms it. A STALE
 neighbour is probed at once, so the raw path carries its traffic only until the answer.
 
-Refreshed on every rtnetlink notification (links, addresses, routes, rules, neighbours)
-and at least every second (nftables has no notification here; neighbour ages).
+Refreshed on rtnetlink notifications (links, addresses, routes, rules, neighbours; at
+most ten times a second) and at least every second (nftables has no notification here;
+neighbour ages).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ log = logging.getLogger("espd")
 
 MAX_ENTRIES = 64  # ESPDP_NEXTHOP_MAX
 INTERVAL = 1.0  # seconds between refreshes without notifications
+MIN_GAP = 0.1  # seconds between refreshes however many notifications come
 PROBE_GRACE = 3.0  # seconds a neighbour in PROBE that we asked for keeps its entry
 RTM_F_FIB_MATCH = 0x2000  # route get: the FIB entry itself (multipath shows)
 RT_TABLE_MAIN = 254
@@ -256,3 +258,6 @@ class NextHops:
                 ready, _, _ = select.select([mon.fileno()], [], [], INTERVAL)
                 if ready:
                     mon.get()  # what changed does not matter: everything is re-read
+                    # a burst of notifications (a routing daemon's churn) costs at most
+                    # ten refreshes a second
+                    self._stop.wait(MIN_GAP)
