@@ -106,6 +106,7 @@ SUITES = [  # (id, IKE proposal, ESP proposal)
     ("esp-cbc-sha1", "aes256gcm16-prfsha384-x25519", "aes128-sha1"),
 ]
 IKE_SUITES = 4  # the IKE proposal matrix, which 6.0.6 runs too; the ESP rows are 5.9.8's
+PEERS = pytest.mark.parametrize("peer", [DEBIAN, STRONGSWAN6], ids=["5.9.8", "6.0.6"])
 
 
 @pytest.mark.parametrize("peer,ike,esp", [
@@ -155,8 +156,8 @@ def test_child_sa_keys_match_charons(topology, peer, ike, esp, initiator):
         charon.close()
 
 
-def _tunnel(topology, psk, engine_conf=None, **charon_conn):
-    charon = Charon(topology.gw_b, "gwb", DEBIAN, key_dump=True).start()
+def _tunnel(topology, psk, engine_conf=None, peer=DEBIAN, **charon_conn):
+    charon = Charon(topology.gw_b, "gwb", peer, key_dump=True).start()
     charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
                               esp_proposals=["aes128gcm16-x25519"], **charon_conn)])
     engine = Engine(topology.gw_a, {
@@ -173,11 +174,12 @@ def _charon_spis(charon) -> set[tuple[int, int]]:
             for c in ike["child-sas"].values() if c["state"] == "INSTALLED"}
 
 
-def test_rekeys_by_either_side_and_delete_from_charon(topology):
-    if DEBIAN.unavailable():
-        pytest.skip(DEBIAN.unavailable())
+@PEERS
+def test_rekeys_by_either_side_and_delete_from_charon(topology, peer):
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
     psk = secrets.token_hex(16)
-    charon, engine = _tunnel(topology, psk)
+    charon, engine = _tunnel(topology, psk, peer=peer)
     try:
         with charon.events() as events:
             engine.send("initiate")
@@ -231,10 +233,11 @@ def _wait_for(condition, timeout: float = 5.0) -> bool:
 
 
 @pytest.mark.parametrize("initiator", ["espd", "charon"])
-def test_wrong_psk_is_refused_both_ways(topology, initiator):
-    if DEBIAN.unavailable():
-        pytest.skip(DEBIAN.unavailable())
-    charon = Charon(topology.gw_b, "gwb", DEBIAN).start()
+@PEERS
+def test_wrong_psk_is_refused_both_ways(topology, peer, initiator):
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
+    charon = Charon(topology.gw_b, "gwb", peer).start()
     engine = None
     try:
         charon.load([site_to_site("b", "the-right-secret-0123",
@@ -391,15 +394,16 @@ def _live_espd(engine: Engine) -> list[dict]:
     return list(live.values())
 
 
-def test_dead_peer_detection_when_charon_is_killed(topology):
+@PEERS
+def test_dead_peer_detection_when_charon_is_killed(topology, peer):
     """charon dies with SIGKILL: espd's DPD gets no answer, deletes the IKE SA and retires
     its Child SA (the owner's slot empties: traffic blackholed, fail closed); with charon
     back, the next initiation negotiates again."""
-    if DEBIAN.unavailable():
-        pytest.skip(DEBIAN.unavailable())
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
     psk = secrets.token_hex(16)
     charon, engine = _tunnel(topology, psk, {"dpd": 0.5, "retransmit_timeout": 0.2,
-                                             "retransmit_tries": 3})
+                                             "retransmit_tries": 3}, peer=peer)
     try:
         with charon.events() as events:
             engine.send("initiate")
@@ -413,7 +417,7 @@ def test_dead_peer_detection_when_charon_is_killed(topology):
         logs = [e["text"] for e in engine.seen if e["event"] == "log"]
         assert any("no answer to INFORMATIONAL" in line for line in logs), logs
         charon.close()
-        charon = Charon(topology.gw_b, "gwb2", DEBIAN).start()
+        charon = Charon(topology.gw_b, "gwb2", peer).start()
         charon.load([site_to_site("b", psk, proposals=["aes128gcm16-prfsha256-x25519"],
                                   esp_proposals=["aes128gcm16-x25519"])])
         engine.send("initiate")
@@ -424,17 +428,18 @@ def test_dead_peer_detection_when_charon_is_killed(topology):
 
 
 @pytest.mark.parametrize("initiator", ["espd", "charon"])
-def test_ipv6_underlay_and_selectors(netns_ok, initiator):
+@PEERS
+def test_ipv6_underlay_and_selectors(netns_ok, peer, initiator):
     """The same negotiation over IPv6 (fd00:ff::1 <-> fd00:ff::2) protecting IPv6
     networks: ID_FQDN identities, TS_IPV6_ADDR_RANGE selectors, keys equal to charon's."""
-    if DEBIAN.unavailable():
-        pytest.skip(DEBIAN.unavailable())
+    if peer.unavailable():
+        pytest.skip(peer.unavailable())
     from support.strongswan import Child, Connection
 
     topo = netns.Topology(tag=f"espd-{os.getpid()}-i6{secrets.randbelow(10**6)}", ipv6=True)
     with topo:
         psk = secrets.token_hex(16)
-        charon = Charon(topo.gw_b, "gwb", DEBIAN, key_dump=True).start()
+        charon = Charon(topo.gw_b, "gwb", peer, key_dump=True).start()
         engine = None
         try:
             charon.load([Connection(

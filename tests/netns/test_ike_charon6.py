@@ -244,7 +244,8 @@ def test_charons_reauthentication_replaces_the_ike_sa_under_traffic(netns_ok, pe
     """``swanctl --rekey --reauth``: a new IKE SA (IKE_SA_INIT + IKE_AUTH) with a new
     Child SA, the old one deleted. 6.0.6 makes before it breaks (nothing lost); 5.9.8
     deletes first, so the echoes of the gap (a few 10 ms apart) may fall. Afterwards espd
-    has one IKE SA and exactly the Child SA charon has."""
+    has one IKE SA and, once the replaced Child SA's linger is over, exactly the Child SA
+    charon has."""
 
     def body(site: Site) -> None:
         site.charon.load([site_to_site("b", site.psk, proposals=[SUITE],
@@ -268,8 +269,12 @@ def test_charons_reauthentication_replaces_the_ike_sa_under_traffic(netns_ok, pe
         [after] = site.daemon.state()["ike"]["sas"]
         assert after["state"] == "established" and after["spi_i"] != before["spi_i"], after
         [child] = site.charon.child_sas()
-        assert {sa["spi"] for sa in site.daemon.state()["sas"]} == {
-            int(child["spi-in"], 16), int(child["spi-out"], 16)}
+        wanted = {int(child["spi-in"], 16), int(child["spi-out"], 16)}
+        deadline = time.monotonic() + 6  # a replaced Child SA lingers 2 s (reauth.py)
+        while (spis := {sa["spi"] for sa in site.daemon.state()["sas"]}) != wanted \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert spis == wanted, (spis, wanted, site.daemon.log())
         site.pings()
 
     _run(peer, "ra", body)

@@ -83,7 +83,7 @@ def _addr(value: str | ipaddress.IPv4Address | ipaddress.IPv6Address, out: objec
     return ip.version
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lifetime:
     """SA lifetime limits; 0 means no limit. Bytes count protected (inner) payload."""
 
@@ -92,7 +92,7 @@ class Lifetime:
     packets: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # slots: one per SA, thousands on a hub
 class SA:
     """A security association in the data plane. Holds no key material."""
 

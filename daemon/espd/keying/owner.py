@@ -140,7 +140,7 @@ class ChildSaKeys:
                 key[:] = bytes(len(key))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildHandle:
     """A Child SA pair installed by install_child/rekey_child; opaque to its client."""
 
@@ -151,7 +151,7 @@ class ChildHandle:
     spi_out: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaView:
     """One SA as readers see it: its spec (no keys: wiped) and its data-plane handle."""
 
@@ -183,7 +183,7 @@ EMPTY = Snapshot(0, (), ())
 # --- the owner's own records ----------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per SA, two per Child SA, thousands on a hub
 class _Installed:
     spec: SaSpec
     sa: SA

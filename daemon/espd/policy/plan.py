@@ -43,7 +43,7 @@ _FINGERPRINT_KEY = os.urandom(32)
 SOFT_LIFETIME_FRACTION = 0.9  # soft expiry event at 90 % of each hard limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per SA, thousands on a hub
 class SaSpec:
     """One SA as the data plane will run it. Keys stay out of repr and equality."""
 

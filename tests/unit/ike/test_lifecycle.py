@@ -572,3 +572,33 @@ def test_failed_reauthentication_keeps_the_old_ike_sa():
         assert not a.owner.retired and not b.owner.retired and "ike-reauth" in sa.timers
         crossed(a, b)
     run(main())
+
+
+def test_both_ends_reauthenticating_at_once_lose_nothing(monkeypatch):
+    """Not settled (exchanges/reauth.py): both new IKE SAs come up, each end deletes the
+    old one, and the entry keeps a Child SA pair under each new IKE SA. What matters holds:
+    every live pair has its mirror on the other side, each side's outbound slot holds a
+    live pair, and no moment left the entry without one (nothing retired before its
+    successor was in)."""
+    from espd.ike.exchanges import reauth
+
+    monkeypatch.setattr(reauth, "DELETE_DELAY", 0.1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b, sa, peer_sa = await up(loop)
+        reauth.start(a.engine, sa)
+        reauth.start(b.engine, peer_sa)
+        await until(lambda: sa.state == IkeState.DELETED and peer_sa.state == IkeState.DELETED
+                    and a.engine.counters["reauths"] == 1
+                    and b.engine.counters["reauths"] == 1, timeout=5)
+        await asyncio.sleep(0.2)
+        crossed(a, b)
+        for side in (a, b):
+            live = {i.handle for i in side.owner.live()}
+            assert side.owner.slots[("vpn", 10)] in live
+            assert len([x for x in side.engine.sas.values()
+                        if x.state == IkeState.ESTABLISHED]) == 2  # the redundant one too
+            first_retire = next(i for i, e in enumerate(side.owner.log) if e[0] == "retire")
+            assert any(e[0].startswith("rekey") for e in side.owner.log[:first_retire])
+    run(main())
