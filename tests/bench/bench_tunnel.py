@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -822,6 +823,63 @@ class PerfStat:
             pass
 
 
+SYSCALLS = ("read", "write", "recvmmsg", "sendmmsg")
+
+
+class SyscallCount:
+    """Per espd gateway: its read/write/recvmmsg/sendmmsg calls (perf stat on the syscall
+    tracepoints, no hardware counters needed) and its data plane's I/O counters over one
+    run, giving packets per system call: gateway A's TUN reads and sends, gateway B's
+    receives and TUN writes."""
+
+    def __init__(self, tunnel: Tunnel, out: str) -> None:
+        self.tunnel, self.out = tunnel, out
+        self.popens: list[subprocess.Popen] = []
+        self.result: dict = {}
+
+    def __enter__(self) -> SyscallCount:
+        events = ",".join(f"syscalls:sys_enter_{c}" for c in SYSCALLS)
+        self.io0 = espd_io(self.tunnel)
+        for i, p in enumerate(self.tunnel.procs[:2]):
+            self.popens.append(subprocess.Popen(
+                ["perf", "stat", "-x,", "-e", events, "-p", str(p.pid), "-o",
+                 f"{self.out}-{i}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for popen in self.popens:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(popen.pid, signal.SIGINT)
+        for popen in self.popens:
+            try:
+                popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(popen.pid, signal.SIGKILL)
+        io1 = espd_io(self.tunnel)
+        calls = []
+        for i in range(len(self.popens)):
+            c = {}
+            with contextlib.suppress(OSError), open(f"{self.out}-{i}.txt") as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) > 2 and parts[0].isdigit():
+                        c[parts[2].rsplit("_", 1)[-1]] = int(parts[0])
+            calls.append(c)
+        if len(calls) < 2 or len(io1) < 2:
+            return
+
+        def per(io_key: str, side: int, call: str) -> float | None:
+            n = calls[side].get(call)
+            d = io1[side].get(io_key, 0) - self.io0[side].get(io_key, 0)
+            return round(d / n, 1) if n else None
+
+        self.result = {"A tun read": per("tun_rx", 0, "read"),
+                       "A send": per("net_tx", 0, "sendmmsg"),
+                       "B recv": per("net_rx", 1, "recvmmsg"),
+                       "B tun write": per("tun_tx", 1, "write"), "calls": calls}
+
+
 def profile(proc: Proc, seconds: int, out_dir: str) -> str:
     """perf record (cpu-clock: no hardware counters needed; DWARF call graphs) of one
     daemon; returns its time by library and the symbols with the most inclusive time."""
@@ -910,7 +968,11 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                 log(f"[{step[0]}/{total}] {tunnel.label} {label} run {i}/{args.repeat} ...")
                 tunnel.check_alive()
                 perf = None
-                with Sampler(tunnel.procs, topo.netns_inodes()) as sample:
+                count = (SyscallCount(tunnel, os.path.join(tmp, f"sys-{tunnel.name}-{test}"))
+                         if tunnel.kind == "espd" and perf_tool() and
+                         i == (args.repeat + 1) // 2 else None)
+                with Sampler(tunnel.procs, topo.netns_inodes()) as sample, \
+                        (count or contextlib.nullcontext()):
                     if perf_ok and tunnel.procs and test == PROFILE_TEST:
                         perf = PerfStat(tunnel.procs, args.seconds,
                                         os.path.join(tmp, f"perf-{tunnel.name}-{i}.txt"))
@@ -944,6 +1006,10 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
                         one["cycles_per_packet"] = perf.cycles / rx["packets"]
                 if tunnel.kind == "espd" and test == PROFILE_TEST:
                     one["threads"] = sample.threads
+                if count and count.result:
+                    one["per_call"] = count.result
+                    log("      packets per system call (this run): " + ", ".join(
+                        f"{k} {v}" for k, v in count.result.items() if k != "calls"))
                 runs.append(one)
                 extra_txt = ""
                 if udp:
@@ -977,6 +1043,24 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
     finally:
         tunnel.stop()
     return result
+
+
+def per_call_table(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        for test, t in r.get("tests", {}).items():
+            for one in t.get("runs", []):
+                pc = one.get("per_call")
+                if pc:
+                    rows.append(f"| {r['label']:<20} | {test:<8} | {pc['A tun read']!s:>10} | "
+                                f"{pc['A send']!s:>8} | {pc['B recv']!s:>8} | "
+                                f"{pc['B tun write']!s:>11} |")
+    if not rows:
+        return ""
+    head = (f"| {'configuration':<20} | {'test':<8} | {'A TUN read':>10} | {'A send':>8} | "
+            f"{'B recv':>8} | {'B TUN write':>11} |")
+    return "\n".join([head, "|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1])
+                      + "|", *rows])
 
 
 def espd_io(tunnel: Tunnel) -> list[dict]:
@@ -1177,6 +1261,12 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, info, args, perf_note)
     log("")
     log(text)
+    per_call = per_call_table(results)
+    if per_call:
+        log("")
+        log("espd packets per system call (middle run of each test; gateway A reads the TUN"
+            " and sends, gateway B receives and writes the TUN):")
+        log(per_call)
     threads = espd_threads_summary(results)
     if threads:
         log("")

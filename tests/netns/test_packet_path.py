@@ -88,3 +88,16 @@ def test_packet_path_carries_traffic_and_falls_back_when_the_neighbour_is_unreso
     assert received >= 196 and d["net_tx_packet"] == d["net_tx"] >= 200, (received, d)
     state = gw_a.state()
     assert state["io"]["net_tx_packet"] > 0
+
+
+def test_packet_path_works_after_root_is_dropped(make_tunnel):
+    """The AF_PACKET socket and the root-only /proc/net/ip*_tables_names are opened before
+    [daemon] user drops root; the refresher then needs only CAP_NET_ADMIN (probes)."""
+    tunnel = make_tunnel("toml", "esp", extra={"send_path": "packet", "user": "nobody"})
+    netns.ping(tunnel.topo.host_a, HOST_B4, count=3, interval=0.05, timeout=2)
+    wait_for("the AF_PACKET path as nobody", lambda: phase(tunnel, HOST_B4, 7301, 20)[1]
+             ["net_tx_packet"] > 0)
+    received, d, snmp = phase(tunnel, HOST_B4, 7302)
+    assert received >= 196 and d["net_tx_packet"] == d["net_tx"] >= 200, (received, d)
+    assert "running as nobody" in tunnel.gw_a.log()
+    assert "Traceback" not in tunnel.gw_a.log(), tunnel.gw_a.log()

@@ -248,14 +248,15 @@ class Daemon:
             self.control = ControlServer(settings.control_socket, handler)
             self.control.bind()
             self.start_ike()  # binds UDP 500, a privileged port: before root is dropped
+            if self.sockets.packet:  # opens root-only files: before root is dropped
+                self.nexthops = NextHops(lambda: self.peers(self.plan), self.dp.set_nexthops)
             if settings.user:  # before any thread: capabilities are per thread
                 self._become(settings.user)
             s = self.sockets
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
                                   send6=s.fd("send6"), vnet_hdr=vnet, packet=s.fd("packet"))
-            if s.packet:  # after privileges drop: a thread of its own (system/nexthops.py)
-                self.nexthops = NextHops(lambda: self.peers(self.plan), self.dp.set_nexthops)
+            if self.nexthops:  # a thread: after privileges drop (system/nexthops.py)
                 self.nexthops.start()
             self.publish_view()
             self.control.serve()

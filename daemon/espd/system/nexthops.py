@@ -25,8 +25,9 @@ the shortest reachable time the kernel draws), this module asks the kernel for a
 probe (NUD_PROBE, as ``ip neigh change ... nud probe``); the answer confirms it. A STALE
 neighbour is probed at once, so the raw path carries its traffic only until the answer.
 
-Refreshed on every rtnetlink notification (links, addresses, routes, rules, neighbours)
-and at least every second (nftables has no notification here; neighbour ages).
+Refreshed on rtnetlink notifications (links, addresses, routes, rules, neighbours; at
+most ten times a second) and at least every second (nftables has no notification here;
+neighbour ages).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ log = logging.getLogger("espd")
 
 MAX_ENTRIES = 64  # ESPDP_NEXTHOP_MAX
 INTERVAL = 1.0  # seconds between refreshes without notifications
+MIN_GAP = 0.1  # seconds between refreshes however many notifications come
 PROBE_GRACE = 3.0  # seconds a neighbour in PROBE that we asked for keeps its entry
 RTM_F_FIB_MATCH = 0x2000  # route get: the FIB entry itself (multipath shows)
 RT_TABLE_MAIN = 254
@@ -64,15 +66,33 @@ USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 Entry = tuple[str, int, bytes, int]
 
 
-def netfilter_output_hooks() -> str | None:
-    """Why the IP output path may be filtered here (a reason), or None when it is not."""
-    for name in ("ip_tables_names", "ip6_tables_names"):
+LEGACY_TABLES = ("ip_tables_names", "ip6_tables_names")  # in /proc/net: root only (0440)
+
+
+def open_legacy_tables() -> dict[str, object]:
+    """/proc/net/ip{,6}_tables_names, opened now (as root, before [daemon] user drops it):
+    re-read from the start they show the tables of this namespace at that moment.
+    A file that cannot be opened is None: then nothing can be told (raw path)."""
+    files: dict[str, object] = {}
+    for name in LEGACY_TABLES:
         try:
-            with open(f"/proc/net/{name}") as f:
-                if f.read().strip():
-                    return f"iptables-legacy tables ({name})"
+            files[name] = open(f"/proc/net/{name}")  # noqa: SIM115 - kept open on purpose
         except FileNotFoundError:
-            pass
+            files[name] = "absent"  # no ip_tables in this kernel: no legacy tables
+        except OSError:
+            files[name] = None
+    return files
+
+
+def netfilter_output_hooks(legacy: dict[str, object]) -> str | None:
+    """Why the IP output path may be filtered here (a reason), or None when it is not."""
+    for name, f in legacy.items():
+        if f is None:
+            return f"/proc/net/{name} cannot be read"
+        if f != "absent":
+            f.seek(0)
+            if f.read().strip():
+                return f"iptables-legacy tables ({name})"
     try:
         from pyroute2.nftables.main import NFTables
 
@@ -123,6 +143,7 @@ class NextHops:
         self.table: list[Entry] = []
         self.reason: str | None = "not resolved yet"  # why some or all take the raw path
         self.probed: dict[tuple[str, int], float] = {}  # (next hop, ifindex) -> when
+        self.legacy = open_legacy_tables()  # before privileges drop (see there)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,7 +151,7 @@ class NextHops:
 
     def resolve(self, ipr: IPRoute) -> list[Entry]:
         """The entries that are certain now (and probes for neighbours getting old)."""
-        why = netfilter_output_hooks() or policy_rules(ipr)
+        why = netfilter_output_hooks(self.legacy) or policy_rules(ipr)
         if why:
             self.reason = why
             return []
@@ -198,12 +219,13 @@ class NextHops:
             log.debug("asking the kernel to probe neighbour %s: %s", via, e)
 
     def refresh(self, ipr: IPRoute) -> None:
+        before = self.reason
         try:
             table = self.resolve(ipr)
         except Exception as e:  # noqa: BLE001 - never guess: the raw path for all
             self.reason = f"resolution failed: {e}"
             table = []
-        if table != self.table:
+        if table != self.table or self.reason != before:
             self.push(table)
             log.info("send path: AF_PACKET to %s%s",
                      ", ".join(f"{e[0]} via ifindex {e[1]}" for e in table) or "no peer",
@@ -224,6 +246,9 @@ class NextHops:
         if self.table:
             self.push([])
             self.table = []
+        for f in self.legacy.values():
+            if f not in (None, "absent"):
+                f.close()
 
     def _run(self) -> None:
         with IPRoute() as ipr, IPRoute() as mon:
@@ -233,3 +258,6 @@ class NextHops:
                 ready, _, _ = select.select([mon.fileno()], [], [], INTERVAL)
                 if ready:
                     mon.get()  # what changed does not matter: everything is re-read
+                    # a burst of notifications (a routing daemon's churn) costs at most
+                    # ten refreshes a second
+                    self._stop.wait(MIN_GAP)
