@@ -77,6 +77,7 @@ bench-tunnel: build
 bench-ike: build
 	$(PY) tests/bench/bench_ike.py
 	$(PY) tests/bench/bench_rekey.py
+	$(PY) tests/bench/bench_hub_rekey.py
 
 bench-workers: build
 	$(PY) tests/bench/bench_workers_e2e.py

@@ -84,7 +84,14 @@ async def initiator(conf: dict) -> None:
 
     class CountingOwner(FakeOwner):
         def install_child(self, keys):  # type: ignore[override]
-            handle = super().install_child(keys)
+            return self._counted(super().install_child(keys))
+
+        def rekey_child(self, old, keys, *, switch=True):  # type: ignore[override]
+            # every IKE SA here has the same peer and entry: the engine installs each new
+            # first Child SA as the successor of the one before (exchanges/reauth.py)
+            return self._counted(super().rekey_child(old, keys, switch=switch))
+
+        def _counted(self, handle):
             state["installed"] += 1
             if state["installed"] >= state["want"]:
                 done.set()

@@ -206,3 +206,30 @@ def test_changes_while_other_threads_run_packets() -> None:
     assert seen["decap"] <= {"unknown_spi", "replay_dup"}, seen
     assert counts["sealed"] > 0 and counts["opened"] > 0, counts
     assert a.dp.reclaim() == 0
+
+
+def test_a_commit_after_replace_and_retire_republishes_what_is_live() -> None:
+    """Dataplane's own record of rules and SAs (indexed per SA and per policy, so that a
+    change does not walk them all) must follow every in-place change: a full republish
+    from it sends exactly as the live set did."""
+    a, b = pair()
+    (a_in, a_out), (b_in, b_out) = child(a, b, 0x1000, 0x2000)
+    b.dp.install(b_in, b_out)
+    a.dp.install(a_in, a_out)
+    a.dp.add_rule(Rule.from_prefixes("10.1.0.0/16", "10.3.0.0/16", policy=1))
+    a.dp.commit()
+    (a2_in, a2_out), (b2_in, b2_out) = child(a, b, 0x1100, 0x2100)
+    b.dp.replace(b2_in, b2_out)
+    a.dp.replace(a2_in, a2_out)  # both rules of policy 1 switch, the one added later too
+    a.dp.retire(a_out)
+    a.dp.retire(a_in)
+    a.dp.commit()  # republished from the record
+    for dst in ("10.2.0.1", "10.3.0.1"):
+        assert struct.unpack_from("!I", a.dp.protect(ip4("10.1.0.1", dst)), 20)[0] == 0x1100
+    assert set(a.dp.sas) == {a2_in, a2_out}
+    assert reason(a.dp.protect, ip4("10.7.0.1", "10.8.0.1")) == "no_sa"  # policy 2 untouched
+    a.dp.retire(a2_out)
+    a.dp.commit()
+    for dst in ("10.2.0.1", "10.3.0.1"):
+        assert reason(a.dp.protect, ip4("10.1.0.1", dst)) == "no_sa"
+    assert set(a.dp.sas) == {a2_in}

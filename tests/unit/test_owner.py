@@ -126,6 +126,27 @@ def test_reservations_are_extended_by_events_and_persisted_first(owner):
     assert stored >= 5 * BLOCK  # never behind what was sent
 
 
+def test_a_reservation_that_failed_to_persist_is_retried_until_it_persists(owner,
+                                                                          monkeypatch):
+    apply(owner, plan())
+    real, calls = owner.seqstore.reserve, []
+
+    def full_disk(peer, spi, limit):  # as root a read-only directory still takes writes
+        calls.append(limit)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(owner.seqstore, "reserve", full_disk)
+    assert send(owner, 3 * BLOCK) == list(range(1, BLOCK + 1))  # stops at what persisted
+    owner.retry_reservations()
+    assert len(calls) == 2 and send(owner, 1) == []  # retried, failed again: still stopped
+    monkeypatch.setattr(owner.seqstore, "reserve", real)
+    owner.retry_reservations()
+    assert send(owner, BLOCK) == list(range(BLOCK + 1, 2 * BLOCK + 1))
+    monkeypatch.setattr(owner.seqstore, "reserve", full_disk)
+    owner.retry_reservations()
+    assert len(calls) == 2  # persisted: nothing left to retry
+
+
 def test_handover_caps_the_old_sa_and_events_cannot_lift_the_cap(owner):
     apply(owner, plan(1024))
     old = out_sa(owner)

@@ -226,8 +226,12 @@ class Dataplane:
         if dp == ffi.NULL:
             raise DataplaneError(f"cannot create a data plane with {workers} workers")
         self._dp = ffi.gc(dp, lib.espdp_free)
-        self._sas: list[SA] = []
+        # The staged/live set as Python sees it. Indexed so that install, replace and
+        # retire cost O(the rules of one policy), not O(SAs + rules), on a hub:
+        self._sas: dict[SA, None] = {}  # insertion-ordered
         self._rules: list[tuple[Rule, SA | None]] = []
+        self._bound: dict[SA, set[int]] = {}  # SA -> indices of the rules it serves
+        self._protect: dict[int, list[int]] = {}  # policy -> indices of its PROTECT rules
         self._dirty = True  # staged changes not yet live
         self._commit_failed = False  # the staged changes were refused; wait for new ones
         self._workers_running = False  # then Python may not push packets (module docstring)
@@ -237,7 +241,7 @@ class Dataplane:
     def add_sa(self, **spec) -> SA:
         """Create an SA (keywords as for create_sa) and stage it for the next commit."""
         sa = self.create_sa(**spec)
-        self._sas.append(sa)
+        self._sas[sa] = None
         self._staged()
         return sa
 
@@ -312,15 +316,28 @@ class Dataplane:
                   policy, cookie, handle)
 
     def remove_sa(self, sa: SA) -> None:
-        self._sas.remove(sa)
-        self._rules = [(r, s if s is not sa else None) for r, s in self._rules]
+        del self._sas[sa]
+        self._unbind(sa)
         self._staged()
 
     def add_rule(self, rule: Rule, sa: SA | None = None) -> int:
         """Append a classification rule; returns its index (its place in match order)."""
         self._rules.append((rule, sa))
+        self._index_rule(len(self._rules) - 1)
         self._staged()
         return len(self._rules) - 1
+
+    def _index_rule(self, i: int) -> None:
+        rule, sa = self._rules[i]
+        if sa is not None:
+            self._bound.setdefault(sa, set()).add(i)
+        if rule.action == "protect":
+            self._protect.setdefault(rule.policy, []).append(i)
+
+    def _unbind(self, sa: SA) -> None:
+        """The rules `sa` served have no SA now."""
+        for i in self._bound.pop(sa, ()):
+            self._rules[i] = (self._rules[i][0], None)
 
     # --- incremental changes (the SA owner's calls; see the module docstring) ---
 
@@ -349,15 +366,14 @@ class Dataplane:
         rules it serves (their packets then drop no_sa and raise acquire). Freed once no
         worker can hold it."""
         self._ensure_committed()
-        bound = any(s is sa for _, s in self._rules)
+        bound = bool(self._bound.get(sa))
         if sa.direction == "out" and not bound:
             if sa in self._sas:  # replaced earlier: serves no rule, only forget it
-                self._sas.remove(sa)
+                del self._sas[sa]
                 return
         _check(lib.espdp_sa_retire(self._dp, sa._handle), f"retiring {sa}")
-        if sa in self._sas:
-            self._sas.remove(sa)
-        self._rules = [(r, s if s is not sa else None) for r, s in self._rules]
+        self._sas.pop(sa, None)
+        self._unbind(sa)
 
     @property
     def sas(self) -> tuple[SA, ...]:
@@ -367,12 +383,18 @@ class Dataplane:
     def _adopt(self, inbound: SA | None, outbound: SA | None) -> None:
         for sa in (inbound, outbound):
             if sa is not None and sa not in self._sas:
-                self._sas.append(sa)
+                self._sas[sa] = None
         if outbound is not None:
-            self._rules = [
-                (r, outbound if r.action == "protect" and r.policy == outbound.policy else s)
-                for r, s in self._rules
-            ]
+            for i in self._protect.get(outbound.policy, ()):
+                rule, before = self._rules[i]
+                if before is outbound:
+                    continue
+                if before is not None:
+                    self._bound[before].discard(i)
+                    if not self._bound[before]:
+                        del self._bound[before]
+                self._rules[i] = (rule, outbound)
+                self._bound.setdefault(outbound, set()).add(i)
 
     def commit(self) -> None:
         """Make the staged SAs and rules live in one atomic swap. On failure the live set
@@ -401,7 +423,10 @@ class Dataplane:
         except BaseException:
             lib.espdp_table_free(table)  # a no-op once published
             raise
-        self._sas, self._rules, self._dirty = sas, rules, False
+        self._sas, self._rules, self._dirty = dict.fromkeys(sas), rules, False
+        self._bound, self._protect = {}, {}
+        for i in range(len(rules)):
+            self._index_rule(i)
 
     def _staged(self) -> None:
         self._dirty = True

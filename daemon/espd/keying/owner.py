@@ -275,6 +275,7 @@ class SaOwner:
         # installed inbound-only by rekey_child(switch=False), its outbound not yet bound
         self._pending_switch: dict[int, tuple[int, float]] = {}
         self._lingering: dict[int, float] = {}  # retired child -> when its inbound goes
+        self._failing: dict[_Installed, None] = {}  # reservations to retry (reserve_failing)
         self._clients: list[object] = []
         self._generation = 0
         self.on_change: Callable[[Snapshot], None] | None = None
@@ -374,6 +375,7 @@ class SaOwner:
         for gone in change.removed:
             self._by_cookie.pop(gone.sa.cookie, None)
             self._sas.pop(gone, None)
+            self._failing.pop(gone, None)
             if self._outbound.get(gone.handover_key) is gone:
                 del self._outbound[gone.handover_key]
         for added in change.added:
@@ -465,16 +467,21 @@ class SaOwner:
                 log.error("%s: cannot persist sequence reservation (%s); it stops sending at "
                           "%d until this succeeds", installed.spec.label, e, installed.limit)
             installed.reserve_failing = True
+            self._failing[installed] = None
             return
         if installed.reserve_failing:
             log.info("%s: sequence reservation persisted again", installed.spec.label)
         installed.reserve_failing = False
+        self._failing.pop(installed, None)
 
     def retry_reservations(self) -> None:
         """Retry every reservation that failed to persist (the service's 1 s timer)."""
         self._owned()
-        for installed in [i for i in self._sas if i.reserve_failing]:
-            self._extend(installed)
+        for installed in list(self._failing):  # O(failing), not O(SAs): a 1 s timer
+            if installed.capped or self._by_cookie.get(installed.sa.cookie) is not installed:
+                del self._failing[installed]  # never extended again (see _extend)
+            else:
+                self._extend(installed)
 
     def housekeeping(self) -> None:
         """The loop's periodic turn: failed reservations again, pending rekey switches that

@@ -540,6 +540,9 @@ def test_reauthentication_is_make_before_break(monkeypatch):
         [new_a], [new_b] = a.engine.sas.values(), b.engine.sas.values()
         assert new_a.spis == new_b.spis and new_a.spis != sa.spis
         assert new_a.peer_id is not None and new_b.peer_id is not None  # authenticated
+        # the index by peer address that found the replaced Child SA holds only the new ones
+        assert a.engine.ike_sas_of(new_a.remote.address) == [new_a]
+        assert b.engine.ike_sas_of(new_b.remote.address) == [new_b]
         [child] = new_a.children.values()
         assert child is not old and old.rekeyed_by is child
         # a: the successor took the slot at once, then the old pair went;

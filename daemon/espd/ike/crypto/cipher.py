@@ -36,6 +36,7 @@ AEAD_IV_SIZE = 8
 AEAD_ICV_SIZE = 16  # ENCR_AES_GCM_16 and ChaCha20-Poly1305
 AES_BLOCK = 16
 _IV_COUNTER_LIMIT = 1 << 64
+_AEAD_KEY_SIZES = {AESGCM: (16, 24, 32), ChaCha20Poly1305: (32,)}
 
 
 class IntegrityError(Exception):
@@ -72,8 +73,9 @@ class AeadCipher:
                  key_and_salt: bytes | bytearray) -> None:
         self.name = name
         self._algorithm = algorithm
+        if len(key_and_salt) - AEAD_SALT_SIZE not in _AEAD_KEY_SIZES[algorithm]:
+            raise ValueError(f"{name}: a {len(key_and_salt) - AEAD_SALT_SIZE}-byte key")
         self._key = Secret(key_and_salt)  # key || 4-byte salt
-        algorithm(self._context_key())  # a wrong key size fails here, not at first use
         self._next_iv = 0
 
     def _context_key(self) -> memoryview:

@@ -110,6 +110,9 @@ class IkeEngine:
         self.transport = transport
         self.loop = loop or asyncio.get_event_loop()
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
+        # the same IKE SAs by peer address; always keyed by each SA's current remote
+        # address (register, remove_ike_sa and peer_address_changed keep it so)
+        self.sas_by_peer: dict[object, dict[bytes, IkeSa]] = {}
         self.half_open: dict[tuple[Endpoint, bytes], IkeSa] = {}  # responder: (peer, SPIi)
         # half-open SAs per peer address; always the counts of half_open's keys
         self.half_open_by_source: collections.Counter = collections.Counter()
@@ -517,6 +520,24 @@ class IkeEngine:
 
     def register(self, sa: IkeSa) -> None:
         self.sas[sa.local_spi] = sa
+        self.sas_by_peer.setdefault(sa.remote.address, {})[sa.local_spi] = sa
+
+    def peer_address_changed(self, sa: IkeSa, before: object) -> None:
+        """`sa.remote` was given a new address (NAT follow, IKE_AUTH from a floated peer)."""
+        if before != sa.remote.address and self.sas.get(sa.local_spi) is sa:
+            self._unindex_peer(sa, before)
+            self.sas_by_peer.setdefault(sa.remote.address, {})[sa.local_spi] = sa
+
+    def ike_sas_of(self, address: object) -> list[IkeSa]:
+        """The registered IKE SAs whose peer is now at `address`."""
+        return list(self.sas_by_peer.get(address, {}).values())
+
+    def _unindex_peer(self, sa: IkeSa, address: object) -> None:
+        same = self.sas_by_peer.get(address)
+        if same is not None and same.get(sa.local_spi) is sa:
+            del same[sa.local_spi]
+            if not same:
+                del self.sas_by_peer[address]
 
     def emit(self, kind: str, sa: IkeSa, child: ChildSa | None, reason: str = "") -> None:
         event = ChildEvent(kind, sa.ident, child, reason)
@@ -559,6 +580,7 @@ class IkeEngine:
         sa.state = IkeState.DELETED
         if self.sas.get(sa.local_spi) is sa:
             del self.sas[sa.local_spi]
+            self._unindex_peer(sa, sa.remote.address)
         self.forget_half_open(sa)
         sa.wipe()
 

@@ -17,6 +17,7 @@ service builds new ``IkeSettings`` and calls ``engine.reconfigure(settings)``; o
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 
 from espd.ike.engine.engine import IkeEngine
@@ -29,6 +30,7 @@ def host(loop: asyncio.AbstractEventLoop, owner: object, settings: IkeSettings, 
          send_ike: Callable[[str, str, int, bytes], None] | None,
          child_sa_keys: type | None = None) -> IkeEngine:
     """The running engine; ``send_ike`` None binds UDP 4500 too (no data plane)."""
+    load_exchanges()
     transport = UdpTransport(loop, endpoints(settings, own_nat_port=send_ike is None),
                              nat_ports=(settings.nat_port,), send_nat=send_ike)
     engine = IkeEngine(settings, owner, transport, loop, child_sa_keys=child_sa_keys)
@@ -37,6 +39,19 @@ def host(loop: asyncio.AbstractEventLoop, owner: object, settings: IkeSettings, 
         subscribe(engine)
     engine.start_immediate()
     return engine
+
+
+# the engine imports these where it first needs them (they import the engine); unloaded,
+# the first negotiation after start paid ~50 ms of imports: the on-demand trigger packet
+# waited that long for IKE_SA_INIT, a peer's first request for its answer
+EXCHANGES = ("ike_sa_init", "ike_intermediate", "ike_auth", "create_child_sa", "followup_ke",
+             "informational", "reauth")
+
+
+def load_exchanges() -> None:
+    """Import every exchange module now, at start, not in the first negotiation."""
+    for name in EXCHANGES:
+        importlib.import_module(f"espd.ike.exchanges.{name}")
 
 
 def endpoints(settings: IkeSettings, *, own_nat_port: bool) -> list[Endpoint]:

@@ -49,6 +49,7 @@ def follow(engine: IkeEngine, sa: IkeSa, remote: Endpoint, via: str) -> bool:
             "the peer is not behind a NAT" if not sa.nat_remote else "another family")
         return False
     before, sa.remote = sa.remote, remote
+    engine.peer_address_changed(sa, before.address)
     engine.counters[f"peer_moves_{via}"] += 1
     log.info("%s: peer moved from %s to %s (authenticated %s; RFC 7296 2.23)", sa, before,
              remote, via.upper())

@@ -198,7 +198,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
         engine.ike_failed(sa, "IKE_AUTH request without IDi or AUTH")
         return
     # RFC 7296 2.23: after NAT detection the peer floats; answer where it now is
-    sa.local, sa.remote = local, remote
+    before, sa.local, sa.remote = sa.remote.address, local, remote
+    engine.peer_address_changed(sa, before)
     peer = sa.peer if sa.peer is not None else engine.settings.peer(remote.address)
     peer_id = identity_of(idi)
     problem = _check_identity(peer, peer_id)

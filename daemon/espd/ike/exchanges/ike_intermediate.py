@@ -164,7 +164,8 @@ def _on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message, method,
 
 def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endpoint,
                remote: Endpoint) -> None:
-    sa.local, sa.remote = local, remote  # RFC 7296 2.23: the peer may float to 4500
+    before, sa.local, sa.remote = sa.remote.address, local, remote  # RFC 7296 2.23: 4500
+    engine.peer_address_changed(sa, before)
     ke = message.first(codec.KeyExchange)
     if not sa.additional_pending:  # nothing to exchange (RFC 9242 allows empty ones)
         if ke is not None:

@@ -105,12 +105,14 @@ def on_child_event(engine: IkeEngine, sa: IkeSa, kind: str, child: ChildSa | Non
 def replaced(engine: IkeEngine, sa: IkeSa, child: ChildSa) -> ChildSa | None:
     """The installed Child SA a new one of the same entry replaces: one under another
     IKE SA with the same peer (a reauthentication, ours or the peer's), or None."""
-    for other_sa, other in engine.children.values():
-        if other.entry == child.entry and other_sa is not sa and \
-                other_sa.remote.address == sa.remote.address and \
-                other.state == ChildState.INSTALLED and other.handle is not None and \
-                other.rekeyed_by is None:
-            return other
+    # only the IKE SAs of this peer (an index), not every Child SA of a hub
+    for other_sa in engine.ike_sas_of(sa.remote.address):
+        if other_sa is sa:
+            continue
+        for other in other_sa.children.values():
+            if other.entry == child.entry and other.state == ChildState.INSTALLED and \
+                    other.handle is not None and other.rekeyed_by is None:
+                return other
     return None
 
 

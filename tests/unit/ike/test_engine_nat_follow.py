@@ -133,8 +133,11 @@ def test_authenticated_ike_from_a_new_address_moves_it_and_esp_from_there_passes
         sent = []
         a.engine.transport.send = lambda local, remote, data: sent.append(data)
         informational.start_dpd(a.engine, sa_a)
+        assert b.engine.ike_sas_of(A) == [sa_b] and not b.engine.ike_sas_of(elsewhere.address)
         b.engine.receive(sent[0], sa_b.local, elsewhere)
         assert sa_b.remote == elsewhere
+        # the engine's index by peer address (reauthentication looks SAs up there) follows
+        assert b.engine.ike_sas_of(elsewhere.address) == [sa_b] and not b.engine.ike_sas_of(A)
         assert {b.owner.dp.remote(v.sa) for v in b.owner.snapshot.sas} == \
             {("127.0.0.3", NEW_PORT)}
         later = a.owner.dp.protect(inner("10.1.0.10", "10.2.0.10"))
