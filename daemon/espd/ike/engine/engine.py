@@ -293,10 +293,11 @@ class IkeEngine:
         self.receive(data, here, there)
 
     def _by_handle(self, handle: object) -> tuple[IkeSa, ChildSa] | None:
-        for sa, child in self.children.values():
-            if child.handle == handle:
-                return sa, child
-        return None
+        # `children` is keyed by each Child SA's inbound SPI, which its handle carries: one
+        # look-up per owner event (soft/hard expiry, peer moved), not a walk of a hub's SAs;
+        # a stale handle (its Child SA gone or replaced) finds nothing
+        found = self.children.get(getattr(handle, "spi_in", -1))
+        return found if found is not None and found[1].handle == handle else None
 
     # --- receive ------------------------------------------------------------------
 
