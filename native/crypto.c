@@ -22,21 +22,21 @@
 #include "espdp.h"
 #include "proto.h"
 
-/* Per packet, only the IV, the AAD and the tag reach OpenSSL. Everything else is set up
- * once per context: the key schedule, and the OSSL_PARAM arrays through which the nonce
- * and the tag are passed (OpenSSL 3.0 turns every EVP_CIPHER_CTX_ctrl and every re-init
- * into provider parameter look-ups, a tenth of the packet path). */
+/* Per packet, only the IV, the AAD and the tag reach OpenSSL. The key schedule is set up
+ * once per context (OpenSSL 3.0 turns every EVP_CIPHER_CTX_ctrl and every re-init into
+ * provider parameter look-ups, a tenth of the packet path); the OSSL_PARAM arrays that
+ * carry the nonce and the tag are a few stores on the stack per packet, not 200 bytes
+ * kept per context (issue 13: memory per SA).
+ * One OpenSSL cipher context per crypto_ctx, whatever the transform: AES-CBC's IVs come
+ * from the same CBC context (cbc_make_iv), not from an ECB context of their own. */
 struct crypto_ctx {
 	struct crypto_alg alg;
-	int encrypt;
-	int gcm_fast_iv; /* AES-GCM: the nonce goes in by a parameter, not a re-init */
+	uint8_t encrypt;
+	uint8_t gcm_fast_iv; /* AES-GCM: the nonce goes in by a parameter, not a re-init */
 	EVP_CIPHER_CTX *cipher; /* NULL for ENCR_NULL */
-	EVP_CIPHER_CTX *ecb; /* AES-CBC: AES_K for the IVs, keyed once */
 	EVP_MAC_CTX *mac; /* NULL for AEADs */
 	uint8_t nonce[12]; /* AEAD: salt || IV; the salt is written once */
 	uint8_t chain[16]; /* AES-CBC: the cipher context's running chaining block */
-	OSSL_PARAM set[3]; /* AEAD: [nonce,] tag (open) or [nonce] (seal); prebuilt */
-	OSSL_PARAM get[2]; /* AEAD seal: the tag */
 };
 
 struct integ_desc {
@@ -134,22 +134,24 @@ static EVP_MAC_CTX *mac_new(const struct crypto_alg *alg, const uint8_t *auth_ke
 	return ctx;
 }
 
-/* The AEAD parameter arrays of ctx. With gcm_fast_iv the whole nonce goes in as the
- * "TLS fixed IV" with length -1, which the GCM provider takes as the complete IV for the
- * next message (what EVP_CTRL_GCM_SET_IV_FIXED with -1 maps to); gcm_fast_iv_works()
- * checks that against a re-init before any SA relies on it. */
-static void aead_params(struct crypto_ctx *ctx)
+/* An octet-string parameter, as OSSL_PARAM_construct_octet_string builds it, inline. */
+#define OCTETS(name, ptr, len) \
+	((OSSL_PARAM){ (name), OSSL_PARAM_OCTET_STRING, (ptr), (len), OSSL_PARAM_UNMODIFIED })
+
+/* The AEAD parameters of one message into set (3 entries): [nonce,] [tag (open),] end.
+ * With gcm_fast_iv the whole nonce goes in as the "TLS fixed IV" with length -1, which
+ * the GCM provider takes as the complete IV for the next message (what
+ * EVP_CTRL_GCM_SET_IV_FIXED with -1 maps to); gcm_fast_iv_works() checks that against a
+ * re-init before any SA relies on it. */
+static void aead_params(struct crypto_ctx *ctx, uint8_t *icv, OSSL_PARAM set[3])
 {
-	OSSL_PARAM *p = ctx->set;
+	OSSL_PARAM *p = set;
 
 	if (ctx->gcm_fast_iv)
-		*p++ = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED,
-							 ctx->nonce, (size_t)-1);
+		*p++ = OCTETS(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, ctx->nonce, (size_t)-1);
 	if (!ctx->encrypt)
-		*p++ = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, NULL, 16);
-	*p = OSSL_PARAM_construct_end();
-	ctx->get[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, NULL, 16);
-	ctx->get[1] = OSSL_PARAM_construct_end();
+		*p++ = OCTETS(OSSL_CIPHER_PARAM_AEAD_TAG, icv, 16);
+	*p = (OSSL_PARAM)OSSL_PARAM_END;
 }
 
 static int gcm_fast_iv_ok = -1; /* -1: not checked yet; set once under gcm_once */
@@ -171,7 +173,7 @@ static struct crypto_ctx *ctx_new(const struct crypto_alg *alg, const uint8_t *k
 	if (!ctx)
 		return NULL;
 	ctx->alg = *alg;
-	ctx->encrypt = encrypt;
+	ctx->encrypt = !!encrypt;
 	if (cipher) {
 		ctx->cipher = EVP_CIPHER_CTX_new();
 		if (!ctx->cipher || !EVP_CipherInit_ex2(ctx->cipher, cipher, key,
@@ -181,19 +183,7 @@ static struct crypto_ctx *ctx_new(const struct crypto_alg *alg, const uint8_t *k
 		EVP_CIPHER_CTX_set_padding(ctx->cipher, 0); /* ESP pads itself */
 		memcpy(ctx->nonce, key + alg->key_len - alg->salt_len, alg->salt_len);
 	}
-	if (alg->cipher == ESPDP_CIPHER_AES_GCM || alg->cipher == ESPDP_CIPHER_CHACHA20_POLY1305) {
-		ctx->gcm_fast_iv = alg->cipher == ESPDP_CIPHER_AES_GCM && fast_iv;
-		aead_params(ctx);
-	}
-	if (alg->cipher == ESPDP_CIPHER_AES_CBC) {
-		const EVP_CIPHER *ecb = alg->key_len == 16 ? EVP_aes_128_ecb() :
-					alg->key_len == 24 ? EVP_aes_192_ecb() : EVP_aes_256_ecb();
-
-		ctx->ecb = EVP_CIPHER_CTX_new();
-		if (!ctx->ecb || !EVP_CipherInit_ex2(ctx->ecb, ecb, key, NULL, 1, NULL))
-			goto err;
-		EVP_CIPHER_CTX_set_padding(ctx->ecb, 0);
-	}
+	ctx->gcm_fast_iv = alg->cipher == ESPDP_CIPHER_AES_GCM && fast_iv;
 	if (alg->integ != ESPDP_INTEG_NONE) {
 		ctx->mac = mac_new(alg, auth_key);
 		if (!ctx->mac)
@@ -217,7 +207,6 @@ void crypto_ctx_free(struct crypto_ctx *ctx)
 	if (!ctx)
 		return;
 	EVP_CIPHER_CTX_free(ctx->cipher); /* cleanses the key schedule */
-	EVP_CIPHER_CTX_free(ctx->ecb);
 	EVP_MAC_CTX_free(ctx->mac);
 	OPENSSL_clear_free(ctx, sizeof(*ctx));
 }
@@ -252,6 +241,7 @@ static int aead(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64
 	uint8_t aad[12];
 	uint8_t *iv = esp + ESP_HDR_LEN, *payload = iv + 8, *icv = payload + payload_len;
 	size_t aad_len = aead_aad(esp, seq, esn, aad);
+	OSSL_PARAM set[3], get[2];
 	int n;
 
 	if (payload_len > INT32_MAX)
@@ -259,19 +249,19 @@ static int aead(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64
 	if (ctx->encrypt)
 		wr64(iv, seq); /* RFC 4106 3.1: the counter is a fine unique IV */
 	memcpy(ctx->nonce + 4, iv, 8);
-	if (!ctx->encrypt)
-		ctx->set[ctx->gcm_fast_iv].data = icv; /* after the nonce, if that is there */
-	if (ctx->gcm_fast_iv ? !EVP_CIPHER_CTX_set_params(c, ctx->set) : /* nonce [+ tag] */
+	aead_params(ctx, icv, set);
+	if (ctx->gcm_fast_iv ? !EVP_CIPHER_CTX_set_params(c, set) : /* nonce [+ tag] */
 	    !EVP_CipherInit_ex2(c, NULL, NULL, ctx->nonce, ctx->encrypt, NULL) ||
-		    (!ctx->encrypt && !EVP_CIPHER_CTX_set_params(c, ctx->set)))
+		    (!ctx->encrypt && !EVP_CIPHER_CTX_set_params(c, set)))
 		return -1;
 	if (!EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) ||
 	    !EVP_CipherUpdate(c, payload, &n, payload, (int)payload_len) ||
 	    EVP_CipherFinal_ex(c, payload + n, &n) <= 0)
 		return -1; /* on open: the tag did not verify */
 	if (ctx->encrypt) {
-		ctx->get[0].data = icv;
-		if (!EVP_CIPHER_CTX_get_params(c, ctx->get))
+		get[0] = OCTETS(OSSL_CIPHER_PARAM_AEAD_TAG, icv, 16);
+		get[1] = (OSSL_PARAM)OSSL_PARAM_END;
+		if (!EVP_CIPHER_CTX_get_params(c, get))
 			return -1;
 	}
 	return 0;
@@ -350,14 +340,26 @@ static int cbc(struct crypto_ctx *ctx, const uint8_t *iv, uint8_t *payload, size
 	return 0;
 }
 
-/* IV = AES_K(seq || marker): one block of the ECB context keyed at setup. */
+/* IV = AES_K(seq || marker), from the sealing CBC stream itself: one block of
+ * (seq || marker) ^ chain enciphers to AES_K(seq || marker), and leaves that IV as the
+ * stream's chaining block, so the payload that follows is CBC under exactly this IV (cbc()
+ * then corrects by iv ^ chain = 0). No second (ECB) AES context per SA. */
 static int cbc_make_iv(struct crypto_ctx *ctx, uint64_t seq, uint8_t *iv)
 {
+	uint8_t block[16];
 	int n;
 
-	wr64(iv, seq);
-	memcpy(iv + 8, iv_marker, 8);
-	return EVP_CipherUpdate(ctx->ecb, iv, &n, iv, 16) && n == 16 ? 0 : -1;
+	wr64(block, seq);
+	memcpy(block + 8, iv_marker, 8);
+	for (int i = 0; i < 16; i++)
+		block[i] ^= ctx->chain[i];
+	if (!EVP_CipherUpdate(ctx->cipher, iv, &n, block, 16) || n != 16) {
+		memset(ctx->chain, 0, 16); /* the stream is unknown: restart it */
+		(void)EVP_CipherInit_ex2(ctx->cipher, NULL, NULL, zero_block, 1, NULL);
+		return -1;
+	}
+	memcpy(ctx->chain, iv, 16);
+	return 0;
 }
 
 int crypto_seal(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn)

@@ -198,6 +198,7 @@ void espdp_sa_release(espdp_sa *sa)
 	for (unsigned i = 0; i < sa->nctx; i++)
 		crypto_ctx_free(sa->ctx[i]);
 	crypto_wipe(sa->key, sa->alg.key_len + sa->alg.auth_key_len); /* key, then auth key */
+	free(sa->ctr.drops);
 	free(sa);
 }
 
@@ -282,7 +283,18 @@ void sa_use(espdp_sa *sa, uint32_t bytes, int64_t now_ns)
 
 void sa_drop(espdp_sa *sa, int reason)
 {
-	ctr_add(&sa->ctr.drops[reason], 1);
+	uint64_t *d = __atomic_load_n(&sa->ctr.drops, __ATOMIC_ACQUIRE), *mine;
+
+	if (!d && (mine = calloc(ESPD_DROP_SLOTS, sizeof(*mine)))) {
+		/* one allocation wins; a loser frees its own and uses the winner's (now in d) */
+		if (__atomic_compare_exchange_n(&sa->ctr.drops, &d, mine, 0, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE))
+			d = mine;
+		else
+			free(mine);
+	}
+	if (d)
+		ctr_add(&d[reason], 1);
 	dp_drop(sa->dp, sa->cfg.direction, reason);
 }
 
@@ -300,6 +312,7 @@ int sa_replay_advance(espdp_sa *sa, uint64_t seq)
 void espdp_sa_stats(const espdp_sa *sa, struct espdp_sa_stats *out)
 {
 	int64_t now = dp_now(sa->dp);
+	const uint64_t *drops;
 
 	memset(out, 0, sizeof(*out));
 	out->packets = ctr_get(&sa->ctr.packets);
@@ -317,8 +330,9 @@ void espdp_sa_stats(const espdp_sa *sa, struct espdp_sa_stats *out)
 	out->life_bytes = ctr_get(&sa->life_bytes);
 	out->life_packets = ctr_get(&sa->life_packets);
 	out->flags = __atomic_load_n(&sa->flags, __ATOMIC_RELAXED);
-	for (int i = 0; i < ESPD_DROP_SLOTS; i++)
-		out->drops[i] = ctr_get(&sa->ctr.drops[i]);
+	drops = __atomic_load_n(&sa->ctr.drops, __ATOMIC_ACQUIRE);
+	for (int i = 0; drops && i < ESPD_DROP_SLOTS; i++)
+		out->drops[i] = ctr_get(&drops[i]);
 }
 
 void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out)
