@@ -330,11 +330,15 @@ class IkePeer:
     remote_id: IkeIdentity | None = None  # None: whatever ID the peer proves
     where: Location = field(default=Location("<string>"), compare=False)
     auth: str = "psk"  # "psk" | "certificate" (then both psk buffers are empty)
+    # RFC 8784 post-quantum preshared key: its PPK_ID (b"": none) and the key
+    ppk_id: bytes = b""
+    ppk: bytearray = field(default_factory=bytearray)
+    ppk_required: bool = True  # refuse an IKE SA without the PPK (fail closed)
 
     def __repr__(self) -> str:
         return (f"IkePeer({self.name!r}, {self.address}, {self.auth}, local_id="
                 f"{self.local_id}, remote_id={self.remote_id}, psk=<{len(self.psk_local)}/"
-                f"{len(self.psk_remote)} bytes>)")
+                f"{len(self.psk_remote)} bytes>, ppk=<{len(self.ppk)} bytes>)")
 
 
 @dataclass(frozen=True)

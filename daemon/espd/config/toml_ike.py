@@ -10,6 +10,7 @@ bytearrays, wiped once the IKE engine holds its copy, and never quoted in a mess
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from espd.config.certificate_identity import certificate_identity
@@ -39,10 +40,15 @@ IKE_KNOWN: dict[str, tuple[str, ...]] = {
     "dpd": ("interval", "retry", "mode"),
     "retransmit": ("timeout", "tries"),
     "ike_peer": ("address", "psk", "psk_file", "psk_local", "psk_local_file", "psk_remote",
-                 "psk_remote_file", "local_id", "remote_id", "auth"),
+                 "psk_remote_file", "local_id", "remote_id", "auth", "ppk_id", "ppk", "ppk_file",
+                 "ppk_required"),
 }
 PSK_MIN = 8  # bytes; a shorter secret falls to an offline dictionary attack in seconds
 PSK_MAX = 1024
+# RFC 8784 5.1: a PPK SHOULD have at least 256 bits of entropy; 32 bytes is the least
+# that can hold them (text from 'head -c 32 /dev/urandom | base64' has 44 characters)
+PPK_MIN, PPK_MAX = 32, 1024
+PPK_ID_MAX = 255  # bytes of PPK_ID (charon and IOS name them with short strings)
 PKI_FILE_MAX = 1 << 20  # a certificate, CA bundle or CRL file
 # [ike] fragment_size: below 256 bytes an IPv6 fragment with the largest IV and ICV holds
 # about 100 bytes of payload, too few for a certificate chain in 64 fragments
@@ -266,11 +272,13 @@ class IkeSchema:
         address = self.address(raw, path + ("address",), "192.0.2.2")
         local_id = self.identity(raw, path + ("local_id",))
         remote_id = self.identity(raw, path + ("remote_id",))
+        ppk = self.ppk(name, raw, path)
         if "auth" in raw:
             auth = self.choice(raw, path + ("auth",), ("psk", "certificate"))
             if auth == "certificate":
-                return self.certificate_peer(name, raw, path, address, local_id, remote_id,
+                peer = self.certificate_peer(name, raw, path, address, local_id, remote_id,
                                              before)
+                return replace(peer, **ppk) if peer is not None else None
         both = self.secret(raw, path, "psk")
         local = self.secret(raw, path, "psk_local")
         remote = self.secret(raw, path, "psk_remote")
@@ -288,7 +296,31 @@ class IkeSchema:
             return None
         psk_local, psk_remote = (both, both) if both is not None else (local, remote)
         return IkePeer(name, address, psk_local, psk_remote, local_id, remote_id,
-                       self.where(path))  # type: ignore[attr-defined]
+                       self.where(path), **ppk)  # type: ignore[attr-defined]
+
+    def ppk(self, name: str, raw: dict[str, Any], path: Path) -> dict[str, Any]:
+        """RFC 8784: ``ppk_id`` with ``ppk`` or ``ppk_file``, and ``ppk_required``; the
+        IkePeer fields (none when no PPK is written). A key written ``0x...`` is hex, as
+        strongSwan's secrets are; otherwise its text's bytes are the key."""
+        written = [k for k in ("ppk_id", "ppk", "ppk_file", "ppk_required") if k in raw]
+        if not written:
+            return {}
+        where = f"ike_peer.{name}"
+        ppk_id = self.get(raw, path + ("ppk_id",), str, '"gw-ppk-1"', None)
+        key = self.secret(raw, path, "ppk", PPK_MIN, PPK_MAX, hex_prefix=True)
+        required = self.get(raw, path + ("ppk_required",), bool, "true", True)
+        if ppk_id is None and "ppk_id" not in raw:
+            self.error(path, f"{where} has {', '.join(written)} but no 'ppk_id' (the name "
+                             f"both peers give the post-quantum preshared key)")
+        elif ppk_id is not None and not 1 <= len(ppk_id.encode()) <= PPK_ID_MAX:
+            self.error(path + ("ppk_id",), f"{where}.ppk_id must have 1-{PPK_ID_MAX} bytes")
+            ppk_id = None
+        if key is None and "ppk" not in raw and "ppk_file" not in raw:
+            self.error(path, f"{where} has a 'ppk_id' but no key: 'ppk_file = "
+                             f"\"/etc/espd/{name}.ppk\"' (at least {PPK_MIN} random bytes)")
+        if ppk_id is None or key is None:
+            return {}
+        return {"ppk_id": ppk_id.encode(), "ppk": key, "ppk_required": bool(required)}
 
     def certificate_peer(self, name: str, raw: dict[str, Any], path: Path, address,
                          local_id: IkeIdentity | None, remote_id: IkeIdentity | None,
@@ -325,9 +357,11 @@ class IkeSchema:
             self.error(path, f"{'.'.join(str(p) for p in path)}: {e}")
             return None
 
-    def secret(self, raw: dict[str, Any], path: Path, name: str) -> bytearray | None:
+    def secret(self, raw: dict[str, Any], path: Path, name: str, least: int = PSK_MIN,
+               most: int = PSK_MAX, hex_prefix: bool = False) -> bytearray | None:
         """``name = "text"`` or ``name_file = "/path"``; None when neither is written (a
-        refusal is reported, and then None too)."""
+        refusal is reported, and then None too). With ``hex_prefix`` a value ``0x...`` is
+        hex digits."""
         file_key = f"{name}_file"
         where = ".".join(str(p) for p in path)
         if name in raw and file_key in raw:
@@ -353,10 +387,34 @@ class IkeSchema:
                 return None
         else:
             return None
-        if not PSK_MIN <= len(secret) <= PSK_MAX:
-            self.error(path + (file_key if file_key in raw else name,), (
-                f"{where}: the pre-shared key has {len(secret)} bytes; use {PSK_MIN} to "
-                f"{PSK_MAX} (a short key falls to an offline guess from one captured "
-                f"exchange), e.g. from 'head -c 24 /dev/urandom | base64'"))
+        which = file_key if file_key in raw else name
+        if hex_prefix and secret[:2].lower() == b"0x":
+            decoded = _unhex(secret)
+            secret[:] = bytes(len(secret))
+            if decoded is None:
+                self.error(path + (which,), f"{where}.{which}: after '0x' only an even "
+                                            f"number of hex digits may follow")
+                return None
+            secret = decoded
+        if not least <= len(secret) <= most:
+            kind = "pre-shared key" if name.startswith("psk") else "post-quantum preshared key"
+            size = 24 if least == PSK_MIN else least
+            self.error(path + (which,), (
+                f"{where}: the {kind} has {len(secret)} bytes; use {least} to "
+                f"{most} (a short key falls to an offline guess from one captured "
+                f"exchange), e.g. from 'head -c {size} /dev/urandom | base64'"))
             return None
         return secret
+
+
+def _unhex(text: bytearray) -> bytearray | None:
+    """``0x`` + hex digits -> the bytes (a new bytearray); None when not hex."""
+    digits = text[2:]
+    try:
+        if len(digits) % 2:
+            return None
+        return bytearray(bytes.fromhex(digits.decode("ascii")))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    finally:
+        digits[:] = bytes(len(digits))

@@ -77,6 +77,21 @@ class PresharedKey:
         return f"PresharedKey(local=<{len(self.local)} bytes>, remote=<{len(self.remote)} bytes>)"
 
 
+@dataclass(frozen=True, repr=False)
+class PostQuantumKey:
+    """An RFC 8784 post-quantum preshared key: mixed into SK_d, SK_pi and SK_pr when both
+    sides have it. ``ident`` is its PPK_ID (sent in clear inside the SK payload, public);
+    ``required``: no IKE SA with this peer without it (else NO_PPK_AUTH may stand in)."""
+
+    ident: bytes
+    key: bytearray
+    required: bool = True
+
+    def __repr__(self) -> str:
+        return (f"PostQuantumKey(ident={self.ident!r}, key=<{len(self.key)} bytes>, "
+                f"required={self.required})")
+
+
 @dataclass(frozen=True)
 class Dpd:
     """IOS ``dpd INTERVAL RETRY on-demand|periodic`` (``crypto isakmp keepalive``).
@@ -101,6 +116,7 @@ class Peer:
     local_id: Identity | None = None  # None: our address as ID_IPV4_ADDR / ID_IPV6_ADDR
     port: int = 500
     auth: str = "psk"  # "psk" | "certificate" (IkeSettings.certificate and .trust)
+    ppk: PostQuantumKey | None = None  # RFC 8784 (exchanges/ppk.py)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ EVENTS = {
     "shed": "IKE datagrams from no configured peer dropped unhandled: their backlog "
             "was full (a flood)",
     "temporary_failures": "TEMPORARY_FAILURE answers received",
+    "ppk_used": "IKE SAs authenticated and keyed with an RFC 8784 post-quantum preshared key",
+    "ppk_not_used": "IKE SAs established without the PPK one side has (NO_PPK_AUTH, "
+                    "ppk_required = false)",
+    "ppk_refused": "IKE SAs refused for a required PPK that was missing or unknown",
     "additional_key_exchanges": "RFC 9370 additional key exchanges completed (ML-KEM)",
     "followup_state_not_found": "IKE_FOLLOWUP_KE with an unknown link (STATE_NOT_FOUND)",
     "acquires": "negotiations started by traffic",

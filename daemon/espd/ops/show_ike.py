@@ -27,6 +27,8 @@ def render_ike_sa(ike_sas: list[dict], detail: bool = False) -> str:
                      f"Auth verify: {auth}")
         if sa.get("key_exchanges"):
             lines.append(f"      Key exchanges: {', '.join(sa['key_exchanges'])}")
+        if sa.get("ppk"):  # RFC 8784: the PPK_ID only, never the key
+            lines.append(f"      Post-quantum preshared key: {sa['ppk']} (RFC 8784)")
         lines.append(f"      Life/Active Time: {sa['lifetime']}/{int(sa['active'])} sec")
         if detail:
             lines.append(f"      Local spi: {_local_spi(sa)}       Remote spi: "

@@ -66,6 +66,8 @@ def _peer(peer: IkePeer) -> ike.Peer:
         remote_id=_identity(peer.remote_id),
         local_id=_identity(peer.local_id),
         auth=peer.auth,
+        ppk=ike.PostQuantumKey(peer.ppk_id, peer.ppk, peer.ppk_required)
+        if peer.ppk_id else None,
     )
 
 
@@ -91,6 +93,7 @@ def wipe_ike_keys(config: Config) -> None:
     for peer in config.ike_peers:
         wipe(peer.psk_local)
         wipe(peer.psk_remote)
+        wipe(peer.ppk)
 
 
 def ike_udp_families(config: Config) -> set[int]:

@@ -44,6 +44,7 @@ from espd.ike.auth import PskAuthenticator
 from espd.ike.auth.certificates import CertificateAuthenticator
 from espd.ike.codec import ExchangeType
 from espd.ike.crypto.cipher import IntegrityError
+from espd.ike.crypto.secret import Secret
 from espd.ike.engine import fragmentation, nat_follow
 from espd.ike.engine.admission import CookieJar
 from espd.ike.engine.intake import Intake
@@ -146,6 +147,16 @@ class IkeEngine:
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
             authenticator.wipe()
+        # RFC 8784 PPKs: copies of our own too, by peer address (the key only)
+        old_ppks, self._ppks = getattr(self, "_ppks", {}), {
+            peer.address: Secret(peer.ppk.key) for peer in settings.peers
+            if peer.ppk is not None}
+        for key in old_ppks.values():
+            key.wipe()
+
+    def ppk_key(self, peer: object) -> Secret:
+        """The engine's copy of the peer's post-quantum preshared key (RFC 8784)."""
+        return self._ppks[peer.address]  # type: ignore[attr-defined]
 
     @staticmethod
     def _authenticator_for(peer, settings: IkeSettings):
@@ -762,6 +773,9 @@ class IkeEngine:
         for authenticator in self._authenticators.values():
             authenticator.wipe()
         self._authenticators.clear()
+        for key in self._ppks.values():
+            key.wipe()
+        self._ppks.clear()
         if self.keylog is not None:
             self.keylog.close()
 

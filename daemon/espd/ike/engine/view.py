@@ -51,6 +51,8 @@ class IkeSaView:
     # the key exchanges that keyed it, in order: "x25519 (IKE_SA_INIT)",
     # "mlkem768 (IKE_INTERMEDIATE)" (RFC 9370), or CREATE_CHILD_SA / IKE_FOLLOWUP_KE
     key_exchanges: tuple[str, ...] = ()
+    # RFC 8784: the PPK_ID whose post-quantum preshared key keyed it ("": none; never the key)
+    ppk: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,13 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
         str(sa.peer_id or ""), certificate_facts(cert) if cert is not None else None,
         sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
         now - sa.established if sa.established else 0.0, children, sa.fragmentation,
-        tuple(sa.key_exchanges))
+        tuple(sa.key_exchanges), _ppk(sa))
+
+
+def _ppk(sa: IkeSa) -> str:
+    from espd.ike.exchanges.ppk import describe
+
+    return describe(sa.ppk_id) if sa.ppk_used else ""
 
 
 

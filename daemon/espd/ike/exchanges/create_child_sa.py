@@ -520,6 +520,7 @@ def _new_ike_sa(engine: IkeEngine, old: IkeSa, spi_i: bytes, spi_r: bytes, initi
     new = IkeSa(spi_i, spi_r, initiator, old.local, old.remote, IkeState.ESTABLISHED,
                 ident=engine.new_ident(), proposal=chosen, nonce_i=nonce_i, nonce_r=nonce_r)
     new.key_exchanges = followup_ke.names(suite.group, suite.additional)
+    new.ppk_used, new.ppk_id = old.ppk_used, old.ppk_id  # keyed from SK_d' (RFC 8784 3)
     try:
         skeyseed = keymat.rekey_skeyseed(old.prf, old.keys.sk_d, shared, nonce_i, nonce_r,
                                          additional)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from espd.ike import codec
 from espd.ike.auth import AuthenticationFailed, signed_octets
 from espd.ike.codec import ExchangeType, NotifyType
-from espd.ike.exchanges import child_setup, ike_intermediate
+from espd.ike.exchanges import child_setup, ike_intermediate, ppk
 from espd.ike.exchanges.payloads import (
     address_identity,
     identity_of,
@@ -42,15 +42,18 @@ def _local_identity(sa: IkeSa, peer: Peer | None):
     return peer.local_id if peer is not None and peer.local_id else address_identity(sa.local)
 
 
-def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: int):
+def _octets(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: int,
+            keys=None):
     """The signed octets of one side (RFC 7296 2.15): its IKE_SA_INIT message, the other
     side's nonce, prf(SK_p of that side, its ID body) [, IntAuth (RFC 9242 3.3.2) after
-    IKE_INTERMEDIATE exchanges; ``message_id`` is IKE_AUTH's]."""
+    IKE_INTERMEDIATE exchanges; ``message_id`` is IKE_AUTH's]. ``keys``: the SK_p to use
+    when not the SA's (RFC 8784: the PPK-mixed ones)."""
     trailer = ike_intermediate.trailer(sa, message_id)
+    keys = keys if keys is not None else sa.keys
     if initiator_side:
-        return signed_octets(sa.prf, sa.init_request, sa.nonce_r, sa.keys.sk_pi, id_body,
+        return signed_octets(sa.prf, sa.init_request, sa.nonce_r, keys.sk_pi, id_body,
                              trailer)
-    return signed_octets(sa.prf, sa.init_response, sa.nonce_i, sa.keys.sk_pr, id_body,
+    return signed_octets(sa.prf, sa.init_response, sa.nonce_i, keys.sk_pr, id_body,
                          trailer)
 
 
@@ -64,9 +67,14 @@ def _established(engine: IkeEngine, sa: IkeSa, peer_id) -> None:
     sa.cancel_timer("half-open")
     engine.forget_half_open(sa)
     suite = getattr(sa.suite, "name", "?")
-    log.info("%s established (%s, peer id %s, local %s%s)", sa, suite, peer_id, sa.local,
-             ", NAT detected" if sa.nat else "")
+    used = f", PPK {ppk.describe(sa.ppk_id)}" if sa.ppk_used else ""
+    log.info("%s established (%s%s, peer id %s, local %s%s)", sa, suite, used, peer_id,
+             sa.local, ", NAT detected" if sa.nat else "")
     engine.counters["ike_sas_established"] += 1
+    if sa.ppk_used:
+        engine.counters["ppk_used"] += 1
+    elif ppk.configured(peer) is not None:
+        engine.counters["ppk_not_used"] += 1
     engine.schedule_ike_timers(sa)
 
 
@@ -81,7 +89,17 @@ def start(engine: IkeEngine, sa: IkeSa) -> None:
                      message_id=sa.requests.next_id)
     authenticator = engine.authenticator(peer)
     method, data = authenticator.build(octets)
-    payloads: list = [idi, *_certificates(authenticator)]
+    ppk_notifies: list = []
+    if sa.ppk_negotiated and peer.ppk is not None:
+        # RFC 8784 3: AUTH over SK_pi'; the unmixed AUTH only where a PPK is optional
+        sa.ppk_pending = ppk.mixed(sa, engine.ppk_key(peer))
+        ppk_notifies.append(ppk.identity_notify(peer.ppk))
+        if not peer.ppk.required:
+            ppk_notifies.append(notify(NotifyType.NO_PPK_AUTH, data))
+        method, data = authenticator.build(_octets(
+            sa, initiator_side=True, id_body=idi.encode_body(),
+            message_id=sa.requests.next_id, keys=sa.ppk_pending))
+    payloads: list = [idi, *_certificates(authenticator), *ppk_notifies]
     if hasattr(authenticator, "cert_request"):  # strongSwan sends its certificate if asked
         payloads.append(authenticator.cert_request())
     # IDr (optional) names whom we want; a DN we may hold in either spelling (auth/names.py)
@@ -111,7 +129,7 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
                               f"{_errors(message) or 'malformed'}")
         return
     peer_id = identity_of(idr)
-    problem = _check_identity(peer, peer_id)
+    problem = _check_identity(peer, peer_id) or _initiator_ppk(engine, sa, peer, message)
     if problem is None:
         octets = _octets(sa, initiator_side=False, id_body=idr.encode_body(),
                          message_id=message.header.message_id)
@@ -132,6 +150,59 @@ def on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> None:
                     child.entry[0], child.entry[1], err)
         engine.emit("failed", sa, child, str(err))
     sa.setup_done()
+
+
+def _initiator_ppk(engine: IkeEngine, sa: IkeSa, peer: Peer, message: codec.Message):
+    """RFC 8784 3: the responder's PPK_IDENTITY says it used the PPK: the mixed keys
+    become the SA's (it signed with SK_pr', Child SAs key from SK_d'); without it the
+    unmixed keys stay, unless ours is required. What is wrong, or None."""
+    pending, sa.ppk_pending = sa.ppk_pending, None
+    if pending is None:
+        return None
+    if message.notify(NotifyType.PPK_IDENTITY) is not None:
+        ppk.adopt(sa, pending, peer.ppk.ident)  # type: ignore[union-attr]
+        return None
+    pending.wipe()  # type: ignore[attr-defined]
+    if peer.ppk is not None and peer.ppk.required:
+        engine.counters["ppk_refused"] += 1
+        return (f"PPK {ppk.describe(peer.ppk.ident)} is required (ppk_required), but the "
+                f"responder did not use it (no PPK_IDENTITY in its IKE_AUTH)")
+    log.warning("%s: peer %s did not use PPK %s (it has no PPK of that id): authenticated "
+                "with NO_PPK_AUTH, without post-quantum protection", sa, sa.remote.address,
+                ppk.describe(peer.ppk.ident))  # type: ignore[union-attr]
+    return None
+
+
+def _responder_ppk(engine: IkeEngine, sa: IkeSa, peer: Peer, message: codec.Message, auth):
+    """RFC 8784 3, the responder's choice: (the AUTH to verify, the keys to verify it
+    with, a problem). With the PPK_ID the initiator names, AUTH over SK_pi' is checked
+    (a wrong PPK fails, no fallback); without it NO_PPK_AUTH stands in, unless this side
+    requires a PPK."""
+    wanted = ppk.configured(peer)
+    if wanted is None:
+        return auth, None, None  # we answered no USE_PPK: plain RFC 7296
+    if not sa.ppk_negotiated:
+        if wanted.required:
+            engine.counters["ppk_refused"] += 1
+            return auth, None, (f"PPK {ppk.describe(wanted.ident)} is required "
+                                f"(ppk_required), but the initiator sent no USE_PPK")
+        return auth, None, None
+    ident = ppk.parse_identity(message)
+    if ident is not None and ident == wanted.ident:
+        return auth, ppk.mixed(sa, engine.ppk_key(peer)), None
+    named = "no PPK_IDENTITY" if ident is None else f"PPK_ID {ppk.describe(ident)}"
+    if wanted.required:
+        engine.counters["ppk_refused"] += 1
+        return auth, None, (f"PPK {ppk.describe(wanted.ident)} is required (ppk_required), "
+                            f"but the initiator sent {named}")
+    fallback = message.notify(NotifyType.NO_PPK_AUTH)
+    if fallback is None:
+        return auth, None, (f"the initiator sent {named}, which is not our PPK "
+                            f"{ppk.describe(wanted.ident)}, and no NO_PPK_AUTH")
+    log.warning("%s: initiator %s sent %s, not our PPK %s: authenticating with "
+                "NO_PPK_AUTH, without post-quantum protection", sa, sa.remote.address,
+                named, ppk.describe(wanted.ident))
+    return codec.Authentication(auth.method, fallback.data), None, None
 
 
 def _tell_auth_failed(engine: IkeEngine, sa: IkeSa) -> None:
@@ -203,10 +274,21 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     peer = sa.peer if sa.peer is not None else engine.settings.peer(remote.address)
     peer_id = identity_of(idi)
     problem = _check_identity(peer, peer_id)
+    mixed = None
+    if problem is None:
+        auth, mixed, problem = _responder_ppk(engine, sa, peer, message, auth)
     if problem is None:
         octets = _octets(sa, initiator_side=True, id_body=idi.encode_body(),
-                         message_id=message.header.message_id)
+                         message_id=message.header.message_id, keys=mixed)
         problem = _verify(engine, sa, peer, octets, auth, message, peer_id)
+        if problem is not None and mixed is not None:
+            problem += (f" (with PPK {ppk.describe(peer.ppk.ident)}: "  # type: ignore
+                        f"do both sides have the same PPK?)")
+    if problem is not None and mixed is not None:
+        mixed.wipe()
+        mixed = None
+    if problem is None and mixed is not None:
+        ppk.adopt(sa, mixed, peer.ppk.ident)  # type: ignore[union-attr]
     if problem is not None:
         engine.counters["auth_failures"] += 1
         engine.respond(sa, message, [notify(NotifyType.AUTHENTICATION_FAILED)], local, remote)
@@ -220,6 +302,8 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
     authenticator = engine.authenticator(peer)
     method, data = authenticator.build(octets)
     payloads: list = [idr, *_certificates(authenticator), codec.Authentication(method, data)]
+    if sa.ppk_used:  # RFC 8784 3: tells the initiator the PPK was used (no data)
+        payloads.append(notify(NotifyType.PPK_IDENTITY))
     _established(engine, sa, peer_id)
     try:
         child_payloads, _child = child_setup.answer(engine, sa, message, sa.nonce_i,

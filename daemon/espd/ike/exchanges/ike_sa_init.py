@@ -31,7 +31,7 @@ from espd.ike.codec import ExchangeType, HashAlgorithm, NotifyType
 from espd.ike.crypto import keymat, suites
 from espd.ike.crypto.dh import InvalidKeyExchange
 from espd.ike.engine import admission, fragmentation
-from espd.ike.exchanges import ike_intermediate
+from espd.ike.exchanges import ike_intermediate, ppk
 from espd.ike.exchanges.payloads import (
     nat_detected,
     nat_notifies,
@@ -181,6 +181,7 @@ def _send(engine: IkeEngine, sa: IkeSa, group_id: int) -> None:
         fragmentation.supported(),
         *certificate_notifies(engine),
         *ike_intermediate.init_notifies(engine),
+        *ppk.init_notifies(sa.peer),  # type: ignore[arg-type]
     ]
     header = codec.request_header(codec.SpiPair(sa.spi_i), ExchangeType.IKE_SA_INIT, 0,
                                   original_initiator=True)
@@ -269,6 +270,14 @@ def _established_init(engine: IkeEngine, sa: IkeSa, message: codec.Message) -> N
     sa.ke_private = None
     sa.spi_r, sa.nonce_r, sa.proposal = message.header.spis.responder, nonce.data, chosen
     sa.fragmentation = fragmentation.offered(message)  # we offered it in our request
+    sa.ppk_negotiated = ppk.negotiated(sa.peer, message)  # type: ignore[arg-type]
+    wanted = ppk.configured(sa.peer)  # type: ignore[arg-type]
+    if wanted is not None and wanted.required and not sa.ppk_negotiated:
+        engine.counters["ppk_refused"] += 1
+        engine.ike_failed(sa, f"PPK {ppk.describe(wanted.ident)} is required (ppk_required),"
+                              f" but the responder did not answer USE_PPK (RFC 8784): it has"
+                              f" no PPK for us or does not support PPKs")
+        return
     ike_intermediate.prepare(sa, suite)
     derive(engine, sa, suite, shared)
     sa.nat_local, sa.nat_remote = nat_detected(message, sa.spi_i, sa.spi_r, sa.local,
@@ -355,6 +364,7 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
     derive(engine, sa, suite, shared)
     fake = any(p.encapsulation == "udp" for p in engine.settings.children_for(remote.address))
     sa.fragmentation = fragmentation.offered(message)
+    sa.ppk_negotiated = ppk.negotiated(sa.peer, message)
     response_header = codec.Header(codec.SpiPair(sa.spi_i, sa.spi_r),
                                    ExchangeType.IKE_SA_INIT, 0, codec.HeaderFlags.RESPONSE)
     reply = codec.Message(response_header, (
@@ -362,7 +372,8 @@ def on_request(engine: IkeEngine, message: codec.Message, data: bytes, local: En
         codec.Nonce(sa.nonce_r), *nat_notifies(sa.spi_i, sa.spi_r, local, remote, fake=fake),
         *([fragmentation.supported()] if sa.fragmentation else []),
         *certificate_notifies(engine, responder=True),
-        *ike_intermediate.init_notifies(engine, message)))
+        *ike_intermediate.init_notifies(engine, message),
+        *ppk.init_notifies(sa.peer, message)))
     datagram = codec.encode_message(reply)
     sa.init_response = datagram
     sa.responses.answered(0, (datagram,))

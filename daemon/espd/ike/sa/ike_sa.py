@@ -107,6 +107,11 @@ class IkeSa:
     int_auth_r: bytes = field(default=b"", repr=False)
     key_exchanges: tuple[str, ...] = ()  # what keyed it, for show: "x25519 (IKE_SA_INIT)"
     followups: dict = field(default_factory=dict)  # link -> exchanges/followup_ke.Waiting
+    # --- RFC 8784 PPK (exchanges/ppk.py) ---
+    ppk_negotiated: bool = False  # both sent USE_PPK in IKE_SA_INIT
+    ppk_pending: object | None = field(default=None, repr=False)  # initiator: mixed keys
+    ppk_used: bool = False  # its keys descend from SK_d' (an IKE SA rekey inherits it)
+    ppk_id: bytes = b""  # the PPK_ID used (public)
 
     @property
     def spis(self) -> tuple[bytes, bytes]:
@@ -156,9 +161,10 @@ class IkeSa:
 
     def wipe(self) -> None:
         """Zero every key this SA holds; the SA is unusable afterwards."""
-        if self.keys is not None:
-            self.keys.wipe()
-            self.keys = None
+        for keys in (self.keys, self.ppk_pending):
+            if keys is not None:
+                keys.wipe()  # type: ignore[attr-defined]
+        self.keys = self.ppk_pending = None
         for cipher in (self.sk_out, self.sk_in, self.prf):
             wipe = getattr(cipher, "wipe", None)
             if wipe is not None:
