@@ -6,8 +6,9 @@
  * per transform and reports, per pair: malloc'd bytes in total (mallinfo2), the part
  * OpenSSL allocated (counted through CRYPTO_set_mem_functions, malloc_usable_size),
  * OpenSSL allocations per pair, and RSS. "idle" is right after creation; "1 worker"
- * after each SA's context was taken by one worker (as its first packet does), "all"
- * after every worker took one.
+ * after each SA's context was taken by the last worker (as its first packet there does:
+ * an inbound SA's packets come to one worker), "all" after every worker took one (an
+ * outbound SA whose traffic reaches every worker's TUN queue).
  *
  *   cc -O2 -D_GNU_SOURCE -Inative $(sed -n 's,^// sources: ,,p' tests/bench/sa_memory.c) \
  *      tests/bench/sa_memory.c -lcrypto -lpthread -o /tmp/sa_memory && /tmp/sa_memory [N] [workers]
@@ -131,12 +132,12 @@ static void run(const char *name, unsigned cipher, unsigned bits, unsigned integ
 	}
 	espdp_reclaim(dp);
 	s1 = snap();
-	for (size_t i = 0; i < 2 * n; i++)
-		if (!sa_ctx(sas[i], 0))
+	for (size_t i = 0; i < 2 * n; i++) /* the last worker: an SA's socket need not be 0's */
+		if (!sa_ctx(sas[i], workers - 1))
 			abort();
 	s2 = snap();
 	for (size_t i = 0; i < 2 * n; i++)
-		for (unsigned w = 1; w < workers; w++)
+		for (unsigned w = 0; w < workers; w++)
 			if (!sa_ctx(sas[i], w))
 				abort();
 	s3 = snap();
