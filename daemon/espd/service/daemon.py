@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import threading
@@ -77,6 +78,9 @@ class View:
     reloads: tuple[int, int]  # (success, failure)
     mtu: int
     routes: tuple[str, ...]
+    # the IKE engine's plain state at the same moment as `sas` (None without IKE): one
+    # object, so a reader never pairs Child SAs of one moment with IKE SAs of another
+    ike: dict | None = None
 
 
 class Stopping(Exception):
@@ -151,7 +155,6 @@ class Daemon:
         self.control: ControlServer | None = None
         self.stop_metrics = None
         self.ike: IkeEngine | None = None  # hosted once the loop serves (start_ike)
-        self.ike_state: dict | None = None  # the engine's last snapshot, as plain data
         self.policy_ids = PolicyIds()  # an entry's id for the daemon's life (policy/ids.py)
         plan = build_plan(config, self.policy_ids)
         try:
@@ -197,7 +200,7 @@ class Daemon:
         if self.ike is not None:
             self.ike.close()
             self.ike = None
-        self.ike_state = None
+        self.view = dataclasses.replace(self.view, ike=None)
 
     def _ike_view_turn(self) -> None:
         """Refresh what show and metrics read of the engine (its state changes without
@@ -207,16 +210,20 @@ class Daemon:
         self._refresh_ike_state()
         self.ike.loop.call_later(IKE_VIEW_INTERVAL, self._ike_view_turn)
 
+    def _ike_plain_state(self) -> dict | None:
+        return ike_plain_state(self.ike.snapshot()) if self.ike is not None else None
+
     def _refresh_ike_state(self) -> None:
+        """Replace the View with the engine's state of now (same SAs, config, plan)."""
         if self.ike is not None:
-            self.ike_state = ike_plain_state(self.ike.snapshot())
+            self.view = dataclasses.replace(self.view, ike=self._ike_plain_state())
 
     def publish_view(self) -> None:
-        """Replace the View readers see (after every change, on the loop's thread)."""
-        self._refresh_ike_state()
+        """Replace the View readers see (after every change, on the loop's thread). The
+        loop's thread is its only writer; readers take `self.view` once per request."""
         self.view = View(self.config, self.plan, self.owner.snapshot,
                          (self.reloads["success"], self.reloads["failure"]), self.mtu,
-                         self.routes)
+                         self.routes, self._ike_plain_state())
 
     def tun_mtu(self, outbound=None, config: Config | None = None) -> int:
         """The TUN MTU the outbound SAs and the IKE-keyed entries' transform sets allow

@@ -52,7 +52,7 @@ def state(daemon: Daemon, view: View) -> dict:
         "ike_config": ike_config_state(view.config),
         "certificates": certificate_inventory(view.config.ike.certificate,
                                               view.config.ike.trust),
-        **({"ike": daemon.ike_state} if daemon.ike_state is not None else {}),
+        **({"ike": view.ike} if view.ike is not None else {}),
     }
 
 
