@@ -11,7 +11,7 @@ manual and the negotiated SAs. Keys are bytearrays so that they can be wiped; no
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from espd.ike.auth.certificates import OwnCertificate, TrustStore
 from espd.policy.selectors import TrafficSelector
@@ -153,10 +153,11 @@ class ChildPolicy:
     replay_window: int = 64
     lifetime: ChildLifetime = ChildLifetime()
     peer_source: str = "auto"  # see espd.config.model.CryptoMapEntry.peer_source
+    # (map_name, seq), made once: every Child SA of the entry holds this same tuple
+    key: tuple[str, int] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.map_name, self.seq
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.map_name, self.seq))
 
 
 @dataclass(frozen=True)
