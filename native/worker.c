@@ -89,12 +89,13 @@ static void on_net(struct worker *w, const struct workers *ws, enum io_source sr
 	struct sock_pool *pool = &w->pool[src];
 
 	for (int round = 0; round < ROUNDS || sock_pool_pending(pool); round++) {
-		uint64_t errors = 0, gro = 0;
+		uint64_t errors = 0, gro = 0, coalesced = 0;
 		unsigned n = sock_recv(ws->net_fd[src], src, pool, &w->batch, ws->io.batch,
-				       (struct sock_counts){ &errors, &gro, NULL });
+				       (struct sock_counts){ &errors, &gro, &coalesced });
 
 		stat_add(&w->stats.recv_errors, errors);
 		stat_add(&w->stats.net_rx_gro, gro);
+		stat_add(&w->stats.net_rx_coalesced, coalesced);
 		if (!n)
 			return;
 		stat_add(&w->stats.net_rx, n);
@@ -159,6 +160,8 @@ static int worker_init(struct worker *w, espdp *dp, unsigned index, struct worke
 	for (unsigned s = IO_UDP4; s <= IO_UDP6; s++)
 		if (ws->net_fd[s] >= 0 && sock_port(ws->net_fd[s]))
 			w->pool[s].port = sock_port(ws->net_fd[s]);
+	for (unsigned s = IO_ESP4; s <= IO_ESP6; s++)
+		w->pool[s].coalesce_us = ws->io.rx_coalesce_us;
 	return 0;
 }
 
@@ -185,7 +188,8 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 
 	if (dp->threads)
 		return ESPDP_ERR_STATE;
-	if (!io->ntun || !io->tun_fds || io->batch < 1 || io->batch > IO_BATCH_MAX)
+	if (!io->ntun || !io->tun_fds || io->batch < 1 || io->batch > IO_BATCH_MAX ||
+	    io->rx_coalesce_us > 1000)
 		return ESPDP_ERR_INVALID;
 	ws = calloc(1, sizeof(*ws) + dp->nworkers * sizeof(struct worker));
 	tun = ws ? malloc(io->ntun * sizeof(int)) : NULL;
@@ -272,6 +276,7 @@ void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 		out->net_tx_gso += __atomic_load_n(&s->net_tx_gso, __ATOMIC_RELAXED);
 		out->net_rx_gro += __atomic_load_n(&s->net_rx_gro, __ATOMIC_RELAXED);
 		out->net_tx_packet += __atomic_load_n(&s->net_tx_packet, __ATOMIC_RELAXED);
+		out->net_rx_coalesced += __atomic_load_n(&s->net_rx_coalesced, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(lock);
 }

@@ -15,6 +15,8 @@ started before and stopped after it:
   espd-esp-w1   espd, esp-gcm 128, raw ESP (IP protocol 50), 1 worker      (and -w2: 2 workers)
   espd-udp-w1   espd, esp-gcm 128, ESP in UDP 4500, 1 worker               (and -w2: 2 workers)
   espd-pkt-w1   espd, esp-gcm 128, raw ESP sent on AF_PACKET (send_path = "packet"), 1 worker
+  espd-co50-w1  espd, esp-gcm 128, raw ESP received with receive_coalesce_us = 50, 1 worker
+                (and -co100-w1: 100 µs)
 
 and iperf3 from host A to host B measures, each --repeat times for --seconds: TCP one
 stream, TCP four streams, UDP with 1300-byte payloads (Gbit/s delivered, from the
@@ -396,6 +398,7 @@ class Tunnel:
     encapsulation: str = ""
     workers: int = 0
     send_path: str = "raw"  # espd: [daemon] send_path
+    coalesce_us: int = 0  # espd: [daemon] receive_coalesce_us
     procs: list[Proc] = field(default_factory=list)  # daemons, gateway A's first
 
     def start(self, topo: Topology, tmp: str) -> None:
@@ -530,6 +533,7 @@ class Tunnel:
                     local=local, peer=peer, workers=self.workers, sock=sock,
                     state=os.path.join(d, "state"), net_l=net_l, net_r=net_r,
                     encapsulation=self.encapsulation, send_path=self.send_path,
+                    coalesce_us=self.coalesce_us,
                     in_spi=inbound[0], in_key=inbound[1],
                     out_spi=outbound[0], out_key=outbound[1]))
             self.procs.append(start(f"espd gw{side.upper()}",
@@ -644,6 +648,7 @@ control_socket = "{sock}"
 metrics = ""
 state_dir = "{state}"
 send_path = "{send_path}"
+receive_coalesce_us = {coalesce_us}
 
 [access_list.BENCH]
 rules = ["permit ip {net_l} {net_r}"]
@@ -673,6 +678,8 @@ CONFIGS = [
     Tunnel("espd-udp-w1", "espd udp w1", "espd", "udp", 1),
     Tunnel("espd-udp-w2", "espd udp w2", "espd", "udp", 2),
     Tunnel("espd-pkt-w1", "espd esp packet w1", "espd", "esp", 1, send_path="packet"),
+    Tunnel("espd-co50-w1", "espd esp coalesce50 w1", "espd", "esp", 1, coalesce_us=50),
+    Tunnel("espd-co100-w1", "espd esp coalesce100 w1", "espd", "esp", 1, coalesce_us=100),
 ]
 
 
@@ -1039,7 +1046,9 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
         if tunnel.kind == "espd":  # which send path carried the packets
             result["espd_io"] = espd_io(tunnel)
             log(f"      gateway A sent {result['espd_io'][0].get('net_tx', 0)} packets, "
-                f"{result['espd_io'][0].get('net_tx_packet', 0)} of them on AF_PACKET")
+                f"{result['espd_io'][0].get('net_tx_packet', 0)} of them on AF_PACKET; "
+                f"gateway B received {result['espd_io'][1].get('net_rx', 0)}, "
+                f"{result['espd_io'][1].get('net_rx_coalesced', 0)} after a coalescing wait")
     finally:
         tunnel.stop()
     return result

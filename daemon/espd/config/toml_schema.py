@@ -45,7 +45,8 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios", "ike",
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
-               "offload", "user", "nat_keepalive", "drop_log_interval", "send_path"),
+               "offload", "user", "nat_keepalive", "drop_log_interval", "send_path",
+               "receive_coalesce_us"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -238,6 +239,8 @@ class SchemaLoader(IkeSchema):
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         send_path = self.choice(raw, path + ("send_path",), SEND_PATHS)
+        coalesce = self.integer(raw, path + ("receive_coalesce_us",), 0, 1000, "50",
+                                default.receive_coalesce_us)
         user = self.get(raw, path + ("user",), str, '"espd"', None)
         keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
                                  default.nat_keepalive)
@@ -249,6 +252,7 @@ class SchemaLoader(IkeSchema):
             user=user or None,
             offload=default.offload if offload is None else offload,
             send_path=send_path or default.send_path,
+            receive_coalesce_us=default.receive_coalesce_us if coalesce is None else coalesce,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),
             workers=workers,

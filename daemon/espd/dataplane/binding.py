@@ -534,7 +534,8 @@ class Dataplane:
 
     def start_workers(self, tun_fds: Sequence[int], *, esp4: int = -1, esp6: int = -1,
                       udp4: int = -1, udp6: int = -1, send4: int = -1, send6: int = -1,
-                      batch: int = 64, vnet_hdr: int = 0, packet: int = -1) -> None:
+                      batch: int = 64, vnet_hdr: int = 0, packet: int = -1,
+                      coalesce_us: int = 0) -> None:
         """Start the C worker threads on these descriptors (the caller keeps them open)."""
         self._ensure_committed()
         fds = ffi.new("int[]", list(tun_fds))
@@ -545,6 +546,7 @@ class Dataplane:
         io.batch = batch
         io.tun_vnet_hdr = int(vnet_hdr)
         io.packet_fd = packet  # AF_PACKET send path; its table: set_nexthops
+        io.rx_coalesce_us = coalesce_us  # raw ESP receive: bounded wait per short batch
         _check(lib.espdp_workers_start(self._dp, io), "starting workers")
         self._workers_running = True
 
@@ -557,7 +559,7 @@ class Dataplane:
         lib.espdp_io_stats(self._dp, s)
         return {name: getattr(s, name) for name in (
             "tun_rx", "tun_tx", "net_rx", "net_tx", "send_errors", "recv_errors", "tun_errors",
-            "net_tx_gso", "net_rx_gro", "net_tx_packet")}
+            "net_tx_gso", "net_rx_gro", "net_tx_packet", "net_rx_coalesced")}
 
     def set_nexthops(self, entries: Sequence[tuple[str, int, bytes, int]]) -> None:
         """Replace the AF_PACKET send path's table: (outer destination, ifindex, next-hop

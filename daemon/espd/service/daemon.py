@@ -255,7 +255,8 @@ class Daemon:
             s = self.sockets
             self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
                                   udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
-                                  send6=s.fd("send6"), vnet_hdr=vnet, packet=s.fd("packet"))
+                                  send6=s.fd("send6"), vnet_hdr=vnet, packet=s.fd("packet"),
+                                  coalesce_us=settings.receive_coalesce_us)
             if self.nexthops:  # a thread: after privileges drop (system/nexthops.py)
                 self.nexthops.start()
             self.publish_view()
