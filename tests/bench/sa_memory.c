@@ -6,11 +6,12 @@
  * per transform and reports, per pair: malloc'd bytes in total (mallinfo2), the part
  * OpenSSL allocated (counted through CRYPTO_set_mem_functions, malloc_usable_size),
  * OpenSSL allocations per pair, and RSS. "idle" is right after creation; "1 worker"
- * after each SA's context was taken by one worker (as its first packet does), "all"
- * after every worker took one.
+ * after each SA's context was taken by the last worker (as its first packet there does:
+ * an inbound SA's packets come to one worker), "all" after every worker took one (an
+ * outbound SA whose traffic reaches every worker's TUN queue).
  *
  *   cc -O2 -D_GNU_SOURCE -Inative $(sed -n 's,^// sources: ,,p' tests/bench/sa_memory.c) \
- *      tests/bench/sa_memory.c -lcrypto -lpthread -o /tmp/sa_memory && /tmp/sa_memory [N] [workers]
+ *      tests/bench/sa_memory.c -lcrypto -lpthread -o /tmp/sa_memory && /tmp/sa_memory [N] [workers] [transform]
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -131,12 +132,12 @@ static void run(const char *name, unsigned cipher, unsigned bits, unsigned integ
 	}
 	espdp_reclaim(dp);
 	s1 = snap();
-	for (size_t i = 0; i < 2 * n; i++)
-		if (!sa_ctx(sas[i], 0))
+	for (size_t i = 0; i < 2 * n; i++) /* the last worker: an SA's socket need not be 0's */
+		if (!sa_ctx(sas[i], workers - 1))
 			abort();
 	s2 = snap();
 	for (size_t i = 0; i < 2 * n; i++)
-		for (unsigned w = 1; w < workers; w++)
+		for (unsigned w = 0; w < workers; w++)
 			if (!sa_ctx(sas[i], w))
 				abort();
 	s3 = snap();
@@ -153,13 +154,18 @@ int main(int argc, char **argv)
 {
 	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : 10000;
 	unsigned workers = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 2;
+	int only = argc > 3 ? atoi(argv[3]) : -1;
 
 	if (!CRYPTO_set_mem_functions(m, r, fr))
 		return 1;
 	printf("%zu SA pairs (inbound in the SAD), %u workers, bytes per pair; sizeof(espdp_sa) %zu\n",
 	       n, workers, sizeof(espdp_sa));
-	run("aes-gcm-256", ESPDP_CIPHER_AES_GCM, 256, ESPDP_INTEG_NONE, n, workers);
-	run("chacha20-poly1305", ESPDP_CIPHER_CHACHA20_POLY1305, 256, ESPDP_INTEG_NONE, n, workers);
-	run("aes-cbc-256+sha256", ESPDP_CIPHER_AES_CBC, 256, ESPDP_INTEG_HMAC_SHA256_128, n, workers);
+	/* argv[3]: one transform only (0, 1, 2), for an RSS not blurred by an earlier run */
+	if (only < 0 || only == 0)
+		run("aes-gcm-256", ESPDP_CIPHER_AES_GCM, 256, ESPDP_INTEG_NONE, n, workers);
+	if (only < 0 || only == 1)
+		run("chacha20-poly1305", ESPDP_CIPHER_CHACHA20_POLY1305, 256, ESPDP_INTEG_NONE, n, workers);
+	if (only < 0 || only == 2)
+		run("aes-cbc-256+sha256", ESPDP_CIPHER_AES_CBC, 256, ESPDP_INTEG_HMAC_SHA256_128, n, workers);
 	return 0;
 }

@@ -24,7 +24,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import netns
 from support.pki import Pki
-from support.strongswan import DEBIAN, STRONGSWAN6, Charon, CharonError, site_to_site
+from support.strongswan import (
+    DEBIAN,
+    STRONGSWAN6,
+    Charon,
+    CharonError,
+    close_with_espd,
+    site_to_site,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -173,13 +180,7 @@ def test_certificates_authenticate_both_ways_and_traffic_passes(netns_ok, peer, 
             assert state["ike"]["sas"][0]["peer_id"] == expected, state["ike"]
             check_certificates_shown(topo.gw_a, port, tmp / "gwA.sock", gwa, sub, root)
         finally:
-            if daemon is not None:
-                status = daemon.stop()
-                print(daemon.log())
-                assert status == 0
-            print(charon.describe(tail=3000))
-            charon.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+            close_with_espd(daemon, charon, tmp)
 
 
 def test_a_revoked_peer_certificate_is_refused_with_the_reason(netns_ok):

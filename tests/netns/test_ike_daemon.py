@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from support import netns
 from support.ike_configs import psk_gateway
-from support.strongswan import DEBIAN, Charon, site_to_site
+from support.strongswan import DEBIAN, Charon, close_with_espd, site_to_site
 
 from espd.ops import control
 
@@ -128,13 +128,7 @@ def test_daemon_negotiates_with_charon_and_carries_traffic(netns_ok, initiator):
             assert {int(child["spi-in"], 16), int(child["spi-out"], 16)} == spis
             assert psk not in daemon.log()
         finally:
-            if daemon is not None:
-                status = daemon.stop()
-                print(daemon.log())
-                assert status == 0
-            print(charon.describe(tail=3000))
-            charon.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+            close_with_espd(daemon, charon, tmp)
 
 
 def espd_config(side: str, psk: str, tmp: Path, ike: str = "", **entry: str) -> str:
@@ -465,13 +459,7 @@ def test_reauthentication_against_charon_under_traffic(netns_ok, reauthenticator
             spis = {sa["spi"] for sa in daemon.state()["sas"]}
             assert {int(children[0]["spi-in"], 16), int(children[0]["spi-out"], 16)} == spis
         finally:
-            if daemon is not None:
-                status = daemon.stop()
-                print(daemon.log())
-                assert status == 0
-            print(charon.describe(tail=3000))
-            charon.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+            close_with_espd(daemon, charon, tmp)
 
 
 def _wait_until(condition, timeout: float) -> bool:

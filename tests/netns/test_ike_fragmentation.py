@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-import shutil
 import struct
 import tempfile
 import time
@@ -28,7 +27,14 @@ import pytest
 from support import netns
 from support.ike_capture import payload_chain
 from support.pki import Pki
-from support.strongswan import DEBIAN, STRONGSWAN6, Charon, first_sa_keys, site_to_site
+from support.strongswan import (
+    DEBIAN,
+    STRONGSWAN6,
+    Charon,
+    close_with_espd,
+    first_sa_keys,
+    site_to_site,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -263,10 +269,4 @@ def fragmented_site(peer, initiator: str, ip: int) -> None:
             charon.wait_log(r"splitting IKE message \(\d+ bytes\) into \d+ fragments")
             charon.wait_log(r"reassembled fragmented IKE message")
         finally:
-            if daemon is not None:
-                status = daemon.stop()
-                print(daemon.log())
-                assert status == 0
-            print(charon.describe(tail=3000))
-            charon.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+            close_with_espd(daemon, charon, tmp)

@@ -762,3 +762,17 @@ def first_sa_keys(charon: Charon):
         raise CharonError(f"{charon.name}: no key dump for {e} in its log (start it with "
                           f"key_dump=True)") from e
     return ike_keys, esp
+
+
+def close_with_espd(daemon, charon: Charon, workdir) -> None:
+    """The end of an espd-against-charon test: stop espd (if it was started; its exit
+    status must be 0), print both logs for the report, close charon, remove `workdir`."""
+    try:
+        if daemon is not None:
+            status = daemon.stop()
+            print(daemon.log())
+            assert status == 0
+    finally:
+        print(charon.describe(tail=3000))
+        charon.close()
+        shutil.rmtree(workdir, ignore_errors=True)
