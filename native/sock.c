@@ -12,9 +12,7 @@
 #include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/uio.h>
-#include <time.h>
 
 #include "ip.h"
 #include "proto.h"
@@ -158,11 +156,10 @@ static void rebuild_outer(struct espdp_pkt *p, enum io_source src, const struct 
 
 /* One recvmmsg into the (empty) pool; returns how many datagrams it holds. */
 static unsigned pool_fill(int fd, enum io_source src, struct sock_pool *pool, unsigned max,
-			  struct sock_counts c)
+			  uint64_t *errors)
 {
 	struct mmsghdr msgs[IO_BATCH_MAX];
 	struct iovec iov[IO_BATCH_MAX];
-	uint64_t *errors = c.errors;
 	int n;
 
 	memset(msgs, 0, sizeof(msgs[0]) * max);
@@ -185,19 +182,6 @@ static unsigned pool_fill(int fd, enum io_source src, struct sock_pool *pool, un
 		if (errno != EAGAIN && errno != EINTR)
 			(*errors)++;
 		return 0;
-	}
-	if (n && (unsigned)n < max && pool->coalesce_us && (src == IO_ESP4 || src == IO_ESP6)) {
-		/* One bounded wait per batch: the peer's next packets are usually in flight. */
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		struct timespec ts = { 0, (long)pool->coalesce_us * 1000 };
-		int more;
-
-		if (ppoll(&pfd, 1, &ts, NULL) > 0 &&
-		    (more = recvmmsg(fd, msgs + n, max - (unsigned)n, MSG_DONTWAIT, NULL)) > 0) {
-			if (c.packet)
-				*c.packet += (uint64_t)more;
-			n += more;
-		}
 	}
 	for (int i = 0; i < n; i++) {
 		pool->at[i] = 0;
@@ -225,7 +209,7 @@ unsigned sock_recv(int fd, enum io_source src, struct sock_pool *pool, struct io
 		uint32_t len;
 
 		if (e == pool->count) {
-			if (filled || !pool_fill(fd, src, pool, max, c))
+			if (filled || !pool_fill(fd, src, pool, max, c.errors))
 				break;
 			filled = 1;
 			continue;

@@ -8,10 +8,7 @@
  * Receive goes through a pool: recvmmsg fills it with datagrams, which are handed to the
  * batch in arrival order, a plain datagram by swapping buffers (no copy), a UDP GRO
  * aggregate (UDP_GRO: ESP packets of one size from one peer, received as one) by copying
- * out its segments one by one. With coalesce_us (raw ESP only: it has no GRO), a recvmmsg
- * that fills less than the batch is followed by at most one poll of that many µs and a
- * second recvmmsg for the rest, so the worker waits a bounded time once per batch and
- * never while the batch is full. A pool must be empty before its worker waits in epoll:
+ * out its segments one by one. A pool must be empty before its worker waits in epoll:
  * epoll is level-triggered on the socket, not on the pool.
  *
  * Send: ESP in UDP goes out on the NAT-T socket. Runs of packets to one peer with one
@@ -52,7 +49,6 @@ struct sock_pool {
 	uint32_t at[IO_BATCH_MAX];  /* GRO aggregates: bytes already handed out */
 	unsigned head, count;
 	uint16_t port; /* the port the socket is bound to (UDP); NATT_PORT until told */
-	unsigned coalesce_us; /* raw ESP: bounded wait to top up a short batch; 0: none */
 };
 
 /* Where sealed packets go. gso_off[s]: the kernel refused UDP_SEGMENT on udp fd s
@@ -79,8 +75,7 @@ int sock_prepare(int fd, enum io_source src);
 struct sock_counts {
 	uint64_t *errors;
 	uint64_t *offloaded; /* packets in GRO aggregates / GSO runs */
-	uint64_t *packet; /* send: AF_PACKET socket; receive: got after a coalescing wait;
-			     may be NULL */
+	uint64_t *packet; /* send: packets that left on the AF_PACKET socket; may be NULL */
 };
 
 /* Hand up to max packets from pool and socket (one recvmmsg at most) to b, as full outer

@@ -16,6 +16,7 @@ from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
     PEER_SOURCES,
+    RECEIVE_PATHS,
     REPLAY_WINDOW_MAX,
     SEND_PATHS,
     SPI_MAX,
@@ -46,7 +47,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
                "offload", "user", "nat_keepalive", "drop_log_interval", "send_path",
-               "receive_coalesce_us"),
+               "receive_path"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -239,8 +240,7 @@ class SchemaLoader(IkeSchema):
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         send_path = self.choice(raw, path + ("send_path",), SEND_PATHS)
-        coalesce = self.integer(raw, path + ("receive_coalesce_us",), 0, 1000, "50",
-                                default.receive_coalesce_us)
+        receive_path = self.choice(raw, path + ("receive_path",), RECEIVE_PATHS)
         user = self.get(raw, path + ("user",), str, '"espd"', None)
         keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
                                  default.nat_keepalive)
@@ -252,7 +252,7 @@ class SchemaLoader(IkeSchema):
             user=user or None,
             offload=default.offload if offload is None else offload,
             send_path=send_path or default.send_path,
-            receive_coalesce_us=default.receive_coalesce_us if coalesce is None else coalesce,
+            receive_path=receive_path or default.receive_path,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),
             workers=workers,
