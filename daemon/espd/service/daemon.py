@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import socket
@@ -33,7 +34,7 @@ from espd.config.model import Config
 from espd.dataplane import Dataplane
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.hosting import follow, host
-from espd.ike.engine.view import plain_state as ike_plain_state
+from espd.ike.engine.view import Snapshot as IkeSnapshot
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import SaOwner, Snapshot
 from espd.keying.sequence_store import SequenceStore
@@ -78,6 +79,11 @@ class View:
     reloads: tuple[int, int]  # (success, failure)
     mtu: int
     routes: tuple[str, ...]
+    # the IKE engine's snapshot at the same moment as `sas` (None without IKE): one
+    # object, so a reader never pairs Child SAs of one moment with IKE SAs of another.
+    # Both are immutable and cost O(what changed) to replace; readers turn them into
+    # lists and plain data on their own thread (state_view.py)
+    ike: IkeSnapshot | None = None
 
 
 class Stopping(Exception):
@@ -152,7 +158,6 @@ class Daemon:
         self.control: ControlServer | None = None
         self.stop_metrics = None
         self.ike: IkeEngine | None = None  # hosted once the loop serves (start_ike)
-        self.ike_state: dict | None = None  # the engine's last snapshot, as plain data
         self.policy_ids = PolicyIds()  # an entry's id for the daemon's life (policy/ids.py)
         plan = build_plan(config, self.policy_ids)
         try:
@@ -198,7 +203,7 @@ class Daemon:
         if self.ike is not None:
             self.ike.close()
             self.ike = None
-        self.ike_state = None
+        self.view = dataclasses.replace(self.view, ike=None)
 
     def _ike_view_turn(self) -> None:
         """Refresh what show and metrics read of the engine (its state changes without
@@ -208,16 +213,24 @@ class Daemon:
         self._refresh_ike_state()
         self.ike.loop.call_later(IKE_VIEW_INTERVAL, self._ike_view_turn)
 
-    def _refresh_ike_state(self) -> None:
+    def _ike_snapshot(self, resync: bool = False) -> IkeSnapshot | None:
+        """O(IKE SAs touched since the last one) (engine.snapshot); `resync`: all of them,
+        after what may touch any (a reload, an operator's action)."""
+        if self.ike is None:
+            return None
+        return self.ike.resync() if resync else self.ike.snapshot()
+
+    def _refresh_ike_state(self, resync: bool = False) -> None:
+        """Replace the View with the engine's state of now (same SAs, config, plan)."""
         if self.ike is not None:
-            self.ike_state = ike_plain_state(self.ike.snapshot())
+            self.view = dataclasses.replace(self.view, ike=self._ike_snapshot(resync))
 
     def publish_view(self) -> None:
-        """Replace the View readers see (after every change, on the loop's thread)."""
-        self._refresh_ike_state()
+        """Replace the View readers see (after every change, on the loop's thread). The
+        loop's thread is its only writer; readers take `self.view` once per request."""
         self.view = View(self.config, self.plan, self.owner.snapshot,
                          (self.reloads["success"], self.reloads["failure"]), self.mtu,
-                         self.routes)
+                         self.routes, self._ike_snapshot())
 
     def tun_mtu(self, outbound=None, config: Config | None = None) -> int:
         """The TUN MTU the outbound SAs and the IKE-keyed entries' transform sets allow
@@ -408,7 +421,7 @@ class Daemon:
             answer = {"ok": True, **ike_actions.run(self, action, args)}
         except ike_actions.ActionError as e:
             return {"ok": False, "error": str(e)}
-        self._refresh_ike_state()
+        self._refresh_ike_state(resync=True)
         return answer
 
     def plan_diff(self, path: str) -> list[str]:
