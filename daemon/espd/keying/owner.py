@@ -12,7 +12,10 @@ down in docs/architecture.md, "Tables and threads"):
   3. Other threads (control-socket handlers, the metrics exporter) read `owner.snapshot`:
      an immutable Snapshot, replaced by one reference assignment after every change. The
      SA handles in it keep their C objects alive, and the counters read through them are
-     atomics. To change anything another thread posts a request to the loop
+     atomics. Its SAs are a CowTable (keying/cow_table.py) that shares structure with the
+     one before: a change costs O(what changed), not O(SAs); the tuple of every SA is
+     made only when a reader asks for it (`Snapshot.sas`), on the reader's thread. To
+     change anything another thread posts a request to the loop
      (`loop.call_soon_threadsafe` / `asyncio.run_coroutine_threadsafe`) and waits on it.
   4. Nonce safety: an outbound manual SA may use sequence numbers only up to a limit
      already persisted (SequenceStore, which never lowers a limit on disk). An IKE Child
@@ -73,6 +76,7 @@ SAs, never a half-built policy), and the owner's records follow either way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import threading
@@ -82,6 +86,8 @@ from dataclasses import dataclass, field
 
 from espd.config.model import peer_source_check
 from espd.dataplane import SA, Dataplane, Event, Lifetime
+from espd.keying.cow_table import EMPTY as EMPTY_TABLE
+from espd.keying.cow_table import CowTable
 from espd.keying.sequence_store import RESERVE_BLOCK, SequenceStore
 from espd.policy.plan import RuleSpec, SaSpec, fingerprint_keys
 
@@ -165,19 +171,29 @@ class SaView:
     #                          behind a NAT)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Snapshot:
-    """What the owner runs, immutable: replaced whole after every change (rule 3)."""
+    """What the owner runs, immutable: replaced whole after every change (rule 3).
+
+    `table` holds the SA views by cookie (creation order), sharing structure with the
+    snapshots before it; `sas` is that table as a tuple, made on first use by whoever
+    reads it (show, metrics: O(SAs) on the reader's side, once per snapshot), never by
+    the change that made the snapshot."""
 
     generation: int
-    sas: tuple[SaView, ...]
+    table: CowTable[SaView]
     rules: tuple[RuleSpec, ...]
+
+    @functools.cached_property
+    def sas(self) -> tuple[SaView, ...]:
+        # a race between two readers makes the same tuple twice: the table never changes
+        return self.table.values()
 
     def outbound(self) -> list[SaView]:
         return [v for v in self.sas if v.spec.direction == "out"]
 
 
-EMPTY = Snapshot(0, (), ())
+EMPTY = Snapshot(0, EMPTY_TABLE, ())
 
 
 # --- the owner's own records ----------------------------------------------------------
@@ -261,6 +277,7 @@ class SaOwner:
         # Every record is reached through a dict or an index, so that one Child SA change
         # costs the same at 10 or 10,000 SAs (only a reload walks them all).
         self._sas: dict[_Installed, SaView] = {}  # insertion-ordered, each with its view
+        self._table: CowTable[SaView] = EMPTY_TABLE  # the same views by cookie (rule 3)
         self._outbound: dict[tuple[str, int, str], _Installed] = {}  # handover_key -> live
         self._rules: tuple[RuleSpec, ...] = ()
         self._entry_policy: dict[Slot, int] = {}  # crypto map entry -> its rules' policy
@@ -353,7 +370,7 @@ class SaOwner:
     def _finish(self, change: Change, in_place: Callable[[], None] | None) -> Snapshot:
         """Make `change` live: one full publish (O(SAs): a reload), or `in_place`, the data
         plane's incremental calls that do the same to the live set (install, replace,
-        retire; the owner's bookkeeping then costs O(the change), and the snapshot's tuple).
+        retire; the owner's bookkeeping then costs O(the change), the snapshot's too).
         An SA removed in place must have been unbound from its slot by the change."""
         self._owned()
         rules = self._rules if change.rules is None else change.rules
@@ -374,12 +391,14 @@ class SaOwner:
         change.done = True
         for gone in change.removed:
             self._by_cookie.pop(gone.sa.cookie, None)
-            self._sas.pop(gone, None)
+            if self._sas.pop(gone, None) is not None:
+                self._table = self._table.remove(gone.sa.cookie)
             self._failing.pop(gone, None)
             if self._outbound.get(gone.handover_key) is gone:
                 del self._outbound[gone.handover_key]
         for added in change.added:
             self._sas[added] = added.view
+            self._table = self._table.set(added.sa.cookie, added.view)
             if added.spec.direction == "out":
                 self._outbound[added.handover_key] = added
         if change.rules is not None:
@@ -394,6 +413,7 @@ class SaOwner:
         installed.refresh_view()
         if installed in self._sas:
             self._sas[installed] = installed.view
+            self._table = self._table.set(installed.sa.cookie, installed.view)
 
     @staticmethod
     def _bind(slots: dict[Slot, _Installed], change: Change) -> None:
@@ -428,7 +448,8 @@ class SaOwner:
 
     def _announce(self) -> Snapshot:
         self._generation += 1
-        self.snapshot = Snapshot(self._generation, tuple(self._sas.values()), self._rules)
+        # O(1): the table was updated change by change (rule 3)
+        self.snapshot = Snapshot(self._generation, self._table, self._rules)
         if self.on_change is not None:
             self.on_change(self.snapshot)
         return self.snapshot

@@ -151,7 +151,7 @@ class MainLoop:
 
 def _status(daemon: Daemon) -> str:
     success, failure = daemon.view.reloads
-    return (f"{len(daemon.view.sas.sas)} SAs on {daemon.config.settings.interface}, "
+    return (f"{len(daemon.view.sas.table)} SAs on {daemon.config.settings.interface}, "
             f"{success} reloads, {failure} failed")
 
 
