@@ -33,7 +33,7 @@ from espd.config.model import Config
 from espd.dataplane import Dataplane, crypto_backend
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.hosting import follow, host
-from espd.ike.engine.view import plain_state as ike_plain_state
+from espd.ike.engine.view import Snapshot as IkeSnapshot
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import SaOwner, Snapshot
 from espd.keying.sequence_store import SequenceStore
@@ -78,9 +78,11 @@ class View:
     reloads: tuple[int, int]  # (success, failure)
     mtu: int
     routes: tuple[str, ...]
-    # the IKE engine's plain state at the same moment as `sas` (None without IKE): one
-    # object, so a reader never pairs Child SAs of one moment with IKE SAs of another
-    ike: dict | None = None
+    # the IKE engine's snapshot at the same moment as `sas` (None without IKE): one
+    # object, so a reader never pairs Child SAs of one moment with IKE SAs of another.
+    # Both are immutable and cost O(what changed) to replace; readers turn them into
+    # lists and plain data on their own thread (state_view.py)
+    ike: IkeSnapshot | None = None
 
 
 class Stopping(Exception):
@@ -212,20 +214,24 @@ class Daemon:
         self._refresh_ike_state()
         self.ike.loop.call_later(IKE_VIEW_INTERVAL, self._ike_view_turn)
 
-    def _ike_plain_state(self) -> dict | None:
-        return ike_plain_state(self.ike.snapshot()) if self.ike is not None else None
+    def _ike_snapshot(self, resync: bool = False) -> IkeSnapshot | None:
+        """O(IKE SAs touched since the last one) (engine.snapshot); `resync`: all of them,
+        after what may touch any (a reload, an operator's action)."""
+        if self.ike is None:
+            return None
+        return self.ike.resync() if resync else self.ike.snapshot()
 
-    def _refresh_ike_state(self) -> None:
+    def _refresh_ike_state(self, resync: bool = False) -> None:
         """Replace the View with the engine's state of now (same SAs, config, plan)."""
         if self.ike is not None:
-            self.view = dataclasses.replace(self.view, ike=self._ike_plain_state())
+            self.view = dataclasses.replace(self.view, ike=self._ike_snapshot(resync))
 
     def publish_view(self) -> None:
         """Replace the View readers see (after every change, on the loop's thread). The
         loop's thread is its only writer; readers take `self.view` once per request."""
         self.view = View(self.config, self.plan, self.owner.snapshot,
                          (self.reloads["success"], self.reloads["failure"]), self.mtu,
-                         self.routes, self._ike_plain_state())
+                         self.routes, self._ike_snapshot())
 
     def tun_mtu(self, outbound=None, config: Config | None = None) -> int:
         """The TUN MTU the outbound SAs and the IKE-keyed entries' transform sets allow
@@ -397,7 +403,7 @@ class Daemon:
             answer = {"ok": True, **ike_actions.run(self, action, args)}
         except ike_actions.ActionError as e:
             return {"ok": False, "error": str(e)}
-        self._refresh_ike_state()
+        self._refresh_ike_state(resync=True)
         return answer
 
     def plan_diff(self, path: str) -> list[str]:

@@ -16,6 +16,7 @@ from espd import __version__
 from espd.config.model import AddressMatch, Config, PortRange
 from espd.dataplane import crypto_backend
 from espd.ike.auth.inventory import certificate_inventory
+from espd.ike.engine.view import plain_state as ike_plain_state
 from espd.keying.owner import SaView
 
 if TYPE_CHECKING:
@@ -54,7 +55,9 @@ def state(daemon: Daemon, view: View) -> dict:
         "ike_config": ike_config_state(view.config),
         "certificates": certificate_inventory(view.config.ike.certificate,
                                               view.config.ike.trust),
-        **({"ike": view.ike} if view.ike is not None else {}),
+        # the IKE snapshot as plain data, here on the reader's thread: O(IKE SAs) per
+        # request, never per change on the loop
+        **({"ike": ike_plain_state(view.ike)} if view.ike is not None else {}),
     }
 
 
