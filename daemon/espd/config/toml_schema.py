@@ -40,6 +40,7 @@ from espd.config.read import read_text
 from espd.config.toml_ike import IKE_KNOWN, IkeSchema
 from espd.config.toml_lines import Path, TomlLines
 from espd.config.transforms import RECOMMENDED, Transform, TransformError, parse_transform
+from espd.dataplane import crypto_backend as crypto_backends
 
 _KNOWN: dict[str, tuple[str, ...]] = {
     **IKE_KNOWN,
@@ -47,7 +48,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
                "offload", "user", "nat_keepalive", "drop_log_interval", "send_path",
-               "receive_path"),
+               "receive_path", "crypto_backend"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -241,6 +242,12 @@ class SchemaLoader(IkeSchema):
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         send_path = self.choice(raw, path + ("send_path",), SEND_PATHS)
         receive_path = self.choice(raw, path + ("receive_path",), RECEIVE_PATHS)
+        crypto_backend = self.choice(raw, path + ("crypto_backend",), crypto_backends.CHOICES)
+        problem = crypto_backend and crypto_backends.why_unavailable(crypto_backend)
+        if problem:
+            self.error(path + ("crypto_backend",),
+                       f"daemon.crypto_backend: {quote(crypto_backend)}: {problem}")
+            crypto_backend = None
         user = self.get(raw, path + ("user",), str, '"espd"', None)
         keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
                                  default.nat_keepalive)
@@ -253,6 +260,7 @@ class SchemaLoader(IkeSchema):
             offload=default.offload if offload is None else offload,
             send_path=send_path or default.send_path,
             receive_path=receive_path or default.receive_path,
+            crypto_backend=crypto_backend or default.crypto_backend,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),
             workers=workers,
