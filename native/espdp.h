@@ -49,6 +49,13 @@ enum espdp_integ {
 	ESPDP_INTEG_HMAC_SHA512_256 = 4
 };
 
+/* Who runs the AEADs (AES-GCM, ChaCha20-Poly1305); AES-CBC, NULL and HMAC are always
+ * OpenSSL. Process-wide; an SA keeps the backend it was created with. */
+enum espdp_crypto_backend {
+	ESPDP_CRYPTO_OPENSSL = 0,
+	ESPDP_CRYPTO_IPSECMB = 1            /* Intel libipsec-mb, when built in */
+};
+
 /* Numbers Python reads from here instead of copying them (static asserts in espdp.c tie
  * them to proto.h, sa.h and offload.h). */
 enum espdp_const {
@@ -173,6 +180,8 @@ struct espdp_sa_info {
 	uint8_t block;              /* pad alignment */
 	uint32_t overhead;          /* worst-case bytes added to the inner packet */
 	uint32_t refs;
+	uint8_t crypto_backend;     /* enum espdp_crypto_backend the SA was created with */
+	uint8_t pad[7];
 };
 
 /* One packet in a batch. buf[off .. off+len) is the packet; the data plane may grow it
@@ -242,6 +251,13 @@ int espdp_transform_info(unsigned cipher, unsigned key_bits, unsigned integ,
 			 struct espdp_transform *out);
 /* The CPU features OpenSSL uses (for `espd stats`). */
 const char *espdp_crypto_features(void);
+/* The AEAD backend for SAs created from now on (enum espdp_crypto_backend): ESPDP_OK, or
+ * ESPDP_ERR_UNSUPPORTED when it is not built in or cannot run on this CPU. */
+int espdp_crypto_backend_set(unsigned backend);
+unsigned espdp_crypto_backend_get(void);
+int espdp_crypto_backend_available(unsigned backend);
+/* The code path libipsec-mb chose for this CPU ("avx512", "avx2", "sse"...), or "none". */
+const char *espdp_crypto_ipsecmb_arch(void);
 
 /* --- Security associations --- */
 int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t *key,

@@ -197,7 +197,7 @@ BROKEN = [
     (('local = "192.0.2.1"', 'locale = "192.0.2.1"'),
      ["2: unknown key 'daemon.locale'; did you mean 'local'? known keys: interface, local, "
       "workers, control_socket, metrics, state_dir, offload, user, nat_keepalive, "
-      "drop_log_interval, send_path",
+      "drop_log_interval, send_path, crypto_backend",
       "12: crypto_map armadillo 10 has no local address; set 'local' in [daemon] or in this "
       "crypto_map, e.g. 'local = \"192.0.2.1\"'"]),
     (("[daemon]\n", '[daemon]\nworkers = 0\nmetrics = "localhost"\nstate_dir = "var"\n'

@@ -239,6 +239,9 @@ class Settings:
     # how sealed whole outer packets leave: "raw" (IPPROTO_RAW socket, the kernel routes)
     # or "packet" (AF_PACKET to next hops read from the kernel's tables; system/nexthops.py)
     send_path: str = "raw"
+    # who runs AES-GCM and ChaCha20-Poly1305: "openssl", "ipsec-mb" or "auto"
+    # (dataplane/crypto_backend.py); checked against what this build and CPU can run
+    crypto_backend: str = "openssl"
     user: str | None = None  # drop root for this user after start (CAP_NET_ADMIN kept)
     nat_keepalive: int = 20  # seconds between NAT-T keepalives to UDP peers; 0 = none
     drop_log_interval: int = 10  # seconds: one drop-log line per reason and source; 0 = off

@@ -582,6 +582,14 @@ class Dataplane:
         lib.espdp_sa_info(sa._handle, info)
         return info.overhead
 
+    @staticmethod
+    def sa_crypto_backend(sa: SA) -> str:
+        """The AEAD backend `sa` was created with ("openssl" for non-AEAD transforms)."""
+        info = ffi.new("struct espdp_sa_info *")
+        lib.espdp_sa_info(sa._handle, info)
+        return next((n for n, c in CRYPTO_BACKEND_CODES.items() if c == info.crypto_backend),
+                    "unknown")
+
     @property
     def workers(self) -> int:
         return lib.espdp_nworkers(self._dp)
@@ -704,6 +712,29 @@ class Dataplane:
     @staticmethod
     def crypto_features() -> str:
         return ffi.string(lib.espdp_crypto_features()).decode().strip()
+
+
+# --- the AEAD backend (process-wide; dataplane/crypto_backend.py is the way in) ---
+
+CRYPTO_BACKEND_CODES = {"openssl": lib.ESPDP_CRYPTO_OPENSSL, "ipsec-mb": lib.ESPDP_CRYPTO_IPSECMB}
+
+
+def crypto_backend_available(name: str) -> bool:
+    code = CRYPTO_BACKEND_CODES.get(name)
+    return code is not None and bool(lib.espdp_crypto_backend_available(code))
+
+
+def crypto_backend_set(name: str) -> bool:
+    return lib.espdp_crypto_backend_set(CRYPTO_BACKEND_CODES[name]) == lib.ESPDP_OK
+
+
+def crypto_backend_get() -> str:
+    code = lib.espdp_crypto_backend_get()
+    return next((n for n, c in CRYPTO_BACKEND_CODES.items() if c == code), "unknown")
+
+
+def crypto_ipsecmb_arch() -> str:
+    return ffi.string(lib.espdp_crypto_ipsecmb_arch()).decode()
 
 
 def _handle(sa: SA | None):

@@ -202,7 +202,8 @@ def render_stats(state: dict) -> str:
     lines = [
         f"espd {state.get('version')}, up {_duration(state.get('uptime_seconds', 0))}, "
         f"config {state.get('config_path')}",
-        f"{state.get('openssl')}, crypto CPU features: {state.get('crypto_features') or 'none'}",
+        f"{state.get('openssl')}, crypto CPU features: {state.get('crypto_features') or 'none'}"
+        f", AEADs on {state.get('crypto_backend') or 'openssl'}",
         f"interface {state.get('interface')}, {state.get('workers')} workers",
         f"reloads: {reloads.get('success', 0)} succeeded, {reloads.get('failure', 0)} failed",
         "",

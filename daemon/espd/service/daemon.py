@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from espd import __version__
 from espd.config.load import load
 from espd.config.model import Config
-from espd.dataplane import Dataplane
+from espd.dataplane import Dataplane, crypto_backend
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.hosting import follow, host
 from espd.ike.engine.view import Snapshot as IkeSnapshot
@@ -135,6 +135,8 @@ class Daemon:
         settings = config.settings
         self.loop = loop
         self.workers = settings.workers or os.cpu_count() or 1
+        # before the first SA: an SA keeps the AEAD backend it was created with
+        self.crypto_backend = crypto_backend.select(settings.crypto_backend)
         self.dp = Dataplane(self.workers)
         self.seqstore = SequenceStore(settings.state_dir)
         self.owner = SaOwner(self.dp, self.seqstore)

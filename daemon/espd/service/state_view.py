@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from espd import __version__
 from espd.config.model import AddressMatch, Config, PortRange
+from espd.dataplane import crypto_backend
 from espd.ike.auth.inventory import certificate_inventory
 from espd.ike.engine.view import plain_state as ike_plain_state
 from espd.keying.owner import SaView
@@ -43,6 +44,7 @@ def state(daemon: Daemon, view: View) -> dict:
     return {
         "version": __version__, "openssl": ssl.OPENSSL_VERSION,
         "crypto_features": dp.crypto_features(), "workers": daemon.workers,
+        "crypto_backend": crypto_backend.describe(),
         "interface": view.config.settings.interface,
         "uptime_seconds": round(time.monotonic() - daemon.started, 3),
         "config_path": daemon.config_path,
