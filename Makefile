@@ -54,7 +54,7 @@ peers: deps
 	@if [ "$$(id -u)" = 0 ]; then tests/support/install-peers.sh "$(SHARED)"; \
 	else echo "make peers: not root, nothing installed (the strongSwan tests skip)"; fi
 
-test: build peers deb-deps promtool
+test: deb-deps build peers promtool
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-asan: deps
@@ -103,6 +103,9 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 WHEELHOUSE := build/wheelhouse
 PKG_VENV := build/pkg-venv
 DEB_APT_PACKAGES := lintian nftables conntrack
+# Intel's libipsec-mb, the optional AEAD backend ([daemon] crypto_backend): amd64 only in
+# Debian; without it the data plane builds on OpenSSL alone
+IPSECMB_PACKAGES := $(if $(filter amd64,$(shell dpkg --print-architecture 2>/dev/null)),libipsec-mb-dev)
 SOURCES := pyproject.toml setup.py native/build.py $(wildcard native/*.c native/*.h) \
 	$(shell find daemon/espd -name '*.py')
 
@@ -127,7 +130,7 @@ uninstall:
 		--sysconfdir "$(SYSCONFDIR)"
 
 deb-deps:
-	@missing=""; for p in $(DEB_APT_PACKAGES); do \
+	@missing=""; for p in $(DEB_APT_PACKAGES) $(IPSECMB_PACKAGES); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \

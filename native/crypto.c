@@ -11,6 +11,7 @@
 #include "crypto.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include <openssl/core_names.h>
 #include <openssl/params.h>
 
+#include "crypto_ipsecmb.h"
 #include "espdp.h"
 #include "proto.h"
 
@@ -35,6 +37,7 @@ struct crypto_ctx {
 	uint8_t gcm_fast_iv; /* AES-GCM: the nonce goes in by a parameter, not a re-init */
 	EVP_CIPHER_CTX *cipher; /* NULL for ENCR_NULL */
 	EVP_MAC_CTX *mac; /* NULL for AEADs */
+	struct imb_aead *imb; /* AEAD on libipsec-mb: its key schedule; cipher is then NULL */
 	uint8_t nonce[12]; /* AEAD: salt || IV; the salt is written once */
 	uint8_t chain[16]; /* AES-CBC: the cipher context's running chaining block */
 };
@@ -56,6 +59,31 @@ static const struct integ_desc integs[] = {
 static const uint8_t iv_marker[8] = { 'e', 's', 'p', 'd', '-', 'i', 'v', 0 };
 static const uint8_t zero_block[16];
 
+static atomic_uint backend_sel = ESPDP_CRYPTO_OPENSSL;
+
+int crypto_backend_available(unsigned backend)
+{
+	return backend == ESPDP_CRYPTO_OPENSSL || (backend == ESPDP_CRYPTO_IPSECMB && imb_available());
+}
+
+int crypto_backend_set(unsigned backend)
+{
+	if (!crypto_backend_available(backend))
+		return ESPDP_ERR_UNSUPPORTED;
+	atomic_store(&backend_sel, backend);
+	return ESPDP_OK;
+}
+
+unsigned crypto_backend_get(void)
+{
+	return atomic_load(&backend_sel);
+}
+
+const char *crypto_ipsecmb_arch(void)
+{
+	return imb_arch();
+}
+
 int crypto_alg_init(struct crypto_alg *alg, unsigned cipher, unsigned key_bits, unsigned integ)
 {
 	memset(alg, 0, sizeof(*alg));
@@ -76,6 +104,7 @@ int crypto_alg_init(struct crypto_alg *alg, unsigned cipher, unsigned key_bits, 
 		alg->block = 4;
 		alg->salt_len = 4;
 		alg->key_len = (uint16_t)(key_bits / 8 + 4);
+		alg->backend = (uint8_t)crypto_backend_get();
 		return ESPDP_OK;
 	case ESPDP_CIPHER_AES_CBC:
 		if (key_bits != 128 && key_bits != 192 && key_bits != 256)
@@ -174,6 +203,13 @@ static struct crypto_ctx *ctx_new(const struct crypto_alg *alg, const uint8_t *k
 		return NULL;
 	ctx->alg = *alg;
 	ctx->encrypt = !!encrypt;
+	if (alg->backend == ESPDP_CRYPTO_IPSECMB && alg->integ == ESPDP_INTEG_NONE) {
+		ctx->imb = imb_aead_new(alg->cipher, key, alg->key_len - alg->salt_len);
+		if (!ctx->imb)
+			goto err;
+		memcpy(ctx->nonce, key + alg->key_len - alg->salt_len, alg->salt_len);
+		return ctx;
+	}
 	if (cipher) {
 		ctx->cipher = EVP_CIPHER_CTX_new();
 		if (!ctx->cipher || !EVP_CipherInit_ex2(ctx->cipher, cipher, key,
@@ -207,6 +243,7 @@ void crypto_ctx_free(struct crypto_ctx *ctx)
 	if (!ctx)
 		return;
 	EVP_CIPHER_CTX_free(ctx->cipher); /* cleanses the key schedule */
+	imb_aead_free(ctx->imb); /* so does this */
 	EVP_MAC_CTX_free(ctx->mac);
 	OPENSSL_clear_free(ctx, sizeof(*ctx));
 }
@@ -216,6 +253,8 @@ void crypto_prefetch(const struct crypto_ctx *ctx)
 	__builtin_prefetch(ctx);
 	if (ctx->cipher)
 		__builtin_prefetch(ctx->cipher);
+	if (ctx->imb)
+		__builtin_prefetch(ctx->imb);
 }
 
 void crypto_wipe(void *p, size_t n)
@@ -235,6 +274,22 @@ static size_t aead_aad(const uint8_t *esp, uint64_t seq, int esn, uint8_t aad[12
 	return 12;
 }
 
+/* libipsec-mb seals straight into the ICV; opening decrypts and returns the tag, which is
+ * compared here in constant time (an unverified payload never leaves crypto_open). */
+static int imb_aead(struct crypto_ctx *ctx, const uint8_t *aad, size_t aad_len, uint8_t *payload,
+		    size_t payload_len, uint8_t *icv)
+{
+	uint8_t tag[16];
+	int bad;
+
+	if (ctx->encrypt)
+		return imb_aead_run(ctx->imb, 1, ctx->nonce, aad, aad_len, payload, payload_len, icv);
+	bad = imb_aead_run(ctx->imb, 0, ctx->nonce, aad, aad_len, payload, payload_len, tag) ||
+	      CRYPTO_memcmp(tag, icv, 16) != 0;
+	OPENSSL_cleanse(tag, sizeof(tag));
+	return bad ? -1 : 0;
+}
+
 static int aead(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64_t seq, int esn)
 {
 	EVP_CIPHER_CTX *c = ctx->cipher;
@@ -249,6 +304,8 @@ static int aead(struct crypto_ctx *ctx, uint8_t *esp, size_t payload_len, uint64
 	if (ctx->encrypt)
 		wr64(iv, seq); /* RFC 4106 3.1: the counter is a fine unique IV */
 	memcpy(ctx->nonce + 4, iv, 8);
+	if (ctx->imb) /* the same nonce, AAD and in-place layout on the other backend */
+		return imb_aead(ctx, aad, aad_len, payload, payload_len, icv);
 	aead_params(ctx, icv, set);
 	if (ctx->gcm_fast_iv ? !EVP_CIPHER_CTX_set_params(c, set) : /* nonce [+ tag] */
 	    !EVP_CipherInit_ex2(c, NULL, NULL, ctx->nonce, ctx->encrypt, NULL) ||

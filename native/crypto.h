@@ -1,4 +1,8 @@
-/* crypto: ESP's cryptographic transforms; the only file that includes OpenSSL.
+/* crypto: ESP's cryptographic transforms, the data plane's one crypto interface.
+ * crypto.c owns ESP's rules (IV = sequence number, nonce = salt || IV, AAD, ICV checks) and
+ * the OpenSSL backend; an AEAD context may instead be keyed on libipsec-mb
+ * (crypto_ipsecmb.c), chosen process-wide by crypto_backend_set() and fixed per SA when
+ * its crypto_alg is made. The rest of the data plane never sees which backend runs.
  *
  * A crypto_ctx is keyed once (key schedule, GHASH tables, HMAC pads) and then reused for
  * every packet with only IV, AAD and tag set: no EVP fetch, no allocation and no re-init
@@ -24,11 +28,19 @@ struct crypto_alg {
 	uint8_t salt_len; /* trailing bytes of the key that are the AEAD nonce salt */
 	uint16_t key_len; /* cipher key bytes, salt included */
 	uint16_t auth_key_len;
+	uint8_t backend; /* enum espdp_crypto_backend; AEADs only, else always OpenSSL */
 };
 
 struct crypto_ctx;
 
-/* Fill *alg for a transform; 0, or a negative enum espdp_status. */
+/* The backend that crypto_alg_init gives AEADs from now on: 0, or ESPDP_ERR_UNSUPPORTED
+ * (not built in, or this CPU lacks what it needs; the choice is then unchanged). */
+int crypto_backend_set(unsigned backend);
+unsigned crypto_backend_get(void);
+int crypto_backend_available(unsigned backend);
+/* Which code path libipsec-mb chose for this CPU ("avx512", ...), or "none". */
+const char *crypto_ipsecmb_arch(void);
+/* Fill *alg for a transform, with the current backend; 0, or a negative enum espdp_status. */
 int crypto_alg_init(struct crypto_alg *alg, unsigned cipher, unsigned key_bits, unsigned integ);
 /* Key a context for sealing (encrypt=1) or opening; NULL on failure (bad key, no memory). */
 struct crypto_ctx *crypto_ctx_new(const struct crypto_alg *alg, const uint8_t *key,

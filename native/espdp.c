@@ -185,3 +185,23 @@ const char *espdp_crypto_features(void)
 {
 	return crypto_features();
 }
+
+int espdp_crypto_backend_set(unsigned backend)
+{
+	return crypto_backend_set(backend);
+}
+
+unsigned espdp_crypto_backend_get(void)
+{
+	return crypto_backend_get();
+}
+
+int espdp_crypto_backend_available(unsigned backend)
+{
+	return crypto_backend_available(backend);
+}
+
+const char *espdp_crypto_ipsecmb_arch(void)
+{
+	return crypto_ipsecmb_arch();
+}

@@ -49,6 +49,13 @@ enum espdp_integ {
 	ESPDP_INTEG_HMAC_SHA512_256 = 4
 };
 
+/* Who runs the AEADs (AES-GCM, ChaCha20-Poly1305); AES-CBC, NULL and HMAC are always
+ * OpenSSL. Process-wide; an SA keeps the backend it was created with. */
+enum espdp_crypto_backend {
+	ESPDP_CRYPTO_OPENSSL = 0,
+	ESPDP_CRYPTO_IPSECMB = 1            /* Intel libipsec-mb, when built in */
+};
+
 /* Numbers Python reads from here instead of copying them (static asserts in espdp.c tie
  * them to proto.h, sa.h and offload.h). */
 enum espdp_const {
@@ -173,6 +180,8 @@ struct espdp_sa_info {
 	uint8_t block;              /* pad alignment */
 	uint32_t overhead;          /* worst-case bytes added to the inner packet */
 	uint32_t refs;
+	uint8_t crypto_backend;     /* enum espdp_crypto_backend the SA was created with */
+	uint8_t pad[7];
 };
 
 /* One packet in a batch. buf[off .. off+len) is the packet; the data plane may grow it
@@ -242,6 +251,13 @@ int espdp_transform_info(unsigned cipher, unsigned key_bits, unsigned integ,
 			 struct espdp_transform *out);
 /* The CPU features OpenSSL uses (for `espd stats`). */
 const char *espdp_crypto_features(void);
+/* The AEAD backend for SAs created from now on (enum espdp_crypto_backend): ESPDP_OK, or
+ * ESPDP_ERR_UNSUPPORTED when it is not built in or cannot run on this CPU. */
+int espdp_crypto_backend_set(unsigned backend);
+unsigned espdp_crypto_backend_get(void);
+int espdp_crypto_backend_available(unsigned backend);
+/* The code path libipsec-mb chose for this CPU ("avx512", "avx2", "sse"...), or "none". */
+const char *espdp_crypto_ipsecmb_arch(void);
 
 /* --- Security associations --- */
 int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t *key,
@@ -318,6 +334,15 @@ struct espdp_io_config {
 	int tun_vnet_hdr;           /* 0; 1: TUN with IFF_VNET_HDR and TSO (offload.h); 3: and USO */
 	int packet_fd;              /* AF_PACKET SOCK_DGRAM, protocol 0: outer packets to the next
 	                               hops of espdp_nexthops_set; -1 = none (raw sockets only) */
+	int rx_ring_fd;             /* AF_PACKET SOCK_DGRAM, protocol 0, unbound: raw ESP received
+	                               through a TPACKET_V3 ring (ring.h) by worker 0, the raw ESP
+	                               sockets muted; -1 = none. If the kernel refuses the ring,
+	                               espdp_workers_start changes nothing and returns
+	                               ESPDP_ERR_IO (errno set): start again without it */
+	unsigned rx_ring_block;     /* with rx_ring_fd: block size (bytes, power of 2) */
+	unsigned rx_ring_timeout_ms; /* with rx_ring_fd: block timeout, 1..1000 ms */
+	unsigned rx_ring_skip_ifindex; /* with rx_ring_fd: the TUN device's ifindex (its frames
+	                                  are not taken); 0 = none */
 };
 
 struct espdp_io_stats {
@@ -331,6 +356,7 @@ struct espdp_io_stats {
 	uint64_t net_tx_gso;        /* of net_tx: ESP in UDP sent in UDP GSO runs (UDP_SEGMENT) */
 	uint64_t net_rx_gro;        /* of net_rx: ESP in UDP received in UDP GRO aggregates */
 	uint64_t net_tx_packet;     /* of net_tx: sent on the AF_PACKET socket (send_path packet) */
+	uint64_t net_rx_ring;       /* of net_rx: raw ESP received through the TPACKET_V3 ring */
 };
 
 /* The AF_PACKET send path's next hops (nexthop.h): a sealed outer packet to `addr` of

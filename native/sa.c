@@ -352,6 +352,7 @@ void espdp_sa_info(const espdp_sa *sa, struct espdp_sa_info *out)
 	out->block = sa->alg.block;
 	out->overhead = sa->overhead;
 	out->refs = __atomic_load_n(&sa->refs, __ATOMIC_RELAXED);
+	out->crypto_backend = sa->alg.backend;
 }
 
 /* --- test hooks (espdp.h: not part of the API) --- */

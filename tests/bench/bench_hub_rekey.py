@@ -16,14 +16,24 @@ initiator (exchanges/child_setup.py, engine.drop_child):
   linger    the ``housekeeping`` turn that retires it once its linger is over (the
             linger is shortened to 1 us so the next turn does it).
 
+The owner's ``on_change`` does what the daemon's does (service/daemon.py
+``publish_view``): a new View-like pair of the owner's snapshot and the IKE engine's
+(``IkeEngine.snapshot``), the engine holding N established IKE SAs, one per tunnel, each
+with its Child SA; before each rekey the rekeyed tunnel's IKE SA is touched, as the
+exchange that rekeys it does. So a rekey includes the daemon's two View replacements.
+``--ike-view full`` does instead what the daemon did before the engine's views were
+cached per IKE SA: every view rebuilt and turned into plain data on each change.
+
 Each phase is timed with time.process_time_ns (CPU) and time.perf_counter_ns (wall); the
 table shows the median and p99 of their sum per rekey, the ratio at 10,000 vs 10, and each
 phase's median. Also: the owner's install time per tunnel, RSS per installed Child SA pair
 (VmRSS after the installs minus before, / N), and one idle ``housekeeping`` turn (the
-daemon runs one per second whatever happens; not part of a rekey).
+daemon runs one per second whatever happens; not part of a rekey), and what a reader
+(show, metrics) pays to turn the View into plain data (the tuples and dicts of every SA:
+on its own thread, once per request).
 
     .venv/bin/python tests/bench/bench_hub_rekey.py [--tunnels 10,10000] [--rekeys 200]
-        [--json FILE]
+        [--ike-view incremental|full] [--json FILE]
 """
 
 from __future__ import annotations
@@ -64,9 +74,54 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def one(n: int, rekeys: int, seed: int, profile: str | None) -> dict:
+class _NoTransport:
+    """The IKE engine's transport for a hub that exchanges nothing (no socket)."""
+
+    def attach(self, receiver, intake=None) -> None:
+        pass
+
+    def send(self, local, remote, data) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def ike_hub(n: int):
+    """An IKE engine holding n established IKE SAs with one installed Child SA each (made
+    directly, no exchange: only what show and the metrics read of them matters here)."""
+    import asyncio
+    import ipaddress
+
+    from support.ike_pair import settings_pair
+
+    from espd.ike.engine.engine import IkeEngine
+    from espd.ike.sa.child_sa import ChildSa, ChildState
+    from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
+
+    loop = asyncio.new_event_loop()
+    engine = IkeEngine(settings_pair(500)[0], owner=None, transport=_NoTransport(),
+                       loop=loop, child_sa_keys=object)
+    sas = []
+    for i in range(n):
+        sa = IkeSa(os.urandom(8), os.urandom(8), True,
+                   Endpoint(ipaddress.ip_address("192.0.2.1"), 500),
+                   Endpoint(ipaddress.ip_address(f"198.{18 + (i >> 16)}.{(i >> 8) & 255}."
+                                                 f"{i & 255}"), 500),
+                   IkeState.ESTABLISHED, ident=engine.new_ident(), established=1.0)
+        child = ChildSa((MAP, i + 1), 0x100 + i, 0x100 + i, transform="esp-gcm 256",
+                        state=ChildState.INSTALLED, created=1.0)
+        sa.children[child.spi_in] = child
+        engine.register(sa)
+        sas.append(sa)
+    engine.resync()
+    return engine, sas
+
+
+def one(n: int, rekeys: int, seed: int, profile: str | None, ike_view: str) -> dict:
     """One tunnel count, in this process; the measurements as a dict (us, bytes)."""
     from espd.dataplane import Dataplane, Rule
+    from espd.ike.engine.view import plain_state
     from espd.keying.manual import ManualKeying
     from espd.keying.owner import ChildSaKeys, SaOwner
     from espd.keying.sequence_store import SequenceStore
@@ -106,6 +161,13 @@ def one(n: int, rekeys: int, seed: int, profile: str | None) -> dict:
         gc.collect()
         rss_after = rss_kib()
         assert len(owner.snapshot.sas) == 2 * n
+        engine, ike_sas = ike_hub(n)
+        views: list[tuple] = []
+        if ike_view == "full":  # the daemon before: O(IKE SAs) on the loop per change
+            owner.on_change = lambda snapshot: views.append(
+                (snapshot, plain_state(engine.resync())))
+        else:
+            owner.on_change = lambda snapshot: views.append((snapshot, engine.snapshot()))
 
         idle = []
         for _ in range(20):
@@ -124,6 +186,7 @@ def one(n: int, rekeys: int, seed: int, profile: str | None) -> dict:
             i = rng.randrange(n)
             new = keys(i)
             old = handles[i]
+            engine.touch(ike_sas[i])  # the CREATE_CHILD_SA exchange did, on its IKE SA
             if prof:
                 prof.enable()
             c0, w0 = time.process_time_ns(), time.perf_counter_ns()
@@ -140,6 +203,12 @@ def one(n: int, rekeys: int, seed: int, profile: str | None) -> dict:
                 cpu[p].append(dc)
                 wall[p].append(dw)
         assert len(owner.snapshot.sas) == 2 * n, "a rekeyed pair was not retired"
+        assert len(views) >= 2 * rekeys, "the daemon's View was not replaced per change"
+        sa_view, ike_view = views[-1]
+        c = time.process_time_ns()
+        plain = ike_view if isinstance(ike_view, dict) else plain_state(ike_view)
+        assert len(sa_view.sas) == 2 * n and len(plain["sas"]) == n
+        reader_ns = time.process_time_ns() - c
         if prof:
             prof.dump_stats(f"{profile}.{n}")
     total_cpu = [sum(x) for x in zip(*(cpu[p] for p in PHASES), strict=True)]
@@ -155,6 +224,7 @@ def one(n: int, rekeys: int, seed: int, profile: str | None) -> dict:
         "rss_bytes_per_pair": (rss_after - rss_before) * 1024 / n,
         "rss_mib": [rss_before / 1024, rss_after / 1024],
         "housekeeping_idle_us": median(idle) * us,
+        "reader_us": reader_ns * us,
     }
 
 
@@ -164,32 +234,35 @@ def main() -> int:
     parser.add_argument("--rekeys", type=int, default=200)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--profile", help="cProfile the timed rekeys into PREFIX.<tunnels>")
+    parser.add_argument("--ike-view", choices=("incremental", "full"), default="incremental")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child run
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.rekeys, args.seed, args.profile)))
+        print(json.dumps(one(args.one, args.rekeys, args.seed, args.profile, args.ike_view)))
         return 0
     counts = [int(x) for x in args.tunnels.split(",")]
     results = []
     for n in counts:  # each in a fresh process: its RSS and heap start alike
         cmd = [sys.executable, __file__, "--one", str(n), "--rekeys", str(args.rekeys),
-               "--seed", str(args.seed)] + (["--profile", args.profile] if args.profile else [])
+               "--seed", str(args.seed), "--ike-view", args.ike_view] + (
+                   ["--profile", args.profile] if args.profile else [])
         results.append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
                                                  text=True).stdout))
     low, high = results[0], results[-1]
     ratio = high["cpu_median_us"] / low["cpu_median_us"]
     print(f"Child SA rekey through the SA owner ({args.rekeys} rekeys over random tunnels; "
-          f"us per rekey; {os.cpu_count()} CPUs, kernel {platform.release()})")
+          f"us per rekey; IKE view {args.ike_view}; {os.cpu_count()} CPUs, kernel "
+          f"{platform.release()})")
     print()
     head = ["tunnels", "CPU median", "CPU p99", "wall median", "wall p99",
             "rekey / retire / linger (CPU median)", "install/tunnel", "RSS/pair (B)",
-            "idle housekeeping"]
+            "idle housekeeping", "reader (one show)"]
     rows = [[str(r["tunnels"]), fmt(r["cpu_median_us"], 1), fmt(r["cpu_p99_us"], 1),
              fmt(r["wall_median_us"], 1), fmt(r["wall_p99_us"], 1),
              " / ".join(fmt(r["phase_cpu_median_us"][p], 1) for p in PHASES),
              fmt(r["install_us_per_tunnel"], 1), fmt(r["rss_bytes_per_pair"], 0),
-             fmt(r["housekeeping_idle_us"], 1)] for r in results]
+             fmt(r["housekeeping_idle_us"], 1), fmt(r["reader_us"], 0)] for r in results]
     print("\n".join(table(head, rows)))
     print()
     verdict = "PASS" if ratio <= 2 else "MISS"

@@ -36,6 +36,9 @@ from espd.config.transforms import parse_transform
 from espd.dataplane import Dataplane, DropError
 from espd.dataplane.testing import set_seq
 
+# every test here runs on each AEAD backend (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("crypto_backend")
+
 # --- the matrix ---------------------------------------------------------------------------
 
 _SCAPY_AUTH = {

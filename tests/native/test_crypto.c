@@ -1,4 +1,4 @@
-// sources: native/crypto.c
+// sources: native/crypto.c native/crypto_ipsecmb.c
 // libs: -lcrypto
 /* test_crypto: native/crypto.c against ESP's wire format composed here from the RFCs with
  * OpenSSL's one-shot calls (EVP_Encrypt* / HMAC()), not from crypto.c's own code:
@@ -13,6 +13,8 @@
  *        high half of an ESN sequence number fails; transforms and key sizes refused as
  *        crypto_alg_init says (no AEAD with an HMAC, no cipher without integrity).
  *
+ * Every case runs on each AEAD backend built in (OpenSSL, and libipsec-mb when
+ * test_native_c.py found it: ESPD_HAVE_IPSECMB); a line per backend gives its count.
  * Prints "N passed, M failed" last; exits non-zero on any failure.
  */
 #include <stdio.h>
@@ -229,10 +231,32 @@ static void test_case(const struct case_ *c)
 
 int main(void)
 {
+	static const char *const backends[] = { "openssl", "ipsec-mb" };
 	struct crypto_alg a;
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		test_case(&cases[i]);
+#ifdef ESPD_HAVE_IPSECMB
+	CHECK(crypto_backend_available(ESPDP_CRYPTO_IPSECMB), "ipsec-mb built in and usable here");
+#else
+	CHECK(crypto_backend_set(ESPDP_CRYPTO_IPSECMB) == ESPDP_ERR_UNSUPPORTED &&
+		      crypto_backend_get() == ESPDP_CRYPTO_OPENSSL,
+	      "ipsec-mb not built in: refused, the backend stays OpenSSL");
+#endif
+	for (unsigned b = 0; b < 2; b++) {
+		unsigned long before = passed;
+
+		if (crypto_backend_set(b) != ESPDP_OK)
+			continue;
+		CHECK(crypto_backend_get() == b, "%s selected", backends[b]);
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			CHECK(crypto_alg_init(&a, cases[i].cipher, cases[i].bits, cases[i].integ) == 0 &&
+				      a.backend == (a.integ == ESPDP_INTEG_NONE ? b : ESPDP_CRYPTO_OPENSSL),
+			      "%s: an AEAD takes the backend, the rest stay on OpenSSL", cases[i].name);
+			test_case(&cases[i]);
+		}
+		printf("backend %s (arch %s): %lu passed\n", backends[b],
+		       b ? crypto_ipsecmb_arch() : "-", passed - before);
+	}
+	crypto_backend_set(ESPDP_CRYPTO_OPENSSL);
 	CHECK(crypto_alg_init(&a, ESPDP_CIPHER_AES_GCM, 128, ESPDP_INTEG_HMAC_SHA256_128) ==
 		      ESPDP_ERR_INVALID, "AEAD with an HMAC refused");
 	CHECK(crypto_alg_init(&a, ESPDP_CIPHER_AES_CBC, 128, ESPDP_INTEG_NONE) == ESPDP_ERR_INVALID,

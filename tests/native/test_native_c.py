@@ -14,6 +14,7 @@ ThreadSanitizer (when the compiler has it).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+IPSECMB_SOURCE = "native/crypto_ipsecmb.c"
 C_TESTS = sorted((ROOT / "tests" / "native").glob("test_*.c"))
 HEADER_LINES = 10
 DIRECTIVE = re.compile(r"^\s*(?://|/?\*)\s*(sources|libs|tsan):\s*(.*?)\s*(?:\*/)?\s*$")
@@ -95,6 +97,14 @@ def test_c_program_passes_under_tsan(c_file: Path, compiler: str, tmp_path: Path
     build_and_run(c_file, compiler, TSAN, tmp_path)
 
 
+def ipsecmb_flags() -> tuple[list[str], list[str]]:
+    """native/build.py's answer to "is libipsec-mb there" (cflags, ldflags)."""
+    spec = importlib.util.spec_from_file_location("espd_native_build", ROOT / "native" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ipsecmb_flags()
+
+
 def build_and_run(c_file: Path, compiler: str, flags: list[str], tmp_path: Path) -> None:
     d = directives(c_file)
     assert d["sources"], (
@@ -104,9 +114,12 @@ def build_and_run(c_file: Path, compiler: str, flags: list[str], tmp_path: Path)
     for src in d["sources"]:
         assert (ROOT / src).is_file(), f"{c_file.name}: sources: {src} does not exist"
     exe = tmp_path / c_file.stem
+    # a test that links the libipsec-mb backend gets it built in exactly when the data
+    # plane would (native/build.py), so it runs on both backends wherever both exist
+    imb_cflags, imb_libs = ipsecmb_flags() if IPSECMB_SOURCE in d["sources"] else ([], [])
     cmd = [
-        compiler, "-O1", "-g", *flags, *WARNINGS, "-I", "native",
-        *d["sources"], str(c_file.relative_to(ROOT)), "-o", str(exe), *d["libs"],
+        compiler, "-O1", "-g", *flags, *WARNINGS, *imb_cflags, "-I", "native",
+        *d["sources"], str(c_file.relative_to(ROOT)), "-o", str(exe), *d["libs"], *imb_libs,
     ]  # fmt: skip
     build = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert build.returncode == 0, f"{' '.join(cmd)}\n{build.stderr}"

@@ -26,6 +26,9 @@ from support.packets import checksum, ipv4, ipv6, udp
 from espd.dataplane import Dataplane
 from espd.dataplane.testing import set_seq
 
+# every test here runs on each AEAD backend (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("crypto_backend")
+
 SPI = 0xC0DE1234
 M32 = 1 << 32
 A4, B4 = "192.0.2.1", "192.0.2.2"

@@ -19,6 +19,7 @@ from support.observability import (
 )
 
 from espd.ike.engine.view import Snapshot
+from espd.keying.cow_table import EMPTY
 from espd.ops import ike_metrics
 
 
@@ -36,7 +37,7 @@ def _exported() -> dict[str, dict[str, set[str]]]:
         (f"requests_{x}", 1) for x in ("IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA",
                                        "INFORMATIONAL"))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(Snapshot(ike_sas=(), counters=counters)))
+    registry.register(_Collector(Snapshot(EMPTY, counters)))
     out: dict[str, dict[str, set[str]]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:

@@ -40,6 +40,9 @@ from espd.config.transforms import TransformError, parse_transform
 from espd.dataplane import Dataplane, DataplaneError, DropError
 from espd.dataplane.testing import set_seq
 
+# every test here runs on each AEAD backend (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("crypto_backend")
+
 KAT_DIR = Path(__file__).resolve().parents[1] / "data" / "kat"
 
 # Outer addresses for vectors that publish no outer header (RFC 5737 TEST-NET-1).

@@ -30,6 +30,7 @@ def _sa(direction: str, spi: int, **over: object) -> dict:
 def make_state() -> dict:
     return {
         "version": "0.1.0", "openssl": "OpenSSL 3.0.13", "crypto_features": "aes-ni pclmulqdq",
+        "crypto_backend": "ipsec-mb (avx512)",
         "workers": 2, "interface": "espd0", "uptime_seconds": 93784.5,
         "config_path": "/etc/espd/espd.toml", "reloads": {"success": 3, "failure": 1},
         "io": {"tun_rx": 100, "tun_tx": 10, "net_rx": 12, "net_tx": 95, "send_errors": 1,
@@ -197,7 +198,7 @@ Crypto map armadillo 20, access list V6:
 def test_render_stats_shows_drops_io_reloads_and_build() -> None:
     assert show.render_stats(make_state()) == """\
 espd 0.1.0, up 1d 2:03:04, config /etc/espd/espd.toml
-OpenSSL 3.0.13, crypto CPU features: aes-ni pclmulqdq
+OpenSSL 3.0.13, crypto CPU features: aes-ni pclmulqdq, AEADs on ipsec-mb (avx512)
 interface espd0, 2 workers
 reloads: 3 succeeded, 1 failed
 
@@ -232,6 +233,16 @@ def test_render_stats_shows_the_af_packet_path_only_when_it_sent() -> None:
     assert lines[at + 1] == "of which sent on the AF_PACKET socket 90"
     state["io"].update(net_tx_packet=0)
     assert "AF_PACKET" not in show.render_stats(state)
+
+
+def test_render_stats_shows_the_receive_ring_only_when_it_received() -> None:
+    state = make_state()
+    state["io"].update(net_rx_ring=12)
+    lines = show.render_stats(state).splitlines()
+    at = lines.index("packets: tun rx 100, tun tx 10, net rx 12, net tx 95")
+    assert lines[at + 1] == "of which received on the TPACKET_V3 ring 12"
+    state["io"].update(net_rx_ring=0)
+    assert "ring" not in show.render_stats(state)
 
 
 def test_render_stats_says_none_for_a_direction_without_drops() -> None:

@@ -25,6 +25,9 @@ from support.packets import IPPROTO_UDP, checksum, ipv4, udp
 from espd.dataplane import Dataplane, DropError
 from espd.dataplane.testing import set_seq
 
+# every test here runs on each AEAD backend (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("crypto_backend")
+
 M32 = 1 << 32
 WINDOW = 64
 OUTER = 20  # the outer IPv4 header: ESP starts here

@@ -16,6 +16,7 @@ from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
     PEER_SOURCES,
+    RECEIVE_PATHS,
     REPLAY_WINDOW_MAX,
     SEND_PATHS,
     SPI_MAX,
@@ -39,13 +40,15 @@ from espd.config.read import read_text
 from espd.config.toml_ike import IKE_KNOWN, IkeSchema
 from espd.config.toml_lines import Path, TomlLines
 from espd.config.transforms import RECOMMENDED, Transform, TransformError, parse_transform
+from espd.dataplane import crypto_backend as crypto_backends
 
 _KNOWN: dict[str, tuple[str, ...]] = {
     **IKE_KNOWN,
     "": ("daemon", "access_list", "transform_set", "crypto_map", "include_ios", "ike",
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
-               "offload", "user", "nat_keepalive", "drop_log_interval", "send_path"),
+               "offload", "user", "nat_keepalive", "drop_log_interval", "send_path",
+               "receive_path", "crypto_backend"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -238,6 +241,13 @@ class SchemaLoader(IkeSchema):
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         send_path = self.choice(raw, path + ("send_path",), SEND_PATHS)
+        receive_path = self.choice(raw, path + ("receive_path",), RECEIVE_PATHS)
+        crypto_backend = self.choice(raw, path + ("crypto_backend",), crypto_backends.CHOICES)
+        problem = crypto_backend and crypto_backends.why_unavailable(crypto_backend)
+        if problem:
+            self.error(path + ("crypto_backend",),
+                       f"daemon.crypto_backend: {quote(crypto_backend)}: {problem}")
+            crypto_backend = None
         user = self.get(raw, path + ("user",), str, '"espd"', None)
         keepalive = self.integer(raw, path + ("nat_keepalive",), 0, 3600, "20",
                                  default.nat_keepalive)
@@ -249,6 +259,8 @@ class SchemaLoader(IkeSchema):
             user=user or None,
             offload=default.offload if offload is None else offload,
             send_path=send_path or default.send_path,
+            receive_path=receive_path or default.receive_path,
+            crypto_backend=crypto_backend or default.crypto_backend,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),
             workers=workers,

@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -30,10 +31,10 @@ from dataclasses import dataclass
 from espd import __version__
 from espd.config.load import load
 from espd.config.model import Config
-from espd.dataplane import Dataplane
+from espd.dataplane import Dataplane, crypto_backend
 from espd.ike.engine.engine import IkeEngine
 from espd.ike.engine.hosting import follow, host
-from espd.ike.engine.view import plain_state as ike_plain_state
+from espd.ike.engine.view import Snapshot as IkeSnapshot
 from espd.keying.manual import ManualKeying
 from espd.keying.owner import SaOwner, Snapshot
 from espd.keying.sequence_store import SequenceStore
@@ -78,9 +79,11 @@ class View:
     reloads: tuple[int, int]  # (success, failure)
     mtu: int
     routes: tuple[str, ...]
-    # the IKE engine's plain state at the same moment as `sas` (None without IKE): one
-    # object, so a reader never pairs Child SAs of one moment with IKE SAs of another
-    ike: dict | None = None
+    # the IKE engine's snapshot at the same moment as `sas` (None without IKE): one
+    # object, so a reader never pairs Child SAs of one moment with IKE SAs of another.
+    # Both are immutable and cost O(what changed) to replace; readers turn them into
+    # lists and plain data on their own thread (state_view.py)
+    ike: IkeSnapshot | None = None
 
 
 class Stopping(Exception):
@@ -133,6 +136,8 @@ class Daemon:
         settings = config.settings
         self.loop = loop
         self.workers = settings.workers or os.cpu_count() or 1
+        # before the first SA: an SA keeps the AEAD backend it was created with
+        self.crypto_backend = crypto_backend.select(settings.crypto_backend)
         self.dp = Dataplane(self.workers)
         self.seqstore = SequenceStore(settings.state_dir)
         self.owner = SaOwner(self.dp, self.seqstore)
@@ -210,20 +215,24 @@ class Daemon:
         self._refresh_ike_state()
         self.ike.loop.call_later(IKE_VIEW_INTERVAL, self._ike_view_turn)
 
-    def _ike_plain_state(self) -> dict | None:
-        return ike_plain_state(self.ike.snapshot()) if self.ike is not None else None
+    def _ike_snapshot(self, resync: bool = False) -> IkeSnapshot | None:
+        """O(IKE SAs touched since the last one) (engine.snapshot); `resync`: all of them,
+        after what may touch any (a reload, an operator's action)."""
+        if self.ike is None:
+            return None
+        return self.ike.resync() if resync else self.ike.snapshot()
 
-    def _refresh_ike_state(self) -> None:
+    def _refresh_ike_state(self, resync: bool = False) -> None:
         """Replace the View with the engine's state of now (same SAs, config, plan)."""
         if self.ike is not None:
-            self.view = dataclasses.replace(self.view, ike=self._ike_plain_state())
+            self.view = dataclasses.replace(self.view, ike=self._ike_snapshot(resync))
 
     def publish_view(self) -> None:
         """Replace the View readers see (after every change, on the loop's thread). The
         loop's thread is its only writer; readers take `self.view` once per request."""
         self.view = View(self.config, self.plan, self.owner.snapshot,
                          (self.reloads["success"], self.reloads["failure"]), self.mtu,
-                         self.routes, self._ike_plain_state())
+                         self.routes, self._ike_snapshot())
 
     def tun_mtu(self, outbound=None, config: Config | None = None) -> int:
         """The TUN MTU the outbound SAs and the IKE-keyed entries' transform sets allow
@@ -239,6 +248,27 @@ class Daemon:
 
     # --- lifecycle ---
 
+    def start_workers(self, vnet: int) -> None:
+        """The data plane's workers on the open sockets. With receive_path = "ring" a kernel
+        that refuses the TPACKET_V3 ring leaves the raw ESP sockets as they were: espd says
+        so and receives on them (docs/configuration.md)."""
+        s = self.sockets
+        while True:
+            try:
+                self.dp.start_workers(
+                    self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"), udp4=s.fd("udp4"),
+                    udp6=s.fd("udp6"), send4=s.fd("send4"), send6=s.fd("send6"),
+                    vnet_hdr=vnet, packet=s.fd("packet"), ring=s.fd("ring"),
+                    ring_skip_ifindex=socket.if_nametoindex(self.config.settings.interface))
+                return
+            except OSError as e:
+                if not s.ring:
+                    raise
+                log.warning("receive_path ring: the kernel refused the receive ring (%s); "
+                            "receiving raw ESP on the raw sockets", e.strerror or e)
+                s.ring.close()
+                s.ring = None
+
     def start(self) -> None:
         settings = self.config.settings
         try:
@@ -249,7 +279,8 @@ class Daemon:
             self.pinned_peers = set(covered)
             self.routes = tuple(install_routes(settings.interface, self.plan.routes))
             self.sockets = open_sockets(self.plan, ike_udp_families(self.config),
-                                        packet=settings.send_path == "packet")
+                                        packet=settings.send_path == "packet",
+                                        ring=settings.receive_path == "ring")
             handler = make_handler(self.state, lambda: self.post_reload("control socket"),
                                    self.plan_diff, self.post_action)
             self.control = ControlServer(settings.control_socket, handler)
@@ -259,10 +290,7 @@ class Daemon:
                 self.nexthops = NextHops(lambda: self.peers(self.plan), self.dp.set_nexthops)
             if settings.user:  # before any thread: capabilities are per thread
                 self._become(settings.user)
-            s = self.sockets
-            self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
-                                  udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
-                                  send6=s.fd("send6"), vnet_hdr=vnet, packet=s.fd("packet"))
+            self.start_workers(vnet)
             if self.nexthops:  # a thread: after privileges drop (system/nexthops.py)
                 self.nexthops.start()
             self.publish_view()
@@ -395,7 +423,7 @@ class Daemon:
             answer = {"ok": True, **ike_actions.run(self, action, args)}
         except ike_actions.ActionError as e:
             return {"ok": False, "error": str(e)}
-        self._refresh_ike_state()
+        self._refresh_ike_state(resync=True)
         return answer
 
     def plan_diff(self, path: str) -> list[str]:

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from espd import __version__
 from espd.config.model import AddressMatch, Config, PortRange
+from espd.dataplane import crypto_backend
 from espd.ike.auth.inventory import certificate_inventory
+from espd.ike.engine.view import plain_state as ike_plain_state
 from espd.keying.owner import SaView
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ def state(daemon: Daemon, view: View) -> dict:
     return {
         "version": __version__, "openssl": ssl.OPENSSL_VERSION,
         "crypto_features": dp.crypto_features(), "workers": daemon.workers,
+        "crypto_backend": crypto_backend.describe(),
         "interface": view.config.settings.interface,
         "uptime_seconds": round(time.monotonic() - daemon.started, 3),
         "config_path": daemon.config_path,
@@ -52,7 +55,9 @@ def state(daemon: Daemon, view: View) -> dict:
         "ike_config": ike_config_state(view.config),
         "certificates": certificate_inventory(view.config.ike.certificate,
                                               view.config.ike.trust),
-        **({"ike": view.ike} if view.ike is not None else {}),
+        # the IKE snapshot as plain data, here on the reader's thread: O(IKE SAs) per
+        # request, never per change on the loop
+        **({"ike": ike_plain_state(view.ike)} if view.ike is not None else {}),
     }
 
 

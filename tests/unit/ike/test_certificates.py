@@ -225,9 +225,7 @@ def test_dn_identities_match_the_subject_or_a_directory_name(pki):
 
 
 def test_show_ike_sa_detail_names_the_peers_verified_certificate(pki):
-    from dataclasses import asdict
-
-    from espd.ike.engine.view import ike_sa_view
+    from espd.ike.engine.view import ike_sa_view, plain_ike_sa
     from espd.ops.show_ike import render_ike_sa
 
     ca = pki.ca()
@@ -235,11 +233,11 @@ def test_show_ike_sa_detail_names_the_peers_verified_certificate(pki):
     trust = TrustStore((ca.cert,))
     got = asyncio.run(negotiate(*cert_settings(own(gwa), own(gwb), trust, trust)))
     assert got.state == IkeState.ESTABLISHED
-    view = ike_sa_view(got.sa, 0.0, 3600)
+    view = ike_sa_view(got.sa, 3600)
     assert view.auth == "certificate"
     assert view.peer_certificate["serial"] == f"{gwb.cert.serial_number:X}"
     assert view.peer_certificate["issuer"] == ca.cert.subject.rfc4514_string()
-    text = render_ike_sa([asdict(view)], detail=True)
+    text = render_ike_sa([plain_ike_sa(view, view.established)], detail=True)
     assert "Auth sign: CERT (RFC 7427 signature), Auth verify: CERT" in text
     assert f"Remote certificate: {gwb.cert.subject.rfc4514_string()}, serial " \
            f"{gwb.cert.serial_number:X}" in text

@@ -101,12 +101,11 @@ def test_both_with_the_same_ppk_use_it_and_key_from_sk_d_prime():
         init = codec.decode_message(seen[0])
         assert init.notify(NotifyType.USE_PPK) is not None
         assert a.engine.counters["ppk_used"] == b.engine.counters["ppk_used"] == 1
-        from espd.ike.engine.view import ike_sa_view
+        from espd.ike.engine.view import ike_sa_view, plain_ike_sa
         from espd.ops.show_ike import render_ike_sa
-        view = ike_sa_view(sa, 0.0, 86400)
+        view = ike_sa_view(sa, 86400)
         assert view.ppk == "ppk-1"
-        from dataclasses import asdict
-        text = render_ike_sa([asdict(view)])
+        text = render_ike_sa([plain_ike_sa(view, view.established)])
         assert "Post-quantum preshared key: ppk-1 (RFC 8784)" in text
         assert PPK.hex() not in text and repr(PPK) not in repr(a.settings)
         a.engine.close()

@@ -50,7 +50,7 @@ from espd.ike.engine import fragmentation, nat_follow
 from espd.ike.engine.admission import CookieJar
 from espd.ike.engine.intake import Intake
 from espd.ike.engine.transport import Transport
-from espd.ike.engine.view import Snapshot, ike_sa_view
+from espd.ike.engine.view import EMPTY_SNAPSHOT, Snapshot, ike_sa_view
 from espd.ike.keylog import KeyLog
 from espd.ike.sa.child_sa import ChildSa, ChildState
 from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
@@ -124,12 +124,23 @@ class IkeEngine:
         self.half_open_by_source: collections.Counter = collections.Counter()
         self.cookies = CookieJar(settings.limits.cookie_secret_lifetime, self.now)
         self.children: dict[int, tuple[IkeSa, ChildSa]] = {}  # by our inbound SPI
+        # the same, per crypto map entry (child_of): always the entries of `children`,
+        # which only index_child and drop_child change
+        self.children_by_entry: dict[tuple[str, int], dict[int, tuple[IkeSa, ChildSa]]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.events: list[ChildEvent] = []
         self.observers: list[Callable[[ChildEvent], None]] = []
         self.rate_log = RateLimitedLog()
         self.keylog = KeyLog(settings.key_log) if settings.key_log else None
         self._ident = 0
+        # what show and metrics read (view.py): one cached view per registered IKE SA, by
+        # ident; an SA that may have changed since is in `_stale`, and only those views
+        # are rebuilt by the next snapshot(). Invariant: whatever changes an IKE SA marks
+        # it (touch) at an entry point: a datagram for it, its timers, the owner's events
+        # about its Child SAs, register/remove, requests, responses, emit.
+        self._views = EMPTY_SNAPSHOT.table
+        self._stale: dict[IkeSa, None] = {}
+        self._receiving: IkeSa | None = None  # receive(): the SA a datagram is for
         # received IKE per loop turn: configured peers first, the rest on a budget
         self.intake = Intake(self.loop, lambda host: host in self.peer_addresses,
                              self.counters)
@@ -148,6 +159,10 @@ class IkeEngine:
         buffers may be wiped once this returns."""
         self._settings = settings
         self.peer_addresses = frozenset(str(peer.address) for peer in settings.peers)
+        # entry -> its policy (the first of a key, as a walk of settings.children finds)
+        self._policies: dict[tuple[str, int], ChildPolicy] = {}
+        for policy in settings.children:
+            self._policies.setdefault(policy.key, policy)
         old, self._authenticators = self._authenticators, {
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
@@ -221,16 +236,18 @@ class IkeEngine:
                 self.initiate(policy)
 
     def sa_for(self, policy: ChildPolicy) -> IkeSa | None:
-        """A live IKE SA with one of this policy's peers (the first, in peer order)."""
-        for sa in self.sas.values():
-            if sa.state in (IkeState.DELETING, IkeState.DELETED) or sa.rekeyed_by is not None:
-                continue
-            if sa.remote.address in policy.peers:
-                return sa
+        """A live IKE SA with one of this policy's peers (the first, in peer order).
+        Through the peer index: O(the policy's peers), not O(IKE SAs)."""
+        for peer in policy.peers:
+            for sa in self.sas_by_peer.get(peer, {}).values():
+                if sa.state not in (IkeState.DELETING, IkeState.DELETED) and \
+                        sa.rekeyed_by is None:
+                    return sa
         return None
 
     def child_of(self, policy: ChildPolicy) -> ChildSa | None:
-        for _sa, child in self.children.values():
+        """A live Child SA of the policy's entry: O(its entry's Child SAs)."""
+        for _sa, child in self.children_by_entry.get(policy.key, {}).values():
             if child.entry == policy.key and child.state in (
                     ChildState.CREATING, ChildState.INSTALLED, ChildState.REKEYING):
                 return child
@@ -240,7 +257,7 @@ class IkeEngine:
 
     def on_acquire(self, entry: tuple[str, int], *_packet: object) -> None:
         """A packet hit a PROTECT rule of ``entry`` with no SA: negotiate one (IOS)."""
-        policy = next((p for p in self.settings.children if p.key == tuple(entry)), None)
+        policy = self._policies.get(tuple(entry))  # O(1): a hub has thousands of entries
         if policy is None or policy.start == "manual" or self.child_of(policy) is not None:
             return
         self.counters["acquires"] += 1
@@ -257,7 +274,9 @@ class IkeEngine:
         if found is not None:
             from espd.ike.exchanges import create_child_sa
 
+            self.touch(found[0])
             create_child_sa.start_rekey(self, *found)
+            self.touch(found[0])
 
     def on_hard_expired(self, handle: object) -> None:
         found = self._by_handle(handle)
@@ -265,7 +284,9 @@ class IkeEngine:
             sa, child = found
             log.info("%s %s: hard lifetime reached; deleted (traffic dropped until a new "
                      "Child SA is up)", sa, child)
+            self.touch(sa)
             self.delete_child(sa, child, notify_peer=True, reason="hard lifetime")
+            self.touch(sa)
 
     def on_peer_moved(self, handle: object, peer: str, port: int) -> None:
         """Authenticated ESP of a Child SA made with follow_peer came from `peer`:`port`
@@ -274,7 +295,9 @@ class IkeEngine:
 
         found = self._by_handle(handle)
         if found is not None:
+            self.touch(found[0])
             nat_follow.follow(self, found[0], Endpoint(ipaddress.ip_address(peer), port), "esp")
+            self.touch(found[0])
 
     def on_ike_datagram(self, local: object, lport: int, remote: object, rport: int,
                         data: bytes) -> None:
@@ -307,11 +330,16 @@ class IkeEngine:
     # --- receive ------------------------------------------------------------------
 
     def receive(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        outer, self._receiving = self._receiving, None  # the datagram's SA, once found
         try:
             self._receive(data, local, remote)
         except Exception:  # the invariant above: count, log, never raise
             self.counters["internal_errors"] += 1
             log.exception("IKE: internal error handling a message from %s", remote)
+        finally:
+            if self._receiving is not None:  # its handler may have changed it since
+                self.touch(self._receiving)
+            self._receiving = outer
 
     def _receive(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         try:
@@ -327,6 +355,8 @@ class IkeEngine:
                 sa = self.sas.get(header.spis.initiator)
                 if sa is not None and sa.initiator and sa.state == IkeState.INIT_SENT \
                         and sa.requests.matches(header.message_id):
+                    self.touch(sa)
+                    self._receiving = sa
                     self._response(sa, message, data)
                 else:
                     self.counters["unexpected_responses"] += 1
@@ -335,6 +365,9 @@ class IkeEngine:
             return
         ours = header.spis.responder if header.from_initiator else header.spis.initiator
         sa = self.sas.get(ours)
+        if sa is not None:
+            self.touch(sa)
+            self._receiving = sa
         if sa is None or sa.spis != (header.spis.initiator, header.spis.responder) \
                 or sa.sk_in is None:
             self.counters["unknown_spi"] += 1
@@ -468,6 +501,7 @@ class IkeEngine:
     def respond(self, sa: IkeSa, request: codec.Message, payloads: list,
                 local: Endpoint, remote: Endpoint) -> None:
         """Seal and send the response to ``request`` where it came from; cache it."""
+        self.touch(sa)
         header = request.header.response(original_initiator=sa.initiator)
         datagrams = fragmentation.seal(self, sa, header, payloads, local)
         sa.responses.answered(request.header.message_id, datagrams)
@@ -490,6 +524,7 @@ class IkeEngine:
         """Seal and send a request on ``sa`` (its window must be free: queue_request);
         ``handler`` gets the decrypted response. Returns the datagrams as sent (several:
         RFC 7383 fragments, retransmitted as a set)."""
+        self.touch(sa)
         message_id = sa.requests.take_id()
         header = codec.request_header(codec.SpiPair(sa.spi_i, sa.spi_r), exchange, message_id,
                                       original_initiator=sa.initiator)
@@ -519,6 +554,7 @@ class IkeEngine:
                                                  context=self._timer_context)
 
     def _retransmit(self, sa: IkeSa, outstanding: Outstanding) -> None:
+        self.touch(sa)
         try:
             if sa.requests.outstanding is not outstanding:
                 return
@@ -537,11 +573,13 @@ class IkeEngine:
     # --- state changes ------------------------------------------------------------
 
     def register(self, sa: IkeSa) -> None:
+        self.touch(sa)
         self.sas[sa.local_spi] = sa
         self.sas_by_peer.setdefault(sa.remote.address, {})[sa.local_spi] = sa
 
     def peer_address_changed(self, sa: IkeSa, before: object) -> None:
         """`sa.remote` was given a new address (NAT follow, IKE_AUTH from a floated peer)."""
+        self.touch(sa)
         if before != sa.remote.address and self.sas.get(sa.local_spi) is sa:
             self._unindex_peer(sa, before)
             self.sas_by_peer.setdefault(sa.remote.address, {})[sa.local_spi] = sa
@@ -558,6 +596,7 @@ class IkeEngine:
                 del self.sas_by_peer[address]
 
     def emit(self, kind: str, sa: IkeSa, child: ChildSa | None, reason: str = "") -> None:
+        self.touch(sa)  # before the observers, who may take a snapshot
         event = ChildEvent(kind, sa.ident, child, reason)
         self.events.append(event)
         del self.events[:-1000]
@@ -591,6 +630,7 @@ class IkeEngine:
         followup_ke.abandon_all(sa, "IKE SA deleted")
         reauth.on_removed(self, sa)
         create_child_sa.collision_on_removal(self, sa)  # the peer's new IKE SA keeps them
+        self.touch(sa)  # its view goes with it (snapshot)
         for child in list(sa.children.values()):
             self.drop_child(sa, child, "IKE SA deleted")
         sa.cancel_timers()
@@ -620,6 +660,7 @@ class IkeEngine:
 
     def drop_child(self, sa: IkeSa, child: ChildSa, reason: str) -> None:
         """Retire a Child SA from the owner and forget it (no DELETE sent)."""
+        self.touch(sa)
         child.cancel_timers()
         if child.handle is not None:
             # a rekeyed pair's inbound SA still takes the packets the peer sent before
@@ -637,7 +678,16 @@ class IkeEngine:
         sa.children.pop(child.spi_in, None)
         if self.children.get(child.spi_in, (None, None))[1] is child:
             del self.children[child.spi_in]
+            same = self.children_by_entry.get(child.entry, {})
+            same.pop(child.spi_in, None)
+            if not same:
+                self.children_by_entry.pop(child.entry, None)
         child.wipe()
+
+    def index_child(self, sa: IkeSa, child: ChildSa) -> None:
+        """`child` is installed under `sa` (or moved to it by an IKE SA rekey)."""
+        self.children[child.spi_in] = (sa, child)
+        self.children_by_entry.setdefault(child.entry, {})[child.spi_in] = (sa, child)
 
     def delete_child(self, sa: IkeSa, child: ChildSa, *, notify_peer: bool,
                      reason: str) -> None:
@@ -665,11 +715,13 @@ class IkeEngine:
         sa.timers.pop(name, None)
         if sa.state == IkeState.DELETED:
             return
+        self.touch(sa)
         try:
             callback(*args)
         except Exception:
             self.counters["internal_errors"] += 1
             log.exception("IKE: internal error in timer %s of %s", name, sa)
+        self.touch(sa)
 
     def schedule_child_rekey(self, sa: IkeSa, child: ChildSa, seconds: int, *,
                              delay: float | None = None) -> None:
@@ -691,11 +743,13 @@ class IkeEngine:
         current = self.children.get(child.spi_in)
         if current is None or current[1] is not child:
             return
+        self.touch(current[0])
         try:
             create_child_sa.start_rekey(self, current[0], child)
         except Exception:
             self.counters["internal_errors"] += 1
             log.exception("IKE: internal error rekeying %s", child)
+        self.touch(current[0])
 
     def schedule_ike_timers(self, sa: IkeSa) -> None:
         """IKE SA rekey before its lifetime, reauthentication, dead peer detection."""
@@ -740,13 +794,31 @@ class IkeEngine:
         margin = self.settings.rekey_margin + random.random() * self.settings.rekey_jitter
         return lifetime * (1.0 - min(margin, 0.9))
 
+    def touch(self, sa: IkeSa) -> None:
+        """`sa` may have changed: the next snapshot rebuilds its view (O(1))."""
+        self._stale[sa] = None
+
     def snapshot(self) -> Snapshot:
         """An immutable view for show and metrics (call on the loop; hand the result to
-        other threads)."""
-        now = self.now()
-        views = tuple(ike_sa_view(sa, now, self.settings.ike_lifetime)
-                      for sa in sorted(self.sas.values(), key=lambda s: s.ident))
-        return Snapshot(views, tuple(sorted(self.counters.items())))
+        other threads). O(the IKE SAs touched since the last one), not O(IKE SAs)."""
+        views, lifetime = self._views, self.settings.ike_lifetime
+        for sa in self._stale:
+            if self.sas.get(sa.local_spi) is sa:
+                views = views.set(sa.ident, ike_sa_view(sa, lifetime))
+            else:  # removed (or never registered: a half-open SA is not shown)
+                views = views.remove(sa.ident)
+        self._stale.clear()
+        self._views = views
+        return Snapshot(views, tuple(sorted(self.counters.items())), self.now())
+
+    def resync(self) -> Snapshot:
+        """Every view rebuilt (O(IKE SAs)): after a reload or an operator's action, which
+        may touch any SA, and for tests that check the incremental views against it."""
+        self._stale.clear()
+        self._views = EMPTY_SNAPSHOT.table
+        for sa in sorted(self.sas.values(), key=lambda s: s.ident):
+            self._views = self._views.set(sa.ident, ike_sa_view(sa, self.settings.ike_lifetime))
+        return self.snapshot()
 
     def reconfigure(self, settings: IkeSettings) -> None:
         """A reload: new settings for new negotiations; an IKE SA whose peer is gone, or a
@@ -770,6 +842,7 @@ class IkeEngine:
                     self.delete_child(sa, child, notify_peer=True,
                                       reason="crypto map entry removed")
         self.start_immediate()
+        self.resync()
 
     def close(self) -> None:
         """Stop: every IKE SA forgotten (no DELETE), keys wiped, sockets closed."""

@@ -3,14 +3,24 @@
 The engine's objects live on the event loop and change there; other threads (the control
 socket, the metrics exporter) read a ``Snapshot`` that the loop replaced by one reference
 assignment, as keying/owner.py does for SAs. No key material is in it.
+
+A change costs O(the IKE SAs it touched), not O(IKE SAs) (issue 13: a Child SA rekey on
+a 10,000-tunnel hub): the engine keeps one cached ``IkeSaView`` per IKE SA in a CowTable
+(keying/cow_table.py) and rebuilds only the views of the SAs marked stale since
+(``IkeEngine.touch``). So a view holds no time that passes: ``established`` and
+``created`` are the engine's clock, and the ages readers see (``active``, ``age``) are
+taken against the snapshot's ``taken`` when the reader turns it into plain data
+(``plain_state``, on the reader's thread, as is the tuple of every view).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields
 
 from espd.ike.auth.inventory import certificate_facts
 from espd.ike.sa.ike_sa import IkeSa
+from espd.keying.cow_table import EMPTY, CowTable
 
 
 @dataclass(frozen=True)
@@ -24,7 +34,7 @@ class ChildView:
     state: str
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
-    age: float  # seconds since installed
+    created: float  # the engine's clock when installed (0: not yet); readers see "age"
     key_exchanges: tuple[str, ...] = ()  # PFS methods of the exchange that made it
 
 
@@ -45,7 +55,7 @@ class IkeSaView:
     spi_r: str
     nat: bool
     lifetime: int  # seconds
-    active: float  # seconds since established (0 while negotiating)
+    established: float  # the engine's clock then (0 while negotiating); readers: "active"
     children: tuple[ChildView, ...]
     fragmentation: bool = False  # RFC 7383 negotiated both ways
     # the key exchanges that keyed it, in order: "x25519 (IKE_SA_INIT)",
@@ -55,10 +65,16 @@ class IkeSaView:
     ppk: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Snapshot:
-    ike_sas: tuple[IkeSaView, ...]
+    table: CowTable[IkeSaView]  # by IKE SA ident (ascending: the order show prints)
     counters: tuple[tuple[str, int], ...]  # exchanges, failures, drops: "name" -> count
+    taken: float = 0.0  # the engine's clock when the snapshot was made
+
+    @functools.cached_property
+    def ike_sas(self) -> tuple[IkeSaView, ...]:
+        # made by the first reader; two racing readers make the same tuple
+        return self.table.values()
 
     def by_state(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -67,11 +83,15 @@ class Snapshot:
         return out
 
 
-def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
+EMPTY_SNAPSHOT = Snapshot(EMPTY, ())
+
+
+def ike_sa_view(sa: IkeSa, lifetime: int) -> IkeSaView:
+    """`sa` as readers see it; holds until `sa` changes (no age in it: see above)."""
     children = tuple(
         ChildView(c.entry, c.spi_in, c.spi_out, c.transform, c.mode, c.encap, c.state.value,
                   tuple(map(str, c.local_ts)), tuple(map(str, c.remote_ts)),
-                  now - c.created if c.created else 0.0, tuple(c.key_exchanges))
+                  c.created or 0.0, tuple(c.key_exchanges))
         for c in sa.children.values())
     auth = getattr(sa.peer, "auth", "psk")
     cert = sa.peer_certificate
@@ -80,7 +100,7 @@ def ike_sa_view(sa: IkeSa, now: float, lifetime: int) -> IkeSaView:
         "initiator" if sa.initiator else "responder", getattr(sa.suite, "name", ""), auth,
         str(sa.peer_id or ""), certificate_facts(cert) if cert is not None else None,
         sa.spi_i.hex(), sa.spi_r.hex(), sa.nat, lifetime,
-        now - sa.established if sa.established else 0.0, children, sa.fragmentation,
+        sa.established or 0.0, children, sa.fragmentation,
         tuple(sa.key_exchanges), _ppk(sa))
 
 
@@ -92,10 +112,43 @@ def _ppk(sa: IkeSa) -> str:
 
 
 def as_state(snapshot: Snapshot) -> list[dict]:
-    """The IKE SAs as plain data for the control socket's STATE (JSON-safe)."""
-    from dataclasses import asdict
+    """The IKE SAs as plain data for the control socket's STATE (JSON-safe), with their
+    ages at the snapshot's time. On the reader's side: O(IKE SAs) per request."""
+    return [plain_ike_sa(sa, snapshot.taken) for sa in snapshot.ike_sas]
 
-    return [asdict(sa) for sa in snapshot.ike_sas]
+
+def plain_ike_sa(view: IkeSaView, now: float) -> dict:
+    """One IKE SA's view as plain data, its ages (``active``, ``age``) taken at `now`.
+    What ``dataclasses.asdict`` gives, renamed so, made field by field: asdict's deep
+    copy was most of a reader's time at 10,000 IKE SAs (the fields are immutable
+    values, but for the certificate's dict, copied)."""
+    plain = {}
+    for name in _SA_FIELDS:
+        value = getattr(view, name)
+        if name == "established":
+            plain["active"] = now - value if value else 0.0
+        elif name == "children":
+            plain["children"] = [_plain_child(c, now) for c in value]
+        elif name == "peer_certificate":
+            plain[name] = dict(value) if value is not None else None
+        else:
+            plain[name] = value
+    return plain
+
+
+def _plain_child(view: ChildView, now: float) -> dict:
+    plain = {}
+    for name in _CHILD_FIELDS:
+        value = getattr(view, name)
+        if name == "created":
+            plain["age"] = now - value if value else 0.0
+        else:
+            plain[name] = value
+    return plain
+
+
+_SA_FIELDS = tuple(f.name for f in fields(IkeSaView))
+_CHILD_FIELDS = tuple(f.name for f in fields(ChildView))
 
 
 def plain_state(snapshot: Snapshot) -> dict:
