@@ -507,6 +507,8 @@ class IkeEngine:
     def queue_request(self, sa: IkeSa, start: Callable[[], None]) -> None:
         """Run ``start`` (which calls send_request) once the window is free."""
         if sa.requests.busy:
+            if sa.queue is None:
+                sa.queue = []
             sa.queue.append(start)
         else:
             start()
@@ -630,7 +632,7 @@ class IkeEngine:
         for child in list(sa.children.values()):
             self.drop_child(sa, child, "IKE SA deleted")
         sa.cancel_timers()
-        sa.queue.clear()
+        sa.queue = None
         sa.state = IkeState.DELETED
         if self.sas.get(sa.local_spi) is sa:
             del self.sas[sa.local_spi]

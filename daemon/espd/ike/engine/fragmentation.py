@@ -95,9 +95,11 @@ def receive(engine: IkeEngine, sa: IkeSa, data: bytes, response: bool) -> codec.
     sa.last_heard = engine.now()
     engine.counters["fragments_received"] += 1
     message_id = fragment.header.message_id
-    held = sa.reassembly.get(response)
+    held = sa.reassembly.get(response) if sa.reassembly else None
     if held is None or held.message_id != message_id:
         held = codec.Reassembly(message_id, engine.now())
+        if sa.reassembly is None:  # made on the first fragment: most SAs never see one
+            sa.reassembly = {}
         sa.reassembly[response] = held
         name = _timer(response)
         engine.schedule(sa, name, engine.settings.fragment_timeout,
@@ -116,12 +118,13 @@ def receive(engine: IkeEngine, sa: IkeSa, data: bytes, response: bool) -> codec.
 
 def discard(engine: IkeEngine, sa: IkeSa, response: bool) -> None:
     """Forget the direction's reassembly and its timer."""
-    sa.reassembly.pop(response, None)
+    if sa.reassembly:
+        sa.reassembly.pop(response, None)
     sa.cancel_timer(_timer(response))
 
 
 def _expire(engine: IkeEngine, sa: IkeSa, response: bool, held: codec.Reassembly) -> None:
-    if sa.reassembly.get(response) is not held:
+    if not sa.reassembly or sa.reassembly.get(response) is not held:
         return
     sa.reassembly.pop(response, None)
     engine.counters["reassembly_timeouts"] += 1

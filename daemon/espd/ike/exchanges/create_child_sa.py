@@ -560,7 +560,7 @@ def _await_peer_delete(engine: IkeEngine, old: IkeSa) -> None:
     """The peer initiated the rekey that stands: it deletes the old IKE SA, or we drop it
     ourselves after a grace period."""
     old.state = IkeState.DELETING
-    old.queue.clear()
+    old.queue = None
     engine.schedule(old, "rekeyed", OLD_IKE_SA_GRACE, lambda: engine.remove_ike_sa(old))
 
 

@@ -120,6 +120,8 @@ def expect(engine: IkeEngine, sa: IkeSa, methods: list, finish: Callable[[list],
            abort: Failed) -> codec.Notify:
     """Keep the state of an answered CREATE_CHILD_SA; the N(ADDITIONAL_KEY_EXCHANGE)
     to put in its response."""
+    if sa.followups is None:
+        sa.followups = {}
     while len(sa.followups) >= MAX_PENDING:  # the oldest is abandoned
         _drop(sa, next(iter(sa.followups)), "superseded by newer IKE_FOLLOWUP_KE state")
     link = secrets.token_bytes(LINK_SIZE)
@@ -134,7 +136,7 @@ def _wait(engine: IkeEngine, sa: IkeSa, link: bytes) -> None:
 
 
 def _drop(sa: IkeSa, link: bytes, why: str) -> None:
-    waiting = sa.followups.pop(link, None)
+    waiting = sa.followups.pop(link, None) if sa.followups else None
     sa.cancel_timer(f"followup-{link.hex()}")
     if waiting is not None:
         wipe(waiting.collected)
@@ -144,7 +146,7 @@ def _drop(sa: IkeSa, link: bytes, why: str) -> None:
 def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endpoint,
                remote: Endpoint) -> None:
     link = message.notify(NotifyType.ADDITIONAL_KEY_EXCHANGE)
-    waiting = sa.followups.get(link.data) if link is not None else None
+    waiting = sa.followups.get(link.data) if link is not None and sa.followups else None
     if waiting is None:
         engine.counters["followup_state_not_found"] += 1
         engine.respond(sa, message, [notify(NotifyType.STATE_NOT_FOUND)], local, remote)
@@ -178,7 +180,7 @@ def on_request(engine: IkeEngine, sa: IkeSa, message: codec.Message, local: Endp
 
 def abandon_all(sa: IkeSa, why: str) -> None:
     """The IKE SA goes: every waiting state is dropped."""
-    for waiting in sa.followups.values():
+    for waiting in (sa.followups or {}).values():
         wipe(waiting.collected)
         waiting.abort(why)
-    sa.followups.clear()
+    sa.followups = None

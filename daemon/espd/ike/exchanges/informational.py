@@ -49,7 +49,7 @@ def start_delete_ike(engine: IkeEngine, sa: IkeSa, reason: str) -> None:
         return
     sa.state = IkeState.DELETING
     log.info("%s: deleting (%s)", sa, reason)
-    sa.queue.clear()
+    sa.queue = None
     sa.requests.done()
     engine.send_request(sa, ExchangeType.INFORMATIONAL, [codec.Delete(ProtocolId.IKE)],
                         lambda engine, sa, _m: engine.remove_ike_sa(sa))

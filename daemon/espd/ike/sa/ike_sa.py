@@ -78,8 +78,9 @@ class IkeSa:
     nat_local: bool = False  # we are behind a NAT (NAT_DETECTION_DESTINATION_IP mismatch)
     nat_remote: bool = False  # the peer is behind a NAT
     fragmentation: bool = False  # both sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
-    # RFC 7383 reassembly per direction: False = the peer's request, True = its response
-    reassembly: dict[bool, object] = field(default_factory=dict, repr=False)
+    # RFC 7383 reassembly per direction: False = the peer's request, True = its response;
+    # None until the first fragment (a hub's SAs mostly never get one: no empty dict each)
+    reassembly: dict[bool, object] | None = field(default=None, repr=False)
     children: dict[int, ChildSa] = field(default_factory=dict)  # by our inbound SPI
     created: float = 0.0  # loop time of IKE_SA_INIT
     established: float = 0.0
@@ -97,7 +98,7 @@ class IkeSa:
     policy: object | None = None  # the ChildPolicy that made us initiate (first Child SA)
     peer: object | None = None  # settings.Peer: keys and identities for this peer
     first_child: ChildSa | None = None  # the Child SA IKE_AUTH negotiates
-    queue: list = field(default_factory=list)  # requests waiting for the window
+    queue: list | None = None  # requests waiting for the window; None while none waits
     collision: object | None = None  # sa/collision.Collision: the peer's IKE SA rekey met ours
     reauth: object | None = None  # exchanges/reauth.Reauth in progress, old SA or new
     # --- RFC 9242/9370 (exchanges/ike_intermediate.py) ---
@@ -106,7 +107,8 @@ class IkeSa:
     int_auth_i: bytes = field(default=b"", repr=False)  # IntAuth_iN (RFC 9242 3.3.1)
     int_auth_r: bytes = field(default=b"", repr=False)
     key_exchanges: tuple[str, ...] = ()  # what keyed it, for show: "x25519 (IKE_SA_INIT)"
-    followups: dict = field(default_factory=dict)  # link -> exchanges/followup_ke.Waiting
+    # link -> exchanges/followup_ke.Waiting; None while none waits
+    followups: dict | None = None
     # --- RFC 8784 PPK (exchanges/ppk.py) ---
     ppk_negotiated: bool = False  # both sent USE_PPK in IKE_SA_INIT
     ppk_pending: object | None = field(default=None, repr=False)  # initiator: mixed keys
@@ -170,7 +172,8 @@ class IkeSa:
             if wipe is not None:
                 wipe()
         self.sk_out = self.sk_in = self.prf = None
-        self.reassembly.clear()  # decrypted fragments
+        if self.reassembly:
+            self.reassembly.clear()  # decrypted fragments
         for child in self.children.values():
             child.wipe()
 
