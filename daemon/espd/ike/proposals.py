@@ -237,7 +237,16 @@ def choose(
     index, picked = found
     if picked is not None:
         offer = offered[index]
-        return Proposal(offer.number, offer.protocol, offer.spi, picked)
+        if offer.spi:  # a Child SA's: its own SPI
+            return Proposal(offer.number, offer.protocol, offer.spi, picked)
+        # no SPI (IKE_SA_INIT's): immutable, one per choice, shared by its IKE SAs
+        shared = (offer.number, offer.protocol, picked)
+        found_proposal = _spiless.get(shared)
+        if found_proposal is None:
+            if len(_spiless) >= _CHOICES_MAX:
+                _spiless.clear()
+            found_proposal = _spiless[shared] = Proposal(*shared[:2], b"", picked)
+        return found_proposal
     raise ProposalError(
         f"no {what} proposal in common: peer offered {describe(offered)}; "
         f"we accept {describe(accepted)}"
@@ -248,6 +257,7 @@ _CHOICES_MAX = 256
 # (offered, accepted) transforms -> (index of the offer taken, its transforms picked);
 # the picked tuples are shared by every SA that chose them
 _choices: dict[tuple, tuple[int, tuple[Transform, ...] | None]] = {}
+_spiless: dict[tuple, Proposal] = {}  # (number, protocol, transforms) -> the Proposal
 
 
 def _choose(offered: tuple[Proposal, ...], accepted: tuple[Proposal, ...]
