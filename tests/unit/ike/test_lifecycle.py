@@ -364,7 +364,7 @@ def test_rekey_of_an_sa_the_peer_lacks_gets_child_sa_not_found_and_a_new_child()
         ghost = ChildSa(real.entry, a.engine.new_child_spi(), spi_out=0x4242,
                         state=ChildState.INSTALLED, handle=real.handle)
         sa.children[ghost.spi_in] = ghost
-        a.engine.children[ghost.spi_in] = (sa, ghost)
+        a.engine.index_child(sa, ghost)
         create_child_sa.start_rekey(a.engine, sa, ghost)
         await until(lambda: ghost.state == ChildState.DELETED
                     and len(a.owner.installed) == 2 and len(b.owner.installed) == 2)

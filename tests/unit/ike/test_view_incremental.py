@@ -6,10 +6,11 @@ are. A change that forgets to touch its IKE SA fails here."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 
 from support.ike_pair import real_pair, until
 
-from espd.ike.engine.view import as_state, ike_sa_view
+from espd.ike.engine.view import as_state, ike_sa_view, plain_ike_sa
 from espd.ike.exchanges import create_child_sa
 from espd.ike.sa.child_sa import ChildState
 
@@ -17,6 +18,17 @@ from espd.ike.sa.child_sa import ChildState
 def full(engine) -> tuple:
     return tuple(ike_sa_view(sa, engine.settings.ike_lifetime)
                  for sa in sorted(engine.sas.values(), key=lambda s: s.ident))
+
+
+def as_asdict(view, now: float) -> dict:
+    """What plain_ike_sa must give: asdict, clock times turned into ages."""
+    def aged(plain: dict, when: str, age: str) -> dict:
+        return {(age if k == when else k): ((now - v if v else 0.0) if k == when else v)
+                for k, v in plain.items()}
+
+    plain = aged(asdict(view), "established", "active")
+    plain["children"] = [aged(c, "created", "age") for c in plain["children"]]
+    return plain
 
 
 def test_incremental_views_match_a_full_rebuild_at_every_turn(tmp_path):
@@ -32,6 +44,8 @@ def test_incremental_views_match_a_full_rebuild_at_every_turn(tmp_path):
                     shot = side.engine.snapshot()
                     assert shot.ike_sas == full(side.engine)
                     assert len(as_state(shot)) == len(side.engine.sas)
+                    for view in shot.ike_sas:
+                        assert plain_ike_sa(view, shot.taken) == as_asdict(view, shot.taken)
                 checked["turns"] += 1
                 await asyncio.sleep(0)
 

@@ -119,6 +119,9 @@ class IkeEngine:
         self.half_open_by_source: collections.Counter = collections.Counter()
         self.cookies = CookieJar(settings.limits.cookie_secret_lifetime, self.now)
         self.children: dict[int, tuple[IkeSa, ChildSa]] = {}  # by our inbound SPI
+        # the same, per crypto map entry (child_of): always the entries of `children`,
+        # which only index_child and drop_child change
+        self.children_by_entry: dict[tuple[str, int], dict[int, tuple[IkeSa, ChildSa]]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.events: list[ChildEvent] = []
         self.observers: list[Callable[[ChildEvent], None]] = []
@@ -151,6 +154,10 @@ class IkeEngine:
         buffers may be wiped once this returns."""
         self._settings = settings
         self.peer_addresses = frozenset(str(peer.address) for peer in settings.peers)
+        # entry -> its policy (the first of a key, as a walk of settings.children finds)
+        self._policies: dict[tuple[str, int], ChildPolicy] = {}
+        for policy in settings.children:
+            self._policies.setdefault(policy.key, policy)
         old, self._authenticators = self._authenticators, {
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
@@ -234,7 +241,8 @@ class IkeEngine:
         return None
 
     def child_of(self, policy: ChildPolicy) -> ChildSa | None:
-        for _sa, child in self.children.values():
+        """A live Child SA of the policy's entry: O(its entry's Child SAs)."""
+        for _sa, child in self.children_by_entry.get(policy.key, {}).values():
             if child.entry == policy.key and child.state in (
                     ChildState.CREATING, ChildState.INSTALLED, ChildState.REKEYING):
                 return child
@@ -244,7 +252,7 @@ class IkeEngine:
 
     def on_acquire(self, entry: tuple[str, int], *_packet: object) -> None:
         """A packet hit a PROTECT rule of ``entry`` with no SA: negotiate one (IOS)."""
-        policy = next((p for p in self.settings.children if p.key == tuple(entry)), None)
+        policy = self._policies.get(tuple(entry))  # O(1): a hub has thousands of entries
         if policy is None or policy.start == "manual" or self.child_of(policy) is not None:
             return
         self.counters["acquires"] += 1
@@ -664,7 +672,16 @@ class IkeEngine:
         sa.children.pop(child.spi_in, None)
         if self.children.get(child.spi_in, (None, None))[1] is child:
             del self.children[child.spi_in]
+            same = self.children_by_entry.get(child.entry, {})
+            same.pop(child.spi_in, None)
+            if not same:
+                self.children_by_entry.pop(child.entry, None)
         child.wipe()
+
+    def index_child(self, sa: IkeSa, child: ChildSa) -> None:
+        """`child` is installed under `sa` (or moved to it by an IKE SA rekey)."""
+        self.children[child.spi_in] = (sa, child)
+        self.children_by_entry.setdefault(child.entry, {})[child.spi_in] = (sa, child)
 
     def delete_child(self, sa: IkeSa, child: ChildSa, *, notify_peer: bool,
                      reason: str) -> None:

@@ -347,7 +347,7 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
     child.state = ChildState.INSTALLED
     child.created = engine.now()
     sa.children[child.spi_in] = child
-    engine.children[child.spi_in] = (sa, child)
+    engine.index_child(sa, child)
     engine.schedule_child_rekey(sa, child, life.seconds)
     if log.isEnabledFor(logging.INFO):  # the selectors' text is not made for nothing
         verb = "rekeyed" if rekey_of is not None else "up"

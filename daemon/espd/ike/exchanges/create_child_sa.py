@@ -548,8 +548,9 @@ def _hand_over(engine: IkeEngine, old: IkeSa, new: IkeSa) -> None:
     """The Child SAs move to the new IKE SA (RFC 7296 2.18): the rekey is done."""
     for spi, child in list(old.children.items()):
         new.children[spi] = child
-        engine.children[spi] = (new, child)
+        engine.index_child(new, child)
     old.children.clear()
+    engine.touch(new)
     old.rekeyed_by = new
     engine.counters["ike_rekeys"] += 1
     log.info("%s rekeyed as %s", old, new)
