@@ -334,6 +334,15 @@ struct espdp_io_config {
 	int tun_vnet_hdr;           /* 0; 1: TUN with IFF_VNET_HDR and TSO (offload.h); 3: and USO */
 	int packet_fd;              /* AF_PACKET SOCK_DGRAM, protocol 0: outer packets to the next
 	                               hops of espdp_nexthops_set; -1 = none (raw sockets only) */
+	int rx_ring_fd;             /* AF_PACKET SOCK_DGRAM, protocol 0, unbound: raw ESP received
+	                               through a TPACKET_V3 ring (ring.h) by worker 0, the raw ESP
+	                               sockets muted; -1 = none. If the kernel refuses the ring,
+	                               espdp_workers_start changes nothing and returns
+	                               ESPDP_ERR_IO (errno set): start again without it */
+	unsigned rx_ring_block;     /* with rx_ring_fd: block size (bytes, power of 2) */
+	unsigned rx_ring_timeout_ms; /* with rx_ring_fd: block timeout, 1..1000 ms */
+	unsigned rx_ring_skip_ifindex; /* with rx_ring_fd: the TUN device's ifindex (its frames
+	                                  are not taken); 0 = none */
 };
 
 struct espdp_io_stats {
@@ -347,6 +356,7 @@ struct espdp_io_stats {
 	uint64_t net_tx_gso;        /* of net_tx: ESP in UDP sent in UDP GSO runs (UDP_SEGMENT) */
 	uint64_t net_rx_gro;        /* of net_rx: ESP in UDP received in UDP GRO aggregates */
 	uint64_t net_tx_packet;     /* of net_tx: sent on the AF_PACKET socket (send_path packet) */
+	uint64_t net_rx_ring;       /* of net_rx: raw ESP received through the TPACKET_V3 ring */
 };
 
 /* The AF_PACKET send path's next hops (nexthop.h): a sealed outer packet to `addr` of

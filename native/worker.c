@@ -22,10 +22,13 @@
 
 #include "dp.h"
 #include "io.h"
+#include "ring.h"
 #include "sock.h"
 
 #define TAG_TUN IO_SOURCES /* epoll tags: enum io_source for sockets, then these */
 #define TAG_STOP (IO_SOURCES + 1)
+#define TAG_RING (IO_SOURCES + 2)
+#define RING_BLOCKS 64 /* blocks of io.rx_ring_block bytes in the receive ring */
 #define ROUNDS 8 /* batches per readable fd before looking at the others again */
 
 struct worker {
@@ -39,6 +42,7 @@ struct worker {
 	struct io_batch batch;
 	struct tun_stage stage; /* with vnet: the TCP super-packet being segmented */
 	struct sock_pool pool[IO_SOURCES]; /* datagrams received, not yet decapsulated */
+	struct rx_ring ring; /* worker 0 with io.rx_ring_fd: raw ESP of both IP versions */
 	struct espdp_io_stats stats; /* written by this worker only; read relaxed */
 };
 
@@ -106,20 +110,40 @@ static void on_net(struct worker *w, const struct workers *ws, enum io_source sr
 	}
 }
 
+/* Returns with no handed-over block half read: epoll would not wake the worker for it. */
+static void on_ring(struct worker *w, const struct workers *ws)
+{
+	for (int round = 0; round < ROUNDS || ring_pending(&w->ring); round++) {
+		unsigned n = ring_recv(&w->ring, &w->batch, ws->io.batch);
+
+		if (!n)
+			return;
+		stat_add(&w->stats.net_rx, n);
+		stat_add(&w->stats.net_rx_ring, n);
+		espdp_decap_batch(w->dp, w->index, w->batch.pkts, n);
+		stat_add(&w->stats.tun_tx, io_tun_write(w->tun_fd, &w->batch, ws->io.tun_vnet_hdr,
+							&w->stats.tun_errors));
+		if (n < ws->io.batch && !ring_pending(&w->ring))
+			return;
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct workers *ws = w->ws;
-	struct epoll_event ev[IO_SOURCES + 2];
+	struct epoll_event ev[IO_SOURCES + 3];
 
 	while (!__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE)) {
-		int n = epoll_wait(w->epfd, ev, IO_SOURCES + 2, 1000);
+		int n = epoll_wait(w->epfd, ev, IO_SOURCES + 3, 1000);
 
 		for (int i = 0; i < n; i++) {
 			uint32_t tag = ev[i].data.u32;
 
 			if (tag == TAG_TUN)
 				on_tun(w, ws);
+			else if (tag == TAG_RING)
+				on_ring(w, ws);
 			else if (tag < IO_SOURCES)
 				on_net(w, ws, (enum io_source)tag);
 		}
@@ -152,6 +176,9 @@ static int worker_init(struct worker *w, espdp *dp, unsigned index, struct worke
 	if (w->epfd < 0 || !w->stage.buf || io_batch_init(&w->batch) || set_nonblock(w->tun_fd) ||
 	    epoll_add(w->epfd, w->tun_fd, TAG_TUN, 0) || epoll_add(w->epfd, ws->stop_fd, TAG_STOP, 0))
 		return -1;
+	if (index == 0 && ws->io.rx_ring_fd >= 0 &&
+	    epoll_add(w->epfd, ws->io.rx_ring_fd, TAG_RING, 0))
+		return -1;
 	for (unsigned s = 0; s < IO_SOURCES; s++)
 		if (s % ws->n == index && ws->net_fd[s] >= 0 &&
 		    (sock_pool_init(&w->pool[s]) || epoll_add(w->epfd, ws->net_fd[s], s, 0)))
@@ -171,6 +198,7 @@ static void workers_free(struct workers *ws)
 		for (unsigned s = 0; s < IO_SOURCES; s++)
 			sock_pool_free(&ws->w[i].pool[s]);
 		free(ws->w[i].stage.buf);
+		ring_close(&ws->w[i].ring);
 	}
 	if (ws->stop_fd >= 0)
 		close(ws->stop_fd);
@@ -185,7 +213,10 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 
 	if (dp->threads)
 		return ESPDP_ERR_STATE;
-	if (!io->ntun || !io->tun_fds || io->batch < 1 || io->batch > IO_BATCH_MAX)
+	if (!io->ntun || !io->tun_fds || io->batch < 1 || io->batch > IO_BATCH_MAX ||
+	    (io->rx_ring_fd >= 0 && (io->rx_ring_block < 4096 || io->rx_ring_block > (4u << 20) ||
+				     (io->rx_ring_block & (io->rx_ring_block - 1)) ||
+				     io->rx_ring_timeout_ms < 1 || io->rx_ring_timeout_ms > 1000)))
 		return ESPDP_ERR_INVALID;
 	ws = calloc(1, sizeof(*ws) + dp->nworkers * sizeof(struct worker));
 	tun = ws ? malloc(io->ntun * sizeof(int)) : NULL;
@@ -196,8 +227,30 @@ int espdp_workers_start(espdp *dp, const struct espdp_io_config *io)
 	memcpy(tun, io->tun_fds, io->ntun * sizeof(int));
 	ws->io = *io;
 	ws->io.tun_fds = tun;
-	ws->net_fd[IO_ESP4] = io->esp4_fd;
-	ws->net_fd[IO_ESP6] = io->esp6_fd;
+	if (io->rx_ring_fd >= 0) {
+		/* Worker 0 reads the ring; the raw ESP sockets stay open, muted, so that the
+		 * kernel's own copy counts as delivered (no ICMP protocol unreachable). A ring
+		 * that cannot be set up changes nothing: the caller falls back to the sockets. */
+		if (ring_open(&ws->w[0].ring, io->rx_ring_fd, io->rx_ring_block, RING_BLOCKS,
+			      io->rx_ring_timeout_ms, io->rx_ring_skip_ifindex) ||
+		    (io->esp4_fd >= 0 && ring_mute(io->esp4_fd)) ||
+		    (io->esp6_fd >= 0 && ring_mute(io->esp6_fd))) {
+			int err = errno;
+
+			if (io->esp4_fd >= 0)
+				ring_unmute(io->esp4_fd);
+			if (io->esp6_fd >= 0)
+				ring_unmute(io->esp6_fd);
+			ring_close(&ws->w[0].ring);
+			free(tun);
+			free(ws);
+			errno = err;
+			return ESPDP_ERR_IO; /* errno: why the kernel refused */
+		}
+		ws->io.esp4_fd = ws->io.esp6_fd = -1;
+	}
+	ws->net_fd[IO_ESP4] = ws->io.esp4_fd;
+	ws->net_fd[IO_ESP6] = ws->io.esp6_fd;
 	ws->net_fd[IO_UDP4] = io->udp4_fd;
 	ws->net_fd[IO_UDP6] = io->udp6_fd;
 	ws->out = (struct sock_out){ .send4 = io->send4_fd, .send6 = io->send6_fd,
@@ -272,6 +325,7 @@ void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 		out->net_tx_gso += __atomic_load_n(&s->net_tx_gso, __ATOMIC_RELAXED);
 		out->net_rx_gro += __atomic_load_n(&s->net_rx_gro, __ATOMIC_RELAXED);
 		out->net_tx_packet += __atomic_load_n(&s->net_tx_packet, __ATOMIC_RELAXED);
+		out->net_rx_ring += __atomic_load_n(&s->net_rx_ring, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(lock);
 }

@@ -15,6 +15,8 @@ started before and stopped after it:
   espd-esp-w1   espd, esp-gcm 128, raw ESP (IP protocol 50), 1 worker      (and -w2: 2 workers)
   espd-udp-w1   espd, esp-gcm 128, ESP in UDP 4500, 1 worker               (and -w2: 2 workers)
   espd-pkt-w1   espd, esp-gcm 128, raw ESP sent on AF_PACKET (send_path = "packet"), 1 worker
+  espd-ring-w1  espd, esp-gcm 128, raw ESP received on a TPACKET_V3 ring (receive_path = "ring")
+  espd-pktring-w1  the same, also sent on AF_PACKET (send_path = "packet"), 1 worker
 
 and iperf3 from host A to host B measures, each --repeat times for --seconds: TCP one
 stream, TCP four streams, UDP with 1300-byte payloads (Gbit/s delivered, from the
@@ -396,6 +398,7 @@ class Tunnel:
     encapsulation: str = ""
     workers: int = 0
     send_path: str = "raw"  # espd: [daemon] send_path
+    receive_path: str = "raw"  # espd: [daemon] receive_path
     procs: list[Proc] = field(default_factory=list)  # daemons, gateway A's first
 
     def start(self, topo: Topology, tmp: str) -> None:
@@ -530,6 +533,7 @@ class Tunnel:
                     local=local, peer=peer, workers=self.workers, sock=sock,
                     state=os.path.join(d, "state"), net_l=net_l, net_r=net_r,
                     encapsulation=self.encapsulation, send_path=self.send_path,
+                    receive_path=self.receive_path,
                     in_spi=inbound[0], in_key=inbound[1],
                     out_spi=outbound[0], out_key=outbound[1]))
             self.procs.append(start(f"espd gw{side.upper()}",
@@ -644,6 +648,7 @@ control_socket = "{sock}"
 metrics = ""
 state_dir = "{state}"
 send_path = "{send_path}"
+receive_path = "{receive_path}"
 
 [access_list.BENCH]
 rules = ["permit ip {net_l} {net_r}"]
@@ -673,6 +678,9 @@ CONFIGS = [
     Tunnel("espd-udp-w1", "espd udp w1", "espd", "udp", 1),
     Tunnel("espd-udp-w2", "espd udp w2", "espd", "udp", 2),
     Tunnel("espd-pkt-w1", "espd esp packet w1", "espd", "esp", 1, send_path="packet"),
+    Tunnel("espd-ring-w1", "espd esp ring w1", "espd", "esp", 1, receive_path="ring"),
+    Tunnel("espd-pktring-w1", "espd esp packet+ring w1", "espd", "esp", 1, send_path="packet",
+           receive_path="ring"),
 ]
 
 
@@ -823,7 +831,7 @@ class PerfStat:
             pass
 
 
-SYSCALLS = ("read", "write", "recvmmsg", "sendmmsg")
+SYSCALLS = ("read", "write", "recvmmsg", "sendmmsg", "epoll_wait")
 
 
 class SyscallCount:
@@ -864,7 +872,7 @@ class SyscallCount:
                 for line in f:
                     parts = line.strip().split(",")
                     if len(parts) > 2 and parts[0].isdigit():
-                        c[parts[2].rsplit("_", 1)[-1]] = int(parts[0])
+                        c[parts[2].split("sys_enter_", 1)[-1]] = int(parts[0])
             calls.append(c)
         if len(calls) < 2 or len(io1) < 2:
             return
@@ -876,7 +884,8 @@ class SyscallCount:
 
         self.result = {"A tun read": per("tun_rx", 0, "read"),
                        "A send": per("net_tx", 0, "sendmmsg"),
-                       "B recv": per("net_rx", 1, "recvmmsg"),
+                       "B recv": per("net_rx", 1, "recvmmsg") if calls[1].get("recvmmsg")
+                       else per("net_rx", 1, "epoll_wait"),  # the ring: per wakeup
                        "B tun write": per("tun_tx", 1, "write"), "calls": calls}
 
 
@@ -1039,7 +1048,9 @@ def run_config(tunnel: Tunnel, topo: Topology, tmp: str, args, step: list[int], 
         if tunnel.kind == "espd":  # which send path carried the packets
             result["espd_io"] = espd_io(tunnel)
             log(f"      gateway A sent {result['espd_io'][0].get('net_tx', 0)} packets, "
-                f"{result['espd_io'][0].get('net_tx_packet', 0)} of them on AF_PACKET")
+                f"{result['espd_io'][0].get('net_tx_packet', 0)} of them on AF_PACKET; "
+                f"gateway B received {result['espd_io'][1].get('net_rx', 0)}, "
+                f"{result['espd_io'][1].get('net_rx_ring', 0)} of them through the ring")
     finally:
         tunnel.stop()
     return result

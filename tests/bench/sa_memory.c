@@ -1,4 +1,4 @@
-// sources: native/crypto.c native/crypto_ipsecmb.c native/droplog.c native/esp_in.c native/esp_out.c native/espdp.c native/events.c native/io.c native/nexthop.c native/ip.c native/offload.c native/punt.c native/replay.c native/sa.c native/sad.c native/sock.c native/spd.c native/table.c native/worker.c
+// sources: native/crypto.c native/crypto_ipsecmb.c native/droplog.c native/esp_in.c native/esp_out.c native/espdp.c native/events.c native/io.c native/nexthop.c native/ip.c native/offload.c native/punt.c native/replay.c native/sa.c native/sad.c native/sock.c native/spd.c native/table.c native/worker.c native/ring.c
 // libs: -lcrypto -lpthread
 /* sa_memory: where the data plane's bytes per SA pair go (issue 13's 8 KiB per tunnel).
  *

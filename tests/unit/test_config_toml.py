@@ -162,6 +162,15 @@ def test_metrics_can_be_turned_off_and_take_ipv6(tmp_path):
     assert config.settings.metrics_address == ("::1", 9100)
 
 
+def test_receive_path_is_raw_by_default_and_takes_ring(tmp_path):
+    config, _ = load_text(tmp_path, BASE)
+    assert config.settings.receive_path == "raw"
+    config, _ = load_text(tmp_path, edit("[daemon]\n", '[daemon]\nreceive_path = "ring"\n'))
+    assert config.settings.receive_path == "ring"
+    assert errors(tmp_path, edit("[daemon]\n", '[daemon]\nreceive_path = "mmap"\n')) == [
+        "2: daemon.receive_path: 'mmap' is not allowed; write \"raw\" or \"ring\""]
+
+
 def map_entry(name: str, seq: int) -> str:
     return (
         f'\n[[crypto_map]]\nname = "{name}"\nseq = {seq}\npeer = "192.0.2.{seq}"\n'
@@ -197,7 +206,7 @@ BROKEN = [
     (('local = "192.0.2.1"', 'locale = "192.0.2.1"'),
      ["2: unknown key 'daemon.locale'; did you mean 'local'? known keys: interface, local, "
       "workers, control_socket, metrics, state_dir, offload, user, nat_keepalive, "
-      "drop_log_interval, send_path, crypto_backend",
+      "drop_log_interval, send_path, receive_path, crypto_backend",
       "12: crypto_map armadillo 10 has no local address; set 'local' in [daemon] or in this "
       "crypto_map, e.g. 'local = \"192.0.2.1\"'"]),
     (("[daemon]\n", '[daemon]\nworkers = 0\nmetrics = "localhost"\nstate_dir = "var"\n'

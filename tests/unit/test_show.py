@@ -235,6 +235,16 @@ def test_render_stats_shows_the_af_packet_path_only_when_it_sent() -> None:
     assert "AF_PACKET" not in show.render_stats(state)
 
 
+def test_render_stats_shows_the_receive_ring_only_when_it_received() -> None:
+    state = make_state()
+    state["io"].update(net_rx_ring=12)
+    lines = show.render_stats(state).splitlines()
+    at = lines.index("packets: tun rx 100, tun tx 10, net rx 12, net tx 95")
+    assert lines[at + 1] == "of which received on the TPACKET_V3 ring 12"
+    state["io"].update(net_rx_ring=0)
+    assert "ring" not in show.render_stats(state)
+
+
 def test_render_stats_says_none_for_a_direction_without_drops() -> None:
     state = make_state()
     state["drops"] = {"in": {}, "out": {"no_policy": 0}}

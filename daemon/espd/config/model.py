@@ -239,6 +239,9 @@ class Settings:
     # how sealed whole outer packets leave: "raw" (IPPROTO_RAW socket, the kernel routes)
     # or "packet" (AF_PACKET to next hops read from the kernel's tables; system/nexthops.py)
     send_path: str = "raw"
+    # how raw ESP arrives: "raw" (IPPROTO_ESP sockets) or "ring" (a TPACKET_V3 ring on an
+    # AF_PACKET socket, native/ring.h; the raw sockets stay open, muted)
+    receive_path: str = "raw"
     # who runs AES-GCM and ChaCha20-Poly1305: "openssl", "ipsec-mb" or "auto"
     # (dataplane/crypto_backend.py); checked against what this build and CPU can run
     crypto_backend: str = "openssl"
@@ -573,6 +576,7 @@ def _check_ike_peers(ike_peers: tuple[IkePeer, ...] | list[IkePeer]) -> list[Pro
 
 PEER_SOURCES = ("auto", "strict", "address", "any")
 SEND_PATHS = ("raw", "packet")  # [daemon] send_path; the first is the default
+RECEIVE_PATHS = ("raw", "ring")  # [daemon] receive_path; the first is the default
 
 
 def peer_source_check(peer_source: str, encap: str, nat_detected: bool) -> str:

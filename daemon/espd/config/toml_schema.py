@@ -16,6 +16,7 @@ from espd.config.model import (
     DEFAULT_REPLAY_WINDOW,
     LIFETIME_MAX,
     PEER_SOURCES,
+    RECEIVE_PATHS,
     REPLAY_WINDOW_MAX,
     SEND_PATHS,
     SPI_MAX,
@@ -47,7 +48,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
          "ike_peer"),
     "daemon": ("interface", "local", "workers", "control_socket", "metrics", "state_dir",
                "offload", "user", "nat_keepalive", "drop_log_interval", "send_path",
-               "crypto_backend"),
+               "receive_path", "crypto_backend"),
     "access_list": ("rules",),
     "transform_set": ("transforms", "mode"),
     "crypto_map": (
@@ -240,6 +241,7 @@ class SchemaLoader(IkeSchema):
                        f"turn the exporter off")
         offload = self.get(raw, path + ("offload",), bool, "true", default.offload)
         send_path = self.choice(raw, path + ("send_path",), SEND_PATHS)
+        receive_path = self.choice(raw, path + ("receive_path",), RECEIVE_PATHS)
         crypto_backend = self.choice(raw, path + ("crypto_backend",), crypto_backends.CHOICES)
         problem = crypto_backend and crypto_backends.why_unavailable(crypto_backend)
         if problem:
@@ -257,6 +259,7 @@ class SchemaLoader(IkeSchema):
             user=user or None,
             offload=default.offload if offload is None else offload,
             send_path=send_path or default.send_path,
+            receive_path=receive_path or default.receive_path,
             crypto_backend=crypto_backend or default.crypto_backend,
             interface=interface or default.interface,
             local=self.address(raw, path + ("local",), "192.0.2.1", None),

@@ -158,6 +158,11 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
         "Packets of espd_io_packets_total{path=\"net_tx\"} sent on the AF_PACKET socket "
         "([daemon] send_path = \"packet\"); the rest went on the raw IP socket.",
         value=io.get("net_tx_packet", 0))
+    ring = CounterMetricFamily(
+        "espd_receive_ring_packets",
+        "Packets of espd_io_packets_total{path=\"net_rx\"} received through the TPACKET_V3 "
+        "ring ([daemon] receive_path = \"ring\"); the rest on the raw or UDP sockets.",
+        value=io.get("net_rx_ring", 0))
     keepalives = CounterMetricFamily(
         "espd_nat_keepalives", "RFC 3948 NAT keepalives sent (manual UDP SAs, and IKE "
         "Child SAs over UDP when IKE found this side behind a NAT).",
@@ -168,7 +173,7 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
                               labels=["version", "openssl", "crypto_features"])
     build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
                       str(state.get("crypto_features", ""))], 1)
-    yield from (reloads, packets, errors, offload, packet_path, keepalives, workers, build)
+    yield from (reloads, packets, errors, offload, packet_path, ring, keepalives, workers, build)
 
 
 def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:

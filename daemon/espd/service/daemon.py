@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -247,6 +248,27 @@ class Daemon:
 
     # --- lifecycle ---
 
+    def start_workers(self, vnet: int) -> None:
+        """The data plane's workers on the open sockets. With receive_path = "ring" a kernel
+        that refuses the TPACKET_V3 ring leaves the raw ESP sockets as they were: espd says
+        so and receives on them (docs/configuration.md)."""
+        s = self.sockets
+        while True:
+            try:
+                self.dp.start_workers(
+                    self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"), udp4=s.fd("udp4"),
+                    udp6=s.fd("udp6"), send4=s.fd("send4"), send6=s.fd("send6"),
+                    vnet_hdr=vnet, packet=s.fd("packet"), ring=s.fd("ring"),
+                    ring_skip_ifindex=socket.if_nametoindex(self.config.settings.interface))
+                return
+            except OSError as e:
+                if not s.ring:
+                    raise
+                log.warning("receive_path ring: the kernel refused the receive ring (%s); "
+                            "receiving raw ESP on the raw sockets", e.strerror or e)
+                s.ring.close()
+                s.ring = None
+
     def start(self) -> None:
         settings = self.config.settings
         try:
@@ -257,7 +279,8 @@ class Daemon:
             self.pinned_peers = set(covered)
             self.routes = tuple(install_routes(settings.interface, self.plan.routes))
             self.sockets = open_sockets(self.plan, ike_udp_families(self.config),
-                                        packet=settings.send_path == "packet")
+                                        packet=settings.send_path == "packet",
+                                        ring=settings.receive_path == "ring")
             handler = make_handler(self.state, lambda: self.post_reload("control socket"),
                                    self.plan_diff, self.post_action)
             self.control = ControlServer(settings.control_socket, handler)
@@ -267,10 +290,7 @@ class Daemon:
                 self.nexthops = NextHops(lambda: self.peers(self.plan), self.dp.set_nexthops)
             if settings.user:  # before any thread: capabilities are per thread
                 self._become(settings.user)
-            s = self.sockets
-            self.dp.start_workers(self.tun_fds, esp4=s.fd("esp4"), esp6=s.fd("esp6"),
-                                  udp4=s.fd("udp4"), udp6=s.fd("udp6"), send4=s.fd("send4"),
-                                  send6=s.fd("send6"), vnet_hdr=vnet, packet=s.fd("packet"))
+            self.start_workers(vnet)
             if self.nexthops:  # a thread: after privileges drop (system/nexthops.py)
                 self.nexthops.start()
             self.publish_view()

@@ -190,7 +190,8 @@ def check_reloadable(daemon: Daemon, config: Config, plan: Plan) -> None:
     problems = []
     old, new = daemon.config.settings, config.settings
     for name in ("interface", "workers", "control_socket", "metrics", "state_dir",
-                 "offload", "user", "send_path", "crypto_backend"):
+                 "offload", "user", "send_path", "receive_path",
+                 "crypto_backend"):
         if getattr(old, name) != getattr(new, name):
             problems.append(f"[daemon] {name} cannot change at reload "
                             f"({getattr(old, name)!r} -> {getattr(new, name)!r}); "

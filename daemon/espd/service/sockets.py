@@ -1,5 +1,6 @@
 """The sockets the data plane's workers use: raw ESP in, raw IP out, UDP 4500, and with
-``send_path = "packet"`` an AF_PACKET socket out (system/nexthops.py).
+``send_path = "packet"`` an AF_PACKET socket out (system/nexthops.py), with
+``receive_path = "ring"`` one in (native/ring.h).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ class Sockets:
     send4: socket.socket | None = None
     send6: socket.socket | None = None
     packet: socket.socket | None = None  # AF_PACKET SOCK_DGRAM, protocol 0: never receives
+    ring: socket.socket | None = None  # AF_PACKET SOCK_DGRAM, unbound: the raw ESP RX ring
 
     def fd(self, name: str) -> int:
         s = getattr(self, name)
         return s.fileno() if s else -1
 
     def close(self) -> None:
-        for name in ("esp4", "esp6", "udp4", "udp6", "send4", "send6", "packet"):
+        for name in ("esp4", "esp6", "udp4", "udp6", "send4", "send6", "packet", "ring"):
             s = getattr(self, name)
             if s:
                 s.close()
@@ -45,11 +47,12 @@ def udp_families(plan: Plan) -> set[int]:
 
 
 def open_sockets(plan: Plan, ike_udp: frozenset[int] | set[int] = frozenset(),
-                 packet: bool = False) -> Sockets:
+                 packet: bool = False, ring: bool = False) -> Sockets:
     """Raw ESP receive and raw send sockets for both IP versions (a reload may add a peer
     of either), UDP 4500 only for the versions the plan encapsulates in UDP or IKE may
     (``ike_udp``: NAT traversal floats IKE and ESP there), and with `packet` the AF_PACKET
-    send socket (opened now: it needs CAP_NET_RAW, which [daemon] user drops)."""
+    send socket (opened now: it needs CAP_NET_RAW, which [daemon] user drops), with `ring`
+    the AF_PACKET socket of the receive ring (the same)."""
     udp = udp_families(plan) | set(ike_udp)
     s = Sockets()
     try:
@@ -73,6 +76,12 @@ def open_sockets(plan: Plan, ike_udp: frozenset[int] | set[int] = frozenset(),
             # protocol 0: the socket receives nothing (no copy of every incoming frame)
             s.packet = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
             s.packet.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        if ring:  # bound by the data plane once its ring and filter are set (native/ring.h)
+            try:
+                s.ring = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+            except OSError as e:
+                log.warning("receive_path ring: no AF_PACKET socket (%s); receiving raw ESP "
+                            "on the raw sockets", e.strerror or e)
     except OSError:
         s.close()
         raise
