@@ -10,6 +10,7 @@ manual and the negotiated SAs. Keys are bytearrays so that they can be wiped; no
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -205,11 +206,38 @@ class IkeSettings:
     certificate: OwnCertificate | None = None  # ours, for peers with auth = "certificate"
     trust: TrustStore | None = None  # the CAs (and CRLs) their certificates chain to
 
+    # Look-ups by dict, built on first use (the instance never changes): a hub has
+    # thousands of peers and entries, and these run per IKE SA set-up, per Child SA rekey
+    # and per IKE SA at a reload. Each gives what a walk in configuration order gave.
+
     def peer(self, address: IPAddress) -> Peer | None:
-        for peer in self.peers:
-            if peer.address == address:
-                return peer
-        return None
+        return self._peer_index.get(address)
 
     def children_for(self, peer: IPAddress) -> tuple[ChildPolicy, ...]:
-        return tuple(c for c in self.children if peer in c.peers)
+        return self._children_index.get(peer, ())
+
+    def child(self, entry: tuple[str, int]) -> ChildPolicy | None:
+        """The policy of crypto map entry `entry` (the first, in configuration order)."""
+        return self._entry_index.get(tuple(entry))
+
+    @functools.cached_property
+    def _peer_index(self) -> dict:
+        index: dict = {}
+        for peer in self.peers:
+            index.setdefault(peer.address, peer)
+        return index
+
+    @functools.cached_property
+    def _children_index(self) -> dict:
+        index: dict = {}
+        for child in self.children:
+            for address in dict.fromkeys(child.peers):
+                index[address] = index.get(address, ()) + (child,)
+        return index
+
+    @functools.cached_property
+    def _entry_index(self) -> dict:
+        index: dict = {}
+        for child in self.children:
+            index.setdefault(child.key, child)
+        return index

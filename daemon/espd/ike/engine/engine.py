@@ -154,10 +154,6 @@ class IkeEngine:
         buffers may be wiped once this returns."""
         self._settings = settings
         self.peer_addresses = frozenset(str(peer.address) for peer in settings.peers)
-        # entry -> its policy (the first of a key, as a walk of settings.children finds)
-        self._policies: dict[tuple[str, int], ChildPolicy] = {}
-        for policy in settings.children:
-            self._policies.setdefault(policy.key, policy)
         old, self._authenticators = self._authenticators, {
             peer.address: self._authenticator_for(peer, settings) for peer in settings.peers}
         for authenticator in old.values():
@@ -252,7 +248,7 @@ class IkeEngine:
 
     def on_acquire(self, entry: tuple[str, int], *_packet: object) -> None:
         """A packet hit a PROTECT rule of ``entry`` with no SA: negotiate one (IOS)."""
-        policy = self._policies.get(tuple(entry))  # O(1): a hub has thousands of entries
+        policy = self.settings.child(entry)  # by dict: a hub has thousands of entries
         if policy is None or policy.start == "manual" or self.child_of(policy) is not None:
             return
         self.counters["acquires"] += 1

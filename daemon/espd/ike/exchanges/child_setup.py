@@ -60,7 +60,7 @@ class Pfs:
 
 
 def policy_of(engine: IkeEngine, entry: tuple[str, int]) -> ChildPolicy | None:
-    return next((p for p in engine.settings.children if p.key == entry), None)
+    return engine.settings.child(entry)  # by dict: this runs on every Child SA rekey
 
 
 # --- initiator ------------------------------------------------------------------------
