@@ -357,6 +357,7 @@ struct espdp_io_stats {
 	uint64_t net_rx_gro;        /* of net_rx: ESP in UDP received in UDP GRO aggregates */
 	uint64_t net_tx_packet;     /* of net_tx: sent on the AF_PACKET socket (send_path packet) */
 	uint64_t net_rx_ring;       /* of net_rx: raw ESP received through the TPACKET_V3 ring */
+	uint64_t net_rx_ring_drops; /* raw ESP the ring had no room for (not in net_rx) */
 };
 
 /* The AF_PACKET send path's next hops (nexthop.h): a sealed outer packet to `addr` of

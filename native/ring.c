@@ -143,6 +143,14 @@ unsigned ring_recv(struct rx_ring *r, struct io_batch *b, unsigned max)
 	return n;
 }
 
+uint64_t ring_drops(int fd)
+{
+	struct tpacket_stats_v3 st = { 0 };
+	socklen_t len = sizeof(st);
+
+	return getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) ? 0 : st.tp_drops;
+}
+
 void ring_close(struct rx_ring *r)
 {
 	if (r->map)

@@ -34,6 +34,9 @@ unsigned ring_recv(struct rx_ring *r, struct io_batch *b, unsigned max);
 /* Whether the ring holds a handed-over block not read to its end. */
 int ring_pending(const struct rx_ring *r);
 void ring_close(struct rx_ring *r);
+/* Packets the kernel had no room for in the ring since the last call (PACKET_STATISTICS,
+ * which it resets on every read); 0 if it cannot tell. */
+uint64_t ring_drops(int fd);
 /* A filter that drops every packet, for the raw sockets the ring replaces. */
 int ring_mute(int fd);
 int ring_unmute(int fd);

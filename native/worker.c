@@ -52,6 +52,7 @@ struct workers {
 	int net_fd[IO_SOURCES];
 	int stop_fd;
 	int stop;
+	uint64_t ring_drops; /* read from the kernel by espdp_io_stats, under threads_lock */
 	unsigned n;
 	struct worker w[];
 };
@@ -307,7 +308,7 @@ void espdp_workers_stop(espdp *dp)
 void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 {
 	pthread_mutex_t *lock = (pthread_mutex_t *)&dp->threads_lock;
-	const struct workers *ws;
+	struct workers *ws;
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(lock); /* espdp_workers_stop cannot free ws meanwhile */
@@ -326,6 +327,10 @@ void espdp_io_stats(const espdp *dp, struct espdp_io_stats *out)
 		out->net_rx_gro += __atomic_load_n(&s->net_rx_gro, __ATOMIC_RELAXED);
 		out->net_tx_packet += __atomic_load_n(&s->net_tx_packet, __ATOMIC_RELAXED);
 		out->net_rx_ring += __atomic_load_n(&s->net_rx_ring, __ATOMIC_RELAXED);
+	}
+	if (ws && ws->io.rx_ring_fd >= 0) { /* published workers with a fd have their ring */
+		ws->ring_drops += ring_drops(ws->io.rx_ring_fd);
+		out->net_rx_ring_drops = ws->ring_drops;
 	}
 	pthread_mutex_unlock(lock);
 }

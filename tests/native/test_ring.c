@@ -234,6 +234,28 @@ int main(void)
 	ring_close(&skip);
 	close(fd2);
 
+	/* a ring with no room drops, and says how many: 2 blocks of 4 KiB, not drained */
+	{
+		struct rx_ring small;
+		int fd3 = socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+		uint64_t drops;
+
+		CHECK(ring_open(&small, fd3, 4096, 2, 1, 0) == 0, "small ring");
+		CHECK(ring_drops(fd3) == 0, "drops before any traffic");
+		for (uint32_t i = 1; i <= 60; i++)
+			send4(raw4, 6000 + i, 1000);
+		usleep(20000);
+		drops = ring_drops(fd3);
+		got = drain(&small, fd3, seq, ver, len, CAP, 32);
+		CHECK(drops > 0 && got + drops == 60, "small ring: %u got, %lu dropped of 60", got,
+		      (unsigned long)drops);
+		CHECK(ring_drops(fd3) == 0, "the kernel did not reset its drop count");
+		CHECK(ring_drops(udp) == 0, "not a packet socket: 0");
+		ring_close(&small);
+		close(fd3);
+		CHECK(drain(&r, fd, seq, ver, len, CAP, 32) == 60, "the big ring missed some");
+	}
+
 	/* the counter can tell: without raw ESP sockets the kernel answers unreachable */
 	close(esp4);
 	close(esp6);

@@ -63,6 +63,7 @@ def test_ring_receives_both_ip_versions_without_icmp_errors(make_tunnel):
     assert b["net_rx"] >= 410 and b["net_rx_ring"] == b["net_rx"], b  # 400 UDP + 10 pings
     assert a["net_rx"] >= 10 and a["net_rx_ring"] == a["net_rx"], a  # the echo replies
     assert b["recv_errors"] == 0 and b["tun_tx"] >= 410, b
+    assert b["net_rx_ring_drops"] == 0, b
     for daemon in tunnel.daemons:
         assert not drops_in(daemon), (daemon.name, drops_in(daemon))
     icmp1 = [icmp_errors(ns) for ns in (topo.gw_a, topo.gw_b)]
@@ -99,3 +100,15 @@ def test_ring_refused_by_the_kernel_falls_back_to_the_raw_sockets(make_tunnel):
         netns.sysctl(topo.gw_b, "net.core.optmem_max", old)
         gw_b.start()  # the fixture stops it cleanly
         gw_b.wait_ready(timeout=30)
+
+
+def test_ring_works_after_root_is_dropped(make_tunnel):
+    """The AF_PACKET socket is opened before [daemon] user drops root; the ring, its filter
+    and the bind are set up by the workers afterwards, without CAP_NET_RAW."""
+    tunnel = make_tunnel("toml", "esp", extra={"receive_path": "ring", "user": "nobody"})
+    t = traffic(tunnel, 7421)
+    assert all(n >= 196 for n in t["got"].values()), t["got"]
+    b = t["io"][1]
+    assert b["net_rx"] >= 410 and b["net_rx_ring"] == b["net_rx"], b
+    assert "running as nobody" in tunnel.gw_b.log()
+    assert "refused the receive ring" not in tunnel.gw_b.log(), tunnel.gw_b.log()

@@ -32,7 +32,7 @@ STATE = {
     "nat_keepalives": 6,
     "io": {"tun_rx": 100, "tun_tx": 10, "net_rx": 12, "net_tx": 95, "send_errors": 1,
            "recv_errors": 2, "tun_errors": 3, "net_tx_gso": 64, "net_rx_gro": 7,
-           "net_tx_packet": 80, "net_rx_ring": 9},
+           "net_tx_packet": 80, "net_rx_ring": 9, "net_rx_ring_drops": 4},
     "drops": {"in": {"auth_failed": 2, "replay_dup": 1}, "out": {"no_policy": 5}},
     "maps": [],
     "sas": [SA_IN, SA_OUT],
@@ -152,6 +152,7 @@ def test_acl_reload_io_worker_and_build_metrics_agree_with_the_state(
                                                    _labels(path="net_rx"): 7}
     assert m["espd_packet_path_packets_total"] == {(): 80}
     assert m["espd_receive_ring_packets_total"] == {(): 9}
+    assert m["espd_receive_ring_drops_total"] == {(): 4}
     assert m["espd_nat_keepalives_total"] == {(): 6}
     assert m["espd_workers"] == {(): 2}
     assert m["espd_build_info"] == {_labels(version="0.1.0", openssl="OpenSSL 3.0.13",
@@ -165,7 +166,8 @@ def test_only_espd_metrics_are_served(exporter: Exporter) -> None:
     assert counters == {"espd_sa_packets", "espd_sa_bytes", "espd_dropped_packets",
                         "espd_acl_hits", "espd_config_reloads", "espd_io_packets",
                         "espd_io_errors", "espd_udp_offload_packets", "espd_nat_keepalives",
-                        "espd_packet_path_packets", "espd_receive_ring_packets"}
+                        "espd_packet_path_packets", "espd_receive_ring_packets",
+                        "espd_receive_ring_drops"}
 
 
 def test_state_is_read_at_every_scrape(exporter: Exporter, source: StateSource) -> None:

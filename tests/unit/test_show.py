@@ -240,8 +240,11 @@ def test_render_stats_shows_the_receive_ring_only_when_it_received() -> None:
     state["io"].update(net_rx_ring=12)
     lines = show.render_stats(state).splitlines()
     at = lines.index("packets: tun rx 100, tun tx 10, net rx 12, net tx 95")
-    assert lines[at + 1] == "of which received on the TPACKET_V3 ring 12"
-    state["io"].update(net_rx_ring=0)
+    assert lines[at + 1] == ("of which received on the TPACKET_V3 ring 12 "
+                             "(dropped, the ring full: 0)")
+    state["io"].update(net_rx_ring=0, net_rx_ring_drops=3)
+    assert "ring full: 3" in show.render_stats(state)
+    state["io"].update(net_rx_ring_drops=0)
     assert "ring" not in show.render_stats(state)
 
 

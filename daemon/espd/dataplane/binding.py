@@ -571,7 +571,7 @@ class Dataplane:
         lib.espdp_io_stats(self._dp, s)
         return {name: getattr(s, name) for name in (
             "tun_rx", "tun_tx", "net_rx", "net_tx", "send_errors", "recv_errors", "tun_errors",
-            "net_tx_gso", "net_rx_gro", "net_tx_packet", "net_rx_ring")}
+            "net_tx_gso", "net_rx_gro", "net_tx_packet", "net_rx_ring", "net_rx_ring_drops")}
 
     def set_nexthops(self, entries: Sequence[tuple[str, int, bytes, int]]) -> None:
         """Replace the AF_PACKET send path's table: (outer destination, ifindex, next-hop

@@ -163,6 +163,10 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
         "Packets of espd_io_packets_total{path=\"net_rx\"} received through the TPACKET_V3 "
         "ring ([daemon] receive_path = \"ring\"); the rest on the raw or UDP sockets.",
         value=io.get("net_rx_ring", 0))
+    ring_drops = CounterMetricFamily(
+        "espd_receive_ring_drops",
+        "Raw ESP packets the TPACKET_V3 ring had no room for (the kernel's PACKET_STATISTICS; "
+        "not in espd_io_packets_total).", value=io.get("net_rx_ring_drops", 0))
     keepalives = CounterMetricFamily(
         "espd_nat_keepalives", "RFC 3948 NAT keepalives sent (manual UDP SAs, and IKE "
         "Child SAs over UDP when IKE found this side behind a NAT).",
@@ -173,7 +177,8 @@ def _daemon_metrics(state: dict) -> Iterator[Metric]:
                               labels=["version", "openssl", "crypto_features"])
     build.add_metric([str(state.get("version", "")), str(state.get("openssl", "")),
                       str(state.get("crypto_features", ""))], 1)
-    yield from (reloads, packets, errors, offload, packet_path, ring, keepalives, workers, build)
+    yield from (reloads, packets, errors, offload, packet_path, ring, ring_drops,
+                keepalives, workers, build)
 
 
 def start_exporter(address: tuple[str, int], state_fn: Callable[[], dict]) -> Exporter:

@@ -217,8 +217,9 @@ def render_stats(state: dict) -> str:
                          f"received in GRO aggregates {io.get('net_rx_gro', 0)}")
     if io.get("net_tx_packet"):  # send_path = "packet"
         lines.insert(-1, f"of which sent on the AF_PACKET socket {io['net_tx_packet']}")
-    if io.get("net_rx_ring"):  # receive_path = "ring"
-        lines.insert(-1, f"of which received on the TPACKET_V3 ring {io['net_rx_ring']}")
+    if io.get("net_rx_ring") or io.get("net_rx_ring_drops"):  # receive_path = "ring"
+        lines.insert(-1, f"of which received on the TPACKET_V3 ring {io.get('net_rx_ring', 0)}"
+                         f" (dropped, the ring full: {io.get('net_rx_ring_drops', 0)})")
     drops = state.get("drops", {})
     for direction in ("in", "out"):
         counts = {r: n for r, n in sorted(drops.get(direction, {}).items()) if n}
