@@ -88,12 +88,16 @@ int espdp_sa_create(espdp *dp, const struct espdp_sa_config *cfg, const uint8_t 
 	if (auth_key_len)
 		memcpy(sa->auth_key, auth_key, auth_key_len);
 	replay_init(&sa->replay, window, cfg->esn);
-	/* key one context now (a bad key fails here, not on a packet): the first worker's */
-	sa->spare = crypto_ctx_new(&sa->alg, sa->key, sa->auth_key, cfg->direction == ESPDP_DIR_OUT);
-	if (!sa->spare) {
+	/* key a context now so that a bad key fails here, not on a packet, then free it: an
+	 * SA holds contexts only once it carries packets (issue 13: ~1.2 KB each, and most of
+	 * a hub's SAs are idle at any time, a rekeyed one until its peer switches to it) */
+	struct crypto_ctx *check = crypto_ctx_new(&sa->alg, sa->key, sa->auth_key,
+						  cfg->direction == ESPDP_DIR_OUT);
+	if (!check) {
 		espdp_sa_release(sa);
 		return ESPDP_ERR_CRYPTO;
 	}
+	crypto_ctx_free(check);
 	*out = sa;
 	return ESPDP_OK;
 }
@@ -182,10 +186,8 @@ struct crypto_ctx *sa_ctx(espdp_sa *sa, unsigned worker)
 	struct crypto_ctx *ctx = sa->ctx[worker];
 
 	if (!ctx) { /* this worker's first packet for the SA (ownership: sa.h) */
-		ctx = __atomic_exchange_n(&sa->spare, NULL, __ATOMIC_ACQ_REL);
-		if (!ctx)
-			ctx = crypto_ctx_new(&sa->alg, sa->key, sa->auth_key,
-					     sa->cfg.direction == ESPDP_DIR_OUT);
+		ctx = crypto_ctx_new(&sa->alg, sa->key, sa->auth_key,
+				     sa->cfg.direction == ESPDP_DIR_OUT);
 		sa->ctx[worker] = ctx;
 	}
 	return ctx;
@@ -202,7 +204,6 @@ void espdp_sa_release(espdp_sa *sa)
 		return;
 	for (unsigned i = 0; i < sa->nctx; i++)
 		crypto_ctx_free(sa->ctx[i]);
-	crypto_ctx_free(sa->spare);
 	crypto_wipe(sa->key, sa->alg.key_len + sa->alg.auth_key_len); /* key, then auth key */
 	free(sa->ctr.drops);
 	free(sa);

@@ -44,16 +44,13 @@ struct espdp_sa {
 	int64_t created_ns;
 	uint8_t *key; /* alg.key_len bytes, in the SA's own allocation */
 	uint8_t *auth_key; /* alg.auth_key_len bytes, likewise */
-	/* Crypto contexts. Invariant: each context has one owner at a time, which alone uses
-	 * and changes it: ctx[w] belongs to worker w (only worker w's thread reads or writes
-	 * slot w; NULL until its first packet for this SA); `spare` belongs to the SA. The
-	 * context keyed at creation (so a bad key fails there) is the spare, and the first
-	 * worker to need a context takes it with one atomic exchange, so exactly one worker
-	 * gets it; later workers key their own. An SA that only one worker touches (every
-	 * inbound SA: its packets come to one socket) holds one context, not one per worker.
-	 * espdp_sa_release frees them all once no worker holds the SA. */
+	/* Crypto contexts. Invariant: each context has one owner, which alone uses and
+	 * changes it: ctx[w] belongs to worker w (only worker w's thread reads or writes slot
+	 * w; NULL until its first packet for this SA, which keys it). Creation keys one
+	 * context to check the key and frees it, so an SA without packets holds none, and
+	 * an SA that only one worker touches (every inbound SA: its packets come to one
+	 * socket) holds one. espdp_sa_release frees them all once no worker holds the SA. */
 	struct crypto_ctx **ctx;
-	struct crypto_ctx *spare; /* atomic */
 
 	/* hot */
 	uint32_t refs;

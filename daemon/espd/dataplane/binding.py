@@ -26,6 +26,7 @@ worker's slot has exactly one thread (tests and tools use them on an idle data p
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
@@ -84,6 +85,13 @@ def _addr(value: str | ipaddress.IPv4Address | ipaddress.IPv6Address, out: objec
     out.family = ip.version  # type: ignore[attr-defined]
     ffi.memmove(out.bytes, ip.packed, len(ip.packed))  # type: ignore[attr-defined]
     return ip.version
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_transform(name: str) -> Transform:
+    """One immutable Transform per name, shared by every SA of it (a hub has thousands);
+    a name that does not parse raises every time (lru_cache keeps no exceptions)."""
+    return parse_transform(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +282,7 @@ class Dataplane:
         """Create an SA without staging it (``publish`` places it in a table set).
         ``follow_peer`` (inbound, UDP, anti-replay on): authenticated new packets from
         another address or port raise ``peer_moved`` events (RFC 7296 2.23)."""
-        t = transform if isinstance(transform, Transform) else parse_transform(transform)
+        t = transform if isinstance(transform, Transform) else _parsed_transform(transform)
         for name, table, value in (("direction", _DIRECTIONS, direction), ("mode", _MODES, mode),
                                    ("encap", _ENCAPS, encap),
                                    ("source_check", SOURCE_CHECKS, source_check)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from espd.ike.auth.certificates import OwnCertificate, TrustStore
 from espd.policy.selectors import TrafficSelector
@@ -154,10 +154,11 @@ class ChildPolicy:
     replay_window: int = 64
     lifetime: ChildLifetime = ChildLifetime()
     peer_source: str = "auto"  # see espd.config.model.CryptoMapEntry.peer_source
+    # (map_name, seq), made once: every Child SA of the entry holds this same tuple
+    key: tuple[str, int] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.map_name, self.seq
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.map_name, self.seq))
 
 
 @dataclass(frozen=True)

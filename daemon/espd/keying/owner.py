@@ -244,9 +244,12 @@ class Change:
         self.done = False
 
     def add(self, spec: SaSpec, origin: str, *, ports: tuple[int, int] = (4500, 4500),
-            ike_sa: str | None = None, child: int | None = None) -> _Installed:
-        """Create `spec`'s SA (its keys stay the caller's to wipe)."""
-        return self._owner._create(self, spec, origin, ports, ike_sa, child)
+            ike_sa: str | None = None, child: int | None = None,
+            keys: tuple[bytes | bytearray, bytes | bytearray | None] | None = None
+            ) -> _Installed:
+        """Create `spec`'s SA with `keys` (key, auth_key), or the spec's own (they stay
+        the caller's to wipe)."""
+        return self._owner._create(self, spec, origin, ports, ike_sa, child, keys)
 
     def remove(self, installed: _Installed) -> None:
         self.removed.add(installed)
@@ -316,14 +319,17 @@ class SaOwner:
         return Change(self)
 
     def _create(self, change: Change, spec: SaSpec, origin: str, ports: tuple[int, int],
-                ike_sa: str | None, child: int | None) -> _Installed:
+                ike_sa: str | None, child: int | None,
+                keys: tuple[bytes | bytearray, bytes | bytearray | None] | None = None
+                ) -> _Installed:
         self._owned()
         if change.done:
             raise OwnerError("internal: this change was committed or aborted already")
+        key, auth_key = (spec.key, spec.auth_key) if keys is None else keys
         cookie = next(self._cookies)
         sa = self.dp.create_sa(
-            spi=spec.spi, direction=spec.direction, transform=spec.transform, key=spec.key,
-            auth_key=spec.auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
+            spi=spec.spi, direction=spec.direction, transform=spec.transform, key=key,
+            auth_key=auth_key, mode=spec.mode, local=spec.local, peer=spec.peer,
             encap=spec.encap, source_check=spec.source_check, follow_peer=spec.follow_peer,
             sport=ports[0], dport=ports[1],
             replay_window=spec.replay_window, esn=spec.esn, soft=spec.soft, hard=spec.hard,
@@ -643,7 +649,10 @@ class SaOwner:
                 map_name=keys.entry[0], seq=keys.entry[1], direction=direction, spi=spi,
                 transform=keys.transform, mode=keys.mode, local=keys.local, peer=keys.peer,
                 encap=keys.encap, replay_window=keys.replay_window, esn=keys.esn,
-                hard=keys.hard, soft=keys.soft, policy=policy, key=key, auth_key=auth,
+                # no keys in the spec that is kept: the negotiated ones go to the data
+                # plane through _add_pair and are wiped by the caller (the fingerprint
+                # stands in for them)
+                hard=keys.hard, soft=keys.soft, policy=policy, key=b"", auth_key=None,
                 fingerprint=fingerprint_keys(key, auth),
                 source_check=peer_source_check(keys.peer_source, keys.encap, keys.nat_detected),
                 follow_peer=(direction == "in" and keys.follow_peer and keys.encap == "udp"
@@ -654,8 +663,10 @@ class SaOwner:
                   ) -> tuple[_Installed, _Installed]:
         spec_in, spec_out = self._child_specs(keys)
         ports = (keys.local_port, keys.remote_port)
-        inbound = change.add(spec_in, "ike", ports=ports, ike_sa=keys.ike_sa, child=child)
-        outbound = change.add(spec_out, "ike", ports=ports, ike_sa=keys.ike_sa, child=child)
+        inbound = change.add(spec_in, "ike", ports=ports, ike_sa=keys.ike_sa, child=child,
+                             keys=(keys.key_in, keys.auth_key_in))
+        outbound = change.add(spec_out, "ike", ports=ports, ike_sa=keys.ike_sa, child=child,
+                              keys=(keys.key_out, keys.auth_key_out))
         outbound.keepalive = keys.nat_keepalive and keys.encap == "udp"
         outbound.refresh_view()
         return inbound, outbound

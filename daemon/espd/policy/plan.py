@@ -64,7 +64,7 @@ class SaSpec:
     # equality covers every field but the raw keys; the fingerprint stands in for them
     key: bytes | bytearray = field(repr=False, compare=False)
     auth_key: bytes | bytearray | None = field(repr=False, compare=False)
-    fingerprint: str = field(repr=False, default="")
+    fingerprint: bytes = field(repr=False, default=b"")
     source_check: str = "strict"  # inbound: what the outer source must be (SOURCE_CHECKS)
     follow_peer: bool = False  # inbound IKE Child SA: report a peer that moved (RFC 7296 2.23)
 
@@ -93,16 +93,18 @@ class Plan:
     negotiated_peers: tuple[str, ...] = ()  # peers of IKE-keyed entries (no SAs planned)
 
 
-def fingerprint_keys(key: bytes | bytearray, auth_key: bytes | bytearray | None) -> str:
-    """A process-local keyed hash of an SA's keys: equal keys, equal fingerprints."""
+def fingerprint_keys(key: bytes | bytearray, auth_key: bytes | bytearray | None) -> bytes:
+    """A process-local keyed hash of an SA's keys: equal keys, equal fingerprints. 16
+    bytes (HMAC-SHA-256 cut to 128 bits: collisions stay out of reach) rather than 64 hex
+    digits: every SA holds one, and a hub holds tens of thousands."""
     # fed piece by piece: a concatenation would leave one more copy of the keys in memory
     mac = hmac.new(_FINGERPRINT_KEY, key, hashlib.sha256)
     mac.update(b"\x00")
     mac.update(auth_key or b"")
-    return mac.hexdigest()
+    return mac.digest()[:16]
 
 
-def _fingerprint(key: ManualKey) -> str:
+def _fingerprint(key: ManualKey) -> bytes:
     return fingerprint_keys(key.key, key.auth_key)
 
 

@@ -91,6 +91,9 @@ class IkeLengths:
         return 3 * self.prf + 2 * self.integ + 2 * self.encr
 
 
+_EMPTY = Secret()  # never grown, only wiped (a no-op): shared by established IKE SAs
+
+
 @dataclass(frozen=True, repr=False, eq=False, slots=True)
 class IkeKeys:
     """The seven keys of an IKE SA, in the order prf+ produces them."""
@@ -110,10 +113,10 @@ class IkeKeys:
     def only_sk_d(self) -> IkeKeys:
         """These keys with every one but SK_d wiped and dropped (an established IKE SA
         derives from SK_d alone; its SK ciphers hold their own SK_e/SK_a)."""
-        empty = Secret()
         for f in fields(self):
             if f.name != "sk_d":
                 getattr(self, f.name).wipe()
+        empty = _EMPTY  # holds no byte: shared by every established IKE SA
         return IkeKeys(self.sk_d, empty, empty, empty, empty, empty, empty)
 
     def __repr__(self) -> str:

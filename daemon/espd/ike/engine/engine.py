@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import os
 import random
@@ -110,6 +111,10 @@ class IkeEngine:
         self.child_sa_keys = child_sa_keys
         self.transport = transport
         self.loop = loop or asyncio.get_event_loop()
+        # one context for all of the engine's timers instead of a copy per TimerHandle
+        # (a hub holds thousands); the loop runs one callback at a time, and the engine
+        # sets no context variables, so none is seen by another timer
+        self._timer_context = contextvars.copy_context()
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
         # the same IKE SAs by peer address; always keyed by each SA's current remote
         # address (register, remove_ike_sa and peer_address_changed keep it so)
@@ -541,7 +546,8 @@ class IkeEngine:
         for datagram in outstanding.datagrams:
             self.transport.send(sa.local, sa.remote, datagram)
         delay = self.settings.retransmit_timeout * 2 ** (outstanding.tries - 1)
-        outstanding.timer = self.loop.call_later(delay, self._retransmit, sa, outstanding)
+        outstanding.timer = self.loop.call_later(delay, self._retransmit, sa, outstanding,
+                                                 context=self._timer_context)
 
     def _retransmit(self, sa: IkeSa, outstanding: Outstanding) -> None:
         self.touch(sa)
@@ -698,7 +704,7 @@ class IkeEngine:
         """An SA timer, ``callback(*args)``, that never raises out of the loop. (A bound
         method and its arguments: no closure per timer, which a hub holds thousands of.)"""
         sa.set_timer(name, self.loop.call_later(max(0.0, delay), self._fire, sa, name,
-                                                callback, args))
+                                                callback, args, context=self._timer_context))
 
     def _fire(self, sa: IkeSa, name: str, callback: Callable[..., None], args: tuple
               ) -> None:
@@ -723,7 +729,8 @@ class IkeEngine:
         if child.rekey_timer is not None:
             child.rekey_timer.cancel()  # type: ignore[attr-defined]
         child.rekey_timer = self.loop.call_later(
-            self.jittered(seconds) if delay is None else delay, self._child_rekey_due, child)
+            self.jittered(seconds) if delay is None else delay, self._child_rekey_due, child,
+            context=self._timer_context)
 
     def _child_rekey_due(self, child: ChildSa) -> None:
         from espd.ike.exchanges import create_child_sa

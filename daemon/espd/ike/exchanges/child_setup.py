@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,12 +34,13 @@ from espd.ike.exchanges.payloads import (
 from espd.ike.proposals import ProposalError
 from espd.ike.sa.child_sa import ChildSa, ChildState
 from espd.ike.sa.ike_sa import IkeSa
-from espd.ike.settings import ChildPolicy
+from espd.ike.settings import ChildLifetime, ChildPolicy
 from espd.policy.selectors import covers, narrow
 
 log = logging.getLogger("espd.ike")  # the engine's logger (getLogger returns that one)
 
 if TYPE_CHECKING:
+    from espd.dataplane import Lifetime
     from espd.ike.engine.engine import IkeEngine
 
 
@@ -291,7 +293,6 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
             additional: tuple = ()) -> None:
     """Derive the Child SA's keys and hand them to the owner (rekey: make-before-break);
     ``additional`` are the secrets of RFC 9370 IKE_FOLLOWUP_KE exchanges, in order."""
-    from espd.dataplane import Lifetime
 
     shape = _shape(child.transform)
     keys = keymat.child_keys(sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shape, shared,
@@ -305,18 +306,18 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
                              child.transform, out.key, out.auth_key)
         engine.keylog.esp_sa(sa.remote.address, sa.local.address, child.spi_in,
                              child.transform, into.key, into.auth_key)
-    life = policy.lifetime
-    margin = 1.0 - engine.settings.rekey_margin
+    soft, hard = _lifetimes(policy.lifetime, 1.0 - engine.settings.rekey_margin)
     spec = engine.child_sa_keys(
         entry=child.entry, ike_sa=str(sa.ident), transform=child.transform, mode=child.mode,
-        encap=child.encap, local=str(sa.local.address), peer=str(sa.remote.address),
+        # our address is one text for all Child SAs (interned), not a copy per SA
+        encap=child.encap, local=sys.intern(str(sa.local.address)),
+        peer=str(sa.remote.address),
         spi_in=child.spi_in, key_in=bytearray(into.key),
         auth_key_in=bytearray(into.auth_key) if into.auth_key else None,
         spi_out=child.spi_out, key_out=bytearray(out.key),
         auth_key_out=bytearray(out.auth_key) if out.auth_key else None, esn=child.esn,
         replay_window=policy.replay_window,
-        soft=Lifetime(0, int(life.kilobytes * 1024 * margin), int(life.packets * margin)),
-        hard=Lifetime(life.seconds, life.kilobytes * 1024, life.packets),
+        soft=soft, hard=hard,
         local_port=sa.local.port if child.encap == "udp" else 4500,
         remote_port=sa.remote.port if child.encap == "udp" else 4500,
         traffic_selectors=(child.local_ts, child.remote_ts), nat_detected=sa.nat,
@@ -348,7 +349,7 @@ def install(engine: IkeEngine, sa: IkeSa, child: ChildSa, policy: ChildPolicy,
     child.created = engine.now()
     sa.children[child.spi_in] = child
     engine.index_child(sa, child)
-    engine.schedule_child_rekey(sa, child, life.seconds)
+    engine.schedule_child_rekey(sa, child, policy.lifetime.seconds)
     if log.isEnabledFor(logging.INFO):  # the selectors' text is not made for nothing
         verb = "rekeyed" if rekey_of is not None else "up"
         log.info("%s %s %s: %s %s, %s <-> %s%s", sa, child, verb, child.transform,
@@ -367,3 +368,13 @@ def _shape(transform: str):
 
 def rekey_notify(child: ChildSa) -> codec.Notify:
     return notify(NotifyType.REKEY_SA, b"", ProtocolId.ESP, child.spi_in.to_bytes(4, "big"))
+
+
+@functools.lru_cache(maxsize=64)
+def _lifetimes(life: ChildLifetime, margin: float) -> tuple[Lifetime, Lifetime]:
+    """(soft, hard) data-plane limits of an entry's lifetime: immutable, so one pair is
+    shared by all of the entry's Child SAs (a hub holds thousands) instead of two each."""
+    from espd.dataplane import Lifetime
+
+    return (Lifetime(0, int(life.kilobytes * 1024 * margin), int(life.packets * margin)),
+            Lifetime(life.seconds, life.kilobytes * 1024, life.packets))

@@ -21,6 +21,7 @@ pending; a wrong or missing KE fails the IKE SA (fail closed, RFC 9370 2.2.2).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -61,9 +62,15 @@ def supported(message: codec.Message) -> bool:
 
 def prepare(sa: IkeSa, suite) -> None:
     """After IKE_SA_INIT's keys: the additional key exchanges still to run."""
-    sa.additional_pending = list(suite.additional)
+    sa.additional_pending = list(suite.additional) if suite.additional else ()
     sa.intermediates, sa.int_auth_i, sa.int_auth_r = 0, b"", b""
-    sa.key_exchanges = (f"{suite.group.name} (IKE_SA_INIT)",)
+    # one tuple per group, shared by every IKE SA it keys (thousands on a hub)
+    sa.key_exchanges = _init_key_exchanges(suite.group.name)
+
+
+@functools.lru_cache(maxsize=64)
+def _init_key_exchanges(group: str) -> tuple[str, ...]:
+    return (f"{group} (IKE_SA_INIT)",)
 
 
 def pending(sa: IkeSa) -> bool:

@@ -41,7 +41,7 @@ class IkeState(enum.Enum):
     DELETED = "deleted"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: two per IKE SA
 class Endpoint:
     address: IPAddress
     port: int
@@ -101,7 +101,7 @@ class IkeSa:
     collision: object | None = None  # sa/collision.Collision: the peer's IKE SA rekey met ours
     reauth: object | None = None  # exchanges/reauth.Reauth in progress, old SA or new
     # --- RFC 9242/9370 (exchanges/ike_intermediate.py) ---
-    additional_pending: list = field(default_factory=list)  # KE methods still to run
+    additional_pending: list | tuple = ()  # KE methods still to run (a list while any)
     intermediates: int = 0  # IKE_INTERMEDIATE exchanges done
     int_auth_i: bytes = field(default=b"", repr=False)  # IntAuth_iN (RFC 9242 3.3.1)
     int_auth_r: bytes = field(default=b"", repr=False)
