@@ -1380,13 +1380,13 @@ static void bench_tables(void)
 
 static void usage(void)
 {
-	fputs("usage: bench_dp [--only rss|crypto|classify|sad|tables] [--reps N] [--ms TARGET] [--cpu N] [--sad-case 0|1|2]\n", stderr);
+	fputs("usage: bench_dp [--only rss|crypto|classify|sad|tables] [--reps N] [--ms TARGET] [--cpu N] [--sad-case 0|1|2] [--backend openssl|ipsec-mb]\n", stderr);
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	const char *only = NULL;
+	const char *only = NULL, *backend = "openssl";
 	int cpu = -1;
 	double clk;
 
@@ -1401,8 +1401,18 @@ int main(int argc, char **argv)
 			sad_only = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--cpu") && i + 1 < argc)
 			cpu = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+			backend = argv[++i];
 		else
 			usage();
+	}
+	/* the AEAD backend of every SA made below ([daemon] crypto_backend); bare stays OpenSSL */
+	if (strcmp(backend, "openssl") && strcmp(backend, "ipsec-mb"))
+		usage();
+	if (espdp_crypto_backend_set(strcmp(backend, "openssl") ? ESPDP_CRYPTO_IPSECMB :
+				     ESPDP_CRYPTO_OPENSSL) != ESPDP_OK) {
+		fprintf(stderr, "bench_dp: crypto backend %s is not available in this build\n", backend);
+		return 3;
 	}
 	if (reps < 1 || reps > MAXREPS || target_ms <= 0)
 		usage();
@@ -1411,11 +1421,13 @@ int main(int argc, char **argv)
 		usage();
 	cpu = pin(cpu);
 	clk = clock_overhead();
-	note("bench_dp: pinned to CPU %d; %s; features: %s; clock_gettime %.1f ns\n", cpu,
-	     OpenSSL_version(OPENSSL_VERSION), espdp_crypto_features(), clk);
-	jf("{\"cpu\":%d,\"openssl\":\"%s\",\"features\":\"%s\",\"batch\":%d,\"reps\":%d,\"target_ms\":%.1f,"
-	   "\"clock_ns\":%.2f", cpu, OpenSSL_version(OPENSSL_VERSION), espdp_crypto_features(), BATCH,
-	   reps, target_ms, clk);
+	note("bench_dp: pinned to CPU %d; %s; features: %s; AEAD backend %s (ipsec-mb arch %s); clock_gettime %.1f ns\n",
+	     cpu, OpenSSL_version(OPENSSL_VERSION), espdp_crypto_features(), backend,
+	     espdp_crypto_ipsecmb_arch(), clk);
+	jf("{\"cpu\":%d,\"openssl\":\"%s\",\"features\":\"%s\",\"backend\":\"%s\",\"ipsecmb_arch\":\"%s\","
+	   "\"batch\":%d,\"reps\":%d,\"target_ms\":%.1f,\"clock_ns\":%.2f", cpu,
+	   OpenSSL_version(OPENSSL_VERSION), espdp_crypto_features(), backend,
+	   espdp_crypto_ipsecmb_arch(), BATCH, reps, target_ms, clk);
 	/* memory first: later sections free memory that malloc would hand back to new SAs */
 	if (!only || !strcmp(only, "rss")) {
 		jf(",");

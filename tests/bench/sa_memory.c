@@ -11,7 +11,8 @@
  * outbound SA whose traffic reaches every worker's TUN queue).
  *
  *   cc -O2 -D_GNU_SOURCE -Inative $(sed -n 's,^// sources: ,,p' tests/bench/sa_memory.c) \
- *      tests/bench/sa_memory.c -lcrypto -lpthread -o /tmp/sa_memory && /tmp/sa_memory [N] [workers] [transform]
+ *      tests/bench/sa_memory.c -lcrypto -lpthread -o /tmp/sa_memory && /tmp/sa_memory [N] [workers] [transform] [backend]
+ * (add -DESPD_HAVE_IPSECMB ... -lIPSec_MB for backend 1, the AEADs on libipsec-mb)
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -155,9 +156,14 @@ int main(int argc, char **argv)
 	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : 10000;
 	unsigned workers = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 2;
 	int only = argc > 3 ? atoi(argv[3]) : -1;
+	unsigned backend = argc > 4 ? (unsigned)atoi(argv[4]) : ESPDP_CRYPTO_OPENSSL;
 
 	if (!CRYPTO_set_mem_functions(m, r, fr))
 		return 1;
+	if (espdp_crypto_backend_set(backend) != ESPDP_OK) {
+		fprintf(stderr, "crypto backend %u not available in this build\n", backend);
+		return 1;
+	}
 	printf("%zu SA pairs (inbound in the SAD), %u workers, bytes per pair; sizeof(espdp_sa) %zu\n",
 	       n, workers, sizeof(espdp_sa));
 	/* argv[3]: one transform only (0, 1, 2), for an RSS not blurred by an earlier run */

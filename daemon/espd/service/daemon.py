@@ -14,6 +14,10 @@ Threads (the rules of keying/owner.py): everything here runs on the event loop's
 except `state()` and `post_reload()`, which control-socket and metrics threads call.
 They read `self.view`, an immutable View replaced whole after every change, or post to
 the loop; shutdown stops them, and waits for those in flight, before the workers stop.
+Invariants: the loop's thread is the View's only writer; a View's SA and IKE snapshots
+are of one moment (built in one call on the loop, no await between); replacing it costs
+O(what changed) (keying/cow_table.py), and readers take it once per request and make
+its lists and plain data themselves (state_view.py), never the loop.
 """
 
 from __future__ import annotations

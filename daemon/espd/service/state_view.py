@@ -2,7 +2,9 @@
 
 Runs on the readers' threads (control-socket handlers, the metrics exporter), never on
 the loop: it reads only the View it is given (immutable, service/daemon.py) and counters
-the data plane keeps as atomics, through SA handles the View keeps alive.
+the data plane keeps as atomics, through SA handles the View keeps alive. The O(SAs)
+work of a request (the SA tuple, the IKE SAs as plain data) is done here, on the
+reader's thread, so that the loop's changes stay O(what changed).
 """
 
 from __future__ import annotations
