@@ -4,6 +4,8 @@
  *  - One IMB_MGR per process, initialised once (pthread_once) and then only read: the
  *    direct GCM and ChaCha20-Poly1305 calls used here take the key and a per-call context
  *    on the stack, never the manager's job queues, so any number of threads may share it.
+ *    (Each call also stores its status into the library's one process-wide imb_errno:
+ *    0 with the valid inputs given here; espd never reads it. See docs/performance.md.)
  *  - A key schedule (struct imb_aead) is written once at creation; freeing wipes it.
  *  - The per-message context on the stack (GHASH / Poly1305 state, one-time Poly1305 key)
  *    is wiped after every message (imb_clear_mem, the library's own wipe: this file does

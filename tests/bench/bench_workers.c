@@ -4,7 +4,8 @@
  * SA (sharing its sequence counter and counters). Prints packets per second and the
  * ratio to one thread. No I/O: this is the data plane alone, as two cores can carry it.
  *
- *   build: see tests/bench/bench_dataplane.py (section "workers"); run: bench_workers [ms]
+ *   build: see tests/bench/bench_dataplane.py (section "workers"); run: bench_workers [ms] [backend]
+ *   (backend: 0 OpenSSL, 1 libipsec-mb, enum espdp_crypto_backend; the AEAD backend of both SAs)
  * Each packet is restored from a clean copy before every batch (encap seals in place):
  * that memcpy is in all three cases alike.
  */
@@ -114,13 +115,15 @@ static espdp_sa *make_sa(espdp *dp, uint32_t spi)
 int main(int argc, char **argv)
 {
 	double seconds = (argc > 1 ? atof(argv[1]) : 1000) / 1000;
+	/* before the SAs: they keep the backend they are created with */
+	int backend_ok = espdp_crypto_backend_set(argc > 2 ? (unsigned)atoi(argv[2]) : 0) == ESPDP_OK;
 	espdp *dp = espdp_new(2);
 	espdp_sa *a = make_sa(dp, 0x1000), *b = make_sa(dp, 0x1001);
 	espdp_sa *own[2] = { a, b }, *shared[2] = { a, a };
 	double one, two_own, two_shared;
 
-	if (!dp) {
-		fprintf(stderr, "cannot create the data plane\n");
+	if (!dp || !backend_ok) {
+		fprintf(stderr, "cannot create the data plane (or that crypto backend is not built in)\n");
 		return 1;
 	}
 	measure(dp, own, 2, seconds / 4); /* warm up both workers' contexts */
