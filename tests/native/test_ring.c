@@ -27,6 +27,7 @@
 #include "proto.h"
 #include "ring.h"
 #include "check.h"
+#include "netns_lo.h"
 
 #define SPI 0x4242u
 
@@ -127,22 +128,11 @@ static unsigned long dest_unreachs(void)
 
 static void setup(void)
 {
-	struct ifreq ifr = { 0 };
-	int ctl;
-
-	if (unshare(CLONE_NEWNET)) {
-		fprintf(stderr, "test_ring needs root for a network namespace of its own: %s\n",
-			strerror(errno));
-		exit(2);
-	}
-	ctl = socket(AF_INET, SOCK_DGRAM, 0);
-	strcpy(ifr.ifr_name, "lo");
-	ifr.ifr_flags = IFF_UP;
-	if (ctl < 0 || ioctl(ctl, SIOCSIFFLAGS, &ifr) || io_batch_init(&in)) {
+	own_netns_with_lo("test_ring");
+	if (io_batch_init(&in)) {
 		perror("setup");
 		exit(2);
 	}
-	close(ctl);
 	usleep(200000); /* ::1 is usable once lo is up (no DAD on loopback) */
 }
 

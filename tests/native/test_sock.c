@@ -28,6 +28,7 @@
 #include "proto.h"
 #include "sock.h"
 #include "check.h"
+#include "netns_lo.h"
 
 
 #define SPI 0x1000u
@@ -159,22 +160,8 @@ static uint64_t round_trip(const char *what, const struct spec *specs, unsigned 
 static void setup(void)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(NATT_PORT) };
-	struct ifreq ifr = { 0 };
-	int ctl;
 
-	if (unshare(CLONE_NEWNET)) {
-		fprintf(stderr, "test_sock needs root for a network namespace of its own: %s\n",
-			strerror(errno));
-		exit(2);
-	}
-	ctl = socket(AF_INET, SOCK_DGRAM, 0);
-	strcpy(ifr.ifr_name, "lo");
-	ifr.ifr_flags = IFF_UP;
-	if (ctl < 0 || ioctl(ctl, SIOCSIFFLAGS, &ifr)) {
-		perror("lo up");
-		exit(2);
-	}
-	close(ctl);
+	own_netns_with_lo("test_sock");
 	a.sin_addr.s_addr = htonl(LOOPBACK);
 	sock_udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
 	sock_raw = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
