@@ -191,6 +191,14 @@ async def until(condition, timeout: float = 5.0, step: float = 0.005) -> None:
         await asyncio.sleep(step)
 
 
+async def established(a: Side, b: Side, timeout: float = 5.0):
+    """`a` initiates its first entry; both ends' IKE SAs once each owner has a live Child SA."""
+    sa = a.engine.initiate(a.settings.children[0])
+    await until(lambda: a.owner.live() and b.owner.live(), timeout=timeout)
+    [peer] = b.engine.sas.values()
+    return sa, peer
+
+
 class Outcome:
     """How one negotiation ended (read before the engines closed)."""
 

@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from support.ike_pair import pair, settings_pair, until
+from support.ike_pair import established, pair, settings_pair, until
 
 from espd.ike import codec
 from espd.ike.codec import ExchangeType
@@ -55,13 +55,6 @@ class Wire:
             self.sent_skf.append(data)
         for datagram in out:
             self._send(local, remote, datagram)
-
-
-async def established(a, b, timeout: float = 5.0):
-    sa = a.engine.initiate(a.settings.children[0])
-    await until(lambda: a.owner.live() and b.owner.live(), timeout=timeout)
-    [peer] = b.engine.sas.values()
-    return sa, peer
 
 
 def keys_match(a, b) -> None:

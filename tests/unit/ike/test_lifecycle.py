@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from support.ike_pair import pair, until
+from support.ike_pair import established, pair, until
 
 from espd.ike.exchanges import create_child_sa
 from espd.ike.sa.child_sa import ChildState
@@ -323,9 +323,7 @@ def test_malformed_replayed_and_forged_messages_change_nothing():
             captured.append(data)
             send(local, remote, data)
         a.transport.send = tap
-        sa = a.engine.initiate(a.settings.children[0])
-        await until(lambda: a.owner.live() and b.owner.live())
-        [peer_sa] = b.engine.sas.values()
+        sa, peer_sa = await established(a, b)
         here, there = sa.local, sa.remote
         auth_request = captured[-1]
         next_id = bytearray(auth_request)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 
 import pytest
-from support.ike_pair import negotiate, pair, settings_pair, until
+from support.ike_pair import established, negotiate, pair, settings_pair, until
 
 from espd.ike.codec import NotifyType
 from espd.ike.crypto import keymat
@@ -90,9 +90,7 @@ def test_both_with_the_same_ppk_use_it_and_key_from_sk_d_prime():
             seen.append(data)
             deliver(data, local, remote)
         b.transport.receiver = spy
-        sa = a.engine.initiate(a.settings.children[0])
-        await until(lambda: a.owner.live() and b.owner.live())
-        [peer_sa] = b.engine.sas.values()
+        sa, peer_sa = await established(a, b)
         assert sa.ppk_used and peer_sa.ppk_used and sa.ppk_id == peer_sa.ppk_id == b"ppk-1"
         assert bytes(sa.keys.sk_d) == bytes(peer_sa.keys.sk_d)  # SK_d' on both
         [ia], [ib] = a.owner.live(), b.owner.live()
@@ -129,9 +127,7 @@ def test_the_established_sk_d_is_the_mixed_one_on_both_sides(monkeypatch):
     async def main():
         a, b = settings_pair(0)
         a, b = pair(asyncio.get_running_loop(), with_ppk(a, b"ppk-1"), with_ppk(b, b"ppk-1"))
-        sa = a.engine.initiate(a.settings.children[0])
-        await until(lambda: a.owner.live() and b.owner.live())
-        [peer_sa] = b.engine.sas.values()
+        sa, peer_sa = await established(a, b)
         assert len(unmixed) == 2 and unmixed[0] == unmixed[1]
         expected = hmac.new(PPK, unmixed[0] + b"\x01", hashlib.sha384).digest()
         assert bytes(sa.keys.sk_d) == bytes(peer_sa.keys.sk_d) == expected != unmixed[0]
@@ -218,9 +214,7 @@ def test_an_ike_sa_rekey_keeps_the_ppk_protection():
     async def main():
         a, b = settings_pair(0)
         a, b = pair(asyncio.get_running_loop(), with_ppk(a, b"ppk-1"), with_ppk(b, b"ppk-1"))
-        sa = a.engine.initiate(a.settings.children[0])
-        await until(lambda: a.owner.live() and b.owner.live())
-        [peer_sa] = b.engine.sas.values()
+        sa, peer_sa = await established(a, b)
         from espd.ike.exchanges import create_child_sa
 
         create_child_sa.start_ike_rekey(a.engine, sa)
