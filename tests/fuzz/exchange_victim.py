@@ -318,6 +318,16 @@ def fingerprint(victim: Victim) -> tuple:
             tuple(i.handle for i in victim.owner.live()), sa.remote, sa.local)
 
 
+def respond_off_by_one(respond):
+    """A planted bug for the oracle's tests: IkeEngine.respond answering with the
+    request's message ID + 1."""
+    def off_by_one(self, sa, request, payloads, local, remote):
+        header = codec.Header(request.header.spis, request.header.exchange,
+                              request.header.message_id + 1, request.header.flags)
+        respond(self, sa, codec.Message(header, request.payloads), payloads, local, remote)
+    return off_by_one
+
+
 def records(data: bytes):
     """The (control, first payload type, inner chain) records of one input."""
     offset = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exchange_victim import FRAGMENTS, forget_input
+from make_exchange_seeds import write
 from pending_victim import (
     AUTH_FIX,
     KINDS,
@@ -190,13 +191,7 @@ def captured() -> dict[str, bytes]:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    for old in OUT.iterdir():
-        old.unlink()
-    seeds = {**own(), **captured()}
-    for name, data in seeds.items():
-        (OUT / name).write_bytes(data)
-    print(f"{len(seeds)} seeds in {OUT}")
+    write(OUT, {**own(), **captured()})
 
 
 if __name__ == "__main__":

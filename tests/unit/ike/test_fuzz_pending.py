@@ -13,6 +13,7 @@ import pytest
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
+import exchange_victim as ev  # noqa: E402
 import pending_victim as pv  # noqa: E402
 
 from espd.ike.sa.ike_sa import IkeState  # noqa: E402
@@ -108,16 +109,9 @@ def test_the_oracle_catches_a_rekey_left_hanging(monkeypatch):
 
 
 def test_the_oracle_catches_a_response_to_the_wrong_message_id(monkeypatch):
-    from espd.ike import codec
     from espd.ike.engine.engine import IkeEngine
 
-    real = IkeEngine.respond
-
-    def off_by_one(self, sa, request, payloads, local, remote):
-        header = codec.Header(request.header.spis, request.header.exchange,
-                              request.header.message_id + 1, request.header.flags)
-        real(self, sa, codec.Message(header, request.payloads), payloads, local, remote)
-    monkeypatch.setattr(IkeEngine, "respond", off_by_one)
+    monkeypatch.setattr(IkeEngine, "respond", ev.respond_off_by_one(IkeEngine.respond))
     with pytest.raises(pv.OracleViolation, match="message ID"):
         pv.run_one(seed("r-half-open-espd"))
 
