@@ -12,7 +12,8 @@
 #   make bench-hub   a real espd as the hub of HUB_PEERS IKEv2 tunnels: start-up, time to
 #                    establish, bytes per tunnel, traffic through a rekey load (root)
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
-#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
+#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec, IKE exchanges:
+#                   established, half-open, initiator), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 #   make install    espd in a venv from the system Python under PREFIX/lib/espd, the unit,
 #                   man pages, completion, /etc/espd/espd.toml (PREFIX, DESTDIR, SYSCONFDIR,
