@@ -54,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ike import Proc  # a JSON-lines child in a namespace (tests/bench)
+from bench_rekey import config as spoke_config  # a gateway of the two-daemon topology
 from benchreport import fmt, median, table  # tests/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,59 +226,6 @@ async def initiators(conf: dict) -> None:
 
 # -- the driver ----------------------------------------------------------------------------
 
-class Proc:
-    """A JSON-lines child in a namespace; stdout to a file (never a full pipe)."""
-
-    def __init__(self, ns: str, argv: list[str], workdir: str, name: str) -> None:
-        from support import netns
-
-        self.out_path = os.path.join(workdir, f"{name}.out")
-        self.out = open(self.out_path, "w")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(netns.exec_argv(ns, argv), stdin=subprocess.PIPE,
-                                     stdout=self.out, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.seen = 0
-
-    def poll(self, events: tuple[str, ...]) -> dict | None:
-        with open(self.out_path) as f:
-            lines = f.read().splitlines()
-        for line in lines[self.seen:]:
-            self.seen += 1
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if item.get("event") in events:
-                return item
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"initiator exited {self.proc.returncode}:\n"
-                               + "\n".join(lines[-20:]))
-        return None
-
-    def wait(self, events: tuple[str, ...], timeout: float = 120.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.poll(events)
-            if got is not None:
-                return got
-            time.sleep(0.05)
-        raise RuntimeError(f"no {events} from {self.out_path} in {timeout:.0f} s")
-
-    def send(self, **command) -> None:
-        self.proc.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send(do="quit")
-                self.proc.wait(timeout=20)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
-
-
 def hub_config(n: int, psk: str, tmp: Path) -> str:
     out = [f"""[daemon]
 interface = "espd0"
@@ -328,40 +277,6 @@ transform_sets = ["GCM"]
 start = "manual"
 """)
     return "".join(out)
-
-
-def spoke_config(psk: str, tmp: Path) -> str:
-    return f"""[daemon]
-interface = "espd0"
-local = "{SPOKE}"
-workers = 1
-control_socket = "{tmp}/spoke.sock"
-metrics = ""
-state_dir = "{tmp}/spoke-state"
-
-[access_list.LAN]
-rules = ["permit ip {SPOKE_LAN} {HUB_LAN}"]
-
-[transform_set.GCM]
-transforms = ["esp-gcm 256"]
-
-[ike]
-proposals = ["{IKE}"]
-
-[ike_peer.hub]
-address = "{HUB}"
-psk = "{psk}"
-
-[[crypto_map]]
-name = "VPN"
-seq = 10
-keying = "ike"
-peer = "{HUB}"
-match_address = "LAN"
-transform_sets = ["GCM"]
-encapsulation = "udp"
-start = "immediate"
-"""
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -460,7 +375,8 @@ def one_run(n: int, args) -> dict:
             text = hub_config(n, psk, tmp)
             (tmp / "hub.toml").write_text(text)
             (tmp / "hub.toml").chmod(0o600)
-            (tmp / "spoke.toml").write_text(spoke_config(psk, tmp))
+            # the spoke: bench_rekey's gateway A (192.0.2.1, 10.1.0.0/16 <-> 10.2.0.0/16)
+            (tmp / "spoke.toml").write_text(spoke_config("a", psk, tmp, 3600))
             (tmp / "spoke.toml").chmod(0o600)
             result["config_bytes"] = len(text)
             hub = netns.EspdProcess(topo.gw_b, str(tmp / "hub.toml"), str(tmp / "hub.sock"),
@@ -475,7 +391,7 @@ def one_run(n: int, args) -> dict:
                   f"({len(text) / 1e6:.1f} MB config), RSS "
                   f"{result['hub_rss_start_kib'] / 1024:.1f} MiB", flush=True)
             spoke = netns.EspdProcess(topo.gw_a, str(tmp / "spoke.toml"),
-                                      str(tmp / "spoke.sock"), str(tmp / "spoke.log"),
+                                      str(tmp / "gwa.sock"), str(tmp / "spoke.log"),
                                       "spoke")
             daemons.append(spoke)
             spoke.start()
@@ -499,7 +415,7 @@ def one_run(n: int, args) -> dict:
             cpu0 = cpu_seconds(hub.pid)
             t0 = time.time()
             for proc in procs:
-                proc.send(do="establish", window=args.window)
+                proc.send(json.dumps({"do": "establish", "window": args.window}))
             ends, installs = [], []
             for proc in procs:
                 got = proc.wait(("established", "timeout"), timeout=args.establish_timeout)
@@ -536,7 +452,7 @@ def one_run(n: int, args) -> dict:
             for phase in ("steady", "rekeying"):
                 if phase == "rekeying":
                     for proc in procs:
-                        proc.send(do="rekey", rate=args.rekey_rate / len(procs))
+                        proc.send(json.dumps({"do": "rekey", "rate": args.rekey_rate / len(procs)}))
                     for proc in procs:
                         proc.wait(("rekeying",))
                     time.sleep(1.0)  # into the rekey load before iperf3 starts
@@ -548,7 +464,7 @@ def one_run(n: int, args) -> dict:
                 if phase == "rekeying":
                     counts = []
                     for proc in procs:
-                        proc.send(do="stop-rekey")
+                        proc.send(json.dumps({"do": "stop-rekey"}))
                     for proc in procs:
                         counts.append(proc.wait(("rekeyed",)))
                     # rekeys over the whole rekey phase (1 s lead-in included)
