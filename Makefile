@@ -10,7 +10,8 @@
 #   make bench-ike   IKE SA setups/s: espd's engine vs charon as responder; bytes per IKE SA;
 #                    packet rate through Child SA rekeys (root)
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
-#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
+#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec, IKE exchanges:
+#                   established, half-open, initiator), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 #   make install    espd in a venv from the system Python under PREFIX/lib/espd, the unit,
 #                   man pages, completion, /etc/espd/espd.toml (PREFIX, DESTDIR, SYSCONFDIR,
