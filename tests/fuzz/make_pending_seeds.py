@@ -6,7 +6,8 @@ half-open responder, the responder's IKE_SA_INIT, IKE_INTERMEDIATE and IKE_AUTH
 responses, its CREATE_CHILD_SA answers to a new Child SA (each crypto map entry, the
 hybrid one with its IKE_FOLLOWUP_KE), a Child SA rekey and an IKE SA rekey, and its
 INFORMATIONAL answers; then the refusals an initiator must handle (COOKIE,
-INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN, AUTHENTICATION_FAILED, TS_UNACCEPTABLE,
+INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN, AUTHENTICATION_FAILED, TS_UNACCEPTABLE, wider
+traffic selectors,
 TEMPORARY_FAILURE, CHILD_SA_NOT_FOUND) and the inner chains of charon 5.9.8's messages
 in corpus/ike (captured in ../shared/ikev2: IKE_SA_INIT responses as they are, the
 ``-null-sk`` SK chains to the victim awaiting that exchange). Run from the root:
@@ -31,6 +32,8 @@ from pending_victim import (
 from espd.ike import codec
 from espd.ike.codec import ExchangeType, NotifyType, ProtocolId
 from espd.ike.codec.encrypted import Encrypted, unpad
+from espd.ike.exchanges.payloads import to_wire_selectors
+from espd.policy.selectors import TrafficSelector
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "corpus" / "pending"
@@ -136,6 +139,11 @@ def own() -> dict[str, bytes]:
     idr = [p for p in auth_resp if isinstance(p, (codec.IdResponder, codec.Authentication))]
     seeds["i-auth-failed"] = seed("initiator-auth-sent",
                                   rec(AUTH, [note(n.AUTHENTICATION_FAILED)]))
+    anything = to_wire_selectors((TrafficSelector.from_network("0.0.0.0/0"),))
+    wider = [codec.TsInitiator(anything) if isinstance(p, codec.TsInitiator) else
+             codec.TsResponder(anything) if isinstance(p, codec.TsResponder) else p
+             for p in auth_resp]
+    seeds["i-auth-wider-ts"] = seed("initiator-auth-sent", rec(AUTH, wider, AUTH_FIX))
     for kind in (n.TS_UNACCEPTABLE, n.NO_PROPOSAL_CHOSEN):
         seeds[f"i-auth-child-{kind.name.lower()}"] = seed(
             "initiator-auth-sent", rec(AUTH, [*idr, note(kind)], AUTH_FIX))

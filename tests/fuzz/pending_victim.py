@@ -34,7 +34,8 @@ index consistent, no key in a log line): every message the engine sent decodes, 
 SK message on an IKE SA it knows opens with that SA's peer-side keys (before or after the
 record); a response answers the record's message ID; a message in the clear changes
 nothing of an IKE SA past IKE_SA_INIT; the owner holds exactly the Child SAs the engine
-has (a failed exchange leaves none half-installed); no Child SA is CREATING or REKEYING
+has (a failed exchange leaves none half-installed), none before IKE_AUTH is done, and
+none protecting more than its crypto map entry (RFC 7296 2.9); no Child SA is CREATING or REKEYING
 (nor an IKE SA REKEYING) when its IKE SA has no exchange in flight or queued that could
 finish it (RFC 7296 1.3, 2.8: a failed CREATE_CHILD_SA leaves the old SA as it was).
 """
@@ -516,6 +517,18 @@ class Victim:
         for sa in engine.sas.values():
             if sa.state == IkeState.DELETED:
                 continue
+            installed = [c for c in sa.children.values() if c.handle is not None]
+            if installed and sa.state in (IkeState.INIT_SENT, IkeState.INIT_DONE,
+                                          IkeState.AUTH_SENT):
+                raise OracleViolation(f"{sa} holds a Child SA before IKE_AUTH is done")
+            for child in installed:
+                policy = next((p for p in engine.settings.children if p.key == child.entry),
+                              None)
+                if policy is None or not _within(child.local_ts, policy.local_ts) or \
+                        not _within(child.remote_ts, policy.remote_ts):
+                    raise OracleViolation(f"{child} protects {child.local_ts} <-> "
+                                          f"{child.remote_ts}, more than its crypto map "
+                                          f"entry (RFC 7296 2.9: narrowed, never widened)")
             in_flight = sa.requests.busy or bool(sa.queue)
             if in_flight:
                 continue
@@ -528,6 +541,16 @@ class Victim:
             if sa.initiator and sa.state == IkeState.REKEYING and sa.collision is None \
                     and not _retry_due(sa, None):
                 raise OracleViolation(f"{sa} is rekeying with no exchange in flight")
+
+
+def _within(side, allowed) -> bool:
+    """Every selector of ``side`` inside one of ``allowed`` (the oracle's own check, not
+    espd.policy.selectors.covers that the engine narrows with)."""
+    def inside(ts, a) -> bool:
+        return a.protocol in (0, ts.protocol) and a.start_port <= ts.start_port and \
+            ts.end_port <= a.end_port and ts.start.version == a.start.version and \
+            int(a.start) <= int(ts.start) and int(ts.end) <= int(a.end)
+    return all(any(inside(ts, a) for a in allowed) for ts in side)
 
 
 def _retry_due(sa: IkeSa, child) -> bool:

@@ -128,3 +128,15 @@ def test_the_oracle_catches_the_bug_it_found(monkeypatch):
             "clear-init-response-ends-intermediate").read_bytes()
     with pytest.raises(pv.OracleViolation, match="in the clear changed"):
         pv.run_one(data)
+
+
+def test_the_oracle_catches_wider_traffic_selectors_installed(monkeypatch):
+    """RFC 7296 2.9: the responder may narrow, never widen (seed i-auth-wider-ts answers
+    0.0.0.0/0 on both sides)."""
+    from espd.ike.exchanges import child_setup
+
+    assert outcome(seed("i-auth-wider-ts")) == (IkeState.ESTABLISHED, 0)  # refused
+    monkeypatch.setattr(child_setup, "covers", lambda *_: True)
+    monkeypatch.setattr(child_setup, "shared_selectors", lambda theirs, _ours: theirs)
+    with pytest.raises(pv.OracleViolation, match="more than its crypto map entry"):
+        pv.run_one(seed("i-auth-wider-ts"))
