@@ -9,8 +9,11 @@
 #   make bench-tunnel  espd vs wireguard-go vs strongSwan libipsec through namespaces (root)
 #   make bench-ike   IKE SA setups/s: espd's engine vs charon as responder; bytes per IKE SA;
 #                    packet rate through Child SA rekeys (root)
+#   make bench-hub   a real espd as the hub of HUB_PEERS IKEv2 tunnels: start-up, time to
+#                    establish, bytes per tunnel, traffic through a rekey load (root)
 #   make bench-workers one espd draining a full TUN queue: 2 workers vs 1, end to end (root)
-#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec), FUZZ_SECONDS each
+#   make fuzz       libFuzzer (inbound path), atheris (config parsers, IKE codec, IKE exchanges:
+#                   established, half-open, initiator), FUZZ_SECONDS each
 #   make soak       SOAK_MINUTES of traffic with reloads every second and restarts (root)
 #   make install    espd in a venv from the system Python under PREFIX/lib/espd, the unit,
 #                   man pages, completion, /etc/espd/espd.toml (PREFIX, DESTDIR, SYSCONFDIR,
@@ -26,8 +29,10 @@ APT_PACKAGES := build-essential pkg-config libssl-dev iproute2 iputils-ping pyth
 STAMP := $(VENV)/.installed
 # the team's shared folder (CI: a read-only copy beside the clone): strongSwan 6.0.6 source
 SHARED ?= ../shared
+# make bench-hub: the peer counts, one run each (the CPU per rekey compares the first and last)
+HUB_PEERS ?= 10,10000
 
-.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-ike bench-workers fuzz soak lint clean \
+.PHONY: build deps peers demo test test-asan bench bench-tunnel bench-ike bench-hub bench-workers fuzz soak lint clean \
 	wheelhouse install uninstall deb deb-deps promtool
 
 build: $(STAMP)
@@ -78,6 +83,9 @@ bench-ike: build
 	$(PY) tests/bench/bench_ike.py
 	$(PY) tests/bench/bench_rekey.py
 	$(PY) tests/bench/bench_hub_rekey.py
+
+bench-hub: build
+	$(PY) tests/bench/bench_hub.py --peers $(HUB_PEERS)
 
 bench-workers: build
 	$(PY) tests/bench/bench_workers_e2e.py

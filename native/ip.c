@@ -115,16 +115,24 @@ int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out)
 
 /* Sum of data as native-order 16-bit words, four bytes per step into 64 bits (no carry
  * can overflow: it would take 2^32 steps). The ones' complement sum commutes with byte
- * swapping (RFC 1071 2.B), so a native sum is swapped once at the end. */
-static uint64_t sum_native(const uint8_t *p, size_t len, uint64_t acc)
+ * swapping (RFC 1071 2.B), so a native sum is swapped once at the end. With `copy`, the
+ * bytes are also written there (the pass that sums them is the pass that copies them). */
+static inline __attribute__((always_inline)) uint64_t sum_scalar(const uint8_t *p, size_t len,
+								    uint64_t acc, uint8_t *copy)
 {
 	uint32_t w[4];
 	uint16_t h;
 
 	for (; len >= 16; p += 16, len -= 16) {
 		memcpy(w, p, 16);
+		if (copy) {
+			memcpy(copy, w, 16);
+			copy += 16;
+		}
 		acc += (uint64_t)w[0] + w[1] + w[2] + w[3];
 	}
+	if (copy)
+		memcpy(copy, p, len);
 	for (; len >= 4; p += 4, len -= 4) {
 		memcpy(w, p, 4);
 		acc += w[0];
@@ -140,6 +148,85 @@ static uint64_t sum_native(const uint8_t *p, size_t len, uint64_t acc)
 	return acc;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* AVX2: 64 bytes per step in two pairs of accumulators. Each 32-bit lane of an `even`
+ * accumulator takes the native 16-bit word at the lane's low half, `odd` the one at its
+ * high half; a lane grows by at most 0xffff per step, so the lanes are drained into the
+ * 64-bit sum every 2^16 steps (4 MiB): 2^16 x 0xffff < 2^32, no lane overflows. What is left under 64
+ * bytes goes through the scalar loop, which starts at an even offset, so the odd-byte rule
+ * stays right. `copy` is a constant at each call site below, so the compiler makes a
+ * loop without the store and one with it. */
+__attribute__((target("avx2"), always_inline)) static inline uint64_t
+sum_avx2_body(const uint8_t *p, size_t len, uint64_t acc, uint8_t *copy, const int copying)
+{
+	const __m256i low16 = _mm256_set1_epi32(0xffff);
+
+	while (len >= 64) {
+		__m256i e0 = _mm256_setzero_si256(), o0 = e0, e1 = e0, o1 = e0;
+		uint32_t lanes[32];
+
+		for (unsigned steps = 0; len >= 64 && steps < (1u << 16); steps++) {
+			__m256i a = _mm256_loadu_si256((const __m256i *)p);
+			__m256i b = _mm256_loadu_si256((const __m256i *)(p + 32));
+
+			if (copying) {
+				_mm256_storeu_si256((__m256i *)copy, a);
+				_mm256_storeu_si256((__m256i *)(copy + 32), b);
+				copy += 64;
+			}
+			e0 = _mm256_add_epi32(e0, _mm256_and_si256(a, low16));
+			o0 = _mm256_add_epi32(o0, _mm256_srli_epi32(a, 16));
+			e1 = _mm256_add_epi32(e1, _mm256_and_si256(b, low16));
+			o1 = _mm256_add_epi32(o1, _mm256_srli_epi32(b, 16));
+			p += 64;
+			len -= 64;
+		}
+		_mm256_storeu_si256((__m256i *)lanes, e0);
+		_mm256_storeu_si256((__m256i *)(lanes + 8), o0);
+		_mm256_storeu_si256((__m256i *)(lanes + 16), e1);
+		_mm256_storeu_si256((__m256i *)(lanes + 24), o1);
+		for (unsigned k = 0; k < 32; k++)
+			acc += lanes[k];
+	}
+	return sum_scalar(p, len, acc, copying ? copy : NULL);
+}
+
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint8_t *p, size_t len,
+							  uint64_t acc, uint8_t *copy)
+{
+	return copy ? sum_avx2_body(p, len, acc, copy, 1) : sum_avx2_body(p, len, acc, NULL, 0);
+}
+
+typedef uint64_t (*sum_fn)(const uint8_t *, size_t, uint64_t, uint8_t *);
+static sum_fn sum_best = sum_scalar;
+
+/* Chosen once, before any worker runs (the library's constructor): read-only after. */
+__attribute__((constructor)) static void sum_choose(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2"))
+		sum_best = sum_avx2;
+}
+/* Under 256 bytes the lanes' drain and the indirect call cost more than the vector loop
+ * saves. */
+#define SUM(p, len, acc, copy) \
+	((len) < 256 ? sum_scalar(p, len, acc, copy) : sum_best(p, len, acc, copy))
+
+const char *ip_sum_impl(void)
+{
+	return sum_best == sum_avx2 ? "avx2" : "scalar";
+}
+#else
+#define SUM(p, len, acc, copy) sum_scalar(p, len, acc, copy)
+
+const char *ip_sum_impl(void)
+{
+	return "scalar";
+}
+#endif
+
 static uint16_t fold(uint64_t acc)
 {
 	while (acc >> 16)
@@ -149,7 +236,17 @@ static uint16_t fold(uint64_t acc)
 
 uint16_t ip_sum(const uint8_t *data, size_t len, uint32_t sum)
 {
-	return fold((uint64_t)be16_from_native(fold(sum_native(data, len, 0))) + sum);
+	return fold((uint64_t)be16_from_native(fold(SUM(data, len, 0, NULL))) + sum);
+}
+
+uint16_t ip_sum_copy(uint8_t *dst, const uint8_t *src, size_t len)
+{
+	return be16_from_native(fold(SUM(src, len, 0, dst)));
+}
+
+uint16_t ip_sum_portable(const uint8_t *data, size_t len, uint32_t sum)
+{
+	return fold((uint64_t)be16_from_native(fold(sum_scalar(data, len, 0, NULL))) + sum);
 }
 
 uint16_t ip_checksum(const uint8_t *data, size_t len, uint32_t sum)

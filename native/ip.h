@@ -37,8 +37,15 @@ struct ip_info {
 int ip_parse(const uint8_t *pkt, size_t len, struct ip_info *out);
 /* Internet checksum (RFC 1071) of data, folded with a running big-endian sum. */
 uint16_t ip_checksum(const uint8_t *data, size_t len, uint32_t sum);
-/* The same sum, folded but not complemented (for partial checksums). */
+/* The same sum, folded but not complemented (for partial checksums). AVX2 where the
+ * CPU has it, chosen once when the library loads. */
 uint16_t ip_sum(const uint8_t *data, size_t len, uint32_t sum);
+/* memcpy(dst, src, len) and ip_sum(src, len, 0) in one pass over the bytes. */
+uint16_t ip_sum_copy(uint8_t *dst, const uint8_t *src, size_t len);
+/* ip_sum without vector code: the reference the tests and benchmark compare against. */
+uint16_t ip_sum_portable(const uint8_t *data, size_t len, uint32_t sum);
+/* "avx2" or "scalar": the code ip_sum and ip_sum_copy run on this CPU. */
+const char *ip_sum_impl(void);
 void ip4_set_checksum(uint8_t *hdr);
 /* UDP checksum over IPv6 (RFC 8200 8.1), written into the UDP header. */
 void udp6_set_checksum(const uint8_t *ip6, uint8_t *udp, size_t udp_len);

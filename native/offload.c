@@ -79,6 +79,7 @@ size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h,
 	uint32_t off, seg, tot;
 	uint8_t *l4;
 	uint16_t c;
+	uint32_t sum;
 
 	if (tso_parse(pkt, len, h, &t))
 		return 0;
@@ -86,7 +87,9 @@ size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h,
 	seg = t.payload - off < t.mss ? t.payload - off : t.mss;
 	tot = t.hdr + seg;
 	memcpy(out, pkt, t.hdr);
-	memcpy(out + t.hdr, pkt + t.hdr + off, seg);
+	/* The payload is summed as it is copied; the TCP/UDP header is even in length, so
+	 * its sum and the payload's add up to the segment's (RFC 1071). */
+	sum = ip_sum_copy(out + t.hdr, pkt + t.hdr + off, seg);
 	if (t.v6) {
 		wr16(out + 4, (uint16_t)(tot - IPV6_HDR_LEN));
 	} else {
@@ -98,7 +101,8 @@ size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h,
 	if (t.udp) {
 		wr16(l4 + 4, (uint16_t)(tot - t.l4));
 		l4[UDP_CSUM] = l4[UDP_CSUM + 1] = 0;
-		c = ip_checksum(l4, tot - t.l4, pseudo_sum(out, t.v6, IPPROTO_NUM_UDP, tot - t.l4));
+		c = ip_checksum(l4, t.hdr - t.l4,
+				sum + pseudo_sum(out, t.v6, IPPROTO_NUM_UDP, tot - t.l4));
 		wr16(l4 + UDP_CSUM, c ? c : 0xffff); /* RFC 768: a computed 0 is sent as ~0 */
 		return tot;
 	}
@@ -108,8 +112,8 @@ size_t offload_segment(const uint8_t *pkt, size_t len, const struct vnet_hdr *h,
 	if (i > 0)
 		l4[13] &= (uint8_t)~TCP_CWR;
 	l4[TCP_CSUM] = l4[TCP_CSUM + 1] = 0;
-	wr16(l4 + TCP_CSUM,
-	     ip_checksum(l4, tot - t.l4, pseudo_sum(out, t.v6, IPPROTO_NUM_TCP, tot - t.l4)));
+	wr16(l4 + TCP_CSUM, ip_checksum(l4, t.hdr - t.l4,
+					sum + pseudo_sum(out, t.v6, IPPROTO_NUM_TCP, tot - t.l4)));
 	return tot;
 }
 

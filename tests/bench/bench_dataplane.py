@@ -30,7 +30,7 @@ SOURCE = Path(__file__).resolve().parent / "bench_dp.c"
 BINARY = ROOT / "build" / "bench_dp"
 WORKERS_SOURCE = Path(__file__).resolve().parent / "bench_workers.c"
 WORKERS_BINARY = ROOT / "build" / "bench_workers"
-SECTIONS = ("rss", "crypto", "classify", "sad", "tables")
+SECTIONS = ("rss", "crypto", "classify", "sad", "tables", "checksum")
 
 TRANSFORMS = (
     "esp-gcm 128",
@@ -221,6 +221,22 @@ def report(res: dict) -> list[tuple[str, str, float | None, bool | None]]:
         v = pub["median_ns"] / big["median_ns"] if pub and big else None
         targets.append((f"republish / {op} at 10,000 tunnels", ">= 50x", v,
                         None if v is None else v >= 50.0))
+
+    cs = res.get("checksum")
+    if cs:
+        runs = {(r["bytes"], r["kind"]): r["ns"] for r in cs["runs"]}
+        print(f"\nInternet checksum: ns per call ({cs['impl']} code; portable = the scalar loop)")
+        print(f"  {'bytes':>6} | {'ip_sum':>8} {'portable':>9} {'ratio':>6} | "
+              f"{'copy+sum fused':>14} {'memcpy, portable sum':>20} {'ratio':>6}")
+        print("  " + "-" * 80)
+        for n in sorted({b for b, _ in runs}):
+            a, p_, f, m = (runs.get((n, k)) for k in ("ip_sum", "portable", "sum_copy",
+                                                       "memcpy+portable"))
+            print(f"  {n:>6} | {a:8.1f} {p_:9.1f} {a / p_:6.2f} | {f:14.1f} {m:20.1f} "
+                  f"{f / m:6.2f}")
+        a, p_ = runs.get((1448, "sum_copy")), runs.get((1448, "memcpy+portable"))
+        targets.append(("TSO segment copy+sum fused vs apart (1448 B)", "(info)",
+                        a / p_ if a and p_ else None, None))
 
     rss = res.get("rss")
     if rss:

@@ -1,7 +1,8 @@
-"""Line coverage of espd.ike's engine and exchange handlers by the exchanges corpus (the
-seeds and tests/fuzz/work/exchanges), with the standard library's ``trace`` (no
-dependency). Run from the repository root (run.sh does: ``run.sh 0 exchanges-cov``):
-    PYTHONPATH=daemon:tests/fuzz .venv/bin/python tests/fuzz/exchange_coverage.py
+"""Line coverage of espd.ike's engine and exchange handlers by the corpora of the
+exchanges and pending targets (the seeds and tests/fuzz/work/TARGET), with the standard
+library's ``trace`` (no dependency). Run from the repository root, naming the targets
+(default: both):
+    PYTHONPATH=daemon:tests/fuzz .venv/bin/python tests/fuzz/exchange_coverage.py [TARGET...]
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ FILES = sorted((ROOT / "daemon" / "espd" / "ike" / "exchanges").glob("*.py")) + 
     ROOT / "daemon" / "espd" / "ike" / "engine" / "fragmentation.py"]
 
 
-HANDLERS = ("_receive", "_request", "_answer_retransmit", "on_request", "answer",
-            "_on_ike_rekey_request", "check_peer_spi", "install", "receive")
+HANDLERS = ("_receive", "_request", "_response", "_answer_retransmit", "on_request",
+            "on_response", "answer", "accept", "_on_response", "_complete",
+            "_on_ike_rekey_request", "_on_ike_rekey_response", "_established_init",
+            "check_peer_spi", "install", "receive", "_next")
+TARGETS = ("exchanges", "pending")
 
 
 def functions(path: Path):
@@ -38,19 +42,28 @@ def functions(path: Path):
 
 
 def main() -> None:
-    import exchange_victim
+    import importlib
 
-    inputs = [p for d in (HERE / "corpus" / "exchanges", HERE / "work" / "exchanges")
-              if d.is_dir() for p in sorted(d.iterdir())]
+    from exchange_victim import OracleViolation
+
+    targets = sys.argv[1:] or TARGETS
     tracer = trace.Trace(count=1, trace=0, ignoredirs=[sys.prefix, sys.exec_prefix])
-    for path in inputs:
-        try:
-            tracer.runfunc(exchange_victim.run_one, path.read_bytes())
-        except exchange_victim.OracleViolation as err:
-            print(f"{path.name}: {err}")
+    inputs = []
+    for target in targets:
+        victim = importlib.import_module(
+            {"exchanges": "exchange_victim", "pending": "pending_victim"}[target])
+        paths = [p for d in (HERE / "corpus" / target, HERE / "work" / target)
+                 if d.is_dir() for p in sorted(d.iterdir())]
+        inputs += paths
+        for path in paths:
+            try:
+                tracer.runfunc(victim.run_one, path.read_bytes())
+            except OracleViolation as err:
+                print(f"{target}/{path.name}: {err}")
     counts = tracer.results().counts
     total_run = total_lines = 0
-    print(f"{len(inputs)} inputs; lines inside functions run / present")
+    print(f"{len(inputs)} inputs of {', '.join(targets)}; lines inside functions run / "
+          f"present")
     for path in FILES:
         ran = {n for (f, n) in counts if f == str(path)}
         run = lines = 0

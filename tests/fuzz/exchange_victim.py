@@ -267,36 +267,45 @@ class Victim:
                     opened.header.message_id != mid:
                 raise OracleViolation(f"response with message ID "
                                       f"{opened.header.message_id} to request {mid}")
-        for line in ERRORS.lines:
-            if any(k in line for k in self.key_hex):
-                raise OracleViolation("key material in a log line")
-        ERRORS.lines.clear()
+        check_logs(self.key_hex)
 
     def check_consistent(self) -> None:
-        engine = self.engine
-        by_sa = {spi: (sa, child) for sa in engine.sas.values()
-                 for spi, child in sa.children.items()}
-        if set(by_sa) != set(engine.children):
-            raise OracleViolation(f"engine.children {sorted(engine.children)} != the IKE "
-                                  f"SAs' Child SAs {sorted(by_sa)}")
-        for spi, (sa, child) in engine.children.items():
-            if by_sa[spi][1] is not child or by_sa[spi][0] is not sa:
-                raise OracleViolation(f"Child SA {spi:08x} indexed under another IKE SA")
-        live = {i.handle for i in self.owner.live()}
-        held = {child.handle for _sa, child in engine.children.values()
-                if child.handle is not None}
-        if not held <= live:
-            raise OracleViolation("a Child SA holds a handle the owner retired")
-        for sa in engine.sas.values():
-            installed = [c for c in sa.children.values()
-                         if c.state in (ChildState.INSTALLED, ChildState.REKEYING)]
-            if any(c.handle is None for c in installed):
-                raise OracleViolation("an installed Child SA the owner does not hold")
-            outbound = [c.spi_out for c in sa.children.values()
-                        if c.state != ChildState.DELETED and c.spi_out]
-            if len(outbound) != len(set(outbound)):
-                raise OracleViolation(f"two Child SAs of {sa} send with one SPI: "
-                                      f"{sorted(outbound)}")
+        check_consistent(self.engine, self.owner)
+
+
+def check_consistent(engine: IkeEngine, owner: FakeOwner) -> None:
+    """The engine's Child SA index, its IKE SAs' Child SAs and the owner agree."""
+    by_sa = {spi: (sa, child) for sa in engine.sas.values()
+             for spi, child in sa.children.items()}
+    if set(by_sa) != set(engine.children):
+        raise OracleViolation(f"engine.children {sorted(engine.children)} != the IKE "
+                              f"SAs' Child SAs {sorted(by_sa)}")
+    for spi, (sa, child) in engine.children.items():
+        if by_sa[spi][1] is not child or by_sa[spi][0] is not sa:
+            raise OracleViolation(f"Child SA {spi:08x} indexed under another IKE SA")
+    live = {i.handle for i in owner.live()}
+    held = {child.handle for _sa, child in engine.children.values()
+            if child.handle is not None}
+    if not held <= live:
+        raise OracleViolation("a Child SA holds a handle the owner retired")
+    for sa in engine.sas.values():
+        installed = [c for c in sa.children.values()
+                     if c.state in (ChildState.INSTALLED, ChildState.REKEYING)]
+        if any(c.handle is None for c in installed):
+            raise OracleViolation("an installed Child SA the owner does not hold")
+        outbound = [c.spi_out for c in sa.children.values()
+                    if c.state != ChildState.DELETED and c.spi_out]
+        if len(outbound) != len(set(outbound)):
+            raise OracleViolation(f"two Child SAs of {sa} send with one SPI: "
+                                  f"{sorted(outbound)}")
+
+
+def check_logs(key_hex: list[str]) -> None:
+    """No log line since the last check holds one of ``key_hex``; forget them."""
+    for line in ERRORS.lines:
+        if any(k in line for k in key_hex):
+            raise OracleViolation("key material in a log line")
+    ERRORS.lines.clear()
 
 
 def fingerprint(victim: Victim) -> tuple:
@@ -307,6 +316,16 @@ def fingerprint(victim: Victim) -> tuple:
             sa.responses.last_id, tuple(sorted((c.spi_in, c.spi_out, c.state.value)
                                                for c in sa.children.values())),
             tuple(i.handle for i in victim.owner.live()), sa.remote, sa.local)
+
+
+def respond_off_by_one(respond):
+    """A planted bug for the oracle's tests: IkeEngine.respond answering with the
+    request's message ID + 1."""
+    def off_by_one(self, sa, request, payloads, local, remote):
+        header = codec.Header(request.header.spis, request.header.exchange,
+                              request.header.message_id + 1, request.header.flags)
+        respond(self, sa, codec.Message(header, request.payloads), payloads, local, remote)
+    return off_by_one
 
 
 def records(data: bytes):
@@ -332,13 +351,18 @@ def run_one(data: bytes) -> None:
             victim.deliver(control, first, inner)
     finally:
         victim.close()
-        ERRORS.lines.clear()
-        ERRORS.internal.clear()
-        # the loop never runs: each input's timers (all of its own engine) go with it
-        for handle in LOOP._scheduled:  # type: ignore[attr-defined]
-            handle.cancel()
-        LOOP._scheduled.clear()  # type: ignore[attr-defined]
-        LOOP._ready.clear()  # type: ignore[attr-defined]
+        forget_input()
+
+
+def forget_input() -> None:
+    """What one input leaves behind: log lines, and its engine's timers (the loop never
+    runs, so they would pile up)."""
+    ERRORS.lines.clear()
+    ERRORS.internal.clear()
+    for handle in LOOP._scheduled:  # type: ignore[attr-defined]
+        handle.cancel()
+    LOOP._scheduled.clear()  # type: ignore[attr-defined]
+    LOOP._ready.clear()  # type: ignore[attr-defined]
 
 
 __all__ = ["CHILD_IN", "CHILD_OUT", "EXCHANGES", "FRAGMENTS", "LAST_REQUEST", "RAW",

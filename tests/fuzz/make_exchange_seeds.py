@@ -108,14 +108,18 @@ def captured() -> dict[str, bytes]:
     return seeds
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    for old in OUT.iterdir():
+def write(out: Path, seeds: dict[str, bytes]) -> None:
+    """``out`` holds exactly ``seeds`` afterwards (name -> input)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
         old.unlink()
-    seeds = {**own(), **captured()}
     for name, data in seeds.items():
-        (OUT / name).write_bytes(data)
-    print(f"{len(seeds)} seeds in {OUT}")
+        (out / name).write_bytes(data)
+    print(f"{len(seeds)} seeds in {out}")
+
+
+def main() -> None:
+    write(OUT, {**own(), **captured()})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of espd: the inbound packet path (libFuzzer, fuzz_decap.c), both
 # config parsers (atheris, fuzz_config.py and fuzz_ios.py), the IKEv2 codec (atheris,
-# fuzz_ike.py) and the IKE exchange handlers of an established SA (atheris,
-# fuzz_exchanges.py). See docs/fuzzing.md.
+# fuzz_ike.py), the IKE exchange handlers of an established SA (atheris,
+# fuzz_exchanges.py) and of IKE SAs with an exchange in flight: half-open responders,
+# initiators awaiting a response (atheris, fuzz_pending.py). See docs/fuzzing.md.
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]    SECONDS per target (default 60);
 #                                              targets: decap config ios ike exchanges
-#                                              (default: all)
+#                                              pending (default: all)
 #   tests/fuzz/run.sh 0 decap-cov              line coverage of native/ by the decap corpus
 #                                              (seeds + work/decap), with llvm-cov
 #
@@ -29,7 +30,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(decap config ios ike exchanges)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(decap config ios ike exchanges pending)
 NATIVE=${FUZZ_NATIVE:-$ROOT/native}
 BUILD=${FUZZ_BUILD:-$HERE/build}
 WORK=$HERE/work
@@ -113,6 +114,7 @@ target_cmd() {
 	ios) echo "$BUILD/venv/bin/python $HERE/fuzz_ios.py -dict=$HERE/dict/ios.dict -max_len=8192" ;;
 	ike) echo "$BUILD/venv/bin/python $HERE/fuzz_ike.py -max_len=4096" ;;
 	exchanges) echo "$BUILD/venv/bin/python $HERE/fuzz_exchanges.py -dict=$HERE/dict/exchanges.dict -max_len=8192" ;;
+	pending) echo "$BUILD/venv/bin/python $HERE/fuzz_pending.py -dict=$HERE/dict/pending.dict -max_len=8192" ;;
 	*) return 1 ;;
 	esac
 }
@@ -194,7 +196,7 @@ if [ "${TARGETS[*]}" = decap-cov ]; then
 	exit $?
 fi
 for t in "${TARGETS[@]}"; do
-	target_cmd "$t" >/dev/null || { echo "run.sh: unknown target $t (decap, config, ios, ike, exchanges)" >&2; exit 2; }
+	target_cmd "$t" >/dev/null || { echo "run.sh: unknown target $t (decap, config, ios, ike, exchanges, pending)" >&2; exit 2; }
 done
 for t in "${TARGETS[@]}"; do
 	case $t in

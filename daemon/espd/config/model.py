@@ -464,6 +464,7 @@ def assemble(
     inbound_spis: dict[int, CryptoMapEntry] = {}
     outbound_spis: dict[tuple[IPAddress, int], CryptoMapEntry] = {}
     keys: dict[bytes, str] = {}  # SHA-256 of a cipher key -> "the inbound key of map M S"
+    ike_addresses = {p.address for p in ike_peers}  # once: a hub has thousands of both
     for entry in crypto_maps:
         name = f"crypto map {entry.map_name} {entry.seq}"
         other = seen.setdefault(entry.key, entry)
@@ -479,7 +480,7 @@ def assemble(
                 problems.append(Problem(entry.where, f"{name}: transform set "
                                         f"'{tset}' is not defined"))
         if not entry.manual:
-            problems.extend(_check_ike_entry(name, entry, ike_peers))
+            problems.extend(_check_ike_entry(name, entry, ike_addresses))
             acl = access_lists.get(entry.match_address)
             for rule in acl.entries if acl else ():
                 if rule.action == "permit" and None in (rule.src.prefixlen, rule.dst.prefixlen):
@@ -542,10 +543,10 @@ def assemble(
 
 
 def _check_ike_entry(name: str, entry: CryptoMapEntry,
-                     ike_peers: tuple[IkePeer, ...] | list[IkePeer]) -> list[Problem]:
-    """An IKE-keyed entry needs an IKE peer (with its pre-shared key) for every peer."""
+                     known: set[IPAddress]) -> list[Problem]:
+    """An IKE-keyed entry needs an IKE peer (with its pre-shared key) for every peer:
+    ``known`` holds the addresses of the IKE peers."""
     problems = []
-    known = {p.address for p in ike_peers}
     for peer in entry.peers:
         if peer not in known:
             problems.append(Problem(entry.where, (

@@ -58,7 +58,7 @@ from espd.system.routes import (
     install_routes,
     pin_peers,
     remove_routes,
-    underlay_mtu,
+    underlay_mtus,
     unpin_peers,
 )
 from espd.system.tun import close_tun, open_tun
@@ -123,6 +123,17 @@ class Readers:
             self._closed = True
             return self._cond.wait_for(lambda: self._busy == 0, timeout)
 
+
+
+ROUTES_LOGGED = 8  # prefixes named in the "up" line; a hub routes thousands
+
+
+def routes_text(routes: tuple[str, ...] | list[str]) -> str:
+    """The routes for the "up" log line: the first few, then how many in all."""
+    if not routes:
+        return "none"
+    text = ", ".join(routes[:ROUTES_LOGGED])
+    return text if len(routes) <= ROUTES_LOGGED else f"{text} ... ({len(routes)} in all)"
 
 class Daemon:
     def __init__(self, config_path: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -246,7 +257,7 @@ class Daemon:
                  [(v.spec.peer, v.sa) for v in self.owner.snapshot.outbound()])
         overheads = [(peer, self.dp.sa_overhead(sa)) for peer, sa in pairs]
         overheads += planned_overheads(config or self.config)
-        links = {peer: underlay_mtu(peer) for peer in {p for p, _ in overheads}}
+        links = underlay_mtus({p for p, _ in overheads})
         mtus = [links[peer] - overhead for peer, overhead in overheads]
         return max(MIN_TUN_MTU, min(mtus)) if mtus else DEFAULT_TUN_MTU
 
@@ -307,8 +318,7 @@ class Daemon:
         self.warn(self.config, self.plan)
         log.info("espd %s up: interface %s mtu %d, %d workers, %d SAs, %d rules, routes %s",
                  __version__, settings.interface, self.mtu, self.workers,
-                 len(self.owner.snapshot.sas), len(self.plan.rules),
-                 ", ".join(self.routes) or "none")
+                 len(self.owner.snapshot.sas), len(self.plan.rules), routes_text(self.routes))
 
     def _become(self, user: str) -> None:
         """Hand the state directory to `user`, then drop root (system/privileges.py)."""

@@ -42,20 +42,43 @@ def link_index(ipr: IPRoute, name: str) -> int:
     return found[0]
 
 
-def underlay_mtu(peer: str) -> int:
-    """MTU of the interface the kernel would use to reach `peer` (DEFAULT_MTU if unknown)."""
+def underlay_mtus(peers: Iterable[str]) -> dict[str, int]:
+    """MTU of the interface the kernel would use to reach each peer (DEFAULT_MTU if
+    unknown), by peer. One netlink socket for all of them, and one link query per
+    interface: a hub has thousands of peers behind a few interfaces."""
+    mtus: dict[str, int] = {}
+    links: dict[int, int] = {}
     with IPRoute() as ipr:
-        try:
-            routes = ipr.route("get", dst=peer)
-        except NetlinkError:
-            return DEFAULT_MTU
-        for route in routes:
-            oif = route.get_attr("RTA_OIF")
-            if oif:
-                links = ipr.get_links(oif)
-                if links:
-                    return links[0].get_attr("IFLA_MTU") or DEFAULT_MTU
-    return DEFAULT_MTU
+        for peer in peers:
+            mtus[peer] = DEFAULT_MTU
+            try:
+                routes = ipr.route("get", dst=peer)
+            except NetlinkError:
+                continue
+            for route in routes:
+                oif = route.get_attr("RTA_OIF")
+                if oif:
+                    if oif not in links:
+                        found = ipr.get_links(oif)
+                        links[oif] = (found[0].get_attr("IFLA_MTU") if found else None) \
+                            or DEFAULT_MTU
+                    mtus[peer] = links[oif]
+                    break
+    return mtus
+
+
+def _covered_by(prefixes: Iterable[str]):
+    """A test whether an address lies inside one of ``prefixes``: one set lookup per
+    prefix length in use, not a walk of every prefix (a hub routes thousands)."""
+    by_length: dict[tuple[int, int], set] = {}
+    for prefix in prefixes:
+        net = ipaddress.ip_network(prefix)
+        by_length.setdefault((net.version, net.prefixlen), set()).add(net)
+
+    def covered(ip) -> bool:
+        return any(ipaddress.ip_network((ip, length), strict=False) in nets
+                   for (version, length), nets in by_length.items() if version == ip.version)
+    return covered
 
 
 def pin_peers(peers: Iterable[str], prefixes: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -63,14 +86,14 @@ def pin_peers(peers: Iterable[str], prefixes: Iterable[str]) -> tuple[list[str],
     underlay path, so espd's own ESP to it does not loop back into the tunnel. Call before
     the prefixes are routed into the TUN device. Returns (the host routes added, ours to
     remove; every peer that has a host route now: one that had one already keeps it)."""
-    nets = [ipaddress.ip_network(p) for p in prefixes]
+    covered_by = _covered_by(prefixes)
     pinned: list[str] = []
     covered: list[str] = []
     with IPRoute() as ipr:
         try:
             for peer in peers:
                 ip = ipaddress.ip_address(peer)
-                if not any(ip in net for net in nets if net.version == ip.version):
+                if not covered_by(ip):
                     continue
                 try:
                     (route, *_) = ipr.route("get", dst=peer)

@@ -75,13 +75,7 @@ def test_the_oracle_catches_a_changed_sa_after_an_unauthenticated_message(monkey
 def test_the_oracle_catches_a_response_to_the_wrong_message_id(monkeypatch):
     from espd.ike.engine.engine import IkeEngine
 
-    real = IkeEngine.respond
-
-    def off_by_one(self, sa, request, payloads, local, remote):
-        header = codec.Header(request.header.spis, request.header.exchange,
-                              request.header.message_id + 1, request.header.flags)
-        real(self, sa, codec.Message(header, request.payloads), payloads, local, remote)
-    monkeypatch.setattr(IkeEngine, "respond", off_by_one)
+    monkeypatch.setattr(IkeEngine, "respond", ev.respond_off_by_one(IkeEngine.respond))
     first, inner = codec.encode_chain([codec.Notify(NotifyType.INITIAL_CONTACT)])
     with pytest.raises(ev.OracleViolation, match="message ID"):
         ev.run_one(ev.record(1, first, inner))

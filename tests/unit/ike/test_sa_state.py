@@ -19,7 +19,8 @@ def test_request_window_holds_one_request():
     window.sent(Outstanding(0, 34, (b"x",)))
     with pytest.raises(RuntimeError):
         window.take_id()
-    assert not window.matches(1) and window.matches(0)
+    assert not window.matches(1, 34) and window.matches(0, 34)
+    assert not window.matches(0, 35)  # a response is of its request's exchange type
     assert window.done().message_id == 0
     assert window.take_id() == 1
 

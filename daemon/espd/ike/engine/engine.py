@@ -350,7 +350,7 @@ class IkeEngine:
             if header.is_response:
                 sa = self.sas.get(header.spis.initiator)
                 if sa is not None and sa.initiator and sa.state == IkeState.INIT_SENT \
-                        and sa.requests.matches(header.message_id):
+                        and sa.requests.matches(header.message_id, header.exchange):
                     self.touch(sa)
                     self._receiving = sa
                     self._response(sa, message, data)
@@ -372,7 +372,8 @@ class IkeEngine:
         if header.from_initiator == sa.initiator:  # the peer claims our role
             self._malformed(remote, "initiator flag does not match the IKE SA's roles")
             return
-        if header.is_response and not sa.requests.matches(header.message_id):
+        if header.is_response and not sa.requests.matches(header.message_id,
+                                                          header.exchange):
             self.counters["unexpected_responses"] += 1
             return
         number = fragmentation.number_of(message)

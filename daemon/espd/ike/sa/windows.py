@@ -52,9 +52,12 @@ class RequestWindow:
         self.outstanding = outstanding
         self.next_id = outstanding.message_id + 1
 
-    def matches(self, message_id: int) -> bool:
-        """A response is ours only if it carries the outstanding request's ID."""
-        return self.outstanding is not None and self.outstanding.message_id == message_id
+    def matches(self, message_id: int, exchange: int) -> bool:
+        """A response is ours only if it carries the outstanding request's ID and
+        exchange type (RFC 7296 3.1: a response is of its request's exchange): a clear
+        IKE_SA_INIT "response" with the ID of our IKE_INTERMEDIATE is not its answer."""
+        return self.outstanding is not None and self.outstanding.message_id == message_id \
+            and self.outstanding.exchange == exchange
 
     def done(self) -> Outstanding | None:
         done, self.outstanding = self.outstanding, None
