@@ -22,6 +22,11 @@ reported as the median of --rounds rounds of --count establishments.
                 "dataplane" (espd's real SaOwner over a real data plane, no workers,
                 as ike_standalone.py: each Child SA with its OpenSSL contexts)
 
+Both engines' snapshot() is taken after every datagram each receives, outside the timed
+part, and the responder's last one is kept, as the daemon does (service/daemon.py: a new
+View on every IKE event and owner change): that frees what the engine keeps for the next
+snapshot (removed SAs in `_stale`) and counts the per-IKE-SA views the daemon holds.
+
     .venv/bin/python tests/bench/bench_ike_cpu.py [--rounds 5] [--count 200]
                      [--profile] [--sas 2000] [--owner fake|dataplane]
 """
@@ -162,6 +167,7 @@ class Pair:
         self.responder = IkeEngine(b, self.resp_owner, Wire(self.queue, "r"), self.loop,
                                    child_sa_keys=ChildSaKeys)
         self.responder_cpu = 0.0
+        self.view = self.responder.snapshot()  # what the daemon's View holds
 
     def pump(self, profile: cProfile.Profile | None = None, timed: bool = True) -> None:
         clock = time.process_time
@@ -181,6 +187,9 @@ class Pair:
                     profile.disable()
             else:
                 self.initiator.receive(data, remote, local)
+                self.initiator.snapshot()
+                continue
+            self.view = self.responder.snapshot()
 
     def establish(self, count: int, profile=None, keep: bool = False) -> float:
         """``count`` establishments one after another; the responder's CPU seconds."""
@@ -196,6 +205,7 @@ class Pair:
             else:
                 self.initiator.delete_ike_sa(sa)
                 self.pump(timed=False)
+            self.initiator.snapshot()
         # a running loop drops cancelled timers; this one never runs (ours: private ok)
         self.loop._scheduled = [h for h in self.loop._scheduled if not h.cancelled()]
         heapq.heapify(self.loop._scheduled)

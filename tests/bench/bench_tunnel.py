@@ -17,6 +17,9 @@ started before and stopped after it:
   espd-pkt-w1   espd, esp-gcm 128, raw ESP sent on AF_PACKET (send_path = "packet"), 1 worker
   espd-ring-w1  espd, esp-gcm 128, raw ESP received on a TPACKET_V3 ring (receive_path = "ring")
   espd-pktring-w1  the same, also sent on AF_PACKET (send_path = "packet"), 1 worker
+  espd-udpimb-w1   espd-udp-w1 with the AEAD on libipsec-mb (crypto_backend = "ipsec-mb";
+                   skipped when this espd is built without it)
+  espd-espimb-w1   espd-esp-w1 with crypto_backend = "ipsec-mb"
 
 and iperf3 from host A to host B measures, each --repeat times for --seconds: TCP one
 stream, TCP four streams, UDP with 1300-byte payloads (Gbit/s delivered, from the
@@ -399,6 +402,7 @@ class Tunnel:
     workers: int = 0
     send_path: str = "raw"  # espd: [daemon] send_path
     receive_path: str = "raw"  # espd: [daemon] receive_path
+    crypto_backend: str = "openssl"  # espd: [daemon] crypto_backend
     procs: list[Proc] = field(default_factory=list)  # daemons, gateway A's first
 
     def start(self, topo: Topology, tmp: str) -> None:
@@ -533,7 +537,7 @@ class Tunnel:
                     local=local, peer=peer, workers=self.workers, sock=sock,
                     state=os.path.join(d, "state"), net_l=net_l, net_r=net_r,
                     encapsulation=self.encapsulation, send_path=self.send_path,
-                    receive_path=self.receive_path,
+                    receive_path=self.receive_path, crypto_backend=self.crypto_backend,
                     in_spi=inbound[0], in_key=inbound[1],
                     out_spi=outbound[0], out_key=outbound[1]))
             self.procs.append(start(f"espd gw{side.upper()}",
@@ -649,6 +653,7 @@ metrics = ""
 state_dir = "{state}"
 send_path = "{send_path}"
 receive_path = "{receive_path}"
+crypto_backend = "{crypto_backend}"
 
 [access_list.BENCH]
 rules = ["permit ip {net_l} {net_r}"]
@@ -681,6 +686,8 @@ CONFIGS = [
     Tunnel("espd-ring-w1", "espd esp ring w1", "espd", "esp", 1, receive_path="ring"),
     Tunnel("espd-pktring-w1", "espd esp packet+ring w1", "espd", "esp", 1, send_path="packet",
            receive_path="ring"),
+    Tunnel("espd-udpimb-w1", "espd udp ipsec-mb w1", "espd", "udp", 1, crypto_backend="ipsec-mb"),
+    Tunnel("espd-espimb-w1", "espd esp ipsec-mb w1", "espd", "esp", 1, crypto_backend="ipsec-mb"),
 ]
 
 

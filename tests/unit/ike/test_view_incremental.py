@@ -27,7 +27,13 @@ def as_asdict(view, now: float) -> dict:
                 for k, v in plain.items()}
 
     plain = aged(asdict(view), "established", "active")
-    plain["children"] = [aged(c, "created", "age") for c in plain["children"]]
+    # the SA's own values in the view, their text in the plain data
+    plain.update(local=str(view.local), remote=str(view.remote), spi_i=view.spi_i.hex(),
+                 spi_r=view.spi_r.hex(), peer_id=str(view.peer_id or ""))
+    plain["children"] = [dict(aged(c, "created", "age"),
+                              local_ts=tuple(map(str, child.local_ts)),
+                              remote_ts=tuple(map(str, child.remote_ts)))
+                         for c, child in zip(plain["children"], view.children, strict=True)]
     return plain
 
 

@@ -22,6 +22,7 @@ before IKE_AUTH.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -61,7 +62,7 @@ class Suite:
     group: object
     additional: tuple = ()  # RFC 9370 additional key exchanges, in the order they run
 
-    @property
+    @functools.cached_property  # once per shared Suite, not once per IKE SA's view
     def name(self) -> str:
         parts = [self.encr.name, *([self.integ.name] if self.integ else []),  # type: ignore
                  self.prf.name, self.group.name,  # type: ignore[attr-defined]
