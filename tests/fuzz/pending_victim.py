@@ -364,6 +364,7 @@ class Victim:
                 _start(self.end, self.sa, kind)
             self.end.take()
             self.spi_r = SCRIPT[f"{tag}-responses"][0][8:16]  # the run's responder SPI
+            self.keys_seen: dict[tuple, dict] = {}
             self.before = fingerprint(self)
         except BaseException:
             self.close()
@@ -476,7 +477,7 @@ class Victim:
         engine = self.engine
         mid, clear, datagrams = self.datagrams(control, options, first, inner)
         keys = self.key_hex()
-        known = {sa.spis: [peer_ciphers(sa)] for sa in engine.sas.values()}
+        self.remember()
         errors = engine.counters["internal_errors"]
         initial = self.sa.keys is None  # IKE_SA_INIT's response is the clear one
         for datagram in datagrams:
@@ -484,9 +485,8 @@ class Victim:
         if engine.counters["internal_errors"] != errors:
             raise OracleViolation("internal error in the engine:\n" +
                                   "\n".join(ERRORS.internal[-1:]))
-        for sa in engine.sas.values():
-            known.setdefault(sa.spis, []).append(peer_ciphers(sa))
-        self.check_sent(self.end.take(), mid, clear, known)
+        self.remember()
+        self.check_sent(self.end.take(), mid, clear)
         check_logs(keys + self.key_hex())
         if clear and not initial:
             if fingerprint(self) != self.before:
@@ -508,7 +508,19 @@ class Victim:
                     if len(k) >= 8]
         return [k for k in out if k.strip("0")]
 
-    def check_sent(self, sent: list[bytes], mid: int, clear: bool, known: dict) -> None:
+    def remember(self) -> None:
+        """The peer-side ciphers of every IKE SA's keys so far: a retransmitted response
+        is the cached one, sealed with the keys of its time (IKE_INTERMEDIATE has
+        replaced them since), and the peer that sent the request holds those."""
+        for sa in self.engine.sas.values():
+            ciphers = peer_ciphers(sa)
+            if ciphers is None:
+                continue
+            mark = (bytes(sa.keys.sk_ei), bytes(sa.keys.sk_er)) if len(sa.keys.sk_ei) \
+                else (id(sa.sk_in), id(sa.sk_out))
+            self.keys_seen.setdefault(sa.spis, {}).setdefault(mark, ciphers)
+
+    def check_sent(self, sent: list[bytes], mid: int, clear: bool) -> None:
         for datagram in sent:
             try:
                 message = codec.decode_message(datagram)
@@ -518,7 +530,7 @@ class Victim:
             last = message.payloads[-1] if message.payloads else None
             if not isinstance(last, codec.Encrypted):
                 continue  # IKE_SA_INIT in the clear; fragments: the codec target's
-            ciphers = [c for c in known.get(_pair(message.header.spis), ()) if c is not None]
+            ciphers = list(self.keys_seen.get(_pair(message.header.spis), {}).values())
             if not ciphers:
                 continue  # an IKE SA the engine has forgotten since
             opened = None
