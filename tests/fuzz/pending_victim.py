@@ -21,7 +21,8 @@ Input: one byte picking the victim (VICTIMS[b % len]), then up to MAX_RECORDS re
 
 control: bits 0-2 the exchange (exchange_victim.EXCHANGES), bit 3 the other direction
 (a request to an initiator, a response to a responder), bits 4-5 the message ID (0 the
-natural one: the request we await, or the one the victim has outstanding; 1 one less;
+natural one: a request's the one the victim expects next, a response's the one of the
+request the victim has outstanding; 1 one less;
 2 one more; 3 2^32-1), bit 6 raw (in the clear, unauthenticated), bit 7 as two RFC 7383
 fragments. options: bit 0 the harness puts a correct PSK AUTH payload for the chain's
 IDi (to a responder) or IDr (to an initiator) in place of its AUTH, so success paths are
@@ -147,6 +148,19 @@ def _mlkem(group):
         STREAMS.token_bytes(64)))
 
 
+TRIMMED: dict[tuple, tuple] = {}  # spis -> the peer's ciphers, kept as IKE_AUTH ends
+_setup_done = IkeSa.setup_done
+
+
+def _keep_then_trim(sa: IkeSa) -> None:
+    """IkeSa.setup_done, first keeping the peer-side ciphers of SK_e/SK_a (it drops
+    them from ``keys``; the SA's own cipher objects are wiped with it)."""
+    ciphers = peer_ciphers(sa)
+    if ciphers is not None:
+        TRIMMED[sa.spis] = ciphers
+    _setup_done(sa)
+
+
 class Determinism(Harness):
     """exchange_victim's Harness (espd's log to ERRORS, counted IKE_FOLLOWUP_KE links),
     and every random draw of the engine from STREAMS; ``restore`` puts all back."""
@@ -154,7 +168,8 @@ class Determinism(Harness):
     PATCHES = ((ike_sa_init, "secrets", STREAMS), (create_child_sa, "secrets", STREAMS),
                (engine_module, "secrets", STREAMS), (admission, "secrets", STREAMS),
                (dh, "secrets", STREAMS), (dh.X25519Group, "generate", _x25519),
-               (dh.EcpGroup, "generate", _ecp), (dh.MlKemGroup, "generate", _mlkem))
+               (dh.EcpGroup, "generate", _ecp), (dh.MlKemGroup, "generate", _mlkem),
+               (IkeSa, "setup_done", _keep_then_trim))
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,6 +177,7 @@ class Determinism(Harness):
         for obj, name, value in self.PATCHES:
             setattr(obj, name, value)
         STREAMS.reset()
+        TRIMMED.clear()
 
     def restore(self) -> None:
         for obj, name, value in self.originals:
@@ -365,6 +381,8 @@ class Victim:
             self.end.take()
             self.spi_r = SCRIPT[f"{tag}-responses"][0][8:16]  # the run's responder SPI
             self.keys_seen: dict[tuple, dict] = {}
+            self.children_seen = [child for sa in self.engine.sas.values()
+                                  for child in sa.children.values()]
             self.before = fingerprint(self)
         except BaseException:
             self.close()
@@ -387,9 +405,11 @@ class Victim:
 
     # --- one record -----------------------------------------------------------------
 
-    def natural_id(self) -> int:
+    def natural_id(self, request: bool) -> int:
+        """A request's: the one the victim expects next; a response's: the victim's
+        outstanding request's (else its last)."""
         sa = self.sa
-        if self.kind.responder:
+        if request:
             return sa.responses.expected_id
         out = sa.requests.outstanding
         return out.message_id if out is not None else max(sa.requests.next_id - 1, 0)
@@ -402,7 +422,7 @@ class Victim:
         request = self.kind.responder != bool(control & OTHER_WAY)
         flags = (HeaderFlags.INITIATOR if self.kind.responder else 0) | \
             (0 if request else HeaderFlags.RESPONSE)
-        natural = self.natural_id()
+        natural = self.natural_id(request)
         mid = (natural, (natural - 1) & 0xFFFFFFFF, natural + 1,
                0xFFFFFFFF)[(control >> 4) & 3]
         spi_r = sa.spi_r
@@ -517,7 +537,7 @@ class Victim:
             if ciphers is None:
                 continue
             mark = (bytes(sa.keys.sk_ei), bytes(sa.keys.sk_er)) if len(sa.keys.sk_ei) \
-                else (id(sa.sk_in), id(sa.sk_out))
+                else "kept"
             self.keys_seen.setdefault(sa.spis, {}).setdefault(mark, ciphers)
 
     def check_sent(self, sent: list[bytes], mid: int, clear: bool) -> None:
@@ -550,6 +570,15 @@ class Victim:
 
     def check_settled(self) -> None:
         engine = self.engine
+        held_now = {id(child) for _sa, child in engine.children.values()}
+        for sa in engine.sas.values():
+            held_now |= {id(child) for child in sa.children.values()}
+        for child in self.children_seen:  # (a Child SA, once dropped, stays DELETED)
+            if id(child) not in held_now and child.state != ChildState.DELETED:
+                raise OracleViolation(f"{child}, dropped, is {child.state.value} again")
+        known = {id(child) for child in self.children_seen}
+        self.children_seen += [child for sa in engine.sas.values()
+                               for child in sa.children.values() if id(child) not in known]
         held = {child.handle for _sa, child in engine.children.values()
                 if child.handle is not None}
         orphans = [i.handle for i in self.owner.live() if i.handle not in held]
@@ -607,14 +636,14 @@ def _pair(spis: codec.SpiPair) -> tuple[bytes, bytes]:
 
 def peer_ciphers(sa: IkeSa):
     """(the peer's SK cipher out, in) for the SA's keys as they are now, or None: made
-    from SK_e/SK_a while the SA has them (IKE_AUTH drops them, ike_sa.setup_done), then
-    the SA's own ciphers the other way round (same keys)."""
+    from SK_e/SK_a while the SA has them, then the ones kept as IKE_AUTH dropped them
+    (ike_sa.setup_done)."""
     if sa.keys is None or sa.suite is None or sa.sk_in is None or \
             sa.state == IkeState.DELETED:
         return None
     if len(sa.keys.sk_ei):
         return keymat.ike_ciphers(sa.keys, sa.suite.encr, sa.suite.integ, not sa.initiator)
-    return sa.sk_in, sa.sk_out
+    return TRIMMED.get(sa.spis)
 
 
 def fingerprint(victim: Victim) -> tuple:

@@ -156,3 +156,22 @@ def test_the_ppk_victims_use_the_ppk_when_both_name_it():
         finally:
             victim.close()
             pv.forget_input()
+
+
+@pytest.mark.parametrize("name", ["peer-delete-crosses-child-rekey-temporary-failure",
+                                  "peer-delete-crosses-child-rekey-success"])
+def test_the_oracle_catches_a_dropped_child_sa_brought_back(monkeypatch, name):
+    """regressions/pending/peer-delete-crosses-child-rekey-* against the code before the
+    fix: the answer to our rekey revived the Child SA the peer's DELETE had dropped."""
+    from espd.ike.exchanges import create_child_sa
+
+    monkeypatch.setattr(create_child_sa, "_deleted_meanwhile", lambda pending: False)
+    data = (FUZZ / "regressions" / "pending" / name).read_bytes()
+    with pytest.raises(pv.OracleViolation, match="dropped, is"):
+        pv.run_one(data)
+
+
+def test_a_successor_the_peer_made_anyway_stands():
+    data = (FUZZ / "regressions" / "pending" /
+            "peer-delete-crosses-child-rekey-success").read_bytes()
+    assert outcome(data) == (IkeState.ESTABLISHED, 1)
