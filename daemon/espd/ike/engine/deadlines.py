@@ -1,9 +1,10 @@
 """The IKE engine's timers: one heap of deadlines behind one loop timer.
 
 A hub keeps a timer or two per tunnel for as long as it is up (IKE SA rekey, Child SA
-rekey). As asyncio TimerHandles each cost about 260 B (the handle, its argument tuple, a
-bound method, its deadline); a ``Deadline`` here costs about 150 B (issue 13: bytes per
-tunnel), and the loop holds only the one TimerHandle for the earliest of them.
+rekey). As an asyncio TimerHandle each cost the handle, its argument tuple, a new bound
+method and its deadline; a ``Deadline`` here is about 90 B less (measured: issue 13,
+bytes per tunnel, docs/performance.md), and the loop holds only the one TimerHandle, for
+the earliest of them.
 
 Semantics are the loop's own: a deadline's callback runs on a loop turn at or after its
 time (``loop.time()`` clock), never before; deadlines that fall due together run in the

@@ -117,7 +117,7 @@ class IkeEngine:
         # sets no context variables, so none is seen by another timer
         self._timer_context = contextvars.copy_context()
         # the SA and Child SA timers: one heap behind one loop timer (deadlines.py: a
-        # Deadline costs about 100 B less than a TimerHandle, and a hub keeps one or two
+        # Deadline costs about 90 B less than a TimerHandle, and a hub keeps one or two
         # per tunnel); the bound methods they call are made once, not once per timer
         self.deadlines = Deadlines(self.loop, self._timer_context)
         self._fire_timer = self._fire
