@@ -20,16 +20,19 @@ Phases (one run per --peers count, e.g. --peers 10,10000; each on fresh namespac
   3. establishment: every initiator process brings up its peers, --window IKE SAs in
      flight per process (IKE_SA_INIT + IKE_AUTH with the first Child SA); the time from the
      first request to the last Child SA installed at an initiator, the rate per tenth of N,
-     and the hub's count of established IKE SAs (control socket "state");
+     and the hub's count of established IKE SAs (control socket "state", timed: what
+     `espd show` waits for at N tunnels);
   4. the hub's VmRSS ("after"), per tunnel: (after - before) / N;
-  5. traffic: iperf3 UDP at --rate from hostB (behind the hub) to hostA (behind gwA),
+  5. traffic: iperf3 UDP at --rate from hostA (behind gwA) to hostB (behind the hub),
      0.1 s intervals at the receiver, for --seconds without rekeys ("steady"), then for
      --seconds while the initiators rekey Child SAs at --rekey-rate per second in all
      (CREATE_CHILD_SA, the hub the responder; each a tunnel whose Child SA is not being
      rekeyed, round robin); per phase the median and lowest 0.1 s interval, lost packets,
      rekeys completed, and the hub's CPU from /proc/PID/stat (all its threads). The hub's
      CPU per Child SA rekey = (CPU while rekeying - CPU steady) / rekeys, compared between
-     the smallest and the largest --peers.
+     the smallest and the largest --peers;
+  6. `espd reload` of the unchanged config with every tunnel up: its time, and the IKE
+     SAs still up after it.
 
 Run as root:  .venv/bin/python tests/bench/bench_hub.py [--peers 10,10000] [--procs 2]
               [--window 8] [--rekey-rate 100] [--seconds 15] [--rate 20M] [--json FILE]
@@ -56,6 +59,7 @@ from pathlib import Path
 
 from bench_ike import Proc  # a JSON-lines child in a namespace (tests/bench)
 from bench_rekey import config as spoke_config  # a gateway of the two-daemon topology
+from bench_rekey import kernel_drops
 from benchreport import fmt, median, table  # tests/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +74,7 @@ PEER_BASE = ipaddress.ip_address("100.64.0.1")  # peer i's outer address: + i
 NET_BASE = ipaddress.ip_address("10.64.0.0")  # peer i's protected /24: + 256 i
 HUB_LAN, SPOKE_LAN = "10.2.0.0/16", "10.1.0.0/16"
 PORT = 5201
+METRICS_PORT = 9661  # the hub's exporter, inside its own namespace
 MAX_PEERS = 16384  # 10.64.0.0/10 holds 16384 /24s
 
 
@@ -209,6 +214,8 @@ async def initiators(conf: dict) -> None:
             state["rekeyed"] = state["rekeys_started"] = 0
             rekeying = asyncio.create_task(rekey_at(command["rate"]))
             emit(event="rekeying")
+        elif command["do"] == "rekeys":  # so far, without stopping
+            emit(event="rekeys", started=state["rekeys_started"], done=state["rekeyed"])
         elif command["do"] == "stop-rekey":
             if rekeying is not None:
                 rekeying.cancel()
@@ -232,7 +239,7 @@ interface = "espd0"
 local = "{HUB}"
 workers = 1
 control_socket = "{tmp}/hub.sock"
-metrics = ""
+metrics = "127.0.0.1:{METRICS_PORT}"
 state_dir = "{tmp}/hub-state"
 
 [transform_set.GCM]
@@ -309,6 +316,63 @@ def hub_ike_sas(daemon) -> int:
                if sa.get("state") == "established")
 
 
+def rekeys_done(procs) -> int:
+    """Child SA rekeys the initiators have completed so far."""
+    for proc in procs:
+        proc.send(json.dumps({"do": "rekeys"}))
+    return sum(proc.wait(("rekeys",))["done"] for proc in procs)
+
+
+def drops(topo, daemons) -> dict[str, int]:
+    """Every drop counter on the path: the kernel's per device and the receiver's UDP
+    buffer (bench_rekey.kernel_drops), and each espd's by direction and reason."""
+    out = kernel_drops(topo)
+    for daemon in daemons:
+        for direction, reasons in daemon.state()["drops"].items():
+            for reason, n in reasons.items():
+                if n:
+                    out[f"{daemon.name} {direction} {reason}"] = n
+    return out
+
+
+def readers(topo, daemon) -> dict[str, float]:
+    """Seconds one request of each kind takes at this many tunnels: the control socket's
+    state (what every `espd show` builds), show crypto ipsec sa, show crypto ikev2 sa,
+    stats, and one scrape of the metrics exporter."""
+    from support import netns
+
+    from espd.ops import control
+
+    took = {}
+    for command in ("state", "show_sa", "show_ike_sa", "stats"):
+        t0 = time.monotonic()
+        answer = control.request(daemon.control_socket, command, timeout=120)
+        took[command] = time.monotonic() - t0
+        if not answer.get("ok", True):
+            raise RuntimeError(f"{command}: {answer}")
+    t0 = time.monotonic()
+    netns.scrape_metrics(topo.gw_b, METRICS_PORT, timeout=120)
+    took["metrics"] = time.monotonic() - t0
+    return took
+
+
+def reload_unchanged(daemon, n: int) -> dict:
+    """`espd reload` of the unchanged config with every tunnel up: how long the control
+    socket waits for it, and whether every IKE SA is still there after it."""
+    from espd.ops import control
+
+    t0 = time.monotonic()
+    answer = control.request(daemon.control_socket, "reload", timeout=600)
+    took = time.monotonic() - t0
+    if not answer.get("ok"):
+        raise RuntimeError(f"reload refused: {answer}")
+    after = hub_ike_sas(daemon)
+    print(f"[{n}] reload of the unchanged config: {took:.2f} s, {len(answer['changes'])} "
+          f"changes; {after} IKE SAs after it", flush=True)
+    return {"reload_s": took, "reload_changes": len(answer["changes"]),
+            "hub_ike_sas_after_reload": after}
+
+
 def make_peers_ns(topo, n: int, tag: str) -> str:
     from support import netns
 
@@ -329,13 +393,13 @@ def make_peers_ns(topo, n: int, tag: str) -> str:
 def iperf(topo, args, seconds: float) -> dict:
     from support import netns
 
-    server = subprocess.Popen(netns.exec_argv(topo.host_a, [
-        "iperf3", "-s", "-1", "-J", "-i", "0.1", "-p", str(PORT), "-B", netns.HOST_A4]),
+    server = subprocess.Popen(netns.exec_argv(topo.host_b, [
+        "iperf3", "-s", "-1", "-J", "-i", "0.1", "-p", str(PORT), "-B", netns.HOST_B4]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
-        client = subprocess.run(netns.exec_argv(topo.host_b, [
-            "iperf3", "-c", netns.HOST_A4, "-p", str(PORT), "-u", "-b", args.rate,
+        client = subprocess.run(netns.exec_argv(topo.host_a, [
+            "iperf3", "-c", netns.HOST_B4, "-p", str(PORT), "-u", "-b", args.rate,
             "-l", str(args.size), "-t", str(seconds), "-i", "0.1", "-J",
             "--get-server-output"]), capture_output=True, text=True, timeout=seconds + 30)
     finally:
@@ -379,8 +443,11 @@ def one_run(n: int, args) -> dict:
             (tmp / "spoke.toml").write_text(spoke_config("a", psk, tmp, 3600))
             (tmp / "spoke.toml").chmod(0o600)
             result["config_bytes"] = len(text)
+            profile = os.environ.get("BENCH_HUB_PROFILE")  # a file: the hub under cProfile
             hub = netns.EspdProcess(topo.gw_b, str(tmp / "hub.toml"), str(tmp / "hub.sock"),
-                                    str(tmp / "hub.log"), "hub")
+                                    str(tmp / "hub.log"), "hub", command=[
+                                        sys.executable, "-m", "cProfile", "-o", profile,
+                                        "-m", "espd", "run"] if profile else None)
             daemons.append(hub)
             t0 = time.monotonic()
             hub.start()
@@ -435,18 +502,24 @@ def one_run(n: int, args) -> dict:
             ends.append(elapsed)
             time.sleep(2.0)
             rss_after = status_kib(hub.pid, "VmRSS")
+            t1 = time.monotonic()
             counted = hub_ike_sas(hub)
+            result["state_request_s"] = time.monotonic() - t1  # what `espd show` waits on
             result.update(establish_s=elapsed, rate=n / elapsed, rate_deciles=deciles,
                           hub_ike_sas=counted, rss_before_kib=rss_before,
                           rss_after_kib=rss_after,
                           bytes_per_tunnel=(rss_after - rss_before) * 1024 / n)
             print(f"[{n}] established {n} in {elapsed:.1f} s ({n / elapsed:.1f}/s; per "
                   f"tenth: {', '.join(f'{r:.0f}' for r in deciles)}); hub shows {counted} "
-                  f"IKE SAs (spoke included); RSS {rss_before / 1024:.1f} -> "
+                  f"IKE SAs (spoke included; its state in {result['state_request_s']:.2f} s); "
+                  f"RSS {rss_before / 1024:.1f} -> "
                   f"{rss_after / 1024:.1f} MiB, {result['bytes_per_tunnel']:.0f} B/tunnel",
                   flush=True)
+            result["readers_s"] = readers(topo, hub)
+            print(f"[{n}] one request each: " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in result["readers_s"].items()), flush=True)
             if args.no_traffic:
-                return result
+                return result | reload_unchanged(hub, n)
             # traffic: steady, then with the rekey load
             phases = {}
             for phase in ("steady", "rekeying"):
@@ -456,39 +529,40 @@ def one_run(n: int, args) -> dict:
                     for proc in procs:
                         proc.wait(("rekeying",))
                     time.sleep(1.0)  # into the rekey load before iperf3 starts
+                before = drops(topo, daemons)  # seconds at 10,000 SAs: outside the window
+                count0 = rekeys_done(procs)
                 cpu0, w0 = cpu_seconds(hub.pid), time.monotonic()
                 got = iperf(topo, args, args.seconds)
                 got["hub_cpu"] = (cpu_seconds(hub.pid) - cpu0) / (time.monotonic() - w0)
                 got["wall_s"] = time.monotonic() - w0
-                got["rekeys"] = 0
+                # the rekeys completed in the same window as the CPU and the traffic
+                got["rekeys"] = rekeys_done(procs) - count0
+                got["drops"] = {k: v - before.get(k, 0) for k, v in drops(topo, daemons).items()
+                                if v != before.get(k, 0)}
                 if phase == "rekeying":
-                    counts = []
                     for proc in procs:
                         proc.send(json.dumps({"do": "stop-rekey"}))
                     for proc in procs:
-                        counts.append(proc.wait(("rekeyed",)))
-                    # rekeys over the whole rekey phase (1 s lead-in included)
-                    got["rekeys"] = sum(c["done"] for c in counts)
-                    got["rekeys_started"] = sum(c["started"] for c in counts)
-                    got["rekey_window_s"] = got["wall_s"] + 1.0
+                        proc.wait(("rekeyed",))
                 phases[phase] = got
                 print(f"[{n}] {phase}: {fmt(got['median_kpps'])} kpps median, "
                       f"{fmt(got['min_kpps'])} lowest 0.1 s, {got['lost']} lost, hub CPU "
-                      f"{got['hub_cpu'] * 100:.0f}%, rekeys {got['rekeys']}", flush=True)
+                      f"{got['hub_cpu'] * 100:.0f}%, rekeys {got['rekeys']}; drops: "
+                      f"{got['drops'] or 'none'}", flush=True)
             rk = phases["rekeying"]
-            rk["rekeys_per_s"] = rk["rekeys"] / rk["rekey_window_s"]
+            rk["rekeys_per_s"] = rk["rekeys"] / rk["wall_s"]
             extra = rk["hub_cpu"] - phases["steady"]["hub_cpu"]  # CPU-s per s
             result["phases"] = phases
             result["cpu_us_per_rekey"] = (extra / rk["rekeys_per_s"] * 1e6
                                           if rk["rekeys"] else None)
             time.sleep(1.0)
             result["hub_ike_sas_after"] = hub_ike_sas(hub)
-            return result
+            return result | reload_unchanged(hub, n)
         finally:
             for proc in procs:
                 proc.close()
             for daemon in reversed(daemons):
-                daemon.stop()
+                daemon.stop(timeout=120)
             if os.environ.get("BENCH_HUB_KEEP"):
                 print(f"kept {tmp}", file=sys.stderr)
             else:
@@ -504,12 +578,13 @@ def report(results: list[dict], args) -> list[str]:
     lines += table(
         ["peers", "hub start (s)", "establish all (s)", "rate (/s)", "rate first / last tenth",
          "hub IKE SAs", "hub CPU establishing (s)", "RSS before -> after (MiB)",
-         "bytes/tunnel"],
+         "bytes/tunnel", "state request (s)", "reload, unchanged (s)"],
         [[str(r["peers"]), fmt(r["hub_start_s"]), fmt(r["establish_s"], 1),
           fmt(r["rate"], 1), f"{r['rate_deciles'][0]:.0f} / {r['rate_deciles'][-1]:.0f}",
           str(r["hub_ike_sas"]), fmt(r["establish_cpu_s"], 1),
           f"{r['rss_before_kib'] / 1024:.1f} -> {r['rss_after_kib'] / 1024:.1f}",
-          fmt(r["bytes_per_tunnel"], 0)] for r in results])
+          fmt(r["bytes_per_tunnel"], 0), fmt(r["state_request_s"]),
+          fmt(r["reload_s"])] for r in results])
     if len(results) > 1 and results[-1]["peers"] > results[0]["peers"]:
         first, last = results[0], results[-1]
         per_entry = ((last["hub_rss_start_kib"] - first["hub_rss_start_kib"]) * 1024
@@ -519,10 +594,13 @@ def report(results: list[dict], args) -> list[str]:
                   f"{last['hub_rss_start_kib'] / 1024:.1f} MiB with {last['peers']}: "
                   f"{per_entry:.0f} bytes per configured entry (access list, IKE peer, "
                   "crypto map entry, plan rule, route)"]
+    lines += ["", *table(["peers", *(f"{k} (s)" for k in results[0]["readers_s"])],
+                         [[str(r["peers"]), *(fmt(v) for v in r["readers_s"].values())]
+                          for r in results])]
     with_traffic = [r for r in results if "phases" in r]
     if with_traffic:
-        lines += ["", f"UDP {args.rate} of {args.size}-byte datagrams hostB -> hub -> gwA -> "
-                  f"hostA, {args.seconds} s per phase, 0.1 s intervals at the receiver; "
+        lines += ["", f"UDP {args.rate} of {args.size}-byte datagrams hostA -> gwA -> hub -> "
+                  f"hostB, {args.seconds} s per phase, 0.1 s intervals at the receiver; "
                   f"rekey load {args.rekey_rate}/s asked (initiators' CREATE_CHILD_SA)", ""]
         rows = []
         for r in with_traffic:

@@ -6,8 +6,9 @@ input starts from the same state and a found input replays the same way:
 
     responder, half-open after IKE_SA_INIT     (awaits IKE_AUTH)
     responder, half-open, x25519 + ML-KEM-768  (awaits IKE_INTERMEDIATE, then IKE_AUTH)
+    responder, half-open, USE_PPK negotiated   (RFC 8784: IKE_AUTH with PPK_IDENTITY)
     initiator, IKE_SA_INIT sent                (responses in the clear; also hybrid)
-    initiator, IKE_AUTH sent
+    initiator, IKE_AUTH sent                   (also with USE_PPK negotiated)
     initiator, IKE_INTERMEDIATE sent           (x25519 + ML-KEM-768)
     initiator, established, CREATE_CHILD_SA sent: a new Child SA (per crypto map entry:
                no PFS, PFS ecp256, PFS x25519 + ML-KEM-768), a Child SA rekey, an IKE SA
@@ -20,7 +21,8 @@ Input: one byte picking the victim (VICTIMS[b % len]), then up to MAX_RECORDS re
 
 control: bits 0-2 the exchange (exchange_victim.EXCHANGES), bit 3 the other direction
 (a request to an initiator, a response to a responder), bits 4-5 the message ID (0 the
-natural one: the request we await, or the one the victim has outstanding; 1 one less;
+natural one: a request's the one the victim expects next, a response's the one of the
+request the victim has outstanding; 1 one less;
 2 one more; 3 2^32-1), bit 6 raw (in the clear, unauthenticated), bit 7 as two RFC 7383
 fragments. options: bit 0 the harness puts a correct PSK AUTH payload for the chain's
 IDi (to a responder) or IDr (to an initiator) in place of its AUTH, so success paths are
@@ -34,7 +36,8 @@ index consistent, no key in a log line): every message the engine sent decodes, 
 SK message on an IKE SA it knows opens with that SA's peer-side keys (before or after the
 record); a response answers the record's message ID; a message in the clear changes
 nothing of an IKE SA past IKE_SA_INIT; the owner holds exactly the Child SAs the engine
-has (a failed exchange leaves none half-installed); no Child SA is CREATING or REKEYING
+has (a failed exchange leaves none half-installed), none before IKE_AUTH is done, and
+none protecting more than its crypto map entry (RFC 7296 2.9); no Child SA is CREATING or REKEYING
 (nor an IKE SA REKEYING) when its IKE SA has no exchange in flight or queued that could
 finish it (RFC 7296 1.3, 2.8: a failed CREATE_CHILD_SA leaves the old SA as it was).
 """
@@ -65,11 +68,12 @@ from support.ike_pair import GCM_X25519, FakeOwner, policy
 
 from espd.ike import codec
 from espd.ike.auth.psk import PskAuthenticator
-from espd.ike.codec import ExchangeType, HeaderFlags, PayloadType
+from espd.ike.codec import ExchangeType, HeaderFlags, NotifyType, PayloadType
 from espd.ike.codec.encrypted import pad
 from espd.ike.codec.fragments import _seal_fragment
 from espd.ike.codec.header import HEADER_SIZE, encode_header
 from espd.ike.crypto import dh, keymat
+from espd.ike.crypto.secret import Secret
 from espd.ike.engine import admission
 from espd.ike.engine import engine as engine_module
 from espd.ike.engine.engine import IkeEngine
@@ -78,15 +82,17 @@ from espd.ike.exchanges import (
     ike_auth,
     ike_sa_init,
     informational,
+    ppk,
 )
 from espd.ike.sa.child_sa import ChildState
 from espd.ike.sa.ike_sa import Endpoint, IkeSa, IkeState
-from espd.ike.settings import IkeProposal, IkeSettings, Peer, PresharedKey
+from espd.ike.settings import IkeProposal, IkeSettings, Peer, PostQuantumKey, PresharedKey
 from espd.keying.owner import ChildSaKeys
 
 I_ADDR, R_ADDR = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
 I_END, R_END = Endpoint(I_ADDR, 500), Endpoint(R_ADDR, 500)
 PSK = b"fuzz-pending-psk-0123456789"
+PPK_ID, PPK = b"fuzz-ppk", bytes(range(0x40, 0x60))  # RFC 8784 post-quantum PSK
 HYBRID = replace(GCM_X25519, additional=((36,),))  # x25519, then ML-KEM-768
 # the initiator also offers ecp256, so an INVALID_KE_PAYLOAD can be honoured
 OFFER = IkeProposal(GCM_X25519.encryption, GCM_X25519.prf, (), (31, 19))
@@ -142,6 +148,19 @@ def _mlkem(group):
         STREAMS.token_bytes(64)))
 
 
+TRIMMED: dict[tuple, tuple] = {}  # spis -> the peer's ciphers, kept as IKE_AUTH ends
+_setup_done = IkeSa.setup_done
+
+
+def _keep_then_trim(sa: IkeSa) -> None:
+    """IkeSa.setup_done, first keeping the peer-side ciphers of SK_e/SK_a (it drops
+    them from ``keys``; the SA's own cipher objects are wiped with it)."""
+    ciphers = peer_ciphers(sa)
+    if ciphers is not None:
+        TRIMMED[sa.spis] = ciphers
+    _setup_done(sa)
+
+
 class Determinism(Harness):
     """exchange_victim's Harness (espd's log to ERRORS, counted IKE_FOLLOWUP_KE links),
     and every random draw of the engine from STREAMS; ``restore`` puts all back."""
@@ -149,7 +168,8 @@ class Determinism(Harness):
     PATCHES = ((ike_sa_init, "secrets", STREAMS), (create_child_sa, "secrets", STREAMS),
                (engine_module, "secrets", STREAMS), (admission, "secrets", STREAMS),
                (dh, "secrets", STREAMS), (dh.X25519Group, "generate", _x25519),
-               (dh.EcpGroup, "generate", _ecp), (dh.MlKemGroup, "generate", _mlkem))
+               (dh.EcpGroup, "generate", _ecp), (dh.MlKemGroup, "generate", _mlkem),
+               (IkeSa, "setup_done", _keep_then_trim))
 
     def __init__(self) -> None:
         super().__init__()
@@ -157,6 +177,7 @@ class Determinism(Harness):
         for obj, name, value in self.PATCHES:
             setattr(obj, name, value)
         STREAMS.reset()
+        TRIMMED.clear()
 
     def restore(self) -> None:
         for obj, name, value in self.originals:
@@ -180,9 +201,17 @@ def _settings(local, remote, nets, proposals) -> IkeSettings:
                        nat_port=4500, retransmit_timeout=0.05, retransmit_tries=2)
 
 
+def _with_ppk(settings: IkeSettings) -> IkeSettings:
+    """The same with an optional RFC 8784 PPK for the peer (NO_PPK_AUTH may stand in)."""
+    ppk = PostQuantumKey(PPK_ID, bytearray(PPK), required=False)
+    return replace(settings, peers=tuple(replace(p, ppk=ppk) for p in settings.peers))
+
+
 INITIATOR = _settings(I_ADDR, R_ADDR, (1, 2), (OFFER,))
-INITIATOR_HYBRID = replace(INITIATOR, proposals=(HYBRID,))
-RESPONDER = _settings(R_ADDR, I_ADDR, (2, 1), (HYBRID, GCM_X25519))
+RUNS = {"classic": INITIATOR, "hybrid": replace(INITIATOR, proposals=(HYBRID,)),
+        "ppk": _with_ppk(INITIATOR)}  # the initiator of each deterministic run
+# (a PPK for the initiator, optional: without USE_PPK from it, plain RFC 7296)
+RESPONDER = _with_ppk(_settings(R_ADDR, I_ADDR, (2, 1), (HYBRID, GCM_X25519)))
 
 
 @dataclass
@@ -226,10 +255,8 @@ class Pair:
     """An espd initiator and an espd responder in memory: ``pump`` carries datagrams
     both ways until both are quiet; ``log`` keeps them in order as (sender, datagram)."""
 
-    def __init__(self, hybrid: bool = False) -> None:
-
-        self.i = End.make("initiator", INITIATOR_HYBRID if hybrid else INITIATOR, I_END,
-                          R_END, LOOP)
+    def __init__(self, run: str = "classic") -> None:
+        self.i = End.make("initiator", RUNS[run], I_END, R_END, LOOP)
         self.r = End.make("responder", RESPONDER, R_END, I_END, LOOP)
         self.log: list[tuple[str, bytes]] = []
 
@@ -257,13 +284,12 @@ def script() -> dict[str, list[bytes]]:
     fresh engine to each victim's state (the initiator's requests, the responder's
     responses up to IKE_AUTH)."""
     out: dict[str, list[bytes]] = {}
-    for hybrid in (False, True):
+    for tag in RUNS:
         det = Determinism()
         try:
-            pair = Pair(hybrid)
+            pair = Pair(tag)
             pair.i.call(pair.i.engine.initiate, pair.i.engine.settings.children[0])
             pair.pump()
-            tag = "hybrid" if hybrid else "classic"
             out[f"{tag}-requests"] = pair.from_("initiator")
             out[f"{tag}-responses"] = pair.from_("responder")
             if not pair.i.owner.live() or not pair.r.owner.live():
@@ -284,7 +310,7 @@ SCRIPT = script()
 class Kind:
     name: str
     responder: bool = False
-    hybrid: bool = False
+    run: str = "classic"  # of RUNS: which initiator, which script
     responses: int = 0  # of the script's responses, delivered to an initiator first
     start: str = ""  # then: what the established initiator starts
     param: int = 0
@@ -292,11 +318,11 @@ class Kind:
 
 VICTIMS = (
     Kind("responder-half-open", responder=True),
-    Kind("responder-half-open-hybrid", responder=True, hybrid=True),
+    Kind("responder-half-open-hybrid", responder=True, run="hybrid"),
     Kind("initiator-init-sent"),
-    Kind("initiator-init-sent-hybrid", hybrid=True),
+    Kind("initiator-init-sent-hybrid", run="hybrid"),
     Kind("initiator-auth-sent", responses=1),
-    Kind("initiator-intermediate-sent", hybrid=True, responses=1),
+    Kind("initiator-intermediate-sent", run="hybrid", responses=1),
     Kind("initiator-child-sent", responses=2, start="child", param=0),
     Kind("initiator-child-pfs-sent", responses=2, start="child", param=1),
     Kind("initiator-child-hybrid-sent", responses=2, start="child", param=2),
@@ -305,6 +331,8 @@ VICTIMS = (
     Kind("initiator-dpd-sent", responses=2, start="info", param=DPD),
     Kind("initiator-delete-child-sent", responses=2, start="info", param=DELETE_CHILD),
     Kind("initiator-delete-ike-sent", responses=2, start="info", param=DELETE_IKE),
+    Kind("responder-half-open-ppk", responder=True, run="ppk"),
+    Kind("initiator-auth-sent-ppk", run="ppk", responses=1),
 )
 KINDS = {kind.name: index for index, kind in enumerate(VICTIMS)}
 
@@ -335,12 +363,12 @@ class Victim:
         self.kind = kind
         self.harness = Determinism()
         try:
-            tag = "hybrid" if kind.hybrid else "classic"
+            tag = kind.run
             if kind.responder:
                 self.end = End.make("responder", RESPONDER, R_END, I_END, LOOP)
                 self.end.receive(SCRIPT[f"{tag}-requests"][0])  # its IKE_SA_INIT
             else:
-                settings = INITIATOR_HYBRID if kind.hybrid else INITIATOR
+                settings = RUNS[kind.run]
                 self.end = End.make("initiator", settings, I_END, R_END, LOOP)
                 self.end.call(self.end.engine.initiate, settings.children[0])
                 for datagram in SCRIPT[f"{tag}-responses"][:kind.responses]:
@@ -352,6 +380,9 @@ class Victim:
                 _start(self.end, self.sa, kind)
             self.end.take()
             self.spi_r = SCRIPT[f"{tag}-responses"][0][8:16]  # the run's responder SPI
+            self.keys_seen: dict[tuple, dict] = {}
+            self.children_seen = [child for sa in self.engine.sas.values()
+                                  for child in sa.children.values()]
             self.before = fingerprint(self)
         except BaseException:
             self.close()
@@ -374,9 +405,11 @@ class Victim:
 
     # --- one record -----------------------------------------------------------------
 
-    def natural_id(self) -> int:
+    def natural_id(self, request: bool) -> int:
+        """A request's: the one the victim expects next; a response's: the victim's
+        outstanding request's (else its last)."""
         sa = self.sa
-        if self.kind.responder:
+        if request:
             return sa.responses.expected_id
         out = sa.requests.outstanding
         return out.message_id if out is not None else max(sa.requests.next_id - 1, 0)
@@ -389,7 +422,7 @@ class Victim:
         request = self.kind.responder != bool(control & OTHER_WAY)
         flags = (HeaderFlags.INITIATOR if self.kind.responder else 0) | \
             (0 if request else HeaderFlags.RESPONSE)
-        natural = self.natural_id()
+        natural = self.natural_id(request)
         mid = (natural, (natural - 1) & 0xFFFFFFFF, natural + 1,
                0xFFFFFFFF)[(control >> 4) & 3]
         spi_r = sa.spi_r
@@ -419,24 +452,42 @@ class Victim:
 
     def with_auth(self, first: int, inner: bytes, mid: int) -> tuple[int, bytes]:
         """The chain with a correct PSK AUTH for its IDi (from the initiator) or IDr
-        (from the responder) in place of its first AUTH payload (added if it has none)."""
+        (from the responder) in place of its first AUTH payload (added if it has none).
+        With USE_PPK negotiated (RFC 8784 3): over the PPK-mixed SK_p when the chain has
+        a PPK_IDENTITY (to the responder: naming our PPK), and a NO_PPK_AUTH notify's
+        data the AUTH over the plain keys."""
         try:
             payloads = list(codec.decode_chain(first, inner))
         except codec.ParseError:
             return first, inner
         wanted = codec.IdInitiator if self.kind.responder else codec.IdResponder
         ident = next((p for p in payloads if isinstance(p, wanted)), None)
-        if ident is None or self.sa.prf is None:
+        if ident is None or self.sa.prf is None or not len(self.sa.keys.sk_pi):
             return first, inner
-        octets = ike_auth._octets(self.sa, initiator_side=self.kind.responder,
-                                  id_body=ident.encode_body(), message_id=mid)
-        auth = codec.Authentication(*PskAuthenticator(PSK).build(octets))
+
+        def auth(keys=None) -> bytes:
+            octets = ike_auth._octets(self.sa, initiator_side=self.kind.responder,
+                                      id_body=ident.encode_body(), message_id=mid,
+                                      keys=keys)
+            return PskAuthenticator(PSK).build(octets)[1]
+
+        notifies = {p.type: n for n, p in enumerate(payloads) if isinstance(p, codec.Notify)}
+        mixed = None
+        if self.sa.ppk_negotiated and NotifyType.PPK_IDENTITY in notifies:
+            if not self.kind.responder:
+                mixed = self.sa.ppk_pending
+            elif payloads[notifies[NotifyType.PPK_IDENTITY]].data == b"\x02" + PPK_ID:
+                mixed = ppk.mixed(self.sa, Secret(PPK))
+        if NotifyType.NO_PPK_AUTH in notifies:
+            at = notifies[NotifyType.NO_PPK_AUTH]
+            payloads[at] = replace(payloads[at], data=auth())
+        data = auth(mixed)
         at = next((n for n, p in enumerate(payloads)
                    if isinstance(p, codec.Authentication)), None)
         if at is None:
-            payloads.insert(payloads.index(ident) + 1, auth)
+            payloads.insert(payloads.index(ident) + 1, codec.Authentication(2, data))
         else:
-            payloads[at] = auth
+            payloads[at] = codec.Authentication(2, data)
         try:
             return codec.encode_chain(payloads)
         except Exception:  # noqa: BLE001 - a chain the encoder refuses stays as it was
@@ -446,7 +497,7 @@ class Victim:
         engine = self.engine
         mid, clear, datagrams = self.datagrams(control, options, first, inner)
         keys = self.key_hex()
-        known = {sa.spis: [peer_ciphers(sa)] for sa in engine.sas.values()}
+        self.remember()
         errors = engine.counters["internal_errors"]
         initial = self.sa.keys is None  # IKE_SA_INIT's response is the clear one
         for datagram in datagrams:
@@ -454,9 +505,8 @@ class Victim:
         if engine.counters["internal_errors"] != errors:
             raise OracleViolation("internal error in the engine:\n" +
                                   "\n".join(ERRORS.internal[-1:]))
-        for sa in engine.sas.values():
-            known.setdefault(sa.spis, []).append(peer_ciphers(sa))
-        self.check_sent(self.end.take(), mid, clear, known)
+        self.remember()
+        self.check_sent(self.end.take(), mid, clear)
         check_logs(keys + self.key_hex())
         if clear and not initial:
             if fingerprint(self) != self.before:
@@ -468,7 +518,7 @@ class Victim:
     # --- the oracle -----------------------------------------------------------------
 
     def key_hex(self) -> list[str]:
-        out = [PSK.hex()]
+        out = [PSK.hex(), PPK.hex()]
         for sa in self.engine.sas.values():
             if sa.keys is not None:
                 out += [bytes(getattr(sa.keys, f.name)).hex() for f in fields(sa.keys)
@@ -478,7 +528,19 @@ class Victim:
                     if len(k) >= 8]
         return [k for k in out if k.strip("0")]
 
-    def check_sent(self, sent: list[bytes], mid: int, clear: bool, known: dict) -> None:
+    def remember(self) -> None:
+        """The peer-side ciphers of every IKE SA's keys so far: a retransmitted response
+        is the cached one, sealed with the keys of its time (IKE_INTERMEDIATE has
+        replaced them since), and the peer that sent the request holds those."""
+        for sa in self.engine.sas.values():
+            ciphers = peer_ciphers(sa)
+            if ciphers is None:
+                continue
+            mark = (bytes(sa.keys.sk_ei), bytes(sa.keys.sk_er)) if len(sa.keys.sk_ei) \
+                else "kept"
+            self.keys_seen.setdefault(sa.spis, {}).setdefault(mark, ciphers)
+
+    def check_sent(self, sent: list[bytes], mid: int, clear: bool) -> None:
         for datagram in sent:
             try:
                 message = codec.decode_message(datagram)
@@ -488,7 +550,7 @@ class Victim:
             last = message.payloads[-1] if message.payloads else None
             if not isinstance(last, codec.Encrypted):
                 continue  # IKE_SA_INIT in the clear; fragments: the codec target's
-            ciphers = [c for c in known.get(_pair(message.header.spis), ()) if c is not None]
+            ciphers = list(self.keys_seen.get(_pair(message.header.spis), {}).values())
             if not ciphers:
                 continue  # an IKE SA the engine has forgotten since
             opened = None
@@ -508,6 +570,15 @@ class Victim:
 
     def check_settled(self) -> None:
         engine = self.engine
+        held_now = {id(child) for _sa, child in engine.children.values()}
+        for sa in engine.sas.values():
+            held_now |= {id(child) for child in sa.children.values()}
+        for child in self.children_seen:  # (a Child SA, once dropped, stays DELETED)
+            if id(child) not in held_now and child.state != ChildState.DELETED:
+                raise OracleViolation(f"{child}, dropped, is {child.state.value} again")
+        known = {id(child) for child in self.children_seen}
+        self.children_seen += [child for sa in engine.sas.values()
+                               for child in sa.children.values() if id(child) not in known]
         held = {child.handle for _sa, child in engine.children.values()
                 if child.handle is not None}
         orphans = [i.handle for i in self.owner.live() if i.handle not in held]
@@ -516,6 +587,18 @@ class Victim:
         for sa in engine.sas.values():
             if sa.state == IkeState.DELETED:
                 continue
+            installed = [c for c in sa.children.values() if c.handle is not None]
+            if installed and sa.state in (IkeState.INIT_SENT, IkeState.INIT_DONE,
+                                          IkeState.AUTH_SENT):
+                raise OracleViolation(f"{sa} holds a Child SA before IKE_AUTH is done")
+            for child in installed:
+                policy = next((p for p in engine.settings.children if p.key == child.entry),
+                              None)
+                if policy is None or not _within(child.local_ts, policy.local_ts) or \
+                        not _within(child.remote_ts, policy.remote_ts):
+                    raise OracleViolation(f"{child} protects {child.local_ts} <-> "
+                                          f"{child.remote_ts}, more than its crypto map "
+                                          f"entry (RFC 7296 2.9: narrowed, never widened)")
             in_flight = sa.requests.busy or bool(sa.queue)
             if in_flight:
                 continue
@@ -528,6 +611,16 @@ class Victim:
             if sa.initiator and sa.state == IkeState.REKEYING and sa.collision is None \
                     and not _retry_due(sa, None):
                 raise OracleViolation(f"{sa} is rekeying with no exchange in flight")
+
+
+def _within(side, allowed) -> bool:
+    """Every selector of ``side`` inside one of ``allowed`` (the oracle's own check, not
+    espd.policy.selectors.covers that the engine narrows with)."""
+    def inside(ts, a) -> bool:
+        return a.protocol in (0, ts.protocol) and a.start_port <= ts.start_port and \
+            ts.end_port <= a.end_port and ts.start.version == a.start.version and \
+            int(a.start) <= int(ts.start) and int(ts.end) <= int(a.end)
+    return all(any(inside(ts, a) for a in allowed) for ts in side)
 
 
 def _retry_due(sa: IkeSa, child) -> bool:
@@ -543,14 +636,14 @@ def _pair(spis: codec.SpiPair) -> tuple[bytes, bytes]:
 
 def peer_ciphers(sa: IkeSa):
     """(the peer's SK cipher out, in) for the SA's keys as they are now, or None: made
-    from SK_e/SK_a while the SA has them (IKE_AUTH drops them, ike_sa.setup_done), then
-    the SA's own ciphers the other way round (same keys)."""
+    from SK_e/SK_a while the SA has them, then the ones kept as IKE_AUTH dropped them
+    (ike_sa.setup_done)."""
     if sa.keys is None or sa.suite is None or sa.sk_in is None or \
             sa.state == IkeState.DELETED:
         return None
     if len(sa.keys.sk_ei):
         return keymat.ike_ciphers(sa.keys, sa.suite.encr, sa.suite.integ, not sa.initiator)
-    return sa.sk_in, sa.sk_out
+    return TRIMMED.get(sa.spis)
 
 
 def fingerprint(victim: Victim) -> tuple:

@@ -155,14 +155,14 @@ def udp_exchange(src_ns: str, dst_ns: str, dst: str, count: int = 200,
     return flow.count()
 
 
-def scrape_metrics(ns: str, port: int) -> str:
+def scrape_metrics(ns: str, port: int, timeout: float = 5.0) -> str:
     """GET /metrics from 127.0.0.1:port inside namespace `ns`."""
     import http.client
 
     sock = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
+    sock.settimeout(timeout)
     sock.connect(("127.0.0.1", port))
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     connection.sock = sock
     connection.request("GET", "/metrics")
     response = connection.getresponse()

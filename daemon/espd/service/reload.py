@@ -36,6 +36,7 @@ from espd.policy.plan import Plan, build_plan, describe_changes, wipe_keys
 from espd.service.sockets import NATT_PORT, udp_families
 from espd.system.routes import (
     bring_up,
+    covered_by,
     install_routes,
     remove_routes,
 )
@@ -208,11 +209,9 @@ def check_reloadable(daemon: Daemon, config: Config, plan: Plan) -> None:
             problems.append(f"encapsulation = \"udp\" for an IPv{fam} peer needs the "
                             f"UDP {NATT_PORT} socket, which opens at start: restart espd")
     pinned = daemon.pinned_peers
+    routed = covered_by(plan.routes)  # not a walk of every prefix per peer: a hub has 10,000
     for peer in daemon.peers(plan):  # a new peer, or a new prefix around an old one
-        ip = ipaddress.ip_address(peer)
-        if daemon.tun_fds and peer not in pinned and any(
-                ip in ipaddress.ip_network(r) for r in plan.routes
-                if ipaddress.ip_network(r).version == ip.version):
+        if daemon.tun_fds and peer not in pinned and routed(ipaddress.ip_address(peer)):
             problems.append(f"peer {peer} would lie inside a protected prefix; restart "
                             "espd so it can route it around the tunnel")
     if problems:

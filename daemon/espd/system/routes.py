@@ -67,7 +67,7 @@ def underlay_mtus(peers: Iterable[str]) -> dict[str, int]:
     return mtus
 
 
-def _covered_by(prefixes: Iterable[str]):
+def covered_by(prefixes: Iterable[str]):
     """A test whether an address lies inside one of ``prefixes``: one set lookup per
     prefix length in use, not a walk of every prefix (a hub routes thousands)."""
     by_length: dict[tuple[int, int], set] = {}
@@ -86,14 +86,14 @@ def pin_peers(peers: Iterable[str], prefixes: Iterable[str]) -> tuple[list[str],
     underlay path, so espd's own ESP to it does not loop back into the tunnel. Call before
     the prefixes are routed into the TUN device. Returns (the host routes added, ours to
     remove; every peer that has a host route now: one that had one already keeps it)."""
-    covered_by = _covered_by(prefixes)
+    inside = covered_by(prefixes)
     pinned: list[str] = []
     covered: list[str] = []
     with IPRoute() as ipr:
         try:
             for peer in peers:
                 ip = ipaddress.ip_address(peer)
-                if not covered_by(ip):
+                if not inside(ip):
                     continue
                 try:
                     (route, *_) = ipr.route("get", dst=peer)

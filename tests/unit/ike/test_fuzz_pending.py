@@ -57,7 +57,9 @@ def test_input_runs_clean(path):
 @pytest.mark.parametrize("name", ["r-half-open-espd", "r-half-open-hybrid-espd",
                                   "r-half-open-fqdn-id", "i-init-sent-espd",
                                   "i-init-sent-hybrid-espd", "i-auth-sent-espd",
-                                  "i-intermediate-sent-espd"])
+                                  "i-intermediate-sent-espd", "r-half-open-ppk-espd",
+                                  "r-half-open-ppk-no-ppk-id", "i-auth-sent-ppk-espd",
+                                  "i-auth-sent-ppk-unused"])
 def test_espd_own_messages_bring_the_victim_up(name):
     """The success paths are reachable: IKE_AUTH completes (with the harness's AUTH
     for the fuzzed identity where the seed asks for it) and the first Child SA is in."""
@@ -128,3 +130,48 @@ def test_the_oracle_catches_the_bug_it_found(monkeypatch):
             "clear-init-response-ends-intermediate").read_bytes()
     with pytest.raises(pv.OracleViolation, match="in the clear changed"):
         pv.run_one(data)
+
+
+def test_the_oracle_catches_wider_traffic_selectors_installed(monkeypatch):
+    """RFC 7296 2.9: the responder may narrow, never widen (seed i-auth-wider-ts answers
+    0.0.0.0/0 on both sides)."""
+    from espd.ike.exchanges import child_setup
+
+    assert outcome(seed("i-auth-wider-ts")) == (IkeState.ESTABLISHED, 0)  # refused
+    monkeypatch.setattr(child_setup, "covers", lambda *_: True)
+    monkeypatch.setattr(child_setup, "shared_selectors", lambda theirs, _ours: theirs)
+    with pytest.raises(pv.OracleViolation, match="more than its crypto map entry"):
+        pv.run_one(seed("i-auth-wider-ts"))
+
+
+def test_the_ppk_victims_use_the_ppk_when_both_name_it():
+    for name, used in (("r-half-open-ppk-espd", True), ("r-half-open-ppk-no-ppk-id", False),
+                       ("i-auth-sent-ppk-espd", True), ("i-auth-sent-ppk-unused", False)):
+        kind, records = pv.records(seed(name))
+        victim = pv.Victim(kind)
+        try:
+            for record in records:
+                victim.deliver(*record)
+            assert victim.sa.ppk_used is used, name
+        finally:
+            victim.close()
+            pv.forget_input()
+
+
+@pytest.mark.parametrize("name", ["peer-delete-crosses-child-rekey-temporary-failure",
+                                  "peer-delete-crosses-child-rekey-success"])
+def test_the_oracle_catches_a_dropped_child_sa_brought_back(monkeypatch, name):
+    """regressions/pending/peer-delete-crosses-child-rekey-* against the code before the
+    fix: the answer to our rekey revived the Child SA the peer's DELETE had dropped."""
+    from espd.ike.exchanges import create_child_sa
+
+    monkeypatch.setattr(create_child_sa, "_deleted_meanwhile", lambda pending: False)
+    data = (FUZZ / "regressions" / "pending" / name).read_bytes()
+    with pytest.raises(pv.OracleViolation, match="dropped, is"):
+        pv.run_one(data)
+
+
+def test_a_successor_the_peer_made_anyway_stands():
+    data = (FUZZ / "regressions" / "pending" /
+            "peer-delete-crosses-child-rekey-success").read_bytes()
+    assert outcome(data) == (IkeState.ESTABLISHED, 1)

@@ -830,6 +830,7 @@ class IkeEngine:
         Child SA whose crypto map entry is gone, is deleted (with a DELETE to the peer)."""
         self.settings = settings
         self.cookies.lifetime = settings.limits.cookie_secret_lifetime
+        keys = {policy.key for policy in settings.children}  # once, not per IKE SA
         for sa in list(self.sas.values()):
             if sa.state == IkeState.DELETED:
                 continue
@@ -841,7 +842,6 @@ class IkeEngine:
                 else:
                     self.delete_ike_sa(sa, "peer removed from the configuration")
                 continue
-            keys = {policy.key for policy in settings.children}
             for child in list(sa.children.values()):
                 if child.entry not in keys:
                     self.delete_child(sa, child, notify_peer=True,

@@ -111,6 +111,12 @@ def _on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     old = pending.rekey_of
     what = f"rekey of {old}" if old is not None else \
         f"new Child SA for {pending.policy.map_name} {pending.policy.seq}"
+    if _deleted_meanwhile(pending):
+        if message.errors or message.first(codec.Nonce) is None:
+            log.info("%s: %s: the peer deleted it meanwhile; answer %s, nothing to retry",
+                     sa, what, errors_text(message) or "incomplete")
+            return
+        old = None  # the successor it made anyway stands, as a new Child SA
     if message.notify(NotifyType.TEMPORARY_FAILURE) is not None:
         if old is not None and old.collision is not None:
             _collision_settled_by_peer(engine, sa, old)
@@ -164,6 +170,17 @@ def _on_response(engine: IkeEngine, sa: IkeSa, message: codec.Message,
     _complete(engine, sa, message, pending, nonce, shared, [])
 
 
+def _deleted_meanwhile(pending: _Pending) -> bool:
+    """The Child SA being rekeyed was dropped while the rekey was in flight (the peer's
+    DELETE crossed our request): from now on the exchange is a new Child SA's, so the
+    dropped one is never marked, retried or deleted again (it stays DELETED)."""
+    old = pending.rekey_of
+    if old is None or old.state != ChildState.DELETED:
+        return False
+    pending.rekey_of = None
+    return True
+
+
 def _child_failed(engine: IkeEngine, sa: IkeSa, pending: _Pending, what: str,
                   why: str) -> None:
     engine.counters["child_failures"] += 1
@@ -190,6 +207,7 @@ def _complete(engine: IkeEngine, sa: IkeSa, message: codec.Message, pending: _Pe
               nonce: codec.Nonce, shared, found: list) -> None:
     """The CREATE_CHILD_SA answer (and its IKE_FOLLOWUP_KE secrets) is in: settle a
     collision, check the answer and install."""
+    _deleted_meanwhile(pending)
     old = pending.rekey_of
     what = f"rekey of {old}" if old is not None else \
         f"new Child SA for {pending.policy.map_name} {pending.policy.seq}"
