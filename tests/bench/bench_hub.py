@@ -27,15 +27,18 @@ Phases (one run per --peers count, e.g. --peers 10,10000; each on fresh namespac
      0.1 s intervals at the receiver, for --seconds without rekeys ("steady"), then for
      --seconds while the initiators rekey Child SAs at --rekey-rate per second in all
      (CREATE_CHILD_SA, the hub the responder; each a tunnel whose Child SA is not being
-     rekeyed, round robin); per phase the median and lowest 0.1 s interval, lost packets,
-     rekeys completed, and the hub's CPU from /proc/PID/stat (all its threads). The hub's
-     CPU per Child SA rekey = (CPU while rekeying - CPU steady) / rekeys, compared between
-     the smallest and the largest --peers;
+     rekeyed, round robin; with --lifetime S instead the hub's peer entries have a Child
+     SA lifetime of S seconds and the hub rekeys on its own timers, the second phase
+     starting with their first wave); per phase the median and lowest 0.1 s interval, lost
+     packets, rekeys completed, and the hub's CPU from /proc/PID/stat (all its threads).
+     The hub's CPU per Child SA rekey = (CPU while rekeying - CPU steady) / rekeys,
+     compared between the smallest and the largest --peers;
   6. `espd reload` of the unchanged config with every tunnel up: its time, and the IKE
      SAs still up after it.
 
 Run as root:  .venv/bin/python tests/bench/bench_hub.py [--peers 10,10000] [--procs 2]
-              [--window 8] [--rekey-rate 100] [--seconds 15] [--rate 20M] [--json FILE]
+              [--window 8] [--rekey-rate 100 | --lifetime S] [--seconds 15] [--rate 20M]
+              [--no-traffic] [--json FILE]
 Everything created (namespaces, daemons, initiators, iperf3, files in /tmp) is named
 hb-<pid>-... or known by pid, and removed at the end, also after a failure or Ctrl-C.
 """
@@ -214,6 +217,8 @@ async def initiators(conf: dict) -> None:
             state["rekeyed"] = state["rekeys_started"] = 0
             rekeying = asyncio.create_task(rekey_at(command["rate"]))
             emit(event="rekeying")
+        elif command["do"] == "rekeys":  # so far, without stopping
+            emit(event="rekeys", started=state["rekeys_started"], done=state["rekeyed"])
         elif command["do"] == "stop-rekey":
             if rekeying is not None:
                 rekeying.cancel()
@@ -231,7 +236,9 @@ async def initiators(conf: dict) -> None:
 
 # -- the driver ----------------------------------------------------------------------------
 
-def hub_config(n: int, psk: str, tmp: Path) -> str:
+def hub_config(n: int, psk: str, tmp: Path, lifetime: int = 0) -> str:
+    """``lifetime``: the peers' entries' Child SA lifetime in seconds (0: the default)."""
+    life = f"lifetime = {{ seconds = {lifetime} }}\n" if lifetime else ""
     out = [f"""[daemon]
 interface = "espd0"
 local = "{HUB}"
@@ -280,7 +287,7 @@ peer = "{peer_address(i)}"
 match_address = "P{i}"
 transform_sets = ["GCM"]
 start = "manual"
-""")
+{life}""")
     return "".join(out)
 
 
@@ -312,6 +319,13 @@ def hub_ike_sas(daemon) -> int:
     state = answer.get("state", answer)
     return sum(1 for sa in state.get("ike", {}).get("sas", [])
                if sa.get("state") == "established")
+
+
+def rekeys_done(procs) -> int:
+    """Child SA rekeys the initiators have completed so far."""
+    for proc in procs:
+        proc.send(json.dumps({"do": "rekeys"}))
+    return sum(proc.wait(("rekeys",))["done"] for proc in procs)
 
 
 def drops(topo, daemons) -> dict[str, int]:
@@ -427,15 +441,18 @@ def one_run(n: int, args) -> dict:
             peers_ns = make_peers_ns(topo, n, tag)
             result["netns_setup_s"] = time.monotonic() - t0
             t0 = time.monotonic()
-            text = hub_config(n, psk, tmp)
+            text = hub_config(n, psk, tmp, args.lifetime)
             (tmp / "hub.toml").write_text(text)
             (tmp / "hub.toml").chmod(0o600)
             # the spoke: bench_rekey's gateway A (192.0.2.1, 10.1.0.0/16 <-> 10.2.0.0/16)
             (tmp / "spoke.toml").write_text(spoke_config("a", psk, tmp, 3600))
             (tmp / "spoke.toml").chmod(0o600)
             result["config_bytes"] = len(text)
+            profile = os.environ.get("BENCH_HUB_PROFILE")  # a file: the hub under cProfile
             hub = netns.EspdProcess(topo.gw_b, str(tmp / "hub.toml"), str(tmp / "hub.sock"),
-                                    str(tmp / "hub.log"), "hub")
+                                    str(tmp / "hub.log"), "hub", command=[
+                                        sys.executable, "-m", "cProfile", "-o", profile,
+                                        "-m", "espd", "run"] if profile else None)
             daemons.append(hub)
             t0 = time.monotonic()
             hub.start()
@@ -511,41 +528,46 @@ def one_run(n: int, args) -> dict:
             # traffic: steady, then with the rekey load
             phases = {}
             for phase in ("steady", "rekeying"):
-                if phase == "rekeying":
+                if phase == "rekeying" and args.lifetime:
+                    # the hub's own timers: its first rekeys come 85-90% of the lifetime
+                    # after the first tunnel's install, then at about the rate they came up
+                    wave = installs[0] + 0.85 * args.lifetime + 1.0
+                    print(f"[{n}] waiting {max(0, wave - time.time()):.0f} s for the hub's "
+                          "first rekeys", flush=True)
+                    time.sleep(max(0.0, wave - time.time()))
+                elif phase == "rekeying":
                     for proc in procs:
                         proc.send(json.dumps({"do": "rekey", "rate": args.rekey_rate / len(procs)}))
                     for proc in procs:
                         proc.wait(("rekeying",))
                     time.sleep(1.0)  # into the rekey load before iperf3 starts
-                before = drops(topo, daemons)
+                before = drops(topo, daemons)  # seconds at 10,000 SAs: outside the window
+                count0 = rekeys_done(procs)
                 cpu0, w0 = cpu_seconds(hub.pid), time.monotonic()
                 got = iperf(topo, args, args.seconds)
                 got["hub_cpu"] = (cpu_seconds(hub.pid) - cpu0) / (time.monotonic() - w0)
                 got["wall_s"] = time.monotonic() - w0
+                # the rekeys completed in the same window as the CPU and the traffic
+                got["rekeys"] = rekeys_done(procs) - count0
                 got["drops"] = {k: v - before.get(k, 0) for k, v in drops(topo, daemons).items()
                                 if v != before.get(k, 0)}
-                got["rekeys"] = 0
-                if phase == "rekeying":
-                    counts = []
+                if phase == "rekeying" and not args.lifetime:
                     for proc in procs:
                         proc.send(json.dumps({"do": "stop-rekey"}))
                     for proc in procs:
-                        counts.append(proc.wait(("rekeyed",)))
-                    # rekeys over the whole rekey phase (1 s lead-in included)
-                    got["rekeys"] = sum(c["done"] for c in counts)
-                    got["rekeys_started"] = sum(c["started"] for c in counts)
-                    got["rekey_window_s"] = got["wall_s"] + 1.0
+                        proc.wait(("rekeyed",))
                 phases[phase] = got
                 print(f"[{n}] {phase}: {fmt(got['median_kpps'])} kpps median, "
                       f"{fmt(got['min_kpps'])} lowest 0.1 s, {got['lost']} lost, hub CPU "
                       f"{got['hub_cpu'] * 100:.0f}%, rekeys {got['rekeys']}; drops: "
                       f"{got['drops'] or 'none'}", flush=True)
-            rk = phases["rekeying"]
-            rk["rekeys_per_s"] = rk["rekeys"] / rk["rekey_window_s"]
-            extra = rk["hub_cpu"] - phases["steady"]["hub_cpu"]  # CPU-s per s
+            for got in phases.values():
+                got["rekeys_per_s"] = got["rekeys"] / got["wall_s"]
+            rk, st = phases["rekeying"], phases["steady"]
+            extra = rk["hub_cpu"] - st["hub_cpu"]  # CPU-s per s
+            more = rk["rekeys_per_s"] - st["rekeys_per_s"]  # the steady phase may hold a few
             result["phases"] = phases
-            result["cpu_us_per_rekey"] = (extra / rk["rekeys_per_s"] * 1e6
-                                          if rk["rekeys"] else None)
+            result["cpu_us_per_rekey"] = extra / more * 1e6 if more > 0 else None
             time.sleep(1.0)
             result["hub_ike_sas_after"] = hub_ike_sas(hub)
             return result | reload_unchanged(hub, n)
@@ -553,7 +575,7 @@ def one_run(n: int, args) -> dict:
             for proc in procs:
                 proc.close()
             for daemon in reversed(daemons):
-                daemon.stop()
+                daemon.stop(timeout=120)
             if os.environ.get("BENCH_HUB_KEEP"):
                 print(f"kept {tmp}", file=sys.stderr)
             else:
@@ -590,16 +612,19 @@ def report(results: list[dict], args) -> list[str]:
                           for r in results])]
     with_traffic = [r for r in results if "phases" in r]
     if with_traffic:
+        load = (f"rekeys by the hub's timers, Child SA lifetime {args.lifetime} s"
+                if args.lifetime else
+                f"rekey load {args.rekey_rate}/s asked (initiators' CREATE_CHILD_SA)")
         lines += ["", f"UDP {args.rate} of {args.size}-byte datagrams hostA -> gwA -> hub -> "
-                  f"hostB, {args.seconds} s per phase, 0.1 s intervals at the receiver; "
-                  f"rekey load {args.rekey_rate}/s asked (initiators' CREATE_CHILD_SA)", ""]
+                  f"hostB, {args.seconds} s per phase, 0.1 s intervals at the receiver; {load}",
+                  ""]
         rows = []
         for r in with_traffic:
             for phase in ("steady", "rekeying"):
                 p = r["phases"][phase]
                 rows.append([f"{r['peers']} {phase}", fmt(p["median_kpps"]),
                              fmt(p["min_kpps"]), str(p["lost"]),
-                             fmt(p.get("rekeys_per_s"), 1) if phase == "rekeying" else "0",
+                             fmt(p["rekeys_per_s"], 1),
                              f"{p['hub_cpu'] * 100:.0f}%"])
         lines += table(["peers, phase", "median kpps", "lowest 0.1 s kpps", "lost packets",
                         "rekeys/s done", "hub CPU"], rows)
@@ -621,7 +646,12 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=2, help="initiator processes")
     parser.add_argument("--window", type=int, default=8,
                         help="IKE SAs in flight per initiator process")
-    parser.add_argument("--rekey-rate", type=float, default=100.0)
+    parser.add_argument("--rekey-rate", type=float, default=100.0,
+                        help="Child SA rekeys/s the initiators start (without --lifetime)")
+    parser.add_argument("--lifetime", type=int, default=0,
+                        help="instead: this Child SA lifetime (s) on the hub's peer entries, "
+                        "so that the hub rekeys on its own timers; long enough for the "
+                        "establishment and the steady phase to end before 85%% of it")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rate", default="20M")
     parser.add_argument("--size", type=int, default=1000)
