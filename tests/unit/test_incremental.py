@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 
 import pytest
 from support.packets import IPPROTO_UDP, ipv4, udp
@@ -156,9 +157,14 @@ def test_changes_while_other_threads_run_packets() -> None:
     counts = {"sealed": 0, "opened": 0}
     b_pkts: list[bytes] = []  # B's latest packets toward A's current inbound SA
 
+    # Both loops yield the GIL once per batch: without it the main thread, which takes
+    # and drops the GIL around each of its own data-plane calls, waited behind two
+    # threads that only dropped it inside theirs, and this test took 30 s to 10 min on a
+    # 2-core machine by how the scheduler happened to run them.
     def protect_loop() -> None:
         pkts = [ip4("10.1.0.1", "10.2.0.1", n) for n in range(32)]
         while not stop.is_set():
+            time.sleep(0)  # hand over the GIL: see below
             for r in a.dp.encap_batch(pkts, worker=1):
                 if isinstance(r, DropError):
                     seen["encap"].add(r.reason)
@@ -167,6 +173,7 @@ def test_changes_while_other_threads_run_packets() -> None:
 
     def decap_loop() -> None:
         while not stop.is_set():
+            time.sleep(0)
             batch = list(b_pkts[-32:])
             for r in a.dp.decap_batch(batch, worker=2):
                 if isinstance(r, DropError):
