@@ -124,7 +124,6 @@ class Readers:
             return self._cond.wait_for(lambda: self._busy == 0, timeout)
 
 
-
 ROUTES_LOGGED = 8  # prefixes named in the "up" line; a hub routes thousands
 
 
@@ -134,6 +133,7 @@ def routes_text(routes: tuple[str, ...] | list[str]) -> str:
         return "none"
     text = ", ".join(routes[:ROUTES_LOGGED])
     return text if len(routes) <= ROUTES_LOGGED else f"{text} ... ({len(routes)} in all)"
+
 
 class Daemon:
     def __init__(self, config_path: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
